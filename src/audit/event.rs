@@ -1,0 +1,156 @@
+//! Writing audit events.
+//!
+//! An event is serialized whole and appended with one write(2) to a file
+//! opened with `O_APPEND`, so the lines of concurrent writers never
+//! interleave. Fields: `ts` (RFC 3339, µs), `tool`, `op`, `target`, `pid`,
+//! `ppid`, `host`, `user`, `duration_ms`, `exit_code`, `outcome`, `detail`
+//! and `run_id` (from `WFSTATE_RUN_ID`) when set. See
+//! schemas/audit-event.schema.json.
+
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::config::Config;
+use crate::error::Error;
+
+/// One line of the audit log.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Event {
+    pub ts: String,
+    pub tool: String,
+    pub op: String,
+    pub target: String,
+    pub pid: u32,
+    pub ppid: u32,
+    pub host: String,
+    pub user: String,
+    pub duration_ms: f64,
+    pub exit_code: i32,
+    pub outcome: String,
+    #[serde(default)]
+    pub detail: Value,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<String>,
+}
+
+/// Times one operation and appends its event when done.
+pub struct Recorder<'a> {
+    cfg: &'a Config,
+    tool: &'static str,
+    op: String,
+    target: String,
+    started: Instant,
+}
+
+impl<'a> Recorder<'a> {
+    /// Starts timing operation `op` of `tool` on `target`.
+    pub fn start(cfg: &'a Config, tool: &'static str, op: impl Into<String>, target: impl Into<String>) -> Self {
+        Recorder {
+            cfg,
+            tool,
+            op: op.into(),
+            target: target.into(),
+            started: Instant::now(),
+        }
+    }
+
+    /// Changes the target once it is known (e.g. the id of a new checkpoint).
+    pub fn set_target(&mut self, target: impl Into<String>) {
+        self.target = target.into();
+    }
+
+    /// Appends the event for a finished operation; `detail` adds fields of the operation's own.
+    pub fn finish<T>(self, result: &Result<T, Error>, detail: Value) {
+        let (exit_code, outcome, detail) = match result {
+            Ok(_) => (0, "ok", detail),
+            Err(e) => {
+                let mut d = match detail {
+                    Value::Object(m) => m,
+                    Value::Null => serde_json::Map::new(),
+                    other => {
+                        let mut m = serde_json::Map::new();
+                        m.insert("info".into(), other);
+                        m
+                    }
+                };
+                d.insert("error".into(), Value::String(e.summary()));
+                (e.code().as_i32(), "error", Value::Object(d))
+            }
+        };
+        self.finish_with(exit_code, outcome, detail);
+    }
+
+    /// Appends the event with an explicit exit code and outcome.
+    pub fn finish_with(self, exit_code: i32, outcome: &str, detail: Value) {
+        let event = Event {
+            ts: now_rfc3339_micros(),
+            tool: self.tool.to_string(),
+            op: self.op,
+            target: self.target,
+            pid: std::process::id(),
+            ppid: rustix::process::getppid().map_or(0, |p| p.as_raw_nonzero().get() as u32),
+            host: hostname(),
+            user: user_name(),
+            duration_ms: (self.started.elapsed().as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0,
+            exit_code,
+            outcome: outcome.to_string(),
+            detail,
+            run_id: self.cfg.run_id.clone(),
+        };
+        append(self.cfg, &event);
+    }
+}
+
+/// Appends one event; a failure is a warning on stderr, never an error.
+pub fn append(cfg: &Config, event: &Event) {
+    let mut line = match serde_json::to_vec(event) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("{}: warning: cannot encode audit event: {e}", event.tool);
+            return;
+        }
+    };
+    line.push(b'\n');
+    let res = OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o600)
+        .open(&cfg.audit_log)
+        .and_then(|mut f| {
+            // One write(2): O_APPEND makes it atomic with respect to other appenders.
+            let n = f.write(&line)?;
+            if n != line.len() {
+                return Err(std::io::Error::other(format!("short write ({n} of {} bytes)", line.len())));
+            }
+            Ok(())
+        });
+    if let Err(e) = res {
+        eprintln!(
+            "{}: warning: cannot write audit log {}: {e} (the operation itself was not affected)",
+            event.tool,
+            cfg.audit_log.display()
+        );
+    }
+}
+
+/// Now, as RFC 3339 UTC with microseconds.
+pub fn now_rfc3339_micros() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+}
+
+/// This machine's host name.
+pub fn hostname() -> String {
+    rustix::system::uname().nodename().to_string_lossy().into_owned()
+}
+
+/// The user running this process: `$USER`, else `$LOGNAME`, else the uid.
+pub fn user_name() -> String {
+    std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| rustix::process::getuid().as_raw().to_string())
+}

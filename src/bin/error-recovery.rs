@@ -1,0 +1,22 @@
+//! `error-recovery`: placeholder front; its issue fills in the subcommands.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use wfstate::cli;
+use wfstate::config::GlobalArgs;
+
+/// Part of wfstate.
+#[derive(Parser)]
+#[command(name = "error-recovery", version)]
+struct Cli {
+    #[command(flatten)]
+    global: GlobalArgs,
+}
+
+fn main() -> ExitCode {
+    match cli::parse::<Cli>() {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(code) => code.into(),
+    }
+}

@@ -1,0 +1,273 @@
+//! The one way the toolkit changes a file: atomic replacement, durable by default.
+//!
+//! [`replace`] guarantees that a reader sees the old bytes or the new bytes and
+//! never a mix, and with [`Durability::Durable`] that after it returns the new
+//! bytes survive a crash or power loss: it writes a temp file in the same
+//! folder (`O_EXCL`, mode 0600), fsyncs it, renames it over the target and
+//! fsyncs the folder. A live file is never opened for writing in place.
+//!
+//! Temp files are named `.NAME.PID.SEQ.tmp` and held under an flock(2) while
+//! written, so a later writer can tell a leftover of a killed writer (no lock
+//! held) from a write in progress and removes the leftovers it finds.
+//!
+//! Also here: size-limited reads, and folders created 0700 that refuse to be
+//! symlinks leading out of the state root.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use crate::error::{Error, Kind, Result};
+
+/// How hard [`replace`] works to keep the new bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Durability {
+    /// fsync the file and its folder: survives power loss. Every state,
+    /// backup and checkpoint write.
+    Durable,
+    /// Atomic rename only. For lock records, which never outlive a boot
+    /// (their holders carry the boot id), so fsync would buy nothing.
+    Atomic,
+}
+
+static SEQ: AtomicU32 = AtomicU32::new(0);
+
+/// Atomically replaces `path` with `bytes` (see the module docs).
+pub fn replace(path: &Path, bytes: &[u8], durability: Durability) -> Result<()> {
+    // A cleaner can remove our temp file in the instant between its creation
+    // and our flock; the rename then fails with NotFound and one retry suffices.
+    match replace_once(path, bytes, durability) {
+        Err(e) if e.io_kind() == Some(io::ErrorKind::NotFound) && e.path() == Some(path) => {
+            replace_once(path, bytes, durability)
+        }
+        other => other,
+    }
+}
+
+fn replace_once(path: &Path, bytes: &[u8], durability: Durability) -> Result<()> {
+    let dir = parent_of(path);
+    let name = path
+        .file_name()
+        .ok_or_else(|| Error::general("cannot write a path with no file name").with_path(path))?;
+    let tmp = dir.join(format!(
+        ".{}.{}.{}.tmp",
+        name.to_string_lossy(),
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::Relaxed)
+    ));
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(rustix::fs::OFlags::CLOEXEC.bits() as i32)
+        .open(&tmp)
+        .map_err(|e| Error::io(e, "cannot create a temp file", &tmp))?;
+    // Marks the temp file as in use; released by the kernel if we are killed.
+    let _ = file.try_lock();
+    let result = (|| {
+        file.write_all(bytes)
+            .map_err(|e| Error::io(e, "cannot write", &tmp))?;
+        if durability == Durability::Durable {
+            file.sync_data()
+                .map_err(|e| Error::io(e, "cannot flush to disk", &tmp))?;
+        }
+        fs::rename(&tmp, path).map_err(|e| Error::io(e, "cannot rename into place", path))
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+        return result;
+    }
+    drop(file);
+    if durability == Durability::Durable {
+        sync_dir(dir)?;
+    }
+    remove_leftovers(dir, &name.to_string_lossy());
+    Ok(())
+}
+
+/// fsyncs a folder, making renames and links in it durable.
+pub fn sync_dir(dir: &Path) -> Result<()> {
+    let d = File::open(dir).map_err(|e| Error::io(e, "cannot open folder", dir))?;
+    d.sync_all()
+        .map_err(|e| Error::io(e, "cannot flush folder to disk", dir))
+}
+
+/// Removes temp files of `name` left by writers that were killed mid-write.
+fn remove_leftovers(dir: &Path, name: &str) {
+    let prefix = format!(".{name}.");
+    let Ok(entries) = fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        let file_name = entry.file_name();
+        let Some(n) = file_name.to_str() else { continue };
+        if !(n.starts_with(&prefix) && n.ends_with(".tmp")) {
+            continue;
+        }
+        let p = entry.path();
+        // A writer in progress holds the lock; a killed one no longer does.
+        if let Ok(f) = File::open(&p)
+            && f.try_lock().is_ok()
+        {
+            let _ = fs::remove_file(&p);
+        }
+    }
+}
+
+/// Lists leftover temp files in `dir` (any target), for cleanup and health.
+pub fn leftover_temps(dir: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = fs::read_dir(dir) else { return Vec::new() };
+    entries
+        .flatten()
+        .filter(|e| {
+            let n = e.file_name();
+            let n = n.to_string_lossy();
+            n.starts_with('.') && n.ends_with(".tmp")
+        })
+        .map(|e| e.path())
+        .filter(|p| File::open(p).is_ok_and(|f| f.try_lock().is_ok()))
+        .collect()
+}
+
+/// Reads a whole file, refusing one over `limit` bytes (exit 10) before reading it.
+pub fn read_limited(path: &Path, limit: u64) -> Result<Vec<u8>> {
+    let mut f = File::open(path).map_err(|e| Error::io(e, "cannot read", path))?;
+    let len = f
+        .metadata()
+        .map_err(|e| Error::io(e, "cannot read", path))?
+        .len();
+    if len > limit {
+        return Err(too_large(len, limit).with_path(path));
+    }
+    let mut buf = Vec::with_capacity(len as usize);
+    Read::by_ref(&mut f)
+        .take(limit + 1)
+        .read_to_end(&mut buf)
+        .map_err(|e| Error::io(e, "cannot read", path))?;
+    if buf.len() as u64 > limit {
+        return Err(too_large(buf.len() as u64, limit).with_path(path));
+    }
+    Ok(buf)
+}
+
+/// Reads standard input, refusing more than `limit` bytes (exit 10).
+pub fn read_stdin_limited(limit: u64) -> Result<Vec<u8>> {
+    let mut buf = Vec::new();
+    io::stdin()
+        .lock()
+        .take(limit + 1)
+        .read_to_end(&mut buf)
+        .map_err(|e| Error::io(e, "cannot read", "standard input"))?;
+    if buf.len() as u64 > limit {
+        return Err(too_large(buf.len() as u64, limit).with_path("standard input"));
+    }
+    Ok(buf)
+}
+
+/// The error for input over the size limit.
+pub fn too_large(len: u64, limit: u64) -> Error {
+    Error::new(
+        Kind::ResourceExhausted,
+        format!("input of {len} bytes is over the limit of {limit} bytes"),
+    )
+    .hint("split the data or keep large blobs outside the state file")
+}
+
+/// Creates `dir` (mode 0700) if missing. A folder that is a symlink leading
+/// out of `root` is refused with exit 6.
+pub fn ensure_dir(dir: &Path, root: &Path) -> Result<()> {
+    match fs::symlink_metadata(dir) {
+        Ok(m) if m.file_type().is_symlink() => check_within_root(dir, root),
+        Ok(m) if m.is_dir() => Ok(()),
+        Ok(_) => Err(Error::general("expected a folder but found a file")
+            .with_path(dir)
+            .hint("move that file away")),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            match fs::DirBuilder::new().mode(0o700).create(dir) {
+                Ok(()) => Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+                Err(e) => Err(Error::io(e, "cannot create folder", dir)),
+            }
+        }
+        Err(e) => Err(Error::io(e, "cannot inspect", dir)),
+    }
+}
+
+/// Refuses (exit 6) a `path` that is a symlink resolving outside `root`.
+/// A missing path or a plain file passes.
+pub fn check_not_escaping(path: &Path, root: &Path) -> Result<()> {
+    match fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_symlink() => check_within_root(path, root),
+        _ => Ok(()),
+    }
+}
+
+fn check_within_root(link: &Path, root: &Path) -> Result<()> {
+    let refused = || {
+        Error::new(Kind::PermissionDenied, "refusing a symlink that leads out of the state root")
+            .with_path(link)
+            .hint("replace the symlink with a real file or folder inside the state root")
+    };
+    let target = fs::canonicalize(link).map_err(|_| refused())?;
+    let root = fs::canonicalize(root).map_err(|e| Error::io(e, "cannot resolve", root))?;
+    if crate::config::is_within(&target, &root) {
+        Ok(())
+    } else {
+        Err(refused())
+    }
+}
+
+/// Makes `path` readable and writable by its owner only.
+pub fn set_private(path: &Path) -> Result<()> {
+    fs::set_permissions(path, fs::Permissions::from_mode(0o600))
+        .map_err(|e| Error::io(e, "cannot set permissions", path))
+}
+
+fn parent_of(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::MetadataExt;
+
+    #[test]
+    fn replace_writes_whole_file_0600_and_leaves_no_temp() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("s.json");
+        replace(&p, b"one", Durability::Durable).unwrap();
+        replace(&p, b"two", Durability::Atomic).unwrap();
+        assert_eq!(fs::read(&p).unwrap(), b"two");
+        assert_eq!(fs::metadata(&p).unwrap().mode() & 0o777, 0o600);
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn leftover_of_a_killed_writer_is_removed_but_a_locked_one_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("s.json");
+        let dead = dir.path().join(".s.json.999999.0.tmp");
+        fs::write(&dead, b"partial").unwrap();
+        let busy = dir.path().join(".s.json.999998.0.tmp");
+        fs::write(&busy, b"partial").unwrap();
+        let held = File::open(&busy).unwrap();
+        held.lock().unwrap();
+        replace(&p, b"x", Durability::Durable).unwrap();
+        assert!(!dead.exists());
+        assert!(busy.exists());
+    }
+
+    #[test]
+    fn read_limited_refuses_large_files_with_exit_10() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("big");
+        fs::write(&p, vec![b'x'; 100]).unwrap();
+        assert_eq!(read_limited(&p, 100).unwrap().len(), 100);
+        let e = read_limited(&p, 99).unwrap_err();
+        assert_eq!(e.code(), crate::exit::Code::ResourceExhausted);
+    }
+}

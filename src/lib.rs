@@ -1,0 +1,18 @@
+//! wfstate keeps a workflow's JSON state safe for the shell scripts that drive
+//! it: atomic durable writes, schema validation, backups, named locks that
+//! outlive a command, checkpoints, retry and an audit log.
+//!
+//! Everything real lives in this library; the binaries in `src/bin/` parse
+//! arguments, call one function per subcommand and map errors to exit codes.
+
+pub mod audit;
+pub mod cli;
+pub mod config;
+pub mod durable;
+pub mod error;
+pub mod exit;
+pub mod lock;
+
+pub use config::Config;
+pub use error::{Error, Kind, Result};
+pub use exit::Code;

@@ -1,0 +1,68 @@
+//! Lock names and the hierarchy that orders them.
+//!
+//! A name is 1–128 of `[A-Za-z0-9._-]`, not starting with `.`, so it is always
+//! a plain file name inside `.locks/`. The hierarchy (state=1, config=2,
+//! signals=3, backup=4, temp=5, user=10, others 999) prevents deadlocks: an
+//! owner holding a lock may not ask for one with a smaller number.
+
+use crate::error::{Error, Result};
+
+/// Checks a lock name; bad names are exit 4.
+pub fn validate(name: &str) -> Result<()> {
+    let bad = |why: &str| {
+        Error::validation(format!("bad lock name '{}'", name.escape_debug()))
+            .because(why)
+            .hint("use 1-128 letters, digits, '.', '_' or '-', not starting with '.'")
+    };
+    if name.is_empty() {
+        return Err(bad("it is empty"));
+    }
+    if name.len() > 128 {
+        return Err(bad("it is longer than 128 characters"));
+    }
+    if name.starts_with('.') {
+        return Err(bad("it starts with '.'"));
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+    {
+        return Err(bad(&format!("it contains {c:?}")));
+    }
+    Ok(())
+}
+
+/// The priority of a lock in the hierarchy: lower numbers are taken first.
+pub fn priority(name: &str) -> u32 {
+    match name {
+        "state" => 1,
+        "config" => 2,
+        "signals" => 3,
+        "backup" => 4,
+        "temp" => 5,
+        "user" => 10,
+        _ => 999,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        for ok in ["state", "a", "my-lock_1.x", &"x".repeat(128)] {
+            assert!(validate(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", ".hidden", "a/b", "..", "a b", "a\0b", &"x".repeat(129), "é"] {
+            assert_eq!(validate(bad).unwrap_err().code(), crate::exit::Code::ValidationFailed, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn hierarchy() {
+        assert!(priority("state") < priority("config"));
+        assert!(priority("temp") < priority("user"));
+        assert_eq!(priority("anything"), 999);
+    }
+}

@@ -1,0 +1,150 @@
+//! Who holds a lock: a process identified so that its death, or the reuse of
+//! its pid by another process, is never mistaken for the holder still running.
+//!
+//! An [`Identity`] is a pid plus that process's start time (field 22 of
+//! `/proc/PID/stat`, in clock ticks since boot), the kernel's boot id and the
+//! host name. The same pid with another start time is another process; the
+//! same start time on another boot is a pid from before a reboot.
+
+use std::fs;
+use std::sync::OnceLock;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// A process, identified beyond its pid.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Identity {
+    pub pid: u32,
+    pub start_time: u64,
+    pub boot_id: String,
+    pub host: String,
+}
+
+/// Whether a recorded process still runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Liveness {
+    /// Same pid, same start time, same boot, this host.
+    Live,
+    /// Gone, or its pid now belongs to another process, or from another boot.
+    Dead,
+    /// On another host: it cannot be checked from here, so it is treated as live.
+    Unknown,
+}
+
+impl Identity {
+    /// The identity of the running process `pid`; an error if there is none.
+    pub fn of_pid(pid: u32) -> Result<Identity> {
+        let start_time = start_time_of(pid).ok_or_else(|| {
+            Error::validation(format!("no running process with pid {pid}"))
+                .hint("pass the pid of a live process with --owner or LOCK_OWNER_PID")
+        })?;
+        Ok(Identity {
+            pid,
+            start_time,
+            boot_id: boot_id().to_string(),
+            host: host().to_string(),
+        })
+    }
+
+    /// This process.
+    pub fn current() -> Identity {
+        Identity::of_pid(std::process::id()).expect("/proc/self/stat is readable")
+    }
+
+    /// Checks the process against /proc now.
+    pub fn liveness(&self) -> Liveness {
+        if self.host != host() {
+            return Liveness::Unknown;
+        }
+        if self.boot_id != boot_id() {
+            return Liveness::Dead;
+        }
+        match start_time_of(self.pid) {
+            Some(t) if t == self.start_time => Liveness::Live,
+            _ => Liveness::Dead,
+        }
+    }
+
+    /// Whether the process may still run (live, or not checkable from here).
+    pub fn is_live(&self) -> bool {
+        self.liveness() != Liveness::Dead
+    }
+
+    /// Whether two identities are the same process.
+    pub fn same_process(&self, other: &Identity) -> bool {
+        self == other
+    }
+}
+
+/// The lock owner for this invocation: `--owner PID`, else `LOCK_OWNER_PID`,
+/// else the parent process (the calling shell).
+pub fn resolve_owner(flag: Option<u32>) -> Result<Identity> {
+    let pid = match flag {
+        Some(p) => p,
+        None => match std::env::var("LOCK_OWNER_PID") {
+            Ok(v) if !v.trim().is_empty() => v.trim().parse().map_err(|_| {
+                Error::validation(format!("bad LOCK_OWNER_PID '{v}'"))
+                    .hint("set it to a process id, such as $$")
+            })?,
+            _ => rustix::process::getppid().map_or(1, |p| p.as_raw_nonzero().get() as u32),
+        },
+    };
+    if pid == 0 {
+        return Err(Error::validation("owner pid 0 is not a process").hint("pass a real pid, such as $$"));
+    }
+    Identity::of_pid(pid)
+}
+
+/// The start time of `pid` in clock ticks after boot, if it runs.
+pub fn start_time_of(pid: u32) -> Option<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces and parentheses: split after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    // `rest` starts at field 3 (state); the start time is field 22.
+    let field = rest.split_ascii_whitespace().nth(22 - 3)?;
+    // A zombie has exited: it holds nothing, though its pid is not yet free.
+    if rest.starts_with('Z') {
+        return None;
+    }
+    field.parse().ok()
+}
+
+/// The kernel's boot id, read once per process.
+pub fn boot_id() -> &'static str {
+    static BOOT: OnceLock<String> = OnceLock::new();
+    BOOT.get_or_init(|| {
+        fs::read_to_string("/proc/sys/kernel/random/boot_id")
+            .map(|s| s.trim().to_string())
+            .unwrap_or_default()
+    })
+}
+
+/// This host's name, read once per process.
+pub fn host() -> &'static str {
+    static HOST: OnceLock<String> = OnceLock::new();
+    HOST.get_or_init(crate::audit::event::hostname)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn current_process_is_live_and_a_changed_start_time_is_dead() {
+        let me = Identity::current();
+        assert_eq!(me.liveness(), Liveness::Live);
+        let reused = Identity { start_time: me.start_time + 1, ..me.clone() };
+        assert_eq!(reused.liveness(), Liveness::Dead);
+        let old_boot = Identity { boot_id: "other".into(), ..me.clone() };
+        assert_eq!(old_boot.liveness(), Liveness::Dead);
+        let remote = Identity { host: "elsewhere.invalid".into(), ..me };
+        assert_eq!(remote.liveness(), Liveness::Unknown);
+    }
+
+    #[test]
+    fn no_such_pid_has_no_start_time() {
+        assert!(start_time_of(u32::MAX - 1).is_none());
+    }
+}

@@ -1,0 +1,202 @@
+//! The lock record: `.locks/NAME.lock`, one JSON document per named lock
+//! (schemas/lock.schema.json), and the companion `.locks/NAME.mutex`.
+//!
+//! Protocol, shared by `lock-manager` and the `state` transactions of
+//! `state-manager`:
+//!
+//! - A record is only changed, created or removed while holding an exclusive
+//!   flock(2) on `NAME.mutex` ([`Mutex`]). Record operations hold it for
+//!   microseconds; a `state-manager` read-modify-write holds the `state`
+//!   mutex for its whole transaction, so every record change waits for it.
+//! - A record is replaced atomically (temp + rename), so readers never lock
+//!   and never see half a record. A record that does not parse is therefore
+//!   corruption, reported as such, never judged "stale" and stolen.
+//! - A holder is live while its process runs (see [`super::process`]) and its
+//!   TTL has not passed. A record whose holders are all dead is stale.
+
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::process::Identity;
+use crate::config::Config;
+use crate::durable::{self, Durability};
+use crate::error::{Error, Kind, Result};
+
+/// Shared or exclusive.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LockType {
+    Shared,
+    Exclusive,
+}
+
+impl LockType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LockType::Shared => "shared",
+            LockType::Exclusive => "exclusive",
+        }
+    }
+
+    /// Parses `shared` or `exclusive` (exit 4 otherwise).
+    pub fn parse(s: &str) -> Result<LockType> {
+        match s {
+            "shared" => Ok(LockType::Shared),
+            "exclusive" => Ok(LockType::Exclusive),
+            other => Err(Error::validation(format!("bad lock type '{other}'"))
+                .hint("use 'shared' or 'exclusive'")),
+        }
+    }
+}
+
+/// One holder of a lock.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Holder {
+    #[serde(flatten)]
+    pub id: Identity,
+    /// When this holder acquired the lock (RFC 3339).
+    pub acquired: String,
+    /// Seconds after `acquired` at which the hold lapses, if set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl: Option<f64>,
+    /// Caller-supplied JSON.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<Value>,
+}
+
+impl Holder {
+    /// Live: the process runs and the TTL, if any, has not passed.
+    pub fn is_live(&self) -> bool {
+        if let Some(ttl) = self.ttl
+            && let Ok(at) = chrono::DateTime::parse_from_rfc3339(&self.acquired)
+        {
+            let age = chrono::Utc::now().signed_duration_since(at);
+            if age.num_milliseconds() as f64 > ttl * 1000.0 {
+                return false;
+            }
+        }
+        self.id.is_live()
+    }
+}
+
+/// A request waiting for a lock; new shared requests queue behind an exclusive waiter.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Waiter {
+    #[serde(flatten)]
+    pub id: Identity,
+    #[serde(rename = "type")]
+    pub kind: LockType,
+    pub since: String,
+}
+
+/// The record of one named lock.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Record {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: LockType,
+    /// When the record last changed (RFC 3339).
+    pub timestamp: String,
+    pub holders: Vec<Holder>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub waiters: Vec<Waiter>,
+}
+
+impl Record {
+    /// Whether any holder is live.
+    pub fn is_held(&self) -> bool {
+        self.holders.iter().any(Holder::is_live)
+    }
+
+    /// Drops dead holders and waiters; returns how many holders were dropped.
+    pub fn prune(&mut self) -> usize {
+        let before = self.holders.len();
+        self.holders.retain(Holder::is_live);
+        self.waiters.retain(|w| w.id.is_live());
+        before - self.holders.len()
+    }
+
+    /// The holder that is `owner`, if any.
+    pub fn holder(&self, owner: &Identity) -> Option<&Holder> {
+        self.holders.iter().find(|h| h.id.same_process(owner))
+    }
+}
+
+/// `.locks/NAME.lock`
+pub fn record_path(cfg: &Config, name: &str) -> PathBuf {
+    cfg.locks_dir().join(format!("{name}.lock"))
+}
+
+/// `.locks/NAME.mutex`
+pub fn mutex_path(cfg: &Config, name: &str) -> PathBuf {
+    cfg.locks_dir().join(format!("{name}.mutex"))
+}
+
+/// Reads a record: `None` when there is none, exit 3 when it does not parse.
+pub fn load(path: &Path) -> Result<Option<Record>> {
+    let bytes = match fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io(e, "cannot read lock record", path)),
+    };
+    serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+        Error::corruption("lock record does not parse")
+            .with_path(path)
+            .because(e)
+            .hint("inspect it, then remove it with 'lock-manager clean --force'")
+    })
+}
+
+/// Writes a record atomically (not fsynced: records never outlive a boot).
+pub fn store(path: &Path, record: &Record) -> Result<()> {
+    let bytes = serde_json::to_vec_pretty(record).expect("a record always serializes");
+    durable::replace(path, &bytes, Durability::Atomic)
+}
+
+/// Removes a record; a missing one is fine.
+pub fn remove(path: &Path) -> Result<()> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => {
+            Err(Error::io(e, "cannot remove lock record", path))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// An exclusive flock(2) on `NAME.mutex`: the right to change `NAME.lock`.
+/// Released when dropped, or by the kernel if the process dies.
+#[must_use = "the mutex is released as soon as the guard is dropped"]
+#[derive(Debug)]
+pub struct Mutex {
+    _file: File,
+}
+
+impl Mutex {
+    /// Blocks until the mutex of lock `name` is ours. Its holders keep it for
+    /// microseconds, or for one state transaction.
+    pub fn lock(cfg: &Config, name: &str) -> Result<Mutex> {
+        durable::ensure_dir(&cfg.locks_dir(), &cfg.root)?;
+        let path = mutex_path(cfg, name);
+        durable::check_not_escaping(&path, &cfg.root)?;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+            .open(&path)
+            .map_err(|e| Error::io(e, "cannot open lock mutex", &path))?;
+        file.lock().map_err(|e| {
+            Error::new(Kind::of_io(&e), "cannot lock mutex")
+                .with_path(&path)
+                .because(e)
+        })?;
+        Ok(Mutex { _file: file })
+    }
+}
