@@ -1,0 +1,3 @@
+//! The one integration-test binary: drives the real binaries in temp dirs.
+
+mod harness;
