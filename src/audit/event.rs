@@ -49,7 +49,12 @@ pub struct Recorder<'a> {
 
 impl<'a> Recorder<'a> {
     /// Starts timing operation `op` of `tool` on `target`.
-    pub fn start(cfg: &'a Config, tool: &'static str, op: impl Into<String>, target: impl Into<String>) -> Self {
+    pub fn start(
+        cfg: &'a Config,
+        tool: &'static str,
+        op: impl Into<String>,
+        target: impl Into<String>,
+    ) -> Self {
         Recorder {
             cfg,
             tool,
@@ -125,7 +130,10 @@ pub fn append(cfg: &Config, event: &Event) {
             // One write(2): O_APPEND makes it atomic with respect to other appenders.
             let n = f.write(&line)?;
             if n != line.len() {
-                return Err(std::io::Error::other(format!("short write ({n} of {} bytes)", line.len())));
+                return Err(std::io::Error::other(format!(
+                    "short write ({n} of {} bytes)",
+                    line.len()
+                )));
             }
             Ok(())
         });
@@ -145,7 +153,10 @@ pub fn now_rfc3339_micros() -> String {
 
 /// This machine's host name.
 pub fn hostname() -> String {
-    rustix::system::uname().nodename().to_string_lossy().into_owned()
+    rustix::system::uname()
+        .nodename()
+        .to_string_lossy()
+        .into_owned()
 }
 
 /// The user running this process: `$USER`, else `$LOGNAME`, else the uid.

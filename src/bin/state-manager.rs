@@ -139,12 +139,22 @@ fn run(cli: Cli) -> Result<Code> {
     match cli.command.unwrap_or(Command::Status { json: false }) {
         Command::Init => commands::init(&ctx),
         Command::Read { path, raw } => commands::read(&ctx, path.as_deref(), raw),
-        Command::Write { json, reason, expect_revision } => {
-            commands::write(&ctx, &json, reason.as_deref(), expect_revision)
-        }
-        Command::Set { path, value, string } => commands::set(&ctx, &path, &value, string),
+        Command::Write {
+            json,
+            reason,
+            expect_revision,
+        } => commands::write(&ctx, &json, reason.as_deref(), expect_revision),
+        Command::Set {
+            path,
+            value,
+            string,
+        } => commands::set(&ctx, &path, &value, string),
         Command::Merge { patch } => commands::merge(&ctx, &patch),
-        Command::Append { path, value, string } => commands::append(&ctx, &path, &value, string),
+        Command::Append {
+            path,
+            value,
+            string,
+        } => commands::append(&ctx, &path, &value, string),
         Command::Signal { name } => commands::signal(&ctx, &name),
         Command::Validate { json } => commands::validate(&ctx, json),
         Command::Backup { reason } => commands::backup(&ctx, reason.as_deref()),

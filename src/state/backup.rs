@@ -50,7 +50,13 @@ pub struct Backup {
 pub fn sanitize_reason(reason: &str) -> String {
     let s: String = reason
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
         .take(64)
         .collect();
     if s.is_empty() { "manual".into() } else { s }
@@ -106,7 +112,9 @@ pub fn list(cfg: &Config) -> Result<Vec<Backup>> {
     let mut out = Vec::new();
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
-        let Some(made) = time_in_name(&name) else { continue };
+        let Some(made) = time_in_name(&name) else {
+            continue;
+        };
         let Ok(meta) = entry.metadata() else { continue };
         out.push(Backup {
             path: entry.path(),

@@ -107,8 +107,10 @@ fn value_arg(text: &str, as_string: bool) -> Result<Value> {
 fn non_root_path(p: &str) -> Result<Vec<path::Seg>> {
     let segs = path::parse(p)?;
     if segs.is_empty() {
-        return Err(Error::validation("cannot replace the whole document this way")
-            .hint("use 'state-manager write' to replace the document"));
+        return Err(
+            Error::validation("cannot replace the whole document this way")
+                .hint("use 'state-manager write' to replace the document"),
+        );
     }
     Ok(segs)
 }
@@ -184,7 +186,10 @@ fn keep_aside(path: &Path) -> Result<PathBuf> {
         let aside = PathBuf::from(name);
         match fs::hard_link(path, &aside) {
             Ok(()) => {
-                let dir = aside.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+                let dir = aside
+                    .parent()
+                    .filter(|p| !p.as_os_str().is_empty())
+                    .unwrap_or(Path::new("."));
                 durable::sync_dir(dir)?;
                 return Ok(aside);
             }
@@ -202,8 +207,12 @@ pub fn newest_valid_backup(cfg: &Config, pattern: Option<&str>) -> Result<Option
         if pattern.is_some_and(|p| !b.name.contains(p)) {
             continue;
         }
-        let Ok(bytes) = durable::read_limited(&b.path, MAX_INPUT_BYTES) else { continue };
-        let Ok(doc) = serde_json::from_slice::<Value>(&bytes) else { continue };
+        let Ok(bytes) = durable::read_limited(&b.path, MAX_INPUT_BYTES) else {
+            continue;
+        };
+        let Ok(doc) = serde_json::from_slice::<Value>(&bytes) else {
+            continue;
+        };
         if schema::violations(&doc).is_empty() {
             return Ok(Some((b, doc)));
         }
@@ -227,7 +236,12 @@ pub fn read(ctx: &Ctx, path_expr: Option<&str>, raw: bool) -> Result<Code> {
 }
 
 /// `write JSON|- [REASON] [--expect-revision N]`: replaces the document.
-pub fn write(ctx: &Ctx, input: &str, reason: Option<&str>, expect_revision: Option<u64>) -> Result<Code> {
+pub fn write(
+    ctx: &Ctx,
+    input: &str,
+    reason: Option<&str>,
+    expect_revision: Option<u64>,
+) -> Result<Code> {
     ctx.audited("write", |detail| {
         let text = if input == "-" {
             let bytes = durable::read_stdin_limited(MAX_INPUT_BYTES)?;
@@ -240,8 +254,11 @@ pub fn write(ctx: &Ctx, input: &str, reason: Option<&str>, expect_revision: Opti
         };
         let new = parse_json_arg(&text, "the document")?;
         if !new.is_object() {
-            return Err(Error::validation(format!("the document is {}, not an object", path::type_name(&new)))
-                .hint("pass a JSON object like {\"phase\": \"...\", ...}"));
+            return Err(Error::validation(format!(
+                "the document is {}, not an object",
+                path::type_name(&new)
+            ))
+            .hint("pass a JSON object like {\"phase\": \"...\", ...}"));
         }
         let store = ctx.store()?;
         let owner = ctx.owner()?;
@@ -308,7 +325,14 @@ pub fn signal(ctx: &Ctx, name: &str) -> Result<Code> {
     let now = document::now_epoch();
     ctx.update("signal", |doc| {
         valid?;
-        path::set(doc, &[path::Seg::Key("signals".into()), path::Seg::Key(name.into())], json!(now))?;
+        path::set(
+            doc,
+            &[
+                path::Seg::Key("signals".into()),
+                path::Seg::Key(name.into()),
+            ],
+            json!(now),
+        )?;
         Ok(())
     })?;
     let dir = ctx.cfg.signals_dir();
@@ -321,7 +345,11 @@ pub fn signal(ctx: &Ctx, name: &str) -> Result<Code> {
     });
     let mut bytes = serde_json::to_vec_pretty(&body).expect("JSON serializes");
     bytes.push(b'\n');
-    durable::replace(&dir.join(format!("{name}.json")), &bytes, Durability::Atomic)?;
+    durable::replace(
+        &dir.join(format!("{name}.json")),
+        &bytes,
+        Durability::Atomic,
+    )?;
     Ok(Code::Success)
 }
 
@@ -365,7 +393,10 @@ pub fn backup(ctx: &Ctx, reason: Option<&str>) -> Result<Code> {
         let made = backup::create(&ctx.cfg, store.path(), reason.unwrap_or("manual"))?
             .ok_or_else(|| store.missing())?;
         detail["backup"] = json!(made.display().to_string());
-        let keep = Retention { keep: ctx.retention.keep.max(1), ..ctx.retention };
+        let keep = Retention {
+            keep: ctx.retention.keep.max(1),
+            ..ctx.retention
+        };
         if let Err(e) = backup::prune(&ctx.cfg, keep) {
             eprintln!("{TOOL}: warning: cannot prune backups: {e}");
         }
@@ -400,9 +431,17 @@ pub fn list_backups(ctx: &Ctx, as_json: bool) -> Result<Code> {
             .collect();
         cli::print_json(&Value::Array(items));
     } else if backups.is_empty() {
-        cli::println(&format!("no backups in {}", ctx.cfg.backups_dir().display()));
+        cli::println(&format!(
+            "no backups in {}",
+            ctx.cfg.backups_dir().display()
+        ));
     } else {
-        let width = backups.iter().map(|b| b.name.len()).max().unwrap_or(4).max(4);
+        let width = backups
+            .iter()
+            .map(|b| b.name.len())
+            .max()
+            .unwrap_or(4)
+            .max(4);
         let mut out = format!("{:<width$}  {:>8}  {:<19}  VALID\n", "NAME", "SIZE", "MADE");
         for b in &backups {
             out.push_str(&format!(
@@ -431,19 +470,31 @@ pub fn recover(ctx: &Ctx, pattern: Option<&str>) -> Result<Code> {
             };
             return Err(Error::corruption(what)
                 .with_path(ctx.cfg.backups_dir())
-                .hint("see 'state-manager list-backups'; 'state-manager init' starts a fresh state"));
+                .hint(
+                    "see 'state-manager list-backups'; 'state-manager init' starts a fresh state",
+                ));
         };
         detail["recovered_from"] = json!(b.name);
         let commit = recover_into(&txn, &store, doc, detail)?;
         detail["revision"] = json!(commit.revision);
-        cli::println(&format!("recovered {} from {} (revision {})", store.path().display(), b.name, commit.revision));
+        cli::println(&format!(
+            "recovered {} from {} (revision {})",
+            store.path().display(),
+            b.name,
+            commit.revision
+        ));
         Ok(Code::Success)
     })
 }
 
 /// Replaces the state with `doc`, keeping the current version first: as a
 /// backup when it parses, aside as `.corrupt-*` when it does not.
-fn recover_into(txn: &Txn<'_, '_>, store: &Store<'_>, doc: Value, detail: &mut Value) -> Result<store::Commit> {
+fn recover_into(
+    txn: &Txn<'_, '_>,
+    store: &Store<'_>,
+    doc: Value,
+    detail: &mut Value,
+) -> Result<store::Commit> {
     match txn.load_opt() {
         Ok(current) => txn.commit(current.as_ref(), doc, "pre-recover"),
         Err(e) if e.code() == Code::StateCorruption => {
@@ -465,7 +516,10 @@ pub fn migrate(ctx: &Ctx) -> Result<Code> {
         let old = txn.load()?;
         match document::migrate(&old)? {
             None => {
-                cli::println(&format!("already at schema version {}", document::SCHEMA_VERSION));
+                cli::println(&format!(
+                    "already at schema version {}",
+                    document::SCHEMA_VERSION
+                ));
                 Ok(Code::Success)
             }
             Some((new, changes)) => {
@@ -488,7 +542,9 @@ pub fn migrate(ctx: &Ctx) -> Result<Code> {
 
 /// Live lock records in `.locks/`, by name.
 fn live_locks(cfg: &Config) -> Vec<String> {
-    let Ok(entries) = fs::read_dir(cfg.locks_dir()) else { return Vec::new() };
+    let Ok(entries) = fs::read_dir(cfg.locks_dir()) else {
+        return Vec::new();
+    };
     let mut names: Vec<String> = entries
         .flatten()
         .filter_map(|e| {
@@ -515,7 +571,11 @@ pub fn status(ctx: &Ctx, as_json: bool) -> Result<Code> {
         (Some(_), Some(_)) if !violations.is_empty() => ("invalid", Code::ValidationFailed),
         _ => ("valid", Code::Success),
     };
-    let get = |p: &str| doc.and_then(|d| d.pointer(p)).cloned().unwrap_or(Value::Null);
+    let get = |p: &str| {
+        doc.and_then(|d| d.pointer(p))
+            .cloned()
+            .unwrap_or(Value::Null)
+    };
     let backups = backup::list(&ctx.cfg)?.len();
     let locks = live_locks(&ctx.cfg);
     let report = json!({
@@ -546,12 +606,18 @@ pub fn status(ctx: &Ctx, as_json: bool) -> Result<Code> {
         } else {
             "off".into()
         };
-        let locks_text = if locks.is_empty() { "none".to_string() } else { locks.join(", ") };
+        let locks_text = if locks.is_empty() {
+            "none".to_string()
+        } else {
+            locks.join(", ")
+        };
         let text = format!(
             "state file:     {}\nstate:          {}\nsize:           {}\nschema version: {}\nphase:          {}\nlast modified:  {}\nrevision:       {}\nbackups:        {}\nlive locks:     {}\ndegraded mode:  {}\n",
             report["path"].as_str().unwrap_or_default(),
             state,
-            bytes.as_ref().map_or("-".into(), |b| format!("{} bytes", b.len())),
+            bytes
+                .as_ref()
+                .map_or("-".into(), |b| format!("{} bytes", b.len())),
             s(&report["schemaVersion"]),
             s(&report["phase"]),
             s(&report["lastModified"]),
@@ -563,7 +629,10 @@ pub fn status(ctx: &Ctx, as_json: bool) -> Result<Code> {
         cli::print(&text);
     }
     if code == Code::GeneralError {
-        eprintln!("{TOOL}: no state file at {} — run 'state-manager init'", store.path().display());
+        eprintln!(
+            "{TOOL}: no state file at {} — run 'state-manager init'",
+            store.path().display()
+        );
     }
     Ok(code)
 }

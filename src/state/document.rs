@@ -37,7 +37,9 @@ pub fn fresh() -> Value {
 
 /// `metadata.revision`, 0 when absent.
 pub fn revision(doc: &Value) -> u64 {
-    doc.pointer("/metadata/revision").and_then(Value::as_u64).unwrap_or(0)
+    doc.pointer("/metadata/revision")
+        .and_then(Value::as_u64)
+        .unwrap_or(0)
 }
 
 /// Stamps a document about to replace `old`: keeps `created`, bumps
@@ -77,8 +79,10 @@ fn revision_of(m: &Map<String, Value>) -> u64 {
 /// upgraded document and a list of changes otherwise, exit 4 for a newer version.
 pub fn migrate(doc: &Value) -> Result<Option<(Value, Vec<String>)>> {
     let Value::Object(top) = doc else {
-        return Err(Error::validation("the state is not a JSON object, so it cannot be migrated")
-            .hint("run 'state-manager recover' to restore a backup"));
+        return Err(
+            Error::validation("the state is not a JSON object, so it cannot be migrated")
+                .hint("run 'state-manager recover' to restore a backup"),
+        );
     };
     if let Some(v) = top.get("schemaVersion") {
         let known = v
@@ -103,7 +107,14 @@ pub fn migrate(doc: &Value) -> Result<Option<(Value, Vec<String>)>> {
     let o = out.as_object_mut().expect("checked above");
     let fresh = fresh();
     let mut changes = Vec::new();
-    for key in ["schemaVersion", "phase", "completedTasks", "signals", "lastActivation", "degradedMode"] {
+    for key in [
+        "schemaVersion",
+        "phase",
+        "completedTasks",
+        "signals",
+        "lastActivation",
+        "degradedMode",
+    ] {
         if !o.contains_key(key) {
             o.insert(key.into(), fresh[key].clone());
             changes.push(format!("added {key} = {}", fresh[key]));
@@ -126,7 +137,11 @@ pub fn migrate(doc: &Value) -> Result<Option<(Value, Vec<String>)>> {
             }
         }
     }
-    if changes.is_empty() { Ok(None) } else { Ok(Some((out, changes))) }
+    if changes.is_empty() {
+        Ok(None)
+    } else {
+        Ok(Some((out, changes)))
+    }
 }
 
 #[cfg(test)]
@@ -145,14 +160,18 @@ mod tests {
 
     #[test]
     fn migrate_fills_missing_fields_and_refuses_newer_versions() {
-        let (doc, changes) = migrate(&json!({"phase": "impl", "signals": {"A": 1.0}})).unwrap().unwrap();
+        let (doc, changes) = migrate(&json!({"phase": "impl", "signals": {"A": 1.0}}))
+            .unwrap()
+            .unwrap();
         assert_eq!(doc["schemaVersion"], "1.0");
         assert_eq!(doc["phase"], "impl");
         assert_eq!(doc["signals"]["A"], 1.0);
         assert!(changes.iter().any(|c| c.contains("schemaVersion")));
         assert!(migrate(&fresh()).unwrap().is_none());
         assert_eq!(
-            migrate(&json!({"schemaVersion": "2.0"})).unwrap_err().code(),
+            migrate(&json!({"schemaVersion": "2.0"}))
+                .unwrap_err()
+                .code(),
             crate::exit::Code::ValidationFailed
         );
     }

@@ -42,7 +42,8 @@ pub fn parse(path: &str) -> Result<Vec<Seg>> {
                 match b[i] {
                     b'[' => continue,
                     b'"' => {
-                        let (s, next) = quoted(path, i).ok_or_else(|| bad(i, "unterminated string"))?;
+                        let (s, next) =
+                            quoted(path, i).ok_or_else(|| bad(i, "unterminated string"))?;
                         segs.push(Seg::Key(s));
                         i = next;
                     }
@@ -72,7 +73,9 @@ pub fn parse(path: &str) -> Result<Vec<Seg>> {
                     while i < b.len() && (b[i] == b'-' || b[i].is_ascii_digit()) {
                         i += 1;
                     }
-                    let n: i64 = path[start..i].parse().map_err(|_| bad(start, "expected an index"))?;
+                    let n: i64 = path[start..i]
+                        .parse()
+                        .map_err(|_| bad(start, "expected an index"))?;
                     if b.get(i) != Some(&b']') {
                         return Err(bad(i, "expected ']'"));
                     }
@@ -182,7 +185,11 @@ fn slot<'v>(doc: &'v mut Value, segs: &[Seg], create: bool) -> Result<&'v mut Va
                 }
             }
             (seg, other) => {
-                let want = if matches!(seg, Seg::Key(_)) { "an object" } else { "an array" };
+                let want = if matches!(seg, Seg::Key(_)) {
+                    "an object"
+                } else {
+                    "an array"
+                };
                 return Err(Error::validation(format!(
                     "cannot step into {} at {}: it is {}, not {want}",
                     display(&segs[..=depth]),

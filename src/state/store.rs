@@ -50,7 +50,11 @@ impl<'a> Store<'a> {
         } else {
             cfg.state_file.clone()
         };
-        Ok(Store { cfg, retention, path })
+        Ok(Store {
+            cfg,
+            retention,
+            path,
+        })
     }
 
     /// The file the state lives in.
@@ -74,7 +78,9 @@ impl<'a> Store<'a> {
 
     /// The document; `None` when there is no state file; exit 3 when it does not parse.
     pub fn load_opt(&self) -> Result<Option<Value>> {
-        let Some(bytes) = self.load_bytes()? else { return Ok(None) };
+        let Some(bytes) = self.load_bytes()? else {
+            return Ok(None);
+        };
         parse_state(&bytes, &self.path).map(Some)
     }
 
@@ -143,17 +149,28 @@ impl Txn<'_, '_> {
         self.commit_inner(None, new, reason, false)
     }
 
-    fn commit_inner(&self, old: Option<&Value>, mut new: Value, reason: &str, keep_old: bool) -> Result<Commit> {
+    fn commit_inner(
+        &self,
+        old: Option<&Value>,
+        mut new: Value,
+        reason: &str,
+        keep_old: bool,
+    ) -> Result<Commit> {
         document::stamp(&mut new, old)?;
         check_schema(&new)?;
         let mut bytes = serde_json::to_vec_pretty(&new).expect("a JSON value always serializes");
         bytes.push(b'\n');
         if bytes.len() as u64 > MAX_INPUT_BYTES {
-            return Err(durable::too_large(bytes.len() as u64, MAX_INPUT_BYTES)
-                .with_path(&self.store.path));
+            return Err(
+                durable::too_large(bytes.len() as u64, MAX_INPUT_BYTES).with_path(&self.store.path)
+            );
         }
         let cfg = self.store.cfg;
-        let backup = if keep_old { backup::create(cfg, &self.store.path, reason)? } else { None };
+        let backup = if keep_old {
+            backup::create(cfg, &self.store.path, reason)?
+        } else {
+            None
+        };
         durable::replace(&self.store.path, &bytes, Durability::Durable)?;
         if let Err(e) = backup::prune(cfg, self.store.retention) {
             eprintln!("state-manager: warning: cannot prune backups: {e}");
@@ -171,7 +188,11 @@ pub fn check_schema(doc: &Value) -> Result<()> {
     match v.first() {
         None => Ok(()),
         Some(first) => {
-            let more = if v.len() > 1 { format!(" (and {} more)", v.len() - 1) } else { String::new() };
+            let more = if v.len() > 1 {
+                format!(" (and {} more)", v.len() - 1)
+            } else {
+                String::new()
+            };
             Err(Error::validation("the document breaks the state schema")
                 .because(format!("{first}{more}"))
                 .hint("fix the document; 'state-manager validate' lists every problem"))

@@ -17,16 +17,29 @@ use crate::harness::{Env, Run, bin_path};
 fn refused(env: &Env, args: &[&str], code: i32) -> Run {
     let before = env.bytes(".workflow-state.json");
     let backups = env.list(".state-backups");
-    let run = env.run("state-manager", args).code(code).one_line_error("state-manager");
-    assert_eq!(env.bytes(".workflow-state.json"), before, "state changed by refused {args:?}");
-    assert_eq!(env.list(".state-backups"), backups, "backups changed by refused {args:?}");
+    let run = env
+        .run("state-manager", args)
+        .code(code)
+        .one_line_error("state-manager");
+    assert_eq!(
+        env.bytes(".workflow-state.json"),
+        before,
+        "state changed by refused {args:?}"
+    );
+    assert_eq!(
+        env.list(".state-backups"),
+        backups,
+        "backups changed by refused {args:?}"
+    );
     run
 }
 
 #[test]
 fn init_creates_a_private_valid_state_and_is_idempotent() {
     let env = Env::new();
-    env.run("state-manager", &["init"]).ok().stdout_has("initialized");
+    env.run("state-manager", &["init"])
+        .ok()
+        .stdout_has("initialized");
     let doc = env.state();
     assert_eq!(doc["schemaVersion"], "1.0");
     assert_eq!(doc["phase"], "pre-init");
@@ -39,7 +52,9 @@ fn init_creates_a_private_valid_state_and_is_idempotent() {
     assert_eq!(mode(".workflow-state.json"), 0o600);
     assert_eq!(mode(".state-backups"), 0o700);
     let before = env.bytes(".workflow-state.json");
-    env.run("state-manager", &["init"]).ok().stdout_has("already initialized");
+    env.run("state-manager", &["init"])
+        .ok()
+        .stdout_has("already initialized");
     assert_eq!(env.bytes(".workflow-state.json"), before);
 }
 
@@ -47,7 +62,11 @@ fn init_creates_a_private_valid_state_and_is_idempotent() {
 fn init_creates_a_missing_state_folder() {
     let env = Env::new();
     let nested = env.path("a/b/state.json");
-    env.cmd("state-manager").env("STATE_FILE", &nested).arg("init").status().unwrap();
+    env.cmd("state-manager")
+        .env("STATE_FILE", &nested)
+        .arg("init")
+        .status()
+        .unwrap();
     assert!(nested.exists());
 }
 
@@ -69,14 +88,21 @@ fn read_of_a_corrupt_state_exits_3_naming_recover() {
     let env = Env::new();
     env.init();
     fs::write(env.state_file(), b"{\"phase\": ").unwrap();
-    env.run("state-manager", &["read"]).code(3).one_line_error("state-manager").stderr_has("state-manager recover");
+    env.run("state-manager", &["read"])
+        .code(3)
+        .one_line_error("state-manager")
+        .stderr_has("state-manager recover");
 }
 
 #[test]
 fn commands_without_a_state_exit_1_naming_init() {
     let env = Env::new();
-    env.run("state-manager", &["read"]).code(1).stderr_has("state-manager init");
-    env.run("state-manager", &["set", ".phase", "\"x\""]).code(1).stderr_has("state-manager init");
+    env.run("state-manager", &["read"])
+        .code(1)
+        .stderr_has("state-manager init");
+    env.run("state-manager", &["set", ".phase", "\"x\""])
+        .code(1)
+        .stderr_has("state-manager init");
     assert!(!env.state_file().exists());
 }
 
@@ -87,13 +113,19 @@ fn write_replaces_the_document_from_an_argument_or_stdin() {
     let mut doc = env.state();
     doc["phase"] = json!("implementation");
     doc["context"] = json!({"activeSkills": ["tdd"]});
-    env.run("state-manager", &["write", &doc.to_string(), "handoff"]).ok();
+    env.run("state-manager", &["write", &doc.to_string(), "handoff"])
+        .ok();
     assert_eq!(env.state()["phase"], "implementation");
     assert_eq!(env.state()["context"]["activeSkills"], json!(["tdd"]));
     assert_eq!(env.state()["metadata"]["revision"], json!(2));
-    assert!(env.list(".state-backups").iter().any(|n| n.contains("-handoff")));
+    assert!(
+        env.list(".state-backups")
+            .iter()
+            .any(|n| n.contains("-handoff"))
+    );
     doc["phase"] = json!("review");
-    env.run_stdin("state-manager", &["write", "-"], &doc.to_string()).ok();
+    env.run_stdin("state-manager", &["write", "-"], &doc.to_string())
+        .ok();
     assert_eq!(env.state()["phase"], "review");
     assert_eq!(env.state()["metadata"]["revision"], json!(3));
 }
@@ -117,12 +149,37 @@ fn write_with_expect_revision_refuses_a_stale_writer() {
     let doc = env.state();
     let rev = doc["metadata"]["revision"].as_u64().unwrap();
     env.sm(&["set", ".phase", "\"moved-on\""]);
-    refused(&env, &["write", &doc.to_string(), "--expect-revision", &rev.to_string()], 4)
-        .stderr_has("revision conflict");
+    refused(
+        &env,
+        &[
+            "write",
+            &doc.to_string(),
+            "--expect-revision",
+            &rev.to_string(),
+        ],
+        4,
+    )
+    .stderr_has("revision conflict");
     let now = env.state()["metadata"]["revision"].as_u64().unwrap();
-    env.run("state-manager", &["write", &doc.to_string(), "--expect-revision", &now.to_string()]).ok();
-    assert_eq!(env.state()["metadata"]["revision"].as_u64().unwrap(), now + 1);
-    let conflict = env.audit_events().into_iter().find(|e| e["detail"]["conflict"] == "revision").unwrap();
+    env.run(
+        "state-manager",
+        &[
+            "write",
+            &doc.to_string(),
+            "--expect-revision",
+            &now.to_string(),
+        ],
+    )
+    .ok();
+    assert_eq!(
+        env.state()["metadata"]["revision"].as_u64().unwrap(),
+        now + 1
+    );
+    let conflict = env
+        .audit_events()
+        .into_iter()
+        .find(|e| e["detail"]["conflict"] == "revision")
+        .unwrap();
     assert_eq!(conflict["exit_code"], 4);
 }
 
@@ -135,7 +192,10 @@ fn set_merge_append_and_signal_change_the_state() {
     env.sm(&["set", ".lastActivation", "SPEC_GEN_V1", "--string"]);
     env.sm(&["append", ".completedTasks", "\"1.1\""]);
     env.sm(&["append", ".completedTasks", "1.2", "--string"]);
-    env.sm(&["merge", "{\"context\":{\"activeSkills\":null,\"mode\":\"fast\"}}"]);
+    env.sm(&[
+        "merge",
+        "{\"context\":{\"activeSkills\":null,\"mode\":\"fast\"}}",
+    ]);
     env.sm(&["signal", "PHASE1_START"]);
     let doc = env.state();
     assert_eq!(doc["phase"], "implementation");
@@ -143,7 +203,10 @@ fn set_merge_append_and_signal_change_the_state() {
     assert_eq!(doc["completedTasks"], json!(["1.1", "1.2"]));
     assert_eq!(doc["context"], json!({"mode": "fast"}));
     let at = doc["signals"]["PHASE1_START"].as_f64().unwrap();
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
     assert!((now - at).abs() < 60.0, "signal time {at} vs now {now}");
     let file: Value = serde_json::from_slice(&env.bytes(".signals/PHASE1_START.json")).unwrap();
     assert_eq!(file["timestamp"].as_f64().unwrap(), at);
@@ -173,14 +236,23 @@ fn refused_changes_leave_the_state_byte_for_byte() {
 fn validate_reports_each_violation_with_its_pointer() {
     let env = Env::new();
     env.init();
-    env.run("state-manager", &["validate"]).ok().stdout_has("valid");
+    env.run("state-manager", &["validate"])
+        .ok()
+        .stdout_has("valid");
     let mut doc = env.state();
     doc["phase"] = json!(1);
     doc["completedTasks"] = json!([true]);
     fs::write(env.state_file(), doc.to_string()).unwrap();
     let run = env.run("state-manager", &["validate"]).code(4);
-    assert!(run.stdout.contains("/phase:") && run.stdout.contains("/completedTasks/0:"), "{}", run.stdout);
-    let j = env.run("state-manager", &["validate", "--json"]).code(4).json();
+    assert!(
+        run.stdout.contains("/phase:") && run.stdout.contains("/completedTasks/0:"),
+        "{}",
+        run.stdout
+    );
+    let j = env
+        .run("state-manager", &["validate", "--json"])
+        .code(4)
+        .json();
     assert_eq!(j["valid"], json!(false));
     assert_eq!(j["violations"].as_array().unwrap().len(), 2);
     fs::write(env.state_file(), b"{oops").unwrap();
@@ -195,14 +267,30 @@ fn backup_list_and_recover_by_pattern() {
     let made = env.sm(&["backup", "before-two"]);
     assert!(made.trim().ends_with("-before-two.json"), "{made}");
     env.sm(&["set", ".phase", "\"two\""]);
-    let list = env.run("state-manager", &["list-backups", "--json"]).ok().json();
-    assert!(list.as_array().unwrap().iter().all(|b| b["valid"] == json!(true)));
-    env.run("state-manager", &["list-backups"]).ok().stdout_has("before-two");
-    env.run("state-manager", &["recover", "before-two"]).ok().stdout_has("recovered");
+    let list = env
+        .run("state-manager", &["list-backups", "--json"])
+        .ok()
+        .json();
+    assert!(
+        list.as_array()
+            .unwrap()
+            .iter()
+            .all(|b| b["valid"] == json!(true))
+    );
+    env.run("state-manager", &["list-backups"])
+        .ok()
+        .stdout_has("before-two");
+    env.run("state-manager", &["recover", "before-two"])
+        .ok()
+        .stdout_has("recovered");
     assert_eq!(env.state()["phase"], "one");
     // The version it replaced was kept as a backup too.
-    let newest = &env.run("state-manager", &["list-backups", "--json"]).ok().json()[0];
-    let kept: Value = serde_json::from_slice(&fs::read(newest["path"].as_str().unwrap()).unwrap()).unwrap();
+    let newest = &env
+        .run("state-manager", &["list-backups", "--json"])
+        .ok()
+        .json()[0];
+    let kept: Value =
+        serde_json::from_slice(&fs::read(newest["path"].as_str().unwrap()).unwrap()).unwrap();
     assert_eq!(kept["phase"], "two");
     refused(&env, &["recover", "no-such-backup"], 3).stderr_has("no valid backup matches");
 }
@@ -216,7 +304,11 @@ fn two_backups_in_one_second_are_both_kept() {
     let b = env.sm(&["backup", "same"]);
     assert_ne!(a, b);
     let names = env.list(".state-backups");
-    assert_eq!(names.iter().filter(|n| n.contains("-same")).count(), 2, "{names:?}");
+    assert_eq!(
+        names.iter().filter(|n| n.contains("-same")).count(),
+        2,
+        "{names:?}"
+    );
 }
 
 #[test]
@@ -227,9 +319,17 @@ fn backups_are_pruned_to_the_configured_count() {
         env.sm(&["set", ".phase", &format!("\"p{i}\"")]);
     }
     assert_eq!(env.list(".state-backups").len(), 5);
-    env.cmd("state-manager").env("BACKUP_KEEP", "2").args(["set", ".phase", "\"last\""]).status().unwrap();
+    env.cmd("state-manager")
+        .env("BACKUP_KEEP", "2")
+        .args(["set", ".phase", "\"last\""])
+        .status()
+        .unwrap();
     assert_eq!(env.list(".state-backups").len(), 2);
-    env.run("state-manager", &["--keep-backups", "3", "set", ".phase", "\"x\""]).ok();
+    env.run(
+        "state-manager",
+        &["--keep-backups", "3", "set", ".phase", "\"x\""],
+    )
+    .ok();
     assert_eq!(env.list(".state-backups").len(), 3);
 }
 
@@ -241,9 +341,15 @@ fn corrupt_state_is_recovered_by_init_with_the_corrupt_bytes_kept_aside() {
     env.sm(&["set", ".phase", "\"better\""]);
     let garbage = b"{\"phase\": \"better\", truncated";
     fs::write(env.state_file(), garbage).unwrap();
-    env.run("state-manager", &["init"]).ok().stderr_has("restored the newest valid backup");
+    env.run("state-manager", &["init"])
+        .ok()
+        .stderr_has("restored the newest valid backup");
     assert_eq!(env.state()["phase"], "good");
-    let aside: Vec<String> = env.list(".").into_iter().filter(|n| n.contains(".corrupt-")).collect();
+    let aside: Vec<String> = env
+        .list(".")
+        .into_iter()
+        .filter(|n| n.contains(".corrupt-"))
+        .collect();
     assert_eq!(aside.len(), 1, "{aside:?}");
     assert_eq!(env.bytes(&aside[0]), garbage);
 }
@@ -252,7 +358,9 @@ fn corrupt_state_is_recovered_by_init_with_the_corrupt_bytes_kept_aside() {
 fn corrupt_state_with_no_backup_is_replaced_by_a_fresh_one_on_init() {
     let env = Env::new();
     fs::write(env.state_file(), b"\x00\x01garbage").unwrap();
-    env.run("state-manager", &["init"]).ok().stderr_has("fresh state");
+    env.run("state-manager", &["init"])
+        .ok()
+        .stderr_has("fresh state");
     assert_eq!(env.state()["phase"], "pre-init");
     assert!(env.list(".").iter().any(|n| n.contains(".corrupt-")));
 }
@@ -264,9 +372,15 @@ fn recover_restores_a_corrupt_state_and_keeps_it_aside() {
     env.sm(&["set", ".phase", "\"kept\""]);
     env.sm(&["set", ".phase", "\"lost\""]);
     fs::write(env.state_file(), b"not json").unwrap();
-    env.run("state-manager", &["recover"]).ok().stdout_has("recovered");
+    env.run("state-manager", &["recover"])
+        .ok()
+        .stdout_has("recovered");
     assert_eq!(env.state()["phase"], "kept");
-    let aside: Vec<String> = env.list(".").into_iter().filter(|n| n.contains(".corrupt-")).collect();
+    let aside: Vec<String> = env
+        .list(".")
+        .into_iter()
+        .filter(|n| n.contains(".corrupt-"))
+        .collect();
     assert_eq!(env.bytes(&aside[0]), b"not json");
 }
 
@@ -280,9 +394,15 @@ fn recover_without_backups_exits_3_and_changes_nothing() {
 #[test]
 fn migrate_upgrades_old_documents_and_refuses_newer_ones() {
     let env = Env::new();
-    fs::write(env.state_file(), r#"{"phase":"impl","signals":{"A":1.5},"custom":{"x":1}}"#).unwrap();
+    fs::write(
+        env.state_file(),
+        r#"{"phase":"impl","signals":{"A":1.5},"custom":{"x":1}}"#,
+    )
+    .unwrap();
     env.run("state-manager", &["validate"]).code(4);
-    env.run("state-manager", &["migrate"]).ok().stdout_has("migrated to schema version 1.0");
+    env.run("state-manager", &["migrate"])
+        .ok()
+        .stdout_has("migrated to schema version 1.0");
     let doc = env.state();
     assert_eq!(doc["schemaVersion"], "1.0");
     assert_eq!(doc["phase"], "impl");
@@ -290,7 +410,9 @@ fn migrate_upgrades_old_documents_and_refuses_newer_ones() {
     assert_eq!(doc["custom"]["x"], 1);
     assert_eq!(env.list(".state-backups").len(), 1, "backed up first");
     env.run("state-manager", &["validate"]).ok();
-    env.run("state-manager", &["migrate"]).ok().stdout_has("already");
+    env.run("state-manager", &["migrate"])
+        .ok()
+        .stdout_has("already");
     let mut newer = env.state();
     newer["schemaVersion"] = json!("2.0");
     fs::write(env.state_file(), newer.to_string()).unwrap();
@@ -302,13 +424,20 @@ fn status_reports_the_state_and_its_exit_code_says_how_it_is() {
     let env = Env::new();
     env.run("state-manager", &[]).code(1).stdout_has("missing");
     env.init();
-    env.run("state-manager", &[]).ok().stdout_has("phase:          pre-init");
+    env.run("state-manager", &[])
+        .ok()
+        .stdout_has("phase:          pre-init");
     let j = env.run("state-manager", &["status", "--json"]).ok().json();
     assert_eq!(j["valid"], json!(true));
     assert_eq!(j["revision"], json!(1));
     assert_eq!(j["degradedMode"], json!(false));
     fs::write(env.state_file(), b"{").unwrap();
-    assert_eq!(env.run("state-manager", &["status", "--json"]).code(3).json()["state"], "corrupt");
+    assert_eq!(
+        env.run("state-manager", &["status", "--json"])
+            .code(3)
+            .json()["state"],
+        "corrupt"
+    );
 }
 
 #[test]
@@ -316,7 +445,9 @@ fn usage_errors_exit_1_not_2() {
     let env = Env::new();
     env.run("state-manager", &["no-such-command"]).code(1);
     env.run("state-manager", &["set", ".phase"]).code(1);
-    env.run("state-manager", &["--help"]).ok().stdout_has("Exit codes");
+    env.run("state-manager", &["--help"])
+        .ok()
+        .stdout_has("Exit codes");
     env.run("state-manager", &["--version"]).ok();
 }
 
@@ -327,7 +458,9 @@ fn a_state_file_symlinked_out_of_the_root_is_refused_with_exit_6() {
     let target = outside.path().join("elsewhere.json");
     fs::write(&target, b"{}").unwrap();
     std::os::unix::fs::symlink(&target, env.state_file()).unwrap();
-    env.run("state-manager", &["set", ".phase", "\"x\""]).code(6).one_line_error("state-manager");
+    env.run("state-manager", &["set", ".phase", "\"x\""])
+        .code(6)
+        .one_line_error("state-manager");
     env.run("state-manager", &["read"]).code(6);
     assert_eq!(fs::read(&target).unwrap(), b"{}");
 }
@@ -349,7 +482,9 @@ fn input_over_16_mib_is_refused_with_exit_10() {
     env.init();
     let big = format!("{{\"phase\":\"{}\"}}", "x".repeat(17 * 1024 * 1024));
     let before = env.bytes(".workflow-state.json");
-    env.run_stdin("state-manager", &["write", "-"], &big).code(10).one_line_error("state-manager");
+    env.run_stdin("state-manager", &["write", "-"], &big)
+        .code(10)
+        .one_line_error("state-manager");
     assert_eq!(env.bytes(".workflow-state.json"), before);
 }
 
@@ -369,18 +504,29 @@ fn a_state_held_by_another_owner_times_out_with_exit_2() {
     fs::write(env.path(".locks/state.lock"), record.to_string()).unwrap();
     let before = env.bytes(".workflow-state.json");
     let started = Instant::now();
-    env.run("state-manager", &["--lock-timeout", "0.3", "set", ".phase", "\"x\""])
-        .code(2)
-        .one_line_error("state-manager")
-        .stderr_has("lock-manager list");
+    env.run(
+        "state-manager",
+        &["--lock-timeout", "0.3", "set", ".phase", "\"x\""],
+    )
+    .code(2)
+    .one_line_error("state-manager")
+    .stderr_has("lock-manager list");
     assert!(started.elapsed() < Duration::from_secs(5));
     assert_eq!(env.bytes(".workflow-state.json"), before);
     // Acting as that owner, the same call passes: no self-deadlock.
-    env.run("state-manager", &["--owner", &me.pid.to_string(), "set", ".phase", "\"x\""]).ok();
+    env.run(
+        "state-manager",
+        &["--owner", &me.pid.to_string(), "set", ".phase", "\"x\""],
+    )
+    .ok();
     holder.kill().unwrap();
     holder.wait().unwrap();
     // Its holder gone, the lock is stale and no longer blocks anyone.
-    env.run("state-manager", &["--lock-timeout", "0.3", "set", ".phase", "\"y\""]).ok();
+    env.run(
+        "state-manager",
+        &["--lock-timeout", "0.3", "set", ".phase", "\"y\""],
+    )
+    .ok();
 }
 
 #[test]
@@ -400,7 +546,13 @@ fn disk_full_is_exit_7_and_the_state_survives() {
     }
     let state = mnt.join("s.json");
     let run = |args: &[&str]| {
-        Run::of(env.cmd("state-manager").env("STATE_FILE", &state).args(args).output().unwrap())
+        Run::of(
+            env.cmd("state-manager")
+                .env("STATE_FILE", &state)
+                .args(args)
+                .output()
+                .unwrap(),
+        )
     };
     run(&["init"]).ok();
     let before = fs::read(&state).unwrap();
@@ -427,7 +579,19 @@ fn every_operation_writes_one_audit_event() {
     assert_eq!(failed["outcome"], "error");
     assert_eq!(events[1]["detail"]["revision"], 2);
     for e in &events {
-        for key in ["ts", "tool", "op", "target", "pid", "ppid", "host", "user", "duration_ms", "exit_code", "outcome"] {
+        for key in [
+            "ts",
+            "tool",
+            "op",
+            "target",
+            "pid",
+            "ppid",
+            "host",
+            "user",
+            "duration_ms",
+            "exit_code",
+            "outcome",
+        ] {
             assert!(!e[key].is_null(), "{key} missing in {e}");
         }
     }
@@ -437,9 +601,19 @@ fn every_operation_writes_one_audit_event() {
 fn an_unwritable_audit_log_warns_but_never_fails_the_operation() {
     let env = Env::new();
     env.init();
-    let r = Run::of(env.cmd("state-manager").env("AUDIT_LOG", "/dev/full").args(["set", ".phase", "\"x\""]).output().unwrap());
+    let r = Run::of(
+        env.cmd("state-manager")
+            .env("AUDIT_LOG", "/dev/full")
+            .args(["set", ".phase", "\"x\""])
+            .output()
+            .unwrap(),
+    );
     let r = r.ok();
-    assert!(r.stderr.contains("warning: cannot write audit log"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("warning: cannot write audit log"),
+        "{}",
+        r.stderr
+    );
     assert_eq!(env.state()["phase"], "x");
 }
 
@@ -449,7 +623,10 @@ fn spawn_appender(env: &Env, worker: usize, count: usize) -> Child {
     );
     let mut c = Command::new("bash");
     env.clean_env(&mut c);
-    c.env("SM", bin_path("state-manager")).args(["-c", &script]).spawn().expect("spawn bash")
+    c.env("SM", bin_path("state-manager"))
+        .args(["-c", &script])
+        .spawn()
+        .expect("spawn bash")
 }
 
 #[test]
@@ -478,13 +655,32 @@ fn files_and_folders_are_private() {
     env.init();
     env.sm(&["set", ".phase", "\"x\""]);
     env.sm(&["signal", "S"]);
-    for p in [".workflow-state.json", ".workflow-audit.jsonl", ".signals/S.json"] {
-        assert_eq!(fs::metadata(env.path(p)).unwrap().mode() & 0o777, 0o600, "{p}");
+    for p in [
+        ".workflow-state.json",
+        ".workflow-audit.jsonl",
+        ".signals/S.json",
+    ] {
+        assert_eq!(
+            fs::metadata(env.path(p)).unwrap().mode() & 0o777,
+            0o600,
+            "{p}"
+        );
     }
     for b in env.list(".state-backups") {
-        assert_eq!(fs::metadata(env.path(&format!(".state-backups/{b}"))).unwrap().mode() & 0o077, 0, "{b}");
+        assert_eq!(
+            fs::metadata(env.path(&format!(".state-backups/{b}")))
+                .unwrap()
+                .mode()
+                & 0o077,
+            0,
+            "{b}"
+        );
     }
     for d in [".state-backups", ".signals", ".locks"] {
-        assert_eq!(fs::metadata(env.path(d)).unwrap().mode() & 0o777, 0o700, "{d}");
+        assert_eq!(
+            fs::metadata(env.path(d)).unwrap().mode() & 0o777,
+            0o700,
+            "{d}"
+        );
     }
 }
