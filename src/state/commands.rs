@@ -225,7 +225,17 @@ pub fn read(ctx: &Ctx, path_expr: Option<&str>, raw: bool) -> Result<Code> {
     ctx.audited("read", |_| {
         let segs = path::parse(path_expr.unwrap_or("."))?;
         let store = ctx.store()?;
-        let doc = store.load()?;
+        let bytes = store.load_bytes()?.ok_or_else(|| store.missing())?;
+        if segs.is_empty() {
+            // The whole document: check that it parses without building it,
+            // then print the bytes as stored (the toolkit writes them pretty).
+            serde_json::from_slice::<serde::de::IgnoredAny>(&bytes)
+                .map_err(|_| store::parse_state(&bytes, store.path()).unwrap_err())?;
+            let text = String::from_utf8_lossy(&bytes);
+            cli::println(text.trim_end());
+            return Ok(Code::Success);
+        }
+        let doc = store::parse_state(&bytes, store.path())?;
         let value = path::get(&doc, &segs).unwrap_or(&Value::Null);
         match value {
             Value::String(s) if raw => cli::println(s),
