@@ -86,9 +86,14 @@ pub fn parse_json_arg(text: &str, what: &str) -> Result<Value> {
         return Err(durable::too_large(text.len() as u64, MAX_INPUT_BYTES));
     }
     serde_json::from_str(text).map_err(|e| {
+        let hint = if e.to_string().contains("recursion limit") {
+            "nest values at most 128 levels deep"
+        } else {
+            "quote strings as JSON, e.g. '\"text\"', or pass --string"
+        };
         Error::validation(format!("{what} is not valid JSON"))
             .because(e)
-            .hint("quote strings as JSON, e.g. '\"text\"', or pass --string")
+            .hint(hint)
     })
 }
 
