@@ -210,6 +210,9 @@ pub fn display(segs: &[Seg]) -> String {
     }
     let mut s = String::new();
     for seg in segs {
+        if s.is_empty() && !matches!(seg, Seg::Key(k) if !k.is_empty() && k.bytes().all(is_ident)) {
+            s.push('.'); // jq's form: .["odd key"], .[0]
+        }
         match seg {
             Seg::Key(k) if !k.is_empty() && k.bytes().all(is_ident) => {
                 s.push('.');
@@ -275,5 +278,7 @@ mod tests {
         assert!(append(&mut d, &parse(".x.y").unwrap(), json!(1)).is_err());
         assert!(set(&mut d, &parse(".a.b.c").unwrap(), json!(1)).is_err());
         assert_eq!(display(&parse(".a[\"c d\"][0]").unwrap()), ".a[\"c d\"][0]");
+        assert_eq!(display(&parse(".[\"c d\"]").unwrap()), ".[\"c d\"]");
+        assert_eq!(display(&parse(".[1]").unwrap()), ".[1]");
     }
 }

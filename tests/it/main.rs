@@ -1,5 +1,6 @@
 //! The one integration-test binary: drives the real binaries in temp dirs.
 
 mod harness;
+mod props;
 mod reliability;
 mod state;
