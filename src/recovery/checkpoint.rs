@@ -142,7 +142,7 @@ pub fn create(
     phase: Option<&str>,
     metadata: Option<&str>,
 ) -> Result<Code> {
-    let mut rec = Recorder::start(&ctx.cfg, TOOL, "checkpoint", "");
+    let mut rec = Recorder::start(&ctx.cfg, TOOL, "checkpoint", operation);
     let mut detail = json!({ "operation": operation });
     let result = create_inner(ctx, operation, phase, metadata, &mut detail);
     if let Ok(id) = &result {

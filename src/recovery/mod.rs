@@ -45,15 +45,6 @@ pub struct Ctx {
 }
 
 impl Ctx {
-    /// A context with default retention acting for the calling shell.
-    pub fn new(cfg: Config) -> Ctx {
-        Ctx {
-            cfg,
-            retention: Retention::default(),
-            owner: None,
-        }
-    }
-
     pub(crate) fn store(&self) -> Result<Store<'_>> {
         Store::open(&self.cfg, self.retention)
     }

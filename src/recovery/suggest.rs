@@ -21,6 +21,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use super::{Ctx, TOOL, checkpoint, restore};
+use crate::audit::Recorder;
 use crate::cli;
 use crate::config::Config;
 use crate::durable;
@@ -37,7 +38,7 @@ pub fn parse_code(text: &str) -> Result<Code> {
         .and_then(Code::from_i32)
         .ok_or_else(|| {
             Error::validation(format!("unknown exit code '{}'", text.escape_debug())).hint(
-                "give one of the toolkit's exit codes, 0-10 (see 'error-recovery suggest --help')",
+                "give one of the toolkit's exit codes, 0-10 (the table is in 'error-recovery --help')",
             )
         })
 }
@@ -168,45 +169,61 @@ pub fn suggest(ctx: &Ctx, code: &str) -> Result<Code> {
 /// `handle CODE [MESSAGE] [--apply]`: prints the suggestion; with `--apply`
 /// runs the strategy. Exit 0 when recovery succeeded (or CODE is 0), else CODE.
 pub fn handle(ctx: &Ctx, code: &str, message: Option<&str>, apply: bool) -> Result<Code> {
-    ctx.audited("handle", code.trim(), |detail| {
-        let code = parse_code(code)?;
-        detail["code"] = json!(code.as_i32());
-        detail["applied"] = json!(apply);
-        if let Some(m) = message {
-            detail["message"] = json!(m);
-            eprintln!("{TOOL}: handling exit {}: {m}", code.as_i32());
+    let rec = Recorder::start(&ctx.cfg, TOOL, "handle", code.trim());
+    let mut detail = json!({});
+    let result = handle_inner(ctx, code, message, apply, &mut detail);
+    match &result {
+        // Not recovered is this command's exit CODE, and so the event's.
+        Ok(c) if *c != Code::Success => rec.finish_with(c.as_i32(), "error", detail),
+        _ => rec.finish(&result, detail),
+    }
+    result
+}
+
+fn handle_inner(
+    ctx: &Ctx,
+    code: &str,
+    message: Option<&str>,
+    apply: bool,
+    detail: &mut Value,
+) -> Result<Code> {
+    let code = parse_code(code)?;
+    detail["code"] = json!(code.as_i32());
+    detail["applied"] = json!(apply);
+    if let Some(m) = message {
+        detail["message"] = json!(m);
+        eprintln!("{TOOL}: handling exit {}: {m}", code.as_i32());
+    }
+    if code == Code::Success {
+        cli::println("exit 0: nothing to recover");
+        return Ok(Code::Success);
+    }
+    if !apply || strategy(code).is_none() {
+        cli::print(&suggestion_text(code));
+        detail["recovered"] = json!(false);
+        return Ok(code);
+    }
+    let outcome = match code {
+        Code::LockTimeout => handle_locks(ctx, detail),
+        Code::StateCorruption => handle_corruption(ctx, detail),
+        Code::ValidationFailed => handle_validation(ctx, detail),
+        Code::DiskFull => handle_disk_full(ctx, detail),
+        _ => unreachable!("only codes with a strategy get here"),
+    };
+    let recovered = match outcome {
+        Ok(done) => done,
+        Err(e) => {
+            eprintln!("{TOOL}: {e}");
+            detail["error"] = json!(e.summary());
+            false
         }
-        if code == Code::Success {
-            cli::println("exit 0: nothing to recover");
-            return Ok(Code::Success);
-        }
-        if !apply || strategy(code).is_none() {
-            cli::print(&suggestion_text(code));
-            detail["recovered"] = json!(false);
-            return Ok(code);
-        }
-        let outcome = match code {
-            Code::LockTimeout => handle_locks(ctx, detail),
-            Code::StateCorruption => handle_corruption(ctx, detail),
-            Code::ValidationFailed => handle_validation(ctx, detail),
-            Code::DiskFull => handle_disk_full(ctx, detail),
-            _ => unreachable!("only codes with a strategy get here"),
-        };
-        let recovered = match outcome {
-            Ok(done) => done,
-            Err(e) => {
-                eprintln!("{TOOL}: {e}");
-                detail["error"] = json!(e.summary());
-                false
-            }
-        };
-        detail["recovered"] = json!(recovered);
-        if recovered {
-            Ok(Code::Success)
-        } else {
-            Ok(code)
-        }
-    })
+    };
+    detail["recovered"] = json!(recovered);
+    if recovered {
+        Ok(Code::Success)
+    } else {
+        Ok(code)
+    }
 }
 
 fn handle_locks(ctx: &Ctx, detail: &mut Value) -> Result<bool> {

@@ -206,7 +206,11 @@ fn checkpoints_with_missing_unlisted_or_unparseable_parts_are_refused() {
 fn two_checkpoints_in_one_second_are_both_kept() {
     let env = Env::new();
     env.init();
-    let ids: Vec<String> = (0..12).map(|_| checkpoint(&env, &["same"])).collect();
+    // Checkpoint until two fall in one second (the first pair almost always does).
+    let mut ids: Vec<String> = Vec::new();
+    while ids.len() < 40 && !ids.iter().any(|i| i.ends_with("-same.1")) {
+        ids.push(checkpoint(&env, &["same"]));
+    }
     let mut unique = ids.clone();
     unique.sort();
     unique.dedup();
@@ -833,6 +837,7 @@ fn handle_and_suggest_cover_every_code_and_refuse_others() {
     er(&env, &["handle", "9", "--apply"])
         .code(9)
         .stdout_has("automatic: none");
+    assert_eq!(events(&env, "handle").last().unwrap()["exit_code"], 9);
     er(&env, &["handle", "10", "--apply"]).code(10);
     er(&env, &["handle", "3"])
         .code(3)
@@ -845,4 +850,35 @@ fn handle_and_suggest_cover_every_code_and_refuse_others() {
         events(&env, "handle").last().unwrap()["detail"]["message"],
         "cannot find jq"
     );
+}
+
+#[test]
+fn checkpoint_metadata_satisfies_its_schema() {
+    let env = Env::new();
+    env.init();
+    env.sm(&["signal", "A"]);
+    fs::create_dir(env.path("config")).unwrap();
+    fs::write(env.path("config/c"), "c").unwrap();
+    let schema: Value = serde_json::from_slice(
+        &fs::read(crate::harness::repo_root().join("schemas/checkpoint.schema.json")).unwrap(),
+    )
+    .unwrap();
+    let validator = jsonschema::draft202012::options()
+        .should_validate_formats(true)
+        .build(&schema)
+        .unwrap();
+    for _ in 0..2 {
+        let id = checkpoint(&env, &["op.x", "phase", r#"["any", 1]"#]);
+        let meta: Value =
+            serde_json::from_slice(&env.bytes(&format!(".checkpoints/{id}/metadata.json")))
+                .unwrap();
+        let errors: Vec<String> = validator
+            .iter_errors(&meta)
+            .map(|e| e.to_string())
+            .collect();
+        assert!(errors.is_empty(), "{id}: {errors:?}");
+        let mut broken = meta.clone();
+        broken["files"]["state.json"] = json!("not-a-sha");
+        assert!(!validator.is_valid(&broken));
+    }
 }
