@@ -12,6 +12,7 @@ pub mod durable;
 pub mod error;
 pub mod exit;
 pub mod lock;
+pub mod recovery;
 pub mod state;
 
 pub use config::Config;

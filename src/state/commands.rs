@@ -180,7 +180,7 @@ use std::os::unix::fs::DirBuilderExt;
 
 /// Keeps a corrupt state file aside as `NAME.corrupt-YYYYMMDDTHHMMSSZ[.N]`
 /// (a hard link: the live name is replaced afterwards, atomically).
-fn keep_aside(path: &Path) -> Result<PathBuf> {
+pub fn keep_aside(path: &Path) -> Result<PathBuf> {
     let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ");
     for seq in 0..1000 {
         let mut name = path.as_os_str().to_owned();

@@ -2,5 +2,6 @@
 
 mod harness;
 mod props;
+mod recovery;
 mod reliability;
 mod state;

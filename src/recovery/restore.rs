@@ -1,0 +1,322 @@
+//! Restoring a checkpoint: the state, `.signals/` and `config/` replaced
+//! atomically under the `state` lock, after every checksum has matched.
+//!
+//! Order, all under the `state` lock:
+//!
+//! 1. Verify the checkpoint (exit 3 on any mismatch: nothing is touched) and
+//!    check its state against the schema (exit 4: nothing is touched).
+//! 2. Build the new folders beside the live ones
+//!    (`.wfstate-restore-PID-new-signals`, `…-new-config`), durably.
+//! 3. Write the journal `.wfstate-restore.journal` naming the checkpoint.
+//! 4. Commit the state through [`crate::state::Txn::commit`]: the live state
+//!    is backed up (`…-pre-restore.json`; a corrupt one is kept aside as
+//!    `.corrupt-*`), the restored content validated and given the next
+//!    revision, so revisions never go backwards.
+//! 5. Swap each folder in with `renameat2(RENAME_EXCHANGE)`: the live name
+//!    holds the old folder or the new one at every instant, never neither.
+//!    The old one (now under the temp name) is then removed. A filesystem
+//!    without `RENAME_EXCHANGE` falls back to rename-away + rename-in.
+//! 6. Remove the journal.
+//!
+//! A crash before step 3 leaves only temp folders, which the next
+//! checkpoint, restore or cleanup removes. A crash after step 3 leaves the
+//! journal, and the next checkpoint, restore or cleanup first finishes that
+//! restore from the start (re-verified; committing the same content again
+//! only bumps the revision), so state and folders never stay out of step —
+//! including the fallback's window where the live folder has been renamed
+//! away. What is not covered: folders other than `.signals/` and `config/`,
+//! and modes of restored files (they come back 0600).
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use super::checkpoint::{self, Verified};
+use super::{Ctx, TOOL};
+use crate::audit::Recorder;
+use crate::cli;
+use crate::config::Config;
+use crate::durable::{self, Durability};
+use crate::error::{Error, Result};
+use crate::exit::Code;
+use crate::state::{Commit, Store, Txn, commands, document, store};
+
+/// The journal of a restore in progress, in the state root.
+pub const JOURNAL: &str = ".wfstate-restore.journal";
+/// The prefix of a restore's temp folders in the state root.
+const TEMP_PREFIX: &str = ".wfstate-restore-";
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Journal {
+    id: String,
+    pid: u32,
+    started: String,
+}
+
+/// `restore [ID|latest]`.
+pub fn restore(ctx: &Ctx, id: Option<&str>) -> Result<Code> {
+    let mut rec = Recorder::start(&ctx.cfg, TOOL, "restore", id.unwrap_or("latest"));
+    let mut detail = json!({});
+    let result = restore_inner(ctx, id, &mut detail);
+    if let Ok((id, _)) = &result {
+        rec.set_target(id.as_str());
+    }
+    rec.finish(&result, detail.clone());
+    let (id, commit) = result?;
+    let folders = detail["folders"].as_array().cloned().unwrap_or_default();
+    let names: Vec<&str> = folders.iter().filter_map(Value::as_str).collect();
+    cli::println(&format!(
+        "restored {id} (state revision {}{})",
+        commit.revision,
+        if names.is_empty() {
+            String::new()
+        } else {
+            format!("; {} replaced", names.join(", "))
+        }
+    ));
+    Ok(Code::Success)
+}
+
+fn restore_inner(ctx: &Ctx, id: Option<&str>, detail: &mut Value) -> Result<(String, Commit)> {
+    let st = ctx.store()?;
+    let owner = ctx.owner()?;
+    let txn = st.begin(owner.as_ref())?;
+    detail["lock_wait_ms"] = json!(super::ms(txn.waited));
+    repair(ctx, &txn, &st)?;
+    let cp = checkpoint::find(&ctx.cfg, id)?;
+    let verified = checkpoint::verify(&cp)?;
+    let commit = apply(ctx, &txn, &st, &verified, detail)?;
+    Ok((cp.id, commit))
+}
+
+/// Replaces the state and folders with a verified checkpoint's (steps 1–6 of
+/// the module docs). The caller holds the `state` lock through `txn`.
+pub(crate) fn apply(
+    ctx: &Ctx,
+    txn: &Txn<'_, '_>,
+    st: &Store<'_>,
+    v: &Verified,
+    detail: &mut Value,
+) -> Result<Commit> {
+    let cfg = &ctx.cfg;
+    let doc: Value = serde_json::from_slice(&v.files[checkpoint::STATE])
+        .map_err(|e| Error::corruption("checkpoint state does not parse").because(e))?;
+    for (_, live) in checkpoint::folders(cfg) {
+        durable::check_not_escaping(&live, &cfg.root)?;
+        if live.exists() && !live.is_dir() {
+            return Err(Error::general("expected a folder but found a file")
+                .with_path(&live)
+                .hint("move that file away, then restore again"));
+        }
+    }
+    let current = match txn.load_opt() {
+        Ok(doc) => Ok(doc),
+        Err(e) if e.code() == Code::StateCorruption => Err(e),
+        Err(e) => return Err(e),
+    };
+    let mut probe = doc.clone();
+    document::stamp(&mut probe, current.as_ref().ok().and_then(Option::as_ref))?;
+    store::check_schema(&probe).map_err(|e| {
+        e.hint("the checkpoint's state breaks the schema; restore another one (see 'error-recovery list')")
+    })?;
+
+    let pid = std::process::id();
+    let mut plan: Vec<(&'static str, PathBuf, Option<PathBuf>)> = Vec::new();
+    let journal = cfg.root.join(JOURNAL);
+    let prepared = (|| {
+        for (name, live) in checkpoint::folders(cfg) {
+            match v.folder(name) {
+                Some(files) => {
+                    let tmp = cfg.root.join(format!("{TEMP_PREFIX}{pid}-new-{name}"));
+                    plan.push((name, live, Some(tmp.clone())));
+                    build(&tmp, &files)?;
+                }
+                None => plan.push((name, live, None)),
+            }
+        }
+        let j = Journal {
+            id: v.meta.id.clone(),
+            pid,
+            started: crate::audit::event::now_rfc3339_micros(),
+        };
+        let bytes = serde_json::to_vec_pretty(&j).expect("journal serializes");
+        durable::replace(&journal, &bytes, Durability::Durable)
+    })();
+    let undo = |plan: &[(&str, PathBuf, Option<PathBuf>)]| {
+        for (_, _, new) in plan {
+            if let Some(n) = new {
+                let _ = fs::remove_dir_all(n);
+            }
+        }
+        let _ = fs::remove_file(&journal);
+    };
+    if let Err(e) = prepared {
+        undo(&plan);
+        return Err(e);
+    }
+
+    let committed = match current {
+        Ok(cur) => txn.commit(cur.as_ref(), doc, "pre-restore"),
+        Err(_) => commands::keep_aside(st.path()).and_then(|aside| {
+            detail["corrupt_kept_at"] = json!(aside.display().to_string());
+            eprintln!("{TOOL}: kept the corrupt state at {}", aside.display());
+            txn.commit_over_corrupt(doc, "restore")
+        }),
+    };
+    let commit = match committed {
+        Ok(c) => c,
+        Err(e) => {
+            // The commit is atomic: the state is unchanged, so is everything else.
+            undo(&plan);
+            return Err(e);
+        }
+    };
+    detail["revision"] = json!(commit.revision);
+    if let Some(b) = &commit.backup {
+        detail["backup"] = json!(b.file_name().map(|n| n.to_string_lossy().into_owned()));
+    }
+
+    let mut replaced = Vec::new();
+    for (name, live, new) in &plan {
+        let aside = cfg.root.join(format!("{TEMP_PREFIX}{pid}-old-{name}"));
+        if swap(live, new.as_deref(), &aside)? {
+            replaced.push(*name);
+        }
+    }
+    durable::sync_dir(&cfg.root)?;
+    match fs::remove_file(&journal) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => {
+            return Err(Error::io(e, "cannot remove the restore journal", &journal));
+        }
+        _ => {}
+    }
+    durable::sync_dir(&cfg.root)?;
+    detail["folders"] = json!(replaced);
+    Ok(commit)
+}
+
+/// Writes a folder's files into a fresh temp folder, durably.
+fn build(tmp: &Path, files: &[(&str, &[u8])]) -> Result<()> {
+    let _ = fs::remove_dir_all(tmp);
+    checkpoint::make_dir(tmp)?;
+    for (rel, bytes) in files {
+        let path = tmp.join(rel);
+        if let Some(parent) = path.parent()
+            && !parent.exists()
+        {
+            use std::os::unix::fs::DirBuilderExt;
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(parent)
+                .map_err(|e| Error::io(e, "cannot create folder", parent))?;
+        }
+        durable::replace(&path, bytes, Durability::Durable)?;
+    }
+    checkpoint::sync_tree(tmp)
+}
+
+/// Puts `new` (or nothing) in place of `live`; `true` when something changed.
+fn swap(live: &Path, new: Option<&Path>, aside: &Path) -> Result<bool> {
+    use rustix::fs::{CWD, RenameFlags, renameat_with};
+    let live_exists = fs::symlink_metadata(live).is_ok();
+    let rename = |from: &Path, to: &Path| {
+        fs::rename(from, to).map_err(|e| Error::io(e, "cannot rename folder into place", to))
+    };
+    match (new, live_exists) {
+        (None, false) => return Ok(false),
+        // The checkpoint had no such folder: the live one goes, as it was then.
+        (None, true) => rename(live, aside)?,
+        (Some(new), false) => checkpoint::rename_noreplace(new, live)
+            .map_err(|e| Error::io(e, "cannot rename folder into place", live))?,
+        (Some(new), true) => match renameat_with(CWD, new, CWD, live, RenameFlags::EXCHANGE) {
+            // `new` now holds the old folder.
+            Ok(()) => remove_quietly(new),
+            Err(rustix::io::Errno::INVAL) | Err(rustix::io::Errno::NOSYS) => {
+                // No RENAME_EXCHANGE here: the journal covers the instant
+                // between these two renames (see the module docs).
+                rename(live, aside)?;
+                rename(new, live)?;
+            }
+            Err(e) => {
+                return Err(Error::io(e.into(), "cannot swap folder into place", live));
+            }
+        },
+    }
+    remove_quietly(aside);
+    Ok(true)
+}
+
+fn remove_quietly(path: &Path) {
+    match fs::remove_dir_all(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => eprintln!(
+            "{TOOL}: warning: cannot remove {}: {e} (remove it by hand)",
+            path.display()
+        ),
+        _ => {}
+    }
+}
+
+/// Temp folders of interrupted restores in the state root.
+pub(crate) fn leftovers(cfg: &Config) -> Vec<PathBuf> {
+    let Ok(entries) = fs::read_dir(&cfg.root) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(TEMP_PREFIX))
+        .map(|e| e.path())
+        .collect()
+}
+
+/// Whether a restore was interrupted (its journal is there).
+pub fn interrupted(cfg: &Config) -> Option<String> {
+    let bytes = fs::read(cfg.root.join(JOURNAL)).ok()?;
+    Some(
+        serde_json::from_slice::<Journal>(&bytes)
+            .map(|j| j.id)
+            .unwrap_or_else(|_| "(unreadable journal)".into()),
+    )
+}
+
+/// Removes restore temp folders and finishes an interrupted restore (see the
+/// module docs). The caller holds the `state` lock through `txn`.
+pub(crate) fn repair(ctx: &Ctx, txn: &Txn<'_, '_>, st: &Store<'_>) -> Result<()> {
+    let cfg = &ctx.cfg;
+    for p in leftovers(cfg) {
+        remove_quietly(&p);
+    }
+    let path = cfg.root.join(JOURNAL);
+    let bytes = match fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(Error::io(e, "cannot read the restore journal", &path)),
+    };
+    let Ok(journal) = serde_json::from_slice::<Journal>(&bytes) else {
+        // Written durably before anything changed: unreadable means it never
+        // finished being written, so nothing was changed after it.
+        let _ = fs::remove_file(&path);
+        return Ok(());
+    };
+    eprintln!(
+        "{TOOL}: finishing the interrupted restore of {} first",
+        journal.id
+    );
+    let rec = Recorder::start(cfg, TOOL, "restore", journal.id.as_str());
+    let mut detail = json!({ "resumed": true, "interrupted_pid": journal.pid });
+    let result = checkpoint::find(cfg, Some(&journal.id))
+        .and_then(|cp| checkpoint::verify(&cp))
+        .and_then(|v| apply(ctx, txn, st, &v, &mut detail));
+    rec.finish(&result, detail);
+    if let Err(e) = result {
+        eprintln!(
+            "{TOOL}: warning: cannot finish the restore of {}: {e}; the state is left as it is",
+            journal.id
+        );
+        let _ = fs::remove_file(&path);
+    }
+    Ok(())
+}

@@ -1,0 +1,730 @@
+//! `retry`: runs a command until it succeeds, with capped exponential
+//! backoff and jitter, under an optional overall deadline.
+//!
+//! Guarantees:
+//! - The exit status is the last attempt's own code (128+N when a signal
+//!   killed it), never 0 after a failure; 9 when `--timeout` ended the run;
+//!   5 when the command is not found. Codes 4, 6 and 7 are not retried
+//!   (retrying cannot fix bad input, a refused permission or a full disk)
+//!   unless `--retry-on` lists them; with `--retry-on` only the listed codes
+//!   are retried.
+//! - The wait after failed attempt n (0-based) is [`delay`]: with `full`
+//!   jitter (the default, as AWS recommends) uniform in [0, cap], with
+//!   `equal` in [cap/2, cap], with `none` exactly cap, where
+//!   cap = min(max_delay, delay × multiplier^n). Randomness comes from
+//!   /dev/urandom.
+//! - Each attempt runs in its own process group with `WFSTATE_ATTEMPT` set
+//!   (1, 2, …). When the deadline passes, the group gets SIGTERM, then
+//!   SIGKILL after a grace period (2 s), so no child outlives the run. A wait
+//!   that would end after the deadline is not started. SIGINT, SIGTERM,
+//!   SIGHUP and SIGQUIT sent to `retry` are passed on to the child's group,
+//!   and no further attempt is made.
+//! - Every attempt is an audit event (`retry`, detail `attempt`,
+//!   `child_exit`, `delay_ms` = the wait that follows it), and so is the
+//!   outcome (detail `attempts`, `outcome`).
+//!
+//! Not guaranteed: a child in its own process group is not in the
+//! terminal's foreground group, so it cannot read from the terminal; use
+//! `--foreground` for interactive commands (then only the child itself, not
+//! its children, is signalled at the deadline). A `retry` killed with
+//! SIGKILL cannot stop its child.
+
+use std::ffi::OsString;
+use std::fs::File;
+use std::io::{self, Read};
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::process::{Child, Command, ExitStatus};
+use std::time::{Duration, Instant};
+
+use rustix::event::{PollFd, PollFlags, Timespec};
+use rustix::io::Errno;
+use rustix::process::{Pid, PidfdFlags, Signal};
+use serde_json::json;
+
+use super::{Ctx, TOOL};
+use crate::audit::Recorder;
+use crate::config::parse_seconds;
+use crate::error::{Error, Kind, Result};
+
+/// How long a child has between SIGTERM and SIGKILL at the deadline.
+pub const GRACE: Duration = Duration::from_secs(2);
+
+/// Exit codes that retrying cannot help: bad input, refused permission, full disk.
+pub const NOT_RETRIED: [i32; 3] = [4, 6, 7];
+
+/// How the wait is randomized.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Jitter {
+    /// Uniform in [0, cap] (AWS "full jitter").
+    Full,
+    /// Uniform in [cap/2, cap].
+    Equal,
+    /// Exactly cap.
+    None,
+}
+
+/// The wait after failed attempt `n` (0-based), given `random` in [0, 1]:
+/// see the module docs. Never more than `max`, never negative.
+pub fn delay(
+    n: u32,
+    base: Duration,
+    multiplier: f64,
+    max: Duration,
+    jitter: Jitter,
+    random: f64,
+) -> Duration {
+    let base = base.as_secs_f64();
+    let max = max.as_secs_f64();
+    let grown = base * multiplier.powi(n.min(i32::MAX as u32) as i32);
+    // base 0 × an overflowed multiplier is NaN: no growth, no wait.
+    let cap = if base == 0.0 || grown.is_nan() {
+        0.0
+    } else {
+        grown.min(max)
+    };
+    let r = if random.is_finite() {
+        random.clamp(0.0, 1.0)
+    } else {
+        0.0
+    };
+    let secs = match jitter {
+        Jitter::Full => cap * r,
+        Jitter::Equal => cap / 2.0 + cap / 2.0 * r,
+        Jitter::None => cap,
+    };
+    Duration::from_secs_f64(secs.clamp(0.0, max))
+}
+
+/// The `retry` options, as given on the command line.
+#[derive(Clone, Debug, clap::Args)]
+pub struct RetryArgs {
+    /// Attempts in all, at least 1
+    #[arg(long, default_value = "3", value_name = "N")]
+    pub attempts: u32,
+    /// The first wait in seconds, before jitter
+    #[arg(long, default_value = "1", value_name = "SECONDS")]
+    pub delay: String,
+    /// The longest wait in seconds
+    #[arg(long, default_value = "60", value_name = "SECONDS")]
+    pub max_delay: String,
+    /// How much each wait grows, at least 1
+    #[arg(long, default_value = "2", value_name = "FACTOR")]
+    pub multiplier: f64,
+    /// How waits are randomized
+    #[arg(long, value_enum, default_value = "full")]
+    pub jitter: Jitter,
+    /// Retry only on these exit codes, e.g. 1,2,4 or 1-3,75 (default: all but 4, 6, 7)
+    #[arg(long, value_name = "CODES")]
+    pub retry_on: Option<String>,
+    /// Give up after this many seconds in all: exit 9, the child terminated
+    #[arg(long, value_name = "SECONDS")]
+    pub timeout: Option<String>,
+    /// Keep the child in this process group (it may read the terminal; only
+    /// the child itself is signalled at the deadline)
+    #[arg(long)]
+    pub foreground: bool,
+    /// The command and its arguments (put `--` before it)
+    #[arg(
+        required = true,
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "CMD"
+    )]
+    pub command: Vec<OsString>,
+}
+
+/// Checked `retry` options.
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub attempts: u32,
+    pub delay: Duration,
+    pub max_delay: Duration,
+    pub multiplier: f64,
+    pub jitter: Jitter,
+    pub retry_on: Option<Vec<i32>>,
+    pub timeout: Option<Duration>,
+    pub foreground: bool,
+}
+
+impl RetryArgs {
+    /// Checks the options (exit 4 for a bad one).
+    pub fn options(&self) -> Result<Options> {
+        if self.attempts == 0 {
+            return Err(Error::validation("--attempts must be at least 1")
+                .hint("give the number of attempts in all, e.g. --attempts 3"));
+        }
+        if !self.multiplier.is_finite() || self.multiplier < 1.0 {
+            return Err(
+                Error::validation(format!("bad --multiplier '{}'", self.multiplier))
+                    .hint("give a factor of 1 or more, e.g. 2"),
+            );
+        }
+        Ok(Options {
+            attempts: self.attempts,
+            delay: parse_seconds(&self.delay, "--delay")?,
+            max_delay: parse_seconds(&self.max_delay, "--max-delay")?,
+            multiplier: self.multiplier,
+            jitter: self.jitter,
+            retry_on: self.retry_on.as_deref().map(parse_codes).transpose()?,
+            timeout: self
+                .timeout
+                .as_deref()
+                .map(|t| parse_seconds(t, "--timeout"))
+                .transpose()?,
+            foreground: self.foreground,
+        })
+    }
+}
+
+/// Parses `1,2,4` or `1-3,75` into exit codes 1–255 (exit 4 otherwise).
+pub fn parse_codes(text: &str) -> Result<Vec<i32>> {
+    let bad = || {
+        Error::validation(format!("bad --retry-on '{text}'"))
+            .hint("list exit codes 1-255 separated by commas, ranges allowed: 1,2,4-6")
+    };
+    let code = |s: &str| -> Result<i32> {
+        match s.trim().parse::<i32>() {
+            Ok(n) if (1..=255).contains(&n) => Ok(n),
+            _ => Err(bad()),
+        }
+    };
+    let mut out = Vec::new();
+    for part in text.split(',') {
+        match part.split_once('-') {
+            Some((a, b)) => {
+                let (a, b) = (code(a)?, code(b)?);
+                if a > b {
+                    return Err(bad());
+                }
+                out.extend(a..=b);
+            }
+            None => out.push(code(part)?),
+        }
+    }
+    Ok(out)
+}
+
+/// Whether exit `code` is retried under `retry_on`.
+pub fn is_retried(code: i32, retry_on: Option<&[i32]>) -> bool {
+    match retry_on {
+        Some(list) => list.contains(&code),
+        None => code != 0 && !NOT_RETRIED.contains(&code),
+    }
+}
+
+/// Random numbers in [0, 1] from /dev/urandom (falling back to the clock,
+/// which is enough to spread retries apart).
+struct Random(Option<File>);
+
+impl Random {
+    fn open() -> Random {
+        Random(File::open("/dev/urandom").ok())
+    }
+
+    fn next(&mut self) -> f64 {
+        let mut buf = [0u8; 8];
+        let bits = match self.0.as_mut().map(|f| f.read_exact(&mut buf)) {
+            Some(Ok(())) => u64::from_le_bytes(buf),
+            _ => {
+                let t = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap_or_default();
+                (t.subsec_nanos() as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+                    ^ std::process::id() as u64
+            }
+        };
+        (bits >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// The exit code of a finished child: its own, or 128+N for signal N.
+fn code_of(status: ExitStatus) -> i32 {
+    status
+        .code()
+        .or_else(|| status.signal().map(|s| 128 + s))
+        .unwrap_or(1)
+}
+
+/// What ended a wait.
+enum Waited {
+    Exited(ExitStatus),
+    Signal(i32),
+    Deadline,
+}
+
+/// A running attempt.
+struct Running {
+    child: Child,
+    pidfd: OwnedFd,
+    /// The child leads its own process group.
+    group: bool,
+}
+
+impl Running {
+    fn pid(&self) -> Pid {
+        Pid::from_raw(self.child.id() as i32).expect("a child has a positive pid")
+    }
+
+    /// Sends `sig` to the child's group (or the child alone in foreground mode).
+    fn signal(&self, sig: Signal) {
+        let _ = if self.group {
+            rustix::process::kill_process_group(self.pid(), sig)
+        } else {
+            rustix::process::pidfd_send_signal(&self.pidfd, sig)
+        };
+    }
+
+    /// Waits until the child exits, a signal arrives or `deadline` passes.
+    fn wait(&mut self, signals: &signals::Forwarder, deadline: Option<Instant>) -> Result<Waited> {
+        loop {
+            if let Some(status) = self.child.try_wait().map_err(wait_error)? {
+                return Ok(Waited::Exited(status));
+            }
+            if let Some(sig) = signals.take() {
+                return Ok(Waited::Signal(sig));
+            }
+            match poll_until(&[self.pidfd.as_fd(), signals.fd()], deadline)? {
+                true => continue,
+                false => return Ok(Waited::Deadline),
+            }
+        }
+    }
+
+    /// SIGTERM, up to [`GRACE`] for the group to exit, then SIGKILL; reaps
+    /// the child. Returns its status.
+    fn terminate(&mut self) -> Result<ExitStatus> {
+        let end = Instant::now() + GRACE;
+        self.signal(Signal::TERM);
+        let status = loop {
+            if let Some(s) = self.child.try_wait().map_err(wait_error)? {
+                break Some(s);
+            }
+            if !poll_until(&[self.pidfd.as_fd()], Some(end))? {
+                break None;
+            }
+        };
+        let status = match status {
+            Some(s) => {
+                // The child is gone; give the rest of its group the same grace.
+                self.wait_group(end);
+                s
+            }
+            None => {
+                self.signal(Signal::KILL);
+                self.child.wait().map_err(wait_error)?
+            }
+        };
+        if self.group {
+            let _ = rustix::process::kill_process_group(self.pid(), Signal::KILL);
+            self.wait_group(Instant::now() + GRACE);
+        }
+        Ok(status)
+    }
+
+    /// Waits until no process of the child's group is left, or `end`.
+    /// Orphans of the group are ours to reap (we are their subreaper), so a
+    /// zombie is not mistaken for a survivor. No pidfd exists for a group:
+    /// a short poll, only on this timeout path.
+    fn wait_group(&self, end: Instant) {
+        if !self.group {
+            return;
+        }
+        use rustix::process::{WaitOptions, test_kill_process_group, waitpgid};
+        loop {
+            while let Ok(Some(_)) = waitpgid(self.pid(), WaitOptions::NOHANG) {}
+            if test_kill_process_group(self.pid()).is_err() || Instant::now() >= end {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+fn wait_error(e: io::Error) -> Error {
+    Error::new(Kind::of_io(&e), "cannot wait for the command").because(e)
+}
+
+/// poll(2) on `fds` until one is readable (`true`) or `deadline` passes (`false`).
+fn poll_until(fds: &[std::os::fd::BorrowedFd<'_>], deadline: Option<Instant>) -> Result<bool> {
+    loop {
+        let timeout = match deadline {
+            None => None,
+            Some(d) => {
+                let left = d.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Ok(false);
+                }
+                Some(Timespec {
+                    tv_sec: left.as_secs() as _,
+                    tv_nsec: left.subsec_nanos() as _,
+                })
+            }
+        };
+        let mut pfds: Vec<PollFd<'_>> = fds
+            .iter()
+            .map(|fd| PollFd::new(fd, PollFlags::IN))
+            .collect();
+        match rustix::event::poll(&mut pfds, timeout.as_ref()) {
+            Ok(0) => continue,
+            Ok(_) => return Ok(true),
+            Err(Errno::INTR) => return Ok(true),
+            Err(e) => {
+                return Err(Error::new(Kind::of_io(&e.into()), "cannot wait").because(e));
+            }
+        }
+    }
+}
+
+/// How a run ended, for the final audit event.
+struct Outcome {
+    code: i32,
+    outcome: &'static str,
+    attempts: u32,
+}
+
+/// `retry [OPTIONS] -- CMD [ARGS...]`: returns the exit status to exit with.
+pub fn run(ctx: &Ctx, args: &RetryArgs) -> Result<u8> {
+    let opts = args.options()?;
+    let (program, rest) = args
+        .command
+        .split_first()
+        .ok_or_else(|| Error::validation("no command given").hint("put it after --"))?;
+    let target = program.to_string_lossy().into_owned();
+    let rec = Recorder::start(&ctx.cfg, TOOL, "retry", target.as_str());
+    let result = run_attempts(ctx, &opts, program, rest, &target);
+    match &result {
+        Ok(o) => rec.finish_with(
+            o.code,
+            if o.code == 0 { "ok" } else { "error" },
+            json!({ "attempts": o.attempts, "outcome": o.outcome }),
+        ),
+        Err(e) => {
+            let outcome = if e.kind() == Kind::DependencyMissing {
+                "not-found"
+            } else {
+                "error"
+            };
+            rec.finish(&result, json!({ "outcome": outcome }));
+        }
+    }
+    result.map(|o| o.code.clamp(0, 255) as u8)
+}
+
+fn run_attempts(
+    ctx: &Ctx,
+    opts: &Options,
+    program: &OsString,
+    rest: &[OsString],
+    target: &str,
+) -> Result<Outcome> {
+    let started = Instant::now();
+    let deadline = opts.timeout.map(|t| started + t);
+    let signals = signals::Forwarder::install(opts.foreground)?;
+    if !opts.foreground {
+        // Orphans of the child's group become our children, so at the
+        // deadline they can be reaped and counted as gone (see wait_group).
+        let _ = rustix::process::set_child_subreaper(Some(rustix::process::getpid()));
+    }
+    let mut random = Random::open();
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let rec = Recorder::start(&ctx.cfg, TOOL, "retry", target);
+        let mut cmd = Command::new(program);
+        cmd.args(rest).env("WFSTATE_ATTEMPT", attempt.to_string());
+        if !opts.foreground {
+            cmd.process_group(0);
+        }
+        let child = match cmd.spawn() {
+            Ok(c) => c,
+            Err(e) => {
+                let err = if e.kind() == io::ErrorKind::NotFound {
+                    Error::new(
+                        Kind::DependencyMissing,
+                        format!("command not found: {target}"),
+                    )
+                    .hint("check the command's name and PATH")
+                } else {
+                    Error::io(e, "cannot run the command", program)
+                };
+                let failed: Result<Outcome> = Err(err);
+                rec.finish(
+                    &failed,
+                    json!({ "attempt": attempt, "child_exit": null, "delay_ms": 0 }),
+                );
+                return failed;
+            }
+        };
+        let pid = Pid::from_raw(child.id() as i32).expect("a child has a positive pid");
+        let pidfd = rustix::process::pidfd_open(pid, PidfdFlags::empty()).map_err(|e| {
+            Error::new(Kind::of_io(&e.into()), "cannot watch the command").because(e)
+        })?;
+        let mut running = Running {
+            child,
+            pidfd,
+            group: !opts.foreground,
+        };
+        let code = match running.wait(&signals, deadline)? {
+            Waited::Exited(status) => code_of(status),
+            Waited::Signal(sig) => {
+                // Pass it on, then let the child decide how to end.
+                running.signal(signals::as_signal(sig));
+                let code = loop {
+                    match running.wait(&signals, deadline)? {
+                        Waited::Exited(status) => break code_of(status),
+                        Waited::Signal(again) => running.signal(signals::as_signal(again)),
+                        Waited::Deadline => break code_of(running.terminate()?),
+                    }
+                };
+                let code = if code == 0 { 128 + sig } else { code };
+                finish_attempt(rec, attempt, code, 0.0);
+                eprintln!("{TOOL}: interrupted by signal {sig}; not retrying");
+                return Ok(Outcome {
+                    code,
+                    outcome: "interrupted",
+                    attempts: attempt,
+                });
+            }
+            Waited::Deadline => {
+                let status = running.terminate()?;
+                finish_attempt(rec, attempt, code_of(status), 0.0);
+                eprintln!(
+                    "{TOOL}: timed out after {:.1}s (attempt {attempt} of {}); the command was terminated",
+                    started.elapsed().as_secs_f64(),
+                    opts.attempts
+                );
+                return Ok(Outcome {
+                    code: 9,
+                    outcome: "timeout",
+                    attempts: attempt,
+                });
+            }
+        };
+        if code == 0 {
+            finish_attempt(rec, attempt, 0, 0.0);
+            return Ok(Outcome {
+                code: 0,
+                outcome: "success",
+                attempts: attempt,
+            });
+        }
+        if !is_retried(code, opts.retry_on.as_deref()) {
+            finish_attempt(rec, attempt, code, 0.0);
+            let why = if opts.retry_on.is_some() {
+                "it is not in --retry-on".to_string()
+            } else {
+                format!(
+                    "retrying cannot help with exit {code}; pass --retry-on {code} to retry anyway"
+                )
+            };
+            eprintln!("{TOOL}: {target} exited {code}; not retried: {why}");
+            return Ok(Outcome {
+                code,
+                outcome: "not-retried",
+                attempts: attempt,
+            });
+        }
+        if attempt >= opts.attempts {
+            finish_attempt(rec, attempt, code, 0.0);
+            eprintln!("{TOOL}: {target} failed {attempt} attempt(s); the last exited {code}");
+            return Ok(Outcome {
+                code,
+                outcome: "exhausted",
+                attempts: attempt,
+            });
+        }
+        let wait = delay(
+            attempt - 1,
+            opts.delay,
+            opts.multiplier,
+            opts.max_delay,
+            opts.jitter,
+            random.next(),
+        );
+        if deadline.is_some_and(|d| Instant::now() + wait >= d) {
+            finish_attempt(rec, attempt, code, 0.0);
+            eprintln!(
+                "{TOOL}: timed out: attempt {attempt} exited {code} and the next would start after the --timeout deadline"
+            );
+            return Ok(Outcome {
+                code: 9,
+                outcome: "timeout",
+                attempts: attempt,
+            });
+        }
+        finish_attempt(rec, attempt, code, super::ms(wait));
+        eprintln!(
+            "{TOOL}: attempt {attempt} of {} exited {code}; retrying in {:.3}s",
+            opts.attempts,
+            wait.as_secs_f64()
+        );
+        if poll_until(&[signals.fd()], Some(Instant::now() + wait))?
+            && let Some(sig) = signals.take()
+        {
+            eprintln!("{TOOL}: interrupted by signal {sig}; not retrying");
+            return Ok(Outcome {
+                code: 128 + sig,
+                outcome: "interrupted",
+                attempts: attempt,
+            });
+        }
+    }
+}
+
+fn finish_attempt(rec: Recorder<'_>, attempt: u32, code: i32, delay_ms: f64) {
+    rec.finish_with(
+        code,
+        if code == 0 { "ok" } else { "error" },
+        json!({ "attempt": attempt, "child_exit": code, "delay_ms": delay_ms }),
+    );
+}
+
+/// Passing signals sent to `retry` on to the child: a handler writes the
+/// signal number to a self-pipe that the waits poll, so no signal is lost
+/// between checks. rustix has no sigaction, hence libc here.
+mod signals {
+    use std::io::{PipeReader, PipeWriter};
+    use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+    use std::sync::atomic::{AtomicI32, Ordering};
+
+    use rustix::process::Signal;
+
+    use crate::error::{Error, Kind, Result};
+
+    static PIPE: AtomicI32 = AtomicI32::new(-1);
+
+    extern "C" fn on_signal(sig: libc::c_int) {
+        let fd = PIPE.load(Ordering::Relaxed);
+        if fd >= 0 {
+            let b = sig as u8;
+            // SAFETY: write(2) is async-signal-safe; the pipe is non-blocking,
+            // so a full pipe drops the byte instead of hanging.
+            unsafe {
+                libc::write(fd, (&b as *const u8).cast(), 1);
+            }
+        }
+    }
+
+    /// The installed handlers and their pipe.
+    pub struct Forwarder {
+        rd: PipeReader,
+        _wr: PipeWriter,
+    }
+
+    impl Forwarder {
+        /// Catches SIGTERM and SIGHUP, and SIGINT and SIGQUIT unless
+        /// `foreground` (then the terminal already sends those to the child).
+        /// Signals the caller ignores stay ignored.
+        pub fn install(foreground: bool) -> Result<Forwarder> {
+            let (rd, wr) = std::io::pipe()
+                .map_err(|e| Error::new(Kind::of_io(&e), "cannot create a pipe").because(e))?;
+            for fd in [rd.as_fd(), wr.as_fd()] {
+                let _ = rustix::fs::fcntl_setfl(fd, rustix::fs::OFlags::NONBLOCK);
+            }
+            PIPE.store(wr.as_raw_fd(), Ordering::Relaxed);
+            let mut sigs = vec![libc::SIGTERM, libc::SIGHUP];
+            if !foreground {
+                sigs.extend([libc::SIGINT, libc::SIGQUIT]);
+            }
+            for sig in sigs {
+                // SAFETY: a zeroed sigaction is valid; the handler only calls
+                // write(2) and reads an atomic.
+                unsafe {
+                    let mut old: libc::sigaction = std::mem::zeroed();
+                    libc::sigaction(sig, std::ptr::null(), &mut old);
+                    if old.sa_sigaction == libc::SIG_IGN {
+                        continue;
+                    }
+                    let mut act: libc::sigaction = std::mem::zeroed();
+                    act.sa_sigaction = on_signal as *const () as libc::sighandler_t;
+                    act.sa_flags = libc::SA_RESTART;
+                    libc::sigemptyset(&mut act.sa_mask);
+                    libc::sigaction(sig, &act, std::ptr::null_mut());
+                }
+            }
+            Ok(Forwarder { rd, _wr: wr })
+        }
+
+        /// The pipe to poll.
+        pub fn fd(&self) -> BorrowedFd<'_> {
+            self.rd.as_fd()
+        }
+
+        /// A signal received since the last call, if any.
+        pub fn take(&self) -> Option<i32> {
+            let mut b = [0u8; 1];
+            match rustix::io::read(&self.rd, &mut b) {
+                Ok(1) => Some(b[0] as i32),
+                _ => None,
+            }
+        }
+    }
+
+    /// The rustix signal for a number caught by [`Forwarder`].
+    pub fn as_signal(sig: i32) -> Signal {
+        match sig {
+            libc::SIGINT => Signal::INT,
+            libc::SIGHUP => Signal::HUP,
+            libc::SIGQUIT => Signal::QUIT,
+            _ => Signal::TERM,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn delays_stay_within_their_bounds() {
+        let base = Duration::from_millis(100);
+        let max = Duration::from_secs(5);
+        let mut rng = Random::open();
+        for n in 0..80 {
+            let cap = (0.1 * 2f64.powi(n as i32)).min(5.0);
+            for _ in 0..50 {
+                let r = rng.next();
+                assert!((0.0..=1.0).contains(&r));
+                let full = delay(n, base, 2.0, max, Jitter::Full, r).as_secs_f64();
+                assert!((0.0..=cap + 1e-9).contains(&full), "full {n} {full}");
+                let eq = delay(n, base, 2.0, max, Jitter::Equal, r).as_secs_f64();
+                assert!(
+                    (cap / 2.0 - 1e-9..=cap + 1e-9).contains(&eq),
+                    "equal {n} {eq}"
+                );
+            }
+            let none = delay(n, base, 2.0, max, Jitter::None, 0.3).as_secs_f64();
+            assert!((none - cap).abs() < 1e-6, "none {n} {none} {cap}");
+        }
+        // Overflow, zero base and nonsense randomness stay in range.
+        assert_eq!(delay(u32::MAX, base, 1e300, max, Jitter::None, 0.5), max);
+        assert_eq!(
+            delay(5000, Duration::ZERO, 2.0, max, Jitter::None, 0.5),
+            Duration::ZERO
+        );
+        assert!(delay(3, base, 2.0, max, Jitter::Full, f64::NAN) <= max);
+        assert!(delay(3, base, 2.0, max, Jitter::Full, 7.0) <= max);
+    }
+
+    #[test]
+    fn codes_parse_with_ranges() {
+        assert_eq!(parse_codes("1,2,4-6").unwrap(), vec![1, 2, 4, 5, 6]);
+        assert_eq!(parse_codes("75").unwrap(), vec![75]);
+        for bad in ["", "0", "256", "a", "3-1", "1,,2"] {
+            assert!(parse_codes(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn four_six_and_seven_are_not_retried_unless_listed() {
+        for c in [1, 2, 3, 5, 9, 137] {
+            assert!(is_retried(c, None), "{c}");
+        }
+        for c in [0, 4, 6, 7] {
+            assert!(!is_retried(c, None), "{c}");
+        }
+        assert!(is_retried(4, Some(&[4])));
+        assert!(!is_retried(1, Some(&[4])));
+    }
+}
