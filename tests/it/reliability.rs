@@ -350,3 +350,72 @@ fn random_bytes_fed_to_every_json_input_never_panic() {
     // Only valid documents or values were accepted, so the state still validates.
     env.run("state-manager", &["validate"]).ok();
 }
+
+/// Checkpoints that exist are whole (metadata.json present and parsing); no
+/// temp folder of a killed checkpoint survives the next checkpoint.
+#[track_caller]
+fn assert_checkpoints_whole(env: &Env) {
+    for name in env.list(".checkpoints") {
+        assert!(
+            name.starts_with("checkpoint-"),
+            "leftover in .checkpoints: {name}"
+        );
+        let meta = env.bytes(&format!(".checkpoints/{name}/metadata.json"));
+        serde_json::from_slice::<Value>(&meta)
+            .unwrap_or_else(|e| panic!("{name}/metadata.json: {e}"));
+    }
+}
+
+#[test]
+fn sigkilled_checkpoint_never_leaves_a_half_made_checkpoint() {
+    let env = Env::new();
+    env.init();
+    env.sm(&["signal", "S1"]);
+    fs::create_dir(env.path("config")).unwrap();
+    fs::write(env.path("config/skill-rules.json"), "{}").unwrap();
+    let mut rng = Rng::new();
+    let window = run_time_us(&env, "error-recovery", &["checkpoint", "first"]);
+    for i in 0..iterations() {
+        kill_at_random(
+            &env,
+            &mut rng,
+            "error-recovery",
+            &["checkpoint", &format!("op{i}")],
+            window,
+        );
+        env.run("error-recovery", &["checkpoint", "next"]).ok();
+        assert_checkpoints_whole(&env);
+        assert_recovered(&env, &format!("cp-{i}"));
+        if i % 10 == 9 {
+            env.run("error-recovery", &["cleanup", "0", "--keep", "2"])
+                .ok();
+        }
+    }
+}
+
+#[test]
+fn sigkilled_restore_is_finished_by_the_next_run() {
+    let env = Env::new();
+    env.init();
+    env.sm(&["set", ".phase", "--string", "checkpointed"]);
+    env.sm(&["signal", "S1"]);
+    let id = env
+        .run("error-recovery", &["checkpoint", "base"])
+        .ok()
+        .stdout
+        .trim()
+        .to_string();
+    let mut rng = Rng::new();
+    let window = run_time_us(&env, "error-recovery", &["restore", &id]);
+    for i in 0..iterations() {
+        env.sm(&["set", ".phase", "--string", &format!("moved-{i}")]);
+        env.sm(&["signal", &format!("LATER{i}")]);
+        kill_at_random(&env, &mut rng, "error-recovery", &["restore", &id], window);
+        env.run("state-manager", &["validate"]).ok();
+        env.run("error-recovery", &["restore", &id]).ok();
+        assert_eq!(env.state()["phase"], "checkpointed");
+        assert_eq!(env.list(".signals"), ["S1.json"]);
+        assert!(!env.path(".wfstate-restore.journal").exists());
+        assert_recovered(&env, &format!("restore-{i}"));
+    }
+}
