@@ -14,7 +14,11 @@ use crate::exit::Code;
 pub fn parse<C: clap::Parser>() -> Result<C, Code> {
     C::try_parse().map_err(|e| {
         let _ = e.print();
-        if e.use_stderr() { Code::GeneralError } else { Code::Success }
+        if e.use_stderr() {
+            Code::GeneralError
+        } else {
+            Code::Success
+        }
     })
 }
 

@@ -57,7 +57,8 @@ impl GlobalArgs {
         if let Some(t) = self.lock_timeout.as_deref().filter(|t| !t.is_empty()) {
             cfg.lock_timeout = parse_seconds(t, "lock timeout")?;
         }
-        cfg.debug = self.debug || std::env::var_os("DEBUG").is_some_and(|v| v == "1" || v == "true");
+        cfg.debug =
+            self.debug || std::env::var_os("DEBUG").is_some_and(|v| v == "1" || v == "true");
         Ok(cfg)
     }
 }
@@ -93,7 +94,9 @@ impl Config {
             root,
             lock_timeout: Duration::from_secs(30),
             debug: false,
-            run_id: std::env::var("WFSTATE_RUN_ID").ok().filter(|s| !s.is_empty()),
+            run_id: std::env::var("WFSTATE_RUN_ID")
+                .ok()
+                .filter(|s| !s.is_empty()),
         }
     }
 
@@ -146,7 +149,9 @@ pub fn parse_duration(text: &str) -> Result<Duration> {
         Error::validation(format!("bad duration '{text}'"))
             .hint("write it as a number with a unit: 7d, 12h, 30m, 45s or 500ms")
     };
-    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
     let n: f64 = num.parse().map_err(|_| bad())?;
     let mult = match unit {
@@ -178,19 +183,31 @@ mod tests {
     fn root_is_the_state_files_folder() {
         assert_eq!(Config::new("a/b/s.json").root, Path::new("a/b"));
         assert_eq!(Config::new("s.json").root, Path::new("."));
-        assert_eq!(Config::new("s.json").audit_log, Path::new("./.workflow-audit.jsonl"));
+        assert_eq!(
+            Config::new("s.json").audit_log,
+            Path::new("./.workflow-audit.jsonl")
+        );
     }
 
     #[test]
     fn durations_parse_with_units() {
-        assert_eq!(parse_duration("7d").unwrap(), Duration::from_secs(7 * 86400));
-        assert_eq!(parse_duration("12h").unwrap(), Duration::from_secs(12 * 3600));
+        assert_eq!(
+            parse_duration("7d").unwrap(),
+            Duration::from_secs(7 * 86400)
+        );
+        assert_eq!(
+            parse_duration("12h").unwrap(),
+            Duration::from_secs(12 * 3600)
+        );
         assert_eq!(parse_duration("30m").unwrap(), Duration::from_secs(1800));
         assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
         assert_eq!(parse_duration("45").unwrap(), Duration::from_secs(45));
         assert!(parse_duration("7x").is_err());
         assert!(parse_duration("").is_err());
         assert!(parse_seconds("-1", "t").is_err());
-        assert_eq!(parse_seconds("0.25", "t").unwrap(), Duration::from_millis(250));
+        assert_eq!(
+            parse_seconds("0.25", "t").unwrap(),
+            Duration::from_millis(250)
+        );
     }
 }

@@ -97,10 +97,14 @@ pub fn sync_dir(dir: &Path) -> Result<()> {
 /// Removes temp files of `name` left by writers that were killed mid-write.
 fn remove_leftovers(dir: &Path, name: &str) {
     let prefix = format!(".{name}.");
-    let Ok(entries) = fs::read_dir(dir) else { return };
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
     for entry in entries.flatten() {
         let file_name = entry.file_name();
-        let Some(n) = file_name.to_str() else { continue };
+        let Some(n) = file_name.to_str() else {
+            continue;
+        };
         if !(n.starts_with(&prefix) && n.ends_with(".tmp")) {
             continue;
         }
@@ -116,7 +120,9 @@ fn remove_leftovers(dir: &Path, name: &str) {
 
 /// Lists leftover temp files in `dir` (any target), for cleanup and health.
 pub fn leftover_temps(dir: &Path) -> Vec<PathBuf> {
-    let Ok(entries) = fs::read_dir(dir) else { return Vec::new() };
+    let Ok(entries) = fs::read_dir(dir) else {
+        return Vec::new();
+    };
     entries
         .flatten()
         .filter(|e| {
@@ -204,9 +210,12 @@ pub fn check_not_escaping(path: &Path, root: &Path) -> Result<()> {
 
 fn check_within_root(link: &Path, root: &Path) -> Result<()> {
     let refused = || {
-        Error::new(Kind::PermissionDenied, "refusing a symlink that leads out of the state root")
-            .with_path(link)
-            .hint("replace the symlink with a real file or folder inside the state root")
+        Error::new(
+            Kind::PermissionDenied,
+            "refusing a symlink that leads out of the state root",
+        )
+        .with_path(link)
+        .hint("replace the symlink with a real file or folder inside the state root")
     };
     let target = fs::canonicalize(link).map_err(|_| refused())?;
     let root = fs::canonicalize(root).map_err(|e| Error::io(e, "cannot resolve", root))?;

@@ -141,7 +141,11 @@ impl Error {
 
     /// Adds a hint only where none was given closer to the cause.
     pub fn or_hint(self, hint: impl Into<String>) -> Error {
-        if self.hint.is_some() { self } else { self.hint(hint) }
+        if self.hint.is_some() {
+            self
+        } else {
+            self.hint(hint)
+        }
     }
 
     pub fn kind(&self) -> Kind {

@@ -70,14 +70,18 @@ impl Code {
             Code::Success => "done",
             Code::GeneralError => "anything not below, and usage errors",
             Code::LockTimeout => "a lock was not acquired within its timeout",
-            Code::StateCorruption => "a state, backup or checkpoint does not parse or fails its checksum",
+            Code::StateCorruption => {
+                "a state, backup or checkpoint does not parse or fails its checksum"
+            }
             Code::ValidationFailed => "input or document breaks the schema or a rule",
             Code::DependencyMissing => "something the operation needs is absent",
             Code::PermissionDenied => "access refused, refused symlink, or not the lock owner",
             Code::DiskFull => "no space left on the device or quota exceeded",
             Code::NetworkError => "reserved for network backends",
             Code::Timeout => "an overall deadline passed",
-            Code::ResourceExhausted => "out of file descriptors or memory, or input over the size limit",
+            Code::ResourceExhausted => {
+                "out of file descriptors or memory, or input over the size limit"
+            }
         }
     }
 }

@@ -1,8 +1,9 @@
 //! `state-manager`: placeholder front; its issue fills in the subcommands.
+//! This branch carries only the `audit` subcommand, for the lead to merge.
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use wfstate::cli;
 use wfstate::config::GlobalArgs;
 
@@ -12,11 +13,24 @@ use wfstate::config::GlobalArgs;
 struct Cli {
     #[command(flatten)]
     global: GlobalArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Review the audit log
+    #[command(subcommand)]
+    Audit(wfstate::audit::cli::AuditCommand),
 }
 
 fn main() -> ExitCode {
-    match cli::parse::<Cli>() {
-        Ok(_) => ExitCode::SUCCESS,
-        Err(code) => code.into(),
-    }
+    let args = match cli::parse::<Cli>() {
+        Ok(a) => a,
+        Err(code) => return code.into(),
+    };
+    let result = args.global.config().and_then(|cfg| match args.command {
+        Command::Audit(cmd) => wfstate::audit::cli::run(&cfg, cmd),
+    });
+    cli::finish("state-manager", result)
 }

@@ -29,7 +29,12 @@ use crate::error::{Error, Kind, Result};
 /// Returns once no live holder other than `owner` is recorded, keeping the
 /// lock's mutex so that no record change (no `acquire` by anyone) can happen
 /// until the returned guard is dropped. Exit 2 after `timeout`.
-pub fn transaction(cfg: &Config, name: &str, owner: Option<&Identity>, timeout: Duration) -> Result<Mutex> {
+pub fn transaction(
+    cfg: &Config,
+    name: &str,
+    owner: Option<&Identity>,
+    timeout: Duration,
+) -> Result<Mutex> {
     let deadline = Instant::now() + timeout;
     let mut watcher: Option<wait::Watcher> = None;
     loop {

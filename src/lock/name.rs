@@ -54,8 +54,21 @@ mod tests {
         for ok in ["state", "a", "my-lock_1.x", &"x".repeat(128)] {
             assert!(validate(ok).is_ok(), "{ok}");
         }
-        for bad in ["", ".hidden", "a/b", "..", "a b", "a\0b", &"x".repeat(129), "é"] {
-            assert_eq!(validate(bad).unwrap_err().code(), crate::exit::Code::ValidationFailed, "{bad:?}");
+        for bad in [
+            "",
+            ".hidden",
+            "a/b",
+            "..",
+            "a b",
+            "a\0b",
+            &"x".repeat(129),
+            "é",
+        ] {
+            assert_eq!(
+                validate(bad).unwrap_err().code(),
+                crate::exit::Code::ValidationFailed,
+                "{bad:?}"
+            );
         }
     }
 

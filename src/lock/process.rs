@@ -92,7 +92,9 @@ pub fn resolve_owner(flag: Option<u32>) -> Result<Identity> {
         },
     };
     if pid == 0 {
-        return Err(Error::validation("owner pid 0 is not a process").hint("pass a real pid, such as $$"));
+        return Err(
+            Error::validation("owner pid 0 is not a process").hint("pass a real pid, such as $$")
+        );
     }
     Identity::of_pid(pid)
 }
@@ -135,11 +137,20 @@ mod tests {
     fn current_process_is_live_and_a_changed_start_time_is_dead() {
         let me = Identity::current();
         assert_eq!(me.liveness(), Liveness::Live);
-        let reused = Identity { start_time: me.start_time + 1, ..me.clone() };
+        let reused = Identity {
+            start_time: me.start_time + 1,
+            ..me.clone()
+        };
         assert_eq!(reused.liveness(), Liveness::Dead);
-        let old_boot = Identity { boot_id: "other".into(), ..me.clone() };
+        let old_boot = Identity {
+            boot_id: "other".into(),
+            ..me.clone()
+        };
         assert_eq!(old_boot.liveness(), Liveness::Dead);
-        let remote = Identity { host: "elsewhere.invalid".into(), ..me };
+        let remote = Identity {
+            host: "elsewhere.invalid".into(),
+            ..me
+        };
         assert_eq!(remote.liveness(), Liveness::Unknown);
     }
 

@@ -56,14 +56,18 @@ impl Watcher {
     pub fn wait(&self, pids: &[u32], deadline: Option<Instant>) -> Result<Wake> {
         let mut pidfds: Vec<OwnedFd> = Vec::with_capacity(pids.len());
         for &pid in pids {
-            let Some(p) = Pid::from_raw(pid as i32) else { continue };
+            let Some(p) = Pid::from_raw(pid as i32) else {
+                continue;
+            };
             match rustix::process::pidfd_open(p, PidfdFlags::empty()) {
                 Ok(fd) => pidfds.push(fd),
                 // Already gone: nothing to wait for, look again now.
                 Err(Errno::SRCH) => return Ok(Wake::Changed),
                 Err(e) => {
-                    return Err(Error::new(Kind::of_io(&e.into()), "cannot watch lock holder")
-                        .because(format!("pidfd_open({pid}): {e}")));
+                    return Err(
+                        Error::new(Kind::of_io(&e.into()), "cannot watch lock holder")
+                            .because(format!("pidfd_open({pid}): {e}")),
+                    );
                 }
             }
         }
@@ -94,7 +98,9 @@ impl Watcher {
                 }
                 Err(Errno::INTR) => continue,
                 Err(e) => {
-                    return Err(Error::new(Kind::of_io(&e.into()), "cannot wait for lock").because(e));
+                    return Err(
+                        Error::new(Kind::of_io(&e.into()), "cannot wait for lock").because(e)
+                    );
                 }
             }
         }

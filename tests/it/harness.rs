@@ -38,7 +38,9 @@ pub fn repo_root() -> PathBuf {
 
 impl Env {
     pub fn new() -> Env {
-        Env { dir: tempfile::tempdir().expect("temp dir") }
+        Env {
+            dir: tempfile::tempdir().expect("temp dir"),
+        }
     }
 
     pub fn root(&self) -> &Path {
@@ -67,7 +69,17 @@ impl Env {
 
     /// Points any command (bash, a binary by path) at this root.
     pub fn clean_env(&self, c: &mut Command) {
-        for var in ["STATE_FILE", "AUDIT_LOG", "LOCK_TIMEOUT", "DEBUG", "LOCK_OWNER_PID", "WFSTATE_RUN_ID", "WFSTATE_BIN", "NO_COLOR", "CLAUDE_PROJECT_DIR"] {
+        for var in [
+            "STATE_FILE",
+            "AUDIT_LOG",
+            "LOCK_TIMEOUT",
+            "DEBUG",
+            "LOCK_OWNER_PID",
+            "WFSTATE_RUN_ID",
+            "WFSTATE_BIN",
+            "NO_COLOR",
+            "CLAUDE_PROJECT_DIR",
+        ] {
             c.env_remove(var);
         }
         c.env("STATE_FILE", self.state_file())
@@ -85,7 +97,10 @@ impl Env {
     pub fn run_stdin(&self, name: &str, args: &[&str], stdin: &str) -> Run {
         let mut c = self.cmd(name);
         c.args(args);
-        let out = assert_cmd::Command::from_std(c).write_stdin(stdin).output().expect("spawn");
+        let out = assert_cmd::Command::from_std(c)
+            .write_stdin(stdin)
+            .output()
+            .expect("spawn");
         Run::of(out)
     }
 
@@ -102,7 +117,8 @@ impl Env {
 
     /// The state document as JSON.
     pub fn state(&self) -> Value {
-        serde_json::from_slice(&fs::read(self.state_file()).expect("state file")).expect("state parses")
+        serde_json::from_slice(&fs::read(self.state_file()).expect("state file"))
+            .expect("state parses")
     }
 
     /// The raw bytes of a file under the root (empty if missing).
@@ -122,7 +138,11 @@ impl Env {
     /// File names in a folder under the root, sorted.
     pub fn list(&self, rel: &str) -> Vec<String> {
         let mut v: Vec<String> = fs::read_dir(self.path(rel))
-            .map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
             .unwrap_or_default();
         v.sort();
         v
@@ -155,35 +175,56 @@ impl Run {
     /// Asserts the exit code.
     #[track_caller]
     pub fn code(self, code: i32) -> Run {
-        assert_eq!(self.code, code, "exit code\nstdout: {}\nstderr: {}", self.stdout, self.stderr);
+        assert_eq!(
+            self.code, code,
+            "exit code\nstdout: {}\nstderr: {}",
+            self.stdout, self.stderr
+        );
         self
     }
 
     /// Asserts stderr holds `text`.
     #[track_caller]
     pub fn stderr_has(self, text: &str) -> Run {
-        assert!(self.stderr.contains(text), "stderr lacks {text:?}: {}", self.stderr);
+        assert!(
+            self.stderr.contains(text),
+            "stderr lacks {text:?}: {}",
+            self.stderr
+        );
         self
     }
 
     /// Asserts stdout holds `text`.
     #[track_caller]
     pub fn stdout_has(self, text: &str) -> Run {
-        assert!(self.stdout.contains(text), "stdout lacks {text:?}: {}", self.stdout);
+        assert!(
+            self.stdout.contains(text),
+            "stdout lacks {text:?}: {}",
+            self.stdout
+        );
         self
     }
 
     /// Asserts an error went to stderr as one line prefixed with the binary's name.
     #[track_caller]
     pub fn one_line_error(self, tool: &str) -> Run {
-        let lines: Vec<&str> = self.stderr.lines().filter(|l| !l.contains("warning:")).collect();
+        let lines: Vec<&str> = self
+            .stderr
+            .lines()
+            .filter(|l| !l.contains("warning:"))
+            .collect();
         assert_eq!(lines.len(), 1, "want one error line, got: {}", self.stderr);
-        assert!(lines[0].starts_with(&format!("{tool}: ")), "unprefixed error: {}", self.stderr);
+        assert!(
+            lines[0].starts_with(&format!("{tool}: ")),
+            "unprefixed error: {}",
+            self.stderr
+        );
         self
     }
 
     /// stdout parsed as JSON.
     pub fn json(&self) -> Value {
-        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {}", self.stdout))
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {}", self.stdout))
     }
 }
