@@ -1,3 +1,4 @@
 //! The one integration-test binary: drives the real binaries in temp dirs.
 
+mod audit;
 mod harness;
