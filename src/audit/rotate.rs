@@ -135,8 +135,13 @@ mod tests {
                 .unwrap();
             f.write_all(format!("{round}\n").as_bytes()).unwrap();
             assert!(after_append(&log, &f, 1).unwrap());
-            // The same fd again: the path names a new inode (or none) now.
+            // A second writer that saw the same crossing on the old fd, once
+            // a third has started a new log: it must not rotate the new one.
+            let mut newer = OpenOptions::new().append(true).create(true).open(&log).unwrap();
+            newer.write_all(b"n\n").unwrap();
             assert!(!after_append(&log, &f, 1).unwrap());
+            fs::remove_file(&log).unwrap();
+            assert!(!after_append(&log, &f, 1).unwrap(), "no log: nothing to rotate");
         }
         assert!(!log.exists());
         assert_eq!(fs::read_to_string(rotated(&log, 1)).unwrap(), "6\n");

@@ -423,7 +423,8 @@ fn monitor_ends_with_its_summary_on_sigint() {
     let env = Env::new();
     let mut child = env
         .cmd("state-manager")
-        .args(["audit", "monitor", "--interval", "60", "--json", "--alert-failures-per-min", "2"])
+        // --duration only bounds the test should the signal be ignored.
+        .args(["audit", "monitor", "--interval", "60", "--duration", "30", "--json", "--alert-failures-per-min", "2"])
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
