@@ -137,11 +137,18 @@ mod tests {
             assert!(after_append(&log, &f, 1).unwrap());
             // A second writer that saw the same crossing on the old fd, once
             // a third has started a new log: it must not rotate the new one.
-            let mut newer = OpenOptions::new().append(true).create(true).open(&log).unwrap();
+            let mut newer = OpenOptions::new()
+                .append(true)
+                .create(true)
+                .open(&log)
+                .unwrap();
             newer.write_all(b"n\n").unwrap();
             assert!(!after_append(&log, &f, 1).unwrap());
             fs::remove_file(&log).unwrap();
-            assert!(!after_append(&log, &f, 1).unwrap(), "no log: nothing to rotate");
+            assert!(
+                !after_append(&log, &f, 1).unwrap(),
+                "no log: nothing to rotate"
+            );
         }
         assert!(!log.exists());
         assert_eq!(fs::read_to_string(rotated(&log, 1)).unwrap(), "6\n");

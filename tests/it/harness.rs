@@ -232,10 +232,15 @@ impl Run {
 /// Every line of an audit log and its rotated files (`LOG.1` … `LOG.5`) that
 /// breaks schemas/audit-event.schema.json or is not JSON, as `file:line: why`.
 pub fn audit_schema_errors(log: &Path) -> Vec<String> {
-    let schema: Value = serde_json::from_slice(&fs::read(repo_root().join("schemas/audit-event.schema.json")).expect("audit schema"))
-        .expect("audit schema parses");
+    let schema: Value = serde_json::from_slice(
+        &fs::read(repo_root().join("schemas/audit-event.schema.json")).expect("audit schema"),
+    )
+    .expect("audit schema parses");
     let validator = jsonschema::validator_for(&schema).expect("audit schema compiles");
-    let mut files: Vec<PathBuf> = (1..=5).rev().map(|n| PathBuf::from(format!("{}.{n}", log.display()))).collect();
+    let mut files: Vec<PathBuf> = (1..=5)
+        .rev()
+        .map(|n| PathBuf::from(format!("{}.{n}", log.display())))
+        .collect();
     files.push(log.to_path_buf());
     let mut errors = Vec::new();
     for file in files.iter().filter(|f| f.exists()) {
@@ -244,7 +249,11 @@ pub fn audit_schema_errors(log: &Path) -> Vec<String> {
             let at = format!("{}:{}", file.display(), i + 1);
             match serde_json::from_str::<Value>(line) {
                 Err(e) => errors.push(format!("{at}: not JSON ({e}): {line}")),
-                Ok(event) => errors.extend(validator.iter_errors(&event).map(|e| format!("{at}: {e}: {line}"))),
+                Ok(event) => errors.extend(
+                    validator
+                        .iter_errors(&event)
+                        .map(|e| format!("{at}: {e}: {line}")),
+                ),
             }
         }
     }
@@ -256,5 +265,9 @@ pub fn audit_schema_errors(log: &Path) -> Vec<String> {
 #[track_caller]
 pub fn assert_audit_valid(env: &Env) {
     let errors = audit_schema_errors(&env.audit_log());
-    assert!(errors.is_empty(), "audit events break the schema:\n{}", errors.join("\n"));
+    assert!(
+        errors.is_empty(),
+        "audit events break the schema:\n{}",
+        errors.join("\n")
+    );
 }
