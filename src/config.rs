@@ -135,7 +135,7 @@ pub fn parse_seconds(text: &str, what: &str) -> Result<Duration> {
         Error::validation(format!("bad {what} '{text}'"))
             .hint("give a number of seconds, such as 30 or 0.5")
     })?;
-    if !secs.is_finite() || secs < 0.0 || secs > 1e9 {
+    if !secs.is_finite() || !(0.0..=1e9).contains(&secs) {
         return Err(Error::validation(format!("bad {what} '{text}'"))
             .hint("give a number of seconds from 0 up"));
     }

@@ -12,6 +12,7 @@ pub mod durable;
 pub mod error;
 pub mod exit;
 pub mod lock;
+pub mod state;
 
 pub use config::Config;
 pub use error::{Error, Kind, Result};

@@ -197,7 +197,8 @@ fn classify(event: &Value, listed_in_removed: bool, all: bool) -> Option<(String
         ("deleted".to_string(), format!("by {op}{forced}"))
     } else {
         match op.as_str() {
-            "init" | "checkpoint" | "backup" | "create" => ("created".to_string(), String::new()),
+            "init" | "checkpoint" | "create" => ("created".to_string(), String::new()),
+            "backup" => ("backed up".to_string(), String::new()),
             "acquire" => (
                 "locked".to_string(),
                 format!(

@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# wfstate: drop-in replacement for the shell library's lib/state-manager.sh.
+#
+# Executed (./lib/state-manager.sh read .phase): execs the state-manager binary
+# with the same arguments. Sourced: defines lock_state, unlock_state,
+# read_state, write_state, backup_state, validate_state, recover_state and
+# init_state_manager. Locks taken through these functions belong to the
+# sourcing shell ($$), so `lock_state; read_state; write_state; unlock_state`
+# works without deadlock.
+
+# shellcheck source=lib/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+
+if [[ "${BASH_SOURCE[0]}" == "$0" ]]; then
+  _wfstate_exec state-manager "$@"
+fi
+
+# init_state_manager: creates the state file and folders (idempotent).
+init_state_manager() {
+  _wfstate_run state-manager init >/dev/null
+}
+
+# lock_state [TIMEOUT]: takes the exclusive `state` lock for this shell.
+lock_state() {
+  _wfstate_run lock-manager acquire state "${1:-${LOCK_TIMEOUT:-30}}" exclusive --owner "$$"
+}
+
+# unlock_state: releases this shell's `state` lock.
+unlock_state() {
+  _wfstate_run lock-manager release state --owner "$$"
+}
+
+# read_state [OUTFILE]: prints the state, or writes it to OUTFILE (atomically).
+read_state() {
+  if [[ -z "${1:-}" ]]; then
+    _wfstate_run state-manager read --owner "$$"
+    return
+  fi
+  local out="$1" tmp rc
+  tmp="$(mktemp "${out}.XXXXXX")" || return "$EXIT_GENERAL_ERROR"
+  _wfstate_run state-manager read --owner "$$" >"$tmp"
+  rc=$?
+  if ((rc == 0)); then
+    mv -f -- "$tmp" "$out" || rc=$EXIT_GENERAL_ERROR
+  else
+    rm -f -- "$tmp"
+  fi
+  return "$rc"
+}
+
+# write_state JSON [REASON]: replaces the state (validated, backed up, atomic).
+write_state() {
+  if [[ -z "${1:-}" ]]; then
+    printf 'write_state: no JSON given — usage: write_state JSON [REASON]\n' >&2
+    return "$EXIT_VALIDATION_FAILED"
+  fi
+  _wfstate_run state-manager write --owner "$$" "$1" ${2:+"$2"}
+}
+
+# backup_state [REASON]: backs up the current state; prints the backup's path.
+backup_state() {
+  _wfstate_run state-manager backup ${1:+"$1"}
+}
+
+# validate_state: 0 valid, 3 unparseable, 4 schema violations (listed).
+validate_state() {
+  _wfstate_run state-manager validate
+}
+
+# recover_state [PATTERN]: restores the newest valid (matching) backup.
+recover_state() {
+  _wfstate_run state-manager recover --owner "$$" ${1:+"$1"}
+}

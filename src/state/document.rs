@@ -1,0 +1,178 @@
+//! The state document itself: a fresh one, the toolkit-owned metadata, and
+//! upgrading older documents to the current schema version.
+
+use serde_json::{Map, Value, json};
+
+use crate::error::{Error, Result};
+
+/// The schema version this toolkit writes.
+pub const SCHEMA_VERSION: &str = "1.0";
+
+/// Now, as RFC 3339 UTC with seconds.
+pub fn now_rfc3339() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+/// Now, as epoch seconds with a fraction (the form of `signals.*`).
+pub fn now_epoch() -> f64 {
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    (d.as_micros() as f64 / 1000.0).round() / 1000.0
+}
+
+/// A new document as `init` writes it.
+pub fn fresh() -> Value {
+    let now = now_rfc3339();
+    json!({
+        "schemaVersion": SCHEMA_VERSION,
+        "phase": "pre-init",
+        "completedTasks": [],
+        "signals": {},
+        "lastActivation": null,
+        "metadata": { "created": now, "lastModified": now, "revision": 0 },
+        "degradedMode": { "enabled": false, "reason": "", "timestamp": "", "disabledFeatures": [] }
+    })
+}
+
+/// `metadata.revision`, 0 when absent.
+pub fn revision(doc: &Value) -> u64 {
+    doc.pointer("/metadata/revision")
+        .and_then(Value::as_u64)
+        .unwrap_or(0)
+}
+
+/// Stamps a document about to replace `old`: keeps `created`, bumps
+/// `revision` past the old one and sets `lastModified`.
+pub fn stamp(doc: &mut Value, old: Option<&Value>) -> Result<()> {
+    let Value::Object(top) = doc else {
+        return Err(Error::validation("the state must be a JSON object")
+            .hint("pass a document like {\"phase\": \"...\", ...}"));
+    };
+    let now = now_rfc3339();
+    let old_rev = old.map(revision).unwrap_or(0);
+    let created = old
+        .and_then(|o| o.pointer("/metadata/created"))
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    let meta = top
+        .entry("metadata")
+        .or_insert_with(|| Value::Object(Map::new()));
+    if !meta.is_object() {
+        *meta = Value::Object(Map::new());
+    }
+    let m = meta.as_object_mut().expect("made an object above");
+    let created = created
+        .or_else(|| m.get("created").and_then(Value::as_str).map(str::to_owned))
+        .unwrap_or_else(|| now.clone());
+    m.insert("created".into(), Value::String(created));
+    m.insert("lastModified".into(), Value::String(now));
+    m.insert("revision".into(), json!(old_rev.max(revision_of(m)) + 1));
+    Ok(())
+}
+
+fn revision_of(m: &Map<String, Value>) -> u64 {
+    m.get("revision").and_then(Value::as_u64).unwrap_or(0)
+}
+
+/// What `migrate` would do to `doc`: `Ok(None)` when it is current, the
+/// upgraded document and a list of changes otherwise, exit 4 for a newer version.
+pub fn migrate(doc: &Value) -> Result<Option<(Value, Vec<String>)>> {
+    let Value::Object(top) = doc else {
+        return Err(
+            Error::validation("the state is not a JSON object, so it cannot be migrated")
+                .hint("run 'state-manager recover' to restore a backup"),
+        );
+    };
+    if let Some(v) = top.get("schemaVersion") {
+        let known = v
+            .as_str()
+            .and_then(|s| s.split_once('.'))
+            .and_then(|(major, _)| major.parse::<u32>().ok());
+        match known {
+            Some(1) => {}
+            Some(major) if major > 1 => {
+                return Err(Error::validation(format!(
+                    "schemaVersion {v} is newer than this toolkit's {SCHEMA_VERSION}"
+                ))
+                .hint("upgrade wfstate; nothing was changed"));
+            }
+            _ => {
+                return Err(Error::validation(format!("unknown schemaVersion {v}"))
+                    .hint("set schemaVersion to \"1.0\" or remove it, then migrate again"));
+            }
+        }
+    }
+    let mut out = doc.clone();
+    let o = out.as_object_mut().expect("checked above");
+    let fresh = fresh();
+    let mut changes = Vec::new();
+    for key in [
+        "schemaVersion",
+        "phase",
+        "completedTasks",
+        "signals",
+        "lastActivation",
+        "degradedMode",
+    ] {
+        if !o.contains_key(key) {
+            o.insert(key.into(), fresh[key].clone());
+            changes.push(format!("added {key} = {}", fresh[key]));
+        }
+    }
+    if let Some(Value::Object(dm)) = o.get_mut("degradedMode") {
+        for key in ["enabled", "reason", "timestamp", "disabledFeatures"] {
+            if !dm.contains_key(key) {
+                dm.insert(key.into(), fresh["degradedMode"][key].clone());
+                changes.push(format!("added degradedMode.{key}"));
+            }
+        }
+    }
+    let meta = o.entry("metadata").or_insert_with(|| json!({}));
+    if let Value::Object(m) = meta {
+        for key in ["created", "lastModified"] {
+            if !m.contains_key(key) {
+                m.insert(key.into(), fresh["metadata"][key].clone());
+                changes.push(format!("added metadata.{key}"));
+            }
+        }
+    }
+    if changes.is_empty() {
+        Ok(None)
+    } else {
+        Ok(Some((out, changes)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stamp_keeps_created_and_bumps_revision() {
+        let old = fresh();
+        let mut new = json!({"phase": "x", "metadata": {"revision": 0, "created": "bogus"}});
+        stamp(&mut new, Some(&old)).unwrap();
+        assert_eq!(revision(&new), 1);
+        assert_eq!(new["metadata"]["created"], old["metadata"]["created"]);
+        assert!(stamp(&mut json!([1]), None).is_err());
+    }
+
+    #[test]
+    fn migrate_fills_missing_fields_and_refuses_newer_versions() {
+        let (doc, changes) = migrate(&json!({"phase": "impl", "signals": {"A": 1.0}}))
+            .unwrap()
+            .unwrap();
+        assert_eq!(doc["schemaVersion"], "1.0");
+        assert_eq!(doc["phase"], "impl");
+        assert_eq!(doc["signals"]["A"], 1.0);
+        assert!(changes.iter().any(|c| c.contains("schemaVersion")));
+        assert!(migrate(&fresh()).unwrap().is_none());
+        assert_eq!(
+            migrate(&json!({"schemaVersion": "2.0"}))
+                .unwrap_err()
+                .code(),
+            crate::exit::Code::ValidationFailed
+        );
+    }
+}

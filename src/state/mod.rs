@@ -1,0 +1,12 @@
+//! The workflow state: its document, schema, paths, backups and store, and
+//! the `state-manager` subcommands built on them.
+
+pub mod backup;
+pub mod commands;
+pub mod document;
+pub mod merge;
+pub mod path;
+pub mod schema;
+pub mod store;
+
+pub use store::{Commit, Store, Txn};

@@ -1,0 +1,279 @@
+//! jq-style paths into the state document: `.`, `.phase`,
+//! `.degradedMode.enabled`, `.completedTasks[0]`, `.signals["A B"]`,
+//! `."odd key"`, negative indexes from the end (`[-1]`).
+//!
+//! Only paths, not jq's language: enough for scripts to read and set values
+//! without a jq dependency.
+
+use serde_json::{Map, Value};
+
+use crate::error::{Error, Result};
+
+/// One step of a path.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Seg {
+    Key(String),
+    Index(i64),
+}
+
+/// Parses a path; exit 4 with the position of the problem when it is not one.
+pub fn parse(path: &str) -> Result<Vec<Seg>> {
+    let bad = |at: usize, why: &str| {
+        Error::validation(format!("bad path '{path}' at character {}", at + 1))
+            .because(why)
+            .hint("write paths like .phase, .metadata.revision, .completedTasks[0] or .signals[\"NAME\"]")
+    };
+    let b = path.as_bytes();
+    if b.first() != Some(&b'.') {
+        return Err(bad(0, "a path starts with '.'"));
+    }
+    let mut segs = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'.' => {
+                i += 1;
+                if i == b.len() {
+                    if segs.is_empty() {
+                        break; // "." alone is the document
+                    }
+                    return Err(bad(i - 1, "a path does not end with '.'"));
+                }
+                match b[i] {
+                    b'[' => continue,
+                    b'"' => {
+                        let (s, next) =
+                            quoted(path, i).ok_or_else(|| bad(i, "unterminated string"))?;
+                        segs.push(Seg::Key(s));
+                        i = next;
+                    }
+                    _ => {
+                        let start = i;
+                        while i < b.len() && is_ident(b[i]) {
+                            i += 1;
+                        }
+                        if i == start {
+                            return Err(bad(i, "expected a key after '.'"));
+                        }
+                        segs.push(Seg::Key(path[start..i].to_string()));
+                    }
+                }
+            }
+            b'[' => {
+                i += 1;
+                if i < b.len() && b[i] == b'"' {
+                    let (s, next) = quoted(path, i).ok_or_else(|| bad(i, "unterminated string"))?;
+                    i = next;
+                    if b.get(i) != Some(&b']') {
+                        return Err(bad(i, "expected ']'"));
+                    }
+                    segs.push(Seg::Key(s));
+                } else {
+                    let start = i;
+                    while i < b.len() && (b[i] == b'-' || b[i].is_ascii_digit()) {
+                        i += 1;
+                    }
+                    let n: i64 = path[start..i]
+                        .parse()
+                        .map_err(|_| bad(start, "expected an index"))?;
+                    if b.get(i) != Some(&b']') {
+                        return Err(bad(i, "expected ']'"));
+                    }
+                    segs.push(Seg::Index(n));
+                }
+                i += 1;
+            }
+            _ => return Err(bad(i, "expected '.' or '['")),
+        }
+    }
+    Ok(segs)
+}
+
+fn is_ident(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || c == b'_' || c == b'-' || c == b'$'
+}
+
+/// A JSON string starting at byte `at`; returns it and the index after it.
+fn quoted(path: &str, at: usize) -> Option<(String, usize)> {
+    let b = path.as_bytes();
+    let mut i = at + 1;
+    while i < b.len() {
+        match b[i] {
+            b'\\' => i += 2,
+            b'"' => {
+                let s: String = serde_json::from_str(&path[at..=i]).ok()?;
+                return Some((s, i + 1));
+            }
+            _ => i += 1,
+        }
+    }
+    None
+}
+
+fn index_of(n: i64, len: usize) -> Option<usize> {
+    if n >= 0 {
+        Some(n as usize)
+    } else {
+        len.checked_sub(n.unsigned_abs() as usize)
+    }
+}
+
+/// The value at `segs`, if there is one.
+pub fn get<'v>(doc: &'v Value, segs: &[Seg]) -> Option<&'v Value> {
+    segs.iter().try_fold(doc, |v, seg| match (seg, v) {
+        (Seg::Key(k), Value::Object(m)) => m.get(k),
+        (Seg::Index(n), Value::Array(a)) => index_of(*n, a.len()).and_then(|i| a.get(i)),
+        _ => None,
+    })
+}
+
+/// Sets the value at `segs`, creating missing objects on the way; an index
+/// may name an existing element or the one just past the end.
+pub fn set(doc: &mut Value, segs: &[Seg], value: Value) -> Result<()> {
+    let slot = slot(doc, segs, true)?;
+    *slot = value;
+    Ok(())
+}
+
+/// Appends `value` to the array at `segs`, creating it when missing.
+pub fn append(doc: &mut Value, segs: &[Seg], value: Value) -> Result<()> {
+    let slot = slot(doc, segs, true)?;
+    match slot {
+        Value::Null => *slot = Value::Array(vec![value]),
+        Value::Array(a) => a.push(value),
+        other => {
+            return Err(Error::validation(format!(
+                "cannot append to {} at {}: it is {}",
+                "the value",
+                display(segs),
+                type_name(other)
+            ))
+            .hint("append only to an array (or a path that does not exist yet)"));
+        }
+    }
+    Ok(())
+}
+
+/// The slot at `segs`, created as null when missing (if `create`).
+fn slot<'v>(doc: &'v mut Value, segs: &[Seg], create: bool) -> Result<&'v mut Value> {
+    let mut cur = doc;
+    for (depth, seg) in segs.iter().enumerate() {
+        let here = &segs[..depth];
+        if cur.is_null() && create {
+            *cur = match seg {
+                Seg::Key(_) => Value::Object(Map::new()),
+                Seg::Index(_) => Value::Array(Vec::new()),
+            };
+        }
+        cur = match (seg, cur) {
+            (Seg::Key(k), Value::Object(m)) => m.entry(k.clone()).or_insert(Value::Null),
+            (Seg::Index(n), Value::Array(a)) => {
+                let len = a.len();
+                match index_of(*n, len) {
+                    Some(i) if i < len => &mut a[i],
+                    Some(i) if i == len && create => {
+                        a.push(Value::Null);
+                        &mut a[i]
+                    }
+                    _ => {
+                        return Err(Error::validation(format!(
+                            "index {n} is out of range at {} (length {len})",
+                            display(here)
+                        ))
+                        .hint("use an index of an existing element, or 'append'"));
+                    }
+                }
+            }
+            (seg, other) => {
+                let want = if matches!(seg, Seg::Key(_)) {
+                    "an object"
+                } else {
+                    "an array"
+                };
+                return Err(Error::validation(format!(
+                    "cannot step into {} at {}: it is {}, not {want}",
+                    display(&segs[..=depth]),
+                    display(here),
+                    type_name(other)
+                ))
+                .hint("check the path against 'state-manager read'"));
+            }
+        };
+    }
+    Ok(cur)
+}
+
+/// A path written back in jq form.
+pub fn display(segs: &[Seg]) -> String {
+    if segs.is_empty() {
+        return ".".into();
+    }
+    let mut s = String::new();
+    for seg in segs {
+        match seg {
+            Seg::Key(k) if !k.is_empty() && k.bytes().all(is_ident) => {
+                s.push('.');
+                s.push_str(k);
+            }
+            Seg::Key(k) => s.push_str(&format!("[{}]", Value::String(k.clone()))),
+            Seg::Index(n) => s.push_str(&format!("[{n}]")),
+        }
+    }
+    s
+}
+
+/// "a string", "an object", … for messages.
+pub fn type_name(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn parses_jq_style_paths() {
+        assert_eq!(parse(".").unwrap(), vec![]);
+        assert_eq!(
+            parse(".a.b[0][\"c d\"].\"e\"[-1]").unwrap(),
+            vec![
+                Seg::Key("a".into()),
+                Seg::Key("b".into()),
+                Seg::Index(0),
+                Seg::Key("c d".into()),
+                Seg::Key("e".into()),
+                Seg::Index(-1)
+            ]
+        );
+        assert_eq!(parse(".[2]").unwrap(), vec![Seg::Index(2)]);
+        for bad in ["", "a", ".a.", "..", ".a[", ".a[x]", ".\"x", ".a b"] {
+            assert!(parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn get_set_append() {
+        let mut d = json!({"a": {"b": [1, 2]}});
+        assert_eq!(get(&d, &parse(".a.b[-1]").unwrap()), Some(&json!(2)));
+        assert_eq!(get(&d, &parse(".nope.x").unwrap()), None);
+        set(&mut d, &parse(".x.y").unwrap(), json!(true)).unwrap();
+        assert_eq!(d["x"]["y"], json!(true));
+        set(&mut d, &parse(".a.b[2]").unwrap(), json!(3)).unwrap();
+        assert!(set(&mut d, &parse(".a.b[9]").unwrap(), json!(3)).is_err());
+        append(&mut d, &parse(".a.b").unwrap(), json!(4)).unwrap();
+        append(&mut d, &parse(".new").unwrap(), json!("n")).unwrap();
+        assert_eq!(d["a"]["b"], json!([1, 2, 3, 4]));
+        assert_eq!(d["new"], json!(["n"]));
+        assert!(append(&mut d, &parse(".x.y").unwrap(), json!(1)).is_err());
+        assert!(set(&mut d, &parse(".a.b.c").unwrap(), json!(1)).is_err());
+        assert_eq!(display(&parse(".a[\"c d\"][0]").unwrap()), ".a[\"c d\"][0]");
+    }
+}

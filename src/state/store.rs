@@ -1,0 +1,201 @@
+//! The state store: reading the state file, and committing a new version of
+//! it under the `state` lock.
+//!
+//! A commit validates the document against the schema (an invalid one is
+//! refused with exit 4 and nothing changes), stamps the toolkit-owned
+//! metadata (`revision` + 1, `lastModified`), keeps the previous version as a
+//! backup, replaces the file through [`durable::replace`] and prunes old
+//! backups. Readers take no lock: the file is only ever replaced whole.
+//!
+//! Read-modify-write happens inside one [`Txn`], which holds the `state`
+//! lock's mutex (see [`crate::lock::transaction`]) from before the read until
+//! after the write, so N concurrent shells lose no update.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use super::backup::{self, Retention};
+use super::document;
+use super::schema;
+use crate::config::{Config, MAX_INPUT_BYTES};
+use crate::durable::{self, Durability};
+use crate::error::{Error, Result};
+use crate::lock::{self, Identity};
+
+/// The state file of a configuration.
+pub struct Store<'a> {
+    pub cfg: &'a Config,
+    pub retention: Retention,
+    /// The file actually read and replaced (a symlink inside the root resolved).
+    path: PathBuf,
+}
+
+/// The outcome of a commit.
+#[derive(Clone, Debug)]
+pub struct Commit {
+    pub revision: u64,
+    /// The backup of the version it replaced, if there was one.
+    pub backup: Option<PathBuf>,
+}
+
+impl<'a> Store<'a> {
+    /// The store of `cfg`; a state file that is a symlink out of the root is refused (exit 6).
+    pub fn open(cfg: &'a Config, retention: Retention) -> Result<Store<'a>> {
+        durable::check_not_escaping(&cfg.state_file, &cfg.root)?;
+        let path = if cfg.state_file.is_symlink() {
+            std::fs::canonicalize(&cfg.state_file)
+                .map_err(|e| Error::io(e, "cannot resolve", &cfg.state_file))?
+        } else {
+            cfg.state_file.clone()
+        };
+        Ok(Store {
+            cfg,
+            retention,
+            path,
+        })
+    }
+
+    /// The file the state lives in.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Whether there is a state file.
+    pub fn exists(&self) -> bool {
+        self.path.exists()
+    }
+
+    /// The raw bytes; `None` when there is no state file.
+    pub fn load_bytes(&self) -> Result<Option<Vec<u8>>> {
+        match durable::read_limited(&self.path, MAX_INPUT_BYTES) {
+            Ok(b) => Ok(Some(b)),
+            Err(e) if e.io_kind() == Some(std::io::ErrorKind::NotFound) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The document; `None` when there is no state file; exit 3 when it does not parse.
+    pub fn load_opt(&self) -> Result<Option<Value>> {
+        let Some(bytes) = self.load_bytes()? else {
+            return Ok(None);
+        };
+        parse_state(&bytes, &self.path).map(Some)
+    }
+
+    /// The document; exit 1 naming `init` when there is none.
+    pub fn load(&self) -> Result<Value> {
+        self.load_opt()?.ok_or_else(|| self.missing())
+    }
+
+    /// The error for a missing state file.
+    pub fn missing(&self) -> Error {
+        Error::general("no state file")
+            .with_path(&self.path)
+            .hint("run 'state-manager init' first, or point STATE_FILE at your state")
+    }
+
+    /// Takes the `state` lock for a read-modify-write on behalf of `owner`
+    /// (the calling shell, so a shell holding `lock-manager acquire state` passes).
+    pub fn begin(&self, owner: Option<&Identity>) -> Result<Txn<'_, 'a>> {
+        let started = Instant::now();
+        let mutex = lock::transaction(self.cfg, "state", owner, self.cfg.lock_timeout)?;
+        Ok(Txn {
+            store: self,
+            _mutex: mutex,
+            waited: started.elapsed(),
+        })
+    }
+}
+
+/// Parses state bytes; exit 3 naming `recover` when they are not JSON.
+pub fn parse_state(bytes: &[u8], path: &Path) -> Result<Value> {
+    serde_json::from_slice(bytes).map_err(|e| {
+        Error::corruption("state file does not parse")
+            .with_path(path)
+            .because(e)
+            .hint("run 'state-manager recover' to restore the newest valid backup")
+    })
+}
+
+/// A read-modify-write of the state, holding the `state` lock until dropped.
+pub struct Txn<'s, 'a> {
+    store: &'s Store<'a>,
+    _mutex: lock::Mutex,
+    /// How long the lock took.
+    pub waited: Duration,
+}
+
+impl Txn<'_, '_> {
+    /// The current document (see [`Store::load_opt`]).
+    pub fn load_opt(&self) -> Result<Option<Value>> {
+        self.store.load_opt()
+    }
+
+    /// The current document (see [`Store::load`]).
+    pub fn load(&self) -> Result<Value> {
+        self.store.load()
+    }
+
+    /// Writes `new` as the next version after `old` (see the module docs).
+    pub fn commit(&self, old: Option<&Value>, new: Value, reason: &str) -> Result<Commit> {
+        self.commit_inner(old, new, reason, true)
+    }
+
+    /// Writes `new` over a state file that does not parse, without backing
+    /// that file up (the caller has kept it aside).
+    pub fn commit_over_corrupt(&self, new: Value, reason: &str) -> Result<Commit> {
+        self.commit_inner(None, new, reason, false)
+    }
+
+    fn commit_inner(
+        &self,
+        old: Option<&Value>,
+        mut new: Value,
+        reason: &str,
+        keep_old: bool,
+    ) -> Result<Commit> {
+        document::stamp(&mut new, old)?;
+        check_schema(&new)?;
+        let mut bytes = serde_json::to_vec_pretty(&new).expect("a JSON value always serializes");
+        bytes.push(b'\n');
+        if bytes.len() as u64 > MAX_INPUT_BYTES {
+            return Err(
+                durable::too_large(bytes.len() as u64, MAX_INPUT_BYTES).with_path(&self.store.path)
+            );
+        }
+        let cfg = self.store.cfg;
+        let backup = if keep_old {
+            backup::create(cfg, &self.store.path, reason)?
+        } else {
+            None
+        };
+        durable::replace(&self.store.path, &bytes, Durability::Durable)?;
+        if let Err(e) = backup::prune(cfg, self.store.retention) {
+            eprintln!("state-manager: warning: cannot prune backups: {e}");
+        }
+        Ok(Commit {
+            revision: document::revision(&new),
+            backup,
+        })
+    }
+}
+
+/// Refuses (exit 4) a document that breaks the schema, naming the first problem.
+pub fn check_schema(doc: &Value) -> Result<()> {
+    let v = schema::violations(doc);
+    match v.first() {
+        None => Ok(()),
+        Some(first) => {
+            let more = if v.len() > 1 {
+                format!(" (and {} more)", v.len() - 1)
+            } else {
+                String::new()
+            };
+            Err(Error::validation("the document breaks the state schema")
+                .because(format!("{first}{more}"))
+                .hint("fix the document; 'state-manager validate' lists every problem"))
+        }
+    }
+}
