@@ -35,8 +35,11 @@ pub enum AuditCommand {
     /// log-bucketed histogram, so memory does not grow with the log); the
     /// maximum is exact.
     Stats(StatsArgs),
-    /// Timing conflicts: overlapping operations by different owners, long lock waits,
-    /// stale-lock takeovers, revision conflicts, writes refused for a lock timeout
+    /// Timing conflicts between owners, each with the events behind it
+    ///
+    /// Overlapping operations on one target by different owners, lock waits
+    /// over --window, stale-lock takeovers, revision conflicts, and writes
+    /// refused because the state lock timed out.
     Races(RacesArgs),
     /// The life of one state file, lock, checkpoint or backup, and who did what to it
     History(HistoryArgs),
@@ -313,7 +316,7 @@ pub fn run(cfg: &Config, cmd: AuditCommand) -> Result<Code> {
                                 s.findings,
                                 path.display(),
                                 if s.malformed > 0 {
-                                    format!(" ({} malformed lines skipped)", s.malformed)
+                                    format!(" ({})", super::table::malformed_note(s.malformed))
                                 } else {
                                     String::new()
                                 }

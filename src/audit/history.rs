@@ -399,7 +399,10 @@ pub fn to_text(h: &History, totals: &Totals) -> String {
         ));
     }
     if totals.malformed > 0 {
-        out.push_str(&format!("({} malformed lines skipped)\n", totals.malformed));
+        out.push_str(&format!(
+            "({})\n",
+            super::table::malformed_note(totals.malformed)
+        ));
     }
     out
 }

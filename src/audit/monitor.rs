@@ -305,7 +305,7 @@ impl Monitor<'_> {
             );
         } else {
             cli::println(&format!(
-                "{now}  events {:>5}  failed {:>4}  slow {:>4}  p50 {:>7}  p95 {:>7}  max {:>7}  wait p95 {:>7}",
+                "{now}  events {:>5}  failed {:>4}  slow {:>4}  p50 {:>7} ms  p95 {:>7} ms  max {:>7} ms  wait p95 {:>7} ms",
                 i.events,
                 i.failed,
                 i.slow,
@@ -338,7 +338,7 @@ impl Monitor<'_> {
             );
         } else {
             cli::println(&format!(
-                "session: {:.1} s, {} intervals, {} events, {} failed, alerts: {} latency, {} failures; duration p50 {} p95 {} max {} ms{}",
+                "session: {:.1} s, {} intervals, {} events, {} failed, alerts: {} latency, {} failures; duration p50 {} ms, p95 {} ms, max {} ms{}",
                 elapsed.as_secs_f64(),
                 s.intervals,
                 s.events,

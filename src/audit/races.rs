@@ -350,7 +350,10 @@ pub fn to_text(findings: &[Finding], totals: &Totals) -> String {
         ));
     }
     if totals.malformed > 0 {
-        out.push_str(&format!("({} malformed lines skipped)\n", totals.malformed));
+        out.push_str(&format!(
+            "({})\n",
+            super::table::malformed_note(totals.malformed)
+        ));
     }
     out
 }

@@ -75,7 +75,10 @@ pub fn to_text(lines: &[Vec<u8>], totals: &Totals) -> String {
         t.render()
     };
     if totals.malformed > 0 {
-        out.push_str(&format!("({} malformed lines skipped)\n", totals.malformed));
+        out.push_str(&format!(
+            "({})\n",
+            super::table::malformed_note(totals.malformed)
+        ));
     }
     out
 }

@@ -254,7 +254,7 @@ impl Stats {
         let t = &self.total;
         let mut out = String::new();
         let malformed = if totals.malformed > 0 {
-            format!(" ({} malformed lines skipped)", totals.malformed)
+            format!(" ({})", super::table::malformed_note(totals.malformed))
         } else {
             String::new()
         };
@@ -282,13 +282,13 @@ impl Stats {
             failures.join(", ")
         ));
         out.push_str(&format!(
-            "duration   p50 {}  p95 {}  max {}\n",
+            "duration   p50 {} ms  p95 {} ms  max {} ms\n",
             ms(t.duration.quantile(0.5)),
             ms(t.duration.quantile(0.95)),
             ms(t.duration.max())
         ));
         out.push_str(&format!(
-            "lock wait  p50 {}  p95 {}  max {}  ({} waits)\n\n",
+            "lock wait  p50 {} ms  p95 {} ms  max {} ms  ({} waits)\n\n",
             ms(t.wait.quantile(0.5)),
             ms(t.wait.quantile(0.95)),
             ms(t.wait.max()),
@@ -298,9 +298,9 @@ impl Stats {
             self.by.name(),
             "EVENTS",
             "FAILED",
-            "P50",
-            "P95",
-            "MAX",
+            "P50 MS",
+            "P95 MS",
+            "MAX MS",
             "WAIT P50",
             "WAIT P95",
             "PER MIN",

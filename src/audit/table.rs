@@ -83,6 +83,14 @@ pub fn ms(v: Option<f64>) -> String {
     }
 }
 
+/// `1 malformed line skipped`, `3 malformed lines skipped`.
+pub fn malformed_note(n: u64) -> String {
+    format!(
+        "{n} malformed line{} skipped",
+        if n == 1 { "" } else { "s" }
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -344,7 +344,7 @@ fn stats_count_failures_percentiles_and_rate() {
         .ok()
         .stdout;
     assert!(
-        text.starts_with("events     100 (1 malformed lines skipped)"),
+        text.starts_with("events     100 (1 malformed line skipped)"),
         "{text}"
     );
     assert!(text.contains("exit 2 LOCK_TIMEOUT ×2"), "{text}");
