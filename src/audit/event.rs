@@ -5,7 +5,8 @@
 //! interleave. Fields: `ts` (RFC 3339, µs), `tool`, `op`, `target`, `pid`,
 //! `ppid`, `host`, `user`, `duration_ms`, `exit_code`, `outcome`, `detail`
 //! and `run_id` (from `WFSTATE_RUN_ID`) when set. See
-//! schemas/audit-event.schema.json.
+//! schemas/audit-event.schema.json. After its write, a writer that finds the
+//! log at `AUDIT_MAX_BYTES` rotates it ([`super::rotate`]).
 
 use std::fs::OpenOptions;
 use std::io::Write;
@@ -15,6 +16,7 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::rotate;
 use crate::config::Config;
 use crate::error::Error;
 
@@ -92,6 +94,12 @@ impl<'a> Recorder<'a> {
 
     /// Appends the event with an explicit exit code and outcome.
     pub fn finish_with(self, exit_code: i32, outcome: &str, detail: Value) {
+        // `detail` is always an object in the log (schemas/audit-event.schema.json).
+        let detail = match detail {
+            Value::Object(_) => detail,
+            Value::Null => Value::Object(serde_json::Map::new()),
+            other => serde_json::json!({ "info": other }),
+        };
         let event = Event {
             ts: now_rfc3339_micros(),
             tool: self.tool.to_string(),
@@ -135,14 +143,25 @@ pub fn append(cfg: &Config, event: &Event) {
                     line.len()
                 )));
             }
-            Ok(())
+            Ok(f)
         });
-    if let Err(e) = res {
-        eprintln!(
+    match res {
+        // The size is checked on the fd we wrote to, after the write, so the
+        // writer that crosses the limit is the one that rotates.
+        Ok(f) => {
+            if let Err(e) = rotate::after_append(&cfg.audit_log, &f, rotate::max_bytes()) {
+                eprintln!(
+                    "{}: warning: cannot rotate audit log {}: {e} (the event was written)",
+                    event.tool,
+                    cfg.audit_log.display()
+                );
+            }
+        }
+        Err(e) => eprintln!(
             "{}: warning: cannot write audit log {}: {e} (the operation itself was not affected)",
             event.tool,
             cfg.audit_log.display()
-        );
+        ),
     }
 }
 

@@ -128,6 +128,9 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Review the audit log
+    #[command(subcommand)]
+    Audit(wfstate::audit::cli::AuditCommand),
 }
 
 fn run(cli: Cli) -> Result<Code> {
@@ -162,6 +165,7 @@ fn run(cli: Cli) -> Result<Code> {
         Command::Recover { pattern } => commands::recover(&ctx, pattern.as_deref()),
         Command::Migrate => commands::migrate(&ctx),
         Command::Status { json } => commands::status(&ctx, json),
+        Command::Audit(cmd) => wfstate::audit::cli::run(&ctx.cfg, cmd),
     }
 }
 

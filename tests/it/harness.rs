@@ -228,3 +228,46 @@ impl Run {
             .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {}", self.stdout))
     }
 }
+
+/// Every line of an audit log and its rotated files (`LOG.1` … `LOG.5`) that
+/// breaks schemas/audit-event.schema.json or is not JSON, as `file:line: why`.
+pub fn audit_schema_errors(log: &Path) -> Vec<String> {
+    let schema: Value = serde_json::from_slice(
+        &fs::read(repo_root().join("schemas/audit-event.schema.json")).expect("audit schema"),
+    )
+    .expect("audit schema parses");
+    let validator = jsonschema::validator_for(&schema).expect("audit schema compiles");
+    let mut files: Vec<PathBuf> = (1..=5)
+        .rev()
+        .map(|n| PathBuf::from(format!("{}.{n}", log.display())))
+        .collect();
+    files.push(log.to_path_buf());
+    let mut errors = Vec::new();
+    for file in files.iter().filter(|f| f.exists()) {
+        let text = fs::read_to_string(file).expect("audit log is UTF-8");
+        for (i, line) in text.lines().enumerate() {
+            let at = format!("{}:{}", file.display(), i + 1);
+            match serde_json::from_str::<Value>(line) {
+                Err(e) => errors.push(format!("{at}: not JSON ({e}): {line}")),
+                Ok(event) => errors.extend(
+                    validator
+                        .iter_errors(&event)
+                        .map(|e| format!("{at}: {e}: {line}")),
+                ),
+            }
+        }
+    }
+    errors
+}
+
+/// Asserts that every line the binaries wrote to this root's audit log
+/// (rotated files included) validates against schemas/audit-event.schema.json.
+#[track_caller]
+pub fn assert_audit_valid(env: &Env) {
+    let errors = audit_schema_errors(&env.audit_log());
+    assert!(
+        errors.is_empty(),
+        "audit events break the schema:\n{}",
+        errors.join("\n")
+    );
+}

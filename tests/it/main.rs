@@ -1,5 +1,6 @@
 //! The one integration-test binary: drives the real binaries in temp dirs.
 
+mod audit;
 mod harness;
 mod props;
 mod recovery;

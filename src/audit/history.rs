@@ -1,0 +1,408 @@
+//! `audit history TARGET`: the life of one state file, lock, checkpoint or
+//! backup, from the log — created, changed, locked, released, taken over,
+//! deleted, failed — with who did it, and what is there now.
+//!
+//! When the target is missing now, the history names the event that removed
+//! it; when no event ever touched it and it is not there, it was "never
+//! created here". Reads are left out unless `--all` asks for them. Only the
+//! target's own events (and `clean`/`cleanup` events that list it in
+//! `detail.removed`) are kept in memory.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::{Value, json};
+
+use super::scan::{self, Filter, Totals};
+use super::table::{Table, ms};
+use crate::config::Config;
+use crate::error::Result;
+use crate::lock::record;
+
+/// Ops that only look at their target.
+const READS: &[&str] = &[
+    "read", "status", "check", "list", "validate", "suggest", "get", "show", "diagnose", "doctor",
+];
+/// Ops that change a state file or a checkpoint's target in place.
+const CHANGES: &[&str] = &[
+    "write",
+    "set",
+    "merge",
+    "append",
+    "signal",
+    "recover",
+    "migrate",
+    "import",
+    "repair",
+    "degrade",
+    "recover-mode",
+    "update",
+    "complete",
+    "phase",
+];
+/// Ops that delete what they name (or list in `detail.removed`).
+const DELETES: &[&str] = &["clean", "cleanup", "delete", "remove", "prune", "rm"];
+
+/// One step in the life of the target.
+#[derive(Clone, Debug)]
+pub struct Step {
+    pub what: String,
+    pub detail: String,
+    /// The event as written: a long history is held as raw lines, parsed again only to print.
+    pub raw: Vec<u8>,
+}
+
+impl Step {
+    /// The whole event.
+    pub fn event(&self) -> Value {
+        serde_json::from_slice(&self.raw).unwrap_or(Value::Null)
+    }
+}
+
+/// What kind of thing the target is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum What {
+    StateFile,
+    Lock,
+    Checkpoint,
+    Backup,
+}
+
+impl What {
+    fn name(self) -> &'static str {
+        match self {
+            What::StateFile => "state file",
+            What::Lock => "lock",
+            What::Checkpoint => "checkpoint",
+            What::Backup => "backup",
+        }
+    }
+}
+
+/// The history of one target.
+#[derive(Clone, Debug)]
+pub struct History {
+    pub target: String,
+    pub kind: Option<What>,
+    /// What is on disk now, in words (`held by pid 42`, `present`, `absent`).
+    pub now: String,
+    pub present: bool,
+    pub steps: Vec<Step>,
+    /// The event that removed the target, when it is missing now.
+    pub removed_by: Option<Step>,
+    /// One sentence summing up.
+    pub verdict: String,
+}
+
+/// Runs `audit history` over the log.
+pub fn collect(cfg: &Config, target: &str, all: bool) -> Result<(History, Totals)> {
+    let filter = Filter::default();
+    let mut steps = Vec::new();
+    let totals = scan::scan(&cfg.audit_log, |line| {
+        if !filter.matches(line) {
+            return;
+        }
+        let ev = &line.ev;
+        let own = scan::same_target(target, &ev.target);
+        if !own && !DELETES.contains(&&*ev.op) {
+            return;
+        }
+        let Ok(event) = serde_json::from_slice::<Value>(line.raw) else {
+            return;
+        };
+        let listed = event["detail"]["removed"].as_array().is_some_and(|r| {
+            r.iter()
+                .any(|n| n.as_str().is_some_and(|n| scan::same_target(target, n)))
+        });
+        if !own && !listed {
+            return;
+        }
+        if let Some((what, detail)) = classify(&event, listed && !own, all) {
+            steps.push(Step {
+                what,
+                detail,
+                raw: line.raw.to_vec(),
+            });
+        }
+    })?;
+    let kind = kind_of(cfg, target, &steps);
+    let (present, now) = now_of(cfg, target, kind);
+    let removed_by = if present {
+        None
+    } else {
+        steps
+            .iter()
+            .rev()
+            .find(|s| matches!(s.what.as_str(), "deleted" | "released"))
+            .cloned()
+    };
+    let verdict = if steps.is_empty() && !present {
+        "never created here".to_string()
+    } else if steps.is_empty() {
+        format!("{now}; no event in the audit log touched it")
+    } else if present {
+        now.clone()
+    } else if let Some(r) = &removed_by {
+        let e = r.event();
+        format!(
+            "{now}; removed by {} {} at {}",
+            e["tool"].as_str().unwrap_or("?"),
+            e["op"].as_str().unwrap_or("?"),
+            e["ts"].as_str().unwrap_or("?")
+        )
+    } else if steps.iter().any(|s| s.what == "created") {
+        format!(
+            "{now}; no event in the audit log removed it (removed by hand, or its events rotated away)"
+        )
+    } else {
+        format!("{now}; never created here")
+    };
+    Ok((
+        History {
+            target: target.to_string(),
+            kind,
+            now,
+            present,
+            steps,
+            removed_by,
+            verdict,
+        },
+        totals,
+    ))
+}
+
+/// Names what an event did to the target; `None` for reads unless `all`.
+fn classify(event: &Value, listed_in_removed: bool, all: bool) -> Option<(String, String)> {
+    let op = event["op"].as_str().unwrap_or("").to_string();
+    let d = &event["detail"];
+    let code = event["exit_code"].as_i64().unwrap_or(0);
+    let num = |k: &str| d[k].as_f64();
+    let (what, detail) = if code != 0 {
+        let err = d["error"]
+            .as_str()
+            .map(|e| format!(": {e}"))
+            .unwrap_or_default();
+        (
+            "failed".to_string(),
+            format!(
+                "{op} exit {code} {}{err}",
+                super::stats::code_name(code as i32)
+            ),
+        )
+    } else if listed_in_removed || DELETES.contains(&op.as_str()) {
+        let forced = if d["forced"].as_bool() == Some(true) {
+            " (forced)"
+        } else {
+            ""
+        };
+        ("deleted".to_string(), format!("by {op}{forced}"))
+    } else {
+        match op.as_str() {
+            "init" | "checkpoint" | "create" => ("created".to_string(), String::new()),
+            "backup" => ("backed up".to_string(), String::new()),
+            "acquire" => (
+                "locked".to_string(),
+                format!(
+                    "{}{}",
+                    d["lock_type"].as_str().unwrap_or("exclusive"),
+                    num("wait_ms")
+                        .map(|w| format!(", waited {} ms", ms(Some(w))))
+                        .unwrap_or_default()
+                ),
+            ),
+            "run" => (
+                "locked".to_string(),
+                format!(
+                    "for a command{}",
+                    d["child_exit"]
+                        .as_i64()
+                        .map(|c| format!(", child exit {c}"))
+                        .unwrap_or_default()
+                ),
+            ),
+            "takeover" => (
+                "taken over".to_string(),
+                format!(
+                    "from stale pid {} ({})",
+                    d["stale_pid"]
+                        .as_u64()
+                        .map_or("?".to_string(), |p| p.to_string()),
+                    d["reason"].as_str().unwrap_or("stale")
+                ),
+            ),
+            "release" => (
+                "released".to_string(),
+                if d["forced"].as_bool() == Some(true) {
+                    "forced".to_string()
+                } else {
+                    String::new()
+                },
+            ),
+            "restore" => ("restored".to_string(), String::new()),
+            o if CHANGES.contains(&o) => (
+                "changed".to_string(),
+                format!(
+                    "by {o}{}",
+                    d["revision"]
+                        .as_u64()
+                        .map(|r| format!(", revision {r}"))
+                        .unwrap_or_default()
+                ),
+            ),
+            o if READS.contains(&o) => {
+                if !all {
+                    return None;
+                }
+                ("read".to_string(), format!("by {o}"))
+            }
+            o => (o.to_string(), String::new()),
+        }
+    };
+    Some((what, detail))
+}
+
+/// What kind of thing `target` is: from what exists now, else from its events.
+fn kind_of(cfg: &Config, target: &str, steps: &[Step]) -> Option<What> {
+    if let Some(k) = candidates(cfg, target)
+        .into_iter()
+        .find(|(_, p)| p.exists())
+        .map(|(k, _)| k)
+    {
+        return Some(k);
+    }
+    let ev = &steps.first()?.event();
+    let tool = ev["tool"].as_str().unwrap_or("");
+    let op = ev["op"].as_str().unwrap_or("");
+    Some(match (tool, op) {
+        ("lock-manager", _) => What::Lock,
+        ("error-recovery", "checkpoint" | "restore" | "cleanup") => What::Checkpoint,
+        (_, "backup") => What::Backup,
+        _ if target.contains(".state-backups") => What::Backup,
+        _ => What::StateFile,
+    })
+}
+
+/// Where each kind of target would be on disk.
+fn candidates(cfg: &Config, target: &str) -> Vec<(What, PathBuf)> {
+    let mut v = Vec::new();
+    let plain = !target.is_empty() && !target.contains('/') && target != "." && target != "..";
+    if plain {
+        v.push((What::Lock, record::record_path(cfg, target)));
+        v.push((What::Checkpoint, cfg.checkpoints_dir().join(target)));
+        v.push((What::Backup, cfg.backups_dir().join(target)));
+    }
+    if !target.is_empty() && (!plain || Path::new(target) == cfg.state_file) {
+        v.push((What::StateFile, PathBuf::from(target)));
+    }
+    v
+}
+
+/// Whether the target is there now, and in words.
+fn now_of(cfg: &Config, target: &str, kind: Option<What>) -> (bool, String) {
+    let Some(kind) = kind else {
+        return (false, "absent".to_string());
+    };
+    let path = candidates(cfg, target)
+        .into_iter()
+        .find(|(k, _)| *k == kind)
+        .map(|(_, p)| p)
+        .unwrap_or_else(|| PathBuf::from(target));
+    if kind == What::Lock {
+        return match record::load(&path) {
+            Ok(Some(r)) if r.is_held() => {
+                let pids: Vec<String> = r
+                    .holders
+                    .iter()
+                    .filter(|h| h.is_live())
+                    .map(|h| h.id.pid.to_string())
+                    .collect();
+                (
+                    true,
+                    format!("held now ({}) by pid {}", r.kind.as_str(), pids.join(", ")),
+                )
+            }
+            Ok(Some(_)) => (false, "not held now (stale record)".to_string()),
+            Ok(None) => (false, "not held now".to_string()),
+            Err(_) => (true, "its record does not parse now".to_string()),
+        };
+    }
+    if path.exists() {
+        (true, format!("present now at {}", path.display()))
+    } else {
+        (false, format!("absent now (no {})", path.display()))
+    }
+}
+
+fn by(ev: &Value) -> String {
+    let pid = ev["pid"].as_u64().unwrap_or(0);
+    let owner = ev["detail"]["owner_pid"]
+        .as_u64()
+        .or(ev["ppid"].as_u64())
+        .unwrap_or(0);
+    let user = ev["user"].as_str().unwrap_or("?");
+    let host = ev["host"].as_str().unwrap_or("?");
+    format!("owner {owner} (pid {pid}, {user}@{host})")
+}
+
+/// The JSON form.
+pub fn to_json(h: &History, totals: &Totals) -> Value {
+    let step = |s: &Step| json!({ "what": s.what, "detail": s.detail, "event": s.event() });
+    json!({
+        "target": h.target,
+        "kind": h.kind.map(What::name),
+        "present": h.present,
+        "now": h.now,
+        "verdict": h.verdict,
+        "steps": h.steps.iter().map(step).collect::<Vec<_>>(),
+        "removed_by": h.removed_by.as_ref().map(step),
+        "malformed": totals.malformed,
+    })
+}
+
+/// The text form.
+pub fn to_text(h: &History, totals: &Totals) -> String {
+    let mut out = format!(
+        "history of {} '{}': {}\n",
+        h.kind.map_or("target", What::name),
+        h.target,
+        h.verdict
+    );
+    if !h.steps.is_empty() {
+        out.push('\n');
+        let mut t = Table::new(&["time", "what", "by", "tool", "op", "run", "detail"]);
+        for s in &h.steps {
+            let e = &s.event();
+            t.row(vec![
+                e["ts"].as_str().unwrap_or("?").to_string(),
+                s.what.clone(),
+                by(e),
+                e["tool"].as_str().unwrap_or("?").to_string(),
+                e["op"].as_str().unwrap_or("?").to_string(),
+                e["run_id"].as_str().unwrap_or("-").to_string(),
+                s.detail.clone(),
+            ]);
+        }
+        out.push_str(&t.render());
+    }
+    if let Some(r) = &h.removed_by {
+        let e = r.event();
+        let detail = if r.detail.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", r.detail)
+        };
+        out.push_str(&format!(
+            "\nremoved by: {} {}{detail} at {}, {}\n",
+            e["tool"].as_str().unwrap_or("?"),
+            e["op"].as_str().unwrap_or("?"),
+            e["ts"].as_str().unwrap_or("?"),
+            by(&e)
+        ));
+    }
+    if totals.malformed > 0 {
+        out.push_str(&format!(
+            "({})\n",
+            super::table::malformed_note(totals.malformed)
+        ));
+    }
+    out
+}

@@ -1,0 +1,400 @@
+//! Reading the audit log back, as a stream: the rotated files oldest first,
+//! then the live log, one line at a time into a reused buffer, each line
+//! deserialized into a borrowed [`Light`] view that copies no string it does
+//! not have to. Memory does not grow with the log.
+//!
+//! A line that is not a JSON object with `ts`, `tool` and `op` (and a `ts`
+//! that is RFC 3339) is counted as malformed and skipped, never fatal: a log
+//! cut by a full disk or edited by hand must still be reviewable.
+//!
+//! Review commands log themselves (op `audit-recent`, `audit-stats`, …); the
+//! [`Filter`] leaves those events out unless asked for, so a review never
+//! counts the reviews that came before it.
+
+use std::borrow::Cow;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use super::rotate;
+use crate::error::{Error, Result};
+
+/// The fields of an event the review commands read, borrowed from the line.
+#[derive(Debug, Deserialize)]
+pub struct Light<'a> {
+    #[serde(borrow)]
+    pub ts: Cow<'a, str>,
+    #[serde(borrow)]
+    pub tool: Cow<'a, str>,
+    #[serde(borrow)]
+    pub op: Cow<'a, str>,
+    #[serde(borrow, default)]
+    pub target: Cow<'a, str>,
+    #[serde(default)]
+    pub pid: u32,
+    #[serde(default)]
+    pub ppid: u32,
+    #[serde(borrow, default)]
+    pub host: Cow<'a, str>,
+    #[serde(default)]
+    pub duration_ms: f64,
+    #[serde(default)]
+    pub exit_code: i32,
+    #[serde(borrow, default)]
+    pub run_id: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pub detail: Option<Detail<'a>>,
+}
+
+/// The detail fields the review commands read (audit vocabulary of the brief).
+#[derive(Debug, Default, Deserialize)]
+pub struct Detail<'a> {
+    #[serde(default)]
+    pub wait_ms: Option<f64>,
+    #[serde(default)]
+    pub lock_wait_ms: Option<f64>,
+    #[serde(default)]
+    pub owner_pid: Option<u32>,
+    #[serde(borrow, default)]
+    pub conflict: Option<Cow<'a, str>>,
+    #[serde(default)]
+    pub expected: Option<i64>,
+    #[serde(default)]
+    pub actual: Option<i64>,
+    #[serde(default)]
+    pub stale_pid: Option<u32>,
+    #[serde(borrow, default)]
+    pub reason: Option<Cow<'a, str>>,
+    #[serde(default)]
+    pub holders_while_waiting: Option<Vec<u32>>,
+}
+
+impl Light<'_> {
+    /// Who performed the operation: `detail.owner_pid` (lock ops) else the calling shell (`ppid`).
+    pub fn owner(&self) -> u32 {
+        self.detail
+            .as_ref()
+            .and_then(|d| d.owner_pid)
+            .unwrap_or(self.ppid)
+    }
+
+    /// How long the operation waited for a lock, if it says.
+    pub fn lock_wait_ms(&self) -> Option<f64> {
+        let d = self.detail.as_ref()?;
+        d.wait_ms.or(d.lock_wait_ms)
+    }
+
+    /// Whether this is a review command's own event.
+    pub fn is_review(&self) -> bool {
+        is_review_op(&self.op)
+    }
+}
+
+/// Whether `op` is one of the review commands' own (`audit-…`).
+pub fn is_review_op(op: &str) -> bool {
+    op.starts_with("audit-")
+}
+
+/// One parsed line: its fields, its time and its raw text.
+pub struct Line<'a> {
+    pub ev: Light<'a>,
+    /// `ts` as microseconds since the Unix epoch.
+    pub at: i64,
+    /// The line as written (no newline), for commands that show whole events.
+    pub raw: &'a [u8],
+}
+
+/// What a scan went through.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct Totals {
+    /// The files read, oldest first.
+    pub files: Vec<PathBuf>,
+    /// Lines read (blank lines excluded).
+    pub lines: u64,
+    /// Lines counted and skipped because they do not parse.
+    pub malformed: u64,
+}
+
+/// Which events a review command looks at.
+#[derive(Clone, Debug, Default)]
+pub struct Filter {
+    pub run_id: Option<String>,
+    pub tool: Option<String>,
+    pub op: Option<String>,
+    pub target: Option<String>,
+    /// Events at or after this instant (µs since the epoch).
+    pub since: Option<i64>,
+    /// Only events whose exit code is not 0.
+    pub failed: bool,
+}
+
+impl Filter {
+    /// Whether `line` passes the filter.
+    pub fn matches(&self, line: &Line) -> bool {
+        let ev = &line.ev;
+        // Reviews are left out unless the filter names their op.
+        if ev.is_review() && self.op.as_deref() != Some(&*ev.op) {
+            return false;
+        }
+        if let Some(s) = self.since
+            && line.at < s
+        {
+            return false;
+        }
+        if self.failed && ev.exit_code == 0 {
+            return false;
+        }
+        if let Some(t) = &self.tool
+            && *t != ev.tool
+        {
+            return false;
+        }
+        if let Some(o) = &self.op
+            && *o != ev.op
+        {
+            return false;
+        }
+        if let Some(r) = &self.run_id
+            && ev.run_id.as_deref() != Some(r.as_str())
+        {
+            return false;
+        }
+        if let Some(t) = &self.target
+            && !same_target(t, &ev.target)
+        {
+            return false;
+        }
+        true
+    }
+}
+
+/// Whether a target asked for names an event's target: equal, or the same
+/// path once both are made absolute against the current folder.
+pub fn same_target(asked: &str, target: &str) -> bool {
+    if asked == target {
+        return true;
+    }
+    if !(asked.contains('/') || target.contains('/')) {
+        return false;
+    }
+    match (absolute(asked), absolute(target)) {
+        (Some(a), Some(b)) => a == b,
+        _ => false,
+    }
+}
+
+fn absolute(p: &str) -> Option<PathBuf> {
+    let abs = std::path::absolute(p).ok()?;
+    // Lexical clean-up of `.` and `..`, without touching the disk.
+    let mut out = PathBuf::new();
+    for c in abs.components() {
+        match c {
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            std::path::Component::CurDir => {}
+            other => out.push(other),
+        }
+    }
+    Some(out)
+}
+
+/// Streams every event of `log` (rotated files first) to `each`, in log order.
+/// Returns what was read. A missing log is an empty one.
+pub fn scan(log: &Path, mut each: impl FnMut(&Line)) -> Result<Totals> {
+    let mut totals = Totals::default();
+    let mut buf = Vec::with_capacity(4096);
+    for (path, file) in rotate::open_log_files(log) {
+        let mut reader = BufReader::with_capacity(1 << 20, file);
+        loop {
+            buf.clear();
+            let n = reader
+                .read_until(b'\n', &mut buf)
+                .map_err(|e| Error::io(e, "cannot read the audit log", &path))?;
+            if n == 0 {
+                break;
+            }
+            if let Some(line) = parse_line(&buf, &mut totals) {
+                each(&line);
+            }
+        }
+        totals.files.push(path);
+    }
+    Ok(totals)
+}
+
+/// Parses one line (with or without its newline), counting it in `totals`.
+/// Returns `None` for a blank line or a malformed one (counted).
+pub fn parse_line<'a>(buf: &'a [u8], totals: &mut Totals) -> Option<Line<'a>> {
+    let raw = buf.strip_suffix(b"\n").unwrap_or(buf);
+    if raw.iter().all(u8::is_ascii_whitespace) {
+        return None;
+    }
+    totals.lines += 1;
+    let parsed = serde_json::from_slice::<Light>(raw)
+        .ok()
+        .and_then(|ev| parse_ts(&ev.ts).map(|at| Line { ev, at, raw }));
+    if parsed.is_none() {
+        totals.malformed += 1;
+    }
+    parsed
+}
+
+/// Parses an RFC 3339 time (`2024-05-01T10:00:00.123456Z`, any fraction,
+/// `Z` or `±HH:MM`) into microseconds since the Unix epoch.
+pub fn parse_ts(s: &str) -> Option<i64> {
+    let b = s.as_bytes();
+    if b.len() < 20
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || !matches!(b[10], b'T' | b't' | b' ')
+        || b[13] != b':'
+        || b[16] != b':'
+    {
+        return None;
+    }
+    let num = |from: usize, to: usize| -> Option<i64> {
+        let mut n = 0i64;
+        for &c in &b[from..to] {
+            if !c.is_ascii_digit() {
+                return None;
+            }
+            n = n * 10 + i64::from(c - b'0');
+        }
+        Some(n)
+    };
+    let (y, mo, d) = (num(0, 4)?, num(5, 7)?, num(8, 10)?);
+    let (h, mi, sec) = (num(11, 13)?, num(14, 16)?, num(17, 19)?);
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || sec > 60 {
+        return None;
+    }
+    let mut i = 19;
+    let mut micros = 0i64;
+    if b[i] == b'.' {
+        i += 1;
+        let start = i;
+        while i < b.len() && b[i].is_ascii_digit() {
+            if i - start < 6 {
+                micros = micros * 10 + i64::from(b[i] - b'0');
+            }
+            i += 1;
+        }
+        let digits = i - start;
+        if digits == 0 {
+            return None;
+        }
+        for _ in digits..6 {
+            micros *= 10;
+        }
+    }
+    let offset_s = match b.get(i..)? {
+        b"Z" | b"z" => 0,
+        [sign @ (b'+' | b'-'), rest @ ..] if rest.len() == 5 && rest[2] == b':' => {
+            let oh = num(i + 1, i + 3)?;
+            let om = num(i + 4, i + 6)?;
+            let o = oh * 3600 + om * 60;
+            if *sign == b'+' { o } else { -o }
+        }
+        _ => return None,
+    };
+    let days = days_from_civil(y, mo, d);
+    let secs = days * 86400 + h * 3600 + mi * 60 + sec - offset_s;
+    Some(secs * 1_000_000 + micros)
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = if y >= 0 { y } else { y - 399 } / 400;
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146097 + doe - 719468
+}
+
+/// Now, in microseconds since the Unix epoch.
+pub fn now_micros() -> i64 {
+    chrono::Utc::now().timestamp_micros()
+}
+
+/// Microseconds since the epoch as RFC 3339 UTC with microseconds.
+pub fn format_micros(at: i64) -> String {
+    chrono::DateTime::from_timestamp_micros(at)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
+        .unwrap_or_else(|| at.to_string())
+}
+
+/// The instant `--since DUR` names: now minus the duration.
+pub fn since(dur: &str) -> Result<i64> {
+    let d = crate::config::parse_duration(dur)?;
+    Ok(now_micros() - i64::try_from(d.as_micros()).unwrap_or(i64::MAX / 2))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_parse_like_chrono() {
+        for s in [
+            "2024-05-01T10:00:00.123456Z",
+            "1999-12-31T23:59:59Z",
+            "2024-02-29T00:00:00.5+02:00",
+            "2030-07-04T12:34:56.000001-05:30",
+            "1970-01-01T00:00:00.000000Z",
+        ] {
+            let want = chrono::DateTime::parse_from_rfc3339(s)
+                .unwrap()
+                .timestamp_micros();
+            assert_eq!(parse_ts(s), Some(want), "{s}");
+        }
+        for bad in [
+            "",
+            "2024-05-01",
+            "2024-13-01T00:00:00Z",
+            "2024-05-01T00:00:00",
+            "2024-05-01T00:00:00.Z",
+            "x024-05-01T00:00:00Z",
+        ] {
+            assert_eq!(parse_ts(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn malformed_lines_are_counted_not_fatal() {
+        let mut t = Totals::default();
+        assert!(
+            parse_line(
+                b"{\"ts\":\"2024-05-01T10:00:00Z\",\"tool\":\"a\",\"op\":\"b\"}\n",
+                &mut t
+            )
+            .is_some()
+        );
+        assert!(parse_line(b"{\"ts\":\"2024-05-01T10:00", &mut t).is_none());
+        assert!(parse_line(b"not json\n", &mut t).is_none());
+        assert!(parse_line(b"\n", &mut t).is_none());
+        assert_eq!((t.lines, t.malformed), (3, 2));
+    }
+
+    #[test]
+    fn owner_is_the_lock_owner_else_the_calling_shell() {
+        let mut t = Totals::default();
+        let l = parse_line(br#"{"ts":"2024-05-01T10:00:00Z","tool":"a","op":"b","ppid":7,"detail":{"owner_pid":9}}"#, &mut t).unwrap();
+        assert_eq!(l.ev.owner(), 9);
+        let l = parse_line(
+            br#"{"ts":"2024-05-01T10:00:00Z","tool":"a","op":"b","ppid":7,"detail":null}"#,
+            &mut t,
+        )
+        .unwrap();
+        assert_eq!(l.ev.owner(), 7);
+    }
+
+    #[test]
+    fn paths_name_the_same_target() {
+        assert!(same_target("a/../b/s.json", "b/s.json"));
+        assert!(same_target("deploy", "deploy"));
+        assert!(!same_target("deploy", "deploy2"));
+    }
+}

@@ -1,0 +1,392 @@
+//! `audit stats`: counts, failures by exit code, duration and lock-wait
+//! percentiles and the event rate, overall and per tool, op, target or host.
+//!
+//! Memory does not grow with the log: percentiles come from a log-bucketed
+//! [`Histogram`] (the scheme of DDSketch) whose estimate is within 1% of the
+//! true value, and the only other state is one small group per distinct key.
+//! The maximum is exact.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde_json::{Value, json};
+
+use super::scan::{self, Filter, Line, Totals};
+use super::table::{Table, ms};
+use crate::config::Config;
+use crate::error::Result;
+use crate::exit::Code;
+
+/// Ratio between bucket bounds: an estimate within (γ-1)/(γ+1) < 1% of the truth.
+const GAMMA: f64 = 1.02;
+/// Values at or under this (ms) share one bucket, reported as 0.
+const MIN_MS: f64 = 0.001;
+/// Buckets beyond this (≈ 10^12 ms) are folded into the last one.
+const MAX_BUCKETS: usize = 2048;
+
+/// A bounded histogram of non-negative values (milliseconds).
+#[derive(Clone, Debug, Default)]
+pub struct Histogram {
+    zero: u64,
+    counts: Vec<u64>,
+    n: u64,
+    max: f64,
+}
+
+impl Histogram {
+    /// Counts one value.
+    pub fn add(&mut self, v: f64) {
+        if !v.is_finite() || v < 0.0 {
+            return;
+        }
+        self.n += 1;
+        if v > self.max {
+            self.max = v;
+        }
+        if v <= MIN_MS {
+            self.zero += 1;
+            return;
+        }
+        // Bucket i holds (MIN·γ^(i-1), MIN·γ^i].
+        let i = ((v / MIN_MS).ln() / GAMMA.ln()).ceil().max(1.0) as usize;
+        let i = i.min(MAX_BUCKETS - 1);
+        if self.counts.len() <= i {
+            self.counts.resize(i + 1, 0);
+        }
+        self.counts[i] += 1;
+    }
+
+    /// How many values were counted.
+    pub fn count(&self) -> u64 {
+        self.n
+    }
+
+    /// The exact maximum.
+    pub fn max(&self) -> Option<f64> {
+        (self.n > 0).then_some(self.max)
+    }
+
+    /// The q-quantile (nearest rank), within 1% of the true value.
+    pub fn quantile(&self, q: f64) -> Option<f64> {
+        if self.n == 0 {
+            return None;
+        }
+        let rank = ((q * self.n as f64).ceil() as u64).clamp(1, self.n);
+        let mut seen = self.zero;
+        if seen >= rank {
+            return Some(0.0);
+        }
+        for (i, c) in self.counts.iter().enumerate() {
+            seen += c;
+            if seen >= rank {
+                let mid = MIN_MS * 2.0 * GAMMA.powi(i as i32) / (GAMMA + 1.0);
+                return Some(mid.min(self.max));
+            }
+        }
+        Some(self.max)
+    }
+
+    fn summary(&self) -> Value {
+        json!({
+            "count": self.n,
+            "p50": self.quantile(0.50).map(round3),
+            "p95": self.quantile(0.95).map(round3),
+            "max": self.max().map(round3),
+        })
+    }
+}
+
+fn round3(v: f64) -> f64 {
+    (v * 1000.0).round() / 1000.0
+}
+
+/// The figures of one group of events.
+#[derive(Clone, Debug, Default)]
+pub struct Group {
+    pub events: u64,
+    pub failed: u64,
+    pub by_exit: BTreeMap<i32, u64>,
+    pub duration: Histogram,
+    pub wait: Histogram,
+}
+
+impl Group {
+    fn add(&mut self, line: &Line) {
+        let ev = &line.ev;
+        self.events += 1;
+        if ev.exit_code != 0 {
+            self.failed += 1;
+            *self.by_exit.entry(ev.exit_code).or_default() += 1;
+        }
+        self.duration.add(ev.duration_ms);
+        if let Some(w) = ev.lock_wait_ms() {
+            self.wait.add(w);
+        }
+    }
+}
+
+/// What `--by` groups on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum By {
+    Tool,
+    Op,
+    Target,
+    Host,
+}
+
+impl By {
+    fn name(self) -> &'static str {
+        match self {
+            By::Tool => "tool",
+            By::Op => "op",
+            By::Target => "target",
+            By::Host => "host",
+        }
+    }
+}
+
+/// Streaming accumulator behind `audit stats` (also used by export and monitor).
+#[derive(Clone, Debug)]
+pub struct Stats {
+    pub by: By,
+    pub total: Group,
+    pub groups: HashMap<String, Group>,
+    pub first: Option<i64>,
+    pub last: Option<i64>,
+}
+
+impl Stats {
+    pub fn new(by: By) -> Stats {
+        Stats {
+            by,
+            total: Group::default(),
+            groups: HashMap::new(),
+            first: None,
+            last: None,
+        }
+    }
+
+    /// Counts one event.
+    pub fn add(&mut self, line: &Line) {
+        self.total.add(line);
+        self.first = Some(self.first.map_or(line.at, |f| f.min(line.at)));
+        self.last = Some(self.last.map_or(line.at, |l| l.max(line.at)));
+        let ev = &line.ev;
+        let key: &str = match self.by {
+            By::Tool => &ev.tool,
+            By::Op => &ev.op,
+            By::Target => &ev.target,
+            By::Host => &ev.host,
+        };
+        // Look up by &str first: a key is allocated once, not once per event.
+        match self.groups.get_mut(key) {
+            Some(g) => g.add(line),
+            None => {
+                let mut g = Group::default();
+                g.add(line);
+                self.groups.insert(key.to_string(), g);
+            }
+        }
+    }
+
+    /// Seconds from the first event to the last.
+    pub fn span_s(&self) -> f64 {
+        match (self.first, self.last) {
+            (Some(f), Some(l)) => (l - f) as f64 / 1e6,
+            _ => 0.0,
+        }
+    }
+
+    /// Events per minute over the span (a span under one second counts as one second).
+    pub fn per_min(&self, events: u64) -> f64 {
+        if events == 0 {
+            return 0.0;
+        }
+        events as f64 * 60.0 / self.span_s().max(1.0)
+    }
+
+    /// Groups, busiest first.
+    fn sorted_groups(&self) -> Vec<(&String, &Group)> {
+        let mut v: Vec<_> = self.groups.iter().collect();
+        v.sort_by(|a, b| b.1.events.cmp(&a.1.events).then_with(|| a.0.cmp(b.0)));
+        v
+    }
+
+    /// The JSON form.
+    pub fn to_json(&self, totals: &Totals) -> Value {
+        let groups: Vec<Value> = self
+            .sorted_groups()
+            .into_iter()
+            .map(|(k, g)| {
+                json!({
+                    "key": k,
+                    "events": g.events,
+                    "failed": g.failed,
+                    "events_per_min": round3(self.per_min(g.events)),
+                    "duration_ms": g.duration.summary(),
+                    "lock_wait_ms": g.wait.summary(),
+                })
+            })
+            .collect();
+        let by_exit: serde_json::Map<String, Value> = self
+            .total
+            .by_exit
+            .iter()
+            .map(|(c, n)| (c.to_string(), json!({ "name": code_name(*c), "count": n })))
+            .collect();
+        json!({
+            "events": self.total.events,
+            "malformed": totals.malformed,
+            "files": totals.files,
+            "first": self.first.map(scan::format_micros),
+            "last": self.last.map(scan::format_micros),
+            "span_s": round3(self.span_s()),
+            "events_per_min": round3(self.per_min(self.total.events)),
+            "failures": { "total": self.total.failed, "by_exit": by_exit },
+            "duration_ms": self.total.duration.summary(),
+            "lock_wait_ms": self.total.wait.summary(),
+            "by": self.by.name(),
+            "groups": groups,
+        })
+    }
+
+    /// The text form, aligned for a terminal.
+    pub fn to_text(&self, totals: &Totals) -> String {
+        let t = &self.total;
+        let mut out = String::new();
+        let malformed = if totals.malformed > 0 {
+            format!(" ({})", super::table::malformed_note(totals.malformed))
+        } else {
+            String::new()
+        };
+        out.push_str(&format!("events     {}{malformed}\n", t.events));
+        if t.events == 0 {
+            return out;
+        }
+        out.push_str(&format!(
+            "span       {} → {} ({}), {:.1} events/min\n",
+            self.first.map(scan::format_micros).unwrap_or_default(),
+            self.last.map(scan::format_micros).unwrap_or_default(),
+            human_span(self.span_s()),
+            self.per_min(t.events)
+        ));
+        let failures: Vec<String> = t
+            .by_exit
+            .iter()
+            .map(|(c, n)| format!("exit {c} {} ×{n}", code_name(*c)))
+            .collect();
+        out.push_str(&format!(
+            "failures   {} ({:.2}%){}{}\n",
+            t.failed,
+            100.0 * t.failed as f64 / t.events as f64,
+            if failures.is_empty() { "" } else { ": " },
+            failures.join(", ")
+        ));
+        out.push_str(&format!(
+            "duration   p50 {} ms  p95 {} ms  max {} ms\n",
+            ms(t.duration.quantile(0.5)),
+            ms(t.duration.quantile(0.95)),
+            ms(t.duration.max())
+        ));
+        out.push_str(&format!(
+            "lock wait  p50 {} ms  p95 {} ms  max {} ms  ({} waits)\n\n",
+            ms(t.wait.quantile(0.5)),
+            ms(t.wait.quantile(0.95)),
+            ms(t.wait.max()),
+            t.wait.count()
+        ));
+        let mut table = Table::new(&[
+            self.by.name(),
+            "EVENTS",
+            "FAILED",
+            "P50 MS",
+            "P95 MS",
+            "MAX MS",
+            "WAIT P50",
+            "WAIT P95",
+            "PER MIN",
+        ]);
+        table.right_from(1);
+        for (k, g) in self.sorted_groups() {
+            table.row(vec![
+                if k.is_empty() {
+                    "(none)".to_string()
+                } else {
+                    k.clone()
+                },
+                g.events.to_string(),
+                g.failed.to_string(),
+                ms(g.duration.quantile(0.5)),
+                ms(g.duration.quantile(0.95)),
+                ms(g.duration.max()),
+                ms(g.wait.quantile(0.5)),
+                ms(g.wait.quantile(0.95)),
+                format!("{:.1}", self.per_min(g.events)),
+            ]);
+        }
+        out.push_str(&table.render());
+        out
+    }
+}
+
+/// `EXIT_` name of an exit code, or `?` for a code outside the table.
+pub fn code_name(code: i32) -> &'static str {
+    Code::from_i32(code).map_or("?", Code::name)
+}
+
+/// `42 s`, `3.5 min`, `2.0 h`, `1.5 d`.
+pub fn human_span(s: f64) -> String {
+    if s < 120.0 {
+        format!("{s:.1} s")
+    } else if s < 7200.0 {
+        format!("{:.1} min", s / 60.0)
+    } else if s < 172_800.0 {
+        format!("{:.1} h", s / 3600.0)
+    } else {
+        format!("{:.1} d", s / 86400.0)
+    }
+}
+
+/// Runs `audit stats` over the log.
+pub fn collect(cfg: &Config, filter: &Filter, by: By) -> Result<(Stats, Totals)> {
+    let mut stats = Stats::new(by);
+    let totals = scan::scan(&cfg.audit_log, |line| {
+        if filter.matches(line) {
+            stats.add(line);
+        }
+    })?;
+    Ok((stats, totals))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_quantiles_are_within_one_percent() {
+        let mut h = Histogram::default();
+        let values: Vec<f64> = (1..=100_000).map(|i| i as f64 * 0.037).collect();
+        for v in &values {
+            h.add(*v);
+        }
+        for q in [0.5, 0.95, 0.99] {
+            let truth = values[(q * values.len() as f64).ceil() as usize - 1];
+            let est = h.quantile(q).unwrap();
+            assert!((est - truth).abs() / truth < 0.01, "q{q}: {est} vs {truth}");
+        }
+        assert_eq!(h.max(), Some(100_000.0 * 0.037));
+        assert_eq!(h.count(), 100_000);
+        assert!(h.counts.len() < MAX_BUCKETS);
+    }
+
+    #[test]
+    fn zeros_and_empty() {
+        let mut h = Histogram::default();
+        assert_eq!(h.quantile(0.5), None);
+        h.add(0.0);
+        h.add(0.0);
+        h.add(10.0);
+        assert_eq!(h.quantile(0.5), Some(0.0));
+        let p95 = h.quantile(0.95).unwrap();
+        assert!((p95 - 10.0).abs() < 0.1);
+    }
+}
