@@ -9,6 +9,7 @@ use wfstate::cli;
 use wfstate::config::GlobalArgs;
 use wfstate::state::backup::RetentionArgs;
 use wfstate::state::commands::{self, Ctx};
+use wfstate::state::integrity;
 use wfstate::{Code, Result};
 
 /// Keeps .workflow-state.json valid, atomic and backed up.
@@ -120,6 +121,27 @@ enum Command {
     ///
     /// Exit 4 for a schemaVersion newer than this toolkit's.
     Migrate,
+    /// Check the state, every backup, checkpoint and lock record: parses, schema, checksum
+    ///
+    /// Lists each problem with its file. A document whose checksum does not match its
+    /// content is reported as changed outside the toolkit or corrupted; one without a
+    /// checksum as unverified. Exit 0 clean, 3 anything corrupt (incl. a checksum
+    /// mismatch), 4 only schema problems.
+    VerifyIntegrity {
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check one backup like verify-integrity does
+    ///
+    /// Exit 0 valid, 1 no such backup, 3 corrupt or checksum mismatch, 4 schema problems.
+    ValidateBackup {
+        /// The backup's file name (with or without .json), as list-backups shows it
+        id: String,
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
     /// Summarize the state (default)
     ///
     /// Exit 0 valid, 1 missing, 3 corrupt, 4 invalid.
@@ -162,6 +184,8 @@ fn run(cli: Cli) -> Result<Code> {
         Command::Recover { pattern } => commands::recover(&ctx, pattern.as_deref()),
         Command::Migrate => commands::migrate(&ctx),
         Command::Status { json } => commands::status(&ctx, json),
+        Command::VerifyIntegrity { json } => integrity::verify_integrity(&ctx, json),
+        Command::ValidateBackup { id, json } => integrity::validate_backup(&ctx, &id, json),
     }
 }
 

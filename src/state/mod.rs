@@ -4,6 +4,7 @@
 pub mod backup;
 pub mod commands;
 pub mod document;
+pub mod integrity;
 pub mod merge;
 pub mod path;
 pub mod schema;
