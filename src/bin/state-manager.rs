@@ -2,6 +2,7 @@
 //! and migrates the workflow state file. A thin front: every subcommand is
 //! one call into `wfstate::state::commands`.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -9,7 +10,7 @@ use wfstate::cli;
 use wfstate::config::GlobalArgs;
 use wfstate::state::backup::RetentionArgs;
 use wfstate::state::commands::{self, Ctx};
-use wfstate::state::integrity;
+use wfstate::state::{exchange, integrity, repair};
 use wfstate::{Code, Result};
 
 /// Keeps .workflow-state.json valid, atomic and backed up.
@@ -142,6 +143,55 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Fix what can be fixed without guessing content (the state is backed up first)
+    ///
+    /// Missing required fields get defaults, invalid timestamps become now, toolkit-owned
+    /// fields of the wrong type are reset, a missing or mismatched checksum is recorded
+    /// anew; each change is printed. Unknown keys are never dropped. A state that does not
+    /// parse is recovered from the newest valid backup. Exit 0 repaired (or nothing to do),
+    /// 1 no state, 3 does not parse and no valid backup, 4 problems only a person can fix
+    /// (listed; nothing written).
+    Repair {
+        /// Print what would change; change nothing
+        #[arg(long)]
+        dry_run: bool,
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write the state as JSON or YAML, to stdout or a file
+    ///
+    /// The document is exported as stored, metadata included. --output replaces FILE
+    /// atomically and durably and prints a summary (JSON with --json); without it the
+    /// document goes to stdout and --json means --format json.
+    Export {
+        /// json or yaml [default: json, or by FILE's extension]
+        #[arg(long, value_enum)]
+        format: Option<exchange::Format>,
+        /// Write here instead of stdout
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<PathBuf>,
+        /// JSON output
+        #[arg(long)]
+        json: bool,
+    },
+    /// Replace the state with a JSON or YAML document (validated, backed up first)
+    ///
+    /// The format is told by FILE's extension (.json, .yaml, .yml), else by its first
+    /// character. Refused, with nothing changed: a document that breaks the schema (exit 4);
+    /// one whose metadata.revision is older than the live state's (exit 4, unless --force);
+    /// replacing a live state that does not parse (exit 3, unless --force).
+    Import {
+        /// The document, or - for standard input
+        #[arg(short, long, value_name = "FILE")]
+        file: String,
+        /// Import even an older revision, or over a state that does not parse
+        #[arg(long)]
+        force: bool,
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
     /// Summarize the state (default)
     ///
     /// Exit 0 valid, 1 missing, 3 corrupt, 4 invalid.
@@ -186,6 +236,13 @@ fn run(cli: Cli) -> Result<Code> {
         Command::Status { json } => commands::status(&ctx, json),
         Command::VerifyIntegrity { json } => integrity::verify_integrity(&ctx, json),
         Command::ValidateBackup { id, json } => integrity::validate_backup(&ctx, &id, json),
+        Command::Repair { dry_run, json } => repair::repair(&ctx, dry_run, json),
+        Command::Export {
+            format,
+            output,
+            json,
+        } => exchange::export(&ctx, format, output.as_deref(), json),
+        Command::Import { file, force, json } => exchange::import(&ctx, &file, force, json),
     }
 }
 

@@ -4,9 +4,11 @@
 pub mod backup;
 pub mod commands;
 pub mod document;
+pub mod exchange;
 pub mod integrity;
 pub mod merge;
 pub mod path;
+pub mod repair;
 pub mod schema;
 pub mod store;
 
