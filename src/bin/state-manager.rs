@@ -10,7 +10,7 @@ use wfstate::cli;
 use wfstate::config::GlobalArgs;
 use wfstate::state::backup::RetentionArgs;
 use wfstate::state::commands::{self, Ctx};
-use wfstate::state::{exchange, integrity, repair};
+use wfstate::state::{cleanup, exchange, integrity, repair};
 use wfstate::{Code, Result};
 
 /// Keeps .workflow-state.json valid, atomic and backed up.
@@ -192,6 +192,13 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Remove old backups and checkpoints, temp files of killed writers, stale lock records
+    ///
+    /// No selector means all four. --keep and --older-than choose backups and checkpoints
+    /// (either one removes when both are given); with neither, backups follow the retention
+    /// settings (BACKUP_KEEP, BACKUP_MAX_AGE) and checkpoints go after 7 days. Prints each
+    /// thing removed. Exit 4 bad duration.
+    Cleanup(cleanup::CleanupArgs),
     /// Summarize the state (default)
     ///
     /// Exit 0 valid, 1 missing, 3 corrupt, 4 invalid.
@@ -243,6 +250,7 @@ fn run(cli: Cli) -> Result<Code> {
             json,
         } => exchange::export(&ctx, format, output.as_deref(), json),
         Command::Import { file, force, json } => exchange::import(&ctx, &file, force, json),
+        Command::Cleanup(args) => cleanup::cleanup(&ctx, &args),
     }
 }
 

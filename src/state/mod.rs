@@ -2,6 +2,7 @@
 //! the `state-manager` subcommands built on them.
 
 pub mod backup;
+pub mod cleanup;
 pub mod commands;
 pub mod document;
 pub mod exchange;
