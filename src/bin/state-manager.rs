@@ -10,7 +10,7 @@ use wfstate::cli;
 use wfstate::config::GlobalArgs;
 use wfstate::state::backup::RetentionArgs;
 use wfstate::state::commands::{self, Ctx};
-use wfstate::state::{cleanup, exchange, integrity, repair};
+use wfstate::state::{cleanup, exchange, health, integrity, repair, selfbench};
 use wfstate::{Code, Result};
 
 /// Keeps .workflow-state.json valid, atomic and backed up.
@@ -199,6 +199,30 @@ enum Command {
     /// settings (BACKUP_KEEP, BACKUP_MAX_AGE) and checkpoints go after 7 days. Prints each
     /// thing removed. Exit 4 bad duration.
     Cleanup(cleanup::CleanupArgs),
+    /// Say at a glance whether all is well: state, locks, backups, disk, audit log, degraded mode
+    ///
+    /// Each check is healthy, degraded or unhealthy. Read-only: takes no lock, creates and
+    /// writes nothing. Exit 0 healthy or degraded, else the exit code of the worst unhealthy
+    /// check (3 corrupt, 7 disk full, 6 permission, 4 schema, 1 no state, ...).
+    Health {
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Time reads, writes, sets and lock cycles on a temporary copy of the state
+    ///
+    /// The copy lives in .benchmark-PID/ in the state root (same filesystem, so fsync costs
+    /// count) and is removed afterwards; the live state is never touched. Prints ops/s and
+    /// p50/p95/max per kind, measured in-process (process start-up not included).
+    /// Exit 4 for N out of 1..=100000.
+    Benchmark {
+        /// Operations of each kind
+        #[arg(long, value_name = "N", default_value_t = 100)]
+        operations: usize,
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
     /// Summarize the state (default)
     ///
     /// Exit 0 valid, 1 missing, 3 corrupt, 4 invalid.
@@ -251,6 +275,8 @@ fn run(cli: Cli) -> Result<Code> {
         } => exchange::export(&ctx, format, output.as_deref(), json),
         Command::Import { file, force, json } => exchange::import(&ctx, &file, force, json),
         Command::Cleanup(args) => cleanup::cleanup(&ctx, &args),
+        Command::Health { json } => health::health(&ctx, json),
+        Command::Benchmark { operations, json } => selfbench::benchmark(&ctx, operations, json),
     }
 }
 

@@ -6,11 +6,13 @@ pub mod cleanup;
 pub mod commands;
 pub mod document;
 pub mod exchange;
+pub mod health;
 pub mod integrity;
 pub mod merge;
 pub mod path;
 pub mod repair;
 pub mod schema;
+pub mod selfbench;
 pub mod store;
 
 pub use store::{Commit, Store, Txn};
