@@ -319,7 +319,7 @@ fn judge_space(vfs: &rustix::fs::StatVfs, what: &str, needed: u64) -> Check {
             "remove files on that filesystem",
         );
     }
-    let percent = if total == 0 { 100 } else { free * 100 / total };
+    let percent = free.saturating_mul(100).checked_div(total).unwrap_or(100);
     let detail = format!(
         "{what}: {} free of {} ({percent}%)",
         human_bytes(free),
