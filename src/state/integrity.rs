@@ -498,8 +498,17 @@ pub fn verify_all(cfg: &Config, state_path: &Path) -> Report {
         .exists()
         .then(|| check_document_file(state_path, "state"));
     let mut files = Vec::new();
-    for b in backup::list(cfg).unwrap_or_default() {
-        files.push(check_document_file(&b.path, "backup"));
+    match backup::list(cfg) {
+        Ok(list) => {
+            for b in list {
+                files.push(check_document_file(&b.path, "backup"));
+            }
+        }
+        Err(e) => {
+            let mut check = FileCheck::new(&cfg.backups_dir(), "backup");
+            check.problems.push(Problem::unreadable(&e));
+            files.push(check);
+        }
     }
     for dir in checkpoint_dirs(cfg) {
         files.extend(check_checkpoint(&dir));
