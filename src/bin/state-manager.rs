@@ -2,6 +2,7 @@
 //! and migrates the workflow state file. A thin front: every subcommand is
 //! one call into `wfstate::state::commands`.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -9,6 +10,7 @@ use wfstate::cli;
 use wfstate::config::GlobalArgs;
 use wfstate::state::backup::RetentionArgs;
 use wfstate::state::commands::{self, Ctx};
+use wfstate::state::{cleanup, exchange, health, integrity, repair, selfbench};
 use wfstate::{Code, Result};
 
 /// Keeps .workflow-state.json valid, atomic and backed up.
@@ -120,6 +122,107 @@ enum Command {
     ///
     /// Exit 4 for a schemaVersion newer than this toolkit's.
     Migrate,
+    /// Check the state, every backup, checkpoint and lock record: parses, schema, checksum
+    ///
+    /// Lists each problem with its file. A document whose checksum does not match its
+    /// content is reported as changed outside the toolkit or corrupted; one without a
+    /// checksum as unverified. Exit 0 clean, 3 anything corrupt (incl. a checksum
+    /// mismatch), 4 only schema problems.
+    VerifyIntegrity {
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check one backup like verify-integrity does
+    ///
+    /// Exit 0 valid, 1 no such backup, 3 corrupt or checksum mismatch, 4 schema problems.
+    ValidateBackup {
+        /// The backup's file name (with or without .json), as list-backups shows it
+        id: String,
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Fix what can be fixed without guessing content (the state is backed up first)
+    ///
+    /// Missing required fields get defaults, invalid timestamps become now, toolkit-owned
+    /// fields of the wrong type are reset, a missing or mismatched checksum is recorded
+    /// anew; each change is printed. Unknown keys are never dropped. A state that does not
+    /// parse is recovered from the newest valid backup. Exit 0 repaired (or nothing to do),
+    /// 1 no state, 3 does not parse and no valid backup, 4 problems only a person can fix
+    /// (listed; nothing written).
+    Repair {
+        /// Print what would change; change nothing
+        #[arg(long)]
+        dry_run: bool,
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write the state as JSON or YAML, to stdout or a file
+    ///
+    /// The document is exported as stored, metadata included. --output replaces FILE
+    /// atomically and durably and prints a summary (JSON with --json); without it the
+    /// document goes to stdout and --json means --format json.
+    Export {
+        /// json or yaml [default: json, or by FILE's extension]
+        #[arg(long, value_enum)]
+        format: Option<exchange::Format>,
+        /// Write here instead of stdout
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<PathBuf>,
+        /// JSON output
+        #[arg(long)]
+        json: bool,
+    },
+    /// Replace the state with a JSON or YAML document (validated, backed up first)
+    ///
+    /// The format is told by FILE's extension (.json, .yaml, .yml), else by its first
+    /// character. Refused, with nothing changed: a document that breaks the schema (exit 4);
+    /// one whose metadata.revision is older than the live state's (exit 4, unless --force);
+    /// replacing a live state that does not parse (exit 3, unless --force).
+    Import {
+        /// The document, or - for standard input
+        #[arg(short, long, value_name = "FILE")]
+        file: String,
+        /// Import even an older revision, or over a state that does not parse
+        #[arg(long)]
+        force: bool,
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove old backups and checkpoints, temp files of killed writers, stale lock records
+    ///
+    /// No selector means all four. --keep and --older-than choose backups and checkpoints
+    /// (either one removes when both are given); with neither, backups follow the retention
+    /// settings (BACKUP_KEEP, BACKUP_MAX_AGE) and checkpoints go after 7 days. Prints each
+    /// thing removed. Exit 4 bad duration.
+    Cleanup(cleanup::CleanupArgs),
+    /// Say at a glance whether all is well: state, locks, backups, disk, audit log, degraded mode
+    ///
+    /// Each check is healthy, degraded or unhealthy. Read-only: takes no lock, creates and
+    /// writes nothing. Exit 0 healthy or degraded, else the exit code of the worst unhealthy
+    /// check (3 corrupt, 7 disk full, 6 permission, 4 schema, 1 no state, ...).
+    Health {
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Time reads, writes, sets and lock cycles on a temporary copy of the state
+    ///
+    /// The copy lives in .benchmark-PID/ in the state root (same filesystem, so fsync costs
+    /// count) and is removed afterwards; the live state is never touched. Prints ops/s and
+    /// p50/p95/max per kind, measured in-process (process start-up not included).
+    /// Exit 4 for N out of 1..=100000.
+    Benchmark {
+        /// Operations of each kind
+        #[arg(long, value_name = "N", default_value_t = 100)]
+        operations: usize,
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
     /// Summarize the state (default)
     ///
     /// Exit 0 valid, 1 missing, 3 corrupt, 4 invalid.
@@ -166,6 +269,18 @@ fn run(cli: Cli) -> Result<Code> {
         Command::Migrate => commands::migrate(&ctx),
         Command::Status { json } => commands::status(&ctx, json),
         Command::Audit(cmd) => wfstate::audit::cli::run(&ctx.cfg, cmd),
+        Command::VerifyIntegrity { json } => integrity::verify_integrity(&ctx, json),
+        Command::ValidateBackup { id, json } => integrity::validate_backup(&ctx, &id, json),
+        Command::Repair { dry_run, json } => repair::repair(&ctx, dry_run, json),
+        Command::Export {
+            format,
+            output,
+            json,
+        } => exchange::export(&ctx, format, output.as_deref(), json),
+        Command::Import { file, force, json } => exchange::import(&ctx, &file, force, json),
+        Command::Cleanup(args) => cleanup::cleanup(&ctx, &args),
+        Command::Health { json } => health::health(&ctx, json),
+        Command::Benchmark { operations, json } => selfbench::benchmark(&ctx, operations, json),
     }
 }
 

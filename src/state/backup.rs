@@ -8,6 +8,11 @@
 //! Newest first means by the time in the name, then by the version's mtime.
 //! Retention: the newest `keep` (default 5), none older than `max_age`
 //! (default 7 days), both settable by flag and environment.
+//!
+//! Checksums: a backup holds the exact bytes of a former state file, so it
+//! carries that file's own `metadata.checksum` (see [`super::integrity`]);
+//! no manifest is needed, and a changed byte is found by checking the
+//! backup like the live state.
 
 use std::fs;
 use std::io;
@@ -126,6 +131,23 @@ pub fn list(cfg: &Config) -> Result<Vec<Backup>> {
     }
     out.sort_by(|a, b| (b.made, b.modified, &b.name).cmp(&(a.made, a.modified, &a.name)));
     Ok(out)
+}
+
+/// The backup named `id`: its file name, the name without `.json`, or its
+/// path. Exit 1 naming `list-backups` when there is none.
+pub fn find(cfg: &Config, id: &str) -> Result<Backup> {
+    let wanted = Path::new(id)
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    list(cfg)?
+        .into_iter()
+        .find(|b| b.name == wanted || b.name.strip_suffix(".json") == Some(wanted.as_str()))
+        .ok_or_else(|| {
+            Error::general(format!("no backup '{id}'"))
+                .with_path(cfg.backups_dir())
+                .hint("see 'state-manager list-backups' for the names")
+        })
 }
 
 /// The time a backup was made, from `state-YYYYMMDD-HHMMSS-...json`.

@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 
 use super::backup::{self, Backup, Retention};
 use super::document;
+use super::integrity;
 use super::merge::merge_patch;
 use super::path;
 use super::schema;
@@ -31,17 +32,17 @@ pub struct Ctx {
 }
 
 impl Ctx {
-    fn store(&self) -> Result<Store<'_>> {
+    pub(crate) fn store(&self) -> Result<Store<'_>> {
         Store::open(&self.cfg, self.retention)
     }
 
-    fn target(&self) -> String {
+    pub(crate) fn target(&self) -> String {
         self.cfg.state_file.display().to_string()
     }
 
     /// The owner for the `state` lock: `--owner`, `LOCK_OWNER_PID`, else the
     /// calling shell. A caller that has already exited owns nothing.
-    fn owner(&self) -> Result<Option<Identity>> {
+    pub(crate) fn owner(&self) -> Result<Option<Identity>> {
         match lock::process::resolve_owner(self.owner) {
             Ok(id) => Ok(Some(id)),
             Err(e) if self.owner.is_some() => Err(e),
@@ -50,7 +51,11 @@ impl Ctx {
     }
 
     /// Runs `f` as operation `op`, recording one audit event.
-    fn audited<T>(&self, op: &str, f: impl FnOnce(&mut Value) -> Result<T>) -> Result<T> {
+    pub(crate) fn audited<T>(
+        &self,
+        op: &str,
+        f: impl FnOnce(&mut Value) -> Result<T>,
+    ) -> Result<T> {
         let rec = Recorder::start(&self.cfg, TOOL, op, self.target());
         let mut detail = json!({});
         let result = f(&mut detail);
@@ -76,7 +81,7 @@ impl Ctx {
     }
 }
 
-fn ms(d: std::time::Duration) -> f64 {
+pub(crate) fn ms(d: std::time::Duration) -> f64 {
     (d.as_secs_f64() * 1e6).round() / 1e3
 }
 
@@ -205,8 +210,8 @@ pub fn keep_aside(path: &Path) -> Result<PathBuf> {
     Err(Error::general("too many corrupt copies in one second").with_path(path))
 }
 
-/// The newest backup (whose name contains `pattern`, if given) that parses
-/// and satisfies the schema.
+/// The newest backup (whose name contains `pattern`, if given) that parses,
+/// satisfies the schema and whose checksum, if it has one, matches.
 pub fn newest_valid_backup(cfg: &Config, pattern: Option<&str>) -> Result<Option<(Backup, Value)>> {
     for b in backup::list(cfg)? {
         if pattern.is_some_and(|p| !b.name.contains(p)) {
@@ -218,7 +223,12 @@ pub fn newest_valid_backup(cfg: &Config, pattern: Option<&str>) -> Result<Option
         let Ok(doc) = serde_json::from_slice::<Value>(&bytes) else {
             continue;
         };
-        if schema::violations(&doc).is_empty() {
+        // A backup changed outside the toolkit is never restored silently.
+        let sealed = !matches!(
+            integrity::check_seal(&doc),
+            integrity::Seal::Mismatch { .. }
+        );
+        if sealed && schema::violations(&doc).is_empty() {
             return Ok(Some((b, doc)));
         }
     }
@@ -420,12 +430,11 @@ pub fn backup(ctx: &Ctx, reason: Option<&str>) -> Result<Code> {
     })
 }
 
-/// Whether a backup parses and satisfies the schema.
+/// Whether a backup parses, satisfies the schema and its checksum (if any) matches.
 fn backup_is_valid(b: &Backup) -> bool {
-    durable::read_limited(&b.path, MAX_INPUT_BYTES)
-        .ok()
-        .and_then(|bytes| serde_json::from_slice::<Value>(&bytes).ok())
-        .is_some_and(|doc| schema::violations(&doc).is_empty())
+    integrity::check_document_file(&b.path, "backup")
+        .problems
+        .is_empty()
 }
 
 /// `list-backups [--json]`
@@ -504,7 +513,7 @@ pub fn recover(ctx: &Ctx, pattern: Option<&str>) -> Result<Code> {
 
 /// Replaces the state with `doc`, keeping the current version first: as a
 /// backup when it parses, aside as `.corrupt-*` when it does not.
-fn recover_into(
+pub(crate) fn recover_into(
     txn: &Txn<'_, '_>,
     store: &Store<'_>,
     doc: Value,

@@ -2,11 +2,17 @@
 //! the `state-manager` subcommands built on them.
 
 pub mod backup;
+pub mod cleanup;
 pub mod commands;
 pub mod document;
+pub mod exchange;
+pub mod health;
+pub mod integrity;
 pub mod merge;
 pub mod path;
+pub mod repair;
 pub mod schema;
+pub mod selfbench;
 pub mod store;
 
 pub use store::{Commit, Store, Txn};

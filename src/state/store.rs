@@ -3,8 +3,8 @@
 //!
 //! A commit validates the document against the schema (an invalid one is
 //! refused with exit 4 and nothing changes), stamps the toolkit-owned
-//! metadata (`revision` + 1, `lastModified`), keeps the previous version as a
-//! backup, replaces the file through [`durable::replace`] and prunes old
+//! metadata (`revision` + 1, `lastModified`, `checksum` — see
+//! [`super::integrity`]), keeps the previous version as a backup, replaces the file through [`durable::replace`] and prunes old
 //! backups. Readers take no lock: the file is only ever replaced whole.
 //!
 //! Read-modify-write happens inside one [`Txn`], which holds the `state`
@@ -18,6 +18,7 @@ use serde_json::Value;
 
 use super::backup::{self, Retention};
 use super::document;
+use super::integrity;
 use super::schema;
 use crate::config::{Config, MAX_INPUT_BYTES};
 use crate::durable::{self, Durability};
@@ -157,6 +158,8 @@ impl Txn<'_, '_> {
         keep_old: bool,
     ) -> Result<Commit> {
         document::stamp(&mut new, old)?;
+        // After the stamp, so the checksum covers the new revision and time.
+        integrity::seal(&mut new);
         check_schema(&new)?;
         let mut bytes = serde_json::to_vec_pretty(&new).expect("a JSON value always serializes");
         bytes.push(b'\n');

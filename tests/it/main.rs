@@ -2,6 +2,7 @@
 
 mod audit;
 mod harness;
+mod ops;
 mod props;
 mod recovery;
 mod reliability;

@@ -1,0 +1,520 @@
+//! `cleanup`: keeps the state root tidy — old backups and checkpoints,
+//! temp files left by killed writers, stale lock records.
+//!
+//! What is removed, by selector (no selector means all four):
+//!
+//! - `--backups`, `--checkpoints`: by `--keep N` (all but the newest N) and
+//!   `--older-than DUR` (made longer ago than DUR, by the time in the name).
+//!   With both, either condition removes; with one, only that one applies.
+//!   With neither, the usual policy applies: backups by the retention
+//!   settings (`BACKUP_KEEP`, default 5; `BACKUP_MAX_AGE`, default 7d),
+//!   checkpoints older than 7 days.
+//! - `--temp`: `.NAME.PID.SEQ.tmp` files whose writer is gone (no flock held
+//!   on them: see [`crate::durable`]), half-removed checkpoints
+//!   (`.checkpoints/.removing-*`) and folders of killed benchmarks
+//!   (`.benchmark-PID` whose process is gone). Age and count do not apply.
+//! - `--stale`: lock records with no live holder and no live waiter,
+//!   checked again and removed under the lock's mutex, so a lock acquired in
+//!   between is never removed. A lock is never removed for being old, and a
+//!   record that does not parse is reported, not removed.
+//!
+//! A checkpoint is renamed to `.removing-NAME` before its files are deleted,
+//! so a half-deleted checkpoint never looks like a whole one. `--dry-run`
+//! lists what would go and changes nothing.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use serde_json::{Value, json};
+
+use super::backup::{self, Retention};
+use super::commands::Ctx;
+use super::integrity;
+use crate::cli;
+use crate::config::{self, Config};
+use crate::durable;
+use crate::error::{Error, Result};
+use crate::exit::Code;
+use crate::lock::{self, record};
+
+/// Checkpoints are kept 7 days unless told otherwise (design.md §8).
+const CHECKPOINT_MAX_AGE: Duration = Duration::from_secs(7 * 86400);
+
+/// What to clean up.
+#[derive(Clone, Debug, Default, clap::Args)]
+pub struct CleanupArgs {
+    /// Old backups in .state-backups/
+    #[arg(long)]
+    pub backups: bool,
+    /// Old checkpoints in .checkpoints/
+    #[arg(long)]
+    pub checkpoints: bool,
+    /// Temp files of killed writers, half-removed checkpoints, killed benchmarks
+    #[arg(long)]
+    pub temp: bool,
+    /// Lock records with no live holder
+    #[arg(long)]
+    pub stale: bool,
+    /// Remove backups/checkpoints made longer ago than this, e.g. 7d, 12h, 30m
+    #[arg(long, value_name = "DURATION")]
+    pub older_than: Option<String>,
+    /// Keep the newest N backups/checkpoints, remove the rest
+    #[arg(long, value_name = "N")]
+    pub keep: Option<usize>,
+    /// Print what would be removed; remove nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// One thing removed (or that would be), or kept with a reason.
+#[derive(Clone, Debug)]
+pub struct Item {
+    pub kind: &'static str,
+    pub path: PathBuf,
+    pub reason: String,
+    pub bytes: u64,
+}
+
+impl Item {
+    fn to_json(&self) -> Value {
+        json!({
+            "kind": self.kind,
+            "path": self.path.display().to_string(),
+            "reason": self.reason,
+            "bytes": self.bytes,
+        })
+    }
+}
+
+/// Which backups or checkpoints go: the newest `keep` stay; older than `max_age` go.
+#[derive(Clone, Debug)]
+struct Policy {
+    keep: Option<usize>,
+    max_age: Option<(Duration, String)>,
+}
+
+impl Policy {
+    fn why(&self, index: usize, age: chrono::Duration) -> Option<String> {
+        if let Some(k) = self.keep
+            && index >= k
+        {
+            return Some(format!("beyond the newest {k}"));
+        }
+        if let Some((d, text)) = &self.max_age
+            && age > chrono::Duration::from_std(*d).unwrap_or(chrono::Duration::MAX)
+        {
+            return Some(format!("older than {text}"));
+        }
+        None
+    }
+}
+
+/// Writes a duration the way `parse_duration` reads it.
+fn show_duration(d: Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        0 => format!("{}ms", d.as_millis()),
+        s if s % 86400 == 0 => format!("{}d", s / 86400),
+        s if s % 3600 == 0 => format!("{}h", s / 3600),
+        s if s % 60 == 0 => format!("{}m", s / 60),
+        s => format!("{s}s"),
+    }
+}
+
+/// A checkpoint folder.
+#[derive(Clone, Debug)]
+pub struct Checkpoint {
+    pub path: PathBuf,
+    pub name: String,
+    /// When it was made: the time in its name, else the folder's mtime.
+    pub made: chrono::NaiveDateTime,
+}
+
+/// Every `checkpoint-*` folder, newest first.
+pub fn checkpoints(cfg: &Config) -> Vec<Checkpoint> {
+    let Ok(entries) = fs::read_dir(cfg.checkpoints_dir()) else {
+        return Vec::new();
+    };
+    let mut out: Vec<Checkpoint> = entries
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let rest = name.strip_prefix("checkpoint-")?;
+            let made = rest
+                .get(..15)
+                .and_then(|t| chrono::NaiveDateTime::parse_from_str(t, "%Y%m%d-%H%M%S").ok())
+                .unwrap_or_else(|| {
+                    let m = e
+                        .metadata()
+                        .and_then(|m| m.modified())
+                        .unwrap_or(SystemTime::UNIX_EPOCH);
+                    chrono::DateTime::<chrono::Local>::from(m).naive_local()
+                });
+            Some(Checkpoint {
+                path: e.path(),
+                name,
+                made,
+            })
+        })
+        .collect();
+    out.sort_by(|a, b| (b.made, &b.name).cmp(&(a.made, &a.name)));
+    out
+}
+
+fn size_of(path: &Path) -> u64 {
+    walkdir::WalkDir::new(path)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.metadata().ok())
+        .filter(|m| m.is_file())
+        .map(|m| m.len())
+        .sum()
+}
+
+fn plan_backups(cfg: &Config, policy: &Policy) -> Result<Vec<Item>> {
+    let now = chrono::Local::now().naive_local();
+    Ok(backup::list(cfg)?
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, b)| {
+            policy
+                .why(i, now.signed_duration_since(b.made))
+                .map(|reason| Item {
+                    kind: "backup",
+                    bytes: b.size,
+                    path: b.path,
+                    reason,
+                })
+        })
+        .collect())
+}
+
+fn plan_checkpoints(cfg: &Config, policy: &Policy) -> Vec<Item> {
+    let now = chrono::Local::now().naive_local();
+    checkpoints(cfg)
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, c)| {
+            policy
+                .why(i, now.signed_duration_since(c.made))
+                .map(|reason| Item {
+                    kind: "checkpoint",
+                    bytes: size_of(&c.path),
+                    path: c.path,
+                    reason,
+                })
+        })
+        .collect()
+}
+
+/// Whether process `pid` exists (for the folders of killed benchmarks).
+fn pid_runs(pid: u32) -> bool {
+    rustix::process::Pid::from_raw(pid as i32).is_some_and(|p| {
+        !matches!(
+            rustix::process::test_kill_process(p),
+            Err(rustix::io::Errno::SRCH)
+        )
+    })
+}
+
+fn plan_temp(cfg: &Config) -> Vec<Item> {
+    let mut dirs = vec![
+        cfg.root.clone(),
+        cfg.backups_dir(),
+        cfg.locks_dir(),
+        cfg.checkpoints_dir(),
+        cfg.signals_dir(),
+        cfg.config_dir(),
+    ];
+    dirs.extend(checkpoints(cfg).into_iter().map(|c| c.path));
+    let mut items: Vec<Item> = dirs
+        .iter()
+        .flat_map(|d| durable::leftover_temps(d))
+        .filter(|p| p.is_file())
+        .map(|p| Item {
+            kind: "temp",
+            bytes: fs::metadata(&p).map_or(0, |m| m.len()),
+            path: p,
+            reason: "temp file left by a writer that was killed".into(),
+        })
+        .collect();
+    if let Ok(entries) = fs::read_dir(cfg.checkpoints_dir()) {
+        for e in entries.flatten() {
+            if e.file_name().to_string_lossy().starts_with(".removing-") {
+                items.push(Item {
+                    kind: "temp",
+                    bytes: size_of(&e.path()),
+                    path: e.path(),
+                    reason: "checkpoint whose removal was interrupted".into(),
+                });
+            }
+        }
+    }
+    if let Ok(entries) = fs::read_dir(&cfg.root) {
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Some(pid) = name
+                .strip_prefix(".benchmark-")
+                .and_then(|p| p.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            if e.file_type().is_ok_and(|t| t.is_dir()) && !pid_runs(pid) {
+                items.push(Item {
+                    kind: "temp",
+                    bytes: size_of(&e.path()),
+                    path: e.path(),
+                    reason: format!("left by a benchmark that was killed (pid {pid})"),
+                });
+            }
+        }
+    }
+    items
+}
+
+/// Why a record is stale, or `None` when it is held or waited for.
+fn stale_reason(rec: &record::Record) -> Option<String> {
+    if rec.is_held() || rec.waiters.iter().any(|w| w.id.is_live()) {
+        return None;
+    }
+    let pids: Vec<String> = rec.holders.iter().map(|h| h.id.pid.to_string()).collect();
+    Some(if pids.is_empty() {
+        "stale lock: no holder".into()
+    } else {
+        format!("stale lock: no live holder (pid {})", pids.join(", "))
+    })
+}
+
+/// Stale records to remove, and records kept with a reason.
+fn plan_stale(cfg: &Config) -> (Vec<Item>, Vec<Item>) {
+    let mut remove = Vec::new();
+    let mut kept = Vec::new();
+    for path in integrity::lock_files(cfg) {
+        let bytes = fs::metadata(&path).map_or(0, |m| m.len());
+        match record::load(&path) {
+            Ok(Some(rec)) => {
+                if let Some(reason) = stale_reason(&rec) {
+                    remove.push(Item {
+                        kind: "lock",
+                        path,
+                        reason,
+                        bytes,
+                    });
+                }
+            }
+            Ok(None) => {}
+            Err(e) => kept.push(Item {
+                kind: "lock",
+                path,
+                reason: format!(
+                    "not removed: does not parse ({}); inspect it, then remove it with 'lock-manager clean --force'",
+                    e.summary()
+                ),
+                bytes,
+            }),
+        }
+    }
+    (remove, kept)
+}
+
+/// Removes one planned item; `Ok(false)` when it was gone already or is no
+/// longer stale.
+fn remove(cfg: &Config, item: &Item) -> Result<bool> {
+    let gone = |e: &io::Error| e.kind() == io::ErrorKind::NotFound;
+    match item.kind {
+        "lock" => {
+            let name = item
+                .path
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            if lock::name::validate(&name).is_err() {
+                return Ok(false);
+            }
+            // Checked again under the mutex: no acquire can slip in between.
+            let _mutex = record::Mutex::lock(cfg, &name)?;
+            match record::load(&item.path)? {
+                Some(rec) if stale_reason(&rec).is_some() => {
+                    record::remove(&item.path)?;
+                    Ok(true)
+                }
+                _ => Ok(false),
+            }
+        }
+        "checkpoint" => {
+            let dir = cfg.checkpoints_dir();
+            let name = item.path.file_name().unwrap_or_default().to_string_lossy();
+            let doomed = dir.join(format!(".removing-{name}"));
+            match fs::rename(&item.path, &doomed) {
+                Err(e) if gone(&e) => return Ok(false),
+                Err(e) => return Err(Error::io(e, "cannot remove checkpoint", &item.path)),
+                Ok(()) => {}
+            }
+            durable::sync_dir(&dir)?;
+            remove_tree(&doomed)?;
+            Ok(true)
+        }
+        _ if item.path.is_dir() => {
+            remove_tree(&item.path)?;
+            Ok(true)
+        }
+        _ => match fs::remove_file(&item.path) {
+            Ok(()) => Ok(true),
+            Err(e) if gone(&e) => Ok(false),
+            Err(e) => Err(Error::io(e, "cannot remove", &item.path)),
+        },
+    }
+}
+
+fn remove_tree(path: &Path) -> Result<()> {
+    match fs::remove_dir_all(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => {
+            Err(Error::io(e, "cannot remove folder", path))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// `cleanup`: see the module docs. Exit 4 bad duration, 6 a file could not
+/// be removed for lack of permission.
+pub fn cleanup(ctx: &Ctx, args: &CleanupArgs) -> Result<Code> {
+    ctx.audited("cleanup", |detail| {
+        detail["dry_run"] = json!(args.dry_run);
+        let older_than = match args.older_than.as_deref() {
+            Some(t) => Some((config::parse_duration(t)?, t.trim().to_string())),
+            None => None,
+        };
+        let all = !(args.backups || args.checkpoints || args.temp || args.stale);
+        let given = args.keep.is_some() || older_than.is_some();
+        let policy_for = |default: Policy| {
+            if given {
+                Policy {
+                    keep: args.keep,
+                    max_age: older_than.clone(),
+                }
+            } else {
+                default
+            }
+        };
+        let cfg = &ctx.cfg;
+        let mut plan = Vec::new();
+        let mut kept = Vec::new();
+        if all || args.backups {
+            let Retention { keep, max_age } = ctx.retention;
+            let policy = policy_for(Policy {
+                keep: Some(keep),
+                max_age: Some((max_age, show_duration(max_age))),
+            });
+            plan.extend(plan_backups(cfg, &policy)?);
+        }
+        if all || args.checkpoints {
+            let policy = policy_for(Policy {
+                keep: None,
+                max_age: Some((CHECKPOINT_MAX_AGE, show_duration(CHECKPOINT_MAX_AGE))),
+            });
+            plan.extend(plan_checkpoints(cfg, &policy));
+        }
+        if all || args.temp {
+            plan.extend(plan_temp(cfg));
+        }
+        if all || args.stale {
+            let (stale, corrupt) = plan_stale(cfg);
+            plan.extend(stale);
+            kept.extend(corrupt);
+        }
+        let mut removed = Vec::new();
+        if args.dry_run {
+            removed = plan;
+        } else {
+            for item in plan {
+                if remove(cfg, &item)? {
+                    removed.push(item);
+                }
+            }
+            if removed.iter().any(|i| i.kind == "backup") {
+                durable::sync_dir(&cfg.backups_dir())?;
+            }
+        }
+        let bytes: u64 = removed.iter().map(|i| i.bytes).sum();
+        detail["removed"] = json!(removed.len());
+        detail["bytes"] = json!(bytes);
+        if args.json {
+            cli::print_json(&json!({
+                "dry_run": args.dry_run,
+                "removed": removed.iter().map(Item::to_json).collect::<Vec<_>>(),
+                "kept": kept.iter().map(Item::to_json).collect::<Vec<_>>(),
+                "bytes": bytes,
+            }));
+        } else {
+            let verb = if args.dry_run {
+                "would remove"
+            } else {
+                "removed"
+            };
+            let mut out = String::new();
+            for i in &removed {
+                out.push_str(&format!(
+                    "{verb} {} {} ({})\n",
+                    i.kind,
+                    i.path.display(),
+                    i.reason
+                ));
+            }
+            for i in &kept {
+                out.push_str(&format!(
+                    "kept {} {}: {}\n",
+                    i.kind,
+                    i.path.display(),
+                    i.reason
+                ));
+            }
+            if removed.is_empty() {
+                out.push_str("nothing to clean up\n");
+            } else {
+                out.push_str(&format!(
+                    "{verb} {} item(s), {bytes} bytes{}\n",
+                    removed.len(),
+                    if args.dry_run {
+                        " (dry run: nothing was changed)"
+                    } else {
+                        ""
+                    }
+                ));
+            }
+            cli::print(&out);
+        }
+        Ok(Code::Success)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_are_shown_as_they_are_written() {
+        assert_eq!(show_duration(Duration::from_secs(7 * 86400)), "7d");
+        assert_eq!(show_duration(Duration::from_secs(7200)), "2h");
+        assert_eq!(show_duration(Duration::from_secs(90)), "90s");
+        assert_eq!(show_duration(Duration::from_millis(500)), "500ms");
+    }
+
+    #[test]
+    fn policy_keeps_the_newest_and_drops_the_old() {
+        let p = Policy {
+            keep: Some(2),
+            max_age: Some((Duration::from_secs(3600), "1h".into())),
+        };
+        let young = chrono::Duration::seconds(60);
+        let old = chrono::Duration::seconds(7200);
+        assert_eq!(p.why(0, young), None);
+        assert_eq!(p.why(2, young).as_deref(), Some("beyond the newest 2"));
+        assert_eq!(p.why(1, old).as_deref(), Some("older than 1h"));
+    }
+}

@@ -1,0 +1,583 @@
+//! `health`: whether all is well, at a glance, for people and monitoring.
+//!
+//! Six checks, each `healthy`, `degraded` (works, but needs attention) or
+//! `unhealthy` (an operation will fail; carries the exit code it would fail
+//! with), or `unknown` when it could not be judged:
+//!
+//! - `state`: parses, checksum, schema (unverified — no checksum — is degraded);
+//! - `locks`: records parse; stale ones are degraded;
+//! - `backups`: each passes the checks of `verify-integrity`;
+//! - `disk`: free space and inodes on the state root's filesystem (statvfs);
+//! - `audit_log`: can be opened for appending (without creating it), and
+//!   its filesystem has room (a log on `/dev/full` is unhealthy, one on
+//!   `/dev/null` degraded: events are lost);
+//! - `degraded_mode`: the state's `degradedMode.enabled`.
+//!
+//! The overall status is the worst check's; the exit code is 0 for healthy
+//! or degraded, else that of the worst unhealthy check, ranked: corruption
+//! (3), disk full (7), permission (6), resources (10), lock timeout (2),
+//! dependency (5), validation (4), general (1).
+//!
+//! Health is read-only: it takes no lock, writes no audit event and creates
+//! no file or folder, so it is safe to run from a monitor every few seconds,
+//! and it reports a full disk instead of failing on it.
+
+use std::fs::{self, OpenOptions};
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+use serde_json::{Map, Value, json};
+
+use super::backup;
+use super::commands::Ctx;
+use super::integrity::{self, Seal};
+use super::schema;
+use super::store;
+use crate::cli;
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::exit::Code;
+use crate::lock::record;
+
+/// Below this much free space a write of the state can fail (plus twice the state's size).
+const MIN_FREE: u64 = 64 * 1024;
+/// Below this fraction of the filesystem (and under 1 GiB) free space is low.
+const LOW_FREE_PERCENT: u64 = 10;
+const LOW_FREE_BYTES: u64 = 1024 * 1024 * 1024;
+
+/// How one check came out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Status {
+    Healthy,
+    Degraded,
+    Unhealthy(Code),
+    Unknown,
+}
+
+impl Status {
+    fn name(self) -> &'static str {
+        match self {
+            Status::Healthy => "healthy",
+            Status::Degraded => "degraded",
+            Status::Unhealthy(_) => "unhealthy",
+            Status::Unknown => "unknown",
+        }
+    }
+}
+
+/// One check: its status, what it saw and what to do.
+#[derive(Clone, Debug)]
+pub struct Check {
+    pub status: Status,
+    pub detail: String,
+    pub hint: Option<String>,
+}
+
+fn healthy(detail: impl Into<String>) -> Check {
+    Check {
+        status: Status::Healthy,
+        detail: detail.into(),
+        hint: None,
+    }
+}
+
+fn degraded(detail: impl Into<String>, hint: &str) -> Check {
+    Check {
+        status: Status::Degraded,
+        detail: detail.into(),
+        hint: Some(hint.into()),
+    }
+}
+
+fn unhealthy(code: Code, detail: impl Into<String>, hint: &str) -> Check {
+    Check {
+        status: Status::Unhealthy(code),
+        detail: detail.into(),
+        hint: Some(hint.into()),
+    }
+}
+
+/// Bytes as people read them.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+/// The state check, and the document when it could be read.
+fn check_state(ctx: &Ctx) -> (Check, Option<Value>, u64) {
+    let store = match ctx.store() {
+        Ok(s) => s,
+        Err(e) => return (unhealthy(e.code(), e.summary(), "see the error"), None, 0),
+    };
+    let bytes = match store.load_bytes() {
+        Ok(Some(b)) => b,
+        Ok(None) => {
+            return (
+                unhealthy(
+                    Code::GeneralError,
+                    format!("no state file at {}", store.path().display()),
+                    "run 'state-manager init'",
+                ),
+                None,
+                0,
+            );
+        }
+        Err(e) => {
+            return (
+                unhealthy(e.code(), e.summary(), "check the file's owner and mode"),
+                None,
+                0,
+            );
+        }
+    };
+    let size = bytes.len() as u64;
+    let doc = match store::parse_state(&bytes, store.path()) {
+        Ok(d) => d,
+        Err(e) => {
+            return (
+                unhealthy(
+                    Code::StateCorruption,
+                    e.summary(),
+                    "run 'state-manager recover' to restore the newest valid backup",
+                ),
+                None,
+                size,
+            );
+        }
+    };
+    let revision = super::document::revision(&doc);
+    let check = match integrity::check_seal(&doc) {
+        Seal::Mismatch { recorded, actual } => unhealthy(
+            Code::StateCorruption,
+            integrity::mismatch_message(&recorded, &actual),
+            "run 'state-manager verify-integrity'; 'state-manager recover' restores the newest valid backup, 'state-manager repair' keeps the content",
+        ),
+        seal => match schema::violations(&doc).as_slice() {
+            [] if seal == Seal::Missing => degraded(
+                format!("valid, revision {revision}, {size} bytes, but unverified: no checksum"),
+                "any write, or 'state-manager repair', records one",
+            ),
+            [] => healthy(format!(
+                "valid, revision {revision}, checksum verified, {size} bytes"
+            )),
+            v => unhealthy(
+                Code::ValidationFailed,
+                format!("breaks the schema in {} place(s), first {}", v.len(), v[0]),
+                "run 'state-manager repair'",
+            ),
+        },
+    };
+    (check, Some(doc), size)
+}
+
+fn check_locks(cfg: &Config) -> Check {
+    let mut held = Vec::new();
+    let mut stale = Vec::new();
+    let mut corrupt = Vec::new();
+    for path in integrity::lock_files(cfg) {
+        let name = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        match record::load(&path) {
+            Ok(Some(r)) if r.is_held() => {
+                let pids: Vec<String> = r
+                    .holders
+                    .iter()
+                    .filter(|h| h.is_live())
+                    .map(|h| h.id.pid.to_string())
+                    .collect();
+                held.push(format!(
+                    "{name} ({}, pid {})",
+                    r.kind.as_str(),
+                    pids.join(",")
+                ));
+            }
+            Ok(Some(_)) => stale.push(name),
+            Ok(None) => {}
+            Err(_) => corrupt.push(name),
+        }
+    }
+    if !corrupt.is_empty() {
+        unhealthy(
+            Code::StateCorruption,
+            format!(
+                "{} lock record(s) do not parse: {}",
+                corrupt.len(),
+                corrupt.join(", ")
+            ),
+            "inspect them, then remove them with 'lock-manager clean --force'",
+        )
+    } else if !stale.is_empty() {
+        degraded(
+            format!(
+                "{} stale lock record(s) (no live holder): {}",
+                stale.len(),
+                stale.join(", ")
+            ),
+            "run 'state-manager cleanup --stale' (the next acquirer also takes them over)",
+        )
+    } else if held.is_empty() {
+        healthy("no lock held")
+    } else {
+        healthy(format!("{} held: {}", held.len(), held.join("; ")))
+    }
+}
+
+fn check_backups(cfg: &Config) -> Check {
+    let list = match backup::list(cfg) {
+        Ok(l) => l,
+        Err(e) => return unhealthy(e.code(), e.summary(), "check the backups folder"),
+    };
+    if list.is_empty() {
+        return healthy("none yet (every write makes one)");
+    }
+    let bad: Vec<String> = list
+        .iter()
+        .filter(|b| {
+            !integrity::check_document_file(&b.path, "backup")
+                .problems
+                .is_empty()
+        })
+        .map(|b| b.name.clone())
+        .collect();
+    if bad.len() == list.len() {
+        degraded(
+            format!(
+                "none of {} backup(s) is valid: nothing to recover from",
+                list.len()
+            ),
+            "run 'state-manager verify-integrity' for details, then 'state-manager backup' once the state is sound",
+        )
+    } else if !bad.is_empty() {
+        degraded(
+            format!(
+                "{} of {} backup(s) fail their checks: {}",
+                bad.len(),
+                list.len(),
+                bad.join(", ")
+            ),
+            "run 'state-manager verify-integrity' for details; 'state-manager cleanup --backups' prunes old ones",
+        )
+    } else {
+        healthy(format!(
+            "{} backup(s), all valid; newest {}",
+            list.len(),
+            list[0].name
+        ))
+    }
+}
+
+/// The nearest existing folder at or above `path` (statvfs needs one).
+fn existing_ancestor(path: &Path) -> PathBuf {
+    let mut p = if path.as_os_str().is_empty() {
+        PathBuf::from(".")
+    } else {
+        path.to_path_buf()
+    };
+    while !p.exists() {
+        match p.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => p = parent.to_path_buf(),
+            _ => return PathBuf::from("."),
+        }
+    }
+    p
+}
+
+/// Judges free space on a filesystem that `needed` more bytes must fit on.
+fn judge_space(vfs: &rustix::fs::StatVfs, what: &str, needed: u64) -> Check {
+    let free = vfs.f_bavail.saturating_mul(vfs.f_frsize);
+    let total = vfs.f_blocks.saturating_mul(vfs.f_frsize);
+    if vfs.f_flag.contains(rustix::fs::StatVfsMountFlags::RDONLY) {
+        return unhealthy(
+            Code::PermissionDenied,
+            format!("{what} is on a read-only filesystem"),
+            "remount it read-write or move the state",
+        );
+    }
+    if free < needed {
+        return unhealthy(
+            Code::DiskFull,
+            format!("{what}: only {} free, writes will fail", human_bytes(free)),
+            "free space on that filesystem",
+        );
+    }
+    if vfs.f_files > 0 && vfs.f_favail == 0 {
+        return unhealthy(
+            Code::DiskFull,
+            format!("{what}: no free inodes, new files cannot be created"),
+            "remove files on that filesystem",
+        );
+    }
+    let percent = free.saturating_mul(100).checked_div(total).unwrap_or(100);
+    let detail = format!(
+        "{what}: {} free of {} ({percent}%)",
+        human_bytes(free),
+        human_bytes(total)
+    );
+    if percent < LOW_FREE_PERCENT && free < LOW_FREE_BYTES {
+        degraded(detail, "free space on that filesystem soon")
+    } else {
+        healthy(detail)
+    }
+}
+
+fn check_disk(cfg: &Config, state_size: u64) -> Check {
+    let dir = existing_ancestor(&cfg.root);
+    match rustix::fs::statvfs(&dir) {
+        Ok(vfs) => judge_space(
+            &vfs,
+            &format!("state root {}", cfg.root.display()),
+            MIN_FREE + 2 * state_size,
+        ),
+        Err(e) => {
+            let e = Error::io(e.into(), "cannot statvfs", &dir);
+            unhealthy(e.code(), e.summary(), "check the state root")
+        }
+    }
+}
+
+fn check_audit_log(cfg: &Config) -> Check {
+    let log = &cfg.audit_log;
+    let shown = log.display();
+    let meta = match fs::metadata(log) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let dir = match log.parent() {
+                Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+                _ => PathBuf::from("."),
+            };
+            if !dir.is_dir() {
+                return unhealthy(
+                    Code::GeneralError,
+                    format!("{shown}: its folder does not exist"),
+                    "create the folder or point AUDIT_LOG elsewhere",
+                );
+            }
+            if let Err(e) = rustix::fs::access(&dir, rustix::fs::Access::WRITE_OK) {
+                let e = Error::io(e.into(), "cannot create the audit log in", &dir);
+                return unhealthy(
+                    e.code(),
+                    e.summary(),
+                    "fix the folder's mode or point AUDIT_LOG elsewhere",
+                );
+            }
+            let ok = || healthy(format!("{shown}: not created yet; its folder is writable"));
+            return match rustix::fs::statvfs(&dir) {
+                Ok(vfs) => {
+                    let c = judge_space(&vfs, "its folder's filesystem", 4096);
+                    match c.status {
+                        Status::Unhealthy(_) => Check {
+                            detail: format!("{shown}: {}", c.detail),
+                            ..c
+                        },
+                        _ => ok(),
+                    }
+                }
+                Err(_) => ok(),
+            };
+        }
+        Err(e) => {
+            let e = Error::io(e, "cannot inspect the audit log", log);
+            return unhealthy(
+                e.code(),
+                e.summary(),
+                "check the audit log's owner and mode",
+            );
+        }
+    };
+    let ft = meta.file_type();
+    if ft.is_dir() {
+        return unhealthy(
+            Code::GeneralError,
+            format!("{shown} is a folder"),
+            "point AUDIT_LOG at a file",
+        );
+    }
+    if ft.is_char_device() {
+        let dev = meta.rdev();
+        return match (rustix::fs::major(dev), rustix::fs::minor(dev)) {
+            (1, 7) => unhealthy(
+                Code::DiskFull,
+                format!(
+                    "{shown}: the full device (/dev/full), every audit event fails with ENOSPC"
+                ),
+                "point AUDIT_LOG at a file",
+            ),
+            (1, 3) => degraded(
+                format!("{shown} is /dev/null: audit events are discarded"),
+                "point AUDIT_LOG at a file to keep them",
+            ),
+            _ => healthy(format!("{shown} is a character device")),
+        };
+    }
+    // Opened for appending without O_CREAT: nothing is created or written.
+    let file = match OpenOptions::new().append(true).open(log) {
+        Ok(f) => f,
+        Err(e) => {
+            let e = Error::io(e, "cannot open the audit log for appending", log);
+            return unhealthy(
+                e.code(),
+                e.summary(),
+                "fix its owner and mode; operations still run, but their events are lost",
+            );
+        }
+    };
+    if !ft.is_file() {
+        return healthy(format!("{shown}: writable (not a regular file)"));
+    }
+    match rustix::fs::fstatvfs(&file) {
+        Ok(vfs) => {
+            let c = judge_space(&vfs, "its filesystem", 4096);
+            let lost = if matches!(c.status, Status::Unhealthy(_)) {
+                "; audit events are being lost"
+            } else {
+                ""
+            };
+            Check {
+                detail: format!("{shown}: {} bytes; {}{lost}", meta.len(), c.detail),
+                ..c
+            }
+        }
+        Err(_) => healthy(format!("{shown}: writable, {} bytes", meta.len())),
+    }
+}
+
+fn check_degraded_mode(doc: Option<&Value>) -> Check {
+    let Some(doc) = doc else {
+        return Check {
+            status: Status::Unknown,
+            detail: "the state could not be read".into(),
+            hint: None,
+        };
+    };
+    let dm = &doc["degradedMode"];
+    if dm["enabled"] == json!(true) {
+        let s = |k: &str| dm[k].as_str().unwrap_or("").to_string();
+        let features = dm["disabledFeatures"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            })
+            .unwrap_or_default();
+        let mut detail = format!("on since {}: {}", s("timestamp"), s("reason"));
+        if !features.is_empty() {
+            detail.push_str(&format!(" (disabled: {features})"));
+        }
+        degraded(
+            detail,
+            "'error-recovery recover-mode' turns it off once the cause is fixed",
+        )
+    } else {
+        healthy("off")
+    }
+}
+
+/// Every check, in report order.
+pub fn checks(ctx: &Ctx) -> Vec<(&'static str, Check)> {
+    let (state, doc, size) = check_state(ctx);
+    vec![
+        ("state", state),
+        ("locks", check_locks(&ctx.cfg)),
+        ("backups", check_backups(&ctx.cfg)),
+        ("disk", check_disk(&ctx.cfg, size)),
+        ("audit_log", check_audit_log(&ctx.cfg)),
+        ("degraded_mode", check_degraded_mode(doc.as_ref())),
+    ]
+}
+
+fn rank(code: Code) -> u8 {
+    match code {
+        Code::StateCorruption => 9,
+        Code::DiskFull => 8,
+        Code::PermissionDenied => 7,
+        Code::ResourceExhausted => 6,
+        Code::LockTimeout => 5,
+        Code::DependencyMissing => 4,
+        Code::ValidationFailed => 3,
+        _ => 1,
+    }
+}
+
+/// `health [--json]`: see the module docs.
+pub fn health(ctx: &Ctx, as_json: bool) -> Result<Code> {
+    let checks = checks(ctx);
+    let worst = checks
+        .iter()
+        .filter_map(|(name, c)| match c.status {
+            Status::Unhealthy(code) => Some((rank(code), code, *name, c)),
+            _ => None,
+        })
+        .max_by_key(|(r, ..)| *r);
+    let status = if worst.is_some() {
+        "unhealthy"
+    } else if checks.iter().any(|(_, c)| c.status == Status::Degraded) {
+        "degraded"
+    } else {
+        "healthy"
+    };
+    if as_json {
+        let mut map = Map::new();
+        for (name, c) in &checks {
+            let mut o = json!({"status": c.status.name(), "detail": c.detail});
+            if let Status::Unhealthy(code) = c.status {
+                o["exit_code"] = json!(code.as_i32());
+            }
+            if let Some(h) = &c.hint {
+                o["hint"] = json!(h);
+            }
+            map.insert((*name).into(), o);
+        }
+        cli::print_json(&json!({"status": status, "checks": map}));
+    } else {
+        let mut out = format!("status: {status}\n");
+        for (name, c) in &checks {
+            out.push_str(&format!(
+                "  {name:<14} {:<10} {}\n",
+                c.status.name(),
+                c.detail
+            ));
+        }
+        cli::print(&out);
+    }
+    match worst {
+        None => Ok(Code::Success),
+        Some((_, code, name, c)) => Err(Error::new(
+            integrity::kind_of(code),
+            format!("unhealthy: {name}: {}", c.detail),
+        )
+        .hint(c.hint.clone().unwrap_or_default())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bytes_read_like_df() {
+        assert_eq!(human_bytes(512), "512 B");
+        assert_eq!(human_bytes(64 * 1024), "64.0 KiB");
+        assert_eq!(human_bytes(3 * 1024 * 1024 * 1024 / 2), "1.5 GiB");
+    }
+
+    #[test]
+    fn corruption_outranks_a_full_disk_which_outranks_the_rest() {
+        assert!(rank(Code::StateCorruption) > rank(Code::DiskFull));
+        assert!(rank(Code::DiskFull) > rank(Code::PermissionDenied));
+        assert!(rank(Code::ValidationFailed) > rank(Code::GeneralError));
+    }
+}
