@@ -85,7 +85,7 @@ impl Histogram {
         Some(self.max)
     }
 
-    fn summary(&self) -> Value {
+    pub fn summary(&self) -> Value {
         json!({
             "count": self.n,
             "p50": self.quantile(0.50).map(round3),

@@ -209,6 +209,18 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// What the audit log and the disk say: operations by kind, error rate, p50/p95/max
+    /// duration per operation, lock waits, stale takeovers, sizes and disk free
+    ///
+    /// Read-only.
+    Diagnostics {
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+        /// Also failures by exit code per operation and the log files read
+        #[arg(short, long)]
+        verbose: bool,
+    },
     /// Time reads, writes, sets and lock cycles on a temporary copy of the state
     ///
     /// The copy lives in .benchmark-PID/ in the state root (same filesystem, so fsync costs
@@ -280,6 +292,9 @@ fn run(cli: Cli) -> Result<Code> {
         Command::Import { file, force, json } => exchange::import(&ctx, &file, force, json),
         Command::Cleanup(args) => cleanup::cleanup(&ctx, &args),
         Command::Health { json } => health::health(&ctx, json),
+        Command::Diagnostics { json, verbose } => {
+            wfstate::state::diagnostics::diagnostics(&ctx, json, verbose)
+        }
         Command::Benchmark { operations, json } => selfbench::benchmark(&ctx, operations, json),
     }
 }

@@ -279,7 +279,7 @@ fn check_backups(cfg: &Config) -> Check {
 }
 
 /// The nearest existing folder at or above `path` (statvfs needs one).
-fn existing_ancestor(path: &Path) -> PathBuf {
+pub(crate) fn existing_ancestor(path: &Path) -> PathBuf {
     let mut p = if path.as_os_str().is_empty() {
         PathBuf::from(".")
     } else {

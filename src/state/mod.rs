@@ -4,6 +4,7 @@
 pub mod backup;
 pub mod cleanup;
 pub mod commands;
+pub mod diagnostics;
 pub mod document;
 pub mod exchange;
 pub mod health;

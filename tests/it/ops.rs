@@ -833,3 +833,60 @@ fn benchmark_runs_on_a_copy_and_leaves_the_live_state_alone() {
         .ok()
         .stdout_has("ops/s");
 }
+
+#[test]
+fn diagnostics_reports_operations_errors_takeovers_and_sizes() {
+    let env = Env::new();
+    env.init();
+    env.sm(&["set", ".phase", "--string", "a"]);
+    env.sm(&["set", ".phase", "--string", "b"]);
+    env.run("state-manager", &["set", ".phase", "5"]).code(4);
+    env.run("error-recovery", &["checkpoint", "diag"]).ok();
+    // A stale takeover as lock-manager records it.
+    let takeover = serde_json::json!({"ts": "2026-11-23T10:00:00.000000Z", "tool": "lock-manager", "op": "takeover",
+        "target": "build", "pid": 1, "ppid": 1, "host": "h", "user": "u", "duration_ms": 0.1, "exit_code": 0,
+        "outcome": "ok", "detail": {"stale_pid": 42, "owner_pid": 7, "reason": "dead"}});
+    let mut log = std::fs::OpenOptions::new()
+        .append(true)
+        .open(env.audit_log())
+        .unwrap();
+    std::io::Write::write_all(&mut log, format!("{takeover}\nnot json\n").as_bytes()).unwrap();
+    let before = env.bytes(".workflow-state.json");
+    let j = env
+        .run("state-manager", &["diagnostics", "--json"])
+        .ok()
+        .json();
+    assert_eq!(j["audit"]["stale_takeovers"], 1);
+    assert_eq!(j["audit"]["malformed_lines"], 1);
+    assert_eq!(j["audit"]["failed"], 1);
+    let set = j["audit"]["operations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["op"] == "set")
+        .unwrap()
+        .clone();
+    assert_eq!(set["events"], 3);
+    assert_eq!(set["failed"], 1);
+    assert!(set["duration_ms"]["p95"].as_f64().unwrap() > 0.0);
+    assert_eq!(j["disk"]["backups"], 2);
+    assert_eq!(j["disk"]["checkpoints"], 1);
+    assert!(j["disk"]["checkpoint_bytes"].as_u64().unwrap() > 0);
+    assert_eq!(
+        j["disk"]["state_bytes"].as_u64().unwrap(),
+        before.len() as u64
+    );
+    let text = env
+        .run("state-manager", &["diagnostics", "--verbose"])
+        .ok()
+        .stdout;
+    assert!(
+        text.contains("stale takeovers:  1") && text.contains("VALIDATION_FAILED×1"),
+        "{text}"
+    );
+    assert_eq!(
+        env.bytes(".workflow-state.json"),
+        before,
+        "diagnostics is read-only"
+    );
+}
