@@ -80,7 +80,7 @@ pub fn diagnostics(ctx: &Ctx, as_json: bool, verbose: bool) -> Result<Code> {
         .filter_map(|p| std::fs::metadata(p).ok())
         .map(|m| m.len())
         .sum();
-    let disk = rustix::fs::statvfs(&existing_ancestor(&cfg.root))
+    let disk = rustix::fs::statvfs(existing_ancestor(&cfg.root))
         .ok()
         .map(|v| {
             json!({
