@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use wfstate::cli;
 use wfstate::config::GlobalArgs;
+use wfstate::hooks::{self, HookArgs};
 use wfstate::state::backup::RetentionArgs;
 use wfstate::state::commands::{self, Ctx};
 use wfstate::{Code, Result};
@@ -128,9 +129,26 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Run as a Claude Code hook, with the hook's JSON payload on stdin
+    ///
+    /// post-tool-use records workflow signals and the phase by the tracker rules;
+    /// user-prompt-submit prints the [ACTIVATE:CODE] block of the skill the prompt
+    /// calls for (and a status section when the prompt asks for the status) and
+    /// records lastActivation. The state is STATE_FILE, else
+    /// $CLAUDE_PROJECT_DIR/.claude/.workflow-state.json, created when missing.
+    ///
+    /// Always exits 0 so the session goes on: bad input, a bad rules file or a
+    /// lock timeout leaves the state unchanged, prints one line on stderr and is
+    /// recorded in the audit log (op hook, outcome error). See docs/hooks.md.
+    Hook(HookArgs),
 }
 
 fn run(cli: Cli) -> Result<Code> {
+    if let Some(Command::Hook(args)) = &cli.command {
+        // Before the settings are checked: a hook reports a bad setting in the
+        // audit log and exits 0 rather than fail the session it serves.
+        return Ok(hooks::run(args, &cli.global, &cli.retention, cli.owner));
+    }
     let ctx = Ctx {
         cfg: cli.global.config()?,
         retention: cli.retention.retention()?,
@@ -162,6 +180,7 @@ fn run(cli: Cli) -> Result<Code> {
         Command::Recover { pattern } => commands::recover(&ctx, pattern.as_deref()),
         Command::Migrate => commands::migrate(&ctx),
         Command::Status { json } => commands::status(&ctx, json),
+        Command::Hook(_) => unreachable!("handled before the context is built"),
     }
 }
 
