@@ -217,11 +217,13 @@ impl Hook {
     ) -> Result<Value> {
         let root = &self.cfg.root;
         if !root.exists() {
-            DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(root)
-                .map_err(|e| Error::io(e, "cannot create state folder", root))?;
+            // The state folder (.claude) is made, not the folders above it: a
+            // payload's cwd that does not exist is no project to write into.
+            DirBuilder::new().mode(0o700).create(root).map_err(|e| {
+                Error::io(e, "cannot create the state folder", root).or_hint(
+                    "check the project folder (CLAUDE_PROJECT_DIR or the payload's cwd) exists",
+                )
+            })?;
         }
         let store = self.store()?;
         let owner = match resolve_owner(self.owner) {

@@ -272,6 +272,8 @@ impl<'a> ToolEvent<'a> {
         self.on_disk
             .get_or_init(|| {
                 let path = self.disk.as_ref()?;
+                // Regular files only: a FIFO would block the session.
+                std::fs::metadata(path).ok().filter(|m| m.is_file())?;
                 let bytes = durable::read_limited(path, CONTENT_FILE_LIMIT).ok()?;
                 Some(String::from_utf8_lossy(&bytes).into_owned())
             })

@@ -564,3 +564,14 @@ fn the_settings_example_registers_both_hooks() {
         );
     }
 }
+
+#[test]
+fn a_missing_project_folder_is_not_created() {
+    let env = Env::new();
+    let gone = env.path("gone/deeper");
+    let mut c = hook_cmd(&env, TRACKER);
+    c.env_remove("STATE_FILE").env_remove("AUDIT_LOG");
+    let run = feed(c, &fixture_with_cwd("edit-src.json", &gone)).ok();
+    run.stderr_has("cannot create the state folder");
+    assert!(!env.path("gone").exists());
+}
