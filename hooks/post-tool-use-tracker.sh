@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Claude Code PostToolUse hook: records workflow signals and the phase from
 # tool events, by the rules in tracker-rules.json beside this script
-# (WFSTATE_TRACKER_RULES overrides). All the work is done by
+# (WFSTATE_TRACKER_RULES overrides; with neither, the rules built into the
+# binary, a copy of hooks/tracker-rules.json). All the work is done by
 # `state-manager hook post-tool-use`; this wrapper only finds the binary:
 # WFSTATE_BIN (a folder), else PATH, else ../target/release from here.
 # It never fails the session: without the binary it warns once and exits 0.
@@ -12,7 +13,9 @@ case ${BASH_SOURCE[0]} in
   */*) here=${BASH_SOURCE[0]%/*} ;;
   *) here=. ;;
 esac
-export WFSTATE_TRACKER_RULES="${WFSTATE_TRACKER_RULES:-$here/tracker-rules.json}"
+if [[ -z ${WFSTATE_TRACKER_RULES:-} && -f $here/tracker-rules.json ]]; then
+  export WFSTATE_TRACKER_RULES=$here/tracker-rules.json
+fi
 
 if [[ -n ${WFSTATE_BIN:-} && -x $WFSTATE_BIN/state-manager ]]; then
   exec "$WFSTATE_BIN/state-manager" hook post-tool-use

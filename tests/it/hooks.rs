@@ -479,6 +479,23 @@ fn the_hook_folder_rules_file_is_the_default() {
 }
 
 #[test]
+fn a_hooks_folder_without_rules_uses_the_built_in_ones() {
+    let env = Env::new();
+    env.init();
+    let hooks = env.path("hooks");
+    fs::create_dir(&hooks).unwrap();
+    fs::copy(repo_root().join("hooks").join(TRACKER), hooks.join(TRACKER)).unwrap();
+    let mut c = Command::new("bash");
+    c.arg(hooks.join(TRACKER));
+    env.clean_env(&mut c);
+    c.env("WFSTATE_BIN", bin_dir())
+        .env_remove("WFSTATE_TRACKER_RULES");
+    feed(c, &fixture("edit-src.json")).ok();
+    assert_eq!(signal_names(&env.state()), ["IMPLEMENTATION_COMPLETE"]);
+    assert_eq!(last_hook_event(&env)["outcome"], "ok");
+}
+
+#[test]
 fn bad_skill_rules_are_audited_and_print_nothing() {
     let env = Env::new();
     env.init();
