@@ -11,6 +11,7 @@ pub mod config;
 pub mod durable;
 pub mod error;
 pub mod exit;
+pub mod hooks;
 pub mod lock;
 pub mod recovery;
 pub mod state;

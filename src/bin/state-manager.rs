@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use wfstate::cli;
 use wfstate::config::GlobalArgs;
+use wfstate::hooks::{self, HookArgs};
 use wfstate::state::backup::RetentionArgs;
 use wfstate::state::commands::{self, Ctx};
 use wfstate::state::{cleanup, exchange, health, integrity, repair, selfbench};
@@ -246,9 +247,26 @@ enum Command {
     /// Review the audit log
     #[command(subcommand)]
     Audit(wfstate::audit::cli::AuditCommand),
+    /// Run as a Claude Code hook, with the hook's JSON payload on stdin
+    ///
+    /// post-tool-use records workflow signals and the phase by the tracker rules;
+    /// user-prompt-submit prints the [ACTIVATE:CODE] block of the skill the prompt
+    /// calls for (and a status section when the prompt asks for the status) and
+    /// records lastActivation. The state is STATE_FILE, else
+    /// $CLAUDE_PROJECT_DIR/.claude/.workflow-state.json, created when missing.
+    ///
+    /// Always exits 0 so the session goes on: bad input, a bad rules file or a
+    /// lock timeout leaves the state unchanged, prints one line on stderr and is
+    /// recorded in the audit log (op hook, outcome error). See docs/hooks.md.
+    Hook(HookArgs),
 }
 
 fn run(cli: Cli) -> Result<Code> {
+    if let Some(Command::Hook(args)) = &cli.command {
+        // Before the settings are checked: a hook reports a bad setting in the
+        // audit log and exits 0 rather than fail the session it serves.
+        return Ok(hooks::run(args, &cli.global, &cli.retention, cli.owner));
+    }
     let ctx = Ctx {
         cfg: cli.global.config()?,
         retention: cli.retention.retention()?,
@@ -296,6 +314,7 @@ fn run(cli: Cli) -> Result<Code> {
             wfstate::state::diagnostics::diagnostics(&ctx, json, verbose)
         }
         Command::Benchmark { operations, json } => selfbench::benchmark(&ctx, operations, json),
+        Command::Hook(_) => unreachable!("handled before the context is built"),
     }
 }
 

@@ -2,6 +2,7 @@
 
 mod audit;
 mod harness;
+mod hooks;
 mod ops;
 mod props;
 mod recovery;

@@ -1,0 +1,271 @@
+//! Claude Code hooks, run as `state-manager hook <event>` with the hook's
+//! JSON payload on standard input (hooks/*.sh are thin wrappers that find
+//! the binary and `exec` it).
+//!
+//! - [`payload`]: Claude Code's payload and the legacy shapes, parsed strictly.
+//! - [`tracker`]: PostToolUse — tool events become signals and a phase.
+//! - [`skills`]: UserPromptSubmit — `[ACTIVATE:CODE]` blocks, `lastActivation`,
+//!   and a status section on request.
+//! - [`glob`]: the small wildcard language of both rule files.
+//!
+//! What a hook guarantees: it never fails the session it serves. Whatever
+//! the input — not JSON, empty, wrong types, over 16 MiB, a bad rules file,
+//! a corrupt state, a lock it cannot get — it exits 0, leaves the state as it
+//! was, prints one line on stderr and records one audit event (op `hook`,
+//! outcome `error`, `exit_code` the code the failure would have had as a
+//! command). A successful call is also one audit event (op `hook`, detail
+//! `event`, and the signals or activation it recorded). Every event carries
+//! the payload's `session_id` as `run_id`. A change of the state is one
+//! read-modify-write under the `state` lock (one commit per call); a call
+//! that changes nothing takes no lock.
+//!
+//! The state file is `STATE_FILE` (or `--state-file`) when set, else
+//! `$CLAUDE_PROJECT_DIR/.claude/.workflow-state.json`, else the same under
+//! the payload's `cwd`; it is created, as `init` would, when missing. The
+//! state lock is waited for at most `LOCK_TIMEOUT`, 5 s when unset (not 30:
+//! the session waits on the hook).
+
+pub mod glob;
+pub mod payload;
+pub mod skills;
+pub mod tracker;
+
+use std::fs::DirBuilder;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::audit::Recorder;
+use crate::config::{Config, DEFAULT_STATE_FILE, GlobalArgs, MAX_INPUT_BYTES};
+use crate::durable;
+use crate::error::{Error, Kind, Result};
+use crate::exit::Code;
+use crate::lock::process::resolve_owner;
+use crate::state::backup::{Retention, RetentionArgs};
+use crate::state::{Store, document};
+use payload::Payload;
+
+const TOOL: &str = "state-manager";
+
+/// How long a hook waits for the `state` lock when `LOCK_TIMEOUT` is unset.
+pub const HOOK_LOCK_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Rules files larger than this are refused.
+const RULES_LIMIT: u64 = 1024 * 1024;
+
+/// The arguments of `state-manager hook`.
+#[derive(Clone, Debug, clap::Args)]
+pub struct HookArgs {
+    /// The hook event whose payload is on standard input
+    #[arg(value_enum)]
+    pub event: HookEvent,
+
+    /// The project folder [default: CLAUDE_PROJECT_DIR, else the payload's cwd]
+    #[arg(long, env = "CLAUDE_PROJECT_DIR", value_name = "DIR")]
+    pub project_dir: Option<PathBuf>,
+
+    /// Tracker rules [default: the copy of hooks/tracker-rules.json built in]
+    #[arg(long, env = "WFSTATE_TRACKER_RULES", value_name = "FILE")]
+    pub tracker_rules: Option<PathBuf>,
+
+    /// Skill rules [default: config/skill-rules.json, .claude/skill-rules.json
+    /// or .claude/config/skill-rules.json in the project]
+    #[arg(long, env = "WFSTATE_SKILL_RULES", value_name = "FILE")]
+    pub skill_rules: Option<PathBuf>,
+}
+
+/// The hook events `state-manager hook` serves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum HookEvent {
+    /// PostToolUse: record signals by the tracker rules
+    PostToolUse,
+    /// UserPromptSubmit: activate skills, print the status when asked
+    UserPromptSubmit,
+}
+
+impl HookEvent {
+    /// The event's name in Claude Code's settings and payloads.
+    pub fn name(self) -> &'static str {
+        match self {
+            HookEvent::PostToolUse => "PostToolUse",
+            HookEvent::UserPromptSubmit => "UserPromptSubmit",
+        }
+    }
+}
+
+/// What one hook call works with.
+pub(crate) struct Hook {
+    pub cfg: Config,
+    pub retention: Retention,
+    pub owner: Option<u32>,
+    /// The project folder: paths in payloads are taken relative to it.
+    pub project: PathBuf,
+    pub tracker_rules: Option<PathBuf>,
+    pub skill_rules: Option<PathBuf>,
+}
+
+/// Runs hook `args.event` on the payload on standard input. Always
+/// [`Code::Success`]: failures are recorded, not returned (see the module docs).
+pub fn run(
+    args: &HookArgs,
+    global: &GlobalArgs,
+    retention: &RetentionArgs,
+    owner: Option<u32>,
+) -> Code {
+    let event = args.event;
+    let mut detail = json!({ "event": event.name() });
+    let payload = durable::read_stdin_limited(MAX_INPUT_BYTES).and_then(|bytes| {
+        detail["payload_bytes"] = json!(bytes.len());
+        Payload::parse(&bytes)
+    });
+    let parsed = payload.as_ref().ok();
+    let project = non_empty(&args.project_dir)
+        .or_else(|| parsed.and_then(|p| p.cwd.clone()))
+        .unwrap_or_else(|| PathBuf::from("."));
+    let state_file = non_empty(&global.state_file)
+        .unwrap_or_else(|| project.join(".claude").join(DEFAULT_STATE_FILE));
+    let (mut cfg, cfg_err) = config(global, state_file);
+    if let Some(id) = parsed
+        .and_then(|p| p.session_id.clone())
+        .filter(|s| !s.is_empty())
+    {
+        cfg.run_id = Some(id);
+    }
+    let rec = Recorder::start(&cfg, TOOL, "hook", cfg.state_file.display().to_string());
+    let result = (|| {
+        if let Some(e) = cfg_err {
+            return Err(e);
+        }
+        let retention = retention.retention()?;
+        let payload = payload?;
+        payload.check_event(event.name())?;
+        let hook = Hook {
+            cfg: cfg.clone(),
+            retention,
+            owner,
+            project,
+            tracker_rules: non_empty(&args.tracker_rules),
+            skill_rules: non_empty(&args.skill_rules),
+        };
+        match event {
+            HookEvent::PostToolUse => tracker::run(&hook, &payload, &mut detail),
+            HookEvent::UserPromptSubmit => skills::run(&hook, &payload, &mut detail),
+        }
+    })();
+    if let Err(e) = &result {
+        eprintln!(
+            "{TOOL}: hook {}: {e} (ignored: the session goes on; recorded in {})",
+            event.name(),
+            cfg.audit_log.display()
+        );
+    }
+    rec.finish(&result, detail);
+    Code::Success
+}
+
+fn non_empty(p: &Option<PathBuf>) -> Option<PathBuf> {
+    p.clone().filter(|p| !p.as_os_str().is_empty())
+}
+
+/// The configuration for `state_file`, and the error of a bad setting (the
+/// configuration is still usable for the audit event that reports it).
+fn config(global: &GlobalArgs, state_file: PathBuf) -> (Config, Option<Error>) {
+    let mut args = global.clone();
+    args.state_file = Some(state_file.clone());
+    let (mut cfg, err) = match args.config() {
+        Ok(cfg) => (cfg, None),
+        Err(e) => {
+            let mut cfg = Config::new(state_file);
+            if let Some(log) = non_empty(&global.audit_log) {
+                cfg.audit_log = log;
+            }
+            (cfg, Some(e))
+        }
+    };
+    if global.lock_timeout.as_deref().is_none_or(str::is_empty) {
+        cfg.lock_timeout = HOOK_LOCK_TIMEOUT;
+    }
+    (cfg, err)
+}
+
+impl Hook {
+    fn store(&self) -> Result<Store<'_>> {
+        Store::open(&self.cfg, self.retention)
+    }
+
+    /// Whether the state file exists.
+    pub fn state_exists(&self) -> bool {
+        self.cfg.state_file.exists()
+    }
+
+    /// The state, read without a lock (it is only ever replaced whole).
+    pub fn load_state(&self) -> Result<Option<Value>> {
+        self.store()?.load_opt()
+    }
+
+    /// One read-modify-write of the state under the `state` lock: `change`
+    /// edits the document (a fresh one when there is no state yet) and says
+    /// whether it changed it. Commits when it did or the state was missing;
+    /// returns the document as it now is.
+    pub fn update(
+        &self,
+        reason: &str,
+        detail: &mut Value,
+        change: impl FnOnce(&mut Value) -> Result<bool>,
+    ) -> Result<Value> {
+        let root = &self.cfg.root;
+        if !root.exists() {
+            // The state folder (.claude) is made, not the folders above it: a
+            // payload's cwd that does not exist is no project to write into.
+            DirBuilder::new().mode(0o700).create(root).map_err(|e| {
+                Error::io(e, "cannot create the state folder", root).or_hint(
+                    "check the project folder (CLAUDE_PROJECT_DIR or the payload's cwd) exists",
+                )
+            })?;
+        }
+        let store = self.store()?;
+        let owner = match resolve_owner(self.owner) {
+            Ok(id) => Some(id),
+            Err(e) if self.owner.is_some() => return Err(e),
+            Err(_) => None,
+        };
+        let txn = store.begin(owner.as_ref())?;
+        detail["lock_wait_ms"] = json!((txn.waited.as_secs_f64() * 1e6).round() / 1e3);
+        let old = txn.load_opt()?;
+        let mut doc = old.clone().unwrap_or_else(document::fresh);
+        let changed = change(&mut doc)?;
+        if old.is_some() && !changed {
+            return Ok(doc);
+        }
+        if old.is_none() {
+            durable::ensure_dir(&self.cfg.backups_dir(), root)?;
+            detail["created"] = json!(true);
+        }
+        let commit = txn.commit(old.as_ref(), doc.clone(), reason)?;
+        detail["revision"] = json!(commit.revision);
+        if let Some(meta) = doc.get_mut("metadata").and_then(Value::as_object_mut) {
+            meta.insert("revision".into(), json!(commit.revision));
+        }
+        Ok(doc)
+    }
+}
+
+/// The text of a rules file; a missing one is exit 5 (a named dependency).
+pub(crate) fn load_rules_file(path: &Path, what: &str) -> Result<String> {
+    let bytes = durable::read_limited(path, RULES_LIMIT).map_err(|e| {
+        if e.io_kind() == Some(std::io::ErrorKind::NotFound) {
+            Error::new(Kind::DependencyMissing, format!("no {what} file"))
+                .with_path(path)
+                .hint("create it, or unset the variable that names it")
+        } else {
+            e
+        }
+    })?;
+    String::from_utf8(bytes).map_err(|_| {
+        Error::validation(format!("the {what} file is not UTF-8"))
+            .with_path(path)
+            .hint("save it as UTF-8 JSON")
+    })
+}
