@@ -4,73 +4,45 @@
 //! - [`process`]: holder identities that survive pid reuse and reboots.
 //! - [`wait`]: blocking in the kernel until a record changes or a holder exits.
 //! - [`name`]: lock names and the deadlock-preventing hierarchy.
+//! - [`manager`]: the decisions: grant, wait, take over, release, check, clean.
+//! - [`commands`], [`report`], [`run`]: the `lock-manager` subcommands,
+//!   their output, and `run`, which holds a lock for a child's life.
 //!
 //! [`transaction`] is what `state-manager` uses around a read-modify-write:
 //! it waits until no *other* owner holds the lock, then keeps the lock's
 //! mutex for the whole transaction. A shell that holds `state` through
 //! `lock-manager acquire state` therefore excludes every other writer, while
-//! its own `state-manager set` calls pass (no self-deadlock).
+//! its own `state-manager set` calls pass (no self-deadlock). While it waits
+//! it counts as an exclusive waiter, so new shared requests queue behind it.
 
+pub mod commands;
+pub mod manager;
 pub mod name;
 pub mod process;
 pub mod record;
+pub mod report;
+pub mod run;
 pub mod wait;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 pub use process::Identity;
 pub use record::{LockType, Mutex, Record};
 
 use crate::config::Config;
-use crate::error::{Error, Kind, Result};
+use crate::error::Result;
 
 /// Holds lock `name` exclusively for one transaction of `owner`'s.
 ///
 /// Returns once no live holder other than `owner` is recorded, keeping the
 /// lock's mutex so that no record change (no `acquire` by anyone) can happen
-/// until the returned guard is dropped. Exit 2 after `timeout`.
+/// until the returned guard is dropped. Exit 2 after `timeout`, 3 if the
+/// lock's record does not parse.
 pub fn transaction(
     cfg: &Config,
     name: &str,
     owner: Option<&Identity>,
     timeout: Duration,
 ) -> Result<Mutex> {
-    let deadline = Instant::now() + timeout;
-    let mut watcher: Option<wait::Watcher> = None;
-    loop {
-        let mutex = Mutex::lock(cfg, name)?;
-        let record = record::load(&record::record_path(cfg, name))?;
-        let blockers: Vec<&record::Holder> = record
-            .as_ref()
-            .map(|r| {
-                r.holders
-                    .iter()
-                    .filter(|h| owner.is_none_or(|o| !h.id.same_process(o)) && h.is_live())
-                    .collect()
-            })
-            .unwrap_or_default();
-        if blockers.is_empty() {
-            return Ok(mutex);
-        }
-        let pids: Vec<u32> = blockers.iter().map(|h| h.id.pid).collect();
-        let first = blockers[0];
-        let kind = record.as_ref().map_or("exclusive", |r| r.kind.as_str());
-        drop(mutex);
-        let Some(w) = watcher.as_ref() else {
-            // Watch before looking again, so no release is missed.
-            watcher = Some(wait::Watcher::new(&cfg.locks_dir())?);
-            continue;
-        };
-        if w.wait(&pids, Some(deadline))? == wait::Wake::TimedOut {
-            return Err(Error::new(
-                Kind::LockTimeout,
-                format!(
-                    "timed out after {:.1}s waiting for lock '{name}' held {kind} by pid {}",
-                    timeout.as_secs_f64(),
-                    first.id.pid
-                ),
-            )
-            .hint("see 'lock-manager list'; release it, or raise LOCK_TIMEOUT"));
-        }
-    }
+    manager::transaction(cfg, name, owner, timeout, &mut manager::WaitLog::start())
 }

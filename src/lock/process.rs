@@ -72,6 +72,28 @@ impl Identity {
         self.liveness() != Liveness::Dead
     }
 
+    /// Why the process is no longer the one recorded, or `None` while it may
+    /// still run: `"other-boot"`, `"pid-reused"` (the pid now names a process
+    /// with another start time) or `"dead"` (no such process, or a zombie).
+    pub fn death(&self) -> Option<&'static str> {
+        if self.host != host() {
+            return None;
+        }
+        if self.boot_id != boot_id() {
+            return Some("other-boot");
+        }
+        match start_time_of(self.pid) {
+            Some(t) if t == self.start_time => None,
+            Some(_) => Some("pid-reused"),
+            None => Some("dead"),
+        }
+    }
+
+    /// Whether the process runs on this host, so that /proc and pidfds describe it.
+    pub fn is_local(&self) -> bool {
+        self.host == host()
+    }
+
     /// Whether two identities are the same process.
     pub fn same_process(&self, other: &Identity) -> bool {
         self == other
@@ -152,6 +174,14 @@ mod tests {
             ..me
         };
         assert_eq!(remote.liveness(), Liveness::Unknown);
+        assert_eq!(remote.death(), None);
+        assert_eq!(reused.death(), Some("pid-reused"));
+        assert_eq!(old_boot.death(), Some("other-boot"));
+        let gone = Identity {
+            pid: u32::MAX - 1,
+            ..reused.clone()
+        };
+        assert_eq!(gone.death(), Some("dead"));
     }
 
     #[test]

@@ -14,11 +14,12 @@
 //! - A holder is live while its process runs (see [`super::process`]) and its
 //!   TTL has not passed. A record whose holders are all dead is stale.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
+use rustix::fs::{Mode, OFlags};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -72,15 +73,26 @@ pub struct Holder {
 impl Holder {
     /// Live: the process runs and the TTL, if any, has not passed.
     pub fn is_live(&self) -> bool {
-        if let Some(ttl) = self.ttl
-            && let Ok(at) = chrono::DateTime::parse_from_rfc3339(&self.acquired)
-        {
-            let age = chrono::Utc::now().signed_duration_since(at);
-            if age.num_milliseconds() as f64 > ttl * 1000.0 {
-                return false;
-            }
+        self.staleness().is_none()
+    }
+
+    /// Why this holder no longer holds the lock (`"ttl-expired"`,
+    /// `"other-boot"`, `"pid-reused"` or `"dead"`), or `None` while it does.
+    /// Age alone never makes a holder stale.
+    pub fn staleness(&self) -> Option<&'static str> {
+        if self.expires_in().is_some_and(|left| left.is_zero()) {
+            return Some("ttl-expired");
         }
-        self.id.is_live()
+        self.id.death()
+    }
+
+    /// How long until the TTL passes (zero once it has); `None` without a TTL.
+    pub fn expires_in(&self) -> Option<Duration> {
+        let ttl = self.ttl?;
+        let at = chrono::DateTime::parse_from_rfc3339(&self.acquired).ok()?;
+        let age = chrono::Utc::now().signed_duration_since(at);
+        let left = ttl - age.num_microseconds().unwrap_or(i64::MAX) as f64 / 1e6;
+        Some(Duration::from_secs_f64(left.clamp(0.0, 1e9)))
     }
 }
 
@@ -108,9 +120,31 @@ pub struct Record {
 }
 
 impl Record {
+    /// An empty record of lock `name`.
+    pub fn new(name: &str, kind: LockType) -> Record {
+        Record {
+            name: name.to_string(),
+            kind,
+            timestamp: String::new(),
+            holders: Vec::new(),
+            waiters: Vec::new(),
+        }
+    }
+
     /// Whether any holder is live.
     pub fn is_held(&self) -> bool {
         self.holders.iter().any(Holder::is_live)
+    }
+
+    /// The live holders.
+    pub fn live_holders(&self) -> impl Iterator<Item = &Holder> {
+        self.holders.iter().filter(|h| h.is_live())
+    }
+
+    /// Whether the record only names holders that are gone (and no live waiter):
+    /// what `check` calls stale and `clean` removes.
+    pub fn is_stale(&self) -> bool {
+        !self.holders.is_empty() && !self.is_held() && !self.waiters.iter().any(|w| w.id.is_live())
     }
 
     /// Drops dead holders and waiters; returns how many holders were dropped.
@@ -183,15 +217,15 @@ impl Mutex {
         durable::ensure_dir(&cfg.locks_dir(), &cfg.root)?;
         let path = mutex_path(cfg, name);
         durable::check_not_escaping(&path, &cfg.root)?;
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
-            .open(&path)
-            .map_err(|e| Error::io(e, "cannot open lock mutex", &path))?;
+        // Opened read-only: closing a descriptor opened for writing would
+        // raise IN_CLOSE_WRITE in `.locks/` and wake every waiter for nothing.
+        let fd = rustix::fs::open(
+            &path,
+            OFlags::RDONLY | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o600),
+        )
+        .map_err(|e| Error::io(e.into(), "cannot open lock mutex", &path))?;
+        let file = File::from(fd);
         file.lock().map_err(|e| {
             Error::new(Kind::of_io(&e), "cannot lock mutex")
                 .with_path(&path)

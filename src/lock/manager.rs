@@ -1,0 +1,733 @@
+//! The decisions of design.md §6: who gets a lock, who waits, who is taken
+//! over, and what release, check and clean do to a record.
+//!
+//! Guarantees:
+//! - Every record change happens under the lock's [`Mutex`] and is an
+//!   atomic replace, so concurrent acquirers never both win and a reader
+//!   never sees half a record.
+//! - A waiter blocks in the kernel ([`Watcher`]): woken when the record
+//!   changes, when a process it waits for exits, or when a blocking holder's
+//!   TTL passes; never by a sleep loop.
+//! - Writer preference: an exclusive request that has to wait records itself
+//!   in the record's `waiters`, and new shared requests queue behind a live
+//!   exclusive waiter. A waiter whose timeout passes removes its entry.
+//! - A holder is dropped only when it is stale (dead, pid reused, other boot,
+//!   TTL passed), never for being old; a record that does not parse is
+//!   corruption (exit 3) and is left alone.
+//!
+//! Not guaranteed: FIFO order among exclusive requests (a new one may take a
+//! lock that has just been released before an older waiter wakes), and
+//! freedom from deadlock when two shared holders both ask to upgrade (each
+//! waits for the other until its timeout; the hierarchy cannot order one lock
+//! against itself).
+
+use std::fs;
+use std::io;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use super::name;
+use super::process::Identity;
+use super::record::{self, Holder, LockType, Mutex, Record, Waiter};
+use super::wait::{Wake, Watcher};
+use crate::audit::event::now_rfc3339_micros;
+use crate::config::Config;
+use crate::durable;
+use crate::error::{Error, Kind, Result};
+
+/// One acquire request.
+#[derive(Clone, Debug)]
+pub struct Request {
+    pub name: String,
+    pub kind: LockType,
+    /// Who will hold the lock (the calling shell).
+    pub owner: Identity,
+    /// Seconds after which the hold lapses, if set.
+    pub ttl: Option<f64>,
+    /// Caller-supplied JSON, stored with the holder.
+    pub metadata: Option<Value>,
+    /// How long to wait; zero tries once.
+    pub timeout: Duration,
+}
+
+/// A stale holder replaced by an acquirer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Takeover {
+    pub stale_pid: u32,
+    /// `"dead"`, `"pid-reused"`, `"ttl-expired"` or `"other-boot"`.
+    pub reason: &'static str,
+}
+
+/// What happened while a request waited; filled in even when it fails, for
+/// the audit event.
+#[derive(Clone, Debug)]
+pub struct WaitLog {
+    pub started: Instant,
+    /// Pids that held the lock while we waited, in the order first seen.
+    pub holders: Vec<u32>,
+    /// Time from the start of the request until it was granted or gave up.
+    pub waited: Duration,
+}
+
+impl WaitLog {
+    pub fn start() -> WaitLog {
+        WaitLog {
+            started: Instant::now(),
+            holders: Vec::new(),
+            waited: Duration::ZERO,
+        }
+    }
+
+    fn saw(&mut self, holders: &[Identity]) {
+        for h in holders {
+            if !self.holders.contains(&h.pid) {
+                self.holders.push(h.pid);
+            }
+        }
+    }
+
+    /// The wait in milliseconds, to three decimals, for audit details.
+    pub fn wait_ms(&self) -> f64 {
+        (self.waited.as_secs_f64() * 1e6).round() / 1e3
+    }
+}
+
+/// A granted acquire.
+#[derive(Clone, Debug)]
+pub struct Acquired {
+    /// The record as stored after the grant.
+    pub record: Record,
+    pub takeovers: Vec<Takeover>,
+    /// The owner held the lock already (nothing was counted twice).
+    pub already_held: bool,
+    /// A shared hold of the owner's became exclusive.
+    pub upgraded: bool,
+}
+
+/// Why a request cannot be granted yet.
+struct Blocked {
+    /// Live holders in the way.
+    holders: Vec<Identity>,
+    /// Live exclusive waiters a shared request queues behind.
+    queued_behind: Vec<Identity>,
+    /// The type the lock is held with.
+    kind: LockType,
+    /// When the first blocking holder's TTL passes, if any has one.
+    expires: Option<Instant>,
+}
+
+impl Blocked {
+    fn describe(&self) -> String {
+        let pids = |ids: &[Identity]| {
+            ids.iter()
+                .map(|i| i.pid.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let held = match self.holders.as_slice() {
+            [] => String::new(),
+            [h] => format!("held {} by pid {}", self.kind.as_str(), h.pid),
+            hs => format!("held {} by pids {}", self.kind.as_str(), pids(hs)),
+        };
+        match (held.as_str(), self.queued_behind.as_slice()) {
+            (held, []) => held.to_string(),
+            ("", w) => format!("queued behind exclusive waiter pid {}", pids(w)),
+            (held, w) => format!("{held}, and queued behind exclusive waiter pid {}", pids(w)),
+        }
+    }
+
+    fn watch_list(&self) -> Vec<Identity> {
+        self.holders
+            .iter()
+            .chain(&self.queued_behind)
+            .cloned()
+            .collect()
+    }
+}
+
+/// The state of a lock as `check` reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CheckState {
+    /// Held: the type and the pid of the first live holder.
+    Locked(LockType, u32),
+    Unlocked,
+    /// A record whose holders are all gone.
+    Stale,
+}
+
+/// A finished release.
+#[derive(Clone, Debug, Default)]
+pub struct Released {
+    /// The owner held the lock (or, forced, anyone did).
+    pub held: bool,
+    /// The live holders a forced release removed.
+    pub forced_pids: Vec<u32>,
+}
+
+/// Reads the record of `name`: refuses a symlink leading out of the root
+/// (exit 6), `None` when there is none, exit 3 when it does not parse.
+pub fn read(cfg: &Config, name: &str) -> Result<Option<Record>> {
+    let path = record::record_path(cfg, name);
+    durable::check_not_escaping(&cfg.locks_dir(), &cfg.root)?;
+    durable::check_not_escaping(&path, &cfg.root)?;
+    record::load(&path)
+}
+
+/// Acquires `req.name` for `req.owner`, waiting up to `req.timeout`.
+///
+/// Exit 4 for a bad name or a hierarchy violation (nothing written), 2 when
+/// the timeout passes, 3 when the record does not parse.
+pub fn acquire(cfg: &Config, req: &Request, log: &mut WaitLog) -> Result<Acquired> {
+    name::validate(&req.name)?;
+    if let Some(ttl) = req.ttl
+        && !(ttl > 0.0 && ttl.is_finite())
+    {
+        return Err(Error::validation("bad TTL: it must be more than 0 seconds")
+            .hint("give a duration such as 30, 0.5 or 10m"));
+    }
+    check_hierarchy(cfg, &req.name, &req.owner)?;
+    let deadline = log.started + req.timeout;
+    let result = await_turn(cfg, &req.name, Some(req.kind), deadline, log, |rec| {
+        decide(rec, &req.owner, req.kind)
+    });
+    log.waited = log.started.elapsed();
+    let (mutex, current) = match result? {
+        Turn::Granted(mutex, current) => (mutex, current),
+        Turn::TimedOut(blocked) => return Err(timeout_error(&req.name, req.timeout, &blocked)),
+    };
+    let granted = grant(cfg, req, current)?;
+    drop(mutex);
+    Ok(granted)
+}
+
+/// The error for a request that was not granted within `timeout`.
+fn timeout_error(name: &str, timeout: Duration, blocked: &Blocked) -> Error {
+    Error::new(
+        Kind::LockTimeout,
+        format!(
+            "timed out after {}s waiting for lock '{name}'",
+            trim_secs(timeout)
+        ),
+    )
+    .because(blocked.describe())
+    .hint("see 'lock-manager list'; wait longer (TIMEOUT or LOCK_TIMEOUT), or release it")
+}
+
+/// Seconds as short text: `1`, `0.5`, `2.25`.
+fn trim_secs(d: Duration) -> String {
+    let s = format!("{:.3}", d.as_secs_f64());
+    s.trim_end_matches('0').trim_end_matches('.').to_string()
+}
+
+/// Whether `owner` may have lock `kind` now, given the current record.
+fn decide(
+    rec: Option<&Record>,
+    owner: &Identity,
+    kind: LockType,
+) -> std::result::Result<(), Blocked> {
+    let Some(rec) = rec else { return Ok(()) };
+    let others: Vec<&Holder> = rec.live_holders().filter(|h| h.id != *owner).collect();
+    let mine = rec.live_holders().any(|h| h.id == *owner);
+    let blocked = |holders: &[&Holder], queued_behind: Vec<Identity>| Blocked {
+        holders: holders.iter().map(|h| h.id.clone()).collect(),
+        queued_behind,
+        kind: rec.kind,
+        expires: holders
+            .iter()
+            .filter_map(|h| h.expires_in())
+            .min()
+            .map(|left| Instant::now() + left + Duration::from_millis(1)),
+    };
+    match kind {
+        // Fresh, re-entrant, or an upgrade of the sole shared holder.
+        LockType::Exclusive if others.is_empty() => Ok(()),
+        LockType::Exclusive => Err(blocked(&others, Vec::new())),
+        // Re-entrant: an owner's exclusive hold covers a shared request.
+        LockType::Shared if mine => Ok(()),
+        LockType::Shared if rec.kind == LockType::Exclusive && !others.is_empty() => {
+            Err(blocked(&others, Vec::new()))
+        }
+        LockType::Shared => {
+            let writers: Vec<Identity> = rec
+                .waiters
+                .iter()
+                .filter(|w| w.kind == LockType::Exclusive && w.id.is_live())
+                .map(|w| w.id.clone())
+                .collect();
+            if writers.is_empty() {
+                Ok(())
+            } else {
+                Err(blocked(&others, writers))
+            }
+        }
+    }
+}
+
+/// Writes the record that gives `req.owner` the lock. Called holding the mutex.
+fn grant(cfg: &Config, req: &Request, current: Option<Record>) -> Result<Acquired> {
+    let mut rec = current
+        .clone()
+        .unwrap_or_else(|| Record::new(&req.name, req.kind));
+    let takeovers: Vec<Takeover> = rec
+        .holders
+        .iter()
+        .filter_map(|h| {
+            h.staleness().map(|reason| Takeover {
+                stale_pid: h.id.pid,
+                reason,
+            })
+        })
+        .collect();
+    rec.holders.retain(Holder::is_live);
+    if !rec.waiters.is_empty() {
+        // Our own waiter entry, if we waited, goes with the grant.
+        let me = Identity::current();
+        rec.waiters.retain(|w| w.id != me && w.id.is_live());
+    }
+    let mut already_held = false;
+    let mut upgraded = false;
+    if rec.holders.iter().any(|h| h.id == req.owner) {
+        already_held = true;
+        if req.kind == LockType::Exclusive && rec.kind == LockType::Shared {
+            upgraded = true;
+            rec.kind = LockType::Exclusive;
+        }
+    } else {
+        if rec.holders.is_empty() {
+            rec.kind = req.kind;
+        }
+        rec.holders.push(Holder {
+            id: req.owner.clone(),
+            acquired: now_rfc3339_micros(),
+            ttl: req.ttl,
+            metadata: req.metadata.clone(),
+        });
+    }
+    // A re-entrant request that changes nothing writes nothing.
+    if current.as_ref() != Some(&rec) {
+        rec.timestamp = now_rfc3339_micros();
+        record::store(&record::record_path(cfg, &req.name), &rec)?;
+    }
+    Ok(Acquired {
+        record: rec,
+        takeovers,
+        already_held,
+        upgraded,
+    })
+}
+
+/// The outcome of [`await_turn`].
+enum Turn {
+    /// The caller may proceed: the mutex is held and this is the record.
+    Granted(Mutex, Option<Record>),
+    TimedOut(Blocked),
+}
+
+/// Waits until `decide` grants, holding the mutex when it does.
+///
+/// A request that has to wait and is exclusive (`register` is
+/// `Some(Exclusive)`) records this process in the record's `waiters`, so
+/// that new shared requests queue behind it; the entry is removed when the
+/// request gives up, and by the caller's write when it is granted.
+fn await_turn(
+    cfg: &Config,
+    name: &str,
+    register: Option<LockType>,
+    deadline: Instant,
+    log: &mut WaitLog,
+    mut decide: impl FnMut(Option<&Record>) -> std::result::Result<(), Blocked>,
+) -> Result<Turn> {
+    let path = record::record_path(cfg, name);
+    let file_name = format!("{name}.lock");
+    let mut me: Option<Identity> = None;
+    let mut watcher: Option<Watcher> = None;
+    loop {
+        let mutex = Mutex::lock(cfg, name)?;
+        durable::check_not_escaping(&path, &cfg.root)?;
+        let current = record::load(&path)?;
+        let blocked = match decide(current.as_ref()) {
+            Ok(()) => return Ok(Turn::Granted(mutex, current)),
+            Err(b) => b,
+        };
+        log.saw(&blocked.holders);
+        let me = me.get_or_insert_with(Identity::current);
+        if Instant::now() >= deadline {
+            withdraw(&path, current, me)?;
+            return Ok(Turn::TimedOut(blocked));
+        }
+        if register == Some(LockType::Exclusive)
+            && let Some(mut rec) = current
+            && !rec.waiters.iter().any(|w| w.id == *me)
+        {
+            rec.waiters.retain(|w| w.id.is_live());
+            rec.waiters.push(Waiter {
+                id: me.clone(),
+                kind: LockType::Exclusive,
+                since: now_rfc3339_micros(),
+            });
+            rec.timestamp = now_rfc3339_micros();
+            record::store(&path, &rec)?;
+        }
+        drop(mutex);
+        let w = match watcher.take() {
+            Some(w) if !w.is_lost() => w,
+            // Watch before looking again, so that no change is missed.
+            _ => {
+                watcher = Some(Watcher::for_file(&cfg.locks_dir(), &file_name)?);
+                continue;
+            }
+        };
+        // Until the deadline, or until a blocking holder's TTL passes.
+        let until = blocked.expires.map_or(deadline, |e| e.min(deadline));
+        match w.wait_for(&blocked.watch_list(), Some(until)) {
+            // Either way the next turn looks again; past the deadline it
+            // decides once more and then gives up.
+            Ok(Wake::Changed | Wake::TimedOut) => watcher = Some(w),
+            Err(e) => {
+                if let Ok(_m) = Mutex::lock(cfg, name) {
+                    let _ = record::load(&path).map(|rec| withdraw(&path, rec, me));
+                }
+                return Err(e);
+            }
+        }
+    }
+}
+
+/// Removes `me` from the waiters of `rec` (held mutex), leaving no trace of a
+/// request that gave up: a record left with neither holders nor waiters is
+/// removed.
+fn withdraw(path: &std::path::Path, rec: Option<Record>, me: &Identity) -> Result<()> {
+    let Some(mut rec) = rec else { return Ok(()) };
+    if !rec.waiters.iter().any(|w| w.id == *me) {
+        return Ok(());
+    }
+    rec.waiters.retain(|w| w.id != *me && w.id.is_live());
+    if rec.holders.is_empty() && rec.waiters.is_empty() {
+        record::remove(path)
+    } else {
+        rec.timestamp = now_rfc3339_micros();
+        record::store(path, &rec)
+    }
+}
+
+/// Holds lock `name` for one transaction of `owner`'s; see [`super::transaction`].
+pub fn transaction(
+    cfg: &Config,
+    name: &str,
+    owner: Option<&Identity>,
+    timeout: Duration,
+    log: &mut WaitLog,
+) -> Result<Mutex> {
+    let deadline = log.started + timeout;
+    let turn = await_turn(cfg, name, Some(LockType::Exclusive), deadline, log, |rec| {
+        let Some(rec) = rec else { return Ok(()) };
+        let others: Vec<&Holder> = rec
+            .live_holders()
+            .filter(|h| owner.is_none_or(|o| h.id != *o))
+            .collect();
+        if others.is_empty() {
+            return Ok(());
+        }
+        Err(Blocked {
+            holders: others.iter().map(|h| h.id.clone()).collect(),
+            queued_behind: Vec::new(),
+            kind: rec.kind,
+            expires: others
+                .iter()
+                .filter_map(|h| h.expires_in())
+                .min()
+                .map(|left| Instant::now() + left + Duration::from_millis(1)),
+        })
+    });
+    log.waited = log.started.elapsed();
+    match turn? {
+        Turn::Granted(mutex, current) => {
+            // Our waiter entry, if the wait made one, goes now: we hold the
+            // mutex, so nobody can act on it in between.
+            if current.as_ref().is_some_and(|r| !r.waiters.is_empty()) {
+                let path = record::record_path(cfg, name);
+                withdraw(&path, current, &Identity::current())?;
+            }
+            Ok(mutex)
+        }
+        Turn::TimedOut(blocked) => Err(timeout_error(name, timeout, &blocked)),
+    }
+}
+
+/// Releases `name` held by `owner`; with `force`, whoever holds it.
+///
+/// A lock the owner does not hold while another live owner does is exit 6,
+/// naming the holder. A lock nobody live holds releases as a no-op.
+pub fn release(cfg: &Config, name: &str, owner: &Identity, force: bool) -> Result<Released> {
+    name::validate(name)?;
+    let path = record::record_path(cfg, name);
+    // Nothing to release, and no reason to create `.locks/` to say so.
+    if read(cfg, name)?.is_none() {
+        return Ok(Released::default());
+    }
+    let _mutex = Mutex::lock(cfg, name)?;
+    let Some(mut rec) = record::load(&path)? else {
+        return Ok(Released::default());
+    };
+    let mut released = Released::default();
+    if force {
+        released.forced_pids = rec
+            .live_holders()
+            .filter(|h| h.id != *owner)
+            .map(|h| h.id.pid)
+            .collect();
+        released.held = rec.is_held();
+        rec.holders.clear();
+    } else if rec.holder(owner).is_some() {
+        released.held = true;
+        rec.holders.retain(|h| h.id != *owner);
+    } else if let Some(h) = rec.live_holders().next() {
+        return Err(Error::new(
+            Kind::PermissionDenied,
+            format!(
+                "cannot release lock '{name}': it is held {} by pid {}, not by pid {}",
+                rec.kind.as_str(),
+                h.id.pid,
+                owner.pid
+            ),
+        )
+        .hint("release it from the shell that holds it (--owner PID), or use --force"));
+    } else {
+        return Ok(released);
+    }
+    rec.prune();
+    if rec.holders.is_empty() && rec.waiters.is_empty() {
+        record::remove(&path)?;
+    } else {
+        rec.timestamp = now_rfc3339_micros();
+        record::store(&path, &rec)?;
+    }
+    Ok(released)
+}
+
+/// What `check` prints: locked, unlocked or stale (exit 3 if corrupt).
+pub fn check(cfg: &Config, name: &str) -> Result<CheckState> {
+    name::validate(name)?;
+    let Some(rec) = read(cfg, name)? else {
+        return Ok(CheckState::Unlocked);
+    };
+    if let Some(h) = rec.live_holders().next() {
+        return Ok(CheckState::Locked(rec.kind, h.id.pid));
+    }
+    Ok(if rec.holders.is_empty() {
+        CheckState::Unlocked
+    } else {
+        CheckState::Stale
+    })
+}
+
+/// One record found by [`scan`].
+#[derive(Debug)]
+pub struct Entry {
+    pub name: String,
+    /// The record, or why it does not parse.
+    pub record: std::result::Result<Record, Error>,
+}
+
+/// Every lock record in `.locks/`, sorted by name.
+pub fn scan(cfg: &Config) -> Result<Vec<Entry>> {
+    let dir = cfg.locks_dir();
+    durable::check_not_escaping(&dir, &cfg.root)?;
+    let entries = match fs::read_dir(&dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(Error::io(e, "cannot list lock records", &dir)),
+    };
+    let mut found: Vec<Entry> = entries
+        .flatten()
+        .filter_map(|e| {
+            let file = e.file_name().into_string().ok()?;
+            let name = file.strip_suffix(".lock")?.to_string();
+            name::validate(&name).ok()?;
+            // `None`: removed between listing and reading, so simply gone.
+            let record = record::load(&e.path()).transpose()?;
+            Some(Entry { name, record })
+        })
+        .collect();
+    found.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(found)
+}
+
+/// What `clean` did.
+#[derive(Clone, Debug, Default)]
+pub struct Cleaned {
+    /// Stale records removed (and unparseable ones, with `force`).
+    pub removed: Vec<String>,
+    /// Dead holders or waiters pruned from records that stay.
+    pub pruned: usize,
+    /// Unparseable records left in place (no `force`).
+    pub corrupt: Vec<String>,
+}
+
+/// Removes stale records and prunes dead holders from live ones; with
+/// `force`, also removes records that do not parse.
+pub fn clean(cfg: &Config, force: bool) -> Result<Cleaned> {
+    let mut done = Cleaned::default();
+    for entry in scan(cfg)? {
+        let path = record::record_path(cfg, &entry.name);
+        let _mutex = Mutex::lock(cfg, &entry.name)?;
+        match record::load(&path) {
+            Ok(None) => {}
+            Ok(Some(mut rec)) => {
+                let waiters = rec.waiters.len();
+                let pruned = rec.prune() + (waiters - rec.waiters.len());
+                if rec.holders.is_empty() && rec.waiters.is_empty() {
+                    record::remove(&path)?;
+                    done.removed.push(entry.name);
+                } else if pruned > 0 {
+                    rec.timestamp = now_rfc3339_micros();
+                    record::store(&path, &rec)?;
+                    done.pruned += pruned;
+                }
+            }
+            Err(e) if e.kind() == Kind::Corruption && force => {
+                record::remove(&path)?;
+                done.removed.push(entry.name);
+            }
+            Err(e) if e.kind() == Kind::Corruption => done.corrupt.push(entry.name),
+            Err(e) => return Err(e),
+        }
+    }
+    for tmp in durable::leftover_temps(&cfg.locks_dir()) {
+        let _ = fs::remove_file(tmp);
+    }
+    Ok(done)
+}
+
+/// Refuses (exit 4) a request for `name` by an owner that holds a lock of a
+/// larger priority number. Re-requesting a lock already held is fine.
+pub fn check_hierarchy(cfg: &Config, name: &str, owner: &Identity) -> Result<()> {
+    let wanted = name::priority(name);
+    // Nothing ranks after the default priority: no need to look.
+    if wanted >= name::priority("any-other-name") {
+        return Ok(());
+    }
+    let dir = cfg.locks_dir();
+    let Ok(entries) = fs::read_dir(&dir) else {
+        return Ok(());
+    };
+    if read(cfg, name)
+        .ok()
+        .flatten()
+        .is_some_and(|r| r.live_holders().any(|h| h.id == *owner))
+    {
+        return Ok(());
+    }
+    let pid_text = owner.pid.to_string();
+    let mut held: Vec<(u32, String)> = entries
+        .flatten()
+        .filter_map(|e| {
+            let file = e.file_name().into_string().ok()?;
+            let other = file.strip_suffix(".lock")?;
+            if other == name || name::priority(other) <= wanted {
+                return None;
+            }
+            // Most records do not mention the owner's pid at all: skip the parse.
+            let bytes = fs::read(e.path()).ok()?;
+            if !bytes
+                .windows(pid_text.len())
+                .any(|w| w == pid_text.as_bytes())
+            {
+                return None;
+            }
+            let rec: Record = serde_json::from_slice(&bytes).ok()?;
+            rec.live_holders()
+                .any(|h| h.id == *owner)
+                .then(|| (name::priority(other), other.to_string()))
+        })
+        .collect();
+    held.sort();
+    let Some((p, other)) = held.pop() else {
+        return Ok(());
+    };
+    Err(Error::validation(format!(
+        "lock hierarchy: pid {} holds '{other}' (priority {p}) and may not then request '{name}' (priority {wanted})",
+        owner.pid
+    ))
+    .hint(format!(
+        "take '{name}' before '{other}' (order: state, config, signals, backup, temp, user, others), or release '{other}' first"
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn holder(id: Identity) -> Holder {
+        Holder {
+            id,
+            acquired: now_rfc3339_micros(),
+            ttl: None,
+            metadata: None,
+        }
+    }
+
+    fn dead() -> Identity {
+        Identity {
+            start_time: Identity::current().start_time + 1,
+            ..Identity::current()
+        }
+    }
+
+    fn parent() -> Identity {
+        Identity::of_pid(rustix::process::getppid().unwrap().as_raw_nonzero().get() as u32).unwrap()
+    }
+
+    #[test]
+    fn exclusive_blocks_others_but_not_its_owner() {
+        let me = Identity::current();
+        let mut rec = Record::new("x", LockType::Exclusive);
+        rec.holders.push(holder(me.clone()));
+        assert!(decide(Some(&rec), &me, LockType::Exclusive).is_ok());
+        assert!(decide(Some(&rec), &me, LockType::Shared).is_ok());
+        assert!(decide(Some(&rec), &parent(), LockType::Shared).is_err());
+        assert!(decide(Some(&rec), &parent(), LockType::Exclusive).is_err());
+    }
+
+    #[test]
+    fn shared_queues_behind_a_live_exclusive_waiter_only() {
+        let mut rec = Record::new("x", LockType::Shared);
+        rec.holders.push(holder(parent()));
+        let me = Identity::current();
+        assert!(decide(Some(&rec), &me, LockType::Shared).is_ok());
+        rec.waiters.push(Waiter {
+            id: dead(),
+            kind: LockType::Exclusive,
+            since: now_rfc3339_micros(),
+        });
+        assert!(decide(Some(&rec), &me, LockType::Shared).is_ok());
+        rec.waiters.push(Waiter {
+            id: parent(),
+            kind: LockType::Exclusive,
+            since: now_rfc3339_micros(),
+        });
+        let b = decide(Some(&rec), &me, LockType::Shared).unwrap_err();
+        assert_eq!(b.queued_behind.len(), 1);
+    }
+
+    #[test]
+    fn stale_holders_do_not_block() {
+        let mut rec = Record::new("x", LockType::Exclusive);
+        rec.holders.push(holder(dead()));
+        assert!(decide(Some(&rec), &Identity::current(), LockType::Exclusive).is_ok());
+        let mut ttl = holder(parent());
+        ttl.ttl = Some(0.000_001);
+        rec.holders = vec![ttl];
+        std::thread::sleep(Duration::from_millis(2));
+        assert_eq!(rec.holders[0].staleness(), Some("ttl-expired"));
+        assert!(decide(Some(&rec), &Identity::current(), LockType::Exclusive).is_ok());
+    }
+
+    #[test]
+    fn seconds_print_short() {
+        assert_eq!(trim_secs(Duration::from_secs(1)), "1");
+        assert_eq!(trim_secs(Duration::from_millis(500)), "0.5");
+        assert_eq!(trim_secs(Duration::from_millis(2250)), "2.25");
+    }
+}

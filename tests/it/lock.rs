@@ -1,0 +1,852 @@
+//! lock-manager: locks held by real shells across commands, SIGKILLed
+//! holders taken over, shared/exclusive and writer preference, hierarchy,
+//! `run` exit codes, handoff, 16 concurrent incrementers, pid reuse,
+//! corruption, and the refusals that must leave `.locks/` untouched.
+
+use std::fs;
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::harness::{Env, Run, bin_path};
+
+const LM: &str = "lock-manager";
+
+/// A bash shell that runs `lock-manager acquire NAME ARGS...` itself (so the
+/// shell is the owner), reports the exit code, and lives on until told to
+/// release (a line on stdin) or killed.
+struct Shell {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    /// The exit code of its acquire.
+    acquired: i32,
+}
+
+impl Shell {
+    fn acquire(env: &Env, name: &str, args: &[&str]) -> Shell {
+        let mut c = Command::new("bash");
+        env.clean_env(&mut c);
+        c.arg("-c")
+            .arg(r#""$LM" acquire "$@"; echo "rc=$?"; read -r _; "$LM" release "$1""#)
+            .arg("bash")
+            .arg(name)
+            .args(args)
+            .env("LM", bin_path(LM))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped());
+        let mut child = c.spawn().expect("spawn bash");
+        let mut line = String::new();
+        BufReader::new(child.stdout.as_mut().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let acquired = line
+            .trim()
+            .strip_prefix("rc=")
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("unexpected output of the holder shell: {line:?}"));
+        let stdin = child.stdin.take();
+        Shell {
+            child,
+            stdin,
+            acquired,
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Lets the shell run its `lock-manager release` and exit.
+    fn release(mut self) {
+        let mut stdin = self.stdin.take().unwrap();
+        stdin.write_all(b"\n").unwrap();
+        drop(stdin);
+        assert!(
+            self.child.wait().unwrap().success(),
+            "release in the shell failed"
+        );
+    }
+
+    /// SIGKILL; returns once it has died, leaving its zombie unreaped as a
+    /// crashed shell's would be for a while.
+    fn kill(&mut self) {
+        self.child.kill().unwrap();
+        let pid = rustix::process::Pid::from_raw(self.pid() as i32).unwrap();
+        rustix::process::waitid(
+            rustix::process::WaitId::Pid(pid),
+            rustix::process::WaitIdOptions::EXITED | rustix::process::WaitIdOptions::NOWAIT,
+        )
+        .unwrap();
+    }
+}
+
+impl Drop for Shell {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A live process to act as a lock owner via `--owner`.
+struct Owner(Child);
+
+impl Owner {
+    fn new() -> Owner {
+        Owner(Command::new("sleep").arg("300").spawn().unwrap())
+    }
+    fn pid(&self) -> String {
+        self.0.id().to_string()
+    }
+}
+
+impl Drop for Owner {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Waits (in the test, not the product) until `cond` holds, at most 10 s.
+#[track_caller]
+fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    let until = Instant::now() + Duration::from_secs(10);
+    while !cond() {
+        assert!(Instant::now() < until, "never happened: {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn record(env: &Env, name: &str) -> Value {
+    serde_json::from_slice(&env.bytes(&format!(".locks/{name}.lock"))).unwrap_or(Value::Null)
+}
+
+fn waiters(env: &Env, name: &str) -> usize {
+    record(env, name)["waiters"].as_array().map_or(0, Vec::len)
+}
+
+fn events(env: &Env, op: &str) -> Vec<Value> {
+    env.audit_events()
+        .into_iter()
+        .filter(|e| e["tool"] == LM && e["op"] == op)
+        .collect()
+}
+
+/// `lock-manager ARGS` spawned in the background with piped output.
+fn spawn(env: &Env, args: &[&str]) -> Child {
+    env.cmd(LM)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+fn finish(child: Child) -> Run {
+    Run::of(child.wait_with_output().unwrap())
+}
+
+#[test]
+fn a_lock_taken_by_a_shell_outlives_the_command_and_blocks_others() {
+    let env = Env::new();
+    let shell = Shell::acquire(&env, "x", &[]);
+    assert_eq!(shell.acquired, 0);
+    // The acquire command has exited; the shell still holds the lock.
+    env.run(LM, &["check", "x"])
+        .ok()
+        .stdout_has(&format!("locked:exclusive:{}\n", shell.pid()));
+    let other = Owner::new();
+    let started = Instant::now();
+    env.run(LM, &["acquire", "x", "0.3", "--owner", &other.pid()])
+        .code(2)
+        .one_line_error(LM)
+        .stderr_has(&format!("pid {}", shell.pid()));
+    assert!(started.elapsed() < Duration::from_secs(5));
+    shell.release();
+    env.run(LM, &["check", "x"]).code(1).stdout_has("unlocked");
+    assert!(
+        !env.path(".locks/x.lock").exists(),
+        "a released lock leaves no record"
+    );
+}
+
+#[test]
+fn a_sigkilled_holder_wakes_its_waiter_at_once() {
+    let env = Env::new();
+    let mut shell = Shell::acquire(&env, "x", &[]);
+    let owner = Owner::new();
+    let waiter = spawn(
+        &env,
+        &["acquire", "x", "30", "--owner", &owner.pid(), "--json"],
+    );
+    eventually("the waiter registers", || waiters(&env, "x") == 1);
+    let killed = Instant::now();
+    shell.kill();
+    let run = finish(waiter).ok();
+    // Woken by the holder's pidfd, not by its 30 s timeout.
+    assert!(
+        killed.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        killed.elapsed()
+    );
+    let got = run.json();
+    assert_eq!(got["holders"][0]["pid"], json!(owner.0.id()));
+    assert_eq!(got["holders_while_waiting"], json!([shell.pid()]));
+    assert_eq!(got["takeovers"][0]["reason"], "dead");
+    assert_eq!(got["waiters"], Value::Null, "the waiter entry is gone");
+}
+
+#[test]
+fn a_sigkilled_holder_is_stale_and_taken_over_by_the_next_acquirer() {
+    let env = Env::new();
+    let mut shell = Shell::acquire(&env, "x", &[]);
+    let dead = shell.pid();
+    shell.kill();
+    env.run(LM, &["check", "x"]).code(2).stdout_has("stale\n");
+    env.run(LM, &["list"]).ok().stdout_has("STALE");
+    let owner = Owner::new();
+    env.run(LM, &["acquire", "x", "0", "--owner", &owner.pid()])
+        .ok();
+    env.run(LM, &["check", "x"])
+        .ok()
+        .stdout_has(&format!("locked:exclusive:{}", owner.pid()));
+    let takeover = &events(&env, "takeover")[0];
+    assert_eq!(takeover["target"], "x");
+    assert_eq!(takeover["detail"]["stale_pid"], json!(dead));
+    assert_eq!(takeover["detail"]["owner_pid"], json!(owner.0.id()));
+    assert_eq!(takeover["detail"]["reason"], "dead");
+}
+
+#[test]
+fn shared_holders_coexist_and_an_exclusive_request_times_out_leaving_no_trace() {
+    let env = Env::new();
+    let a = Shell::acquire(&env, "s", &["5", "shared"]);
+    let b = Shell::acquire(&env, "s", &["5", "shared"]);
+    assert_eq!((a.acquired, b.acquired), (0, 0));
+    let list = env.run(LM, &["list", "json"]).ok().json();
+    let pids: Vec<u64> = list[0]["holders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["pid"].as_u64().unwrap())
+        .collect();
+    assert_eq!(pids, vec![a.pid() as u64, b.pid() as u64]);
+    assert_eq!(list[0]["status"], "valid");
+    let table = env.run(LM, &["list"]).ok().stdout;
+    assert_eq!(
+        table.lines().filter(|l| l.starts_with("s ")).count(),
+        2,
+        "{table}"
+    );
+
+    let other = Owner::new();
+    let started = Instant::now();
+    env.run(
+        LM,
+        &["acquire", "s", "1", "exclusive", "--owner", &other.pid()],
+    )
+    .code(2)
+    .one_line_error(LM)
+    .stderr_has("held shared by pids");
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(5),
+        "{took:?}"
+    );
+    // The timed-out waiter removed its entry; the holders are untouched.
+    assert_eq!(waiters(&env, "s"), 0, "{}", record(&env, "s"));
+    assert_eq!(record(&env, "s")["holders"].as_array().unwrap().len(), 2);
+    let timeout = events(&env, "acquire")
+        .into_iter()
+        .find(|e| e["exit_code"] == 2)
+        .expect("a timeout event");
+    assert!(timeout["detail"]["wait_ms"].as_f64().unwrap() >= 900.0);
+    let seen = &timeout["detail"]["holders_while_waiting"];
+    assert!(seen.as_array().unwrap().contains(&json!(a.pid())), "{seen}");
+    a.release();
+    b.release();
+}
+
+#[test]
+fn new_shared_requests_queue_behind_a_waiting_exclusive_request() {
+    let env = Env::new();
+    let reader = Shell::acquire(&env, "doc", &["5", "shared"]);
+    let writer = Owner::new();
+    let waiting = spawn(&env, &["acquire", "doc", "30", "--owner", &writer.pid()]);
+    eventually("the exclusive request registers", || {
+        waiters(&env, "doc") == 1
+    });
+    let late = Owner::new();
+    env.run(
+        LM,
+        &["acquire", "doc", "0.3", "shared", "--owner", &late.pid()],
+    )
+    .code(2)
+    .stderr_has("queued behind exclusive waiter");
+    // A shared holder asking again is re-entrant, not queued.
+    env.run(
+        LM,
+        &[
+            "acquire",
+            "doc",
+            "0",
+            "shared",
+            "--owner",
+            &reader.pid().to_string(),
+        ],
+    )
+    .ok();
+    reader.release();
+    finish(waiting).ok();
+    env.run(LM, &["check", "doc"])
+        .ok()
+        .stdout_has(&format!("locked:exclusive:{}", writer.pid()));
+}
+
+#[test]
+fn a_waiter_gets_the_lock_soon_after_release() {
+    let env = Env::new();
+    let shell = Shell::acquire(&env, "h", &[]);
+    let owner = Owner::new();
+    let mut waiter = spawn(&env, &["acquire", "h", "30", "--owner", &owner.pid()]);
+    eventually("the waiter registers", || waiters(&env, "h") == 1);
+    assert!(
+        waiter.try_wait().unwrap().is_none(),
+        "the waiter must still wait"
+    );
+    env.run(LM, &["release", "h", "--owner", &shell.pid().to_string()])
+        .ok();
+    let released = Instant::now();
+    let status = waiter.wait().unwrap();
+    let handoff = released.elapsed();
+    assert!(status.success());
+    // Generous: the handoff itself takes milliseconds (bench/ measures it).
+    assert!(handoff < Duration::from_secs(1), "handoff took {handoff:?}");
+    env.run(LM, &["check", "h"])
+        .ok()
+        .stdout_has(&format!("locked:exclusive:{}", owner.pid()));
+}
+
+#[test]
+fn a_lower_priority_request_by_a_holder_of_a_higher_one_is_refused_with_4() {
+    let env = Env::new();
+    let shell = Shell::acquire(&env, "user", &[]);
+    let pid = shell.pid().to_string();
+    env.run(LM, &["acquire", "state", "0", "--owner", &pid])
+        .code(4)
+        .one_line_error(LM)
+        .stderr_has("'user'")
+        .stderr_has("'state'");
+    assert!(!env.path(".locks/state.lock").exists());
+    env.run(LM, &["acquire", "temp", "0", "--owner", &pid])
+        .code(4);
+    // The same lock again, and locks ranked after it, are fine.
+    env.run(LM, &["acquire", "user", "0", "--owner", &pid]).ok();
+    env.run(LM, &["acquire", "build", "0", "--owner", &pid])
+        .ok();
+    // Another owner is not bound by this one's holds.
+    let other = Owner::new();
+    env.run(LM, &["acquire", "state", "0", "--owner", &other.pid()])
+        .ok();
+    let refusal = events(&env, "acquire")
+        .into_iter()
+        .find(|e| e["exit_code"] == 4)
+        .expect("the refusal is audited");
+    assert_eq!(refusal["target"], "state");
+}
+
+#[test]
+fn holding_a_lower_number_first_then_a_higher_one_is_allowed() {
+    let env = Env::new();
+    let owner = Owner::new();
+    for name in [
+        "state", "config", "signals", "backup", "temp", "user", "zzz",
+    ] {
+        env.run(LM, &["acquire", name, "0", "--owner", &owner.pid()])
+            .ok();
+    }
+    // And re-requesting one already held, whatever is held after it.
+    env.run(LM, &["acquire", "state", "0", "--owner", &owner.pid()])
+        .ok();
+}
+
+#[test]
+fn run_passes_the_exit_code_through() {
+    let env = Env::new();
+    env.run(LM, &["run", "r", "--", "sh", "-c", "exit 0"]).ok();
+    env.run(LM, &["run", "r", "--", "sh", "-c", "exit 7"])
+        .code(7);
+    env.run(LM, &["run", "r", "--", "sh", "-c", "kill -TERM $$"])
+        .code(143);
+    env.run(LM, &["run", "r", "--", "no-such-command-wfstate"])
+        .code(5)
+        .one_line_error(LM)
+        .stderr_has("command not found");
+    // The lock is released after every one of them.
+    env.run(LM, &["check", "r"]).code(1);
+    let runs = events(&env, "run");
+    assert_eq!(runs.len(), 4);
+    assert_eq!(runs[1]["detail"]["child_exit"], 7);
+    assert_eq!(runs[2]["exit_code"], 143);
+}
+
+#[test]
+fn run_holds_the_lock_as_itself_and_gives_the_child_no_lock_fd() {
+    let env = Env::new();
+    let script =
+        r#"echo "ppid=$PPID name=$WFSTATE_LOCK_NAME"; "$LM" check r; ls -l /proc/self/fd/"#;
+    let out = env
+        .run(
+            LM,
+            &[
+                "run",
+                "r",
+                "--",
+                "bash",
+                "-c",
+                &format!("LM={} ; {script}", bin_path(LM).display()),
+            ],
+        )
+        .ok()
+        .stdout;
+    let first = out.lines().next().unwrap();
+    let ppid = first
+        .strip_prefix("ppid=")
+        .and_then(|r| r.split(' ').next())
+        .unwrap();
+    assert!(first.ends_with("name=r"), "{out}");
+    assert!(out.contains(&format!("locked:exclusive:{ppid}\n")), "{out}");
+    assert!(
+        !out.contains(".locks"),
+        "the child inherited a lock descriptor:\n{out}"
+    );
+    assert!(!out.contains("inotify") && !out.contains("pidfd"), "{out}");
+}
+
+#[test]
+fn run_reports_a_conflict_with_2_or_the_chosen_code() {
+    let env = Env::new();
+    let shell = Shell::acquire(&env, "r", &[]);
+    let marker = env.path("ran");
+    let touch = format!("touch {}", marker.display());
+    env.run(LM, &["run", "r", "-w", "0.2", "--", "sh", "-c", &touch])
+        .code(2)
+        .one_line_error(LM);
+    env.run(
+        LM,
+        &[
+            "run",
+            "r",
+            "-w",
+            "0",
+            "--conflict-exit-code",
+            "75",
+            "--",
+            "sh",
+            "-c",
+            &touch,
+        ],
+    )
+    .code(75);
+    assert!(!marker.exists(), "the command ran without the lock");
+    shell.release();
+    env.run(LM, &["run", "r", "-w", "0", "--", "sh", "-c", &touch])
+        .ok();
+    assert!(marker.exists());
+}
+
+#[test]
+fn a_sigkilled_run_leaves_a_stale_lock_at_once() {
+    let env = Env::new();
+    let mut run = env
+        .cmd(LM)
+        .args(["run", "k", "--", "sh", "-c", "echo $$; exec sleep 300"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(run.stdout.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let child_pid: i32 = line.trim().parse().unwrap();
+    env.run(LM, &["check", "k"])
+        .ok()
+        .stdout_has(&format!("locked:exclusive:{}", run.id()));
+    run.kill().unwrap();
+    run.wait().unwrap();
+    env.run(LM, &["check", "k"]).code(2).stdout_has("stale");
+    let _ = Command::new("kill").arg(child_pid.to_string()).status();
+}
+
+#[test]
+fn sixteen_processes_times_fifty_increments_lose_none() {
+    let env = Env::new();
+    fs::write(env.path("counter"), "0\n").unwrap();
+    let script = r#"
+        for _ in $(seq 50); do
+          "$LM" acquire c 120 --owner $$ || exit 1
+          n=$(<counter)
+          echo $((n + 1)) > counter
+          "$LM" release c --owner $$ || exit 1
+        done"#;
+    let workers: Vec<Child> = (0..16)
+        .map(|_| {
+            let mut c = Command::new("bash");
+            env.clean_env(&mut c);
+            c.arg("-c")
+                .arg(script)
+                .env("LM", bin_path(LM))
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for mut w in workers {
+        assert!(w.wait().unwrap().success(), "a worker failed");
+    }
+    assert_eq!(fs::read_to_string(env.path("counter")).unwrap(), "800\n");
+    assert_eq!(events(&env, "acquire").len(), 800);
+    assert!(!env.path(".locks/c.lock").exists());
+}
+
+#[test]
+fn a_reused_pid_is_judged_stale_and_taken_over() {
+    let env = Env::new();
+    // A record naming a live pid, but with another start time: the process
+    // that took the lock is gone and its pid now belongs to someone else.
+    let live = Owner::new();
+    let id = wfstate::lock::Identity::of_pid(live.0.id()).unwrap();
+    let rec = json!({
+        "name": "p", "type": "exclusive", "timestamp": "2026-01-01T00:00:00Z",
+        "holders": [{"pid": id.pid, "start_time": id.start_time + 1, "boot_id": id.boot_id,
+                     "host": id.host, "acquired": "2026-01-01T00:00:00Z"}]
+    });
+    fs::create_dir_all(env.path(".locks")).unwrap();
+    fs::write(env.path(".locks/p.lock"), rec.to_string()).unwrap();
+    env.run(LM, &["check", "p"]).code(2).stdout_has("stale");
+    let other = Owner::new();
+    env.run(LM, &["acquire", "p", "0", "--owner", &other.pid()])
+        .ok();
+    assert_eq!(
+        events(&env, "takeover")[0]["detail"]["reason"],
+        "pid-reused"
+    );
+    // With the right start time, the same pid is a live holder.
+    let rec = json!({
+        "name": "q", "type": "exclusive", "timestamp": "2026-01-01T00:00:00Z",
+        "holders": [{"pid": id.pid, "start_time": id.start_time, "boot_id": id.boot_id,
+                     "host": id.host, "acquired": "2000-01-01T00:00:00Z"}]
+    });
+    fs::write(env.path(".locks/q.lock"), rec.to_string()).unwrap();
+    // Old, but live: never broken for its age.
+    env.run(LM, &["check", "q"])
+        .ok()
+        .stdout_has(&format!("locked:exclusive:{}", id.pid));
+    env.run(LM, &["acquire", "q", "0", "--owner", &other.pid()])
+        .code(2);
+}
+
+#[test]
+fn the_same_owner_again_counts_once_and_a_sole_shared_holder_upgrades() {
+    let env = Env::new();
+    let owner = Owner::new();
+    let pid = owner.pid();
+    env.run(LM, &["acquire", "u", "0", "shared", "--owner", &pid])
+        .ok();
+    env.run(LM, &["acquire", "u", "0", "shared", "--owner", &pid])
+        .ok();
+    assert_eq!(record(&env, "u")["holders"].as_array().unwrap().len(), 1);
+    let up = env
+        .run(
+            LM,
+            &["acquire", "u", "0", "exclusive", "--owner", &pid, "--json"],
+        )
+        .ok()
+        .json();
+    assert_eq!(up["upgraded"], true);
+    assert_eq!(up["type"], "exclusive");
+    assert_eq!(up["holders"].as_array().unwrap().len(), 1);
+    // An exclusive holder asking for shared keeps its exclusive hold.
+    env.run(LM, &["acquire", "u", "0", "shared", "--owner", &pid])
+        .ok();
+    assert_eq!(record(&env, "u")["type"], "exclusive");
+    // One release frees it: nothing was counted twice.
+    env.run(LM, &["release", "u", "--owner", &pid]).ok();
+    env.run(LM, &["check", "u"]).code(1);
+
+    // Not the sole holder: the upgrade waits, and times out.
+    let other = Owner::new();
+    env.run(LM, &["acquire", "v", "0", "shared", "--owner", &pid])
+        .ok();
+    env.run(
+        LM,
+        &["acquire", "v", "0", "shared", "--owner", &other.pid()],
+    )
+    .ok();
+    env.run(LM, &["acquire", "v", "0.2", "exclusive", "--owner", &pid])
+        .code(2);
+    assert_eq!(record(&env, "v")["type"], "shared");
+}
+
+#[test]
+fn release_by_another_owner_is_refused_with_6_and_force_is_audited() {
+    let env = Env::new();
+    let holder = Owner::new();
+    let other = Owner::new();
+    env.run(LM, &["acquire", "z", "0", "--owner", &holder.pid()])
+        .ok();
+    env.run(LM, &["release", "z", "--owner", &other.pid()])
+        .code(6)
+        .one_line_error(LM)
+        .stderr_has(&format!("held exclusive by pid {}", holder.pid()));
+    env.run(LM, &["check", "z"]).ok();
+    env.run(LM, &["release", "z", "--owner", &other.pid(), "--force"])
+        .ok();
+    env.run(LM, &["check", "z"]).code(1);
+    let forced = events(&env, "release")
+        .into_iter()
+        .find(|e| e["detail"]["forced"] == true)
+        .expect("forced release audited");
+    assert_eq!(forced["detail"]["forced_pids"], json!([holder.0.id()]));
+    // Releasing a lock nobody holds is a quiet no-op.
+    env.run(LM, &["release", "never-held", "--owner", &other.pid()])
+        .ok();
+}
+
+#[test]
+fn bad_names_and_metadata_exit_4_and_create_nothing() {
+    let env = Env::new();
+    for name in [
+        "a/b",
+        "..",
+        ".x",
+        "",
+        "a b",
+        "../../etc/x",
+        &"n".repeat(129),
+    ] {
+        env.run(LM, &["acquire", name, "0"])
+            .code(4)
+            .one_line_error(LM);
+        env.run(LM, &["check", name]).code(4);
+        env.run(LM, &["release", name]).code(4);
+        env.run(LM, &["run", name, "--", "true"]).code(4);
+    }
+    env.run(LM, &["acquire", "ok", "0", "exclusive", "{not json"])
+        .code(4)
+        .stderr_has("metadata");
+    env.run(LM, &["acquire", "ok", "0", "sideways"]).code(4);
+    env.run(LM, &["acquire", "ok", "soon"]).code(4);
+    env.run(LM, &["acquire", "ok", "0", "--ttl", "0"]).code(4);
+    assert!(!env.path(".locks").exists(), "{:?}", env.list(".locks"));
+    let refusals = events(&env, "acquire");
+    assert!(refusals.iter().all(|e| e["exit_code"] == 4), "{refusals:?}");
+    // Valid metadata is kept as given.
+    let owner = Owner::new();
+    env.run(
+        LM,
+        &[
+            "acquire",
+            "ok",
+            "0",
+            "shared",
+            r#"{"step":"build","n":[1,2]}"#,
+            "--owner",
+            &owner.pid(),
+        ],
+    )
+    .ok();
+    assert_eq!(
+        record(&env, "ok")["holders"][0]["metadata"],
+        json!({"step":"build","n":[1,2]})
+    );
+}
+
+#[test]
+fn a_corrupt_record_is_reported_never_stolen() {
+    let env = Env::new();
+    fs::create_dir_all(env.path(".locks")).unwrap();
+    fs::write(env.path(".locks/bad.lock"), b"{\"name\": \"bad\", \"hold").unwrap();
+    env.run(LM, &["check", "bad"])
+        .code(3)
+        .one_line_error(LM)
+        .stderr_has("clean --force");
+    let owner = Owner::new();
+    env.run(LM, &["acquire", "bad", "0", "--owner", &owner.pid()])
+        .code(3);
+    env.run(LM, &["release", "bad", "--owner", &owner.pid()])
+        .code(3);
+    assert_eq!(env.bytes(".locks/bad.lock"), b"{\"name\": \"bad\", \"hold");
+    env.run(LM, &["list"]).ok().stdout_has("CORRUPT");
+    assert_eq!(
+        env.run(LM, &["list", "json"]).ok().json()[0]["status"],
+        "corrupt"
+    );
+    env.run(LM, &["clean"]).ok().stdout_has("removed 0");
+    assert!(env.path(".locks/bad.lock").exists());
+    env.run(LM, &["clean", "--force"])
+        .ok()
+        .stdout_has("removed 1 ");
+    assert!(!env.path(".locks/bad.lock").exists());
+}
+
+#[test]
+fn clean_removes_stale_records_and_keeps_live_ones() {
+    let env = Env::new();
+    let live = Owner::new();
+    let mut dying = Owner::new();
+    env.run(LM, &["acquire", "keep", "0", "--owner", &live.pid()])
+        .ok();
+    env.run(LM, &["acquire", "gone1", "0", "--owner", &dying.pid()])
+        .ok();
+    env.run(
+        LM,
+        &["acquire", "gone2", "0", "shared", "--owner", &dying.pid()],
+    )
+    .ok();
+    env.run(
+        LM,
+        &["acquire", "mixed", "0", "shared", "--owner", &dying.pid()],
+    )
+    .ok();
+    env.run(
+        LM,
+        &["acquire", "mixed", "0", "shared", "--owner", &live.pid()],
+    )
+    .ok();
+    dying.0.kill().unwrap();
+    dying.0.wait().unwrap();
+    let status = env.run(LM, &["status", "--json"]).ok().json();
+    assert_eq!(
+        (status["held"].clone(), status["stale"].clone()),
+        (json!(2), json!(2))
+    );
+    env.run(LM, &["clean"])
+        .ok()
+        .stdout_has("removed 2 stale lock records");
+    assert_eq!(
+        env.list(".locks")
+            .iter()
+            .filter(|f| f.ends_with(".lock"))
+            .count(),
+        2
+    );
+    assert_eq!(
+        record(&env, "mixed")["holders"].as_array().unwrap().len(),
+        1
+    );
+    env.run(LM, &["check", "keep"]).ok();
+    assert_eq!(events(&env, "clean")[0]["detail"]["removed"], 2);
+}
+
+#[test]
+fn a_ttl_lapses_and_its_waiter_takes_over_when_it_does() {
+    let env = Env::new();
+    let holder = Owner::new();
+    env.run(
+        LM,
+        &["acquire", "t", "0", "--owner", &holder.pid(), "--ttl", "1"],
+    )
+    .ok();
+    env.run(LM, &["check", "t"]).ok();
+    let other = Owner::new();
+    let started = Instant::now();
+    let got = env
+        .run(
+            LM,
+            &["acquire", "t", "30", "--owner", &other.pid(), "--json"],
+        )
+        .ok()
+        .json();
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(got["takeovers"][0]["reason"], "ttl-expired");
+}
+
+#[test]
+fn status_is_the_default_and_shows_holders_and_waiters() {
+    let env = Env::new();
+    env.run(LM, &[]).ok().stdout_has("locks: 0 held");
+    let holder = Owner::new();
+    env.run(
+        LM,
+        &["acquire", "w", "0", "shared", "--owner", &holder.pid()],
+    )
+    .ok();
+    let writer = Owner::new();
+    let waiting = spawn(&env, &["acquire", "w", "30", "--owner", &writer.pid()]);
+    eventually("the waiter registers", || waiters(&env, "w") == 1);
+    let text = env.run(LM, &["status"]).ok().stdout;
+    assert!(
+        text.contains("1 held") && text.contains("1 waiting"),
+        "{text}"
+    );
+    assert!(text.contains(&format!("pid {}", holder.pid())), "{text}");
+    assert!(
+        text.contains(&format!("waiting: pid {} (exclusive)", waiting.id())),
+        "{text}"
+    );
+    env.run(LM, &["release", "w", "--owner", &holder.pid()])
+        .ok();
+    finish(waiting).ok();
+    env.run(LM, &["acquire"]).code(1);
+    env.run(LM, &["list", "yaml"]).code(1);
+}
+
+#[test]
+fn verbose_acquire_names_who_held_the_lock_meanwhile() {
+    let env = Env::new();
+    let shell = Shell::acquire(&env, "v", &[]);
+    let owner = Owner::new();
+    let waiter = spawn(
+        &env,
+        &["acquire", "v", "30", "--owner", &owner.pid(), "--verbose"],
+    );
+    eventually("the waiter registers", || waiters(&env, "v") == 1);
+    shell.release();
+    let out = finish(waiter).ok().stdout;
+    assert!(out.contains("lock 'v' acquired: exclusive"), "{out}");
+    assert!(out.contains("waited for: pid"), "{out}");
+}
+
+#[test]
+fn a_state_write_waits_behind_a_lock_manager_holder_and_queues_shared_requests() {
+    let env = Env::new();
+    env.init();
+    // Held shared: only the waiting state write keeps new shared requests out.
+    let shell = Shell::acquire(&env, "state", &["5", "shared"]);
+    let mut sm = env.cmd("state-manager");
+    let setter = sm
+        .args(["--lock-timeout", "30", "set", ".phase", "--string", "impl"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    eventually("the state write registers as a waiter", || {
+        waiters(&env, "state") == 1
+    });
+    let reader = Owner::new();
+    env.run(
+        LM,
+        &[
+            "acquire",
+            "state",
+            "0.2",
+            "shared",
+            "--owner",
+            &reader.pid(),
+        ],
+    )
+    .code(2)
+    .stderr_has("queued behind");
+    shell.release();
+    finish(setter).ok();
+    assert_eq!(env.state()["phase"], "impl");
+    assert!(
+        !env.path(".locks/state.lock").exists(),
+        "{}",
+        record(&env, "state")
+    );
+}
