@@ -8,4 +8,5 @@ mod ops;
 mod props;
 mod recovery;
 mod reliability;
+mod shims;
 mod state;
