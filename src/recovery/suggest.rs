@@ -23,11 +23,10 @@ use serde_json::{Value, json};
 use super::{Ctx, TOOL, checkpoint, restore};
 use crate::audit::Recorder;
 use crate::cli;
-use crate::config::Config;
 use crate::durable;
 use crate::error::{Error, Result};
 use crate::exit::Code;
-use crate::lock::record::{self, Mutex};
+
 use crate::state::{backup, commands, schema};
 
 /// Parses CODE: one of the toolkit's exit codes 0–10 (exit 4 otherwise).
@@ -227,7 +226,7 @@ fn handle_inner(
 }
 
 fn handle_locks(ctx: &Ctx, detail: &mut Value) -> Result<bool> {
-    let removed = clean_stale_locks(&ctx.cfg)?;
+    let removed = crate::lock::manager::clean(&ctx.cfg, false)?.removed.len();
     detail["removed"] = json!(removed);
     if removed > 0 {
         cli::println(&format!("removed {removed} stale lock(s)"));
@@ -238,51 +237,6 @@ fn handle_locks(ctx: &Ctx, detail: &mut Value) -> Result<bool> {
         );
         Ok(false)
     }
-}
-
-/// Removes lock records none of whose holders is live, and drops dead
-/// holders from records that stay; returns how many records it removed.
-/// Each record is changed only under its mutex (the record protocol of
-/// [`crate::lock::record`]); a record that does not parse is left for
-/// `lock-manager clean --force` (it is corruption, not staleness).
-pub fn clean_stale_locks(cfg: &Config) -> Result<usize> {
-    let dir = cfg.locks_dir();
-    let entries = match fs::read_dir(&dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
-        Err(e) => return Err(Error::io(e, "cannot list locks", &dir)),
-    };
-    let mut names: Vec<String> = entries
-        .flatten()
-        .filter_map(|e| {
-            let n = e.file_name().to_string_lossy().into_owned();
-            n.strip_suffix(".lock").map(str::to_owned)
-        })
-        .filter(|n| crate::lock::name::validate(n).is_ok())
-        .collect();
-    names.sort();
-    let mut removed = 0;
-    for name in names {
-        let _mutex = Mutex::lock(cfg, &name)?;
-        let path = record::record_path(cfg, &name);
-        let mut rec = match record::load(&path) {
-            Ok(Some(r)) => r,
-            Ok(None) => continue,
-            Err(e) => {
-                eprintln!("{TOOL}: warning: {e}");
-                continue;
-            }
-        };
-        let dropped = rec.prune();
-        if !rec.is_held() {
-            record::remove(&path)?;
-            removed += 1;
-        } else if dropped > 0 {
-            rec.timestamp = crate::audit::event::now_rfc3339_micros();
-            record::store(&path, &rec)?;
-        }
-    }
-    Ok(removed)
 }
 
 fn handle_corruption(ctx: &Ctx, detail: &mut Value) -> Result<bool> {
