@@ -8,7 +8,7 @@
 # wrapper only finds the binary: WFSTATE_BIN (a folder), else PATH, else
 # ../target/release from here. It never fails the session: without the
 # binary it warns once and exits 0. Register it in .claude/settings.json
-# (see settings.example.json and docs/hooks.md).
+# (see settings.example.json and README.md, 'Claude Code hooks').
 
 case ${BASH_SOURCE[0]} in
   */*) here=${BASH_SOURCE[0]%/*} ;;

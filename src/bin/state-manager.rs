@@ -257,7 +257,7 @@ enum Command {
     ///
     /// Always exits 0 so the session goes on: bad input, a bad rules file or a
     /// lock timeout leaves the state unchanged, prints one line on stderr and is
-    /// recorded in the audit log (op hook, outcome error). See docs/hooks.md.
+    /// recorded in the audit log (op hook, outcome error). See README.md, 'Claude Code hooks'.
     Hook(HookArgs),
 }
 

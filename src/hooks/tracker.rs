@@ -1,5 +1,5 @@
 //! The PostToolUse tracker: turns a tool event into workflow signals by
-//! data-driven rules (hooks/tracker-rules.json, format in docs/hooks.md).
+//! data-driven rules (hooks/tracker-rules.json, format in README.md, 'Claude Code hooks').
 //!
 //! A rule matches a tool event when every condition it states holds: the
 //! tool's name is one of `tools`, the file it touched matches one of `files`
@@ -93,7 +93,7 @@ impl Rules {
             Error::validation("the tracker rules do not parse")
                 .with_path(source)
                 .because(why)
-                .hint("fix the file (format: docs/hooks.md) or unset WFSTATE_TRACKER_RULES")
+                .hint("fix the file (format: README.md, 'Claude Code hooks') or unset WFSTATE_TRACKER_RULES")
         };
         // Parsed as a value first: serde would also take an array for a struct.
         let value: Value = serde_json::from_str(text).map_err(|e| bad(e.to_string()))?;
@@ -124,7 +124,7 @@ impl Rule {
         let bad = |why: String| {
             Error::validation(format!("bad tracker rule '{}'", self.name))
                 .because(why)
-                .hint("fix the rule (format: docs/hooks.md)")
+                .hint("fix the rule (format: README.md, 'Claude Code hooks')")
         };
         if self.signals.is_empty() {
             return Err(bad("it records no signals".into()));

@@ -16,7 +16,7 @@
 //! state that does not parse is only replaced with `--force` (and is kept
 //! aside first).
 //!
-//! YAML goes through `serde_norway` (see docs/operations.md for the choice).
+//! YAML goes through `serde_norway` (see README.md for the choice).
 //! YAML keys must be strings and values JSON-compatible; the round trip
 //! JSON → YAML → JSON gives back the same document.
 
