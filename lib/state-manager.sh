@@ -33,12 +33,12 @@ unlock_state() {
 # read_state [OUTFILE]: prints the state, or writes it to OUTFILE (atomically).
 read_state() {
   if [[ -z "${1:-}" ]]; then
-    _wfstate_run state-manager read --owner "$$"
+    _wfstate_run state-manager --owner "$$" read
     return
   fi
   local out="$1" tmp rc
   tmp="$(mktemp "${out}.XXXXXX")" || return "$EXIT_GENERAL_ERROR"
-  _wfstate_run state-manager read --owner "$$" >"$tmp"
+  _wfstate_run state-manager --owner "$$" read >"$tmp"
   rc=$?
   if ((rc == 0)); then
     mv -f -- "$tmp" "$out" || rc=$EXIT_GENERAL_ERROR
@@ -54,7 +54,7 @@ write_state() {
     printf 'write_state: no JSON given — usage: write_state JSON [REASON]\n' >&2
     return "$EXIT_VALIDATION_FAILED"
   fi
-  _wfstate_run state-manager write --owner "$$" "$1" ${2:+"$2"}
+  _wfstate_run state-manager --owner "$$" write "$1" ${2:+"$2"}
 }
 
 # backup_state [REASON]: backs up the current state; prints the backup's path.
@@ -69,5 +69,5 @@ validate_state() {
 
 # recover_state [PATTERN]: restores the newest valid (matching) backup.
 recover_state() {
-  _wfstate_run state-manager recover --owner "$$" ${1:+"$1"}
+  _wfstate_run state-manager --owner "$$" recover ${1:+"$1"}
 }

@@ -22,23 +22,23 @@ pub const MAX_INPUT_BYTES: u64 = 16 * 1024 * 1024;
 #[derive(Clone, Debug, clap::Args)]
 pub struct GlobalArgs {
     /// The state file [default: ./.workflow-state.json]
-    #[arg(long, global = true, env = "STATE_FILE", value_name = "FILE")]
+    #[arg(long, env = "STATE_FILE", value_name = "FILE")]
     pub state_file: Option<PathBuf>,
 
     /// The audit log [default: .workflow-audit.jsonl beside the state file]
-    #[arg(long, global = true, env = "AUDIT_LOG", value_name = "FILE")]
+    #[arg(long, env = "AUDIT_LOG", value_name = "FILE")]
     pub audit_log: Option<PathBuf>,
 
     /// Seconds to wait for a lock [default: 30]
-    #[arg(long, global = true, env = "LOCK_TIMEOUT", value_name = "SECONDS")]
+    #[arg(long, env = "LOCK_TIMEOUT", value_name = "SECONDS")]
     pub lock_timeout: Option<String>,
 
     /// Print debug lines on stderr (also DEBUG=1)
-    #[arg(long, global = true)]
+    #[arg(long)]
     pub debug: bool,
 
     /// Never colour output (also NO_COLOR)
-    #[arg(long, global = true)]
+    #[arg(long)]
     pub no_color: bool,
 }
 

@@ -94,6 +94,19 @@ pub fn sync_dir(dir: &Path) -> Result<()> {
         .map_err(|e| Error::io(e, "cannot flush folder to disk", dir))
 }
 
+/// Removes `path`; a missing file is fine. Temp files of the same name left
+/// by writers killed mid-write go with it (a removal is the last write).
+pub fn remove(path: &Path) -> io::Result<()> {
+    let result = match fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    };
+    if let Some(name) = path.file_name() {
+        remove_leftovers(parent_of(path), &name.to_string_lossy());
+    }
+    result
+}
+
 /// Removes temp files of `name` left by writers that were killed mid-write.
 fn remove_leftovers(dir: &Path, name: &str) {
     let prefix = format!(".{name}.");

@@ -29,7 +29,7 @@ struct Cli {
     retention: RetentionArgs,
 
     /// Act for this lock owner (default: LOCK_OWNER_PID, else the calling shell)
-    #[arg(long, global = true, value_name = "PID")]
+    #[arg(long, value_name = "PID")]
     owner: Option<u32>,
 
     #[command(subcommand)]

@@ -194,12 +194,7 @@ pub fn store(path: &Path, record: &Record) -> Result<()> {
 
 /// Removes a record; a missing one is fine.
 pub fn remove(path: &Path) -> Result<()> {
-    match fs::remove_file(path) {
-        Err(e) if e.kind() != io::ErrorKind::NotFound => {
-            Err(Error::io(e, "cannot remove lock record", path))
-        }
-        _ => Ok(()),
-    }
+    durable::remove(path).map_err(|e| Error::io(e, "cannot remove lock record", path))
 }
 
 /// An exclusive flock(2) on `NAME.mutex`: the right to change `NAME.lock`.

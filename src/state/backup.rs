@@ -200,11 +200,11 @@ mod tests {
 #[derive(Clone, Debug, clap::Args)]
 pub struct RetentionArgs {
     /// Backups to keep [default: 5]
-    #[arg(long, global = true, env = "BACKUP_KEEP", value_name = "N")]
+    #[arg(long, env = "BACKUP_KEEP", value_name = "N")]
     pub keep_backups: Option<usize>,
 
     /// Remove backups older than this, e.g. 7d, 12h [default: 7d]
-    #[arg(long, global = true, env = "BACKUP_MAX_AGE", value_name = "DURATION")]
+    #[arg(long, env = "BACKUP_MAX_AGE", value_name = "DURATION")]
     pub backup_max_age: Option<String>,
 }
 

@@ -808,7 +808,7 @@ fn handle_7_apply_prunes_backups_checkpoints_and_temp_files() {
     .unwrap();
     fs::write(env.path("..workflow-state.json.999999.0.tmp"), "x").unwrap();
     fs::write(env.path(".state-backups/.x.999999.0.tmp"), "x").unwrap();
-    er(&env, &["handle", "7", "--apply", "--keep-backups", "2"])
+    er(&env, &["--keep-backups", "2", "handle", "7", "--apply"])
         .ok()
         .stdout_has("removed");
     assert_eq!(env.list(".state-backups").len(), 2);

@@ -225,7 +225,7 @@ fn lock_held_by_the_shell_excludes_other_writers() {
     let r = p.bash(
         r#"source lib/state-manager.sh
         init_state_manager; lock_state 5 || exit 11
-        ( LOCK_TIMEOUT=0.3 ./lib/state-manager.sh set .phase '"other"' --owner 1 ); echo "other=$?"
+        ( LOCK_TIMEOUT=0.3 ./lib/state-manager.sh --owner 1 set .phase '"other"' ); echo "other=$?"
         unlock_state"#,
     );
     assert!(r.ok().stdout.contains("other=2"));
