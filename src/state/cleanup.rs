@@ -167,7 +167,8 @@ pub fn checkpoints(cfg: &Config) -> Vec<Checkpoint> {
     out
 }
 
-fn size_of(path: &Path) -> u64 {
+/// Bytes of every file below `path` (0 when it does not exist).
+pub(crate) fn size_of(path: &Path) -> u64 {
     walkdir::WalkDir::new(path)
         .into_iter()
         .flatten()

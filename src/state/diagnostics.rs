@@ -6,8 +6,6 @@
 //! Read-only and streaming: the audit log (with its rotated files) is read
 //! once through [`crate::audit::stats`], in memory that does not grow with it.
 
-use std::path::Path;
-
 use serde_json::{Value, json};
 
 use super::backup;
@@ -20,17 +18,6 @@ use crate::audit::stats::{self, By, Group};
 use crate::cli;
 use crate::error::Result;
 use crate::exit::Code;
-
-/// Bytes of every file below `dir` (0 when it does not exist).
-fn tree_bytes(dir: &Path) -> u64 {
-    walkdir::WalkDir::new(dir)
-        .into_iter()
-        .flatten()
-        .filter_map(|e| e.metadata().ok())
-        .filter(|m| m.is_file())
-        .map(|m| m.len())
-        .sum()
-}
 
 fn ms(v: Option<f64>) -> String {
     v.map_or("-".into(), |v| format!("{v:.2}"))
@@ -73,7 +60,7 @@ pub fn diagnostics(ctx: &Ctx, as_json: bool, verbose: bool) -> Result<Code> {
     let backups = backup::list(cfg)?;
     let backup_bytes: u64 = backups.iter().map(|b| b.size).sum();
     let checkpoints = cleanup::checkpoints(cfg);
-    let checkpoint_bytes: u64 = checkpoints.iter().map(|c| tree_bytes(&c.path)).sum();
+    let checkpoint_bytes: u64 = checkpoints.iter().map(|c| cleanup::size_of(&c.path)).sum();
     let log_files = rotate::log_files(&cfg.audit_log);
     let log_bytes: u64 = log_files
         .iter()
