@@ -309,12 +309,7 @@ fn now_of(cfg: &Config, target: &str, kind: Option<What>) -> (bool, String) {
     if kind == What::Lock {
         return match record::load(&path) {
             Ok(Some(r)) if r.is_held() => {
-                let pids: Vec<String> = r
-                    .holders
-                    .iter()
-                    .filter(|h| h.is_live())
-                    .map(|h| h.id.pid.to_string())
-                    .collect();
+                let pids: Vec<String> = r.live_holders().map(|h| h.id.pid.to_string()).collect();
                 (
                     true,
                     format!("held now ({}) by pid {}", r.kind.as_str(), pids.join(", ")),

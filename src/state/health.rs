@@ -191,12 +191,7 @@ fn check_locks(cfg: &Config) -> Check {
             .unwrap_or_default();
         match record::load(&path) {
             Ok(Some(r)) if r.is_held() => {
-                let pids: Vec<String> = r
-                    .holders
-                    .iter()
-                    .filter(|h| h.is_live())
-                    .map(|h| h.id.pid.to_string())
-                    .collect();
+                let pids: Vec<String> = r.live_holders().map(|h| h.id.pid.to_string()).collect();
                 held.push(format!(
                     "{name} ({}, pid {})",
                     r.kind.as_str(),
