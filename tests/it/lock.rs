@@ -866,3 +866,16 @@ fn a_state_write_waits_behind_a_lock_manager_holder_and_queues_shared_requests()
         record(&env, "state")
     );
 }
+
+#[test]
+fn a_locks_folder_symlinked_out_of_the_root_is_refused_with_6() {
+    let env = Env::new();
+    let outside = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(outside.path(), env.path(".locks")).unwrap();
+    env.run(LM, &["acquire", "x", "0"])
+        .code(6)
+        .one_line_error(LM);
+    env.run(LM, &["check", "x"]).code(6);
+    env.run(LM, &["list"]).code(6);
+    assert_eq!(fs::read_dir(outside.path()).unwrap().count(), 0);
+}
