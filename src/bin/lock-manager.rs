@@ -138,15 +138,20 @@ enum Command {
     },
 }
 
+const TOOL: &str = "lock-manager";
+
 #[derive(Clone, Copy, ValueEnum)]
 enum ListFormat {
     Table,
     Json,
 }
 
-fn dispatch(global: &GlobalArgs, command: Command) -> Result<Code> {
-    let cfg = global.config()?;
-    match command {
+fn dispatch(global: &GlobalArgs, command: Command) -> ExitCode {
+    let cfg = match global.config() {
+        Ok(cfg) => cfg,
+        Err(e) => return cli::finish(TOOL, Err(e)),
+    };
+    let result: Result<Code> = match command {
         Command::Acquire {
             name,
             timeout,
@@ -180,45 +185,39 @@ fn dispatch(global: &GlobalArgs, command: Command) -> Result<Code> {
         ),
         Command::Clean { force } => commands::clean(&cfg, force),
         Command::Status { json } => commands::status(&cfg, json),
-        Command::Run { .. } => unreachable!("run is dispatched by main"),
-    }
-}
-
-/// `run` exits with the child's code, which is outside the toolkit's table.
-fn run_child(global: &GlobalArgs, args: RunArgs, conflict_exit_code: Option<u8>) -> ExitCode {
-    let result = global.config().and_then(|cfg| run::run(&cfg, &args));
-    match result {
-        Ok(code) => ExitCode::from(code),
-        Err(e) if e.kind() == Kind::LockTimeout && conflict_exit_code.is_some() => {
-            eprintln!("lock-manager: {e}");
-            ExitCode::from(conflict_exit_code.unwrap_or(2))
-        }
-        Err(e) => cli::finish("lock-manager", Err(e)),
-    }
-}
-
-fn main() -> ExitCode {
-    let cli = match cli::parse::<Cli>() {
-        Ok(cli) => cli,
-        Err(code) => return code.into(),
-    };
-    match cli.command.unwrap_or(Command::Status { json: false }) {
         Command::Run {
             name,
             shared,
             timeout,
             conflict_exit_code,
             command,
-        } => run_child(
-            &cli.global,
-            RunArgs {
+        } => {
+            let args = RunArgs {
                 name,
                 shared,
                 timeout,
                 command,
-            },
-            conflict_exit_code,
+            };
+            // `run` exits with the child's code, which is outside the toolkit's table.
+            return match run::run(&cfg, &args) {
+                Ok(code) => ExitCode::from(code),
+                Err(e) if e.kind() == Kind::LockTimeout && conflict_exit_code.is_some() => {
+                    eprintln!("{TOOL}: {e}");
+                    ExitCode::from(conflict_exit_code.unwrap_or(2))
+                }
+                Err(e) => cli::finish(TOOL, Err(e)),
+            };
+        }
+    };
+    cli::finish(TOOL, result)
+}
+
+fn main() -> ExitCode {
+    match cli::parse::<Cli>() {
+        Ok(cli) => dispatch(
+            &cli.global,
+            cli.command.unwrap_or(Command::Status { json: false }),
         ),
-        command => cli::finish("lock-manager", dispatch(&cli.global, command)),
+        Err(code) => code.into(),
     }
 }

@@ -258,6 +258,10 @@ pub enum Format {
 /// `list [table|json]`: every lock record, one row per holder.
 pub fn list(cfg: &Config, format: Format) -> Result<Code> {
     let rec = Recorder::start(cfg, TOOL, "list", "*");
+    process::snapshot(|| list_of(cfg, rec, format))
+}
+
+fn list_of(cfg: &Config, rec: Recorder<'_>, format: Format) -> Result<Code> {
     let result = manager::scan(cfg);
     rec.finish(
         &result,
@@ -285,7 +289,7 @@ fn warn_corrupt(entries: &[manager::Entry]) {
 /// do not parse) and prints how many.
 pub fn clean(cfg: &Config, force: bool) -> Result<Code> {
     let rec = Recorder::start(cfg, TOOL, "clean", "*");
-    let result = manager::clean(cfg, force);
+    let result = process::snapshot(|| manager::clean(cfg, force));
     let detail = match &result {
         Ok(c) => json!({
             "removed": c.removed.len(),
@@ -315,6 +319,10 @@ pub fn clean(cfg: &Config, force: bool) -> Result<Code> {
 /// corrupt records.
 pub fn status(cfg: &Config, as_json: bool) -> Result<Code> {
     let rec = Recorder::start(cfg, TOOL, "status", "*");
+    process::snapshot(|| status_of(cfg, rec, as_json))
+}
+
+fn status_of(cfg: &Config, rec: Recorder<'_>, as_json: bool) -> Result<Code> {
     let result = manager::scan(cfg);
     let counts = result
         .as_ref()

@@ -597,7 +597,36 @@ pub fn clean(cfg: &Config, force: bool) -> Result<Cleaned> {
     for tmp in durable::leftover_temps(&cfg.locks_dir()) {
         let _ = fs::remove_file(tmp);
     }
+    remove_idle_mutexes(cfg)?;
     Ok(done)
+}
+
+/// Removes the `NAME.mutex` files of locks that have no record, each while
+/// holding it (see [`Mutex`]), so `.locks/` does not grow with every name
+/// ever used.
+fn remove_idle_mutexes(cfg: &Config) -> Result<()> {
+    let Ok(entries) = fs::read_dir(cfg.locks_dir()) else {
+        return Ok(());
+    };
+    for e in entries.flatten() {
+        let Some(name) = e
+            .file_name()
+            .to_str()
+            .and_then(|f| f.strip_suffix(".mutex"))
+            .filter(|n| name::validate(n).is_ok())
+            .map(str::to_string)
+        else {
+            continue;
+        };
+        if record::record_path(cfg, &name).exists() {
+            continue;
+        }
+        let mutex = Mutex::lock(cfg, &name)?;
+        if !record::record_path(cfg, &name).exists() {
+            mutex.remove_file()?;
+        }
+    }
+    Ok(())
 }
 
 /// Refuses (exit 4) a request for `name` by an owner that holds a lock of a

@@ -6,6 +6,8 @@
 //! host name. The same pid with another start time is another process; the
 //! same start time on another boot is a pid from before a reboot.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::fs;
 use std::sync::OnceLock;
 
@@ -121,8 +123,42 @@ pub fn resolve_owner(flag: Option<u32>) -> Result<Identity> {
     Identity::of_pid(pid)
 }
 
+thread_local! {
+    /// Start times already read during a [`snapshot`], by pid.
+    static SNAPSHOT: RefCell<Option<HashMap<u32, Option<u64>>>> = const { RefCell::new(None) };
+}
+
+/// Runs `f` reading each pid's start time at most once: for reports over
+/// many records held by few processes (`list`, `status`, `clean`). Inside,
+/// a process that dies stays "live" until `f` returns — safe for a report or
+/// a cleanup (it only errs towards keeping a lock), wrong for a waiter, which
+/// must never run inside a snapshot.
+pub fn snapshot<T>(f: impl FnOnce() -> T) -> T {
+    SNAPSHOT.with(|s| *s.borrow_mut() = Some(HashMap::new()));
+    let out = f();
+    SNAPSHOT.with(|s| *s.borrow_mut() = None);
+    out
+}
+
 /// The start time of `pid` in clock ticks after boot, if it runs.
 pub fn start_time_of(pid: u32) -> Option<u64> {
+    let cached = SNAPSHOT.with(|s| s.borrow().as_ref().map(|m| m.get(&pid).copied()));
+    match cached {
+        Some(Some(t)) => t,
+        Some(None) => {
+            let t = read_start_time(pid);
+            SNAPSHOT.with(|s| {
+                if let Some(m) = s.borrow_mut().as_mut() {
+                    m.insert(pid, t);
+                }
+            });
+            t
+        }
+        None => read_start_time(pid),
+    }
+}
+
+fn read_start_time(pid: u32) -> Option<u64> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name (field 2) may hold spaces and parentheses: split after the last ')'.
     let rest = &stat[stat.rfind(')')? + 2..];

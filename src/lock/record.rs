@@ -199,10 +199,16 @@ pub fn remove(path: &Path) -> Result<()> {
 
 /// An exclusive flock(2) on `NAME.mutex`: the right to change `NAME.lock`.
 /// Released when dropped, or by the kernel if the process dies.
+///
+/// A mutex file may be unlinked only by a process that holds it
+/// ([`Mutex::remove_file`], used by `clean`); [`Mutex::lock`] checks after
+/// locking that the file it locked is still the one at the path, so a
+/// locker can never hold an unlinked file while another locks its successor.
 #[must_use = "the mutex is released as soon as the guard is dropped"]
 #[derive(Debug)]
 pub struct Mutex {
-    _file: File,
+    file: File,
+    path: PathBuf,
 }
 
 impl Mutex {
@@ -212,20 +218,78 @@ impl Mutex {
         durable::ensure_dir(&cfg.locks_dir(), &cfg.root)?;
         let path = mutex_path(cfg, name);
         durable::check_not_escaping(&path, &cfg.root)?;
-        // Opened read-only: closing a descriptor opened for writing would
-        // raise IN_CLOSE_WRITE in `.locks/` and wake every waiter for nothing.
-        let fd = rustix::fs::open(
-            &path,
-            OFlags::RDONLY | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::from_raw_mode(0o600),
-        )
-        .map_err(|e| Error::io(e.into(), "cannot open lock mutex", &path))?;
-        let file = File::from(fd);
-        file.lock().map_err(|e| {
-            Error::new(Kind::of_io(&e), "cannot lock mutex")
-                .with_path(&path)
-                .because(e)
-        })?;
-        Ok(Mutex { _file: file })
+        loop {
+            // Opened read-only: closing a descriptor opened for writing would
+            // raise IN_CLOSE_WRITE in `.locks/` and wake every waiter for nothing.
+            let fd = rustix::fs::open(
+                &path,
+                OFlags::RDONLY | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::from_raw_mode(0o600),
+            )
+            .map_err(|e| Error::io(e.into(), "cannot open lock mutex", &path))?;
+            let file = File::from(fd);
+            file.lock().map_err(|e| {
+                Error::new(Kind::of_io(&e), "cannot lock mutex")
+                    .with_path(&path)
+                    .because(e)
+            })?;
+            // `clean` may have unlinked the file while we waited for it.
+            let locked = rustix::fs::fstat(&file);
+            let current = rustix::fs::lstat(&path);
+            if let (Ok(a), Ok(b)) = (locked, current)
+                && (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+            {
+                return Ok(Mutex { file, path });
+            }
+        }
+    }
+
+    /// Unlinks the mutex file while holding it (for a lock with no record).
+    pub fn remove_file(self) -> Result<()> {
+        let result = fs::remove_file(&self.path);
+        drop(self.file);
+        match result {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                Err(Error::io(e, "cannot remove lock mutex", &self.path))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_mutex_removed_by_its_holder_is_recreated_for_the_next_locker() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = Config::new(dir.path().join("s.json"));
+        let m = Mutex::lock(&cfg, "x").unwrap();
+        m.remove_file().unwrap();
+        assert!(!mutex_path(&cfg, "x").exists());
+        let _m = Mutex::lock(&cfg, "x").unwrap();
+        assert!(mutex_path(&cfg, "x").exists());
+    }
+
+    #[test]
+    fn a_locker_blocked_on_a_mutex_that_is_removed_locks_its_successor() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = Config::new(dir.path().join("s.json"));
+        let held = Mutex::lock(&cfg, "x").unwrap();
+        let cfg2 = cfg.clone();
+        let waiter = std::thread::spawn(move || {
+            let m = Mutex::lock(&cfg2, "x").unwrap();
+            std::thread::sleep(Duration::from_millis(300));
+            drop(m);
+        });
+        // Let the other locker open the file and block on it, then unlink it.
+        std::thread::sleep(Duration::from_millis(100));
+        held.remove_file().unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+        // The other locker must now hold the file at the path, not the unlinked one.
+        let f = File::open(mutex_path(&cfg, "x")).expect("the successor exists");
+        assert!(f.try_lock().is_err(), "two lockers hold the mutex at once");
+        waiter.join().unwrap();
     }
 }

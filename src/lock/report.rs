@@ -182,6 +182,7 @@ pub fn status_text(entries: &[Entry]) -> String {
         "locks: {} held, {} stale, {} waiting, {} corrupt\n",
         c.held, c.stale, c.waiting, c.corrupt
     );
+    let width = entries.iter().map(|e| e.name.len()).max().unwrap_or(0);
     for e in entries {
         match &e.record {
             Ok(rec) if rec.is_held() => {
@@ -190,7 +191,7 @@ pub fn status_text(entries: &[Entry]) -> String {
                     .map(|h| format!("pid {} since {}", h.id.pid, h.acquired))
                     .collect();
                 out.push_str(&format!(
-                    "  {}  {}  {}\n",
+                    "  {:<width$}  {:<9}  {}\n",
                     e.name,
                     rec.kind.as_str(),
                     holders.join(", ")
@@ -211,14 +212,14 @@ pub fn status_text(entries: &[Entry]) -> String {
                     .map(|h| format!("pid {} {}", h.id.pid, h.staleness().unwrap_or("live")))
                     .collect();
                 out.push_str(&format!(
-                    "  {}  stale ({}) — taken over by the next acquire, or run 'lock-manager clean'\n",
+                    "  {:<width$}  stale ({}) — taken over by the next acquire, or run 'lock-manager clean'\n",
                     e.name,
                     gone.join(", ")
                 ));
             }
             Ok(_) => {}
             Err(_) => out.push_str(&format!(
-                "  {}  corrupt — inspect .locks/{}.lock, then run 'lock-manager clean --force'\n",
+                "  {:<width$}  corrupt — inspect .locks/{}.lock, then run 'lock-manager clean --force'\n",
                 e.name, e.name
             )),
         }

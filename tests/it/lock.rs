@@ -163,6 +163,13 @@ fn a_lock_taken_by_a_shell_outlives_the_command_and_blocks_others() {
         .one_line_error(LM)
         .stderr_has(&format!("pid {}", shell.pid()));
     assert!(started.elapsed() < Duration::from_secs(5));
+    // Nor may anyone share an exclusive lock.
+    env.run(
+        LM,
+        &["acquire", "x", "0", "shared", "--owner", &other.pid()],
+    )
+    .code(2)
+    .stderr_has("held exclusive");
     shell.release();
     env.run(LM, &["check", "x"]).code(1).stdout_has("unlocked");
     assert!(
@@ -501,9 +508,20 @@ fn sixteen_processes_times_fifty_increments_lose_none() {
                 .unwrap()
         })
         .collect();
+    // Meanwhile `clean` keeps removing the idle mutex file under their feet.
+    let mut cleaner = Command::new("bash");
+    env.clean_env(&mut cleaner);
+    let cleaner = cleaner
+        .arg("-c")
+        .arg(r#"while [[ ! -e done ]]; do "$LM" clean >/dev/null || exit 1; done"#)
+        .env("LM", bin_path(LM))
+        .spawn()
+        .unwrap();
     for mut w in workers {
         assert!(w.wait().unwrap().success(), "a worker failed");
     }
+    fs::write(env.path("done"), "").unwrap();
+    assert!(finish(cleaner).code == 0, "clean failed");
     assert_eq!(fs::read_to_string(env.path("counter")).unwrap(), "800\n");
     assert_eq!(events(&env, "acquire").len(), 800);
     assert!(!env.path(".locks/c.lock").exists());
@@ -724,12 +742,10 @@ fn clean_removes_stale_records_and_keeps_live_ones() {
     env.run(LM, &["clean"])
         .ok()
         .stdout_has("removed 2 stale lock records");
+    // Only the records (and mutex files) of live locks remain.
     assert_eq!(
-        env.list(".locks")
-            .iter()
-            .filter(|f| f.ends_with(".lock"))
-            .count(),
-        2
+        env.list(".locks"),
+        ["keep.lock", "keep.mutex", "mixed.lock", "mixed.mutex"]
     );
     assert_eq!(
         record(&env, "mixed")["holders"].as_array().unwrap().len(),
@@ -849,4 +865,17 @@ fn a_state_write_waits_behind_a_lock_manager_holder_and_queues_shared_requests()
         "{}",
         record(&env, "state")
     );
+}
+
+#[test]
+fn a_locks_folder_symlinked_out_of_the_root_is_refused_with_6() {
+    let env = Env::new();
+    let outside = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(outside.path(), env.path(".locks")).unwrap();
+    env.run(LM, &["acquire", "x", "0"])
+        .code(6)
+        .one_line_error(LM);
+    env.run(LM, &["check", "x"]).code(6);
+    env.run(LM, &["list"]).code(6);
+    assert_eq!(fs::read_dir(outside.path()).unwrap().count(), 0);
 }
