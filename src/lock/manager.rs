@@ -347,7 +347,13 @@ fn await_turn(
         durable::check_not_escaping(&path, &cfg.root)?;
         let current = record::load(&path)?;
         let blocked = match decide(current.as_ref()) {
-            Ok(()) => return Ok(Turn::Granted(mutex, current)),
+            Ok(()) => {
+                // Closing an inotify descriptor waits for an SRCU grace period
+                // in the kernel (10-20 ms measured here): leave it to process
+                // exit, after the grant is written, not in the handoff's path.
+                std::mem::forget(watcher);
+                return Ok(Turn::Granted(mutex, current));
+            }
             Err(b) => b,
         };
         log.saw(&blocked.holders);
