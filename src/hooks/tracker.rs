@@ -26,7 +26,7 @@ use serde_json::{Value, json};
 use super::glob;
 use super::payload::Payload;
 use super::{Hook, load_rules_file};
-use crate::durable::{self, Durability};
+use crate::durable;
 use crate::error::{Error, Result};
 use crate::state::document;
 
@@ -364,25 +364,9 @@ fn write_signal_files(
     now: f64,
     phase: Option<&str>,
 ) -> Result<()> {
-    let dir = hook.cfg.signals_dir();
-    durable::ensure_dir(&dir, &hook.cfg.root)?;
-    let time = document::now_rfc3339();
     for name in signals {
-        let body = json!({
-            "signal": name,
-            "timestamp": now,
-            "time": time,
-            "pid": std::process::id(),
-            "phase": phase,
-            "source": "post-tool-use",
-        });
-        let mut bytes = serde_json::to_vec_pretty(&body).expect("JSON serializes");
-        bytes.push(b'\n');
-        durable::replace(
-            &dir.join(format!("{name}.json")),
-            &bytes,
-            Durability::Atomic,
-        )?;
+        let extra = json!({ "phase": phase, "source": "post-tool-use" });
+        crate::state::commands::write_signal_file(&hook.cfg, name, now, extra)?;
     }
     Ok(())
 }

@@ -360,22 +360,32 @@ pub fn signal(ctx: &Ctx, name: &str) -> Result<Code> {
         )?;
         Ok(())
     })?;
-    let dir = ctx.cfg.signals_dir();
-    durable::ensure_dir(&dir, &ctx.cfg.root)?;
-    let body = json!({
+    write_signal_file(&ctx.cfg, name, now, json!({}))?;
+    Ok(Code::Success)
+}
+
+/// Writes `.signals/NAME.json`: the signal, its epoch time `now`, the time
+/// in RFC 3339, this pid, and the fields of `extra`. Atomic, not fsynced: it
+/// mirrors `signals.NAME` of the state, which is the durable record.
+pub fn write_signal_file(cfg: &Config, name: &str, now: f64, extra: Value) -> Result<()> {
+    let dir = cfg.signals_dir();
+    durable::ensure_dir(&dir, &cfg.root)?;
+    let mut body = json!({
         "signal": name,
         "timestamp": now,
         "time": document::now_rfc3339(),
         "pid": std::process::id(),
     });
+    if let (Value::Object(b), Value::Object(e)) = (&mut body, extra) {
+        b.extend(e);
+    }
     let mut bytes = serde_json::to_vec_pretty(&body).expect("JSON serializes");
     bytes.push(b'\n');
     durable::replace(
         &dir.join(format!("{name}.json")),
         &bytes,
         Durability::Atomic,
-    )?;
-    Ok(Code::Success)
+    )
 }
 
 /// `validate [--json]`: 0 valid, 3 unparseable, 4 schema violations.
