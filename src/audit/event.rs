@@ -165,6 +165,11 @@ pub fn append(cfg: &Config, event: &Event) {
     }
 }
 
+/// A duration in milliseconds with microsecond precision, for audit details.
+pub fn ms(d: std::time::Duration) -> f64 {
+    (d.as_secs_f64() * 1e6).round() / 1e3
+}
+
 /// Now, as RFC 3339 UTC with microseconds.
 pub fn now_rfc3339_micros() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)

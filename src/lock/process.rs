@@ -140,6 +140,17 @@ pub fn snapshot<T>(f: impl FnOnce() -> T) -> T {
     out
 }
 
+/// The owner a state-changing call acts for: as [`resolve_owner`], except
+/// that a calling shell which has already exited owns nothing (`None`);
+/// an explicit `--owner` that is not running is still an error.
+pub fn caller(flag: Option<u32>) -> Result<Option<Identity>> {
+    match resolve_owner(flag) {
+        Ok(id) => Ok(Some(id)),
+        Err(e) if flag.is_some() => Err(e),
+        Err(_) => Ok(None),
+    }
+}
+
 /// The start time of `pid` in clock ticks after boot, if it runs.
 pub fn start_time_of(pid: u32) -> Option<u64> {
     let cached = SNAPSHOT.with(|s| s.borrow().as_ref().map(|m| m.get(&pid).copied()));

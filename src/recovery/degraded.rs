@@ -48,7 +48,7 @@ pub fn degrade(ctx: &Ctx, reason: &str, features: Option<&str>) -> Result<Code> 
         let st = ctx.store()?;
         let owner = ctx.owner()?;
         let txn = st.begin(owner.as_ref())?;
-        detail["lock_wait_ms"] = json!(super::ms(txn.waited));
+        detail["lock_wait_ms"] = json!(crate::audit::event::ms(txn.waited));
         let old = txn.load()?;
         let mut new = old.clone();
         new["degradedMode"] = json!({
@@ -70,7 +70,7 @@ pub fn recover_mode(ctx: &Ctx) -> Result<Code> {
         let st = ctx.store()?;
         let owner = ctx.owner()?;
         let txn = st.begin(owner.as_ref())?;
-        detail["lock_wait_ms"] = json!(super::ms(txn.waited));
+        detail["lock_wait_ms"] = json!(crate::audit::event::ms(txn.waited));
         let old = txn.load()?;
         if !is_on(&old) {
             detail["changed"] = json!(false);

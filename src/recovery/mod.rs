@@ -52,11 +52,7 @@ impl Ctx {
     /// The owner for the `state` lock: `--owner`, `LOCK_OWNER_PID`, else the
     /// calling shell. A caller that has already exited owns nothing.
     pub(crate) fn owner(&self) -> Result<Option<Identity>> {
-        match lock::process::resolve_owner(self.owner) {
-            Ok(id) => Ok(Some(id)),
-            Err(e) if self.owner.is_some() => Err(e),
-            Err(_) => Ok(None),
-        }
+        lock::process::caller(self.owner)
     }
 
     /// The state file as configured, the audit target of state operations.
@@ -77,9 +73,4 @@ impl Ctx {
         rec.finish(&result, detail);
         result
     }
-}
-
-/// Milliseconds with microsecond precision, for audit details.
-pub(crate) fn ms(d: std::time::Duration) -> f64 {
-    (d.as_secs_f64() * 1e6).round() / 1e3
 }

@@ -84,7 +84,7 @@ fn restore_inner(ctx: &Ctx, id: Option<&str>, detail: &mut Value) -> Result<(Str
     let st = ctx.store()?;
     let owner = ctx.owner()?;
     let txn = st.begin(owner.as_ref())?;
-    detail["lock_wait_ms"] = json!(super::ms(txn.waited));
+    detail["lock_wait_ms"] = json!(crate::audit::event::ms(txn.waited));
     repair(ctx, &txn, &st)?;
     let cp = checkpoint::find(&ctx.cfg, id)?;
     let verified = checkpoint::verify(&cp)?;

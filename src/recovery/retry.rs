@@ -553,7 +553,7 @@ fn run_attempts(
                 attempts: attempt,
             });
         }
-        finish_attempt(rec, attempt, code, super::ms(wait));
+        finish_attempt(rec, attempt, code, crate::audit::event::ms(wait));
         eprintln!(
             "{TOOL}: attempt {attempt} of {} exited {code}; retrying in {:.3}s",
             opts.attempts,

@@ -14,6 +14,7 @@ use super::path;
 use super::schema;
 use super::store::{self, Store, Txn};
 use crate::audit::Recorder;
+use crate::audit::event::ms;
 use crate::cli;
 use crate::config::{Config, MAX_INPUT_BYTES};
 use crate::durable::{self, Durability};
@@ -43,11 +44,7 @@ impl Ctx {
     /// The owner for the `state` lock: `--owner`, `LOCK_OWNER_PID`, else the
     /// calling shell. A caller that has already exited owns nothing.
     pub(crate) fn owner(&self) -> Result<Option<Identity>> {
-        match lock::process::resolve_owner(self.owner) {
-            Ok(id) => Ok(Some(id)),
-            Err(e) if self.owner.is_some() => Err(e),
-            Err(_) => Ok(None),
-        }
+        lock::process::caller(self.owner)
     }
 
     /// Runs `f` as operation `op`, recording one audit event.
@@ -79,10 +76,6 @@ impl Ctx {
             Ok(commit.revision)
         })
     }
-}
-
-pub(crate) fn ms(d: std::time::Duration) -> f64 {
-    (d.as_secs_f64() * 1e6).round() / 1e3
 }
 
 /// Parses a JSON argument (exit 4 with where it broke).

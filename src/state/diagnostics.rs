@@ -15,13 +15,10 @@ use super::health::{existing_ancestor, human_bytes};
 use crate::audit::rotate;
 use crate::audit::scan::Filter;
 use crate::audit::stats::{self, By, Group};
+use crate::audit::table::ms;
 use crate::cli;
 use crate::error::Result;
 use crate::exit::Code;
-
-fn ms(v: Option<f64>) -> String {
-    v.map_or("-".into(), |v| format!("{v:.2}"))
-}
 
 fn group_json(name: &str, g: &Group, verbose: bool) -> Value {
     let mut v = json!({

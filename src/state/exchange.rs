@@ -203,7 +203,7 @@ pub fn import(ctx: &Ctx, file: &str, force: bool, as_json: bool) -> Result<Code>
         let store = ctx.store()?;
         let owner = ctx.owner()?;
         let txn = store.begin(owner.as_ref())?;
-        detail["lock_wait_ms"] = json!(commands::ms(txn.waited));
+        detail["lock_wait_ms"] = json!(crate::audit::event::ms(txn.waited));
         let live = match txn.load_opt() {
             Ok(live) => live,
             Err(e) if e.code() == Code::StateCorruption && !force => {
