@@ -244,6 +244,11 @@ pub fn check(cfg: &Config, name: &str) -> Result<Code> {
     };
     rec.finish_with(code.as_i32(), "ok", json!({ "state": line }));
     cli::println(&line);
+    if code == Code::Success
+        && let Some(note) = manager::unverified_note(cfg, name)
+    {
+        eprintln!("{TOOL}: note: {note}");
+    }
     Ok(code)
 }
 
