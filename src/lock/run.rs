@@ -280,7 +280,8 @@ fn spawn_error(e: io::Error, program: &OsString, name: &str) -> Error {
 /// exited and a waiter took the lock at once) is no error; any other
 /// failure is a warning (the hold is stale anyway once the child is gone).
 fn release_own(cfg: &Config, name: &str, holder: &Identity) {
-    let holds = manager::read(cfg, name).is_ok_and(|r| r.is_some_and(|r| r.holder(holder).is_some()));
+    let holds =
+        manager::read(cfg, name).is_ok_and(|r| r.is_some_and(|r| r.holder(holder).is_some()));
     if !holds {
         return;
     }

@@ -44,7 +44,9 @@ struct KillOnDrop(i32);
 
 impl Drop for KillOnDrop {
     fn drop(&mut self) {
-        let _ = Command::new("kill").args(["-KILL", &self.0.to_string()]).status();
+        let _ = Command::new("kill")
+            .args(["-KILL", &self.0.to_string()])
+            .status();
     }
 }
 
@@ -105,7 +107,11 @@ fn events(env: &Env, op: &str) -> Vec<serde_json::Value> {
 #[test]
 fn run_keeps_the_lock_with_the_child_when_the_wrapper_is_sigkilled() {
     let env = Env::new();
-    let mut run = spawn_run(&env, "k", r#"echo $$; while [ ! -e go ]; do sleep 0.02; done"#);
+    let mut run = spawn_run(
+        &env,
+        "k",
+        r#"echo $$; while [ ! -e go ]; do sleep 0.02; done"#,
+    );
     let child: i32 = read_line(&mut run).parse().unwrap();
     let _guard = KillOnDrop(child);
     env.run(LM, &["check", "k"])
@@ -114,7 +120,10 @@ fn run_keeps_the_lock_with_the_child_when_the_wrapper_is_sigkilled() {
     run.kill().unwrap();
     run.wait().unwrap();
     // The command runs on, and still holds the lock.
-    assert!(fs::metadata(format!("/proc/{child}")).is_ok(), "the child died with the wrapper");
+    assert!(
+        fs::metadata(format!("/proc/{child}")).is_ok(),
+        "the child died with the wrapper"
+    );
     env.run(LM, &["check", "k"])
         .ok()
         .stdout_has(&format!("locked:exclusive:{child}\n"));
@@ -125,7 +134,10 @@ fn run_keeps_the_lock_with_the_child_when_the_wrapper_is_sigkilled() {
         .stderr_has(&format!("pid {child}"));
     env.run(LM, &["acquire", "k", "0.2", "--owner", &Owner::new().pid()])
         .code(2);
-    assert!(!entered.exists(), "a second run entered while the first was inside");
+    assert!(
+        !entered.exists(),
+        "a second run entered while the first was inside"
+    );
     // Once the command ends, its lock is stale at once and the next run enters.
     fs::write(env.path("go"), "").unwrap();
     let t = Instant::now();
@@ -153,7 +165,10 @@ fn run_forwards_int_term_and_hup_to_the_child_and_passes_its_code_through() {
             .status()
             .unwrap();
         let (out, took) = bounded(run, Duration::from_secs(10));
-        assert_eq!(out.code, 3, "SIG{sig}: the wrapper did not pass the child's code: {out:?}");
+        assert_eq!(
+            out.code, 3,
+            "SIG{sig}: the wrapper did not pass the child's code: {out:?}"
+        );
         assert!(took < Duration::from_secs(5), "SIG{sig}: {took:?}");
         assert_eq!(
             fs::read_to_string(env.path("f")).unwrap(),
@@ -190,12 +205,21 @@ fn the_childs_own_calls_act_as_the_holder() {
         .env("LOCK_TIMEOUT", "3");
     let (out, took) = run_bounded(c, Duration::from_secs(20));
     let out = out.ok();
-    assert!(took < Duration::from_secs(3), "the child's calls waited: {took:?}");
+    assert!(
+        took < Duration::from_secs(3),
+        "the child's calls waited: {took:?}"
+    );
     let line = out.stdout.lines().last().unwrap().to_string();
     let (owner, me) = line.split_once(' ').unwrap();
-    assert_eq!(owner.strip_prefix("owner=").unwrap(), me.strip_prefix("me=").unwrap());
+    assert_eq!(
+        owner.strip_prefix("owner=").unwrap(),
+        me.strip_prefix("me=").unwrap()
+    );
     let st = env.state();
-    assert_eq!((st["a"].clone(), st["b"].clone(), st["c"].clone()), (json!(1), json!(2), json!(3)));
+    assert_eq!(
+        (st["a"].clone(), st["b"].clone(), st["c"].clone()),
+        (json!(1), json!(2), json!(3))
+    );
     assert_eq!(st["d"], json!(4));
     env.run(LM, &["check", "state"]).code(1);
 
@@ -232,7 +256,11 @@ fn namespaced_holder(env: &Env, name: &str) -> Option<Child> {
         .stdin(Stdio::piped())
         .stdout(Stdio::piped());
     let mut child = c.spawn().unwrap();
-    assert_eq!(read_line(&mut child), "ok 1", "the holder is pid 1 of its namespace");
+    assert_eq!(
+        read_line(&mut child),
+        "ok 1",
+        "the holder is pid 1 of its namespace"
+    );
     Some(child)
 }
 
@@ -252,8 +280,12 @@ fn a_holder_in_another_pid_namespace_is_never_taken_over() {
         .code(2)
         .one_line_error(LM)
         .stderr_has("cannot verify: other pid namespace");
-    env.run(LM, &["run", "ns", "-w", "0.2", "--", "true"]).code(2);
-    assert!(events(&env, "takeover").is_empty(), "a live holder was taken over");
+    env.run(LM, &["run", "ns", "-w", "0.2", "--", "true"])
+        .code(2);
+    assert!(
+        events(&env, "takeover").is_empty(),
+        "a live holder was taken over"
+    );
     env.run(LM, &["check", "ns"])
         .ok()
         .stdout_has("locked:exclusive:1\n")
@@ -263,12 +295,21 @@ fn a_holder_in_another_pid_namespace_is_never_taken_over() {
         .ok()
         .stdout_has("VALID (cannot verify: other pid namespace)");
     let list = env.run(LM, &["list", "json"]).ok().json();
-    assert_eq!(list[0]["holders"][0]["unverifiable"], "cannot verify: other pid namespace");
-    env.run(LM, &["status"]).ok().stdout_has("other pid namespace");
+    assert_eq!(
+        list[0]["holders"][0]["unverifiable"],
+        "cannot verify: other pid namespace"
+    );
+    env.run(LM, &["status"])
+        .ok()
+        .stdout_has("other pid namespace");
     env.run(LM, &["clean"]).ok();
-    assert!(env.path(".locks/ns.lock").exists(), "clean removed a live holder");
+    assert!(
+        env.path(".locks/ns.lock").exists(),
+        "clean removed a live holder"
+    );
     // Only a forced release removes it.
-    env.run(LM, &["release", "ns", "--owner", &other.pid()]).code(6);
+    env.run(LM, &["release", "ns", "--owner", &other.pid()])
+        .code(6);
     env.run(LM, &["release", "ns", "--force"]).ok();
     env.run(LM, &["check", "ns"]).code(1);
     drop(holder.stdin.take());
@@ -279,7 +320,15 @@ fn a_holder_in_another_pid_namespace_is_never_taken_over() {
         return;
     };
     let mut c = env.cmd(SM);
-    c.args(["--lock-timeout", "0.3", "--owner", &other.pid(), "set", ".x", "1"]);
+    c.args([
+        "--lock-timeout",
+        "0.3",
+        "--owner",
+        &other.pid(),
+        "set",
+        ".x",
+        "1",
+    ]);
     let (out, _) = run_bounded(c, Duration::from_secs(10));
     out.code(2).stderr_has("other pid namespace");
     drop(holder.stdin.take());
@@ -319,7 +368,10 @@ fn every_wait_behind_a_busy_mutex_honours_its_timeout() {
             c.env("LOCK_TIMEOUT", t);
         }
         let (out, took) = run_bounded(c, Duration::from_secs(15));
-        assert!(took < Duration::from_secs(5), "{tool} {args:?} waited {took:?}: {out:?}");
+        assert!(
+            took < Duration::from_secs(5),
+            "{tool} {args:?} waited {took:?}: {out:?}"
+        );
         out.code(2)
             .one_line_error(tool)
             .stderr_has("lock 'state'")
@@ -329,7 +381,11 @@ fn every_wait_behind_a_busy_mutex_honours_its_timeout() {
     stopped_mutex(&["acquire", "state", "0.3"], LM, None);
     stopped_mutex(&["acquire", "state", "0.3", "shared"], LM, None);
     stopped_mutex(&["run", "state", "-w", "0.3", "--", "true"], LM, None);
-    stopped_mutex(&["release", "state", "--owner", &owner.pid()], LM, Some("0.3"));
+    stopped_mutex(
+        &["release", "state", "--owner", &owner.pid()],
+        LM,
+        Some("0.3"),
+    );
     stopped_mutex(&["--lock-timeout", "0.2", "set", ".x", "1"], SM, None);
     stopped_mutex(&["set", ".x", "1"], SM, Some("0.2"));
     stopped_mutex(&["--lock-timeout", "0.2", "checkpoint", "op"], ER, None);
@@ -341,7 +397,8 @@ fn every_wait_behind_a_busy_mutex_honours_its_timeout() {
         .unwrap();
     holder.kill().unwrap();
     holder.wait().unwrap();
-    env.run(LM, &["release", "state", "--owner", &owner.pid()]).ok();
+    env.run(LM, &["release", "state", "--owner", &owner.pid()])
+        .ok();
     env.sm(&["--lock-timeout", "2", "set", ".x", "1"]);
     assert_eq!(env.state()["x"], json!(1));
 }
@@ -352,8 +409,10 @@ fn a_transaction_by_an_owner_holding_a_later_lock_is_refused_at_once() {
     let env = Env::new();
     env.init();
     let (a, b) = (Owner::new(), Owner::new());
-    env.run(LM, &["acquire", "docs", "0", "--owner", &a.pid()]).ok();
-    env.run(LM, &["acquire", "state", "0", "--owner", &b.pid()]).ok();
+    env.run(LM, &["acquire", "docs", "0", "--owner", &a.pid()])
+        .ok();
+    env.run(LM, &["acquire", "state", "0", "--owner", &b.pid()])
+        .ok();
     let before = fs::read(env.state_file()).unwrap();
     let a_pid = a.pid();
     // Every way of naming the owner, every binary that writes the state.
@@ -371,13 +430,20 @@ fn a_transaction_by_an_owner_holding_a_later_lock_is_refused_at_once() {
             c.env("LOCK_OWNER_PID", a.pid());
         }
         let (out, took) = run_bounded(c, Duration::from_secs(15));
-        assert!(took < Duration::from_secs(2), "{tool} {args:?} waited {took:?}");
+        assert!(
+            took < Duration::from_secs(2),
+            "{tool} {args:?} waited {took:?}"
+        );
         out.code(4)
             .one_line_error(tool)
             .stderr_has("'docs'")
             .stderr_has("'state'");
     }
-    assert_eq!(fs::read(env.state_file()).unwrap(), before, "the state changed");
+    assert_eq!(
+        fs::read(env.state_file()).unwrap(),
+        before,
+        "the state changed"
+    );
     // B's request for docs just waits for A (no deadlock: A gave up).
     env.run(LM, &["acquire", "docs", "0.2", "--owner", &b.pid()])
         .code(2);
@@ -395,7 +461,8 @@ fn ttl_record(env: &Env, name: &str, owner: &Owner, ttl: f64, acquired: &str, bo
     holder["acquired"] = json!(acquired);
     holder["acquired_boottime"] = json!(boottime() - boot_age);
     holder["ttl"] = json!(ttl);
-    let rec = json!({"name": name, "type": "exclusive", "timestamp": acquired, "holders": [holder]});
+    let rec =
+        json!({"name": name, "type": "exclusive", "timestamp": acquired, "holders": [holder]});
     fs::create_dir_all(env.path(".locks")).unwrap();
     fs::write(env.path(&format!(".locks/{name}.lock")), rec.to_string()).unwrap();
 }
@@ -439,8 +506,11 @@ fn ttls_follow_the_boot_clock_not_the_wall_clock() {
     fs::write(env.path(".locks/old.lock"), rec.to_string()).unwrap();
     env.run(LM, &["check", "old"]).code(2);
     // And a fresh acquire stores the boot clock.
-    env.run(LM, &["acquire", "t", "0", "--owner", &owner.pid(), "--ttl", "60"])
-        .ok();
+    env.run(
+        LM,
+        &["acquire", "t", "0", "--owner", &owner.pid(), "--ttl", "60"],
+    )
+    .ok();
     let rec: serde_json::Value =
         serde_json::from_slice(&fs::read(env.path(".locks/t.lock")).unwrap()).unwrap();
     assert!(rec["holders"][0]["acquired_boottime"].is_f64(), "{rec}");
@@ -508,7 +578,10 @@ fn waiters_beyond_the_inotify_instance_limit_still_wait_and_get_the_lock() {
         .trim()
         .parse()
         .unwrap();
-    assert!(opened > 0 && opened <= limit, "{opened} instances, limit {limit}");
+    assert!(
+        opened > 0 && opened <= limit,
+        "{opened} instances, limit {limit}"
+    );
     // Several waiters, none of which can have a watch.
     let waiters: Vec<Child> = (0..3)
         .map(|_| {
