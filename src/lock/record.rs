@@ -246,7 +246,7 @@ impl Busy {
             .holder_pid
             .map_or(String::new(), |p| format!(" (pid {p})"));
         format!(
-            "another process{by} holds .locks/{name}.mutex: a state transaction, or a stopped process in the middle of one"
+            "another process{by} holds .locks/{name}.mutex: a running state transaction, or a process stopped in the middle of a lock operation"
         )
     }
 }

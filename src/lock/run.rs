@@ -107,7 +107,15 @@ fn run_inner(
     // This very process held it already (a shell exec'd us in place): that
     // hold is the shell's, and stays with it.
     let hand_over = !got.already_held;
-    let signals = Signals::block().map_err(|e| Error::io(e, "cannot watch signals", "signalfd"))?;
+    let signals = match Signals::block() {
+        Ok(s) => s,
+        Err(e) => {
+            if hand_over {
+                release_own(cfg, &a.name, &me);
+            }
+            return Err(Error::io(e, "cannot watch signals", "signalfd"));
+        }
+    };
 
     let mut cmd = Command::new(program);
     cmd.args(args);

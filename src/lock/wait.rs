@@ -321,6 +321,34 @@ mod tests {
     }
 
     #[test]
+    fn without_a_watch_the_waiter_looks_again_at_short_intervals() {
+        let dir = tempfile::tempdir().unwrap();
+        let w = Watcher {
+            fd: None,
+            interval: Cell::new(FIRST_INTERVAL),
+            only: None,
+            lost: Cell::new(false),
+        };
+        let far = Instant::now() + Duration::from_secs(10);
+        let mut steps = Vec::new();
+        for _ in 0..6 {
+            let t = Instant::now();
+            assert_eq!(w.wait_for(&[], Some(far)).unwrap(), Wake::Changed);
+            steps.push(t.elapsed());
+        }
+        assert!(steps[0] < Duration::from_millis(40), "{steps:?}");
+        assert!(
+            steps[5] <= FALLBACK_MAX_INTERVAL + Duration::from_millis(40),
+            "{steps:?}"
+        );
+        // The deadline still ends the wait.
+        let soon = Instant::now() + Duration::from_millis(1);
+        std::thread::sleep(Duration::from_millis(2));
+        assert_eq!(w.wait_for(&[], Some(soon)).unwrap(), Wake::TimedOut);
+        drop(dir);
+    }
+
+    #[test]
     fn a_reused_pid_is_not_waited_for() {
         let dir = tempfile::tempdir().unwrap();
         let w = Watcher::for_file(dir.path(), "x.lock").unwrap();
