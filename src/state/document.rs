@@ -134,12 +134,12 @@ pub fn stamp(doc: &mut Value, old: Option<&Value>) -> Result<()> {
         return Err(Error::validation("the state must be a JSON object")
             .hint("pass a document like {\"phase\": \"...\", ...}"));
     }
-    check_metadata(doc, "the new document's")?;
     if let Some(old) = old {
         check_metadata(old, "the live state's").map_err(|e| {
             e.hint("run 'state-manager repair' (it resets toolkit-owned fields of the wrong type), then try again")
         })?;
     }
+    check_metadata(doc, "the new document's")?;
     check_depth(doc, 0, "the new document")?;
     let Value::Object(top) = doc else {
         unreachable!("checked above");
