@@ -107,7 +107,11 @@ pub fn is_degraded(ctx: &Ctx) -> Result<Code> {
         let on = st.load_opt()?.is_some_and(|doc| is_on(&doc));
         detail["degraded"] = json!(on);
         detail["answer_exit"] = json!(if on { 0 } else { 1 });
-        Ok(if on { Code::Success } else { Code::GeneralError })
+        Ok(if on {
+            Code::Success
+        } else {
+            Code::GeneralError
+        })
     })
 }
 

@@ -108,19 +108,33 @@ pub(crate) fn summary(id: &str, commit: &Commit, detail: &Value) -> String {
     let strs = |key: &str| -> Vec<String> {
         detail[key]
             .as_array()
-            .map(|a| a.iter().filter_map(Value::as_str).map(str::to_owned).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_owned)
+                    .collect()
+            })
             .unwrap_or_default()
     };
     let mut out = format!("restored {id} (state revision {})\n", commit.revision);
     if let Some(b) = &commit.backup {
-        out.push_str(&format!("  the replaced state is kept as {}\n", b.display()));
+        out.push_str(&format!(
+            "  the replaced state is kept as {}\n",
+            b.display()
+        ));
     }
     if let Some(aside) = detail["corrupt_kept_at"].as_str() {
         out.push_str(&format!("  the corrupt state is kept at {aside}\n"));
     }
     let folders: Vec<String> = strs("folders")
         .iter()
-        .map(|f| if f == "signals" { ".signals/".into() } else { format!("{f}/") })
+        .map(|f| {
+            if f == "signals" {
+                ".signals/".into()
+            } else {
+                format!("{f}/")
+            }
+        })
         .collect();
     if let Some(kept) = detail["kept"].as_str() {
         out.push_str(&format!(

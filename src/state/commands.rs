@@ -280,7 +280,8 @@ pub fn read(ctx: &Ctx, path_expr: Option<&str>, raw: bool) -> Result<Code> {
 
 /// `write JSON|- [REASON] [--expect-revision N] [--force]`: replaces the
 /// document. Exit 4 when the document carries a `metadata.revision` older
-/// than the live state's (the serial rule of `import`), unless `--force`.
+/// than the live state's (the serial rule of `import`), unless `--force` or
+/// `--expect-revision` (which names the revision the change is based on).
 pub fn write(
     ctx: &Ctx,
     input: &str,
@@ -326,10 +327,12 @@ pub fn write(
             .hint("someone else wrote first: read the state again and reapply your change"));
         }
         // The serial rule of `import`: a document read at an older revision
-        // would silently undo whatever was committed since.
+        // would silently undo whatever was committed since. An explicit
+        // --expect-revision already says which revision the change is based on.
         if let Some(inc) = incoming
             && inc < actual
             && old.is_some()
+            && expect_revision.is_none()
         {
             detail["conflict"] = json!("revision");
             detail["incoming"] = json!(inc);

@@ -124,9 +124,20 @@ fn lock_and_checkpoint_metadata_at_the_nesting_limit_round_trip() {
     let me = std::process::id().to_string();
     let before = snapshot(&env);
     for deeper in [MAX + 1, 126] {
-        env.run(LM, &["acquire", "deep", "1", "exclusive", &nest(deeper), "--owner", &me])
-            .code(4)
-            .one_line_error(LM);
+        env.run(
+            LM,
+            &[
+                "acquire",
+                "deep",
+                "1",
+                "exclusive",
+                &nest(deeper),
+                "--owner",
+                &me,
+            ],
+        )
+        .code(4)
+        .one_line_error(LM);
         env.run(ER, &["checkpoint", "deep", "p", &nest(deeper)])
             .code(4)
             .one_line_error(ER);
@@ -135,9 +146,22 @@ fn lock_and_checkpoint_metadata_at_the_nesting_limit_round_trip() {
     unchanged(&before, &snapshot(&env), "a refused input");
     assert!(!env.path(".locks/deep.lock").exists());
 
-    env.run(LM, &["acquire", "deep", "1", "exclusive", &nest(MAX), "--owner", &me])
-        .ok();
-    env.run(LM, &["check", "deep"]).ok().stdout_has("locked:exclusive");
+    env.run(
+        LM,
+        &[
+            "acquire",
+            "deep",
+            "1",
+            "exclusive",
+            &nest(MAX),
+            "--owner",
+            &me,
+        ],
+    )
+    .ok();
+    env.run(LM, &["check", "deep"])
+        .ok()
+        .stdout_has("locked:exclusive");
     env.run(LM, &["list", "json"]).ok();
     env.run(SM, &["verify-integrity"]).ok();
     env.run(LM, &["release", "deep", "--owner", &me]).ok();
@@ -222,7 +246,10 @@ fn revisions_outside_the_integer_range_are_refused_on_input_and_never_read_as_0(
     let edited = text.replace(&field, "\"revision\": 1e30");
     fs::write(env.state_file(), &edited).unwrap();
     env.run(SM, &["validate"]).code(4);
-    assert_eq!(env.run(SM, &["status", "--json"]).json()["state"], "invalid");
+    assert_eq!(
+        env.run(SM, &["status", "--json"]).json()["state"],
+        "invalid"
+    );
     env.run(SM, &["set", ".phase", "\"two\""])
         .code(4)
         .one_line_error(SM)
@@ -342,7 +369,9 @@ fn handle_apply_on_a_healthy_root_changes_nothing_and_keeps_the_code() {
     let env = healthy();
     for code in 0..=10 {
         let before = snapshot(&env);
-        let r = env.run(ER, &["handle", &code.to_string(), "--apply"]).code(code);
+        let r = env
+            .run(ER, &["handle", &code.to_string(), "--apply"])
+            .code(code);
         unchanged(
             &before,
             &snapshot(&env),
@@ -380,14 +409,20 @@ fn handle_3_acts_only_on_what_is_corrupt() {
         .unwrap();
     fs::write(env.path(&format!(".state-backups/{backup}")), "{ broken").unwrap();
     let state = env.bytes(".workflow-state.json");
-    let r = env.run(SM, &["verify-integrity"]).code(3).one_line_error(SM);
+    let r = env
+        .run(SM, &["verify-integrity"])
+        .code(3)
+        .one_line_error(SM);
     assert!(!r.stderr.contains("state-manager recover"), "{}", r.stderr);
     r.stderr_has("the live state is fine");
     env.run(ER, &["handle", "3", "--apply"])
         .ok()
         .stdout_has("moved the corrupt backup");
     assert_eq!(env.bytes(".workflow-state.json"), state);
-    assert!(env.path(&format!(".state-backups/corrupt/{backup}")).exists());
+    assert!(
+        env.path(&format!(".state-backups/corrupt/{backup}"))
+            .exists()
+    );
     env.run(SM, &["verify-integrity"]).ok();
 
     // The live state is corrupt: restored from the newest valid backup, kept aside.
@@ -401,7 +436,10 @@ fn handle_3_acts_only_on_what_is_corrupt() {
 fn handle_4_after_a_refused_input_keeps_every_commit() {
     let env = healthy();
     let before = snapshot(&env);
-    let r = env.run(SM, &["set", ".phase", "5"]).code(4).one_line_error(SM);
+    let r = env
+        .run(SM, &["set", ".phase", "5"])
+        .code(4)
+        .one_line_error(SM);
     // A refused input is about the input, not the live file.
     assert!(!r.stderr.contains("validate"), "{}", r.stderr);
     env.run(ER, &["handle", "4", "--apply"])
@@ -435,7 +473,10 @@ fn suggested_steps_never_replace_a_healthy_state() {
     let env = healthy();
     for code in ["3", "4"] {
         let out = env.run(ER, &["suggest", code]).ok().stdout;
-        assert!(!out.contains("state-manager recover"), "suggest {code}: {out}");
+        assert!(
+            !out.contains("state-manager recover"),
+            "suggest {code}: {out}"
+        );
         assert!(!out.contains("restore latest"), "suggest {code}: {out}");
     }
 }
@@ -490,7 +531,9 @@ fn answers_are_not_failures_in_the_audit() {
     let env = Env::new();
     env.init();
     for _ in 0..3 {
-        env.run(LM, &["check", "nobody"]).code(1).stdout_has("unlocked");
+        env.run(LM, &["check", "nobody"])
+            .code(1)
+            .stdout_has("unlocked");
         env.run(ER, &["is-degraded"]).code(1);
     }
     let stats = env.run(SM, &["audit", "stats", "--json"]).ok().json();
