@@ -189,6 +189,8 @@ pub fn import(ctx: &Ctx, file: &str, force: bool, as_json: bool) -> Result<Code>
         let format = Format::detect(path, &bytes);
         detail["format"] = json!(format.name());
         let doc = parse(&bytes, format, &source)?;
+        document::check_depth(&doc, 0, &source)?;
+        document::check_metadata(&doc, &format!("{source}'s"))?;
         store::check_schema(&doc).map_err(|e| {
             e.hint(format!(
                 "fix {source} ('state-manager validate' on a copy lists every problem); nothing was changed"

@@ -201,7 +201,7 @@ pub fn check_schema(doc: &Value) -> Result<()> {
             };
             Err(Error::validation("the document breaks the state schema")
                 .because(format!("{first}{more}"))
-                .hint("fix the document; 'state-manager validate' lists every problem"))
+                .hint("fix that in your input and try again; the state was not changed"))
         }
     }
 }

@@ -11,3 +11,4 @@ mod reliability;
 mod shims;
 mod state;
 mod trust_locks;
+mod trust_recovery;
