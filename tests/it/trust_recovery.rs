@@ -345,9 +345,21 @@ fn a_restore_killed_after_its_journal_never_reverts_later_work() {
     assert!(!env.path(".wfstate-restore.journal").exists());
 }
 
+/// A process that sleeps and holds a lock, killed when dropped.
+struct LockOwner(std::process::Child);
+
+impl Drop for LockOwner {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// A healthy root: a state with history, a checkpoint, config/ and
-/// .signals/ files, and a lock held by this (live) test process.
-fn healthy() -> Env {
+/// .signals/ files, and a lock held by a live process. Not this test
+/// process: the commands it runs would then hold `build` and be refused
+/// `state` by the hierarchy (issue #11, "Locks").
+fn healthy() -> (Env, LockOwner) {
     let env = Env::new();
     env.init();
     fs::create_dir(env.path("config")).unwrap();
@@ -357,16 +369,22 @@ fn healthy() -> Env {
     for i in 0..3 {
         env.sm(&["set", ".phase", &format!("\"p{i}\"")]);
     }
-    let me = std::process::id().to_string();
-    env.run(LM, &["acquire", "build", "1", "exclusive", "--owner", &me])
+    let owner = LockOwner(
+        std::process::Command::new("sleep")
+            .arg("300")
+            .spawn()
+            .unwrap(),
+    );
+    let pid = owner.0.id().to_string();
+    env.run(LM, &["acquire", "build", "1", "exclusive", "--owner", &pid])
         .ok();
-    env
+    (env, owner)
 }
 
 #[test]
 fn handle_apply_on_a_healthy_root_changes_nothing_and_keeps_the_code() {
     // See: issue #11, "handle $? --apply with exit 4 ... discards every commit".
-    let env = healthy();
+    let (env, _owner) = healthy();
     for code in 0..=10 {
         let before = snapshot(&env);
         let r = env
@@ -392,7 +410,7 @@ fn handle_apply_on_a_healthy_root_changes_nothing_and_keeps_the_code() {
 fn handle_3_acts_only_on_what_is_corrupt() {
     // See: issue #11, "with a corrupt lock record, handle 3 --apply says
     // nothing to recover and exits 0".
-    let env = healthy();
+    let (env, _owner) = healthy();
     fs::write(env.path(".locks/broken.lock"), "{\"holders\": [").unwrap();
     let before = snapshot(&env);
     env.run(ER, &["handle", "3", "--apply"])
@@ -434,7 +452,7 @@ fn handle_3_acts_only_on_what_is_corrupt() {
 
 #[test]
 fn handle_4_after_a_refused_input_keeps_every_commit() {
-    let env = healthy();
+    let (env, _owner) = healthy();
     let before = snapshot(&env);
     let r = env
         .run(SM, &["set", ".phase", "5"])
@@ -470,7 +488,7 @@ fn handle_4_after_a_refused_input_keeps_every_commit() {
 
 #[test]
 fn suggested_steps_never_replace_a_healthy_state() {
-    let env = healthy();
+    let (env, _owner) = healthy();
     for code in ["3", "4"] {
         let out = env.run(ER, &["suggest", code]).ok().stdout;
         assert!(
@@ -484,7 +502,7 @@ fn suggested_steps_never_replace_a_healthy_state() {
 #[test]
 fn restore_keeps_what_it_replaces_and_says_what_it_removed() {
     // See: issue #11, "restore deletes config/ files made after the checkpoint".
-    let env = healthy();
+    let (env, _owner) = healthy();
     let id = env
         .run(ER, &["list", "json"])
         .json()
