@@ -10,4 +10,5 @@ mod recovery;
 mod reliability;
 mod shims;
 mod state;
+mod trust_files;
 mod trust_recovery;
