@@ -194,10 +194,7 @@ pub fn open_kept(path: &Path) -> Result<File> {
 pub fn open_kept_append(path: &Path) -> Result<File> {
     open_regular(
         path,
-        OpenOptions::new()
-            .append(true)
-            .create(true)
-            .mode(0o600),
+        OpenOptions::new().append(true).create(true).mode(0o600),
         rustix::fs::OFlags::NOFOLLOW.bits() as i32,
         "cannot open for appending",
     )
@@ -305,10 +302,11 @@ pub fn write_output<T>(path: &Path, fill: impl FnOnce(&mut dyn Write) -> Result<
 /// there would land inside the output.
 pub fn is_stdout(path: &Path) -> bool {
     use std::os::unix::fs::MetadataExt;
-    let (Ok(out), Ok(ours)) = (fs::metadata(path), rustix::fs::fstat(io::stdout())) else {
+    // The magic link names the open file itself, a pipe included.
+    let (Ok(out), Ok(ours)) = (fs::metadata(path), fs::metadata("/proc/self/fd/1")) else {
         return false;
     };
-    out.dev() == ours.st_dev as u64 && out.ino() == ours.st_ino as u64
+    (out.dev(), out.ino()) == (ours.dev(), ours.ino())
 }
 
 fn write_through<T>(path: &Path, fill: impl FnOnce(&mut dyn Write) -> Result<T>) -> Result<T> {
@@ -327,12 +325,14 @@ fn write_through<T>(path: &Path, fill: impl FnOnce(&mut dyn Write) -> Result<T>)
             }
         })?;
     // Non-blocking only for the open: the writes wait for a slow reader as usual.
-    let fl = rustix::fs::fcntl_getfl(&file).map_err(|e| Error::io(e.into(), "cannot open the output", path))?;
+    let fl = rustix::fs::fcntl_getfl(&file)
+        .map_err(|e| Error::io(e.into(), "cannot open the output", path))?;
     rustix::fs::fcntl_setfl(&file, fl - rustix::fs::OFlags::NONBLOCK)
         .map_err(|e| Error::io(e.into(), "cannot open the output", path))?;
     let mut w = io::BufWriter::new(file);
     let value = fill(&mut w)?;
-    w.flush().map_err(|e| Error::io(e, "cannot write the output", path))?;
+    w.flush()
+        .map_err(|e| Error::io(e, "cannot write the output", path))?;
     Ok(value)
 }
 
@@ -482,6 +482,34 @@ mod tests {
         replace(&p, b"x", Durability::Durable).unwrap();
         assert!(!dead.exists());
         assert!(busy.exists());
+    }
+
+    #[test]
+    fn kept_files_that_are_not_regular_are_refused_without_blocking() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("s.json");
+        assert!(
+            std::process::Command::new("mkfifo")
+                .arg(&fifo)
+                .status()
+                .unwrap()
+                .success()
+        );
+        // Each would block forever (or rename over the FIFO) without the checks.
+        let e = read_limited(&fifo, 100).unwrap_err();
+        assert_eq!(e.code(), crate::exit::Code::PermissionDenied);
+        assert!(open_kept_append(&fifo).is_err());
+        let e = replace(&fifo, b"x", Durability::Durable).unwrap_err();
+        assert_eq!(e.code(), crate::exit::Code::PermissionDenied);
+        assert!(fs::metadata(&fifo).unwrap().file_type().is_fifo());
+        // A FIFO with no reader as output: an error at once, not a hang.
+        assert!(
+            write_output(&fifo, |w| w
+                .write_all(b"x")
+                .map_err(|e| Error::io(e, "w", "-")))
+            .is_err()
+        );
+        assert!(fs::metadata(&fifo).unwrap().file_type().is_fifo());
     }
 
     #[test]

@@ -189,8 +189,7 @@ pub fn sink(log: &Path) -> Result<Option<PathBuf>> {
                 _ => Path::new("."),
             };
             durable::check_not_escaping(log, dir)?;
-            let target =
-                fs::canonicalize(log).map_err(|e| Error::io(e, "cannot resolve", log))?;
+            let target = fs::canonicalize(log).map_err(|e| Error::io(e, "cannot resolve", log))?;
             Ok(Some(target))
         }
         Ok(m) if is_dev_null(&m) => Ok(None),

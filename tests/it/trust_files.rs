@@ -25,7 +25,9 @@ const PROMPT: &str = "20";
 fn run(env: &Env, name: &str, args: &[&str], extra: &[(&str, &Path)]) -> Run {
     let mut c = Command::new("timeout");
     env.clean_env(&mut c);
-    c.args(["-s", "KILL", PROMPT]).arg(bin_path(name)).args(args);
+    c.args(["-s", "KILL", PROMPT])
+        .arg(bin_path(name))
+        .args(args);
     for (k, v) in extra {
         c.env(k, v);
     }
@@ -117,7 +119,12 @@ impl Made {
             Special::LinkToFifo => link.file_type().is_symlink() && t.is_fifo(),
             Special::CharDevice => t.is_char_device(),
         };
-        assert!(ok, "{:?} at {} was replaced", self.kind, self.path.display());
+        assert!(
+            ok,
+            "{:?} at {} was replaced",
+            self.kind,
+            self.path.display()
+        );
     }
 }
 
@@ -209,7 +216,13 @@ fn a_special_file_among_the_backups_is_never_read_nor_removed() {
         run(&env, "state-manager", &["recover"], &[]).ok();
         // Enough writes to prune past it (the default keeps 5).
         for i in 0..7 {
-            run(&env, "state-manager", &["set", ".phase", &format!("\"p{i}\"")], &[]).ok();
+            run(
+                &env,
+                "state-manager",
+                &["set", ".phase", &format!("\"p{i}\"")],
+                &[],
+            )
+            .ok();
         }
         made.intact();
         assert_eq!(env.state()["phase"], "p6");
@@ -285,7 +298,10 @@ fn a_fifo_as_the_restore_journal_or_a_leftover_temp_does_not_hang() {
     let env = seeded();
     // A planted FIFO named like a temp file of the state: writers clean
     // leftovers of killed writers, and must not open it blockingly.
-    let tmp = make(Special::Fifo, &env.path("..workflow-state.json.999999.0.tmp"));
+    let tmp = make(
+        Special::Fifo,
+        &env.path("..workflow-state.json.999999.0.tmp"),
+    );
     run(&env, "state-manager", &["set", ".phase", "\"x\""], &[]).ok();
     tmp.intact();
     run(&env, "state-manager", &["cleanup", "--dry-run"], &[]);
@@ -377,9 +393,19 @@ fn an_audit_log_symlinked_out_of_the_root_writes_and_creates_nothing_outside() {
         assert_eq!(env.state()["phase"], "x");
         assert_eq!(fs::read_to_string(&existing).unwrap(), "precious\n");
         assert!(!dangling.exists(), "created {}", dangling.display());
-        assert!(fs::symlink_metadata(env.audit_log()).unwrap().file_type().is_symlink());
+        assert!(
+            fs::symlink_metadata(env.audit_log())
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        );
         let r = run(&env, "state-manager", &["health", "--json"], &[]);
-        assert_eq!(r.json()["checks"]["audit_log"]["status"], "unhealthy", "{}", r.stdout);
+        assert_eq!(
+            r.json()["checks"]["audit_log"]["status"],
+            "unhealthy",
+            "{}",
+            r.stdout
+        );
     }
 }
 
@@ -424,7 +450,10 @@ fn output_to_a_symlinked_stdout_writes_through_and_keeps_the_link() {
         let r = run(&env, "state-manager", &with_output(cmd, "stdout"), &[]).ok();
         // One JSON document and nothing else (no summary line inside it).
         let doc = r.json();
-        assert!(doc.get("phase").is_some() || doc.get("events").is_some(), "{cmd:?}: {doc}");
+        assert!(
+            doc.get("phase").is_some() || doc.get("events").is_some(),
+            "{cmd:?}: {doc}"
+        );
         let m = fs::symlink_metadata(&link).unwrap();
         assert!(m.file_type().is_symlink(), "{cmd:?}: the link was replaced");
         assert_eq!(fs::read_link(&link).unwrap(), Path::new("/proc/self/fd/1"));
@@ -437,7 +466,9 @@ fn output_to_a_fifo_with_a_reader_writes_through() {
         let env = seeded();
         let fifo = env.path("out.fifo");
         let made = make(Special::Fifo, &fifo);
-        let mut reader = Command::new("cat")
+        // Bounded: without the fix nothing ever writes to the FIFO.
+        let mut reader = Command::new("timeout")
+            .args(["-s", "KILL", PROMPT, "cat"])
             .arg(&fifo)
             .stdout(Stdio::piped())
             .spawn()
@@ -454,9 +485,17 @@ fn output_to_a_fifo_with_a_reader_writes_through() {
         }
         r.ok();
         let mut got = String::new();
-        reader.stdout.take().unwrap().read_to_string(&mut got).unwrap();
+        reader
+            .stdout
+            .take()
+            .unwrap()
+            .read_to_string(&mut got)
+            .unwrap();
         reader.wait().unwrap();
-        assert!(got.starts_with('{') && got.trim_end().ends_with('}'), "{cmd:?}: {got}");
+        assert!(
+            got.starts_with('{') && got.trim_end().ends_with('}'),
+            "{cmd:?}: {got}"
+        );
         made.intact();
     }
 }
@@ -599,7 +638,9 @@ fn read_state_outfile_leaves_no_temp_file_and_writes_through_specials() {
     made.intact();
     let names = env.list(".");
     assert!(
-        !names.iter().any(|n| n.starts_with("out.json.") || n.ends_with(".tmp")),
+        !names
+            .iter()
+            .any(|n| n.starts_with("out.json.") || n.ends_with(".tmp")),
         "{names:?}"
     );
 }
@@ -637,18 +678,22 @@ fn error_recovery_functions_act_for_the_shell_inside_subshells_and_pipelines() {
 
 #[test]
 fn handle_error_behaves_the_same_under_set_e() {
+    // Under set -e an unknown code's name lookup (status 1) ended the script
+    // before the message, with 1 instead of the code.
     let env = Env::new();
     for opts in ["true", "set -euo pipefail"] {
-        let r = bash(
-            &env,
-            &format!(
-                r#"{opts}; source lib/error-recovery.sh
-                rc=0; handle_error 42 'odd' || rc=$?; echo "rc=$rc"
-                rc=0; handle_error 2 'busy' deploy || rc=$?; echo "rc=$rc""#
-            ),
-        );
-        let r = r.ok();
-        assert_eq!(r.stdout, "rc=42\nrc=2\n", "with {opts:?}: {}", r.stderr);
-        assert!(r.stderr.contains("ERROR [42/UNKNOWN]"), "{}", r.stderr);
+        for (code, name) in [(42, "UNKNOWN"), (2, "LOCK_TIMEOUT")] {
+            let r = bash(
+                &env,
+                &format!("{opts}; source lib/error-recovery.sh; handle_error {code} 'odd' deploy"),
+            );
+            let r = r.code(code);
+            assert!(
+                r.stderr
+                    .contains(&format!("ERROR [{code}/{name}] in deploy: odd")),
+                "with {opts:?}: {}",
+                r.stderr
+            );
+        }
     }
 }
