@@ -747,7 +747,8 @@ pub fn check_hierarchy(cfg: &Config, name: &str, owner: &Identity) -> Result<()>
                 return None;
             }
             // Most records do not mention the owner's pid at all: skip the parse.
-            let bytes = fs::read(e.path()).ok()?;
+            let bytes =
+                crate::durable::read_limited(&e.path(), crate::config::MAX_INPUT_BYTES).ok()?;
             if !bytes
                 .windows(pid_text.len())
                 .any(|w| w == pid_text.as_bytes())

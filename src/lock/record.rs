@@ -195,10 +195,10 @@ pub fn mutex_path(cfg: &Config, name: &str) -> PathBuf {
 
 /// Reads a record: `None` when there is none, exit 3 when it does not parse.
 pub fn load(path: &Path) -> Result<Option<Record>> {
-    let bytes = match fs::read(path) {
+    let bytes = match durable::read_limited(path, crate::config::MAX_INPUT_BYTES) {
         Ok(b) => b,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(Error::io(e, "cannot read lock record", path)),
+        Err(e) if e.io_kind() == Some(io::ErrorKind::NotFound) => return Ok(None),
+        Err(e) => return Err(e),
     };
     serde_json::from_slice(&bytes).map(Some).map_err(|e| {
         Error::corruption("lock record does not parse")
@@ -293,16 +293,35 @@ impl Mutex {
         durable::ensure_dir(&cfg.locks_dir(), &cfg.root)?;
         let path = mutex_path(cfg, name);
         durable::check_not_escaping(&path, &cfg.root)?;
+        // A FIFO, socket or device here is refused, never opened.
+        if let Ok(m) = fs::symlink_metadata(&path)
+            && !m.is_file()
+            && !m.file_type().is_symlink()
+        {
+            return Err(durable::not_regular(&path, m.file_type()));
+        }
         loop {
             // Opened read-only: closing a descriptor opened for writing would
             // raise IN_CLOSE_WRITE in `.locks/` and wake every waiter for nothing.
             let fd = rustix::fs::open(
                 &path,
-                OFlags::RDONLY | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                // NONBLOCK: a FIFO planted here must not hang the open.
+                OFlags::RDONLY
+                    | OFlags::CREATE
+                    | OFlags::NOFOLLOW
+                    | OFlags::CLOEXEC
+                    | OFlags::NONBLOCK
+                    | OFlags::NOCTTY,
                 Mode::from_raw_mode(0o600),
             )
             .map_err(|e| Error::io(e.into(), "cannot open lock mutex", &path))?;
             let file = File::from(fd);
+            let meta = file
+                .metadata()
+                .map_err(|e| Error::io(e, "cannot open lock mutex", &path))?;
+            if !meta.is_file() {
+                return Err(durable::not_regular(&path, meta.file_type()));
+            }
             let locked = flock_until(&file, deadline).map_err(|e| {
                 Error::new(Kind::of_io(&e), "cannot lock mutex")
                     .with_path(&path)

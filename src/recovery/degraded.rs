@@ -12,7 +12,6 @@
 //! state this tool relies on.
 
 use std::collections::VecDeque;
-use std::fs::File;
 use std::io::{BufRead, BufReader};
 
 use serde::Deserialize;
@@ -133,7 +132,7 @@ struct Failure {
 /// The last `n` failed events of the audit log (oldest first) and how many
 /// failures it holds in all.
 fn recent_failures(ctx: &Ctx, n: usize) -> (Vec<Failure>, usize) {
-    let Ok(file) = File::open(&ctx.cfg.audit_log) else {
+    let Ok(file) = crate::durable::open_kept(&ctx.cfg.audit_log) else {
         return (Vec::new(), 0);
     };
     let mut last: VecDeque<Failure> = VecDeque::with_capacity(n + 1);

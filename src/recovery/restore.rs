@@ -56,7 +56,7 @@ use super::checkpoint::{self, Verified};
 use super::{Ctx, TOOL};
 use crate::audit::Recorder;
 use crate::cli;
-use crate::config::Config;
+use crate::config::{Config, MAX_INPUT_BYTES};
 use crate::durable::{self, Durability};
 use crate::error::{Error, Result};
 use crate::exit::Code;
@@ -480,7 +480,7 @@ fn remove_journal(path: &Path) -> Result<()> {
 
 /// Whether a restore was interrupted (its journal is there).
 pub fn interrupted(cfg: &Config) -> Option<String> {
-    let bytes = fs::read(cfg.root.join(JOURNAL)).ok()?;
+    let bytes = durable::read_limited(&cfg.root.join(JOURNAL), MAX_INPUT_BYTES).ok()?;
     Some(
         serde_json::from_slice::<Journal>(&bytes)
             .map(|j| j.id)
@@ -496,10 +496,10 @@ pub(crate) fn repair(ctx: &Ctx, txn: &Txn<'_, '_>, st: &Store<'_>) -> Result<()>
         remove_quietly(&p);
     }
     let path = cfg.root.join(JOURNAL);
-    let bytes = match fs::read(&path) {
+    let bytes = match durable::read_limited(&path, MAX_INPUT_BYTES) {
         Ok(b) => b,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(Error::io(e, "cannot read the restore journal", &path)),
+        Err(e) if e.io_kind() == Some(io::ErrorKind::NotFound) => return Ok(()),
+        Err(e) => return Err(e),
     };
     let Ok(journal) = serde_json::from_slice::<Journal>(&bytes) else {
         // Written durably before anything changed: unreadable means it never

@@ -106,7 +106,8 @@ pub fn create(cfg: &Config, source: &Path, reason: &str) -> Result<Option<PathBu
     Err(Error::general("too many backups in one second").with_path(&dir))
 }
 
-/// Every backup, newest first. Files that do not look like backups are ignored.
+/// Every backup, newest first. Files that do not look like backups, or are
+/// not regular files, are ignored.
 pub fn list(cfg: &Config) -> Result<Vec<Backup>> {
     let dir = cfg.backups_dir();
     let entries = match fs::read_dir(&dir) {
@@ -120,7 +121,12 @@ pub fn list(cfg: &Config) -> Result<Vec<Backup>> {
         let Some(made) = time_in_name(&name) else {
             continue;
         };
+        // Not followed: a FIFO, device or symlink here is not one of ours, so
+        // it is neither read (recover) nor removed (prune).
         let Ok(meta) = entry.metadata() else { continue };
+        if !meta.is_file() {
+            continue;
+        }
         out.push(Backup {
             path: entry.path(),
             name,

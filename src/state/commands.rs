@@ -202,8 +202,14 @@ pub fn init(ctx: &Ctx) -> Result<Code> {
 use std::os::unix::fs::DirBuilderExt;
 
 /// Keeps a corrupt state file aside as `NAME.corrupt-YYYYMMDDTHHMMSSZ[.N]`
-/// (a hard link: the live name is replaced afterwards, atomically).
+/// (a hard link: the live name is replaced afterwards, atomically). Only a
+/// regular file is ever kept aside (and so replaced): a device, FIFO or
+/// socket is refused with exit 6 — it is not ours to replace.
 pub fn keep_aside(path: &Path) -> Result<PathBuf> {
+    let meta = fs::symlink_metadata(path).map_err(|e| Error::io(e, "cannot inspect", path))?;
+    if !meta.is_file() {
+        return Err(durable::not_regular(path, meta.file_type()));
+    }
     let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ");
     for seq in 0..1000 {
         let mut name = path.as_os_str().to_owned();

@@ -10,5 +10,6 @@ mod recovery;
 mod reliability;
 mod shims;
 mod state;
+mod trust_files;
 mod trust_locks;
 mod trust_recovery;
