@@ -490,20 +490,24 @@ pub fn list(cfg: &Config) -> Result<Vec<Checkpoint>> {
         let (made, order) = match parsed {
             Parsed::Seq { made, seq } => (made, Order::Seq(seq)),
             Parsed::Legacy { made, suffix } => {
-                // The metadata's timestamp is UTC; the name is the writer's
-                // local time, of which this process's zone is the best guess.
-                let made = meta
+                // The name is the writer's local time, of which this
+                // process's zone is the best guess (good enough for an age
+                // in days); the order follows the metadata's UTC timestamp.
+                let made = chrono::Local
+                    .from_local_datetime(&made)
+                    .earliest()
+                    .map_or_else(|| made.and_utc(), |t| t.to_utc());
+                let stamped = meta
                     .as_ref()
                     .and_then(|m| DateTime::parse_from_rfc3339(&m.timestamp).ok())
-                    .map(|t| t.to_utc())
-                    .or_else(|| {
-                        chrono::Local
-                            .from_local_datetime(&made)
-                            .earliest()
-                            .map(|t| t.to_utc())
-                    })
-                    .unwrap_or_else(|| made.and_utc());
-                (made, Order::Legacy { made, suffix })
+                    .map_or(made, |t| t.to_utc());
+                (
+                    made,
+                    Order::Legacy {
+                        made: stamped,
+                        suffix,
+                    },
+                )
             }
         };
         out.push(Checkpoint {

@@ -64,7 +64,7 @@ pub struct CleanupArgs {
     /// Lock records with no live holder
     #[arg(long)]
     pub stale: bool,
-    /// Remove backups/checkpoints made longer ago than this, e.g. 7d, 12h, 30m
+    /// Remove backups/checkpoints made longer ago than this, e.g. 7d, 12h, 30m (a bare number is seconds)
     #[arg(long, value_name = "DURATION")]
     pub older_than: Option<String>,
     /// Keep the newest N backups/checkpoints, remove the rest
@@ -353,7 +353,10 @@ pub fn cleanup(ctx: &Ctx, args: &CleanupArgs) -> Result<Code> {
     ctx.audited("cleanup", |detail| {
         detail["dry_run"] = json!(args.dry_run);
         let older_than = match args.older_than.as_deref() {
-            Some(t) => Some((config::parse_duration(t)?, t.trim().to_string())),
+            Some(t) => Some((
+                config::parse_duration_named(t, "--older-than")?,
+                t.trim().to_string(),
+            )),
             None => None,
         };
         let all = !(args.backups || args.checkpoints || args.temp || args.stale);

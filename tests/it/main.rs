@@ -10,3 +10,4 @@ mod recovery;
 mod reliability;
 mod shims;
 mod state;
+mod trust_stores;
