@@ -15,6 +15,10 @@ use crate::error::{Error, Result};
 pub const DEFAULT_STATE_FILE: &str = ".workflow-state.json";
 /// The audit log's name in the state root when `AUDIT_LOG` is not set.
 pub const DEFAULT_AUDIT_LOG: &str = ".workflow-audit.jsonl";
+/// The folder of backups in the state root (see [`Config::backups_dir`]).
+pub const BACKUPS_FOLDER: &str = ".state-backups";
+/// The folder of checkpoints in the state root (see [`Config::checkpoints_dir`]).
+pub const CHECKPOINTS_FOLDER: &str = ".checkpoints";
 /// The largest state, argument or import the toolkit reads (16 MiB).
 pub const MAX_INPUT_BYTES: u64 = 16 * 1024 * 1024;
 
@@ -100,17 +104,31 @@ impl Config {
         }
     }
 
-    /// `.state-backups/`
+    /// Where this state file's backups live: `.state-backups/` for the
+    /// default `.workflow-state.json`, `.state-backups/NAME/` for a state
+    /// file named NAME, so two state files in one folder never see (recover
+    /// from, prune, list) each other's backups.
     pub fn backups_dir(&self) -> PathBuf {
-        self.root.join(".state-backups")
+        self.own_folder(BACKUPS_FOLDER)
     }
     /// `.locks/`
     pub fn locks_dir(&self) -> PathBuf {
         self.root.join(".locks")
     }
-    /// `.checkpoints/`
+    /// Where this state file's checkpoints live: `.checkpoints/`, or
+    /// `.checkpoints/NAME/` for a state file named NAME (see [`Self::backups_dir`]).
     pub fn checkpoints_dir(&self) -> PathBuf {
-        self.root.join(".checkpoints")
+        self.own_folder(CHECKPOINTS_FOLDER)
+    }
+
+    /// `folder` in the root, and below it the state file's own subfolder
+    /// unless the state file has the default name.
+    fn own_folder(&self, folder: &str) -> PathBuf {
+        let shared = self.root.join(folder);
+        match self.state_file.file_name() {
+            Some(name) if name != DEFAULT_STATE_FILE => shared.join(name),
+            _ => shared,
+        }
     }
     /// `.signals/`
     pub fn signals_dir(&self) -> PathBuf {
@@ -129,25 +147,37 @@ impl Config {
     }
 }
 
-/// Parses a number of seconds such as `30`, `0.5` or `0`.
+/// The longest duration any flag, variable or argument may give: 100 years.
+/// Longer values are refused (exit 4) rather than saturated, so a typo such
+/// as `99999999999999999999d` is reported instead of meaning "forever".
+pub const MAX_DURATION: Duration = Duration::from_secs(36_525 * 86_400);
+
+/// Parses a number of seconds such as `30`, `0.5` or `0` — or any duration
+/// [`parse_duration`] reads (`2m`): one parser for every duration input.
+/// `what` names the input in the error (`--timeout`, `lock timeout`).
 pub fn parse_seconds(text: &str, what: &str) -> Result<Duration> {
-    let secs: f64 = text.trim().parse().map_err(|_| {
-        Error::validation(format!("bad {what} '{text}'"))
-            .hint("give a number of seconds, such as 30 or 0.5")
-    })?;
-    if !secs.is_finite() || !(0.0..=1e9).contains(&secs) {
-        return Err(Error::validation(format!("bad {what} '{text}'"))
-            .hint("give a number of seconds from 0 up"));
-    }
-    Ok(Duration::from_secs_f64(secs))
+    parse_duration_named(text, what)
 }
 
-/// Parses a duration such as `7d`, `12h`, `30m`, `45s` or `1500ms` (bare numbers are seconds).
+/// Parses a duration such as `7d`, `12h`, `30m`, `45s` or `1500ms`.
+///
+/// The one parser behind every duration the toolkit reads (flags,
+/// environment variables, positional arguments, in every binary and the
+/// hooks). A bare number is seconds everywhere, as for sleep(1),
+/// timeout(1) and `flock -w`; the units are `ms`, `s`, `m`, `h`, `d` and
+/// `w`. Negative, non-finite and over-long values (beyond [`MAX_DURATION`])
+/// are refused with exit 4 and never panic.
 pub fn parse_duration(text: &str) -> Result<Duration> {
+    parse_duration_named(text, "duration")
+}
+
+/// [`parse_duration`] with `what` naming the input in the error.
+pub fn parse_duration_named(text: &str, what: &str) -> Result<Duration> {
     let t = text.trim();
+    let shown = text.escape_debug();
     let bad = || {
-        Error::validation(format!("bad duration '{text}'"))
-            .hint("write it as a number with a unit: 7d, 12h, 30m, 45s or 500ms")
+        Error::validation(format!("bad {what} '{shown}'"))
+            .hint("give seconds (30, 0.5) or a number with a unit: 500ms, 45s, 30m, 12h, 7d, 2w")
     };
     let split = t
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
@@ -167,7 +197,13 @@ pub fn parse_duration(text: &str) -> Result<Duration> {
     if !secs.is_finite() || secs < 0.0 {
         return Err(bad());
     }
-    Ok(Duration::from_secs_f64(secs))
+    match Duration::try_from_secs_f64(secs) {
+        Ok(d) if d <= MAX_DURATION => Ok(d),
+        _ => Err(
+            Error::validation(format!("bad {what} '{shown}': longer than 100 years"))
+                .hint("give a duration of at most 100 years, e.g. 7d or 12h"),
+        ),
+    }
 }
 
 /// Whether `path` is `root` itself or lies below it (both already canonical).
@@ -190,6 +226,39 @@ mod tests {
     }
 
     #[test]
+    fn each_state_file_has_its_own_backups_and_checkpoints() {
+        let default = Config::new("a/.workflow-state.json");
+        assert_eq!(default.backups_dir(), Path::new("a/.state-backups"));
+        assert_eq!(default.checkpoints_dir(), Path::new("a/.checkpoints"));
+        let other = Config::new("a/build.json");
+        assert_eq!(other.backups_dir(), Path::new("a/.state-backups/build.json"));
+        assert_eq!(other.checkpoints_dir(), Path::new("a/.checkpoints/build.json"));
+    }
+
+    #[test]
+    fn huge_or_odd_durations_are_refused_not_panics() {
+        for bad in [
+            "99999999999999999999d",
+            "99999999999999999999",
+            "36526d",
+            &"9".repeat(400),
+            "1e400",
+            "inf",
+            "NaN",
+            "-1",
+            "-0.5s",
+            ".",
+            "1.2.3",
+            "5 d",
+            "d",
+        ] {
+            let e = parse_duration(bad).unwrap_err();
+            assert_eq!(e.code(), crate::exit::Code::ValidationFailed, "{bad:?}");
+            assert!(parse_seconds(bad, "--timeout").is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
     fn durations_parse_with_units() {
         assert_eq!(
             parse_duration("7d").unwrap(),
@@ -203,6 +272,9 @@ mod tests {
         assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
         assert_eq!(parse_duration("45").unwrap(), Duration::from_secs(45));
         assert!(parse_duration("7x").is_err());
+        assert_eq!(parse_duration("2w").unwrap(), Duration::from_secs(14 * 86400));
+        assert_eq!(parse_duration("0.5").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("36525d").unwrap(), MAX_DURATION);
         assert!(parse_duration("").is_err());
         assert!(parse_seconds("-1", "t").is_err());
         assert_eq!(

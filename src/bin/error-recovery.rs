@@ -68,8 +68,8 @@ enum Command {
     },
     /// Remove checkpoints older than DAYS (and leftover temp folders)
     Cleanup {
-        /// Age in days (0.5 is allowed) or a duration such as 12h
-        #[arg(default_value = "7")]
+        /// Remove checkpoints older than this: 7d, 12h, 30m; a bare number is seconds
+        #[arg(default_value = "7d", value_name = "AGE")]
         days: String,
         /// Always keep the newest N checkpoints
         #[arg(long, default_value = "0", value_name = "N")]

@@ -240,7 +240,7 @@ impl Hook {
             return Ok(doc);
         }
         if old.is_none() {
-            durable::ensure_dir(&self.cfg.backups_dir(), root)?;
+            crate::state::backup::ensure_dir(&self.cfg)?;
             detail["created"] = json!(true);
         }
         let commit = txn.commit(old.as_ref(), doc.clone(), reason)?;

@@ -1,16 +1,31 @@
-//! Checkpoints: `.checkpoints/checkpoint-YYYYMMDD-HHMMSS-OPERATION/` holding
-//! `state.json`, `metadata.json` and copies of `.signals/` (as `signals/`)
-//! and `config/` when present (schemas/checkpoint.schema.json).
+//! Checkpoints: `.checkpoints/checkpoint-YYYYMMDD-HHMMSSZ-SEQ-OPERATION/`
+//! holding `state.json`, `metadata.json` and copies of `.signals/` (as
+//! `signals/`) and `config/` when present (schemas/checkpoint.schema.json).
+//! This module owns them: it makes, lists, verifies and removes them, and
+//! every command that touches one comes through here.
 //!
-//! A checkpoint is built in a temp folder inside `.checkpoints/`
-//! (`.tmp-ID-PID`), every file written durably through
+//! **Names and order.** The time in a name is UTC (the `Z`); SEQ is one above
+//! the highest SEQ there, chosen under the `state` lock, so it only grows.
+//! "Newest", `latest` and cleanup's `--keep` follow SEQ as a number, never a
+//! caller's clock or time zone. Names of earlier versions
+//! (`checkpoint-YYYYMMDD-HHMMSS-OPERATION[.N]`, local time) are still read:
+//! older than every SEQ name, ordered among themselves by their metadata's
+//! UTC timestamp. The folder is [`Config::checkpoints_dir`], one state
+//! file's own: a second state file in the same folder never sees these.
+//!
+//! **Making.** A checkpoint is built in a temp folder inside `.checkpoints/`
+//! (`.tmp-checkpoint-…-PID`), every file written durably through
 //! [`durable::replace`], then renamed into place with `RENAME_NOREPLACE`
 //! and `.checkpoints/` fsynced: a half-made checkpoint never exists under a
-//! checkpoint's name, and two checkpoints in one second get `.1`, `.2` …
-//! suffixes instead of overwriting each other. The state is read under the
-//! `state` lock, so a checkpoint never holds half of a transaction. Temp
-//! folders left by a killed checkpoint are removed by the next checkpoint or
-//! cleanup (both hold the `state` lock, so no checkpoint is in progress).
+//! checkpoint's name. The state is read under the `state` lock, so a
+//! checkpoint never holds half of a transaction.
+//!
+//! **Removing** ([`remove`]): the folder is first renamed aside to
+//! `.removing-checkpoint-…-PID` (fsynced), then deleted, under the `state`
+//! lock. A kill part-way leaves only that temp name, which [`list`] and
+//! `verify-integrity` ignore and the next checkpoint or cleanup sweeps
+//! ([`remove_leftovers`]): a half-deleted checkpoint never exists under a
+//! checkpoint's name.
 //!
 //! `metadata.json` lists the SHA-256 of every other file; [`verify`]
 //! refuses (exit 3) a checkpoint with a changed, missing or unlisted file.
@@ -26,6 +41,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
+
+use chrono::{DateTime, TimeZone, Utc};
 
 use super::{Ctx, TOOL, restore};
 use crate::audit::Recorder;
@@ -68,13 +85,26 @@ pub struct Metadata {
     pub files: BTreeMap<String, String>,
 }
 
+/// Where a checkpoint stands among the others: every SEQ name is newer than
+/// every name of an earlier version. Compared as numbers, never as text.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Order {
+    /// `checkpoint-YYYYMMDD-HHMMSS-OPERATION[.N]` (local time): by when it
+    /// was made (metadata timestamp, UTC), then N.
+    Legacy { made: DateTime<Utc>, suffix: u64 },
+    /// `checkpoint-YYYYMMDD-HHMMSSZ-SEQ-OPERATION`: by SEQ.
+    Seq(u64),
+}
+
 /// One checkpoint folder.
 #[derive(Clone, Debug)]
 pub struct Checkpoint {
     pub id: String,
     pub path: PathBuf,
-    /// When it was made, from its name (local time).
-    pub made: chrono::NaiveDateTime,
+    /// When it was made (UTC).
+    pub made: DateTime<Utc>,
+    /// Its place in the order (newest = greatest).
+    pub order: Order,
     /// Its metadata, when `metadata.json` parses.
     pub meta: Option<Metadata>,
 }
@@ -180,13 +210,14 @@ fn create_inner(
         .unwrap_or_else(|| doc["phase"].as_str().unwrap_or_default().to_owned());
 
     let dir = cfg.checkpoints_dir();
-    durable::ensure_dir(&dir, &cfg.root)?;
+    crate::state::backup::ensure_own_dir(&dir, &cfg.root)?;
     remove_leftovers(&dir);
-    let base = format!(
-        "checkpoint-{}-{operation}",
-        chrono::Local::now().format("%Y%m%d-%H%M%S")
-    );
-    let tmp = dir.join(format!(".tmp-{base}-{}", std::process::id()));
+    let stamp = Utc::now().format("%Y%m%d-%H%M%SZ");
+    let mut seq = next_seq(cfg)?;
+    let tmp = dir.join(format!(
+        ".tmp-checkpoint-{stamp}-{operation}-{}",
+        std::process::id()
+    ));
     let _ = fs::remove_dir_all(&tmp);
     make_dir(&tmp)?;
     let result = (|| {
@@ -211,12 +242,9 @@ fn create_inner(
             folders: present,
             files,
         };
-        for seq in 0..10_000u32 {
-            let id = if seq == 0 {
-                base.clone()
-            } else {
-                format!("{base}.{seq}")
-            };
+        for _ in 0..10_000u32 {
+            let id = format!("checkpoint-{stamp}-{seq:06}-{operation}");
+            seq += 1;
             let dest = dir.join(&id);
             if fs::symlink_metadata(&dest).is_ok() {
                 continue;
@@ -238,7 +266,7 @@ fn create_inner(
                 Err(e) => return Err(Error::io(e, "cannot rename checkpoint into place", &dest)),
             }
         }
-        Err(Error::general("too many checkpoints in one second").with_path(&dir))
+        Err(Error::general("too many checkpoints with one sequence number").with_path(&dir))
     })();
     if result.is_err() {
         let _ = fs::remove_dir_all(&tmp);
@@ -351,8 +379,13 @@ fn copy_folder(
     Ok(true)
 }
 
-/// Removes temp folders of killed checkpoints. Call only under the `state`
-/// lock, when no checkpoint can be in progress.
+/// The temp name prefix of a checkpoint being made.
+const MAKING: &str = ".tmp-checkpoint-";
+/// The temp name prefix of a checkpoint being removed.
+const REMOVING: &str = ".removing-checkpoint-";
+
+/// Removes temp folders of killed checkpoints and of interrupted removals.
+/// Call only under the `state` lock, when no checkpoint can be in progress.
 pub(crate) fn remove_leftovers(dir: &Path) -> Vec<PathBuf> {
     leftovers(dir)
         .into_iter()
@@ -360,29 +393,82 @@ pub(crate) fn remove_leftovers(dir: &Path) -> Vec<PathBuf> {
         .collect()
 }
 
-/// Temp folders of checkpoints in `dir`.
+/// Temp folders in `dir` of checkpoints being made or removed (or killed
+/// while being so): never a checkpoint, and never another state file's
+/// subfolder, whose name is not one of these.
 pub(crate) fn leftovers(dir: &Path) -> Vec<PathBuf> {
     let Ok(entries) = fs::read_dir(dir) else {
         return Vec::new();
     };
     entries
         .flatten()
-        .filter(|e| e.file_name().to_string_lossy().starts_with(".tmp-"))
+        .filter(|e| {
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            name.starts_with(MAKING) || name.starts_with(REMOVING)
+        })
         .map(|e| e.path())
         .collect()
 }
 
-/// The time a checkpoint was made, from `checkpoint-YYYYMMDD-HHMMSS-...`.
-fn time_in_name(name: &str) -> Option<chrono::NaiveDateTime> {
-    let rest = name.strip_prefix("checkpoint-")?;
-    if rest.len() < 17 || rest.as_bytes()[15] != b'-' {
-        return None;
-    }
-    chrono::NaiveDateTime::parse_from_str(&rest[..15], "%Y%m%d-%H%M%S").ok()
+/// What a checkpoint's name says.
+#[derive(Debug, PartialEq)]
+enum Parsed {
+    Seq {
+        made: DateTime<Utc>,
+        seq: u64,
+    },
+    Legacy {
+        made: chrono::NaiveDateTime,
+        suffix: u64,
+    },
 }
 
-/// Every checkpoint, newest first (by the time in its name, then by its
-/// metadata timestamp). Folders that do not look like checkpoints are ignored.
+/// Reads `checkpoint-YYYYMMDD-HHMMSSZ-SEQ-OPERATION` or an earlier version's
+/// `checkpoint-YYYYMMDD-HHMMSS-OPERATION[.N]`; `None` for any other name.
+fn parse_name(name: &str) -> Option<Parsed> {
+    let rest = name.strip_prefix("checkpoint-")?;
+    let b = rest.as_bytes();
+    if b.len() < 17 || b[8] != b'-' {
+        return None;
+    }
+    let made = chrono::NaiveDateTime::parse_from_str(&rest[..15], "%Y%m%d-%H%M%S").ok()?;
+    if b[15] == b'Z' {
+        let (seq, op) = rest[16..].strip_prefix('-')?.split_once('-')?;
+        if seq.is_empty() || !seq.bytes().all(|c| c.is_ascii_digit()) || op.is_empty() {
+            return None;
+        }
+        return Some(Parsed::Seq {
+            made: made.and_utc(),
+            seq: seq.parse().ok()?,
+        });
+    }
+    if b[15] != b'-' {
+        return None;
+    }
+    let suffix = rest
+        .rsplit_once('.')
+        .and_then(|(_, n)| n.parse().ok())
+        .unwrap_or(0);
+    Some(Parsed::Legacy { made, suffix })
+}
+
+/// One above the highest SEQ among the checkpoints (1 when there is none).
+/// Call under the `state` lock.
+fn next_seq(cfg: &Config) -> Result<u64> {
+    Ok(list(cfg)?
+        .iter()
+        .filter_map(|c| match c.order {
+            Order::Seq(n) => Some(n),
+            Order::Legacy { .. } => None,
+        })
+        .max()
+        .map_or(1, |n| n.saturating_add(1)))
+}
+
+/// Every checkpoint, newest first (see the module docs for the order).
+/// Folders that do not look like checkpoints — temp folders, another state
+/// file's subfolder — are ignored.
 pub fn list(cfg: &Config) -> Result<Vec<Checkpoint>> {
     let dir = cfg.checkpoints_dir();
     let entries = match fs::read_dir(&dir) {
@@ -393,7 +479,7 @@ pub fn list(cfg: &Config) -> Result<Vec<Checkpoint>> {
     let mut out = Vec::new();
     for entry in entries.flatten() {
         let id = entry.file_name().to_string_lossy().into_owned();
-        let Some(made) = time_in_name(&id) else {
+        let Some(parsed) = parse_name(&id) else {
             continue;
         };
         if !entry.file_type().is_ok_and(|t| t.is_dir()) {
@@ -401,21 +487,38 @@ pub fn list(cfg: &Config) -> Result<Vec<Checkpoint>> {
         }
         let path = entry.path();
         let meta = read_metadata(&path).ok();
+        let (made, order) = match parsed {
+            Parsed::Seq { made, seq } => (made, Order::Seq(seq)),
+            Parsed::Legacy { made, suffix } => {
+                // The name is the writer's local time, of which this
+                // process's zone is the best guess (good enough for an age
+                // in days); the order follows the metadata's UTC timestamp.
+                let made = chrono::Local
+                    .from_local_datetime(&made)
+                    .earliest()
+                    .map_or_else(|| made.and_utc(), |t| t.to_utc());
+                let stamped = meta
+                    .as_ref()
+                    .and_then(|m| DateTime::parse_from_rfc3339(&m.timestamp).ok())
+                    .map_or(made, |t| t.to_utc());
+                (
+                    made,
+                    Order::Legacy {
+                        made: stamped,
+                        suffix,
+                    },
+                )
+            }
+        };
         out.push(Checkpoint {
             id,
             path,
             made,
+            order,
             meta,
         });
     }
-    let key = |c: &Checkpoint| {
-        (
-            c.made,
-            c.meta.as_ref().map(|m| m.timestamp.clone()),
-            c.id.clone(),
-        )
-    };
-    out.sort_by_key(|c| std::cmp::Reverse(key(c)));
+    out.sort_by(|a, b| (b.order, &b.id).cmp(&(a.order, &a.id)));
     Ok(out)
 }
 
@@ -546,16 +649,24 @@ pub fn list_cmd(ctx: &Ctx, format: &str) -> Result<Code> {
             };
             let all = list(&ctx.cfg)?;
             detail["count"] = json!(all.len());
+            // A checkpoint removed while it was being read is gone, not invalid.
+            let all: Vec<(Checkpoint, bool)> = all
+                .into_iter()
+                .filter_map(|c| {
+                    let valid = verify(&c).is_ok();
+                    (valid || c.path.exists()).then_some((c, valid))
+                })
+                .collect();
             let rows: Vec<Value> = all
                 .iter()
-                .map(|c| {
-                    let valid = verify(c).is_ok();
+                .map(|(c, valid)| {
                     let m = c.meta.as_ref();
                     json!({
                         "id": c.id,
                         "operation": m.map(|m| m.operation.clone()),
                         "phase": m.map(|m| m.phase.clone()),
                         "timestamp": m.map(|m| m.timestamp.clone()),
+                        "made": c.made.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
                         "revision": m.map(|m| m.revision),
                         "files": m.map(|m| m.files.len()),
                         "size": size_of(&c.path),
@@ -581,7 +692,7 @@ pub fn list_cmd(ctx: &Ctx, format: &str) -> Result<Code> {
                 Value::Null => "-".into(),
                 other => other.to_string(),
             };
-            let width = all.iter().map(|c| c.id.len()).max().unwrap_or(2).max(2);
+            let width = all.iter().map(|(c, _)| c.id.len()).max().unwrap_or(2).max(2);
             let pw = rows
                 .iter()
                 .map(|r| s(&r["phase"]).len())
@@ -589,15 +700,15 @@ pub fn list_cmd(ctx: &Ctx, format: &str) -> Result<Code> {
                 .unwrap_or(5)
                 .max(5);
             let mut out = format!(
-                "{:<width$}  {:<pw$}  {:<19}  {:>8}  {:>5}  VALID\n",
+                "{:<width$}  {:<pw$}  {:<20}  {:>8}  {:>5}  VALID\n",
                 "ID", "PHASE", "MADE", "REVISION", "FILES"
             );
-            for (c, r) in all.iter().zip(&rows) {
+            for ((c, _), r) in all.iter().zip(&rows) {
                 out.push_str(&format!(
-                    "{:<width$}  {:<pw$}  {:<19}  {:>8}  {:>5}  {}\n",
+                    "{:<width$}  {:<pw$}  {:<20}  {:>8}  {:>5}  {}\n",
                     c.id,
                     s(&r["phase"]),
-                    c.made.format("%Y-%m-%d %H:%M:%S"),
+                    c.made.format("%Y-%m-%d %H:%M:%SZ"),
                     s(&r["revision"]),
                     s(&r["files"]),
                     if r["valid"] == json!(true) {
@@ -613,20 +724,6 @@ pub fn list_cmd(ctx: &Ctx, format: &str) -> Result<Code> {
     )
 }
 
-/// Parses the age argument of `cleanup`: a bare number is days (`7`,
-/// `0.5`), a number with a unit is a duration (`12h`, `30m`).
-pub fn parse_age(text: &str) -> Result<Duration> {
-    let t = text.trim();
-    if let Ok(days) = t.parse::<f64>() {
-        if !days.is_finite() || days < 0.0 {
-            return Err(Error::validation(format!("bad age '{text}'"))
-                .hint("give a number of days from 0 up, or a duration such as 12h"));
-        }
-        return Ok(Duration::from_secs_f64(days * 86400.0));
-    }
-    crate::config::parse_duration(t)
-}
-
 /// What `cleanup` removes (or would remove).
 #[derive(Debug, Default)]
 pub struct Cleaned {
@@ -634,22 +731,44 @@ pub struct Cleaned {
     pub temps: Vec<PathBuf>,
 }
 
+/// Removes checkpoint `cp`: renames it aside to a temp name (fsynced), then
+/// deletes it, so a kill part-way never leaves a half-deleted checkpoint
+/// under a checkpoint's name (the next sweep removes the rest). `Ok(false)`
+/// when it was already gone. Call under the `state` lock.
+pub fn remove(cp: &Checkpoint) -> Result<bool> {
+    let dir = cp.path.parent().unwrap_or(Path::new("."));
+    let mut aside = dir.join(format!("{REMOVING}{}", &cp.id["checkpoint-".len()..]));
+    aside.as_mut_os_string().push(format!("-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&aside);
+    match rename_noreplace(&cp.path, &aside) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(Error::io(e, "cannot remove checkpoint", &cp.path)),
+    }
+    durable::sync_dir(dir)?;
+    match fs::remove_dir_all(&aside) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(true),
+        Err(e) => Err(Error::io(e, "cannot remove checkpoint", &aside)
+            .hint("it was renamed aside: 'error-recovery cleanup' removes the rest")),
+    }
+}
+
+/// Whether checkpoint `cp` is older than `max_age` (a time in the future is not).
+pub fn older_than(cp: &Checkpoint, max_age: Duration) -> bool {
+    crate::state::backup::age_of(cp.made) > max_age
+}
+
 /// Removes checkpoints older than `max_age` except the newest `keep`, and the
 /// temp folders of killed checkpoints and restores. Call under the `state` lock.
 pub fn prune(cfg: &Config, max_age: Duration, keep: usize, dry_run: bool) -> Result<Cleaned> {
-    let now = chrono::Local::now().naive_local();
-    let max_age = chrono::Duration::from_std(max_age).unwrap_or(chrono::Duration::MAX);
     let mut cleaned = Cleaned::default();
     for (i, c) in list(cfg)?.into_iter().enumerate() {
-        if i < keep || now.signed_duration_since(c.made) <= max_age {
+        if i < keep || !older_than(&c, max_age) {
             continue;
         }
-        if !dry_run {
-            match fs::remove_dir_all(&c.path) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(Error::io(e, "cannot remove checkpoint", &c.path)),
-            }
+        if !dry_run && !remove(&c)? {
+            continue;
         }
         cleaned.checkpoints.push(c.id);
     }
@@ -666,13 +785,14 @@ pub fn prune(cfg: &Config, max_age: Duration, keep: usize, dry_run: bool) -> Res
     Ok(cleaned)
 }
 
-/// `cleanup [DAYS=7] [--keep N] [--dry-run]`.
+/// `cleanup [AGE=7d] [--keep N] [--dry-run]`: AGE is any duration
+/// [`crate::config::parse_duration`] reads (a bare number is seconds).
 pub fn cleanup(ctx: &Ctx, age: Option<&str>, keep: usize, dry_run: bool) -> Result<Code> {
     ctx.audited(
         "cleanup",
         ctx.cfg.checkpoints_dir().display().to_string(),
         |detail| {
-            let max_age = parse_age(age.unwrap_or("7"))?;
+            let max_age = crate::config::parse_duration_named(age.unwrap_or("7d"), "age")?;
             let st = ctx.store()?;
             let owner = ctx.owner()?;
             let txn = st.begin(owner.as_ref())?;
@@ -728,11 +848,39 @@ mod tests {
     }
 
     #[test]
-    fn names_carry_their_time() {
-        assert!(time_in_name("checkpoint-20261123-143000-deploy").is_some());
-        assert!(time_in_name("checkpoint-20261123-143000-deploy.2").is_some());
-        assert!(time_in_name("checkpoint-2026-deploy").is_none());
-        assert!(time_in_name(".tmp-checkpoint-20261123-143000-x-1").is_none());
+    fn names_carry_their_time_and_sequence() {
+        let t = chrono::NaiveDateTime::parse_from_str("20261123-143000", "%Y%m%d-%H%M%S").unwrap();
+        assert_eq!(
+            parse_name("checkpoint-20261123-143000Z-000010-deploy-2"),
+            Some(Parsed::Seq {
+                made: t.and_utc(),
+                seq: 10
+            })
+        );
+        assert_eq!(
+            parse_name("checkpoint-20261123-143000-deploy"),
+            Some(Parsed::Legacy { made: t, suffix: 0 })
+        );
+        assert_eq!(
+            parse_name("checkpoint-20261123-143000-deploy.12"),
+            Some(Parsed::Legacy {
+                made: t,
+                suffix: 12
+            })
+        );
+        assert!(parse_name("checkpoint-2026-deploy").is_none());
+        assert!(parse_name("checkpoint-20261123-143000Z-x-deploy").is_none());
+        assert!(parse_name("checkpoint-20261123-143000Z-7").is_none());
+        assert!(parse_name(".tmp-checkpoint-20261123-143000Z-x-1").is_none());
+        assert!(parse_name("build.json").is_none());
+        assert!(Order::Seq(10) > Order::Seq(9));
+        assert!(
+            Order::Seq(1)
+                > Order::Legacy {
+                    made: Utc::now() + chrono::Duration::days(1),
+                    suffix: 9
+                }
+        );
     }
 
     #[test]
@@ -742,14 +890,6 @@ mod tests {
         assert!(!is_plain_relative("/etc/passwd"));
         assert!(!is_plain_relative("a/../../b"));
         assert!(!is_plain_relative(""));
-    }
-
-    #[test]
-    fn ages_are_days_or_durations() {
-        assert_eq!(parse_age("7").unwrap(), Duration::from_secs(7 * 86400));
-        assert_eq!(parse_age("12h").unwrap(), Duration::from_secs(12 * 3600));
-        assert!(parse_age("-1").is_err());
-        assert!(parse_age("x").is_err());
     }
 
     #[test]

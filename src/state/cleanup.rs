@@ -10,26 +10,33 @@
 //!   settings (`BACKUP_KEEP`, default 5; `BACKUP_MAX_AGE`, default 7d),
 //!   checkpoints older than 7 days.
 //! - `--temp`: `.NAME.PID.SEQ.tmp` files whose writer is gone (no flock held
-//!   on them: see [`crate::durable`]), half-removed checkpoints
-//!   (`.checkpoints/.removing-*`) and folders of killed benchmarks
+//!   on them: see [`crate::durable`]), temp folders of killed checkpoints and
+//!   of interrupted checkpoint removals (`.checkpoints/.tmp-checkpoint-*`,
+//!   `.checkpoints/.removing-checkpoint-*`) and folders of killed benchmarks
 //!   (`.benchmark-PID` whose process is gone). Age and count do not apply.
 //! - `--stale`: lock records with no live holder and no live waiter,
 //!   checked again and removed under the lock's mutex, so a lock acquired in
 //!   between is never removed. A lock is never removed for being old, and a
 //!   record that does not parse is reported, not removed.
 //!
-//! A checkpoint is renamed to `.removing-NAME` before its files are deleted,
-//! so a half-deleted checkpoint never looks like a whole one. `--dry-run`
-//! lists what would go and changes nothing.
+//! Backups and checkpoints are this state file's own ([`Config::backups_dir`],
+//! [`Config::checkpoints_dir`]), listed and ordered by [`backup::list`] and
+//! [`checkpoint::list`]. Everything is removed under the `state` lock (the
+//! lock `checkpoint`, `restore` and `error-recovery cleanup` hold), and a
+//! checkpoint through [`checkpoint::remove`], which renames it aside before
+//! deleting it, so neither a kill part-way nor a concurrent
+//! `verify-integrity` ever sees a half-deleted checkpoint under its name.
+//! `--dry-run` lists what would go, changes nothing and takes no lock.
 
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 
 use super::backup::{self, Retention};
+use crate::recovery::checkpoint;
 use super::commands::Ctx;
 use super::integrity;
 use crate::cli;
@@ -57,7 +64,7 @@ pub struct CleanupArgs {
     /// Lock records with no live holder
     #[arg(long)]
     pub stale: bool,
-    /// Remove backups/checkpoints made longer ago than this, e.g. 7d, 12h, 30m
+    /// Remove backups/checkpoints made longer ago than this, e.g. 7d, 12h, 30m (a bare number is seconds)
     #[arg(long, value_name = "DURATION")]
     pub older_than: Option<String>,
     /// Keep the newest N backups/checkpoints, remove the rest
@@ -99,14 +106,14 @@ struct Policy {
 }
 
 impl Policy {
-    fn why(&self, index: usize, age: chrono::Duration) -> Option<String> {
+    fn why(&self, index: usize, age: Duration) -> Option<String> {
         if let Some(k) = self.keep
             && index >= k
         {
             return Some(format!("beyond the newest {k}"));
         }
         if let Some((d, text)) = &self.max_age
-            && age > chrono::Duration::from_std(*d).unwrap_or(chrono::Duration::MAX)
+            && age > *d
         {
             return Some(format!("older than {text}"));
         }
@@ -126,47 +133,6 @@ fn show_duration(d: Duration) -> String {
     }
 }
 
-/// A checkpoint folder.
-#[derive(Clone, Debug)]
-pub struct Checkpoint {
-    pub path: PathBuf,
-    pub name: String,
-    /// When it was made: the time in its name, else the folder's mtime.
-    pub made: chrono::NaiveDateTime,
-}
-
-/// Every `checkpoint-*` folder, newest first.
-pub fn checkpoints(cfg: &Config) -> Vec<Checkpoint> {
-    let Ok(entries) = fs::read_dir(cfg.checkpoints_dir()) else {
-        return Vec::new();
-    };
-    let mut out: Vec<Checkpoint> = entries
-        .flatten()
-        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
-        .filter_map(|e| {
-            let name = e.file_name().to_string_lossy().into_owned();
-            let rest = name.strip_prefix("checkpoint-")?;
-            let made = rest
-                .get(..15)
-                .and_then(|t| chrono::NaiveDateTime::parse_from_str(t, "%Y%m%d-%H%M%S").ok())
-                .unwrap_or_else(|| {
-                    let m = e
-                        .metadata()
-                        .and_then(|m| m.modified())
-                        .unwrap_or(SystemTime::UNIX_EPOCH);
-                    chrono::DateTime::<chrono::Local>::from(m).naive_local()
-                });
-            Some(Checkpoint {
-                path: e.path(),
-                name,
-                made,
-            })
-        })
-        .collect();
-    out.sort_by(|a, b| (b.made, &b.name).cmp(&(a.made, &a.name)));
-    out
-}
-
 /// Bytes of every file below `path` (0 when it does not exist).
 pub(crate) fn size_of(path: &Path) -> u64 {
     walkdir::WalkDir::new(path)
@@ -179,13 +145,12 @@ pub(crate) fn size_of(path: &Path) -> u64 {
 }
 
 fn plan_backups(cfg: &Config, policy: &Policy) -> Result<Vec<Item>> {
-    let now = chrono::Local::now().naive_local();
     Ok(backup::list(cfg)?
         .into_iter()
         .enumerate()
         .filter_map(|(i, b)| {
             policy
-                .why(i, now.signed_duration_since(b.made))
+                .why(i, backup::age_of(b.made))
                 .map(|reason| Item {
                     kind: "backup",
                     bytes: b.size,
@@ -196,22 +161,22 @@ fn plan_backups(cfg: &Config, policy: &Policy) -> Result<Vec<Item>> {
         .collect())
 }
 
-fn plan_checkpoints(cfg: &Config, policy: &Policy) -> Vec<Item> {
-    let now = chrono::Local::now().naive_local();
-    checkpoints(cfg)
+fn plan_checkpoints(cfg: &Config, policy: &Policy) -> Result<Vec<(Item, checkpoint::Checkpoint)>> {
+    Ok(checkpoint::list(cfg)?
         .into_iter()
         .enumerate()
         .filter_map(|(i, c)| {
-            policy
-                .why(i, now.signed_duration_since(c.made))
-                .map(|reason| Item {
+            policy.why(i, backup::age_of(c.made)).map(|reason| {
+                let item = Item {
                     kind: "checkpoint",
                     bytes: size_of(&c.path),
-                    path: c.path,
+                    path: c.path.clone(),
                     reason,
-                })
+                };
+                (item, c)
+            })
         })
-        .collect()
+        .collect())
 }
 
 /// Whether process `pid` exists (for the folders of killed benchmarks).
@@ -233,7 +198,12 @@ fn plan_temp(cfg: &Config) -> Vec<Item> {
         cfg.signals_dir(),
         cfg.config_dir(),
     ];
-    dirs.extend(checkpoints(cfg).into_iter().map(|c| c.path));
+    dirs.extend(
+        checkpoint::list(cfg)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|c| c.path),
+    );
     let mut items: Vec<Item> = dirs
         .iter()
         .flat_map(|d| durable::leftover_temps(d))
@@ -245,17 +215,21 @@ fn plan_temp(cfg: &Config) -> Vec<Item> {
             reason: "temp file left by a writer that was killed".into(),
         })
         .collect();
-    if let Ok(entries) = fs::read_dir(cfg.checkpoints_dir()) {
-        for e in entries.flatten() {
-            if e.file_name().to_string_lossy().starts_with(".removing-") {
-                items.push(Item {
-                    kind: "temp",
-                    bytes: size_of(&e.path()),
-                    path: e.path(),
-                    reason: "checkpoint whose removal was interrupted".into(),
-                });
+    for path in checkpoint::leftovers(&cfg.checkpoints_dir()) {
+        let removing = path
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with(".removing-"));
+        items.push(Item {
+            kind: "temp",
+            bytes: size_of(&path),
+            reason: if removing {
+                "checkpoint whose removal was interrupted"
+            } else {
+                "checkpoint whose making was interrupted"
             }
-        }
+            .into(),
+            path,
+        });
     }
     if let Ok(entries) = fs::read_dir(&cfg.root) {
         for e in entries.flatten() {
@@ -325,8 +299,8 @@ fn plan_stale(cfg: &Config) -> (Vec<Item>, Vec<Item>) {
 }
 
 /// Removes one planned item; `Ok(false)` when it was gone already or is no
-/// longer stale.
-fn remove(cfg: &Config, item: &Item) -> Result<bool> {
+/// longer stale. The caller holds the `state` lock unless only locks are planned.
+fn remove(cfg: &Config, item: &Item, cp: Option<&checkpoint::Checkpoint>) -> Result<bool> {
     let gone = |e: &io::Error| e.kind() == io::ErrorKind::NotFound;
     match item.kind {
         "lock" => {
@@ -348,19 +322,10 @@ fn remove(cfg: &Config, item: &Item) -> Result<bool> {
                 _ => Ok(false),
             }
         }
-        "checkpoint" => {
-            let dir = cfg.checkpoints_dir();
-            let name = item.path.file_name().unwrap_or_default().to_string_lossy();
-            let doomed = dir.join(format!(".removing-{name}"));
-            match fs::rename(&item.path, &doomed) {
-                Err(e) if gone(&e) => return Ok(false),
-                Err(e) => return Err(Error::io(e, "cannot remove checkpoint", &item.path)),
-                Ok(()) => {}
-            }
-            durable::sync_dir(&dir)?;
-            remove_tree(&doomed)?;
-            Ok(true)
-        }
+        "checkpoint" => match cp {
+            Some(cp) => checkpoint::remove(cp),
+            None => Ok(false),
+        },
         _ if item.path.is_dir() => {
             remove_tree(&item.path)?;
             Ok(true)
@@ -388,7 +353,10 @@ pub fn cleanup(ctx: &Ctx, args: &CleanupArgs) -> Result<Code> {
     ctx.audited("cleanup", |detail| {
         detail["dry_run"] = json!(args.dry_run);
         let older_than = match args.older_than.as_deref() {
-            Some(t) => Some((config::parse_duration(t)?, t.trim().to_string())),
+            Some(t) => Some((
+                config::parse_duration_named(t, "--older-than")?,
+                t.trim().to_string(),
+            )),
             None => None,
         };
         let all = !(args.backups || args.checkpoints || args.temp || args.stale);
@@ -404,7 +372,18 @@ pub fn cleanup(ctx: &Ctx, args: &CleanupArgs) -> Result<Code> {
             }
         };
         let cfg = &ctx.cfg;
+        // Under the `state` lock, like checkpoint, restore and
+        // `error-recovery cleanup`: nothing is made, restored or removed
+        // meanwhile. Stale lock records need only their own mutex.
+        let store = ctx.store()?;
+        let _txn = if args.dry_run || !(all || args.backups || args.checkpoints || args.temp) {
+            None
+        } else {
+            let owner = ctx.owner()?;
+            Some(store.begin(owner.as_ref())?)
+        };
         let mut plan = Vec::new();
+        let mut checkpoints = Vec::new();
         let mut kept = Vec::new();
         if all || args.backups {
             let Retention { keep, max_age } = ctx.retention;
@@ -419,7 +398,10 @@ pub fn cleanup(ctx: &Ctx, args: &CleanupArgs) -> Result<Code> {
                 keep: None,
                 max_age: Some((CHECKPOINT_MAX_AGE, show_duration(CHECKPOINT_MAX_AGE))),
             });
-            plan.extend(plan_checkpoints(cfg, &policy));
+            for (item, cp) in plan_checkpoints(cfg, &policy)? {
+                plan.push(item);
+                checkpoints.push(cp);
+            }
         }
         if all || args.temp {
             plan.extend(plan_temp(cfg));
@@ -434,7 +416,8 @@ pub fn cleanup(ctx: &Ctx, args: &CleanupArgs) -> Result<Code> {
             removed = plan;
         } else {
             for item in plan {
-                if remove(cfg, &item)? {
+                let cp = checkpoints.iter().find(|c| c.path == item.path);
+                if remove(cfg, &item, cp)? {
                     removed.push(item);
                 }
             }
@@ -512,8 +495,8 @@ mod tests {
             keep: Some(2),
             max_age: Some((Duration::from_secs(3600), "1h".into())),
         };
-        let young = chrono::Duration::seconds(60);
-        let old = chrono::Duration::seconds(7200);
+        let young = Duration::from_secs(60);
+        let old = Duration::from_secs(7200);
         assert_eq!(p.why(0, young), None);
         assert_eq!(p.why(2, young).as_deref(), Some("beyond the newest 2"));
         assert_eq!(p.why(1, old).as_deref(), Some("older than 1h"));

@@ -156,7 +156,7 @@ pub fn init(ctx: &Ctx) -> Result<Code> {
         let store = ctx.store()?;
         let owner = ctx.owner()?;
         let txn = store.begin(owner.as_ref())?;
-        durable::ensure_dir(&ctx.cfg.backups_dir(), &ctx.cfg.root)?;
+        backup::ensure_dir(&ctx.cfg)?;
         let Some(bytes) = store.load_bytes()? else {
             let commit = txn.commit(None, document::fresh(), "init")?;
             detail["revision"] = json!(commit.revision);
@@ -516,7 +516,7 @@ pub fn list_backups(ctx: &Ctx, as_json: bool) -> Result<Code> {
                 json!({
                     "name": b.name,
                     "path": b.path.display().to_string(),
-                    "made": b.made.format("%Y-%m-%dT%H:%M:%S").to_string(),
+                    "made": b.made.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
                     "size": b.size,
                     "valid": backup_is_valid(b),
                 })
@@ -535,13 +535,13 @@ pub fn list_backups(ctx: &Ctx, as_json: bool) -> Result<Code> {
             .max()
             .unwrap_or(4)
             .max(4);
-        let mut out = format!("{:<width$}  {:>8}  {:<19}  VALID\n", "NAME", "SIZE", "MADE");
+        let mut out = format!("{:<width$}  {:>8}  {:<20}  VALID\n", "NAME", "SIZE", "MADE");
         for b in &backups {
             out.push_str(&format!(
-                "{:<width$}  {:>8}  {:<19}  {}\n",
+                "{:<width$}  {:>8}  {:<20}  {}\n",
                 b.name,
                 b.size,
-                b.made.format("%Y-%m-%d %H:%M:%S"),
+                b.made.format("%Y-%m-%d %H:%M:%SZ"),
                 if backup_is_valid(b) { "yes" } else { "NO" }
             ));
         }

@@ -56,7 +56,7 @@ pub fn diagnostics(ctx: &Ctx, as_json: bool, verbose: bool) -> Result<Code> {
     let state_size = std::fs::metadata(&cfg.state_file).map_or(0, |m| m.len());
     let backups = backup::list(cfg)?;
     let backup_bytes: u64 = backups.iter().map(|b| b.size).sum();
-    let checkpoints = cleanup::checkpoints(cfg);
+    let checkpoints = crate::recovery::checkpoint::list(cfg)?;
     let checkpoint_bytes: u64 = checkpoints.iter().map(|c| cleanup::size_of(&c.path)).sum();
     let log_files = rotate::log_files(&cfg.audit_log);
     let log_bytes: u64 = log_files

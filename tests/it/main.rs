@@ -13,3 +13,4 @@ mod state;
 mod trust_files;
 mod trust_locks;
 mod trust_recovery;
+mod trust_stores;

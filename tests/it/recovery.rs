@@ -207,18 +207,18 @@ fn two_checkpoints_in_one_second_are_both_kept() {
     let env = Env::new();
     env.init();
     // Checkpoint until two fall in one second (the first pair almost always does).
+    // `checkpoint-YYYYMMDD-HHMMSSZ` is the second; SEQ then tells them apart.
+    let second = |id: &String| id[..27].to_string();
     let mut ids: Vec<String> = Vec::new();
-    while ids.len() < 40 && !ids.iter().any(|i| i.ends_with("-same.1")) {
+    let same_second = |ids: &[String]| ids.windows(2).any(|w| second(&w[0]) == second(&w[1]));
+    while ids.len() < 40 && !same_second(&ids) {
         ids.push(checkpoint(&env, &["same"]));
     }
     let mut unique = ids.clone();
     unique.sort();
     unique.dedup();
     assert_eq!(unique.len(), ids.len(), "{ids:?}");
-    assert!(
-        ids.iter().any(|i| i.ends_with("-same.1")),
-        "no two in one second: {ids:?}"
-    );
+    assert!(same_second(&ids), "no two in one second: {ids:?}");
     for id in &ids {
         let meta: Value =
             serde_json::from_slice(&env.bytes(&format!(".checkpoints/{id}/metadata.json")))
@@ -368,9 +368,11 @@ fn list_shows_checkpoints_newest_first_as_table_or_json() {
 fn cleanup_removes_old_checkpoints_and_leftovers_but_keeps_the_newest() {
     let env = Env::new();
     env.init();
-    let recent = checkpoint(&env, &["recent"]);
-    let old = checkpoint(&env, &["old"]);
+    // Made in the order their (earlier-version, local-time) names say: such
+    // names are ordered by their metadata's UTC timestamp.
     let older = checkpoint(&env, &["older"]);
+    let old = checkpoint(&env, &["old"]);
+    let recent = checkpoint(&env, &["recent"]);
     fs::rename(
         env.path(&format!(".checkpoints/{old}")),
         env.path(".checkpoints/checkpoint-20200102-000000-old"),
