@@ -692,7 +692,12 @@ pub fn list_cmd(ctx: &Ctx, format: &str) -> Result<Code> {
                 Value::Null => "-".into(),
                 other => other.to_string(),
             };
-            let width = all.iter().map(|(c, _)| c.id.len()).max().unwrap_or(2).max(2);
+            let width = all
+                .iter()
+                .map(|(c, _)| c.id.len())
+                .max()
+                .unwrap_or(2)
+                .max(2);
             let pw = rows
                 .iter()
                 .map(|r| s(&r["phase"]).len())
@@ -738,7 +743,9 @@ pub struct Cleaned {
 pub fn remove(cp: &Checkpoint) -> Result<bool> {
     let dir = cp.path.parent().unwrap_or(Path::new("."));
     let mut aside = dir.join(format!("{REMOVING}{}", &cp.id["checkpoint-".len()..]));
-    aside.as_mut_os_string().push(format!("-{}", std::process::id()));
+    aside
+        .as_mut_os_string()
+        .push(format!("-{}", std::process::id()));
     let _ = fs::remove_dir_all(&aside);
     match rename_noreplace(&cp.path, &aside) {
         Ok(()) => {}

@@ -309,10 +309,7 @@ mod tests {
 
     #[test]
     fn names_carry_their_time_and_sequence() {
-        let t = |s| {
-            chrono::NaiveDateTime::parse_from_str(s, "%Y%m%d-%H%M%S")
-                .unwrap()
-        };
+        let t = |s| chrono::NaiveDateTime::parse_from_str(s, "%Y%m%d-%H%M%S").unwrap();
         assert_eq!(
             parse_name("state-20261123T143000Z-000012-set.json"),
             Some(Parsed::Seq {
@@ -387,7 +384,8 @@ impl RetentionArgs {
             r.keep = k;
         }
         if let Some(age) = self.backup_max_age.as_deref().filter(|s| !s.is_empty()) {
-            r.max_age = crate::config::parse_duration_named(age, "backup max age (BACKUP_MAX_AGE)")?;
+            r.max_age =
+                crate::config::parse_duration_named(age, "backup max age (BACKUP_MAX_AGE)")?;
         }
         Ok(r)
     }
