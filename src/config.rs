@@ -231,8 +231,14 @@ mod tests {
         assert_eq!(default.backups_dir(), Path::new("a/.state-backups"));
         assert_eq!(default.checkpoints_dir(), Path::new("a/.checkpoints"));
         let other = Config::new("a/build.json");
-        assert_eq!(other.backups_dir(), Path::new("a/.state-backups/build.json"));
-        assert_eq!(other.checkpoints_dir(), Path::new("a/.checkpoints/build.json"));
+        assert_eq!(
+            other.backups_dir(),
+            Path::new("a/.state-backups/build.json")
+        );
+        assert_eq!(
+            other.checkpoints_dir(),
+            Path::new("a/.checkpoints/build.json")
+        );
     }
 
     #[test]
@@ -272,7 +278,10 @@ mod tests {
         assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
         assert_eq!(parse_duration("45").unwrap(), Duration::from_secs(45));
         assert!(parse_duration("7x").is_err());
-        assert_eq!(parse_duration("2w").unwrap(), Duration::from_secs(14 * 86400));
+        assert_eq!(
+            parse_duration("2w").unwrap(),
+            Duration::from_secs(14 * 86400)
+        );
         assert_eq!(parse_duration("0.5").unwrap(), Duration::from_millis(500));
         assert_eq!(parse_duration("36525d").unwrap(), MAX_DURATION);
         assert!(parse_duration("").is_err());

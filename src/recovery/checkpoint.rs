@@ -213,7 +213,7 @@ fn create_inner(
     crate::state::backup::ensure_own_dir(&dir, &cfg.root)?;
     remove_leftovers(&dir);
     let stamp = Utc::now().format("%Y%m%d-%H%M%SZ");
-    let mut seq = next_seq(cfg)?;
+    let first = next_seq(cfg)?;
     let tmp = dir.join(format!(
         ".tmp-checkpoint-{stamp}-{operation}-{}",
         std::process::id()
@@ -242,9 +242,8 @@ fn create_inner(
             folders: present,
             files,
         };
-        for _ in 0..10_000u32 {
+        for seq in first..first.saturating_add(10_000) {
             let id = format!("checkpoint-{stamp}-{seq:06}-{operation}");
-            seq += 1;
             let dest = dir.join(&id);
             if fs::symlink_metadata(&dest).is_ok() {
                 continue;
@@ -692,7 +691,12 @@ pub fn list_cmd(ctx: &Ctx, format: &str) -> Result<Code> {
                 Value::Null => "-".into(),
                 other => other.to_string(),
             };
-            let width = all.iter().map(|(c, _)| c.id.len()).max().unwrap_or(2).max(2);
+            let width = all
+                .iter()
+                .map(|(c, _)| c.id.len())
+                .max()
+                .unwrap_or(2)
+                .max(2);
             let pw = rows
                 .iter()
                 .map(|r| s(&r["phase"]).len())
@@ -738,7 +742,9 @@ pub struct Cleaned {
 pub fn remove(cp: &Checkpoint) -> Result<bool> {
     let dir = cp.path.parent().unwrap_or(Path::new("."));
     let mut aside = dir.join(format!("{REMOVING}{}", &cp.id["checkpoint-".len()..]));
-    aside.as_mut_os_string().push(format!("-{}", std::process::id()));
+    aside
+        .as_mut_os_string()
+        .push(format!("-{}", std::process::id()));
     let _ = fs::remove_dir_all(&aside);
     match rename_noreplace(&cp.path, &aside) {
         Ok(()) => {}

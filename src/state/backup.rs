@@ -130,11 +130,10 @@ pub fn create(cfg: &Config, source: &Path, reason: &str) -> Result<Option<PathBu
         .map_err(|e| Error::io(e, "cannot lock backups", &dir))?;
     let stamp = Utc::now().format("%Y%m%dT%H%M%SZ");
     let reason = sanitize_reason(reason);
-    let mut seq = next_seq(&dir)?;
-    for _ in 0..10_000u32 {
+    let first = next_seq(&dir)?;
+    for seq in first..first.saturating_add(10_000) {
         let name = format!("state-{stamp}-{seq:06}-{reason}.json");
         let path = dir.join(&name);
-        seq += 1;
         match fs::hard_link(source, &path) {
             Ok(()) => {
                 durable::sync_dir(&dir)?;
@@ -307,10 +306,7 @@ mod tests {
 
     #[test]
     fn names_carry_their_time_and_sequence() {
-        let t = |s| {
-            chrono::NaiveDateTime::parse_from_str(s, "%Y%m%d-%H%M%S")
-                .unwrap()
-        };
+        let t = |s| chrono::NaiveDateTime::parse_from_str(s, "%Y%m%d-%H%M%S").unwrap();
         assert_eq!(
             parse_name("state-20261123T143000Z-000012-set.json"),
             Some(Parsed::Seq {
@@ -385,7 +381,8 @@ impl RetentionArgs {
             r.keep = k;
         }
         if let Some(age) = self.backup_max_age.as_deref().filter(|s| !s.is_empty()) {
-            r.max_age = crate::config::parse_duration_named(age, "backup max age (BACKUP_MAX_AGE)")?;
+            r.max_age =
+                crate::config::parse_duration_named(age, "backup max age (BACKUP_MAX_AGE)")?;
         }
         Ok(r)
     }

@@ -36,7 +36,6 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use super::backup::{self, Retention};
-use crate::recovery::checkpoint;
 use super::commands::Ctx;
 use super::integrity;
 use crate::cli;
@@ -45,6 +44,7 @@ use crate::durable;
 use crate::error::{Error, Result};
 use crate::exit::Code;
 use crate::lock::{self, record};
+use crate::recovery::checkpoint;
 
 /// Checkpoints are kept 7 days unless told otherwise (design.md §8).
 const CHECKPOINT_MAX_AGE: Duration = Duration::from_secs(7 * 86400);
@@ -149,14 +149,12 @@ fn plan_backups(cfg: &Config, policy: &Policy) -> Result<Vec<Item>> {
         .into_iter()
         .enumerate()
         .filter_map(|(i, b)| {
-            policy
-                .why(i, backup::age_of(b.made))
-                .map(|reason| Item {
-                    kind: "backup",
-                    bytes: b.size,
-                    path: b.path,
-                    reason,
-                })
+            policy.why(i, backup::age_of(b.made)).map(|reason| Item {
+                kind: "backup",
+                bytes: b.size,
+                path: b.path,
+                reason,
+            })
         })
         .collect())
 }

@@ -36,7 +36,6 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use super::backup;
-use crate::recovery::checkpoint;
 use super::commands::Ctx;
 use super::schema;
 use crate::audit::Recorder;
@@ -45,6 +44,7 @@ use crate::config::{Config, MAX_INPUT_BYTES};
 use crate::durable;
 use crate::error::{Error, Kind, Result};
 use crate::exit::Code;
+use crate::recovery::checkpoint;
 
 /// The prefix of every checksum the toolkit writes.
 pub const PREFIX: &str = "sha256:";

@@ -31,7 +31,13 @@ fn with_tz(env: &Env, tz: &str, bin: &str, args: &[&str]) -> Run {
 }
 
 fn set_phase(env: &Env, tz: &str, phase: &str) {
-    with_tz(env, tz, "state-manager", &["set", ".phase", "--string", phase]).ok();
+    with_tz(
+        env,
+        tz,
+        "state-manager",
+        &["set", ".phase", "--string", phase],
+    )
+    .ok();
 }
 
 fn checkpoint_in(env: &Env, tz: &str, op: &str) -> String {
@@ -89,7 +95,10 @@ fn recover_and_retention_follow_the_sequence_not_the_callers_time_zone() {
     set_phase(&env, EAST, "b");
     // Made last, but its local time is 26 hours "earlier" than the others'.
     set_phase(&env, WEST, "c");
-    let list = env.run("state-manager", &["list-backups", "--json"]).ok().json();
+    let list = env
+        .run("state-manager", &["list-backups", "--json"])
+        .ok()
+        .json();
     let newest = env.root().join(list[0]["path"].as_str().unwrap());
     assert_eq!(phase_of(&newest), "b", "{list:#}");
     // Times in JSON carry their offset.
@@ -142,7 +151,10 @@ fn restore_latest_follows_the_sequence_not_the_callers_time_zone() {
     for c in list.as_array().unwrap() {
         for key in ["made", "timestamp"] {
             let t = c[key].as_str().unwrap();
-            assert!(chrono::DateTime::parse_from_rfc3339(t).is_ok(), "{key}: {t}");
+            assert!(
+                chrono::DateTime::parse_from_rfc3339(t).is_ok(),
+                "{key}: {t}"
+            );
             assert!(t.ends_with('Z') || t.ends_with("+00:00"), "{key}: {t}");
         }
     }
@@ -150,7 +162,13 @@ fn restore_latest_follows_the_sequence_not_the_callers_time_zone() {
     assert_eq!(env.state()["phase"], "second");
 
     // Cleanup's --keep keeps the newest by sequence too.
-    with_tz(&env, EAST, "error-recovery", &["cleanup", "0", "--keep", "1"]).ok();
+    with_tz(
+        &env,
+        EAST,
+        "error-recovery",
+        &["cleanup", "0", "--keep", "1"],
+    )
+    .ok();
     assert_eq!(env.list(".checkpoints"), [two]);
 }
 
@@ -163,7 +181,10 @@ fn same_second_entries_are_ordered_as_numbers() {
     fs::copy(env.state_file(), &src).unwrap();
     let ten = env.path(".state-backups/state-20200101-000000-x.10.json");
     fs::hard_link(&src, &ten).unwrap();
-    let list = env.run("state-manager", &["list-backups", "--json"]).ok().json();
+    let list = env
+        .run("state-manager", &["list-backups", "--json"])
+        .ok()
+        .json();
     let names: Vec<&str> = list
         .as_array()
         .unwrap()
@@ -172,7 +193,10 @@ fn same_second_entries_are_ordered_as_numbers() {
         .collect();
     assert_eq!(
         names,
-        ["state-20200101-000000-x.10.json", "state-20200101-000000-x.2.json"]
+        [
+            "state-20200101-000000-x.10.json",
+            "state-20200101-000000-x.2.json"
+        ]
     );
 
     // New names: a sequence past its zero padding still sorts as a number.
@@ -183,7 +207,10 @@ fn same_second_entries_are_ordered_as_numbers() {
     ] {
         fs::write(env.path(&format!(".state-backups/{name}")), &doc).unwrap();
     }
-    let list = env.run("state-manager", &["list-backups", "--json"]).ok().json();
+    let list = env
+        .run("state-manager", &["list-backups", "--json"])
+        .ok()
+        .json();
     assert_eq!(list[0]["name"], "state-20200101T000000Z-1000000-x.json");
     assert_eq!(list[1]["name"], "state-20200101T000000Z-999999-x.json");
     // And the next backup takes the next number.
@@ -269,8 +296,20 @@ fn two_state_files_in_one_folder_never_see_each_others_backups_or_checkpoints() 
         on(&env, s, "state-manager", &["init"]).ok();
     }
     env.init();
-    on(&env, "build.json", "state-manager", &["set", ".phase", "--string", "b1"]).ok();
-    on(&env, "build.json", "state-manager", &["set", ".phase", "--string", "b2"]).ok();
+    on(
+        &env,
+        "build.json",
+        "state-manager",
+        &["set", ".phase", "--string", "b1"],
+    )
+    .ok();
+    on(
+        &env,
+        "build.json",
+        "state-manager",
+        &["set", ".phase", "--string", "b2"],
+    )
+    .ok();
     let build_cp = on(&env, "build.json", "error-recovery", &["checkpoint", "bcp"])
         .ok()
         .stdout
@@ -278,13 +317,24 @@ fn two_state_files_in_one_folder_never_see_each_others_backups_or_checkpoints() 
         .to_string();
     for i in 0..6 {
         let p = format!("d{i}");
-        on(&env, "deploy.json", "state-manager", &["set", ".phase", "--string", &p]).ok();
+        on(
+            &env,
+            "deploy.json",
+            "state-manager",
+            &["set", ".phase", "--string", &p],
+        )
+        .ok();
     }
-    let deploy_cp = on(&env, "deploy.json", "error-recovery", &["checkpoint", "dcp"])
-        .ok()
-        .stdout
-        .trim()
-        .to_string();
+    let deploy_cp = on(
+        &env,
+        "deploy.json",
+        "error-recovery",
+        &["checkpoint", "dcp"],
+    )
+    .ok()
+    .stdout
+    .trim()
+    .to_string();
 
     // list-backups: each its own (deploy's retention pruned only deploy's).
     let names = |state: &str| -> Vec<String> {
@@ -302,7 +352,11 @@ fn two_state_files_in_one_folder_never_see_each_others_backups_or_checkpoints() 
     assert_eq!(build.len(), 2, "{build:?}");
     assert_eq!(deploy.len(), 5, "{deploy:?}");
     assert!(build.iter().all(|p| !deploy.contains(p)));
-    assert!(build.iter().all(|p| p.contains(".state-backups/build.json/")));
+    assert!(
+        build
+            .iter()
+            .all(|p| p.contains(".state-backups/build.json/"))
+    );
     assert!(names(".workflow-state.json").is_empty());
 
     // error-recovery list: each its own.
@@ -316,8 +370,8 @@ fn two_state_files_in_one_folder_never_see_each_others_backups_or_checkpoints() 
             .map(|c| c["id"].as_str().unwrap().to_string())
             .collect()
     };
-    assert_eq!(ids("build.json"), [build_cp.clone()]);
-    assert_eq!(ids("deploy.json"), [deploy_cp.clone()]);
+    assert_eq!(ids("build.json"), vec![build_cp.clone()]);
+    assert_eq!(ids("deploy.json"), vec![deploy_cp.clone()]);
     assert!(ids(".workflow-state.json").is_empty());
 
     // recover: build's newest backup (made when b2 was written), not
@@ -327,7 +381,13 @@ fn two_state_files_in_one_folder_never_see_each_others_backups_or_checkpoints() 
     assert_eq!(phase_of(&env.path("build.json")), "b1");
 
     // restore latest: build's checkpoint, not deploy's (which is newer).
-    on(&env, "build.json", "state-manager", &["set", ".phase", "--string", "b3"]).ok();
+    on(
+        &env,
+        "build.json",
+        "state-manager",
+        &["set", ".phase", "--string", "b3"],
+    )
+    .ok();
     on(&env, "build.json", "error-recovery", &["restore", "latest"]).ok();
     assert_eq!(phase_of(&env.path("build.json")), "b2");
 
@@ -340,9 +400,14 @@ fn two_state_files_in_one_folder_never_see_each_others_backups_or_checkpoints() 
     on(&env, "build.json", "state-manager", &["verify-integrity"]).ok();
     env.run("state-manager", &["verify-integrity"]).ok();
     on(&env, "deploy.json", "state-manager", &["verify-integrity"]).code(3);
-    let report = on(&env, "build.json", "state-manager", &["verify-integrity", "--json"])
-        .ok()
-        .json();
+    let report = on(
+        &env,
+        "build.json",
+        "state-manager",
+        &["verify-integrity", "--json"],
+    )
+    .ok()
+    .json();
     for f in report["files"].as_array().unwrap() {
         let p = f["path"].as_str().unwrap();
         assert!(!p.contains("deploy"), "build's report lists {p}");
@@ -360,8 +425,14 @@ fn two_state_files_in_one_folder_never_see_each_others_backups_or_checkpoints() 
     assert!(names("deploy.json").is_empty());
     assert!(ids("deploy.json").is_empty());
     assert_eq!(names("build.json"), build);
-    assert_eq!(ids("build.json"), [build_cp.clone()]);
-    on(&env, "deploy.json", "error-recovery", &["checkpoint", "again"]).ok();
+    assert_eq!(ids("build.json"), vec![build_cp.clone()]);
+    on(
+        &env,
+        "deploy.json",
+        "error-recovery",
+        &["checkpoint", "again"],
+    )
+    .ok();
     on(&env, "build.json", "error-recovery", &["cleanup", "0"]).ok();
     assert!(ids("build.json").is_empty());
     assert_eq!(ids("deploy.json").len(), 1);
@@ -398,28 +469,80 @@ fn every_duration_input_refuses_a_huge_value_with_exit_4_and_no_panic() {
     ];
     // (binary, args with @V for the value, environment variable to carry it).
     let cases: &[(&str, &[&str], Option<&str>)] = &[
-        ("lock-manager", &["acquire", "x", "1", "exclusive", "{}", "--ttl", "@V"], None),
+        (
+            "lock-manager",
+            &["acquire", "x", "1", "exclusive", "{}", "--ttl", "@V"],
+            None,
+        ),
         ("lock-manager", &["acquire", "x", "@V"], None),
-        ("lock-manager", &["run", "x", "--timeout", "@V", "--", "true"], None),
-        ("lock-manager", &["--lock-timeout", "@V", "acquire", "x"], None),
+        (
+            "lock-manager",
+            &["run", "x", "--timeout", "@V", "--", "true"],
+            None,
+        ),
+        (
+            "lock-manager",
+            &["--lock-timeout", "@V", "acquire", "x"],
+            None,
+        ),
         ("lock-manager", &["acquire", "x"], Some("LOCK_TIMEOUT")),
-        ("state-manager", &["set", ".phase", "--string", "y"], Some("LOCK_TIMEOUT")),
-        ("state-manager", &["set", ".phase", "--string", "y"], Some("BACKUP_MAX_AGE")),
-        ("state-manager", &["--backup-max-age", "@V", "set", ".phase", "--string", "y"], None),
+        (
+            "state-manager",
+            &["set", ".phase", "--string", "y"],
+            Some("LOCK_TIMEOUT"),
+        ),
+        (
+            "state-manager",
+            &["set", ".phase", "--string", "y"],
+            Some("BACKUP_MAX_AGE"),
+        ),
+        (
+            "state-manager",
+            &["--backup-max-age", "@V", "set", ".phase", "--string", "y"],
+            None,
+        ),
         ("state-manager", &["cleanup", "--older-than", "@V"], None),
         ("state-manager", &["cleanup"], Some("BACKUP_MAX_AGE")),
         ("state-manager", &["audit", "recent", "--since", "@V"], None),
         ("state-manager", &["audit", "stats", "--since", "@V"], None),
         ("state-manager", &["audit", "races", "--since", "@V"], None),
         ("state-manager", &["audit", "export", "--since", "@V"], None),
-        ("state-manager", &["audit", "monitor", "--duration", "@V"], None),
-        ("state-manager", &["audit", "monitor", "--interval", "@V"], None),
+        (
+            "state-manager",
+            &["audit", "monitor", "--duration", "@V"],
+            None,
+        ),
+        (
+            "state-manager",
+            &["audit", "monitor", "--interval", "@V"],
+            None,
+        ),
         ("error-recovery", &["cleanup", "@V"], None),
-        ("error-recovery", &["degrade", "why"], Some("BACKUP_MAX_AGE")),
-        ("error-recovery", &["checkpoint", "c2"], Some("LOCK_TIMEOUT")),
-        ("error-recovery", &["retry", "--delay", "@V", "--", "false"], None),
-        ("error-recovery", &["retry", "--max-delay", "@V", "--", "false"], None),
-        ("error-recovery", &["retry", "--timeout", "@V", "--", "true"], None),
+        (
+            "error-recovery",
+            &["degrade", "why"],
+            Some("BACKUP_MAX_AGE"),
+        ),
+        (
+            "error-recovery",
+            &["checkpoint", "c2"],
+            Some("LOCK_TIMEOUT"),
+        ),
+        (
+            "error-recovery",
+            &["retry", "--delay", "@V", "--", "false"],
+            None,
+        ),
+        (
+            "error-recovery",
+            &["retry", "--max-delay", "@V", "--", "false"],
+            None,
+        ),
+        (
+            "error-recovery",
+            &["retry", "--timeout", "@V", "--", "true"],
+            None,
+        ),
     ];
     for value in huge {
         for (bin, args, var) in cases {
@@ -433,7 +556,12 @@ fn every_duration_input_refuses_a_huge_value_with_exit_4_and_no_panic() {
             let what = format!("{bin} {args:?} {var:?}={value}");
             assert!(!run.stderr.contains("panicked"), "{what}: {}", run.stderr);
             assert_eq!(run.code, 4, "{what}: {}", run.stderr);
-            assert_eq!(run.stderr.trim().lines().count(), 1, "{what}: {}", run.stderr);
+            assert_eq!(
+                run.stderr.trim().lines().count(),
+                1,
+                "{what}: {}",
+                run.stderr
+            );
             assert_eq!(snapshot(&env), before, "{what} changed the disk");
         }
         // Hooks never fail the session: exit 0, one line, nothing changed.
@@ -443,10 +571,22 @@ fn every_duration_input_refuses_a_huge_value_with_exit_4_and_no_panic() {
                 .env(var, value)
                 .stdin(fs::File::open(&hook).unwrap());
             let run = Run::of(c.output().unwrap());
-            assert!(!run.stderr.contains("panicked"), "hook {var}={value}: {}", run.stderr);
+            assert!(
+                !run.stderr.contains("panicked"),
+                "hook {var}={value}: {}",
+                run.stderr
+            );
             assert_eq!(run.code, 0, "hook {var}={value}: {}", run.stderr);
-            assert!(run.stderr.contains(var) || run.stderr.contains("lock timeout"), "{}", run.stderr);
-            assert_eq!(snapshot(&env), before, "hook {var}={value} changed the disk");
+            assert!(
+                run.stderr.contains(var) || run.stderr.contains("lock timeout"),
+                "{}",
+                run.stderr
+            );
+            assert_eq!(
+                snapshot(&env),
+                before,
+                "hook {var}={value} changed the disk"
+            );
         }
     }
 }
@@ -465,8 +605,11 @@ fn a_bare_number_is_seconds_for_both_cleanup_commands() {
 
     env.run("error-recovery", &["checkpoint", "b"]).ok();
     std::thread::sleep(Duration::from_millis(2100));
-    env.run("state-manager", &["cleanup", "--checkpoints", "--older-than", "2"])
-        .ok();
+    env.run(
+        "state-manager",
+        &["cleanup", "--checkpoints", "--older-than", "2"],
+    )
+    .ok();
     assert!(env.list(".checkpoints").is_empty());
     // The default is still a week.
     env.run("error-recovery", &["checkpoint", "c"]).ok();
@@ -499,7 +642,11 @@ fn a_sigkilled_checkpoint_removal_never_leaves_a_half_checkpoint() {
     let config = env.path("config");
     fs::create_dir_all(&config).unwrap();
     for i in 0..3000 {
-        fs::write(config.join(format!("f{i:05}.json")), format!("{{\"i\": {i}}}")).unwrap();
+        fs::write(
+            config.join(format!("f{i:05}.json")),
+            format!("{{\"i\": {i}}}"),
+        )
+        .unwrap();
     }
     let id = env
         .run("error-recovery", &["checkpoint", "big"])
@@ -519,9 +666,17 @@ fn a_sigkilled_checkpoint_removal_never_leaves_a_half_checkpoint() {
         let (bin, args): (&str, &[&str]) = if round % 2 == 0 {
             ("error-recovery", &["cleanup", "0"])
         } else {
-            ("state-manager", &["cleanup", "--checkpoints", "--keep", "0"])
+            (
+                "state-manager",
+                &["cleanup", "--checkpoints", "--keep", "0"],
+            )
         };
-        let mut child = env.cmd(bin).args(args).stdout(Stdio::null()).spawn().unwrap();
+        let mut child = env
+            .cmd(bin)
+            .args(args)
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
         // Kill it as soon as deletion has visibly begun: renamed aside, or
         // (before the fix) files gone from under the real name.
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -546,7 +701,11 @@ fn a_sigkilled_checkpoint_removal_never_leaves_a_half_checkpoint() {
         env.run("state-manager", &["verify-integrity"]).ok();
         let listed = env.run("error-recovery", &["list", "json"]).ok().json();
         assert!(
-            listed.as_array().unwrap().iter().all(|c| c["valid"] == true),
+            listed
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|c| c["valid"] == true),
             "{listed:#}"
         );
         // The next cleanup sweeps what was renamed aside.
@@ -570,6 +729,13 @@ fn verify_integrity_never_reports_corruption_while_cleanup_removes_checkpoints()
         fs::write(config.join(format!("f{i:04}.json")), "{}").unwrap();
     }
     let stop = AtomicBool::new(false);
+    /// Stops the churn however the checks end (a failed assert included).
+    struct Stop<'a>(&'a AtomicBool);
+    impl Drop for Stop<'_> {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::Relaxed);
+        }
+    }
     std::thread::scope(|s| {
         let churn = s.spawn(|| {
             let mut rounds = 0;
@@ -577,12 +743,16 @@ fn verify_integrity_never_reports_corruption_while_cleanup_removes_checkpoints()
                 env.run("error-recovery", &["checkpoint", "c"]).ok();
                 env.run("error-recovery", &["checkpoint", "d"]).ok();
                 env.sm(&["set", ".phase", "--string", &format!("p{rounds}")]);
-                env.run("state-manager", &["cleanup", "--checkpoints", "--keep", "0"])
-                    .ok();
+                env.run(
+                    "state-manager",
+                    &["cleanup", "--checkpoints", "--keep", "0"],
+                )
+                .ok();
                 rounds += 1;
             }
             rounds
         });
+        let stopper = Stop(&stop);
         let started = Instant::now();
         let mut checks = 0;
         while started.elapsed() < Duration::from_secs(8) || checks < 20 {
@@ -595,7 +765,11 @@ fn verify_integrity_never_reports_corruption_while_cleanup_removes_checkpoints()
                     .output()
                     .unwrap(),
             );
-            assert_eq!(run.code, 0, "verify-integrity: {}{}", run.stdout, run.stderr);
+            assert_eq!(
+                run.code, 0,
+                "verify-integrity: {}{}",
+                run.stdout, run.stderr
+            );
             let list = env.run("error-recovery", &["list", "json"]).ok().json();
             assert!(
                 list.as_array().unwrap().iter().all(|c| c["valid"] == true),
@@ -603,7 +777,7 @@ fn verify_integrity_never_reports_corruption_while_cleanup_removes_checkpoints()
             );
             checks += 1;
         }
-        stop.store(true, Ordering::Relaxed);
+        drop(stopper);
         assert!(churn.join().unwrap() > 0);
     });
 }
