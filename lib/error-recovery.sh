@@ -4,7 +4,10 @@
 # Executed: execs the error-recovery binary. Sourced: defines
 # create_checkpoint (sets CHECKPOINT_ID), restore_checkpoint,
 # retry_with_backoff, enable_degraded_mode, disable_degraded_mode,
-# is_degraded_mode and handle_error.
+# is_degraded_mode and handle_error. Every function acts for the sourcing
+# shell (--owner $$), so it passes that shell's own lock_state also from
+# inside $( ), a pipeline or a subshell, and behaves the same with and
+# without set -e / pipefail.
 
 # shellcheck source=lib/common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
@@ -16,21 +19,23 @@ fi
 # create_checkpoint OPERATION [PHASE] [METADATA_JSON]: sets CHECKPOINT_ID.
 create_checkpoint() {
   local id
-  id="$(_wfstate_run error-recovery checkpoint "$@")" || return
+  id="$(_wfstate_run error-recovery --owner "$$" checkpoint "$@")" || return
   CHECKPOINT_ID="$id"
   printf '%s\n' "$id"
 }
 
 # restore_checkpoint [ID]: restores ID, else $CHECKPOINT_ID, else the latest.
 restore_checkpoint() {
-  _wfstate_run error-recovery restore "${1:-${CHECKPOINT_ID:-latest}}"
+  _wfstate_run error-recovery --owner "$$" restore "${1:-${CHECKPOINT_ID:-latest}}"
 }
 
 # retry_with_backoff FN [MAX=3] [BASE_DELAY=1] [ARGS...]: runs FN (a shell
 # function or a command) until it succeeds, at most MAX times, waiting a
 # random time in [0, min(60, BASE_DELAY * 2^(n-1))] after failure n (full
 # jitter, as `error-recovery retry`). Exit codes 4, 6 and 7 are not retried:
-# retrying cannot help. Returns the last attempt's own code.
+# retrying cannot help. Returns the last attempt's own code. FN runs as the
+# condition of an `if` (so under set -e a failing attempt is retried, not
+# fatal; as for any condition, bash does not apply set -e inside FN).
 retry_with_backoff() {
   local fn="${1:-}" max="${2:-3}" base="${3:-1}"
   if [[ -z "$fn" ]]; then
@@ -48,13 +53,17 @@ retry_with_backoff() {
   fi
   local attempt=1 rc cap_ms delay_ms
   while :; do
-    WFSTATE_ATTEMPT=$attempt "$fn" "$@"
-    rc=$?
-    ((rc == 0)) && return 0
+    if WFSTATE_ATTEMPT=$attempt "$fn" "$@"; then
+      return 0
+    else
+      rc=$?
+    fi
     case "$rc" in
       4 | 6 | 7) return "$rc" ;;
     esac
-    ((attempt >= max)) && return "$rc"
+    if ((attempt >= max)); then
+      return "$rc"
+    fi
     # min(60 s, base * 2^(attempt-1)) in milliseconds, then full jitter.
     cap_ms=$(awk -v b="$base" -v n="$attempt" 'BEGIN { d = b * 1000 * 2 ^ (n - 1); if (d > 60000) d = 60000; printf "%d", d }')
     delay_ms=$(((RANDOM * 32768 + RANDOM) % (cap_ms + 1)))
@@ -65,17 +74,17 @@ retry_with_backoff() {
 
 # enable_degraded_mode REASON [FEATURES_JSON]
 enable_degraded_mode() {
-  _wfstate_run error-recovery degrade "${1:-unspecified}" ${2:+"$2"}
+  _wfstate_run error-recovery --owner "$$" degrade "${1:-unspecified}" ${2:+"$2"}
 }
 
 # disable_degraded_mode
 disable_degraded_mode() {
-  _wfstate_run error-recovery recover-mode
+  _wfstate_run error-recovery --owner "$$" recover-mode
 }
 
 # is_degraded_mode: 0 when degraded, 1 when not.
 is_degraded_mode() {
-  _wfstate_run error-recovery is-degraded
+  _wfstate_run error-recovery --owner "$$" is-degraded
 }
 
 # handle_error CODE MESSAGE [OPERATION]: reports the error with its name and
@@ -84,12 +93,14 @@ is_degraded_mode() {
 # else CODE.
 handle_error() {
   local code="${1:-1}" msg="${2:-}" op="${3:-}" name
-  name="$(error_code_name "$code")"
+  name="$(error_code_name "$code")" || true
   printf 'ERROR [%s/%s]%s: %s\n' "$code" "$name" "${op:+ in $op}" "$msg" >&2
   if [[ "${WFSTATE_AUTO_RECOVER:-0}" == 1 ]]; then
-    _wfstate_run error-recovery handle "$code" --apply >&2 && return 0
+    if _wfstate_run error-recovery --owner "$$" handle "$code" --apply >&2; then
+      return 0
+    fi
   else
-    _wfstate_run error-recovery suggest "$code" >&2
+    _wfstate_run error-recovery suggest "$code" >&2 || true
   fi
   return "$code"
 }

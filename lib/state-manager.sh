@@ -5,8 +5,10 @@
 # with the same arguments. Sourced: defines lock_state, unlock_state,
 # read_state, write_state, backup_state, validate_state, recover_state and
 # init_state_manager. Locks taken through these functions belong to the
-# sourcing shell ($$), so `lock_state; read_state; write_state; unlock_state`
-# works without deadlock.
+# sourcing shell ($$), and every function acts for it (--owner $$), so
+# `lock_state; read_state; write_state; unlock_state` works without deadlock,
+# also inside $( ), pipelines and subshells. Each function behaves the same
+# with and without set -e / pipefail: it returns the binary's exit code.
 
 # shellcheck source=lib/common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
@@ -17,7 +19,7 @@ fi
 
 # init_state_manager: creates the state file and folders (idempotent).
 init_state_manager() {
-  _wfstate_run state-manager init >/dev/null
+  _wfstate_run state-manager --owner "$$" init >/dev/null
 }
 
 # lock_state [TIMEOUT]: takes the exclusive `state` lock for this shell.
@@ -30,22 +32,22 @@ unlock_state() {
   _wfstate_run lock-manager release state --owner "$$"
 }
 
-# read_state [OUTFILE]: prints the state, or writes it to OUTFILE (atomically).
+# read_state [OUTFILE]: prints the state, or writes it to OUTFILE: a regular
+# file is replaced atomically (no temp file is ever left behind), a device or
+# FIFO such as /dev/stdout is written through and never replaced, and a FIFO
+# with no reader is an error rather than a hang (`state-manager export`).
 read_state() {
   if [[ -z "${1:-}" ]]; then
     _wfstate_run state-manager --owner "$$" read
     return
   fi
-  local out="$1" tmp rc
-  tmp="$(mktemp "${out}.XXXXXX")" || return "$EXIT_GENERAL_ERROR"
-  _wfstate_run state-manager --owner "$$" read >"$tmp"
-  rc=$?
-  if ((rc == 0)); then
-    mv -f -- "$tmp" "$out" || rc=$EXIT_GENERAL_ERROR
+  # The summary line is not wanted; when OUTFILE is our stdout the binary
+  # writes through it and prints no summary, so stdout stays ours.
+  if [[ "$1" -ef /dev/stdout ]]; then
+    _wfstate_run state-manager --owner "$$" export --format json --output /dev/stdout
   else
-    rm -f -- "$tmp"
+    _wfstate_run state-manager --owner "$$" export --format json --output "$1" >/dev/null
   fi
-  return "$rc"
 }
 
 # write_state JSON [REASON]: replaces the state (validated, backed up, atomic).
@@ -59,12 +61,12 @@ write_state() {
 
 # backup_state [REASON]: backs up the current state; prints the backup's path.
 backup_state() {
-  _wfstate_run state-manager backup ${1:+"$1"}
+  _wfstate_run state-manager --owner "$$" backup ${1:+"$1"}
 }
 
 # validate_state: 0 valid, 3 unparseable, 4 schema violations (listed).
 validate_state() {
-  _wfstate_run state-manager validate
+  _wfstate_run state-manager --owner "$$" validate
 }
 
 # recover_state [PATTERN]: restores the newest valid (matching) backup.

@@ -12,10 +12,22 @@
 //!
 //! Also here: size-limited reads, and folders created 0700 that refuse to be
 //! symlinks leading out of the state root.
+//!
+//! Everything the toolkit keeps (state, backups, checkpoints, lock records,
+//! the restore journal, the audit log) is a regular file or is refused with
+//! exit 6: [`open_kept`] and [`open_kept_append`] are the one way such a file
+//! is opened, and they never block — no open(2) of a FIFO waits for a peer,
+//! no device node is opened at all — and [`replace`] never renames over a
+//! device, FIFO or socket. Symlinks are followed (a state file or lock record
+//! may be a symlink inside the state root, design.md §2); whether one leads
+//! out of the root is the caller's check ([`check_not_escaping`]), made once
+//! per command. A file the *user* names as output goes through
+//! [`write_output`] instead, which writes through a device or FIFO like a
+//! shell redirection (`jq . > /dev/stdout`) and never renames over it.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -47,6 +59,20 @@ pub fn replace(path: &Path, bytes: &[u8], durability: Durability) -> Result<()> 
 }
 
 fn replace_once(path: &Path, bytes: &[u8], durability: Durability) -> Result<()> {
+    replace_with(path, durability, |w| {
+        w.write_all(bytes)
+            .map_err(|e| Error::io(e, "cannot write", path))
+    })
+}
+
+/// [`replace`] with the new bytes streamed by `fill` into the temp file
+/// (large output need not be held in memory). No retry: `fill` runs once.
+pub fn replace_with<T>(
+    path: &Path,
+    durability: Durability,
+    fill: impl FnOnce(&mut dyn Write) -> Result<T>,
+) -> Result<T> {
+    refuse_special(path)?;
     let dir = parent_of(path);
     let name = path
         .file_name()
@@ -57,7 +83,7 @@ fn replace_once(path: &Path, bytes: &[u8], durability: Durability) -> Result<()>
         std::process::id(),
         SEQ.fetch_add(1, Ordering::Relaxed)
     ));
-    let mut file = OpenOptions::new()
+    let file = OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
@@ -66,25 +92,28 @@ fn replace_once(path: &Path, bytes: &[u8], durability: Durability) -> Result<()>
         .map_err(|e| Error::io(e, "cannot create a temp file", &tmp))?;
     // Marks the temp file as in use; released by the kernel if we are killed.
     let _ = file.try_lock();
+    let mut w = io::BufWriter::with_capacity(1 << 16, file);
     let result = (|| {
-        file.write_all(bytes)
-            .map_err(|e| Error::io(e, "cannot write", &tmp))?;
+        let value = fill(&mut w)?;
+        w.flush().map_err(|e| Error::io(e, "cannot write", &tmp))?;
         if durability == Durability::Durable {
-            file.sync_data()
+            w.get_ref()
+                .sync_data()
                 .map_err(|e| Error::io(e, "cannot flush to disk", &tmp))?;
         }
-        fs::rename(&tmp, path).map_err(|e| Error::io(e, "cannot rename into place", path))
+        fs::rename(&tmp, path).map_err(|e| Error::io(e, "cannot rename into place", path))?;
+        Ok(value)
     })();
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
         return result;
     }
-    drop(file);
+    drop(w);
     if durability == Durability::Durable {
         sync_dir(dir)?;
     }
     remove_leftovers(dir, &name.to_string_lossy());
-    Ok(())
+    result
 }
 
 /// fsyncs a folder, making renames and links in it durable.
@@ -123,7 +152,8 @@ fn remove_leftovers(dir: &Path, name: &str) {
         }
         let p = entry.path();
         // A writer in progress holds the lock; a killed one no longer does.
-        if let Ok(f) = File::open(&p)
+        // Not a regular file: not one of ours, left alone.
+        if let Ok(f) = open_kept(&p)
             && f.try_lock().is_ok()
         {
             let _ = fs::remove_file(&p);
@@ -144,13 +174,184 @@ pub fn leftover_temps(dir: &Path) -> Vec<PathBuf> {
             n.starts_with('.') && n.ends_with(".tmp")
         })
         .map(|e| e.path())
-        .filter(|p| File::open(p).is_ok_and(|f| f.try_lock().is_ok()))
+        .filter(|p| open_kept(p).is_ok_and(|f| f.try_lock().is_ok()))
         .collect()
 }
 
-/// Reads a whole file, refusing one over `limit` bytes (exit 10) before reading it.
+/// Opens a file the toolkit keeps, for reading (see the module docs): a
+/// path that is not a regular file (a FIFO, socket, device or folder, or a
+/// symlink to one) is refused with exit 6 before it is opened, and the open
+/// itself is non-blocking, so a file swapped for a FIFO in between cannot
+/// hang us either. A missing file is an error whose `io_kind` is `NotFound`.
+pub fn open_kept(path: &Path) -> Result<File> {
+    open_regular(path, OpenOptions::new().read(true), 0, "cannot read")
+}
+
+/// Opens a file the toolkit keeps for appending (the audit log), creating it
+/// 0600; the same refusals as [`open_kept`]. `path` must already be resolved:
+/// a symlink there is refused (`O_NOFOLLOW`), so none can be planted between
+/// the caller's check and this open.
+pub fn open_kept_append(path: &Path) -> Result<File> {
+    open_regular(
+        path,
+        OpenOptions::new().append(true).create(true).mode(0o600),
+        rustix::fs::OFlags::NOFOLLOW.bits() as i32,
+        "cannot open for appending",
+    )
+}
+
+fn open_regular(path: &Path, opts: &mut OpenOptions, extra: i32, what: &str) -> Result<File> {
+    // stat first: opening a device can have effects of its own (a tty, a tape).
+    match fs::metadata(path) {
+        Ok(m) if !m.is_file() => return Err(not_regular(path, m.file_type())),
+        _ => {}
+    }
+    let flags = rustix::fs::OFlags::NONBLOCK | rustix::fs::OFlags::NOCTTY;
+    let f = opts
+        .custom_flags(flags.bits() as i32 | extra)
+        .open(path)
+        .map_err(|e| Error::io(e, what, path))?;
+    let m = f.metadata().map_err(|e| Error::io(e, what, path))?;
+    if !m.is_file() {
+        return Err(not_regular(path, m.file_type()));
+    }
+    Ok(f)
+}
+
+/// Refuses (exit 6) to replace `path` when it names a device, FIFO or socket
+/// (or a symlink to one): renaming over it would destroy something not ours.
+fn refuse_special(path: &Path) -> Result<()> {
+    match fs::metadata(path) {
+        Ok(m) if is_special(m.file_type()) => Err(not_regular(path, m.file_type())),
+        _ => Ok(()),
+    }
+}
+
+fn is_special(t: fs::FileType) -> bool {
+    t.is_fifo() || t.is_socket() || t.is_char_device() || t.is_block_device()
+}
+
+/// What a file that is not a regular file is, for messages ("a FIFO").
+pub fn describe(t: fs::FileType) -> &'static str {
+    if t.is_fifo() {
+        "a FIFO"
+    } else if t.is_socket() {
+        "a socket"
+    } else if t.is_char_device() {
+        "a character device"
+    } else if t.is_block_device() {
+        "a block device"
+    } else if t.is_dir() {
+        "a folder"
+    } else if t.is_file() {
+        "a regular file"
+    } else {
+        "not a regular file"
+    }
+}
+
+/// The refusal of a kept file that is not a regular file (exit 6).
+pub fn not_regular(path: &Path, t: fs::FileType) -> Error {
+    Error::new(
+        Kind::PermissionDenied,
+        "refusing a file that is not a regular file",
+    )
+    .with_path(path)
+    .because(format!("it is {}", describe(t)))
+    .hint("the toolkit keeps its state, backups, checkpoints, lock records and audit log in regular files: move that one away or point STATE_FILE/AUDIT_LOG at a regular file")
+}
+
+/// Writes output the user asked for to `path` (`--output FILE`), streaming it
+/// through `fill`. A regular file (or a missing one, or a symlink to either)
+/// is replaced atomically and durably: temp file, fsync, rename, fsync the
+/// folder, as [`replace`]. A device, FIFO or a symlink to one (such as
+/// `/dev/stdout`) is written through, like a shell redirection, and never
+/// renamed over; opening it never blocks (a FIFO with no reader is an
+/// error, not a hang). A socket cannot be opened and is refused.
+pub fn write_output<T>(path: &Path, fill: impl FnOnce(&mut dyn Write) -> Result<T>) -> Result<T> {
+    match fs::metadata(path) {
+        Ok(m) if is_special(m.file_type()) => return write_through(path, fill),
+        Ok(m) if m.is_dir() => {
+            return Err(Error::validation("bad --output")
+                .with_path(path)
+                .because("it is a folder")
+                .hint("name a file"));
+        }
+        Ok(_) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            if fs::symlink_metadata(path).is_ok() {
+                return Err(Error::general("cannot write the output")
+                    .with_path(path)
+                    .because("it is a symlink to nothing")
+                    .hint("create its target first, or name another file"));
+            }
+        }
+        Err(e) => return Err(Error::io(e, "cannot inspect", path)),
+    }
+    // A symlink to a regular file: replace its target, as `> link` writes there.
+    let target = if fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()) {
+        fs::canonicalize(path).map_err(|e| Error::io(e, "cannot resolve", path))?
+    } else {
+        path.to_path_buf()
+    };
+    replace_with(&target, Durability::Durable, fill)
+}
+
+/// Whether `path` names the file our standard output is (`/dev/stdout`, a
+/// symlink to `/proc/self/fd/1`, the tty we print to): a summary printed
+/// there would land inside the output.
+pub fn is_stdout(path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    // The magic link names the open file itself, a pipe included.
+    let (Ok(out), Ok(ours)) = (fs::metadata(path), fs::metadata("/proc/self/fd/1")) else {
+        return false;
+    };
+    (out.dev(), out.ino()) == (ours.dev(), ours.ino())
+}
+
+fn write_through<T>(path: &Path, fill: impl FnOnce(&mut dyn Write) -> Result<T>) -> Result<T> {
+    let flags = rustix::fs::OFlags::NONBLOCK | rustix::fs::OFlags::NOCTTY;
+    let file = OpenOptions::new()
+        .write(true)
+        .custom_flags(flags.bits() as i32)
+        .open(path)
+        .map_err(|e| {
+            let no_reader = e.raw_os_error() == Some(rustix::io::Errno::NXIO.raw_os_error());
+            let err = Error::io(e, "cannot open the output", path);
+            if no_reader {
+                err.hint("nothing is reading that FIFO or socket: start the reader first")
+            } else {
+                err
+            }
+        })?;
+    // Non-blocking only for the open: the writes wait for a slow reader as usual.
+    let fl = rustix::fs::fcntl_getfl(&file)
+        .map_err(|e| Error::io(e.into(), "cannot open the output", path))?;
+    rustix::fs::fcntl_setfl(&file, fl - rustix::fs::OFlags::NONBLOCK)
+        .map_err(|e| Error::io(e.into(), "cannot open the output", path))?;
+    let mut w = io::BufWriter::new(file);
+    let value = fill(&mut w)?;
+    w.flush()
+        .map_err(|e| Error::io(e, "cannot write the output", path))?;
+    Ok(value)
+}
+
+/// Reads a whole file the user named (`import FILE`), refusing one over
+/// `limit` bytes (exit 10). Unlike [`read_limited`] it reads from anything a
+/// shell could (`<(cmd)`, `/dev/stdin`, a FIFO), as `cat` would.
+pub fn read_input_limited(path: &Path, limit: u64) -> Result<Vec<u8>> {
+    let f = File::open(path).map_err(|e| Error::io(e, "cannot read", path))?;
+    read_all_limited(f, path, limit)
+}
+
+/// Reads a whole file the toolkit keeps ([`open_kept`]: regular files only,
+/// never blocking), refusing one over `limit` bytes (exit 10) before reading it.
 pub fn read_limited(path: &Path, limit: u64) -> Result<Vec<u8>> {
-    let mut f = File::open(path).map_err(|e| Error::io(e, "cannot read", path))?;
+    let f = open_kept(path)?;
+    read_all_limited(f, path, limit)
+}
+
+fn read_all_limited(mut f: File, path: &Path, limit: u64) -> Result<Vec<u8>> {
     let len = f
         .metadata()
         .map_err(|e| Error::io(e, "cannot read", path))?
@@ -281,6 +482,34 @@ mod tests {
         replace(&p, b"x", Durability::Durable).unwrap();
         assert!(!dead.exists());
         assert!(busy.exists());
+    }
+
+    #[test]
+    fn kept_files_that_are_not_regular_are_refused_without_blocking() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("s.json");
+        assert!(
+            std::process::Command::new("mkfifo")
+                .arg(&fifo)
+                .status()
+                .unwrap()
+                .success()
+        );
+        // Each would block forever (or rename over the FIFO) without the checks.
+        let e = read_limited(&fifo, 100).unwrap_err();
+        assert_eq!(e.code(), crate::exit::Code::PermissionDenied);
+        assert!(open_kept_append(&fifo).is_err());
+        let e = replace(&fifo, b"x", Durability::Durable).unwrap_err();
+        assert_eq!(e.code(), crate::exit::Code::PermissionDenied);
+        assert!(fs::metadata(&fifo).unwrap().file_type().is_fifo());
+        // A FIFO with no reader as output: an error at once, not a hang.
+        assert!(
+            write_output(&fifo, |w| w
+                .write_all(b"x")
+                .map_err(|e| Error::io(e, "w", "-")))
+            .is_err()
+        );
+        assert!(fs::metadata(&fifo).unwrap().file_type().is_fifo());
     }
 
     #[test]

@@ -305,7 +305,9 @@ pub fn run(cfg: &Config, cmd: AuditCommand) -> Result<Code> {
                 match &a.output {
                     Some(path) => {
                         let s = export::write_file(cfg, &filter, a.window, path)?;
-                        if a.json {
+                        if crate::durable::is_stdout(path) {
+                            // `--output /dev/stdout`: the document is the output, whole.
+                        } else if a.json {
                             cli::print_json(&json!({
                                 "output": path, "events": s.events, "findings": s.findings, "malformed": s.malformed,
                             }));

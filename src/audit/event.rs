@@ -7,10 +7,19 @@
 //! and `run_id` (from `WFSTATE_RUN_ID`) when set. See
 //! schemas/audit-event.schema.json. After its write, a writer that finds the
 //! log at `AUDIT_MAX_BYTES` rotates it ([`super::rotate`]).
+//!
+//! Where events may go: the audit log is a regular file, or a symlink to one
+//! inside the log's own folder (for the default log, the state root) — the
+//! rule the state file follows. A symlink leading anywhere else (or to
+//! nothing), a FIFO, socket or device is refused: a warning, the event is
+//! skipped, and nothing is opened for writing or created outside. No open
+//! blocks. The one exception is `AUDIT_LOG=/dev/null`, the usual way to turn
+//! auditing off: events are dropped silently (`health` reports it).
 
-use std::fs::OpenOptions;
+use std::fs;
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
@@ -18,7 +27,8 @@ use serde_json::Value;
 
 use super::rotate;
 use crate::config::Config;
-use crate::error::Error;
+use crate::durable;
+use crate::error::{Error, Result};
 
 /// One line of the audit log.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -129,22 +139,24 @@ pub fn append(cfg: &Config, event: &Event) {
         }
     };
     line.push(b'\n');
-    let res = OpenOptions::new()
-        .append(true)
-        .create(true)
-        .mode(0o600)
-        .open(&cfg.audit_log)
-        .and_then(|mut f| {
-            // One write(2): O_APPEND makes it atomic with respect to other appenders.
-            let n = f.write(&line)?;
-            if n != line.len() {
-                return Err(std::io::Error::other(format!(
-                    "short write ({n} of {} bytes)",
-                    line.len()
-                )));
-            }
-            Ok(f)
-        });
+    let res = match sink(&cfg.audit_log) {
+        Ok(None) => return,
+        Ok(Some(path)) => durable::open_kept_append(&path),
+        Err(e) => Err(e),
+    }
+    .and_then(|mut f| {
+        // One write(2): O_APPEND makes it atomic with respect to other appenders.
+        let n = f
+            .write(&line)
+            .map_err(|e| Error::io(e, "cannot append", &cfg.audit_log))?;
+        if n != line.len() {
+            return Err(Error::general(format!(
+                "short write ({n} of {} bytes)",
+                line.len()
+            )));
+        }
+        Ok(f)
+    });
     match res {
         // The size is checked on the fd we wrote to, after the write, so the
         // writer that crosses the limit is the one that rotates.
@@ -163,6 +175,32 @@ pub fn append(cfg: &Config, event: &Event) {
             cfg.audit_log.display()
         ),
     }
+}
+
+/// The file events for `log` go to (see the module docs): `log` itself, or
+/// the target of a symlink that stays within the log's folder; `None` for
+/// `/dev/null`. Exit 6 for a symlink leading elsewhere or a file that is not
+/// a regular file.
+pub fn sink(log: &Path) -> Result<Option<PathBuf>> {
+    match fs::symlink_metadata(log) {
+        Ok(m) if m.file_type().is_symlink() => {
+            let dir = match log.parent() {
+                Some(p) if !p.as_os_str().is_empty() => p,
+                _ => Path::new("."),
+            };
+            durable::check_not_escaping(log, dir)?;
+            let target = fs::canonicalize(log).map_err(|e| Error::io(e, "cannot resolve", log))?;
+            Ok(Some(target))
+        }
+        Ok(m) if is_dev_null(&m) => Ok(None),
+        _ => Ok(Some(log.to_path_buf())),
+    }
+}
+
+fn is_dev_null(m: &fs::Metadata) -> bool {
+    m.file_type().is_char_device()
+        && rustix::fs::major(m.rdev()) == 1
+        && rustix::fs::minor(m.rdev()) == 3
 }
 
 /// A duration in milliseconds with microsecond precision, for audit details.

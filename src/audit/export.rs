@@ -6,11 +6,10 @@
 //! past (each line is valid JSON, or it was counted as malformed and left
 //! out), while stats and races accumulate; those two follow the events in the
 //! document. With `--output FILE` the document is written to a temp file
-//! beside FILE and renamed over it, so FILE is the whole export or untouched.
+//! beside FILE and renamed over it, so FILE is the whole export or untouched;
+//! a device or FIFO (`--output /dev/stdout`) is written through instead.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufWriter, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::io::{self, Write};
 use std::path::Path;
 
 use serde_json::{Value, json};
@@ -20,6 +19,7 @@ use super::rotate;
 use super::scan::{self, Filter, Totals};
 use super::stats::{By, Stats};
 use crate::config::Config;
+use crate::durable;
 use crate::error::{Error, Result};
 
 /// What an export held.
@@ -128,42 +128,16 @@ pub fn write_to(
     })
 }
 
-/// Writes the export to `path` atomically: a temp file beside it, then rename.
+/// Writes the export to `path` through [`durable::write_output`]: a regular
+/// file is replaced atomically and durably (the whole export or untouched), a
+/// device or FIFO (`/dev/stdout`) is written through and never renamed over.
 pub fn write_file(cfg: &Config, filter: &Filter, window_ms: f64, path: &Path) -> Result<Summary> {
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    let name = path.file_name().ok_or_else(|| {
-        Error::validation("bad --output")
+    if path.file_name().is_none() {
+        return Err(Error::validation("bad --output")
             .with_path(path)
-            .hint("name a file")
-    })?;
-    let tmp = dir.join(format!(
-        ".{}.{}.tmp",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
-    let file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(|e| Error::io(e, "cannot create the export", &tmp))?;
-    let result = (|| {
-        let mut w = BufWriter::with_capacity(1 << 20, file);
-        let summary = write_to(cfg, filter, window_ms, &mut w).map_err(|e| e.with_path(path))?;
-        let file: File = w
-            .into_inner()
-            .map_err(|e| Error::io(e.into_error(), "cannot write the export", path))?;
-        file.sync_data()
-            .map_err(|e| Error::io(e, "cannot flush the export", path))?;
-        fs::rename(&tmp, path)
-            .map_err(|e| Error::io(e, "cannot rename the export into place", path))?;
-        Ok(summary)
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
+            .hint("name a file"));
     }
-    result
+    durable::write_output(path, |w| {
+        write_to(cfg, filter, window_ms, w).map_err(|e| e.with_path(path))
+    })
 }

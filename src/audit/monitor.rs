@@ -108,7 +108,7 @@ impl Follower {
             id: (0, 0),
             partial: Vec::new(),
         };
-        if let Ok(mut file) = File::open(path)
+        if let Ok(mut file) = crate::durable::open_kept(path)
             && let Ok(m) = file.metadata()
         {
             let _ = file.seek(SeekFrom::End(0));
@@ -145,7 +145,7 @@ impl Follower {
             match now {
                 Some(id) if self.file.is_none() || id != self.id => {
                     // Rotated (or created): follow the new file from its start.
-                    self.file = File::open(&self.path).ok();
+                    self.file = crate::durable::open_kept(&self.path).ok();
                     self.id = id;
                     self.partial.clear();
                 }

@@ -69,7 +69,9 @@ pub fn after_append(log: &Path, written: &File, max: u64) -> std::io::Result<boo
     // Held until `lock` drops at the end of this function, on every path.
     lock.lock()?;
     // Re-check under the lock: another writer may have rotated our inode away.
-    let now = match fs::symlink_metadata(log) {
+    // Followed: a log that is a symlink (inside its folder) names its target's
+    // inode; rotating renames the link, and the next writer starts a new log.
+    let now = match fs::metadata(log) {
         Ok(m) => m,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
         Err(e) => return Err(e),
@@ -104,7 +106,8 @@ pub fn open_log_files(log: &Path) -> Vec<(PathBuf, File)> {
     let mut paths: Vec<PathBuf> = vec![log.to_path_buf()];
     paths.extend((1..=KEEP).map(|n| rotated(log, n)));
     for p in paths {
-        if let Ok(f) = File::open(&p)
+        // Regular files only, never blocking (a FIFO planted as LOG.2 is skipped).
+        if let Ok(f) = crate::durable::open_kept(&p)
             && let Ok(m) = f.metadata()
         {
             let id = (m.dev(), m.ino());

@@ -115,10 +115,15 @@ enum Command {
     },
     /// Print the suggestion for an exit code; with --apply, recover automatically
     ///
-    /// --apply: 2 removes stale locks, 3 restores the state from the newest
-    /// valid backup, 4 restores the latest checkpoint, 7 prunes backups,
-    /// checkpoints and temp files; other codes have no strategy. Exits 0 when
-    /// recovery succeeded, else CODE; 4 for a code outside 0-10.
+    /// --apply first looks for the damage CODE names and acts only on that:
+    /// 2 removes stale locks; 3 restores a corrupt state from the newest
+    /// valid backup (kept aside first) and moves corrupt backups to
+    /// .state-backups/corrupt/ (corrupt checkpoints and lock records are
+    /// reported, not touched); 4 restores the newest valid backup only if the
+    /// live state breaks the schema; 7 prunes backups and checkpoints beyond
+    /// retention and leftover temp files. Other codes have no strategy.
+    /// Exits 0 when damage was found and repaired, else CODE with the reason
+    /// (e.g. none found: nothing changed); 4 for a code outside 0-10.
     Handle {
         /// An exit code, 0-10
         #[arg(allow_negative_numbers = true)]

@@ -110,8 +110,10 @@ enum Command {
     },
     /// Run a command holding a lock for its whole life, like flock(1)
     ///
-    /// The lock-manager process holds the lock (killed, its lock is stale at
-    /// once). The command gets WFSTATE_LOCK_NAME and no lock descriptor.
+    /// The command itself holds the lock: killing lock-manager neither frees
+    /// it nor stops the command, and its own state-manager/lock-manager calls
+    /// act as the holder (it gets LOCK_OWNER_PID and WFSTATE_LOCK_NAME, and no
+    /// lock descriptor). SIGINT, SIGTERM and SIGHUP are forwarded to it.
     ///
     /// Exit: the command's own code (128+N if signal N ended it); 2 if the lock
     /// was not had in time (or --conflict-exit-code); 4 bad name or timeout;

@@ -52,7 +52,9 @@ enum Command {
     },
     /// Replace the document (validated first)
     ///
-    /// Exit 4 if it breaks the schema or --expect-revision does not match.
+    /// Exit 4 if it breaks the schema, --expect-revision does not match, or
+    /// the document carries a metadata.revision older than the live state's
+    /// (it was read before someone else wrote: read again, or --force).
     Write {
         /// The JSON document, or - for standard input
         json: String,
@@ -61,6 +63,10 @@ enum Command {
         /// Refuse unless the stored metadata.revision is N
         #[arg(long, value_name = "N")]
         expect_revision: Option<u64>,
+        /// Write even if the document's metadata.revision is older than the
+        /// live state's (the live version is backed up first)
+        #[arg(long)]
+        force: bool,
     },
     /// Set one value (atomic read-modify-write under the state lock)
     Set {
@@ -279,7 +285,8 @@ fn run(cli: Cli) -> Result<Code> {
             json,
             reason,
             expect_revision,
-        } => commands::write(&ctx, &json, reason.as_deref(), expect_revision),
+            force,
+        } => commands::write(&ctx, &json, reason.as_deref(), expect_revision, force),
         Command::Set {
             path,
             value,

@@ -88,13 +88,17 @@ fn owner_for(cfg: &Config, name: &str, flag: Option<u32>) -> Result<Identity> {
     process::resolve_owner(flag)
 }
 
-/// Parses METADATA: any JSON value (exit 4 otherwise), stored as given.
+/// Parses METADATA: any JSON value nested at most
+/// [`MAX_DEPTH`](crate::state::document::MAX_DEPTH) deep (exit 4 otherwise),
+/// stored as given.
 pub fn parse_metadata(text: &str) -> Result<Value> {
-    serde_json::from_str(text).map_err(|e| {
+    let value = serde_json::from_str(text).map_err(|e| {
         Error::validation("bad metadata: it is not JSON")
             .because(e)
             .hint(r#"pass a JSON object such as '{"step":"build"}' (quote it for the shell)"#)
-    })
+    })?;
+    crate::state::document::check_depth(&value, 0, "the lock metadata")?;
+    Ok(value)
 }
 
 /// Acquires with one `acquire` audit event (and one `takeover` event per
@@ -242,8 +246,19 @@ pub fn check(cfg: &Config, name: &str) -> Result<Code> {
             return result.map(|_| Code::Success);
         }
     };
-    rec.finish_with(code.as_i32(), "ok", json!({ "state": line }));
+    // An answer, not a failure (design.md §12): the event says 0 whatever
+    // the answer, which `answer_exit` keeps, so audit failure counts stay true.
+    rec.finish_with(
+        0,
+        "ok",
+        json!({ "state": line, "answer_exit": code.as_i32() }),
+    );
     cli::println(&line);
+    if code == Code::Success
+        && let Some(note) = manager::unverified_note(cfg, name)
+    {
+        eprintln!("{TOOL}: note: {note}");
+    }
     Ok(code)
 }
 

@@ -28,8 +28,8 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use super::name;
-use super::process::Identity;
-use super::record::{self, Holder, LockType, Mutex, Record, Waiter};
+use super::process::{self, Identity};
+use super::record::{self, Busy, Holder, LockType, Mutex, Record, Waiter};
 use super::wait::{Wake, Watcher};
 use crate::audit::event::now_rfc3339_micros;
 use crate::config::Config;
@@ -115,21 +115,31 @@ struct Blocked {
     kind: LockType,
     /// When the first blocking holder's TTL passes, if any has one.
     expires: Option<Instant>,
+    /// The record's mutex was never had: a transaction kept it past the deadline.
+    mutex: Option<Busy>,
 }
 
 impl Blocked {
-    fn describe(&self) -> String {
+    fn describe(&self, name: &str) -> String {
+        if let Some(busy) = &self.mutex {
+            return busy.describe(name);
+        }
         let pids = |ids: &[Identity]| {
             ids.iter()
                 .map(|i| i.pid.to_string())
                 .collect::<Vec<_>>()
                 .join(", ")
         };
-        let held = match self.holders.as_slice() {
+        let mut held = match self.holders.as_slice() {
             [] => String::new(),
             [h] => format!("held {} by pid {}", self.kind.as_str(), h.pid),
             hs => format!("held {} by pids {}", self.kind.as_str(), pids(hs)),
         };
+        if let Some(why) = self.holders.iter().find_map(Identity::unverifiable) {
+            held.push_str(&format!(
+                " (cannot verify: {why}; never taken over, only 'release --force' removes it)"
+            ));
+        }
         match (held.as_str(), self.queued_behind.as_slice()) {
             (held, []) => held.to_string(),
             ("", w) => format!("queued behind exclusive waiter pid {}", pids(w)),
@@ -210,7 +220,7 @@ fn timeout_error(name: &str, timeout: Duration, blocked: &Blocked) -> Error {
             trim_secs(timeout)
         ),
     )
-    .because(blocked.describe())
+    .because(blocked.describe(name))
     .hint("see 'lock-manager list'; wait longer (TIMEOUT or LOCK_TIMEOUT), or release it")
 }
 
@@ -238,6 +248,7 @@ fn decide(
             .filter_map(|h| h.expires_in())
             .min()
             .map(|left| Instant::now() + left + Duration::from_millis(1)),
+        mutex: None,
     };
     match kind {
         // Fresh, re-entrant, or an upgrade of the sole shared holder.
@@ -300,6 +311,7 @@ fn grant(cfg: &Config, req: &Request, current: Option<Record>) -> Result<Acquire
         rec.holders.push(Holder {
             id: req.owner.clone(),
             acquired: now_rfc3339_micros(),
+            acquired_boottime: Some(process::boottime()),
             ttl: req.ttl,
             metadata: req.metadata.clone(),
         });
@@ -343,7 +355,19 @@ fn await_turn(
     let mut me: Option<Identity> = None;
     let mut watcher: Option<Watcher> = None;
     loop {
-        let mutex = Mutex::lock(cfg, name)?;
+        let mutex = match Mutex::lock_until(cfg, name, deadline)? {
+            Ok(m) => m,
+            // A waiter entry of ours stays behind: it is pruned once we exit.
+            Err(busy) => {
+                return Ok(Turn::TimedOut(Blocked {
+                    holders: Vec::new(),
+                    queued_behind: Vec::new(),
+                    kind: LockType::Exclusive,
+                    expires: None,
+                    mutex: Some(busy),
+                }));
+            }
+        };
         durable::check_not_escaping(&path, &cfg.root)?;
         let current = record::load(&path)?;
         let blocked = match decide(current.as_ref()) {
@@ -391,7 +415,7 @@ fn await_turn(
             // decides once more and then gives up.
             Ok(Wake::Changed | Wake::TimedOut) => watcher = Some(w),
             Err(e) => {
-                if let Ok(_m) = Mutex::lock(cfg, name) {
+                if let Ok(Ok(_m)) = Mutex::lock_until(cfg, name, Instant::now()) {
                     let _ = record::load(&path).map(|rec| withdraw(&path, rec, me));
                 }
                 return Err(e);
@@ -425,6 +449,11 @@ pub fn transaction(
     timeout: Duration,
     log: &mut WaitLog,
 ) -> Result<Mutex> {
+    // The same order as `acquire`: an owner holding a lock that ranks after
+    // `name` would otherwise wait for a holder of `name` that waits for it.
+    if let Some(owner) = owner {
+        check_hierarchy(cfg, name, owner)?;
+    }
     let deadline = log.started + timeout;
     let turn = await_turn(cfg, name, Some(LockType::Exclusive), deadline, log, |rec| {
         let Some(rec) = rec else { return Ok(()) };
@@ -444,6 +473,7 @@ pub fn transaction(
                 .filter_map(|h| h.expires_in())
                 .min()
                 .map(|left| Instant::now() + left + Duration::from_millis(1)),
+            mutex: None,
         })
     });
     log.waited = log.started.elapsed();
@@ -458,6 +488,46 @@ pub fn transaction(
             Ok(mutex)
         }
         Turn::TimedOut(blocked) => Err(timeout_error(name, timeout, &blocked)),
+    }
+}
+
+/// Hands `from`'s hold of `name` to `to` in one record write, keeping its
+/// type, time, TTL and metadata: how `run` makes its child the holder.
+/// Exit 1 if `from` no longer holds it (its hold was taken over as stale).
+pub fn transfer(cfg: &Config, name: &str, from: &Identity, to: &Identity) -> Result<()> {
+    let path = record::record_path(cfg, name);
+    let _mutex = Mutex::lock(cfg, name)?;
+    let mut rec = record::load(&path)?.unwrap_or_else(|| Record::new(name, LockType::Exclusive));
+    let Some(h) = rec.holders.iter_mut().find(|h| h.id == *from) else {
+        return Err(Error::general(format!(
+            "lock '{name}' is no longer held by pid {}: cannot hand it to pid {}",
+            from.pid, to.pid
+        )));
+    };
+    h.id = to.clone();
+    rec.timestamp = now_rfc3339_micros();
+    record::store(&path, &rec)
+}
+
+/// Drops the dead holders and waiters of `name`, removing a record left empty.
+pub fn prune(cfg: &Config, name: &str) -> Result<()> {
+    let path = record::record_path(cfg, name);
+    if read(cfg, name)?.is_none() {
+        return Ok(());
+    }
+    let _mutex = Mutex::lock(cfg, name)?;
+    let Some(mut rec) = record::load(&path)? else {
+        return Ok(());
+    };
+    let waiters = rec.waiters.len();
+    if rec.prune() == 0 && rec.waiters.len() == waiters {
+        return Ok(());
+    }
+    if rec.holders.is_empty() && rec.waiters.is_empty() {
+        record::remove(&path)
+    } else {
+        rec.timestamp = now_rfc3339_micros();
+        record::store(&path, &rec)
     }
 }
 
@@ -526,6 +596,19 @@ pub fn check(cfg: &Config, name: &str) -> Result<CheckState> {
     } else {
         CheckState::Stale
     })
+}
+
+/// Why `check` cannot vouch for the holder of `name`, if it cannot: a holder
+/// on another host or in another pid namespace, which is never taken over.
+pub fn unverified_note(cfg: &Config, name: &str) -> Option<String> {
+    let rec = read(cfg, name).ok()??;
+    let (h, why) = rec
+        .live_holders()
+        .find_map(|h| h.id.unverifiable().map(|why| (h, why)))?;
+    Some(format!(
+        "pid {} holds '{name}' (cannot verify: {why}): it is never taken over; 'lock-manager release {name} --force' removes it",
+        h.id.pid
+    ))
 }
 
 /// One record found by [`scan`].
@@ -664,7 +747,8 @@ pub fn check_hierarchy(cfg: &Config, name: &str, owner: &Identity) -> Result<()>
                 return None;
             }
             // Most records do not mention the owner's pid at all: skip the parse.
-            let bytes = fs::read(e.path()).ok()?;
+            let bytes =
+                crate::durable::read_limited(&e.path(), crate::config::MAX_INPUT_BYTES).ok()?;
             if !bytes
                 .windows(pid_text.len())
                 .any(|w| w == pid_text.as_bytes())
@@ -698,6 +782,7 @@ mod tests {
         Holder {
             id,
             acquired: now_rfc3339_micros(),
+            acquired_boottime: Some(process::boottime()),
             ttl: None,
             metadata: None,
         }

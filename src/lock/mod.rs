@@ -36,8 +36,10 @@ use crate::error::Result;
 ///
 /// Returns once no live holder other than `owner` is recorded, keeping the
 /// lock's mutex so that no record change (no `acquire` by anyone) can happen
-/// until the returned guard is dropped. Exit 2 after `timeout`, 3 if the
-/// lock's record does not parse.
+/// until the returned guard is dropped. Exit 2 after `timeout` (waiting for
+/// the holders or for the mutex itself), 3 if the lock's record does not
+/// parse, 4 at once if `owner` holds a lock that ranks after `name` in the
+/// hierarchy (the same rule as `acquire`).
 pub fn transaction(
     cfg: &Config,
     name: &str,

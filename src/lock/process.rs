@@ -4,7 +4,12 @@
 //! An [`Identity`] is a pid plus that process's start time (field 22 of
 //! `/proc/PID/stat`, in clock ticks since boot), the kernel's boot id and the
 //! host name. The same pid with another start time is another process; the
-//! same start time on another boot is a pid from before a reboot.
+//! same start time on another boot is a pid from before a reboot. A pid is
+//! only meaningful in the pid namespace it was read in, so the identity also
+//! names that namespace (the inode of `/proc/self/ns/pid` of the process that
+//! wrote it): a holder from another namespace — `unshare -p`, a container
+//! sharing the host name — cannot be checked from here and is never judged
+//! dead or reused.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -16,13 +21,36 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 
 /// A process, identified beyond its pid.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Identity {
     pub pid: u32,
     pub start_time: u64,
     pub boot_id: String,
     pub host: String,
+    /// The pid namespace `pid` is a number in (`/proc/self/ns/pid` inode of
+    /// the recording process); absent in records written before it existed,
+    /// which are read as this namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid_ns: Option<u64>,
 }
+
+/// Two identities are the same process when pid, start time, boot and host
+/// agree, and so do their pid namespaces where both are known (an old record
+/// without one still matches its owner).
+impl PartialEq for Identity {
+    fn eq(&self, other: &Identity) -> bool {
+        self.pid == other.pid
+            && self.start_time == other.start_time
+            && self.boot_id == other.boot_id
+            && self.host == other.host
+            && match (self.pid_ns, other.pid_ns) {
+                (Some(a), Some(b)) => a == b,
+                _ => true,
+            }
+    }
+}
+
+impl Eq for Identity {}
 
 /// Whether a recorded process still runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -31,7 +59,8 @@ pub enum Liveness {
     Live,
     /// Gone, or its pid now belongs to another process, or from another boot.
     Dead,
-    /// On another host: it cannot be checked from here, so it is treated as live.
+    /// On another host or in another pid namespace: it cannot be checked
+    /// from here, so it is treated as live and never taken over.
     Unknown,
 }
 
@@ -42,12 +71,26 @@ impl Identity {
             Error::validation(format!("no running process with pid {pid}"))
                 .hint("pass the pid of a live process with --owner or LOCK_OWNER_PID")
         })?;
-        Ok(Identity {
+        Ok(Identity::with_start_time(pid, start_time))
+    }
+
+    /// The identity of our own child `pid`, even once it has exited: an
+    /// unreaped child's pid cannot be reused, and its start time stays readable.
+    pub fn of_child(pid: u32) -> Result<Identity> {
+        let start_time = read_stat_start_time(pid, true).ok_or_else(|| {
+            Error::general(format!("cannot read the start time of child pid {pid}"))
+        })?;
+        Ok(Identity::with_start_time(pid, start_time))
+    }
+
+    fn with_start_time(pid: u32, start_time: u64) -> Identity {
+        Identity {
             pid,
             start_time,
             boot_id: boot_id().to_string(),
             host: host().to_string(),
-        })
+            pid_ns: pid_ns(),
+        }
     }
 
     /// This process.
@@ -57,16 +100,29 @@ impl Identity {
 
     /// Checks the process against /proc now.
     pub fn liveness(&self) -> Liveness {
-        if self.host != host() {
+        if self.unverifiable().is_some() {
             return Liveness::Unknown;
         }
-        if self.boot_id != boot_id() {
-            return Liveness::Dead;
+        match self.death() {
+            None => Liveness::Live,
+            Some(_) => Liveness::Dead,
         }
-        match start_time_of(self.pid) {
-            Some(t) if t == self.start_time => Liveness::Live,
-            _ => Liveness::Dead,
+    }
+
+    /// Why this process cannot be checked from here, or `None` when it can:
+    /// `"other host"` or `"other pid namespace"` (a record from before a
+    /// reboot of this host can be checked: it is dead).
+    pub fn unverifiable(&self) -> Option<&'static str> {
+        if self.host != host() {
+            return Some("other host");
         }
+        if self.boot_id == boot_id()
+            && let (Some(theirs), Some(ours)) = (self.pid_ns, pid_ns())
+            && theirs != ours
+        {
+            return Some("other pid namespace");
+        }
+        None
     }
 
     /// Whether the process may still run (live, or not checkable from here).
@@ -81,6 +137,9 @@ impl Identity {
         if self.host != host() {
             return None;
         }
+        if self.boot_id == boot_id() && self.unverifiable().is_some() {
+            return None;
+        }
         if self.boot_id != boot_id() {
             return Some("other-boot");
         }
@@ -91,9 +150,10 @@ impl Identity {
         }
     }
 
-    /// Whether the process runs on this host, so that /proc and pidfds describe it.
+    /// Whether the process runs on this host and in our pid namespace, so
+    /// that /proc and pidfds describe it.
     pub fn is_local(&self) -> bool {
-        self.host == host()
+        self.unverifiable().is_none()
     }
 
     /// Whether two identities are the same process.
@@ -170,13 +230,18 @@ pub fn start_time_of(pid: u32) -> Option<u64> {
 }
 
 fn read_start_time(pid: u32) -> Option<u64> {
+    read_stat_start_time(pid, false)
+}
+
+/// Field 22 of /proc/PID/stat; `None` for a zombie unless `zombie_ok`.
+fn read_stat_start_time(pid: u32, zombie_ok: bool) -> Option<u64> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name (field 2) may hold spaces and parentheses: split after the last ')'.
     let rest = &stat[stat.rfind(')')? + 2..];
     // `rest` starts at field 3 (state); the start time is field 22.
     let field = rest.split_ascii_whitespace().nth(22 - 3)?;
     // A zombie has exited: it holds nothing, though its pid is not yet free.
-    if rest.starts_with('Z') {
+    if rest.starts_with('Z') && !zombie_ok {
         return None;
     }
     field.parse().ok()
@@ -190,6 +255,29 @@ pub fn boot_id() -> &'static str {
             .map(|s| s.trim().to_string())
             .unwrap_or_default()
     })
+}
+
+/// The inode of this process's pid namespace (`/proc/self/ns/pid` reads
+/// `pid:[N]`), read once per process; `None` if /proc does not say.
+pub fn pid_ns() -> Option<u64> {
+    static NS: OnceLock<Option<u64>> = OnceLock::new();
+    *NS.get_or_init(|| {
+        let link = fs::read_link("/proc/self/ns/pid").ok()?;
+        let text = link.to_str()?;
+        text.strip_prefix("pid:[")?.strip_suffix(']')?.parse().ok()
+    })
+}
+
+/// Seconds since boot on CLOCK_BOOTTIME: steady (wall-clock steps do not
+/// move it), counting suspend, and the same for every process of one boot.
+pub fn boottime() -> f64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec; CLOCK_BOOTTIME exists since Linux 2.6.39.
+    unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
+    ts.tv_sec as f64 + ts.tv_nsec as f64 / 1e9
 }
 
 /// This host's name, read once per process.
@@ -229,6 +317,35 @@ mod tests {
             ..reused.clone()
         };
         assert_eq!(gone.death(), Some("dead"));
+    }
+
+    #[test]
+    fn a_holder_in_another_pid_namespace_is_never_judged_dead() {
+        let me = Identity::current();
+        assert!(me.pid_ns.is_some(), "/proc/self/ns/pid is readable here");
+        // Its pid names some other process here, or none: neither says anything.
+        let inside = Identity {
+            pid_ns: me.pid_ns.map(|n| n + 1),
+            start_time: me.start_time + 1,
+            ..me.clone()
+        };
+        assert_eq!(inside.liveness(), Liveness::Unknown);
+        assert_eq!(inside.death(), None);
+        assert_eq!(inside.unverifiable(), Some("other pid namespace"));
+        assert!(!inside.is_local());
+        // From before a reboot, the namespace number means nothing: dead.
+        let old = Identity {
+            boot_id: "other".into(),
+            ..inside
+        };
+        assert_eq!(old.death(), Some("other-boot"));
+        // A record from before namespaces were recorded still names its owner.
+        let legacy = Identity {
+            pid_ns: None,
+            ..me.clone()
+        };
+        assert_eq!(legacy, me);
+        assert_eq!(legacy.liveness(), Liveness::Live);
     }
 
     #[test]

@@ -10,9 +10,14 @@ use serde_json::{Map, Value, json};
 use super::manager::Entry;
 use super::record::{Holder, Record};
 
-/// The STATUS column of one holder.
-fn holder_status(h: &Holder) -> &'static str {
-    if h.is_live() { "VALID" } else { "STALE" }
+/// The STATUS column of one holder; a holder that cannot be checked from
+/// here says why (it is never taken over).
+fn holder_status(h: &Holder) -> String {
+    match (h.is_live(), h.id.unverifiable()) {
+        (false, _) => "STALE".into(),
+        (true, Some(why)) => format!("VALID (cannot verify: {why})"),
+        (true, None) => "VALID".into(),
+    }
 }
 
 /// The table of `list`: LOCK NAME, TYPE, PID, TIMESTAMP, STATUS, one row per
@@ -34,7 +39,7 @@ pub fn table(entries: &[Entry]) -> String {
                         rec.kind.as_str().into(),
                         h.id.pid.to_string(),
                         h.acquired.clone(),
-                        holder_status(h).into(),
+                        holder_status(h),
                     ]);
                 }
             }
@@ -87,6 +92,9 @@ fn record_json(rec: &Record) -> Value {
             hv["status"] = json!(if reason.is_some() { "stale" } else { "valid" });
             if let Some(r) = reason {
                 hv["stale_reason"] = json!(r);
+            }
+            if let Some(why) = h.id.unverifiable() {
+                hv["unverifiable"] = json!(format!("cannot verify: {why}"));
             }
         }
     }
@@ -188,7 +196,12 @@ pub fn status_text(entries: &[Entry]) -> String {
             Ok(rec) if rec.is_held() => {
                 let holders: Vec<String> = rec
                     .live_holders()
-                    .map(|h| format!("pid {} since {}", h.id.pid, h.acquired))
+                    .map(|h| {
+                        let why = h.id.unverifiable().map_or(String::new(), |w| {
+                            format!(" (cannot verify: {w}; only 'release --force' removes it)")
+                        });
+                        format!("pid {} since {}{why}", h.id.pid, h.acquired)
+                    })
                     .collect();
                 out.push_str(&format!(
                     "  {:<width$}  {:<9}  {}\n",
@@ -244,6 +257,7 @@ mod tests {
         let h = |id: Identity| Holder {
             id,
             acquired: now_rfc3339_micros(),
+            acquired_boottime: None,
             ttl: None,
             metadata: None,
         };

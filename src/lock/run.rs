@@ -1,21 +1,39 @@
 //! `lock-manager run`: hold a lock for the life of a child command, like
 //! flock(1), with the toolkit's exit codes.
 //!
-//! The holder is the `lock-manager` process itself, not the calling shell:
-//! the lock lasts exactly as long as the child (we wait for it, then
-//! release), and if `lock-manager` is killed — even by SIGKILL — its pid is
-//! gone, so the record is stale at once and the next acquirer takes over.
+//! The holder is the child, not `lock-manager`: the hold follows the
+//! command (design.md §6), so killing the wrapper — even by SIGKILL —
+//! neither frees the lock nor orphans a running command. The protocol:
 //!
-//! The child gets `WFSTATE_LOCK_NAME` and no descriptor of ours: every file
-//! the toolkit opens is close-on-exec, and the lock itself is a record, not
-//! an open file. Signals sent to `lock-manager` are not forwarded; a
-//! terminal's Ctrl-C reaches the child through the process group.
+//! 1. The wrapper acquires the lock for itself (waiting, hierarchy,
+//!    takeover: an ordinary acquire, audited).
+//! 2. It forks. The child, before it execs the command, rewrites the
+//!    record in one write so that the hold is its own ([`manager::transfer`]),
+//!    and sets `LOCK_OWNER_PID` to its pid. The command therefore never runs
+//!    without the lock, and its own `state-manager`/`lock-manager` calls
+//!    (and those of its subshells) are the holder's. A wrapper killed
+//!    between 1 and 2 leaves a stale hold; if another acquirer took it
+//!    over, the transfer fails and the command does not run.
+//! 3. The wrapper waits for the child. SIGINT, SIGTERM and SIGHUP sent to
+//!    the wrapper are forwarded to the child (a terminal's own signals,
+//!    which already reach the whole process group, are not sent twice);
+//!    the wrapper exits with the child's code (128+N for a signal N).
+//! 4. When the child exits its hold is stale at once (waiters watching its
+//!    pidfd take over); the wrapper also releases it.
+//!
+//! Not covered: processes the command leaves running in the background
+//! after it exits do not keep the lock (flock(1) would keep it while they
+//! hold its descriptor). The child gets `WFSTATE_LOCK_NAME`, `LOCK_OWNER_PID`
+//! and no descriptor of ours: every file the toolkit opens is close-on-exec.
 
-use std::ffi::OsString;
+use std::ffi::{CString, OsString};
 use std::io;
-use std::os::unix::process::ExitStatusExt;
-use std::process::Command;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::process::{Child, Command, ExitStatus};
 
+use rustix::event::{PollFd, PollFlags};
+use rustix::io::Errno;
 use serde_json::json;
 
 use super::commands::{TOOL, acquire_for_self};
@@ -43,8 +61,13 @@ pub struct RunArgs {
 pub fn run(cfg: &Config, a: &RunArgs) -> Result<u8> {
     let rec = Recorder::start(cfg, TOOL, "run", &a.name);
     let mut wait_ms = 0.0;
-    let result = run_inner(cfg, a, &mut wait_ms);
-    let detail = json!({ "wait_ms": wait_ms, "child_exit": result.as_ref().ok() });
+    let mut child_pid = None;
+    let result = run_inner(cfg, a, &mut wait_ms, &mut child_pid);
+    let detail = json!({
+        "wait_ms": wait_ms,
+        "child_exit": result.as_ref().ok(),
+        "child_pid": child_pid,
+    });
     match &result {
         Ok(code) => {
             let outcome = if *code == 0 { "ok" } else { "error" };
@@ -55,7 +78,15 @@ pub fn run(cfg: &Config, a: &RunArgs) -> Result<u8> {
     result
 }
 
-fn run_inner(cfg: &Config, a: &RunArgs, wait_ms: &mut f64) -> Result<u8> {
+/// The errno a child reports when it could not take the hold over.
+const HANDOVER_FAILED: i32 = libc::ENOLCK;
+
+fn run_inner(
+    cfg: &Config,
+    a: &RunArgs,
+    wait_ms: &mut f64,
+    child_pid: &mut Option<u32>,
+) -> Result<u8> {
     let timeout = match a.timeout.as_deref() {
         Some(t) => config::parse_seconds(t, "timeout")?,
         None => cfg.lock_timeout,
@@ -71,30 +102,178 @@ fn run_inner(cfg: &Config, a: &RunArgs, wait_ms: &mut f64) -> Result<u8> {
     };
     let (acquired, log) = acquire_for_self(cfg, &a.name, kind, timeout);
     *wait_ms = log.wait_ms();
-    acquired?;
-    let spawned = Command::new(program)
-        .args(args)
-        .env("WFSTATE_LOCK_NAME", &a.name)
-        .spawn();
-    let outcome = match spawned {
-        Ok(mut child) => child
-            .wait()
-            .map(|status| match (status.code(), status.signal()) {
-                (Some(code), _) => code as u8,
-                (None, Some(sig)) => (128 + sig) as u8,
-                (None, None) => 1,
-            })
-            .map_err(|e| Error::io(e, "cannot wait for the command", program)),
-        Err(e) => Err(spawn_error(e, program)),
+    let got = acquired?;
+    let me = Identity::current();
+    // This very process held it already (a shell exec'd us in place): that
+    // hold is the shell's, and stays with it.
+    let hand_over = !got.already_held;
+    let signals = match Signals::block() {
+        Ok(s) => s,
+        Err(e) => {
+            if hand_over {
+                release_own(cfg, &a.name, &me);
+            }
+            return Err(Error::io(e, "cannot watch signals", "signalfd"));
+        }
     };
-    release_own(cfg, &a.name);
-    outcome
+
+    let mut cmd = Command::new(program);
+    cmd.args(args);
+    let name = CString::new(a.name.as_bytes()).expect("a valid lock name has no NUL");
+    let (cfg2, lock, from) = (cfg.clone(), a.name.clone(), me.clone());
+    let old_mask = signals.old_mask;
+    // SAFETY: runs in the forked child of this single-threaded process, where
+    // the allocator and every lock are free: the transfer is ordinary code.
+    // The environment is changed here, in the child, so that the exec sees
+    // it (the Command itself carries no environment changes).
+    unsafe {
+        cmd.pre_exec(move || {
+            libc::pthread_sigmask(libc::SIG_SETMASK, &old_mask, std::ptr::null_mut());
+            let child = Identity::current();
+            let owner = if hand_over {
+                manager::transfer(&cfg2, &lock, &from, &child)
+                    .map_err(|_| io::Error::from_raw_os_error(HANDOVER_FAILED))?;
+                child.pid
+            } else {
+                from.pid
+            };
+            let pid = CString::new(owner.to_string()).expect("digits");
+            libc::setenv(c"WFSTATE_LOCK_NAME".as_ptr(), name.as_ptr(), 1);
+            libc::setenv(c"LOCK_OWNER_PID".as_ptr(), pid.as_ptr(), 1);
+            Ok(())
+        });
+    }
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            drop(signals);
+            // The child may have taken the hold over and then failed to exec.
+            let _ = manager::prune(cfg, &a.name);
+            if hand_over {
+                release_own(cfg, &a.name, &me);
+            }
+            return Err(spawn_error(e, program, &a.name));
+        }
+    };
+    *child_pid = Some(child.id());
+    // Unreaped, the child's start time stays readable even once it exits.
+    let holder = if hand_over {
+        Identity::of_child(child.id()).ok()
+    } else {
+        None
+    };
+    let status = signals.wait_forwarding(&mut child);
+    drop(signals);
+    if let Some(holder) = &holder {
+        release_own(cfg, &a.name, holder);
+    }
+    let status = status.map_err(|e| Error::io(e, "cannot wait for the command", program))?;
+    Ok(match (status.code(), status.signal()) {
+        (Some(code), _) => code as u8,
+        (None, Some(sig)) => (128 + sig) as u8,
+        (None, None) => 1,
+    })
+}
+
+/// SIGINT, SIGTERM, SIGHUP (to forward) and SIGCHLD (the child's exit),
+/// blocked and read from a signalfd while the child runs.
+struct Signals {
+    fd: OwnedFd,
+    /// The mask before, restored on drop and in the child.
+    old_mask: libc::sigset_t,
+}
+
+/// The signals `run` forwards to its child.
+const FORWARDED: [libc::c_int; 3] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP];
+
+impl Signals {
+    fn block() -> io::Result<Signals> {
+        // SAFETY: libc calls on local, initialised sigsets.
+        unsafe {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            for s in FORWARDED.into_iter().chain([libc::SIGCHLD]) {
+                libc::sigaddset(&mut set, s);
+            }
+            let mut old_mask: libc::sigset_t = std::mem::zeroed();
+            libc::pthread_sigmask(libc::SIG_BLOCK, &set, &mut old_mask);
+            let fd = libc::signalfd(-1, &set, libc::SFD_CLOEXEC | libc::SFD_NONBLOCK);
+            if fd < 0 {
+                let e = io::Error::last_os_error();
+                libc::pthread_sigmask(libc::SIG_SETMASK, &old_mask, std::ptr::null_mut());
+                return Err(e);
+            }
+            Ok(Signals {
+                fd: OwnedFd::from_raw_fd(fd),
+                old_mask,
+            })
+        }
+    }
+
+    /// Reads every pending signal; forwards those to forward to `child`
+    /// (`None`: discards them).
+    fn forward_pending(&self, child: Option<u32>) {
+        loop {
+            let mut info: libc::signalfd_siginfo = unsafe { std::mem::zeroed() };
+            let size = std::mem::size_of::<libc::signalfd_siginfo>();
+            // SAFETY: reads at most one siginfo into a struct of that size.
+            let n = unsafe {
+                libc::read(
+                    self.fd.as_raw_fd(),
+                    (&mut info as *mut libc::signalfd_siginfo).cast(),
+                    size,
+                )
+            };
+            if n != size as isize {
+                return;
+            }
+            let sig = info.ssi_signo as libc::c_int;
+            // A terminal's signal (SI_KERNEL) already went to the whole
+            // foreground process group, the child included.
+            if let Some(pid) = child
+                && FORWARDED.contains(&sig)
+                && info.ssi_code != libc::SI_KERNEL
+            {
+                // SAFETY: kill(2) on our own unreaped child.
+                unsafe { libc::kill(pid as libc::pid_t, sig) };
+            }
+        }
+    }
+
+    /// Waits for the child to exit, forwarding signals meanwhile.
+    fn wait_forwarding(&self, child: &mut Child) -> io::Result<ExitStatus> {
+        loop {
+            self.forward_pending(Some(child.id()));
+            if let Some(status) = child.try_wait()? {
+                return Ok(status);
+            }
+            let mut fds = [PollFd::new(&self.fd, PollFlags::IN)];
+            match rustix::event::poll(&mut fds, None) {
+                Ok(_) | Err(Errno::INTR) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+}
+
+impl Drop for Signals {
+    fn drop(&mut self) {
+        // Signals that came after the child's exit had no one left to reach.
+        self.forward_pending(None);
+        // SAFETY: restores the mask saved by `block`.
+        unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &self.old_mask, std::ptr::null_mut()) };
+    }
 }
 
 /// The error for a command that could not be started.
-fn spawn_error(e: io::Error, program: &OsString) -> Error {
+fn spawn_error(e: io::Error, program: &OsString, name: &str) -> Error {
     let shown = program.to_string_lossy();
-    if e.kind() == io::ErrorKind::NotFound {
+    if e.raw_os_error() == Some(HANDOVER_FAILED) {
+        Error::general(format!(
+            "cannot hand lock '{name}' to the command: the hold was taken over, or its record stayed busy"
+        ))
+        .hint("run it again; see 'lock-manager status'")
+    } else if e.kind() == io::ErrorKind::NotFound {
         Error::new(
             Kind::DependencyMissing,
             format!("command not found: {shown}"),
@@ -105,14 +284,21 @@ fn spawn_error(e: io::Error, program: &OsString) -> Error {
     }
 }
 
-/// Releases this process's hold, audited; a failure is a warning (the lock
-/// is stale anyway the moment we exit).
-fn release_own(cfg: &Config, name: &str) {
+/// Releases `holder`'s hold, audited. A hold already taken over (the child
+/// exited and a waiter took the lock at once) is no error; any other
+/// failure is a warning (the hold is stale anyway once the child is gone).
+fn release_own(cfg: &Config, name: &str, holder: &Identity) {
+    let holds =
+        manager::read(cfg, name).is_ok_and(|r| r.is_some_and(|r| r.holder(holder).is_some()));
+    if !holds {
+        return;
+    }
     let rec = Recorder::start(cfg, TOOL, "release", name);
-    let me = Identity::current();
-    let result = manager::release(cfg, name, &me, false);
-    rec.finish(&result, json!({ "owner_pid": me.pid, "forced": false }));
-    if let Err(e) = result {
-        eprintln!("{TOOL}: warning: {e}");
+    let result = manager::release(cfg, name, holder, false);
+    rec.finish(&result, json!({ "owner_pid": holder.pid, "forced": false }));
+    match result {
+        Err(e) if e.kind() == Kind::PermissionDenied => {}
+        Err(e) => eprintln!("{TOOL}: warning: {e}"),
+        Ok(_) => {}
     }
 }

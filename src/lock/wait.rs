@@ -9,6 +9,16 @@
 //! Create the [`Watcher`] *before* reading the record you decide on, so that
 //! a change between the read and the wait still wakes the waiter.
 //!
+//! When no inotify watch can be had — the per-user instance limit
+//! `fs.inotify.max_user_instances` (128 by default, shared by every process
+//! of the user: 128 waiters exhaust it), `fs.inotify.max_user_watches`, or
+//! the open-file limit — the waiter does not fail: it keeps the pidfds of
+//! the holders (a holder's exit still wakes it at once) and looks again at
+//! short intervals (5 ms, doubling to [`FALLBACK_MAX_INTERVAL`]) for releases
+//! by live holders, which only a watch could report. Slower to notice a
+//! release, never wrong, and it gets the lock. A pidfd that cannot be opened
+//! for want of descriptors is replaced the same way.
+//!
 //! What this does not promise: that a wake-up means the lock is free. Every
 //! wake-up only says "look again"; the caller re-reads the record under its
 //! mutex and decides. Holders on other hosts cannot be watched by pidfd: for
@@ -19,7 +29,7 @@ use std::ffi::CString;
 use std::mem::MaybeUninit;
 use std::os::fd::OwnedFd;
 use std::path::Path;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use rustix::event::{PollFd, PollFlags, Timespec};
 use rustix::fs::inotify;
@@ -29,9 +39,16 @@ use rustix::process::{Pid, PidfdFlags};
 use super::process::{Identity, start_time_of};
 use crate::error::{Error, Kind, Result};
 
-/// An inotify watch on the locks folder, optionally narrowed to one file.
+/// The longest step between looks of a waiter that has no inotify watch.
+pub const FALLBACK_MAX_INTERVAL: Duration = Duration::from_millis(50);
+
+/// An inotify watch on the locks folder, optionally narrowed to one file
+/// (or, when the kernel gives none, timed looks: see the module docs).
 pub struct Watcher {
-    fd: OwnedFd,
+    /// `None`: no watch could be had; wake up at `interval` instead.
+    fd: Option<OwnedFd>,
+    /// The next step between looks without a watch (or without a pidfd).
+    interval: Cell<Duration>,
     /// Only events naming this file wake the waiter (`None`: any file).
     only: Option<CString>,
     /// Set when the watched folder itself went away: the watch is dead.
@@ -62,8 +79,26 @@ impl Watcher {
     }
 
     fn watch(dir: &Path, only: Option<CString>) -> Result<Watcher> {
-        let fd = inotify::init(inotify::CreateFlags::CLOEXEC | inotify::CreateFlags::NONBLOCK)
-            .map_err(|e| Error::io(e.into(), "cannot watch folder", dir))?;
+        let fd = match Watcher::inotify(dir) {
+            Ok(fd) => Some(fd),
+            Err(e) if is_limit(e) => None,
+            Err(e) => return Err(Error::io(e.into(), "cannot watch folder", dir)),
+        };
+        Ok(Watcher {
+            fd,
+            interval: Cell::new(FIRST_INTERVAL),
+            only,
+            lost: Cell::new(false),
+        })
+    }
+
+    /// Whether this waiter has an inotify watch (not timed looks).
+    pub fn is_watching(&self) -> bool {
+        self.fd.is_some()
+    }
+
+    fn inotify(dir: &Path) -> rustix::io::Result<OwnedFd> {
+        let fd = inotify::init(inotify::CreateFlags::CLOEXEC | inotify::CreateFlags::NONBLOCK)?;
         inotify::add_watch(
             &fd,
             dir,
@@ -74,13 +109,8 @@ impl Watcher {
                 | inotify::WatchFlags::CREATE
                 | inotify::WatchFlags::DELETE_SELF
                 | inotify::WatchFlags::MOVE_SELF,
-        )
-        .map_err(|e| Error::io(e.into(), "cannot watch folder", dir))?;
-        Ok(Watcher {
-            fd,
-            only,
-            lost: Cell::new(false),
-        })
+        )?;
+        Ok(fd)
     }
 
     /// Whether the watched folder was removed or moved: make a new watcher.
@@ -93,23 +123,31 @@ impl Watcher {
     /// against a pid being reused between reading the record and waiting.
     pub fn wait(&self, pids: &[u32], deadline: Option<Instant>) -> Result<Wake> {
         let mut pidfds: Vec<OwnedFd> = Vec::with_capacity(pids.len());
+        let mut unwatched = false;
         for &pid in pids {
             match open_pidfd(pid)? {
-                Some(fd) => pidfds.push(fd),
+                Pidfd::Open(fd) => pidfds.push(fd),
                 // Already gone: nothing to wait for, look again now.
-                None => return Ok(Wake::Changed),
+                Pidfd::Gone => return Ok(Wake::Changed),
+                Pidfd::NoDescriptor => unwatched = true,
             }
         }
-        self.poll(&pidfds, deadline)
+        self.poll(&pidfds, unwatched, deadline)
     }
 
     /// Blocks until a record changes, one of the `processes` (holders, or
     /// the waiters we queue behind) exits, or `deadline` passes.
     pub fn wait_for(&self, processes: &[Identity], deadline: Option<Instant>) -> Result<Wake> {
         let mut pidfds: Vec<OwnedFd> = Vec::with_capacity(processes.len());
+        let mut unwatched = false;
         for id in processes.iter().filter(|id| id.is_local()) {
-            let Some(fd) = open_pidfd(id.pid)? else {
-                return Ok(Wake::Changed);
+            let fd = match open_pidfd(id.pid)? {
+                Pidfd::Open(fd) => fd,
+                Pidfd::Gone => return Ok(Wake::Changed),
+                Pidfd::NoDescriptor => {
+                    unwatched = true;
+                    continue;
+                }
             };
             // The pid may have been freed and reused since the record was
             // read: then the pidfd names a stranger, and the holder is gone.
@@ -118,17 +156,33 @@ impl Watcher {
             }
             pidfds.push(fd);
         }
-        self.poll(&pidfds, deadline)
+        self.poll(&pidfds, unwatched, deadline)
     }
 
-    fn poll(&self, pidfds: &[OwnedFd], deadline: Option<Instant>) -> Result<Wake> {
+    /// Polls the watch and `pidfds` until one fires or `deadline` passes;
+    /// without a watch, or with a process left `unwatched`, also wakes at
+    /// the next timed look.
+    fn poll(&self, pidfds: &[OwnedFd], unwatched: bool, deadline: Option<Instant>) -> Result<Wake> {
+        let tick = (self.fd.is_none() || unwatched).then(|| {
+            let step = self.interval.get();
+            self.interval.set((step * 2).min(FALLBACK_MAX_INTERVAL));
+            Instant::now() + step
+        });
         loop {
-            let timeout = match deadline {
+            let wake_at = match (deadline, tick) {
+                (Some(d), Some(t)) => Some(d.min(t)),
+                (d, t) => d.or(t),
+            };
+            let timeout = match wake_at {
                 None => None,
-                Some(d) => {
-                    let left = d.saturating_duration_since(Instant::now());
+                Some(at) => {
+                    let left = at.saturating_duration_since(Instant::now());
                     if left.is_zero() {
-                        return Ok(Wake::TimedOut);
+                        return Ok(if deadline.is_some_and(|d| d <= Instant::now()) {
+                            Wake::TimedOut
+                        } else {
+                            Wake::Changed
+                        });
                     }
                     Some(Timespec {
                         tv_sec: left.as_secs() as _,
@@ -137,14 +191,17 @@ impl Watcher {
                 }
             };
             let mut fds: Vec<PollFd<'_>> = Vec::with_capacity(1 + pidfds.len());
-            fds.push(PollFd::new(&self.fd, PollFlags::IN));
+            let first = usize::from(self.fd.is_some());
+            if let Some(fd) = &self.fd {
+                fds.push(PollFd::new(fd, PollFlags::IN));
+            }
             for fd in pidfds {
                 fds.push(PollFd::new(fd, PollFlags::IN));
             }
             match rustix::event::poll(&mut fds, timeout.as_ref()) {
-                Ok(0) => continue, // re-check the deadline
+                Ok(0) => continue, // re-check the deadline and the next look
                 Ok(_) => {
-                    if fds[1..].iter().any(|f| !f.revents().is_empty()) {
+                    if fds[first..].iter().any(|f| !f.revents().is_empty()) {
                         self.drain();
                         return Ok(Wake::Changed);
                     }
@@ -166,8 +223,9 @@ impl Watcher {
     /// Reads all pending events; returns whether any concerns the watched
     /// file (or the folder itself, or the queue overflowed).
     fn drain(&self) -> bool {
+        let Some(fd) = &self.fd else { return false };
         let mut buf = [MaybeUninit::<u8>::uninit(); 4096];
-        let mut reader = inotify::Reader::new(&self.fd, &mut buf);
+        let mut reader = inotify::Reader::new(fd, &mut buf);
         let mut relevant = false;
         while let Ok(event) = reader.next() {
             let flags = event.events();
@@ -192,14 +250,34 @@ impl Watcher {
     }
 }
 
-/// A pidfd for `pid`; `None` if there is no such process.
-fn open_pidfd(pid: u32) -> Result<Option<OwnedFd>> {
+/// The first step between timed looks.
+const FIRST_INTERVAL: Duration = Duration::from_millis(5);
+
+/// Whether an inotify or pidfd error is a kernel limit, which a waiter
+/// works around (timed looks) rather than fails on: the per-user inotify
+/// instances or watches, or the process's or system's descriptors.
+fn is_limit(e: Errno) -> bool {
+    matches!(e, Errno::MFILE | Errno::NFILE | Errno::NOSPC | Errno::NOMEM)
+}
+
+/// What [`open_pidfd`] found.
+enum Pidfd {
+    Open(OwnedFd),
+    /// No such process.
+    Gone,
+    /// Out of descriptors: the caller looks again at intervals instead.
+    NoDescriptor,
+}
+
+/// A pidfd for `pid`.
+fn open_pidfd(pid: u32) -> Result<Pidfd> {
     let Some(p) = i32::try_from(pid).ok().and_then(Pid::from_raw) else {
-        return Ok(None);
+        return Ok(Pidfd::Gone);
     };
     match rustix::process::pidfd_open(p, PidfdFlags::empty()) {
-        Ok(fd) => Ok(Some(fd)),
-        Err(Errno::SRCH) => Ok(None),
+        Ok(fd) => Ok(Pidfd::Open(fd)),
+        Err(Errno::SRCH) => Ok(Pidfd::Gone),
+        Err(e) if is_limit(e) => Ok(Pidfd::NoDescriptor),
         Err(e) => Err(
             Error::new(Kind::of_io(&e.into()), "cannot watch lock holder")
                 .because(format!("pidfd_open({pid}): {e}")),
@@ -240,6 +318,34 @@ mod tests {
         assert_eq!(wake, Wake::Changed);
         assert!(t.elapsed() < Duration::from_secs(5));
         child.wait().unwrap();
+    }
+
+    #[test]
+    fn without_a_watch_the_waiter_looks_again_at_short_intervals() {
+        let dir = tempfile::tempdir().unwrap();
+        let w = Watcher {
+            fd: None,
+            interval: Cell::new(FIRST_INTERVAL),
+            only: None,
+            lost: Cell::new(false),
+        };
+        let far = Instant::now() + Duration::from_secs(10);
+        let mut steps = Vec::new();
+        for _ in 0..6 {
+            let t = Instant::now();
+            assert_eq!(w.wait_for(&[], Some(far)).unwrap(), Wake::Changed);
+            steps.push(t.elapsed());
+        }
+        assert!(steps[0] < Duration::from_millis(40), "{steps:?}");
+        assert!(
+            steps[5] <= FALLBACK_MAX_INTERVAL + Duration::from_millis(40),
+            "{steps:?}"
+        );
+        // The deadline still ends the wait.
+        let soon = Instant::now() + Duration::from_millis(1);
+        std::thread::sleep(Duration::from_millis(2));
+        assert_eq!(w.wait_for(&[], Some(soon)).unwrap(), Wake::TimedOut);
+        drop(dir);
     }
 
     #[test]

@@ -12,7 +12,6 @@
 //! state this tool relies on.
 
 use std::collections::VecDeque;
-use std::fs::File;
 use std::io::{BufRead, BufReader};
 
 use serde::Deserialize;
@@ -98,12 +97,20 @@ fn is_on(doc: &Value) -> bool {
 }
 
 /// `is-degraded`: 0 when degraded, 1 when not (or when there is no state);
-/// 3 when the state does not parse. Prints nothing.
+/// 3 when the state does not parse. Prints nothing. Audited as an answer:
+/// outcome `ok` and exit 0 in the event either way (design.md §12), the
+/// answer in `detail`.
 pub fn is_degraded(ctx: &Ctx) -> Result<Code> {
-    let st = ctx.store()?;
-    Ok(match st.load_opt()? {
-        Some(doc) if is_on(&doc) => Code::Success,
-        _ => Code::GeneralError,
+    ctx.audited("is-degraded", ctx.state_target(), |detail| {
+        let st = ctx.store()?;
+        let on = st.load_opt()?.is_some_and(|doc| is_on(&doc));
+        detail["degraded"] = json!(on);
+        detail["answer_exit"] = json!(if on { 0 } else { 1 });
+        Ok(if on {
+            Code::Success
+        } else {
+            Code::GeneralError
+        })
     })
 }
 
@@ -125,7 +132,7 @@ struct Failure {
 /// The last `n` failed events of the audit log (oldest first) and how many
 /// failures it holds in all.
 fn recent_failures(ctx: &Ctx, n: usize) -> (Vec<Failure>, usize) {
-    let Ok(file) = File::open(&ctx.cfg.audit_log) else {
+    let Ok(file) = crate::durable::open_kept(&ctx.cfg.audit_log) else {
         return (Vec::new(), 0);
     };
     let mut last: VecDeque<Failure> = VecDeque::with_capacity(n + 1);

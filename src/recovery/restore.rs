@@ -1,13 +1,20 @@
 //! Restoring a checkpoint: the state, `.signals/` and `config/` replaced
 //! atomically under the `state` lock, after every checksum has matched.
+//! Nothing is lost by a restore: the state it replaces is kept as a backup
+//! and the folders it replaces are kept under `.state-backups/restore-*/`;
+//! it prints the files it removed.
 //!
 //! Order, all under the `state` lock:
 //!
 //! 1. Verify the checkpoint (exit 3 on any mismatch: nothing is touched) and
 //!    check its state against the schema (exit 4: nothing is touched).
 //! 2. Build the new folders beside the live ones
-//!    (`.wfstate-restore-PID-new-signals`, `…-new-config`), durably.
-//! 3. Write the journal `.wfstate-restore.journal` naming the checkpoint.
+//!    (`.wfstate-restore-PID-new-signals`, `…-new-config`), durably, and
+//!    hard-link the files of the live folders into
+//!    `.state-backups/restore-YYYYMMDDTHHMMSSZ-PID/` (a copy where links fail).
+//! 3. Write the journal `.wfstate-restore.journal` naming the checkpoint and
+//!    the live state's revision at this instant (`from_revision`; null when
+//!    there is no readable state).
 //! 4. Commit the state through [`crate::state::Txn::commit`]: the live state
 //!    is backed up (`…-pre-restore.json`; a corrupt one is kept aside as
 //!    `.corrupt-*`), the restored content validated and given the next
@@ -20,12 +27,23 @@
 //!
 //! A crash before step 3 leaves only temp folders, which the next
 //! checkpoint, restore or cleanup removes. A crash after step 3 leaves the
-//! journal, and the next checkpoint, restore or cleanup first finishes that
-//! restore from the start (re-verified; committing the same content again
-//! only bumps the revision), so state and folders never stay out of step —
-//! including the fallback's window where the live folder has been renamed
-//! away. What is not covered: folders other than `.signals/` and `config/`,
-//! and modes of restored files (they come back 0600).
+//! journal. Other commands (`set`, `append`, …) may commit in the meantime,
+//! so the next checkpoint, restore, cleanup or `handle --apply` finishes
+//! the restore only while the state is still where the crash left it:
+//!
+//! - at `from_revision` (the crash came before step 4), or
+//! - at the revision step 4 gives, with the checkpoint's content (the crash
+//!   came after it): the restore is run again from the start (re-verified;
+//!   committing the same content again only bumps the revision), so state
+//!   and folders never stay out of step — including the fallback's window
+//!   where the live folder has been renamed away.
+//!
+//! Otherwise the state has moved on since, and finishing would revert the
+//! work committed after the crash: the journal is dropped instead, with a
+//! warning and an audit event (outcome `dropped`). A pending restore is
+//! never applied over newer revisions. What is not covered: folders other
+//! than `.signals/` and `config/`, and modes of restored files (they come
+//! back 0600).
 
 use std::fs;
 use std::io;
@@ -38,7 +56,7 @@ use super::checkpoint::{self, Verified};
 use super::{Ctx, TOOL};
 use crate::audit::Recorder;
 use crate::cli;
-use crate::config::Config;
+use crate::config::{Config, MAX_INPUT_BYTES};
 use crate::durable::{self, Durability};
 use crate::error::{Error, Result};
 use crate::exit::Code;
@@ -54,6 +72,20 @@ struct Journal {
     id: String,
     pid: u32,
     started: String,
+    /// The live state's `metadata.revision` when the restore began; `None`
+    /// when there was no readable state (also a journal of an older version).
+    #[serde(default)]
+    from_revision: Option<u64>,
+}
+
+/// For the crash tests (debug builds only): SIGKILLs this process at the
+/// instant named by `WFSTATE_TEST_CRASH_AT`.
+fn crash_point(_at: &str) {
+    #[cfg(debug_assertions)]
+    if std::env::var("WFSTATE_TEST_CRASH_AT").as_deref() == Ok(_at) {
+        let me = rustix::process::getpid();
+        let _ = rustix::process::kill_process(me, rustix::process::Signal::KILL);
+    }
 }
 
 /// `restore [ID|latest]`.
@@ -66,18 +98,56 @@ pub fn restore(ctx: &Ctx, id: Option<&str>) -> Result<Code> {
     }
     rec.finish(&result, detail.clone());
     let (id, commit) = result?;
-    let folders = detail["folders"].as_array().cloned().unwrap_or_default();
-    let names: Vec<&str> = folders.iter().filter_map(Value::as_str).collect();
-    cli::println(&format!(
-        "restored {id} (state revision {}{})",
-        commit.revision,
-        if names.is_empty() {
-            String::new()
-        } else {
-            format!("; {} replaced", names.join(", "))
-        }
-    ));
+    cli::print(&summary(&id, &commit, &detail));
     Ok(Code::Success)
+}
+
+/// What a restore did, for its caller: the new revision, where the replaced
+/// state and folders are kept, and every file it removed.
+pub(crate) fn summary(id: &str, commit: &Commit, detail: &Value) -> String {
+    let strs = |key: &str| -> Vec<String> {
+        detail[key]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let mut out = format!("restored {id} (state revision {})\n", commit.revision);
+    if let Some(b) = &commit.backup {
+        out.push_str(&format!(
+            "  the replaced state is kept as {}\n",
+            b.display()
+        ));
+    }
+    if let Some(aside) = detail["corrupt_kept_at"].as_str() {
+        out.push_str(&format!("  the corrupt state is kept at {aside}\n"));
+    }
+    let folders: Vec<String> = strs("folders")
+        .iter()
+        .map(|f| {
+            if f == "signals" {
+                ".signals/".into()
+            } else {
+                format!("{f}/")
+            }
+        })
+        .collect();
+    if let Some(kept) = detail["kept"].as_str() {
+        out.push_str(&format!(
+            "  replaced {}; the previous files are kept in {kept}\n",
+            folders.join(", ")
+        ));
+    } else if !folders.is_empty() {
+        out.push_str(&format!("  replaced {}\n", folders.join(", ")));
+    }
+    for f in strs("removed") {
+        out.push_str(&format!("  removed {f}\n"));
+    }
+    out
 }
 
 fn restore_inner(ctx: &Ctx, id: Option<&str>, detail: &mut Value) -> Result<(String, Commit)> {
@@ -126,9 +196,41 @@ pub(crate) fn apply(
     let pid = std::process::id();
     let mut plan: Vec<(&'static str, PathBuf, Option<PathBuf>)> = Vec::new();
     let journal = cfg.root.join(JOURNAL);
+    let mut removed: Vec<String> = Vec::new();
+    let mut kept_dir: Option<PathBuf> = None;
     let prepared = (|| {
         for (name, live) in checkpoint::folders(cfg) {
-            match v.folder(name) {
+            let incoming = v.folder(name);
+            let shown = if name == "signals" { ".signals" } else { name };
+            let live_files = files_in(&live);
+            if !live_files.is_empty() {
+                let kept = match &kept_dir {
+                    Some(k) => k.clone(),
+                    None => {
+                        durable::ensure_dir(&cfg.backups_dir(), &cfg.root)?;
+                        let k = cfg.backups_dir().join(format!(
+                            "restore-{}-{pid}",
+                            chrono::Utc::now().format("%Y%m%dT%H%M%SZ")
+                        ));
+                        let _ = fs::remove_dir_all(&k);
+                        checkpoint::make_dir(&k)?;
+                        kept_dir = Some(k.clone());
+                        k
+                    }
+                };
+                keep_folder(&live, &live_files, &kept.join(name))?;
+                let wanted: Vec<&str> = incoming
+                    .as_ref()
+                    .map(|f| f.iter().map(|(rel, _)| *rel).collect())
+                    .unwrap_or_default();
+                removed.extend(
+                    live_files
+                        .iter()
+                        .filter(|rel| !wanted.contains(&rel.as_str()))
+                        .map(|rel| format!("{shown}/{rel}")),
+                );
+            }
+            match incoming {
                 Some(files) => {
                     let tmp = cfg.root.join(format!("{TEMP_PREFIX}{pid}-new-{name}"));
                     plan.push((name, live, Some(tmp.clone())));
@@ -137,10 +239,19 @@ pub(crate) fn apply(
                 None => plan.push((name, live, None)),
             }
         }
+        if let Some(k) = &kept_dir {
+            checkpoint::sync_tree(k)?;
+            durable::sync_dir(&cfg.backups_dir())?;
+        }
         let j = Journal {
             id: v.meta.id.clone(),
             pid,
             started: crate::audit::event::now_rfc3339_micros(),
+            from_revision: current
+                .as_ref()
+                .ok()
+                .and_then(Option::as_ref)
+                .map(document::revision),
         };
         let bytes = serde_json::to_vec_pretty(&j).expect("journal serializes");
         durable::replace(&journal, &bytes, Durability::Durable)
@@ -155,8 +266,12 @@ pub(crate) fn apply(
     };
     if let Err(e) = prepared {
         undo(&plan);
+        if let Some(k) = &kept_dir {
+            let _ = fs::remove_dir_all(k);
+        }
         return Err(e);
     }
+    crash_point("restore-after-journal");
 
     let committed = match current {
         Ok(cur) => txn.commit(cur.as_ref(), doc, "pre-restore"),
@@ -195,7 +310,55 @@ pub(crate) fn apply(
     }
     durable::sync_dir(&cfg.root)?;
     detail["folders"] = json!(replaced);
+    detail["removed"] = json!(removed);
+    if let Some(k) = &kept_dir {
+        detail["kept"] = json!(k.display().to_string());
+    }
     Ok(commit)
+}
+
+/// The files under `dir`, by path inside it, sorted; none when it is absent.
+fn files_in(dir: &Path) -> Vec<String> {
+    if !dir.is_dir() {
+        return Vec::new();
+    }
+    let mut out: Vec<String> = walkdir::WalkDir::new(dir)
+        .min_depth(1)
+        .into_iter()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_type().is_file())
+        .filter_map(|e| {
+            e.path()
+                .strip_prefix(dir)
+                .ok()
+                .map(|p| p.to_string_lossy().into_owned())
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// Keeps the files `rels` of the live folder `live` in `kept` (hard links:
+/// the toolkit never changes a file in place; a copy where linking fails).
+fn keep_folder(live: &Path, rels: &[String], kept: &Path) -> Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    for rel in rels {
+        let (from, to) = (live.join(rel), kept.join(rel));
+        if let Some(parent) = to.parent()
+            && !parent.exists()
+        {
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(parent)
+                .map_err(|e| Error::io(e, "cannot create folder", parent))?;
+        }
+        if fs::hard_link(&from, &to).is_err() {
+            let bytes = fs::read(&from).map_err(|e| Error::io(e, "cannot keep", &from))?;
+            durable::replace(&to, &bytes, Durability::Durable)?;
+        }
+    }
+    Ok(())
 }
 
 /// Writes a folder's files into a fresh temp folder, durably.
@@ -272,9 +435,52 @@ pub(crate) fn leftovers(cfg: &Config) -> Vec<PathBuf> {
         .collect()
 }
 
+/// The live revision when the state has moved on since the restore of
+/// `journal` was interrupted (see the module docs); `None` while finishing
+/// it is safe.
+fn moved_on(journal: &Journal, txn: &Txn<'_, '_>, v: &Verified) -> Option<String> {
+    let live = match txn.load_opt() {
+        Ok(Some(doc)) => doc,
+        // Still unreadable or absent: nothing can have been committed since.
+        _ if journal.from_revision.is_none() => return None,
+        _ => return Some("unreadable".into()),
+    };
+    let rev = document::revision(&live);
+    if journal.from_revision == Some(rev) {
+        return None; // interrupted before its commit, nothing since
+    }
+    let restored: Option<Value> = serde_json::from_slice(&v.files[checkpoint::STATE]).ok();
+    let content = |d: &Value| {
+        let mut d = d.clone();
+        if let Value::Object(m) = &mut d {
+            m.remove("metadata");
+        }
+        d
+    };
+    let after = journal
+        .from_revision
+        .unwrap_or(0)
+        .max(restored.as_ref().map_or(0, document::revision))
+        + 1;
+    match restored {
+        // Interrupted after its commit, nothing since.
+        Some(r) if rev == after && content(&r) == content(&live) => None,
+        _ => Some(rev.to_string()),
+    }
+}
+
+fn remove_journal(path: &Path) -> Result<()> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => {
+            Err(Error::io(e, "cannot remove the restore journal", path))
+        }
+        _ => durable::sync_dir(path.parent().unwrap_or(Path::new("."))),
+    }
+}
+
 /// Whether a restore was interrupted (its journal is there).
 pub fn interrupted(cfg: &Config) -> Option<String> {
-    let bytes = fs::read(cfg.root.join(JOURNAL)).ok()?;
+    let bytes = durable::read_limited(&cfg.root.join(JOURNAL), MAX_INPUT_BYTES).ok()?;
     Some(
         serde_json::from_slice::<Journal>(&bytes)
             .map(|j| j.id)
@@ -290,10 +496,10 @@ pub(crate) fn repair(ctx: &Ctx, txn: &Txn<'_, '_>, st: &Store<'_>) -> Result<()>
         remove_quietly(&p);
     }
     let path = cfg.root.join(JOURNAL);
-    let bytes = match fs::read(&path) {
+    let bytes = match durable::read_limited(&path, MAX_INPUT_BYTES) {
         Ok(b) => b,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(Error::io(e, "cannot read the restore journal", &path)),
+        Err(e) if e.io_kind() == Some(io::ErrorKind::NotFound) => return Ok(()),
+        Err(e) => return Err(e),
     };
     let Ok(journal) = serde_json::from_slice::<Journal>(&bytes) else {
         // Written durably before anything changed: unreadable means it never
@@ -301,15 +507,32 @@ pub(crate) fn repair(ctx: &Ctx, txn: &Txn<'_, '_>, st: &Store<'_>) -> Result<()>
         let _ = fs::remove_file(&path);
         return Ok(());
     };
+    let rec = Recorder::start(cfg, TOOL, "restore", journal.id.as_str());
+    let mut detail = json!({ "resumed": true, "interrupted_pid": journal.pid });
+    let verified = checkpoint::find(cfg, Some(&journal.id)).and_then(|cp| checkpoint::verify(&cp));
+    if let Ok(v) = &verified
+        && let Some(live) = moved_on(&journal, txn, v)
+    {
+        eprintln!(
+            "{TOOL}: warning: dropped the interrupted restore of {}: the state has moved on since (revision {live}; the restore began at {}), and finishing it would undo that work; run 'error-recovery restore {}' to go back to it anyway",
+            journal.id,
+            journal
+                .from_revision
+                .map_or("no readable state".to_string(), |r| r.to_string()),
+            journal.id
+        );
+        detail["dropped"] = json!(true);
+        detail["from_revision"] = json!(journal.from_revision);
+        detail["live_revision"] = json!(live);
+        rec.finish_with(0, "dropped", detail);
+        remove_journal(&path)?;
+        return Ok(());
+    }
     eprintln!(
         "{TOOL}: finishing the interrupted restore of {} first",
         journal.id
     );
-    let rec = Recorder::start(cfg, TOOL, "restore", journal.id.as_str());
-    let mut detail = json!({ "resumed": true, "interrupted_pid": journal.pid });
-    let result = checkpoint::find(cfg, Some(&journal.id))
-        .and_then(|cp| checkpoint::verify(&cp))
-        .and_then(|v| apply(ctx, txn, st, &v, &mut detail));
+    let result = verified.and_then(|v| apply(ctx, txn, st, &v, &mut detail));
     rec.finish(&result, detail);
     if let Err(e) = result {
         eprintln!(

@@ -1,18 +1,22 @@
 //! What each exit code means, what to do about it (`suggest CODE`), and
-//! the automatic strategy `handle CODE --apply` runs:
+//! the automatic strategy `handle CODE --apply` runs. A strategy first
+//! looks for the damage its code names and acts only on that:
 //!
-//! | code | strategy |
-//! | --- | --- |
-//! | 2 | remove stale lock records (holders dead, pid reused, TTL passed, other boot) |
-//! | 3 | restore the state from the newest valid backup (a valid state is left alone) |
-//! | 4 | restore the latest checkpoint |
-//! | 7 | prune backups and checkpoints by retention, remove leftover temp files |
-//! | others | none: the suggestion is printed |
+//! | code | damage looked for | what is done |
+//! | --- | --- | --- |
+//! | 2 | stale lock records (holders dead, pid reused, TTL passed, other boot) | removed |
+//! | 3 | a live state that does not parse or fails its checksum; corrupt backups, checkpoints, lock records | the state restored from the newest valid backup (the damaged file kept aside); corrupt backups moved to `.state-backups/corrupt/`; checkpoints and lock records reported, not touched |
+//! | 4 | a live state that breaks the schema | restored from the newest valid backup (the invalid one kept as a backup) |
+//! | 7 | backups and checkpoints beyond retention, leftover temp files | removed |
+//! | others | — | none: the suggestion is printed |
 //!
-//! `handle` exits 0 when the strategy succeeded, else with CODE, so
-//! `cmd || error-recovery handle $? --apply` keeps a script's failure
-//! visible. A strategy never touches a live lock, never discards a corrupt
-//! state (it is kept aside), and never removes the newest checkpoint.
+//! `handle` exits 0 only when the damage was there and is repaired; else
+//! it exits with CODE and says why (no such damage found, or what is left),
+//! so `cmd || error-recovery handle $? --apply` keeps a script's failure
+//! visible and never undoes good work: exit 4 for a typo finds a valid
+//! state and changes nothing. A strategy never touches a live lock, never
+//! discards a corrupt file (it is kept aside), and never removes the newest
+//! checkpoint.
 
 use std::fs;
 use std::path::PathBuf;
@@ -27,7 +31,8 @@ use crate::durable;
 use crate::error::{Error, Result};
 use crate::exit::Code;
 
-use crate::state::{backup, commands, schema};
+use crate::state::integrity::{self, FileCheck};
+use crate::state::{Store, Txn, backup, commands};
 
 /// Parses CODE: one of the toolkit's exit codes 0–10 (exit 4 otherwise).
 pub fn parse_code(text: &str) -> Result<Code> {
@@ -65,18 +70,16 @@ pub fn suggestion(code: Code) -> (&'static str, &'static [&'static str]) {
         Code::StateCorruption => (
             "the state, a backup or a checkpoint does not parse or fails its checksum",
             &[
-                "state-manager validate",
-                "error-recovery handle 3 --apply        # restore the newest valid backup",
-                "state-manager list-backups; state-manager recover PATTERN",
-                "error-recovery restore latest          # or go back to a checkpoint",
+                "state-manager verify-integrity         # which file is damaged (changes nothing)",
+                "error-recovery handle 3 --apply        # repair only what is found damaged",
             ],
         ),
         Code::ValidationFailed => (
             "the input or the document breaks the schema or a rule (bad JSON, bad name, lock hierarchy)",
             &[
-                "state-manager validate                 # every violation with its JSON pointer",
+                "read the error line above: it names what was refused; nothing was changed",
+                "state-manager validate                 # is the live state itself valid? (changes nothing)",
                 "state-manager migrate                  # for an older document",
-                "error-recovery handle 4 --apply        # go back to the latest checkpoint",
             ],
         ),
         Code::DependencyMissing => (
@@ -128,9 +131,15 @@ pub fn suggestion(code: Code) -> (&'static str, &'static [&'static str]) {
 pub fn strategy(code: Code) -> Option<&'static str> {
     match code {
         Code::LockTimeout => Some("remove stale locks"),
-        Code::StateCorruption => Some("restore the state from the newest valid backup"),
-        Code::ValidationFailed => Some("restore the latest checkpoint"),
-        Code::DiskFull => Some("prune backups, checkpoints and leftover temp files"),
+        Code::StateCorruption => Some(
+            "restore a corrupt state from the newest valid backup and move corrupt backups aside, if it finds any",
+        ),
+        Code::ValidationFailed => Some(
+            "restore the newest valid backup if the live state breaks the schema (a refused input changes nothing)",
+        ),
+        Code::DiskFull => Some(
+            "prune backups and checkpoints beyond retention and leftover temp files, if there are any",
+        ),
         _ => None,
     }
 }
@@ -243,32 +252,114 @@ fn handle_corruption(ctx: &Ctx, detail: &mut Value) -> Result<bool> {
     let st = ctx.store()?;
     let owner = ctx.owner()?;
     let txn = st.begin(owner.as_ref())?;
-    let current = txn.load_opt();
-    if let Ok(Some(doc)) = &current
-        && schema::violations(doc).is_empty()
-    {
-        cli::println(&format!(
-            "the state is valid: {} (nothing to recover)",
-            st.path().display()
-        ));
-        detail["strategy"] = json!("none-needed");
-        return Ok(true);
+    let report = integrity::verify_all(&ctx.cfg, st.path());
+    let corrupt = |f: &&FileCheck| f.code() == Code::StateCorruption;
+    let mut fixed = Vec::new();
+    let mut left = Vec::new();
+    if report.state.as_ref().is_some_and(|s| corrupt(&s)) {
+        recover_state(ctx, &txn, &st, detail)?;
+        fixed.push("state");
     }
+    let mut quarantined = Vec::new();
+    let mut checkpoints: Vec<String> = Vec::new();
+    for f in report.files.iter().filter(corrupt) {
+        match f.kind {
+            "backup" => {
+                let to = quarantine_backup(ctx, &f.path)?;
+                cli::println(&format!(
+                    "moved the corrupt backup {} to {}",
+                    f.path.display(),
+                    to.display()
+                ));
+                quarantined.push(to.display().to_string());
+            }
+            "lock" => {
+                let name = f.path.file_stem().map(|n| n.to_string_lossy().into_owned());
+                left.push(format!(
+                    "the lock record {} is corrupt: not removed, since who holds it cannot be known; once no one does, run 'lock-manager release {} --force'",
+                    f.path.display(),
+                    name.unwrap_or_default()
+                ));
+            }
+            _ => {
+                let dir = if f.kind == "checkpoint" {
+                    f.path.clone()
+                } else {
+                    f.path.parent().map(PathBuf::from).unwrap_or_default()
+                };
+                let dir = dir.display().to_string();
+                if !checkpoints.contains(&dir) {
+                    left.push(format!(
+                        "the checkpoint {dir} is corrupt: not touched ('error-recovery restore' refuses it); remove it with 'rm -r', or keep it to inspect"
+                    ));
+                    checkpoints.push(dir);
+                }
+            }
+        }
+    }
+    if !quarantined.is_empty() {
+        fixed.push("backups");
+        detail["quarantined"] = json!(quarantined);
+    }
+    detail["fixed"] = json!(fixed);
+    detail["left"] = json!(left);
+    if fixed.is_empty() && left.is_empty() {
+        detail["strategy"] = json!("no-damage-found");
+        cli::println(
+            "no corruption found: the state, its backups, checkpoints and lock records all check out, so nothing was changed (see the error line of the command that exited 3)",
+        );
+        return Ok(false);
+    }
+    for l in &left {
+        cli::println(l);
+    }
+    Ok(left.is_empty())
+}
+
+fn handle_validation(ctx: &Ctx, detail: &mut Value) -> Result<bool> {
+    let st = ctx.store()?;
+    let owner = ctx.owner()?;
+    let txn = st.begin(owner.as_ref())?;
+    let check = st
+        .exists()
+        .then(|| integrity::check_document_file(st.path(), "state"));
+    match check.map(|c| c.code()) {
+        Some(Code::ValidationFailed) => {
+            recover_state(ctx, &txn, &st, detail)?;
+            Ok(true)
+        }
+        Some(Code::StateCorruption) => {
+            detail["strategy"] = json!("not-this-code");
+            cli::println(
+                "the state is corrupt, which is exit 3, not 4: nothing was changed; run 'error-recovery handle 3 --apply'",
+            );
+            Ok(false)
+        }
+        _ => {
+            detail["strategy"] = json!("no-damage-found");
+            cli::println(&format!(
+                "the state is valid ({}): exit 4 means an input or a rule was refused, and nothing was changed — fix the command (its error line says what); nothing to recover",
+                st.path().display()
+            ));
+            Ok(false)
+        }
+    }
+}
+
+/// Replaces a damaged live state with the newest valid backup, keeping the
+/// damaged one (as a backup when it parses, aside as `.corrupt-*` when not).
+fn recover_state(ctx: &Ctx, txn: &Txn<'_, '_>, st: &Store<'_>, detail: &mut Value) -> Result<()> {
     let Some((b, doc)) = commands::newest_valid_backup(&ctx.cfg, None)? else {
         return Err(Error::corruption("no valid backup to recover from")
             .with_path(ctx.cfg.backups_dir())
             .hint("restore a checkpoint with 'error-recovery restore', or start fresh with 'state-manager init'"));
     };
-    let commit = match current {
-        Ok(cur) => txn.commit(cur.as_ref(), doc, "pre-recover")?,
-        Err(e) if e.code() == Code::StateCorruption => {
-            let aside = commands::keep_aside(st.path())?;
-            detail["corrupt_kept_at"] = json!(aside.display().to_string());
-            cli::println(&format!("kept the corrupt state at {}", aside.display()));
-            txn.commit_over_corrupt(doc, "recover")?
-        }
-        Err(e) => return Err(e),
-    };
+    let commit = commands::recover_into(txn, st, doc, detail)?;
+    if let Some(aside) = detail["corrupt_kept_at"].as_str() {
+        cli::println(&format!("kept the damaged state at {aside}"));
+    } else if let Some(kept) = &commit.backup {
+        cli::println(&format!("kept the damaged state as {}", kept.display()));
+    }
     detail["recovered_from"] = json!(b.name);
     detail["revision"] = json!(commit.revision);
     cli::println(&format!(
@@ -277,23 +368,21 @@ fn handle_corruption(ctx: &Ctx, detail: &mut Value) -> Result<bool> {
         b.name,
         commit.revision
     ));
-    Ok(true)
+    Ok(())
 }
 
-fn handle_validation(ctx: &Ctx, detail: &mut Value) -> Result<bool> {
-    let st = ctx.store()?;
-    let owner = ctx.owner()?;
-    let txn = st.begin(owner.as_ref())?;
-    restore::repair(ctx, &txn, &st)?;
-    let cp = checkpoint::find(&ctx.cfg, None)?;
-    let v = checkpoint::verify(&cp)?;
-    let commit = restore::apply(ctx, &txn, &st, &v, detail)?;
-    detail["checkpoint"] = json!(cp.id);
-    cli::println(&format!(
-        "restored {} (state revision {})",
-        cp.id, commit.revision
-    ));
-    Ok(true)
+/// Moves a corrupt backup to `.state-backups/corrupt/`, out of the backups
+/// `recover` and `list-backups` see (the caller holds the `state` lock).
+fn quarantine_backup(ctx: &Ctx, path: &std::path::Path) -> Result<PathBuf> {
+    let dir = ctx.cfg.backups_dir().join("corrupt");
+    durable::ensure_dir(&dir, &ctx.cfg.root)?;
+    let name = path.file_name().unwrap_or_default();
+    let to = dir.join(name);
+    checkpoint::rename_noreplace(path, &to)
+        .map_err(|e| Error::io(e, "cannot move the corrupt backup aside", &to))?;
+    durable::sync_dir(&dir)?;
+    durable::sync_dir(&ctx.cfg.backups_dir())?;
+    Ok(to)
 }
 
 fn handle_disk_full(ctx: &Ctx, detail: &mut Value) -> Result<bool> {
@@ -302,11 +391,17 @@ fn handle_disk_full(ctx: &Ctx, detail: &mut Value) -> Result<bool> {
     let st = ctx.store()?;
     let owner = ctx.owner()?;
     let txn = st.begin(owner.as_ref())?;
-    restore::repair(ctx, &txn, &st)?;
+    let mut temps: Vec<PathBuf> = Vec::new();
+    // Temp folders of killed restores only: a pending journal is no disk
+    // space, and is finished (or dropped) by the next restore or checkpoint.
+    for p in restore::leftovers(cfg) {
+        if fs::remove_dir_all(&p).is_ok() {
+            temps.push(p);
+        }
+    }
     // Keep the newest checkpoint: a full disk is no reason to lose the way back.
     let cleaned = checkpoint::prune(cfg, Duration::from_secs(7 * 86400), 1, false)?;
     drop(txn);
-    let mut temps: Vec<PathBuf> = Vec::new();
     for dir in [
         cfg.root.clone(),
         cfg.backups_dir(),
@@ -325,6 +420,13 @@ fn handle_disk_full(ctx: &Ctx, detail: &mut Value) -> Result<bool> {
     detail["backups_removed"] = json!(backups.len());
     detail["checkpoints_removed"] = json!(cleaned.checkpoints.len());
     detail["temps_removed"] = json!(temps.len());
+    if backups.is_empty() && cleaned.checkpoints.is_empty() && temps.is_empty() {
+        detail["strategy"] = json!("no-damage-found");
+        cli::println(
+            "nothing to free: no backup or checkpoint beyond retention and no leftover temp file, so nothing was changed; see 'df -h' for what fills the disk",
+        );
+        return Ok(false);
+    }
     cli::println(&format!(
         "removed {} old backup(s), {} old checkpoint(s) and {} leftover temp file(s)",
         backups.len(),

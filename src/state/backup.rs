@@ -210,7 +210,7 @@ fn parse_name(name: &str) -> Option<Parsed> {
 }
 
 /// Every backup, newest first (see the module docs for the order). Files
-/// that do not look like backups are ignored.
+/// that do not look like backups, or are not regular files, are ignored.
 pub fn list(cfg: &Config) -> Result<Vec<Backup>> {
     let dir = cfg.backups_dir();
     let entries = match fs::read_dir(&dir) {
@@ -224,8 +224,10 @@ pub fn list(cfg: &Config) -> Result<Vec<Backup>> {
         let Some(parsed) = parse_name(&name) else {
             continue;
         };
+        // Not followed: a FIFO, device or symlink here is not one of ours, so
+        // it is neither read (recover) nor removed (prune).
         let Ok(meta) = entry.metadata() else { continue };
-        if meta.is_dir() {
+        if !meta.is_file() {
             continue;
         }
         let modified = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);

@@ -83,16 +83,20 @@ pub fn parse_json_arg(text: &str, what: &str) -> Result<Value> {
     if text.len() as u64 > MAX_INPUT_BYTES {
         return Err(durable::too_large(text.len() as u64, MAX_INPUT_BYTES));
     }
-    serde_json::from_str(text).map_err(|e| {
-        let hint = if e.to_string().contains("recursion limit") {
-            "nest values at most 128 levels deep"
-        } else {
-            "quote strings as JSON, e.g. '\"text\"', or pass --string"
-        };
+    let value: Value = serde_json::from_str(text).map_err(|e| {
+        if e.to_string().contains("recursion limit") {
+            return Error::validation(format!(
+                "{what} nests more than the {} levels the toolkit accepts",
+                document::MAX_DEPTH
+            ))
+            .hint("store flatter data; nothing was changed");
+        }
         Error::validation(format!("{what} is not valid JSON"))
             .because(e)
-            .hint(hint)
-    })
+            .hint("quote strings as JSON, e.g. '\"text\"', or pass --string")
+    })?;
+    document::check_depth(&value, 0, what)?;
+    Ok(value)
 }
 
 /// A value argument: JSON, or a plain string with `--string`.
@@ -107,6 +111,8 @@ fn value_arg(text: &str, as_string: bool) -> Result<Value> {
     }
 }
 
+/// A path that `set`/`append` may change: not the document itself, and not
+/// the toolkit-owned `metadata` (see [`document`]).
 fn non_root_path(p: &str) -> Result<Vec<path::Seg>> {
     let segs = path::parse(p)?;
     if segs.is_empty() {
@@ -115,7 +121,26 @@ fn non_root_path(p: &str) -> Result<Vec<path::Seg>> {
                 .hint("use 'state-manager write' to replace the document"),
         );
     }
+    if segs[0] == path::Seg::Key("metadata".into()) {
+        return Err(toolkit_owned(&path::display(&segs)));
+    }
     Ok(segs)
+}
+
+/// The refusal of a change to `metadata.*`, which the toolkit sets itself.
+fn toolkit_owned(what: &str) -> Error {
+    Error::validation(format!(
+        "cannot change {what}: metadata.* belongs to the toolkit"
+    ))
+    .because("the toolkit sets created, lastModified, revision and checksum on every write")
+    .hint("keep your own fields elsewhere, e.g. .context.NAME; nothing was changed")
+}
+
+/// A value for `segs`: exit 4 when it would nest deeper than
+/// [`document::MAX_DEPTH`] in the document (the path counts).
+fn value_at(segs: &[path::Seg], value: Value) -> Result<Value> {
+    document::check_depth(&value, segs.len(), "the value at that path")?;
+    Ok(value)
 }
 
 /// `init`: creates the state, or repairs a corrupt one from backups.
@@ -177,8 +202,14 @@ pub fn init(ctx: &Ctx) -> Result<Code> {
 use std::os::unix::fs::DirBuilderExt;
 
 /// Keeps a corrupt state file aside as `NAME.corrupt-YYYYMMDDTHHMMSSZ[.N]`
-/// (a hard link: the live name is replaced afterwards, atomically).
+/// (a hard link: the live name is replaced afterwards, atomically). Only a
+/// regular file is ever kept aside (and so replaced): a device, FIFO or
+/// socket is refused with exit 6 — it is not ours to replace.
 pub fn keep_aside(path: &Path) -> Result<PathBuf> {
+    let meta = fs::symlink_metadata(path).map_err(|e| Error::io(e, "cannot inspect", path))?;
+    if !meta.is_file() {
+        return Err(durable::not_regular(path, meta.file_type()));
+    }
     let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ");
     for seq in 0..1000 {
         let mut name = path.as_os_str().to_owned();
@@ -253,12 +284,16 @@ pub fn read(ctx: &Ctx, path_expr: Option<&str>, raw: bool) -> Result<Code> {
     })
 }
 
-/// `write JSON|- [REASON] [--expect-revision N]`: replaces the document.
+/// `write JSON|- [REASON] [--expect-revision N] [--force]`: replaces the
+/// document. Exit 4 when the document carries a `metadata.revision` older
+/// than the live state's (the serial rule of `import`), unless `--force` or
+/// `--expect-revision` (which names the revision the change is based on).
 pub fn write(
     ctx: &Ctx,
     input: &str,
     reason: Option<&str>,
     expect_revision: Option<u64>,
+    force: bool,
 ) -> Result<Code> {
     ctx.audited("write", |detail| {
         let text = if input == "-" {
@@ -278,6 +313,8 @@ pub fn write(
             ))
             .hint("pass a JSON object like {\"phase\": \"...\", ...}"));
         }
+        document::check_metadata(&new, "the document's")?;
+        let incoming = new.pointer("/metadata/revision").and_then(Value::as_u64);
         let store = ctx.store()?;
         let owner = ctx.owner()?;
         let txn = store.begin(owner.as_ref())?;
@@ -295,6 +332,25 @@ pub fn write(
             ))
             .hint("someone else wrote first: read the state again and reapply your change"));
         }
+        // The serial rule of `import`: a document read at an older revision
+        // would silently undo whatever was committed since. An explicit
+        // --expect-revision already says which revision the change is based on.
+        if let Some(inc) = incoming
+            && inc < actual
+            && old.is_some()
+            && expect_revision.is_none()
+        {
+            detail["conflict"] = json!("revision");
+            detail["incoming"] = json!(inc);
+            detail["live"] = json!(actual);
+            if !force {
+                return Err(Error::validation(format!(
+                    "the document is at revision {inc}, older than the live state's {actual}"
+                ))
+                .hint("the state changed since you read it: read it again and reapply your change, or pass --force to overwrite it (it is backed up first)"));
+            }
+        }
+        detail["force"] = json!(force);
         let commit = txn.commit(old.as_ref(), new, reason.unwrap_or("write"))?;
         detail["revision"] = json!(commit.revision);
         Ok(Code::Success)
@@ -305,7 +361,10 @@ pub fn write(
 pub fn set(ctx: &Ctx, path_expr: &str, value: &str, as_string: bool) -> Result<Code> {
     let segs = non_root_path(path_expr);
     let value = value_arg(value, as_string);
-    ctx.update("set", |doc| path::set(doc, &segs?, value?))?;
+    ctx.update("set", |doc| {
+        let segs = segs?;
+        path::set(doc, &segs, value_at(&segs, value?)?)
+    })?;
     Ok(Code::Success)
 }
 
@@ -313,14 +372,21 @@ pub fn set(ctx: &Ctx, path_expr: &str, value: &str, as_string: bool) -> Result<C
 pub fn append(ctx: &Ctx, path_expr: &str, value: &str, as_string: bool) -> Result<Code> {
     let segs = non_root_path(path_expr);
     let value = value_arg(value, as_string);
-    ctx.update("append", |doc| path::append(doc, &segs?, value?))?;
+    ctx.update("append", |doc| {
+        let (segs, value) = (segs?, value?);
+        // An element sits one level below the array at `segs`.
+        document::check_depth(&value, segs.len() + 1, "the appended value")?;
+        path::append(doc, &segs, value)
+    })?;
     Ok(Code::Success)
 }
 
 /// `merge PATCH`: RFC 7396 merge patch.
 pub fn merge(ctx: &Ctx, patch: &str) -> Result<Code> {
     let patch = parse_json_arg(patch, "the merge patch").and_then(|p| {
-        if p.is_object() {
+        if p.get("metadata").is_some() {
+            Err(toolkit_owned("metadata"))
+        } else if p.is_object() {
             Ok(p)
         } else {
             Err(Error::validation("a merge patch must be a JSON object")

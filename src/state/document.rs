@@ -1,5 +1,19 @@
-//! The state document itself: a fresh one, the toolkit-owned metadata, and
-//! upgrading older documents to the current schema version.
+//! The state document itself: a fresh one, the toolkit-owned metadata, the
+//! nesting limit of everything the toolkit accepts, and upgrading older
+//! documents to the current schema version.
+//!
+//! Nesting: serde_json refuses to parse JSON nested 128 levels or more, so a
+//! value accepted deeper than that would make a file no later command can
+//! read. Every JSON input (state values and documents, lock and checkpoint
+//! metadata, merge patches) is held to [`MAX_DEPTH`], counted on the
+//! document it ends up in; the margin to 128 covers the wrapping the
+//! toolkit adds around a value (a lock record puts metadata 3 levels down,
+//! a checkpoint's metadata.json 1, an audit event its detail 1).
+//!
+//! Metadata: `metadata.*` belongs to the toolkit (design.md §3). `set`,
+//! `append` and `merge` may not touch it; a whole document (`write`,
+//! `import`) may carry it, but `metadata` must be an object and
+//! `metadata.revision`, when present, an integer in 0..=[`MAX_REVISION`].
 
 use serde_json::{Map, Value, json};
 
@@ -7,6 +21,75 @@ use crate::error::{Error, Result};
 
 /// The schema version this toolkit writes.
 pub const SCHEMA_VERSION: &str = "1.0";
+
+/// The deepest nesting accepted anywhere: `[]` and `{}` are 1 deep, a
+/// scalar 0; a state document counts from its top object, so a value set
+/// at `.a.b` may nest `MAX_DEPTH - 2` levels.
+pub const MAX_DEPTH: usize = 100;
+
+/// The largest `metadata.revision`: 2^53 - 1, the largest integer every JSON
+/// reader (jq, JavaScript) holds exactly.
+pub const MAX_REVISION: u64 = (1 << 53) - 1;
+
+/// How deeply `v` nests (see [`MAX_DEPTH`]); iterative, so any depth is safe.
+pub fn depth(v: &Value) -> usize {
+    let mut deepest = 0;
+    let mut stack = vec![(v, 1usize)];
+    while let Some((v, d)) = stack.pop() {
+        match v {
+            Value::Array(a) => {
+                deepest = deepest.max(d);
+                stack.extend(a.iter().map(|x| (x, d + 1)));
+            }
+            Value::Object(m) => {
+                deepest = deepest.max(d);
+                stack.extend(m.values().map(|x| (x, d + 1)));
+            }
+            _ => {}
+        }
+    }
+    deepest
+}
+
+/// Refuses (exit 4) `what` when, placed `base` levels down in what the
+/// toolkit stores, it would nest deeper than [`MAX_DEPTH`].
+pub fn check_depth(v: &Value, base: usize, what: &str) -> Result<()> {
+    let d = base + depth(v);
+    if d <= MAX_DEPTH {
+        return Ok(());
+    }
+    Err(Error::validation(format!(
+        "{what} nests {d} levels deep, more than the {MAX_DEPTH} the toolkit accepts"
+    ))
+    .hint(format!(
+        "store flatter data (at most {MAX_DEPTH} levels; in the state, counted from the top of the document); nothing was changed"
+    )))
+}
+
+/// Refuses (exit 4) a document whose `metadata` is not an object or whose
+/// `metadata.revision` is not an integer in 0..=[`MAX_REVISION`]; `whose`
+/// names the document in the message.
+pub fn check_metadata(doc: &Value, whose: &str) -> Result<()> {
+    let Some(meta) = doc.get("metadata") else {
+        return Ok(());
+    };
+    if !meta.is_object() {
+        return Err(Error::validation(format!(
+            "{whose} metadata is {}, not an object",
+            super::path::type_name(meta)
+        ))
+        .hint("metadata.* belongs to the toolkit: leave it as 'state-manager read' printed it, or drop it"));
+    }
+    match meta.get("revision") {
+        None => Ok(()),
+        Some(r) if r.as_u64().is_some_and(|n| n <= MAX_REVISION) => Ok(()),
+        Some(r) => Err(Error::validation(format!(
+            "{whose} metadata.revision {r} is not a revision number"
+        ))
+        .because(format!("a revision is an integer from 0 to {MAX_REVISION}"))
+        .hint("leave metadata.revision as 'state-manager read' printed it, or drop it")),
+    }
+}
 
 /// Now, as RFC 3339 UTC with seconds.
 pub fn now_rfc3339() -> String {
@@ -43,11 +126,23 @@ pub fn revision(doc: &Value) -> u64 {
 }
 
 /// Stamps a document about to replace `old`: keeps `created`, bumps
-/// `revision` past the old one and sets `lastModified`.
+/// `revision` past the old one and sets `lastModified`. Exit 4 when `doc`
+/// or `old` breaks [`check_metadata`] (an unreadable revision is never taken
+/// for 0) or `doc` nests deeper than [`MAX_DEPTH`].
 pub fn stamp(doc: &mut Value, old: Option<&Value>) -> Result<()> {
-    let Value::Object(top) = doc else {
+    if !doc.is_object() {
         return Err(Error::validation("the state must be a JSON object")
             .hint("pass a document like {\"phase\": \"...\", ...}"));
+    }
+    if let Some(old) = old {
+        check_metadata(old, "the live state's").map_err(|e| {
+            e.hint("run 'state-manager repair' (it resets toolkit-owned fields of the wrong type), then try again")
+        })?;
+    }
+    check_metadata(doc, "the new document's")?;
+    check_depth(doc, 0, "the new document")?;
+    let Value::Object(top) = doc else {
+        unreachable!("checked above");
     };
     let now = now_rfc3339();
     let old_rev = old.map(revision).unwrap_or(0);
@@ -58,10 +153,7 @@ pub fn stamp(doc: &mut Value, old: Option<&Value>) -> Result<()> {
     let meta = top
         .entry("metadata")
         .or_insert_with(|| Value::Object(Map::new()));
-    if !meta.is_object() {
-        *meta = Value::Object(Map::new());
-    }
-    let m = meta.as_object_mut().expect("made an object above");
+    let m = meta.as_object_mut().expect("checked by check_metadata");
     let created = created
         .or_else(|| m.get("created").and_then(Value::as_str).map(str::to_owned))
         .unwrap_or_else(|| now.clone());

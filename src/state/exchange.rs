@@ -2,7 +2,9 @@
 //! in the manner of Terraform's `state pull` / `state push`.
 //!
 //! Export writes the document as it is stored (metadata included), to stdout
-//! or atomically and durably to a file ([`durable::replace`]). Import reads
+//! or to a file ([`durable::write_output`]: a regular file is replaced
+//! atomically and durably; a device or FIFO such as `/dev/stdout` is written
+//! through, never renamed over). Import reads
 //! JSON or YAML (by the file's extension, else by its first character),
 //! validates it against the schema before touching anything (exit 4,
 //! nothing changed), then commits it like any write: under the `state` lock,
@@ -30,7 +32,7 @@ use super::integrity::{self, Seal};
 use super::store;
 use crate::cli;
 use crate::config::MAX_INPUT_BYTES;
-use crate::durable::{self, Durability};
+use crate::durable;
 use crate::error::{Error, Result};
 use crate::exit::Code;
 
@@ -112,7 +114,8 @@ pub fn parse(bytes: &[u8], format: Format, source: &str) -> Result<Value> {
 ///
 /// Without `--output`, the document goes to stdout (and `--json` means
 /// `--format json`); with it, the file is replaced atomically and durably
-/// and a summary is printed (as JSON with `--json`).
+/// (a device or FIFO is written through) and a summary is printed (as JSON
+/// with `--json`).
 pub fn export(
     ctx: &Ctx,
     format: Option<Format>,
@@ -142,10 +145,15 @@ pub fn export(
             cli::print(&String::from_utf8_lossy(&bytes));
             return Ok(Code::Success);
         };
-        durable::replace(out, &bytes, Durability::Durable)?;
+        durable::write_output(out, |w| {
+            w.write_all(&bytes)
+                .map_err(|e| Error::io(e, "cannot write the export", out))
+        })?;
         detail["output"] = json!(out.display().to_string());
         let revision = document::revision(&doc);
-        if as_json {
+        if durable::is_stdout(out) {
+            // `--output /dev/stdout`: the document is the output, whole.
+        } else if as_json {
             cli::print_json(&json!({
                 "output": out.display().to_string(),
                 "format": format.name(),
@@ -181,7 +189,7 @@ pub fn import(ctx: &Ctx, file: &str, force: bool, as_json: bool) -> Result<Code>
         } else {
             let p = Path::new(file);
             (
-                durable::read_limited(p, MAX_INPUT_BYTES)?,
+                durable::read_input_limited(p, MAX_INPUT_BYTES)?,
                 Some(p),
                 file.to_string(),
             )
@@ -189,6 +197,8 @@ pub fn import(ctx: &Ctx, file: &str, force: bool, as_json: bool) -> Result<Code>
         let format = Format::detect(path, &bytes);
         detail["format"] = json!(format.name());
         let doc = parse(&bytes, format, &source)?;
+        document::check_depth(&doc, 0, &source)?;
+        document::check_metadata(&doc, &format!("{source}'s"))?;
         store::check_schema(&doc).map_err(|e| {
             e.hint(format!(
                 "fix {source} ('state-manager validate' on a copy lists every problem); nothing was changed"

@@ -345,6 +345,14 @@ fn check_disk(cfg: &Config, state_size: u64) -> Check {
 fn check_audit_log(cfg: &Config) -> Check {
     let log = &cfg.audit_log;
     let shown = log.display();
+    // The writer's own rule: a symlink leading out of the log's folder is refused.
+    if let Err(e) = crate::audit::event::sink(log) {
+        return unhealthy(
+            e.code(),
+            e.summary(),
+            "replace it with a regular file; operations still run, but their events are skipped",
+        );
+    }
     let meta = match fs::metadata(log) {
         Ok(m) => m,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -413,8 +421,23 @@ fn check_audit_log(cfg: &Config) -> Check {
                 format!("{shown} is /dev/null: audit events are discarded"),
                 "point AUDIT_LOG at a file to keep them",
             ),
-            _ => healthy(format!("{shown} is a character device")),
+            _ => unhealthy(
+                Code::PermissionDenied,
+                format!("{shown} is a character device: audit events are refused"),
+                "point AUDIT_LOG at a regular file",
+            ),
         };
+    }
+    if !ft.is_file() {
+        // Never opened: a FIFO's open would wait for a reader.
+        return unhealthy(
+            Code::PermissionDenied,
+            format!(
+                "{shown} is {}: audit events are refused",
+                crate::durable::describe(ft)
+            ),
+            "point AUDIT_LOG at a regular file",
+        );
     }
     // Opened for appending without O_CREAT: nothing is created or written.
     let file = match OpenOptions::new().append(true).open(log) {
@@ -428,9 +451,6 @@ fn check_audit_log(cfg: &Config) -> Check {
             );
         }
     };
-    if !ft.is_file() {
-        return healthy(format!("{shown}: writable (not a regular file)"));
-    }
     match rustix::fs::fstatvfs(&file) {
         Ok(vfs) => {
             let c = judge_space(&vfs, "its filesystem", 4096);

@@ -591,13 +591,49 @@ fn finish_report(report: &Report, as_json: bool, state_path: Option<&Path>) -> R
     };
     match code {
         Code::Success => Ok(Code::Success),
-        Code::StateCorruption => Err(Error::corruption(what(count("corrupt"), "corrupt"))
-            .hint("see the list above; 'state-manager recover' restores the newest valid backup, 'state-manager repair' fixes what it can")),
+        Code::StateCorruption => {
+            Err(Error::corruption(what(count("corrupt"), "corrupt")).hint(corruption_hint(report)))
+        }
         Code::ValidationFailed => Err(Error::validation(what(count("invalid"), "invalid"))
             .hint("see the list above; 'state-manager repair' fixes what it can without guessing")),
-        other => Err(Error::new(kind_of(other), what(count("unreadable"), "unreadable"))
-            .hint("see the list above; check the owner and mode of those files")),
+        other => Err(
+            Error::new(kind_of(other), what(count("unreadable"), "unreadable"))
+                .hint("see the list above; check the owner and mode of those files"),
+        ),
     }
+}
+
+/// What to run about the corrupt files of `report`, safe as written: only
+/// a corrupt live state is a reason to replace the live state.
+fn corruption_hint(report: &Report) -> String {
+    let corrupt = |f: &FileCheck| f.code() == Code::StateCorruption;
+    if report.state.as_ref().is_some_and(corrupt) {
+        return "see the list above; 'error-recovery handle 3 --apply' restores the newest valid backup (the damaged state is kept aside), 'state-manager repair' fixes what it can".into();
+    }
+    let kinds = |k: &[&str]| {
+        report
+            .files
+            .iter()
+            .any(|f| corrupt(f) && k.contains(&f.kind))
+    };
+    let mut steps =
+        vec!["see the list above; the live state is fine, leave it as it is".to_string()];
+    if kinds(&["backup"]) {
+        steps.push(
+            "'error-recovery handle 3 --apply' moves corrupt backups to .state-backups/corrupt/"
+                .into(),
+        );
+    }
+    if kinds(&["checkpoint", "checkpoint-file"]) {
+        steps.push("remove a corrupt checkpoint with 'rm -r' (restore refuses it anyway), or keep it to inspect".into());
+    }
+    if kinds(&["lock"]) {
+        steps.push(
+            "a corrupt lock record: 'lock-manager release NAME --force' once no one holds it"
+                .into(),
+        );
+    }
+    steps.join("; ")
 }
 
 /// The error kind that exits with `code`.

@@ -177,7 +177,7 @@ pub fn repair_document(top: &mut Map<String, Value>, base_revision: u64) -> Resu
         }
     }
     if let Some(v) = meta.get("revision")
-        && !v.is_u64()
+        && v.as_u64().is_none_or(|n| n > document::MAX_REVISION)
     {
         changes.push(format!(
             "reset metadata.revision {} (not a whole number from 0) to {base_revision}, the highest among the backups",

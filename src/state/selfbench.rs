@@ -179,6 +179,7 @@ fn run(cfg: &Config, retention: Retention, n: usize) -> Result<Vec<(&'static str
                         holders: vec![Holder {
                             id: me.clone(),
                             acquired: now,
+                            acquired_boottime: None,
                             ttl: None,
                             metadata: None,
                         }],

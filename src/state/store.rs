@@ -99,6 +99,9 @@ impl<'a> Store<'a> {
 
     /// Takes the `state` lock for a read-modify-write on behalf of `owner`
     /// (the calling shell, so a shell holding `lock-manager acquire state` passes).
+    /// Exit 2 after LOCK_TIMEOUT, also when another transaction keeps the
+    /// mutex that long; exit 4 at once when `owner` holds a lock ranking
+    /// after `state` (it could deadlock with a holder of `state` waiting for it).
     pub fn begin(&self, owner: Option<&Identity>) -> Result<Txn<'_, 'a>> {
         let started = Instant::now();
         let mutex = lock::transaction(self.cfg, "state", owner, self.cfg.lock_timeout)?;
@@ -198,7 +201,7 @@ pub fn check_schema(doc: &Value) -> Result<()> {
             };
             Err(Error::validation("the document breaks the state schema")
                 .because(format!("{first}{more}"))
-                .hint("fix the document; 'state-manager validate' lists every problem"))
+                .hint("fix that in your input and try again; the state was not changed"))
         }
     }
 }

@@ -399,10 +399,10 @@ fn run_passes_the_exit_code_through() {
 }
 
 #[test]
-fn run_holds_the_lock_as_itself_and_gives_the_child_no_lock_fd() {
+fn run_holds_the_lock_as_the_child_and_gives_it_no_lock_fd() {
     let env = Env::new();
-    let script =
-        r#"echo "ppid=$PPID name=$WFSTATE_LOCK_NAME"; "$LM" check r; ls -l /proc/self/fd/"#;
+    // The hold follows the child (issue #11): `check` names the child itself.
+    let script = r#"echo "me=$$ name=$WFSTATE_LOCK_NAME"; "$LM" check r; ls -l /proc/self/fd/"#;
     let out = env
         .run(
             LM,
@@ -418,12 +418,12 @@ fn run_holds_the_lock_as_itself_and_gives_the_child_no_lock_fd() {
         .ok()
         .stdout;
     let first = out.lines().next().unwrap();
-    let ppid = first
-        .strip_prefix("ppid=")
+    let me = first
+        .strip_prefix("me=")
         .and_then(|r| r.split(' ').next())
         .unwrap();
     assert!(first.ends_with("name=r"), "{out}");
-    assert!(out.contains(&format!("locked:exclusive:{ppid}\n")), "{out}");
+    assert!(out.contains(&format!("locked:exclusive:{me}\n")), "{out}");
     assert!(
         !out.contains(".locks"),
         "the child inherited a lock descriptor:\n{out}"
@@ -464,7 +464,7 @@ fn run_reports_a_conflict_with_2_or_the_chosen_code() {
 }
 
 #[test]
-fn a_sigkilled_run_leaves_a_stale_lock_at_once() {
+fn a_sigkilled_run_leaves_the_lock_with_its_child_until_the_child_exits() {
     let env = Env::new();
     let mut run = env
         .cmd(LM)
@@ -477,13 +477,22 @@ fn a_sigkilled_run_leaves_a_stale_lock_at_once() {
         .read_line(&mut line)
         .unwrap();
     let child_pid: i32 = line.trim().parse().unwrap();
-    env.run(LM, &["check", "k"])
-        .ok()
-        .stdout_has(&format!("locked:exclusive:{}", run.id()));
+    // The child holds the lock, not the wrapper (issue #11), so killing
+    // the wrapper leaves it held; it is stale the moment the child is gone.
+    let held = format!("locked:exclusive:{child_pid}");
+    env.run(LM, &["check", "k"]).ok().stdout_has(&held);
     run.kill().unwrap();
     run.wait().unwrap();
-    env.run(LM, &["check", "k"]).code(2).stdout_has("stale");
+    env.run(LM, &["check", "k"]).ok().stdout_has(&held);
     let _ = Command::new("kill").arg(child_pid.to_string()).status();
+    let t = Instant::now();
+    while env.run(LM, &["check", "k"]).code != 2 {
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "not stale after the child died"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 #[test]

@@ -10,4 +10,7 @@ mod recovery;
 mod reliability;
 mod shims;
 mod state;
+mod trust_files;
+mod trust_locks;
+mod trust_recovery;
 mod trust_stores;

@@ -325,10 +325,13 @@ fn an_interrupted_restore_is_finished_by_the_next_run() {
     env.sm(&["set", ".phase", "\"moved-on\""]);
     env.sm(&["signal", "B"]);
     // What a restore killed after writing its journal leaves behind: the
-    // journal and a half-built temp folder.
+    // journal (naming the revision it began at) and a half-built temp folder.
+    let rev = env.state()["metadata"]["revision"].clone();
     fs::write(
         env.path(".wfstate-restore.journal"),
-        format!(r#"{{"id": "{id}", "pid": 999999, "started": "2026-01-01T00:00:00Z"}}"#),
+        format!(
+            r#"{{"id": "{id}", "pid": 999999, "started": "2026-01-01T00:00:00Z", "from_revision": {rev}}}"#
+        ),
     )
     .unwrap();
     fs::create_dir(env.path(".wfstate-restore-999999-new-signals")).unwrap();
@@ -709,10 +712,10 @@ fn handle_3_apply_repairs_a_corrupt_state() {
     assert!(env.list(".").iter().any(|n| n.contains(".corrupt-")));
     let ev = events(&env, "handle");
     assert_eq!(ev.last().unwrap()["detail"]["recovered"], json!(true));
-    // A valid state needs nothing.
+    // A valid state needs nothing: no damage found, so exit 3 stays (issue #11).
     er(&env, &["handle", "3", "--apply"])
-        .ok()
-        .stdout_has("nothing to recover");
+        .code(3)
+        .stdout_has("nothing was changed");
 }
 
 #[test]
@@ -725,17 +728,19 @@ fn handle_3_without_a_valid_backup_exits_3_and_changes_nothing() {
     assert_eq!(env.bytes(".workflow-state.json"), b"garbage");
 }
 
+/// Exit 4 is a refused input, not damage: restoring the latest checkpoint
+/// (what this test used to assert) discarded every commit since (issue #11).
 #[test]
-fn handle_4_apply_restores_the_latest_checkpoint() {
+fn handle_4_apply_on_a_valid_state_keeps_every_commit() {
     let env = Env::new();
     env.init();
     env.sm(&["set", ".phase", "\"checked\""]);
     checkpoint(&env, &["safe"]);
-    env.sm(&["set", ".phase", "\"wrong\""]);
+    env.sm(&["set", ".phase", "\"later\""]);
     er(&env, &["handle", "4", "--apply"])
-        .ok()
-        .stdout_has("restored");
-    assert_eq!(env.state()["phase"], "checked");
+        .code(4)
+        .stdout_has("nothing to recover");
+    assert_eq!(env.state()["phase"], "later");
 }
 
 /// The start time of a process (field 22 of /proc/PID/stat).

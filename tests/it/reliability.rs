@@ -292,7 +292,7 @@ fn malformed_input_gets_a_clear_error_and_exit_4() {
     env.run_stdin("state-manager", &["write", "-"], &deep)
         .code(4)
         .one_line_error("state-manager")
-        .stderr_has("128 levels");
+        .stderr_has("100 levels");
     let mut c = env.cmd("state-manager");
     c.args(["write", "-"])
         .stdin(Stdio::piped())

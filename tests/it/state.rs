@@ -123,6 +123,9 @@ fn write_replaces_the_document_from_an_argument_or_stdin() {
             .iter()
             .any(|n| n.contains("-handoff"))
     );
+    // Read again: a document read at revision 1 would now be refused (the
+    // serial rule, issue #11), which this test used to rely on not happening.
+    let mut doc = env.state();
     doc["phase"] = json!("review");
     env.run_stdin("state-manager", &["write", "-"], &doc.to_string())
         .ok();
