@@ -213,7 +213,7 @@ fn create_inner(
     crate::state::backup::ensure_own_dir(&dir, &cfg.root)?;
     remove_leftovers(&dir);
     let stamp = Utc::now().format("%Y%m%d-%H%M%SZ");
-    let mut seq = next_seq(cfg)?;
+    let first = next_seq(cfg)?;
     let tmp = dir.join(format!(
         ".tmp-checkpoint-{stamp}-{operation}-{}",
         std::process::id()
@@ -242,9 +242,8 @@ fn create_inner(
             folders: present,
             files,
         };
-        for _ in 0..10_000u32 {
+        for seq in first..first.saturating_add(10_000) {
             let id = format!("checkpoint-{stamp}-{seq:06}-{operation}");
-            seq += 1;
             let dest = dir.join(&id);
             if fs::symlink_metadata(&dest).is_ok() {
                 continue;

@@ -130,11 +130,10 @@ pub fn create(cfg: &Config, source: &Path, reason: &str) -> Result<Option<PathBu
         .map_err(|e| Error::io(e, "cannot lock backups", &dir))?;
     let stamp = Utc::now().format("%Y%m%dT%H%M%SZ");
     let reason = sanitize_reason(reason);
-    let mut seq = next_seq(&dir)?;
-    for _ in 0..10_000u32 {
+    let first = next_seq(&dir)?;
+    for seq in first..first.saturating_add(10_000) {
         let name = format!("state-{stamp}-{seq:06}-{reason}.json");
         let path = dir.join(&name);
-        seq += 1;
         match fs::hard_link(source, &path) {
             Ok(()) => {
                 durable::sync_dir(&dir)?;
@@ -211,7 +210,7 @@ fn parse_name(name: &str) -> Option<Parsed> {
 }
 
 /// Every backup, newest first (see the module docs for the order). Files
-/// that do not look like backups are ignored.
+/// that do not look like backups, or are not regular files, are ignored.
 pub fn list(cfg: &Config) -> Result<Vec<Backup>> {
     let dir = cfg.backups_dir();
     let entries = match fs::read_dir(&dir) {

@@ -21,8 +21,10 @@
 //!
 //! Backups and checkpoints are this state file's own ([`Config::backups_dir`],
 //! [`Config::checkpoints_dir`]), listed and ordered by [`backup::list`] and
-//! [`checkpoint::list`]. Everything is removed under the `state` lock (the
-//! lock `checkpoint`, `restore` and `error-recovery cleanup` hold), and a
+//! [`checkpoint::list`]. Backups and checkpoints are removed under the
+//! `state` lock (the lock `checkpoint`, `restore` and `error-recovery
+//! cleanup` hold; `--temp` alone takes none and then sweeps a checkpoint's
+//! temp folder only once the process named in it is gone), and a
 //! checkpoint through [`checkpoint::remove`], which renames it aside before
 //! deleting it, so neither a kill part-way nor a concurrent
 //! `verify-integrity` ever sees a half-deleted checkpoint under its name.
@@ -187,7 +189,10 @@ fn pid_runs(pid: u32) -> bool {
     })
 }
 
-fn plan_temp(cfg: &Config) -> Vec<Item> {
+/// `locked`: whether the `state` lock is held, so no checkpoint is being
+/// made or removed; without it, a checkpoint's temp folder is planned only
+/// when the process named in it (`…-PID`) is gone.
+fn plan_temp(cfg: &Config, locked: bool) -> Vec<Item> {
     let mut dirs = vec![
         cfg.root.clone(),
         cfg.backups_dir(),
@@ -214,6 +219,14 @@ fn plan_temp(cfg: &Config) -> Vec<Item> {
         })
         .collect();
     for path in checkpoint::leftovers(&cfg.checkpoints_dir()) {
+        let owner = path.file_name().and_then(|n| {
+            n.to_string_lossy()
+                .rsplit_once('-')
+                .and_then(|(_, pid)| pid.parse::<u32>().ok())
+        });
+        if !locked && owner.is_some_and(pid_runs) {
+            continue;
+        }
         let removing = path
             .file_name()
             .is_some_and(|n| n.to_string_lossy().starts_with(".removing-"));
@@ -374,7 +387,9 @@ pub fn cleanup(ctx: &Ctx, args: &CleanupArgs) -> Result<Code> {
         // `error-recovery cleanup`: nothing is made, restored or removed
         // meanwhile. Stale lock records need only their own mutex.
         let store = ctx.store()?;
-        let _txn = if args.dry_run || !(all || args.backups || args.checkpoints || args.temp) {
+        // `--temp` alone needs no lock (see `plan_temp`), so a shell holding
+        // a lower-priority lock can still sweep temp files.
+        let txn = if args.dry_run || !(all || args.backups || args.checkpoints) {
             None
         } else {
             let owner = ctx.owner()?;
@@ -402,7 +417,7 @@ pub fn cleanup(ctx: &Ctx, args: &CleanupArgs) -> Result<Code> {
             }
         }
         if all || args.temp {
-            plan.extend(plan_temp(cfg));
+            plan.extend(plan_temp(cfg, txn.is_some()));
         }
         if all || args.stale {
             let (stale, corrupt) = plan_stale(cfg);

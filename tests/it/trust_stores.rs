@@ -370,8 +370,8 @@ fn two_state_files_in_one_folder_never_see_each_others_backups_or_checkpoints() 
             .map(|c| c["id"].as_str().unwrap().to_string())
             .collect()
     };
-    assert_eq!(ids("build.json"), [build_cp.clone()]);
-    assert_eq!(ids("deploy.json"), [deploy_cp.clone()]);
+    assert_eq!(ids("build.json"), vec![build_cp.clone()]);
+    assert_eq!(ids("deploy.json"), vec![deploy_cp.clone()]);
     assert!(ids(".workflow-state.json").is_empty());
 
     // recover: build's newest backup (made when b2 was written), not
@@ -425,7 +425,7 @@ fn two_state_files_in_one_folder_never_see_each_others_backups_or_checkpoints() 
     assert!(names("deploy.json").is_empty());
     assert!(ids("deploy.json").is_empty());
     assert_eq!(names("build.json"), build);
-    assert_eq!(ids("build.json"), [build_cp.clone()]);
+    assert_eq!(ids("build.json"), vec![build_cp.clone()]);
     on(
         &env,
         "deploy.json",
@@ -729,6 +729,13 @@ fn verify_integrity_never_reports_corruption_while_cleanup_removes_checkpoints()
         fs::write(config.join(format!("f{i:04}.json")), "{}").unwrap();
     }
     let stop = AtomicBool::new(false);
+    /// Stops the churn however the checks end (a failed assert included).
+    struct Stop<'a>(&'a AtomicBool);
+    impl Drop for Stop<'_> {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::Relaxed);
+        }
+    }
     std::thread::scope(|s| {
         let churn = s.spawn(|| {
             let mut rounds = 0;
@@ -745,6 +752,7 @@ fn verify_integrity_never_reports_corruption_while_cleanup_removes_checkpoints()
             }
             rounds
         });
+        let stopper = Stop(&stop);
         let started = Instant::now();
         let mut checks = 0;
         while started.elapsed() < Duration::from_secs(8) || checks < 20 {
@@ -769,7 +777,7 @@ fn verify_integrity_never_reports_corruption_while_cleanup_removes_checkpoints()
             );
             checks += 1;
         }
-        stop.store(true, Ordering::Relaxed);
+        drop(stopper);
         assert!(churn.join().unwrap() > 0);
     });
 }
