@@ -13,6 +13,11 @@
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 if [[ "${BASH_SOURCE[0]}" == "$0" ]]; then
+  # The shell library's `cleanup DAYS` counted days; the binary reads a bare
+  # number as seconds, as every duration does.
+  if [[ "${1:-}" == cleanup && "${2:-}" =~ ^[0-9]+([.][0-9]+)?$ ]]; then
+    set -- cleanup "${2}d" "${@:3}"
+  fi
   _wfstate_exec error-recovery "$@"
 fi
 
