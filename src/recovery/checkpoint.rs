@@ -410,18 +410,8 @@ pub(crate) fn leftovers(dir: &Path) -> Vec<PathBuf> {
         .collect()
 }
 
-/// What a checkpoint's name says.
-#[derive(Debug, PartialEq)]
-enum Parsed {
-    Seq {
-        made: DateTime<Utc>,
-        seq: u64,
-    },
-    Legacy {
-        made: chrono::NaiveDateTime,
-        suffix: u64,
-    },
-}
+/// What a checkpoint's name says: the same two forms as a backup's.
+use crate::state::backup::Parsed;
 
 /// Reads `checkpoint-YYYYMMDD-HHMMSSZ-SEQ-OPERATION` or an earlier version's
 /// `checkpoint-YYYYMMDD-HHMMSS-OPERATION[.N]`; `None` for any other name.

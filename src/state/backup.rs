@@ -169,9 +169,10 @@ fn next_seq(dir: &Path) -> Result<u64> {
         .map_or(1, |s| s.saturating_add(1)))
 }
 
-/// What a backup's name says.
+/// What a backup's (or a checkpoint's) name says: a UTC time with a
+/// sequence number, or an earlier version's local time with a `.N` suffix.
 #[derive(Debug, PartialEq)]
-enum Parsed {
+pub(crate) enum Parsed {
     Seq {
         made: DateTime<Utc>,
         seq: u64,
