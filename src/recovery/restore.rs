@@ -341,18 +341,9 @@ fn files_in(dir: &Path) -> Vec<String> {
 /// Keeps the files `rels` of the live folder `live` in `kept` (hard links:
 /// the toolkit never changes a file in place; a copy where linking fails).
 fn keep_folder(live: &Path, rels: &[String], kept: &Path) -> Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
     for rel in rels {
         let (from, to) = (live.join(rel), kept.join(rel));
-        if let Some(parent) = to.parent()
-            && !parent.exists()
-        {
-            fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(parent)
-                .map_err(|e| Error::io(e, "cannot create folder", parent))?;
-        }
+        make_parent(&to)?;
         if fs::hard_link(&from, &to).is_err() {
             let bytes = fs::read(&from).map_err(|e| Error::io(e, "cannot keep", &from))?;
             durable::replace(&to, &bytes, Durability::Durable)?;
@@ -361,22 +352,26 @@ fn keep_folder(live: &Path, rels: &[String], kept: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Creates the folders above `path` (0700) that do not exist yet.
+fn make_parent(path: &Path) -> Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    match path.parent() {
+        Some(parent) if !parent.exists() => fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(parent)
+            .map_err(|e| Error::io(e, "cannot create folder", parent)),
+        _ => Ok(()),
+    }
+}
+
 /// Writes a folder's files into a fresh temp folder, durably.
 fn build(tmp: &Path, files: &[(&str, &[u8])]) -> Result<()> {
     let _ = fs::remove_dir_all(tmp);
     checkpoint::make_dir(tmp)?;
     for (rel, bytes) in files {
         let path = tmp.join(rel);
-        if let Some(parent) = path.parent()
-            && !parent.exists()
-        {
-            use std::os::unix::fs::DirBuilderExt;
-            fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(parent)
-                .map_err(|e| Error::io(e, "cannot create folder", parent))?;
-        }
+        make_parent(&path)?;
         durable::replace(&path, bytes, Durability::Durable)?;
     }
     checkpoint::sync_tree(tmp)

@@ -11,6 +11,26 @@ use std::process::{Command, Output};
 use serde_json::Value;
 use tempfile::TempDir;
 
+/// A live process that only sleeps, to act as a lock owner via `--owner`;
+/// killed when dropped.
+pub struct Owner(pub std::process::Child);
+
+impl Owner {
+    pub fn new() -> Owner {
+        Owner(Command::new("sleep").arg("600").spawn().unwrap())
+    }
+    pub fn pid(&self) -> String {
+        self.0.id().to_string()
+    }
+}
+
+impl Drop for Owner {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// A temp state root with the toolkit's environment pointed at it.
 pub struct Env {
     pub dir: TempDir,

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::harness::{Env, Run, bin_path};
+use crate::harness::{Env, Owner, Run, bin_path};
 
 const LM: &str = "lock-manager";
 
@@ -86,25 +86,6 @@ impl Drop for Shell {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-    }
-}
-
-/// A live process to act as a lock owner via `--owner`.
-struct Owner(Child);
-
-impl Owner {
-    fn new() -> Owner {
-        Owner(Command::new("sleep").arg("300").spawn().unwrap())
-    }
-    fn pid(&self) -> String {
-        self.0.id().to_string()
-    }
-}
-
-impl Drop for Owner {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
     }
 }
 

@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
 
-use crate::harness::{Env, Run, bin_path};
+use crate::harness::{Env, Owner as Sleeper, Run, bin_path};
 
 /// Iterations per kind: 100 by default, 1,000 with WFSTATE_LONG=1.
 pub fn iterations() -> usize {
@@ -417,25 +417,6 @@ fn sigkilled_restore_is_finished_by_the_next_run() {
         assert_eq!(env.list(".signals"), ["S1.json"]);
         assert!(!env.path(".wfstate-restore.journal").exists());
         assert_recovered(&env, &format!("restore-{i}"));
-    }
-}
-
-/// A long-lived process to own locks in the crash tests.
-struct Sleeper(std::process::Child);
-
-impl Sleeper {
-    fn new() -> Sleeper {
-        Sleeper(Command::new("sleep").arg("600").spawn().unwrap())
-    }
-    fn pid(&self) -> String {
-        self.0.id().to_string()
-    }
-}
-
-impl Drop for Sleeper {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
     }
 }
 

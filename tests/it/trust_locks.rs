@@ -14,30 +14,11 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::harness::{Env, Run, bin_dir, bin_path, repo_root};
+use crate::harness::{Env, Owner, Run, bin_dir, bin_path, repo_root};
 
 const LM: &str = "lock-manager";
 const SM: &str = "state-manager";
 const ER: &str = "error-recovery";
-
-/// A process that only sleeps: a lock owner passed with --owner.
-struct Owner(Child);
-
-impl Owner {
-    fn new() -> Owner {
-        Owner(Command::new("sleep").arg("300").spawn().unwrap())
-    }
-    fn pid(&self) -> String {
-        self.0.id().to_string()
-    }
-}
-
-impl Drop for Owner {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// Kills a process by pid on drop (a child the test does not own as `Child`).
 struct KillOnDrop(i32);
