@@ -6,7 +6,7 @@
 //! arguments, call one function per subcommand and map errors to exit codes.
 
 pub mod audit;
-pub mod cli;
+pub mod cmd;
 pub mod config;
 pub mod durable;
 pub mod error;

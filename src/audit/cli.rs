@@ -17,7 +17,7 @@ use super::event::Recorder;
 use super::scan::{self, Filter};
 use super::stats::By;
 use super::{export, history, monitor, races, recent, stats};
-use crate::cli;
+use crate::cmd as cli;
 use crate::config::{self, Config};
 use crate::error::{Error, Result};
 use crate::exit::Code;

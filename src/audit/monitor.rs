@@ -31,7 +31,7 @@ use serde_json::{Value, json};
 use super::scan::{self, Filter, Line, Totals};
 use super::stats::{By, Histogram, Stats};
 use super::table::ms;
-use crate::cli;
+use crate::cmd as cli;
 use crate::config::Config;
 use crate::error::{Error, Result};
 

@@ -471,7 +471,7 @@ pub(crate) fn run(hook: &Hook, payload: &Payload, detail: &mut Value) -> Result<
         out.push_str(&render_status(&doc, &hook.cfg.state_file));
     }
     if !out.is_empty() {
-        crate::cli::print(&out);
+        crate::cmd::print(&out);
     }
     Ok(())
 }

@@ -15,7 +15,7 @@ use super::process::{self, Identity};
 use super::record::LockType;
 use super::report;
 use crate::audit::Recorder;
-use crate::cli;
+use crate::cmd as cli;
 use crate::config::{self, Config};
 use crate::error::{Error, Result};
 use crate::exit::Code;

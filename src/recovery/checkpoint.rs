@@ -46,7 +46,7 @@ use chrono::{DateTime, TimeZone, Utc};
 
 use super::{Ctx, TOOL, restore};
 use crate::audit::Recorder;
-use crate::cli;
+use crate::cmd as cli;
 use crate::config::{Config, MAX_INPUT_BYTES};
 use crate::durable::{self, Durability};
 use crate::error::{Error, Result};

@@ -18,7 +18,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{Ctx, checkpoint, restore};
-use crate::cli;
+use crate::cmd as cli;
 use crate::error::{Error, Result};
 use crate::exit::Code;
 use crate::state::{document, schema, store};

@@ -55,7 +55,7 @@ use serde_json::{Value, json};
 use super::checkpoint::{self, Verified};
 use super::{Ctx, TOOL};
 use crate::audit::Recorder;
-use crate::cli;
+use crate::cmd as cli;
 use crate::config::{Config, MAX_INPUT_BYTES};
 use crate::durable::{self, Durability};
 use crate::error::{Error, Result};

@@ -26,7 +26,7 @@ use serde_json::{Value, json};
 
 use super::{Ctx, TOOL, checkpoint, restore};
 use crate::audit::Recorder;
-use crate::cli;
+use crate::cmd as cli;
 use crate::durable;
 use crate::error::{Error, Result};
 use crate::exit::Code;

@@ -40,7 +40,7 @@ use serde_json::{Value, json};
 use super::backup::{self, Retention};
 use super::commands::Ctx;
 use super::integrity;
-use crate::cli;
+use crate::cmd as cli;
 use crate::config::{self, Config};
 use crate::durable;
 use crate::error::{Error, Result};

@@ -15,7 +15,7 @@ use super::schema;
 use super::store::{self, Store, Txn};
 use crate::audit::Recorder;
 use crate::audit::event::ms;
-use crate::cli;
+use crate::cmd as cli;
 use crate::config::{Config, MAX_INPUT_BYTES};
 use crate::durable::{self, Durability};
 use crate::error::{Error, Result};

@@ -16,7 +16,7 @@ use crate::audit::rotate;
 use crate::audit::scan::Filter;
 use crate::audit::stats::{self, By, Group};
 use crate::audit::table::ms;
-use crate::cli;
+use crate::cmd as cli;
 use crate::error::Result;
 use crate::exit::Code;
 

@@ -30,7 +30,7 @@ use super::commands::{self, Ctx};
 use super::document;
 use super::integrity::{self, Seal};
 use super::store;
-use crate::cli;
+use crate::cmd as cli;
 use crate::config::MAX_INPUT_BYTES;
 use crate::durable;
 use crate::error::{Error, Result};

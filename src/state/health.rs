@@ -33,7 +33,7 @@ use super::commands::Ctx;
 use super::integrity::{self, Seal};
 use super::schema;
 use super::store;
-use crate::cli;
+use crate::cmd as cli;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::exit::Code;

@@ -39,7 +39,7 @@ use super::backup;
 use super::commands::Ctx;
 use super::schema;
 use crate::audit::Recorder;
-use crate::cli;
+use crate::cmd as cli;
 use crate::config::{Config, MAX_INPUT_BYTES};
 use crate::durable;
 use crate::error::{Error, Kind, Result};

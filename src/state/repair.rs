@@ -28,7 +28,7 @@ use super::commands::{self, Ctx};
 use super::document;
 use super::integrity::{self, Seal};
 use super::schema;
-use crate::cli;
+use crate::cmd as cli;
 use crate::config::{Config, MAX_INPUT_BYTES};
 use crate::durable;
 use crate::error::{Error, Result};

@@ -31,7 +31,7 @@ use super::document;
 use super::path::{self, Seg};
 use super::store::Store;
 use crate::audit::Recorder;
-use crate::cli;
+use crate::cmd as cli;
 use crate::config::Config;
 use crate::durable::{self, Durability};
 use crate::error::{Error, Result};

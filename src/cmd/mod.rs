@@ -3,6 +3,10 @@
 //! would read as LOCK_TIMEOUT), printing errors once, and writing to stdout
 //! without treating a closed pipe as a failure.
 
+pub mod error_recovery;
+pub mod lock_manager;
+pub mod state_manager;
+
 use std::io::{self, Write};
 use std::process::ExitCode;
 

@@ -1,0 +1,184 @@
+//! `error-recovery`: checkpoints and restore, degraded mode, retry with
+//! backoff, and recovery strategies per exit code. A thin front: every
+//! subcommand is one call into `crate::recovery`.
+
+use std::process::ExitCode;
+
+use crate::cmd as cli;
+use crate::config::GlobalArgs;
+use crate::recovery::retry::RetryArgs;
+use crate::recovery::{Ctx, TOOL, checkpoint, degraded, restore, retry, suggest};
+use crate::state::backup::RetentionArgs;
+use crate::{Code, Result};
+use clap::{Parser, Subcommand};
+
+/// Checkpoints, restore, degraded mode, retry with backoff, recovery per exit code.
+///
+/// Exit codes: 0 success, 1 general/usage error, 2 lock timeout, 3 corruption
+/// (state or checkpoint), 4 validation failed, 5 dependency missing, 6
+/// permission denied, 7 disk full, 9 timeout, 10 resource exhausted.
+/// `retry` exits with its command's own code; `is-degraded` and `handle`
+/// have their own (see their --help).
+#[derive(Parser)]
+#[command(name = "error-recovery", version, max_term_width = 100)]
+pub struct Cli {
+    #[command(flatten)]
+    global: GlobalArgs,
+
+    #[command(flatten)]
+    retention: RetentionArgs,
+
+    /// Act for this lock owner (default: LOCK_OWNER_PID, else the calling shell)
+    #[arg(long, value_name = "PID")]
+    owner: Option<u32>,
+
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Save the state, .signals/ and config/ as a checkpoint; prints its id
+    ///
+    /// Exit 4 for a bad OPERATION or METADATA_JSON (nothing is created),
+    /// 1 when there is no state, 3 when it does not parse.
+    Checkpoint {
+        /// What is about to happen: letters, digits, '.', '_', '-'
+        operation: String,
+        /// The workflow phase [default: the state's phase]
+        phase: Option<String>,
+        /// Any JSON value, stored exactly as given [default: {}]
+        metadata_json: Option<String>,
+    },
+    /// Put a checkpoint's state, .signals/ and config/ back (atomically)
+    ///
+    /// Every checksum is verified first: exit 3 if one fails (nothing is
+    /// touched). Exit 1 for an unknown id, 4 if its state breaks the schema.
+    /// The live state is backed up first and the restored one gets the next revision.
+    Restore {
+        /// A checkpoint id from 'error-recovery list', or latest
+        #[arg(default_value = "latest")]
+        id: String,
+    },
+    /// List checkpoints, newest first, with whether each verifies
+    List {
+        /// table or json
+        #[arg(default_value = "table")]
+        format: String,
+    },
+    /// Remove checkpoints older than DAYS (and leftover temp folders)
+    Cleanup {
+        /// Remove checkpoints older than this: 7d, 12h, 30m; a bare number is seconds
+        #[arg(default_value = "7d", value_name = "AGE")]
+        days: String,
+        /// Always keep the newest N checkpoints
+        #[arg(long, default_value = "0", value_name = "N")]
+        keep: usize,
+        /// Print what would be removed; remove nothing
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Turn degraded mode on in the state
+    Degrade {
+        /// Why
+        reason: String,
+        /// The features turned off, as a JSON array of strings
+        features_json: Option<String>,
+    },
+    /// Turn degraded mode off
+    RecoverMode,
+    /// Exit 0 when degraded mode is on, 1 when it is off (for `if`)
+    ///
+    /// Prints nothing. Exit 1 also when there is no state; 3 if it does not parse.
+    IsDegraded,
+    /// Degraded mode, checkpoints and recent failures (default)
+    Status {
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run a command until it succeeds, with exponential backoff and jitter
+    ///
+    /// Exits with the last attempt's own code (128+N after signal N), 9 when
+    /// --timeout ended it (the command's process group gets SIGTERM, then
+    /// SIGKILL 2 s later), 5 when the command is not found. Exit codes 4, 6
+    /// and 7 are not retried unless --retry-on lists them. Each attempt sees
+    /// WFSTATE_ATTEMPT=1, 2, ...
+    Retry(RetryArgs),
+    /// What an exit code means and what to run about it
+    ///
+    /// Exit 4 for a code outside 0-10.
+    Suggest {
+        /// An exit code, 0-10
+        #[arg(allow_negative_numbers = true)]
+        code: String,
+    },
+    /// Print the suggestion for an exit code; with --apply, recover automatically
+    ///
+    /// --apply first looks for the damage CODE names and acts only on that:
+    /// 2 removes stale locks; 3 restores a corrupt state from the newest
+    /// valid backup (kept aside first) and moves corrupt backups to
+    /// .state-backups/corrupt/ (corrupt checkpoints and lock records are
+    /// reported, not touched); 4 restores the newest valid backup only if the
+    /// live state breaks the schema; 7 prunes backups and checkpoints beyond
+    /// retention and leftover temp files. Other codes have no strategy.
+    /// Exits 0 when damage was found and repaired, else CODE with the reason
+    /// (e.g. none found: nothing changed); 4 for a code outside 0-10.
+    Handle {
+        /// An exit code, 0-10
+        #[arg(allow_negative_numbers = true)]
+        code: String,
+        /// What failed, for the audit log
+        message: Option<String>,
+        /// Run the automatic strategy
+        #[arg(long)]
+        apply: bool,
+    },
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    let ctx = Ctx {
+        cfg: cli.global.config()?,
+        retention: cli.retention.retention()?,
+        owner: cli.owner,
+    };
+    let code: Code = match cli.command.unwrap_or(Command::Status { json: false }) {
+        Command::Checkpoint {
+            operation,
+            phase,
+            metadata_json,
+        } => checkpoint::create(&ctx, &operation, phase.as_deref(), metadata_json.as_deref())?,
+        Command::Restore { id } => restore::restore(&ctx, Some(&id))?,
+        Command::List { format } => checkpoint::list_cmd(&ctx, &format)?,
+        Command::Cleanup {
+            days,
+            keep,
+            dry_run,
+        } => checkpoint::cleanup(&ctx, Some(&days), keep, dry_run)?,
+        Command::Degrade {
+            reason,
+            features_json,
+        } => degraded::degrade(&ctx, &reason, features_json.as_deref())?,
+        Command::RecoverMode => degraded::recover_mode(&ctx)?,
+        Command::IsDegraded => degraded::is_degraded(&ctx)?,
+        Command::Status { json } => degraded::status(&ctx, json)?,
+        Command::Retry(args) => return retry::run(&ctx, &args).map(ExitCode::from),
+        Command::Suggest { code } => suggest::suggest(&ctx, &code)?,
+        Command::Handle {
+            code,
+            message,
+            apply,
+        } => suggest::handle(&ctx, &code, message.as_deref(), apply)?,
+    };
+    Ok(code.into())
+}
+
+pub fn main() -> ExitCode {
+    match cli::parse::<Cli>() {
+        Ok(cli) => match run(cli) {
+            Ok(code) => code,
+            Err(e) => cli::finish(TOOL, Err(e)),
+        },
+        Err(code) => code.into(),
+    }
+}

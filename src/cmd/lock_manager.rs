@@ -1,0 +1,225 @@
+//! `lock-manager`: named shared/exclusive locks that outlive one command.
+//! A thin front: every subcommand is one call into `crate::lock`.
+
+use std::ffi::OsString;
+use std::process::ExitCode;
+
+use crate::cmd as cli;
+use crate::config::GlobalArgs;
+use crate::lock::commands::{self, AcquireArgs, Format};
+use crate::lock::run::{self, RunArgs};
+use crate::{Code, Kind, Result};
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// Named locks for shell scripts: acquire in one command, release in another.
+///
+/// The owner of a lock is the calling shell: --owner PID, else LOCK_OWNER_PID,
+/// else the parent process. A lock is held while its owner runs (same pid,
+/// same start time, same boot) and its --ttl, if any, has not passed; a dead
+/// owner's lock is taken over by the next acquirer, a live one is never
+/// broken for being old.
+///
+/// Exit codes: 0 success, 1 general/usage error, 2 lock timeout, 3 corrupt
+/// lock record, 4 bad name/metadata or hierarchy violation, 5 command not
+/// found (run), 6 not the owner or permission denied, 7 disk full,
+/// 10 resource exhausted.
+#[derive(Parser)]
+#[command(name = "lock-manager", version, max_term_width = 100)]
+pub struct Cli {
+    #[command(flatten)]
+    global: GlobalArgs,
+
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Take a lock and keep it after this command exits
+    ///
+    /// Waits up to TIMEOUT seconds (fractions allowed; 0 tries once). Once an
+    /// exclusive request waits, new shared requests queue behind it. The same
+    /// owner asking again succeeds without counting twice; a sole shared
+    /// holder asking for exclusive is upgraded.
+    ///
+    /// Exit 0 held, 2 not had within TIMEOUT, 3 the record does not parse,
+    /// 4 bad name, type or metadata, or a hierarchy violation (an owner holding
+    /// 'user' may not then ask for 'state': order state, config, signals,
+    /// backup, temp, user, others).
+    Acquire {
+        /// Lock name: 1-128 of [A-Za-z0-9._-], not starting with '.'
+        name: String,
+        /// Seconds to wait [default: LOCK_TIMEOUT, else 30]
+        timeout: Option<String>,
+        /// shared or exclusive [default: exclusive]
+        #[arg(value_name = "TYPE")]
+        kind: Option<String>,
+        /// JSON stored with the holder, such as '{"step":"build"}'
+        metadata: Option<String>,
+        /// Hold it for this process [default: LOCK_OWNER_PID, else the parent]
+        #[arg(long, value_name = "PID")]
+        owner: Option<u32>,
+        /// Let the hold lapse after this long even if the owner lives (30, 10m, 1h)
+        #[arg(long, value_name = "DURATION")]
+        ttl: Option<String>,
+        /// Print what was acquired, after how long, and who held it meanwhile
+        #[arg(short, long)]
+        verbose: bool,
+        /// Print the record as JSON, with the wait and who held it meanwhile
+        #[arg(long)]
+        json: bool,
+    },
+    /// Give a lock back
+    ///
+    /// Exit 0 released (also when nobody held it), 3 the record does not
+    /// parse, 6 another owner holds it (the message names it).
+    Release {
+        name: String,
+        /// Release for this process [default: LOCK_OWNER_PID, else the parent]
+        #[arg(long, value_name = "PID")]
+        owner: Option<u32>,
+        /// Release whoever holds it (audited)
+        #[arg(long)]
+        force: bool,
+    },
+    /// Print locked:TYPE:PID, unlocked or stale
+    ///
+    /// Exit 0 locked, 1 unlocked, 2 stale (its holder is gone), 3 the record
+    /// does not parse.
+    Check { name: String },
+    /// List lock records: LOCK NAME, TYPE, PID, TIMESTAMP, STATUS
+    ///
+    /// One row per holder (every shared holder shown), STATUS VALID or STALE
+    /// (CORRUPT for a record that does not parse). json: one array of records
+    /// with `name` and `status`.
+    List {
+        #[arg(value_enum, default_value_t = ListFormat::Table)]
+        format: ListFormat,
+    },
+    /// Remove stale lock records and print how many
+    Clean {
+        /// Also remove records that do not parse
+        #[arg(long)]
+        force: bool,
+    },
+    /// Show locks held and by whom, waiting requests, stale records (default)
+    Status {
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run a command holding a lock for its whole life, like flock(1)
+    ///
+    /// The command itself holds the lock: killing lock-manager neither frees
+    /// it nor stops the command, and its own state-manager/lock-manager calls
+    /// act as the holder (it gets LOCK_OWNER_PID and WFSTATE_LOCK_NAME, and no
+    /// lock descriptor). SIGINT, SIGTERM and SIGHUP are forwarded to it.
+    ///
+    /// Exit: the command's own code (128+N if signal N ended it); 2 if the lock
+    /// was not had in time (or --conflict-exit-code); 4 bad name or timeout;
+    /// 5 the command is not found.
+    Run {
+        name: String,
+        /// Take a shared lock [default: exclusive]
+        #[arg(short, long)]
+        shared: bool,
+        /// Seconds to wait for the lock [default: LOCK_TIMEOUT, else 30]
+        #[arg(short = 'w', long, value_name = "SECONDS")]
+        timeout: Option<String>,
+        /// Exit with N instead of 2 when the lock is not had in time
+        #[arg(short = 'E', long, value_name = "N")]
+        conflict_exit_code: Option<u8>,
+        /// The command and its arguments (after --)
+        #[arg(
+            required = true,
+            trailing_var_arg = true,
+            allow_hyphen_values = true,
+            value_name = "CMD"
+        )]
+        command: Vec<OsString>,
+    },
+}
+
+const TOOL: &str = "lock-manager";
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ListFormat {
+    Table,
+    Json,
+}
+
+fn dispatch(global: &GlobalArgs, command: Command) -> ExitCode {
+    let cfg = match global.config() {
+        Ok(cfg) => cfg,
+        Err(e) => return cli::finish(TOOL, Err(e)),
+    };
+    let result: Result<Code> = match command {
+        Command::Acquire {
+            name,
+            timeout,
+            kind,
+            metadata,
+            owner,
+            ttl,
+            verbose,
+            json,
+        } => commands::acquire(
+            &cfg,
+            &AcquireArgs {
+                name,
+                timeout,
+                kind,
+                metadata,
+                owner,
+                ttl,
+                verbose,
+                json,
+            },
+        ),
+        Command::Release { name, owner, force } => commands::release(&cfg, &name, owner, force),
+        Command::Check { name } => commands::check(&cfg, &name),
+        Command::List { format } => commands::list(
+            &cfg,
+            match format {
+                ListFormat::Table => Format::Table,
+                ListFormat::Json => Format::Json,
+            },
+        ),
+        Command::Clean { force } => commands::clean(&cfg, force),
+        Command::Status { json } => commands::status(&cfg, json),
+        Command::Run {
+            name,
+            shared,
+            timeout,
+            conflict_exit_code,
+            command,
+        } => {
+            let args = RunArgs {
+                name,
+                shared,
+                timeout,
+                command,
+            };
+            // `run` exits with the child's code, which is outside the toolkit's table.
+            return match run::run(&cfg, &args) {
+                Ok(code) => ExitCode::from(code),
+                Err(e) if e.kind() == Kind::LockTimeout && conflict_exit_code.is_some() => {
+                    eprintln!("{TOOL}: {e}");
+                    ExitCode::from(conflict_exit_code.unwrap_or(2))
+                }
+                Err(e) => cli::finish(TOOL, Err(e)),
+            };
+        }
+    };
+    cli::finish(TOOL, result)
+}
+
+pub fn main() -> ExitCode {
+    match cli::parse::<Cli>() {
+        Ok(cli) => dispatch(
+            &cli.global,
+            cli.command.unwrap_or(Command::Status { json: false }),
+        ),
+        Err(code) => code.into(),
+    }
+}

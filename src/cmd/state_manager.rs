@@ -1,0 +1,333 @@
+//! `state-manager`: reads, validates, atomically writes, backs up, recovers
+//! and migrates the workflow state file. A thin front: every subcommand is
+//! one call into `crate::state::commands`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use crate::cmd as cli;
+use crate::config::GlobalArgs;
+use crate::hooks::{self, HookArgs};
+use crate::state::backup::RetentionArgs;
+use crate::state::commands::{self, Ctx};
+use crate::state::{cleanup, exchange, health, integrity, repair, selfbench};
+use crate::{Code, Result};
+use clap::{Parser, Subcommand};
+
+/// Keeps .workflow-state.json valid, atomic and backed up.
+///
+/// Exit codes: 0 success, 1 general/usage error, 2 lock timeout, 3 state
+/// corruption, 4 validation failed, 5 dependency missing, 6 permission
+/// denied, 7 disk full, 9 timeout, 10 resource exhausted.
+#[derive(Parser)]
+#[command(name = "state-manager", version, max_term_width = 100)]
+pub struct Cli {
+    #[command(flatten)]
+    global: GlobalArgs,
+
+    #[command(flatten)]
+    retention: RetentionArgs,
+
+    /// Act for this lock owner (default: LOCK_OWNER_PID, else the calling shell)
+    #[arg(long, value_name = "PID")]
+    owner: Option<u32>,
+
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create the state (idempotent); repair a corrupt one from backups
+    Init,
+    /// Print the document, or one value by a jq-style path
+    ///
+    /// Exit 3 if the state does not parse (run `state-manager recover`).
+    Read {
+        /// A path such as .phase or .degradedMode.enabled [default: .]
+        path: Option<String>,
+        /// Print strings without quotes
+        #[arg(short, long)]
+        raw: bool,
+    },
+    /// Replace the document (validated first)
+    ///
+    /// Exit 4 if it breaks the schema, --expect-revision does not match, or
+    /// the document carries a metadata.revision older than the live state's
+    /// (it was read before someone else wrote: read again, or --force).
+    Write {
+        /// The JSON document, or - for standard input
+        json: String,
+        /// Why, recorded in the backup's name
+        reason: Option<String>,
+        /// Refuse unless the stored metadata.revision is N
+        #[arg(long, value_name = "N")]
+        expect_revision: Option<u64>,
+        /// Write even if the document's metadata.revision is older than the
+        /// live state's (the live version is backed up first)
+        #[arg(long)]
+        force: bool,
+    },
+    /// Set one value (atomic read-modify-write under the state lock)
+    Set {
+        /// A path such as .phase
+        path: String,
+        /// A JSON value such as '"impl"', 3 or '{"a":1}'
+        value: String,
+        /// Take VALUE as a plain string
+        #[arg(short, long)]
+        string: bool,
+    },
+    /// Apply an RFC 7396 merge patch (atomic, under the state lock)
+    Merge {
+        /// A JSON object; null deletes a key
+        patch: String,
+    },
+    /// Append a value to an array (created if missing; atomic)
+    Append {
+        /// A path such as .completedTasks
+        path: String,
+        /// A JSON value such as '"task-1"'
+        value: String,
+        /// Take VALUE as a plain string
+        #[arg(short, long)]
+        string: bool,
+    },
+    /// Record a signal: signals.NAME = now (epoch seconds), and .signals/NAME.json
+    Signal {
+        /// The signal, such as PHASE1_START
+        name: String,
+    },
+    /// Check the state against the schema
+    ///
+    /// Exit 0 valid, 3 does not parse, 4 schema violations (each printed with its JSON pointer).
+    Validate {
+        /// Print the result as JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Back up the current state
+    Backup {
+        /// Why, recorded in the backup's name [default: manual]
+        reason: Option<String>,
+    },
+    /// List backups, newest first
+    ListBackups {
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Restore the newest valid backup (whose name contains PATTERN)
+    ///
+    /// The current file is kept first: as a backup, or aside as .corrupt-* if it does not parse.
+    /// Exit 3 if no valid backup matches.
+    Recover {
+        /// Only backups whose name contains this
+        pattern: Option<String>,
+    },
+    /// Upgrade an older document to the current schema version (backed up first)
+    ///
+    /// Exit 4 for a schemaVersion newer than this toolkit's.
+    Migrate,
+    /// Check the state, every backup, checkpoint and lock record: parses, schema, checksum
+    ///
+    /// Lists each problem with its file. A document whose checksum does not match its
+    /// content is reported as changed outside the toolkit or corrupted; one without a
+    /// checksum as unverified. Exit 0 clean, 3 anything corrupt (incl. a checksum
+    /// mismatch), 4 only schema problems.
+    VerifyIntegrity {
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check one backup like verify-integrity does
+    ///
+    /// Exit 0 valid, 1 no such backup, 3 corrupt or checksum mismatch, 4 schema problems.
+    ValidateBackup {
+        /// The backup's file name (with or without .json), as list-backups shows it
+        id: String,
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Fix what can be fixed without guessing content (the state is backed up first)
+    ///
+    /// Missing required fields get defaults, invalid timestamps become now, toolkit-owned
+    /// fields of the wrong type are reset, a missing or mismatched checksum is recorded
+    /// anew; each change is printed. Unknown keys are never dropped. A state that does not
+    /// parse is recovered from the newest valid backup. Exit 0 repaired (or nothing to do),
+    /// 1 no state, 3 does not parse and no valid backup, 4 problems only a person can fix
+    /// (listed; nothing written).
+    Repair {
+        /// Print what would change; change nothing
+        #[arg(long)]
+        dry_run: bool,
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write the state as JSON or YAML, to stdout or a file
+    ///
+    /// The document is exported as stored, metadata included. --output replaces FILE
+    /// atomically and durably and prints a summary (JSON with --json); without it the
+    /// document goes to stdout and --json means --format json.
+    Export {
+        /// json or yaml [default: json, or by FILE's extension]
+        #[arg(long, value_enum)]
+        format: Option<exchange::Format>,
+        /// Write here instead of stdout
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<PathBuf>,
+        /// JSON output
+        #[arg(long)]
+        json: bool,
+    },
+    /// Replace the state with a JSON or YAML document (validated, backed up first)
+    ///
+    /// The format is told by FILE's extension (.json, .yaml, .yml), else by its first
+    /// character. Refused, with nothing changed: a document that breaks the schema (exit 4);
+    /// one whose metadata.revision is older than the live state's (exit 4, unless --force);
+    /// replacing a live state that does not parse (exit 3, unless --force).
+    Import {
+        /// The document, or - for standard input
+        #[arg(short, long, value_name = "FILE")]
+        file: String,
+        /// Import even an older revision, or over a state that does not parse
+        #[arg(long)]
+        force: bool,
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove old backups and checkpoints, temp files of killed writers, stale lock records
+    ///
+    /// No selector means all four. --keep and --older-than choose backups and checkpoints
+    /// (either one removes when both are given); with neither, backups follow the retention
+    /// settings (BACKUP_KEEP, BACKUP_MAX_AGE) and checkpoints go after 7 days. Prints each
+    /// thing removed. Exit 4 bad duration.
+    Cleanup(cleanup::CleanupArgs),
+    /// Say at a glance whether all is well: state, locks, backups, disk, audit log, degraded mode
+    ///
+    /// Each check is healthy, degraded or unhealthy. Read-only: takes no lock, creates and
+    /// writes nothing. Exit 0 healthy or degraded, else the exit code of the worst unhealthy
+    /// check (3 corrupt, 7 disk full, 6 permission, 4 schema, 1 no state, ...).
+    Health {
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// What the audit log and the disk say: operations by kind, error rate, p50/p95/max
+    /// duration per operation, lock waits, stale takeovers, sizes and disk free
+    ///
+    /// Read-only.
+    Diagnostics {
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+        /// Also failures by exit code per operation and the log files read
+        #[arg(short, long)]
+        verbose: bool,
+    },
+    /// Time reads, writes, sets and lock cycles on a temporary copy of the state
+    ///
+    /// The copy lives in .benchmark-PID/ in the state root (same filesystem, so fsync costs
+    /// count) and is removed afterwards; the live state is never touched. Prints ops/s and
+    /// p50/p95/max per kind, measured in-process (process start-up not included).
+    /// Exit 4 for N out of 1..=100000.
+    Benchmark {
+        /// Operations of each kind
+        #[arg(long, value_name = "N", default_value_t = 100)]
+        operations: usize,
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Summarize the state (default)
+    ///
+    /// Exit 0 valid, 1 missing, 3 corrupt, 4 invalid.
+    Status {
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Review the audit log
+    #[command(subcommand)]
+    Audit(crate::audit::cli::AuditCommand),
+    /// Run as a Claude Code hook, with the hook's JSON payload on stdin
+    ///
+    /// post-tool-use records workflow signals and the phase by the tracker rules;
+    /// user-prompt-submit prints the [ACTIVATE:CODE] block of the skill the prompt
+    /// calls for (and a status section when the prompt asks for the status) and
+    /// records lastActivation. The state is STATE_FILE, else
+    /// $CLAUDE_PROJECT_DIR/.claude/.workflow-state.json, created when missing.
+    ///
+    /// Always exits 0 so the session goes on: bad input, a bad rules file or a
+    /// lock timeout leaves the state unchanged, prints one line on stderr and is
+    /// recorded in the audit log (op hook, outcome error). See README.md, 'Claude Code hooks'.
+    Hook(HookArgs),
+}
+
+fn run(cli: Cli) -> Result<Code> {
+    if let Some(Command::Hook(args)) = &cli.command {
+        // Before the settings are checked: a hook reports a bad setting in the
+        // audit log and exits 0 rather than fail the session it serves.
+        return Ok(hooks::run(args, &cli.global, &cli.retention, cli.owner));
+    }
+    let ctx = Ctx {
+        cfg: cli.global.config()?,
+        retention: cli.retention.retention()?,
+        owner: cli.owner,
+    };
+    match cli.command.unwrap_or(Command::Status { json: false }) {
+        Command::Init => commands::init(&ctx),
+        Command::Read { path, raw } => commands::read(&ctx, path.as_deref(), raw),
+        Command::Write {
+            json,
+            reason,
+            expect_revision,
+            force,
+        } => commands::write(&ctx, &json, reason.as_deref(), expect_revision, force),
+        Command::Set {
+            path,
+            value,
+            string,
+        } => commands::set(&ctx, &path, &value, string),
+        Command::Merge { patch } => commands::merge(&ctx, &patch),
+        Command::Append {
+            path,
+            value,
+            string,
+        } => commands::append(&ctx, &path, &value, string),
+        Command::Signal { name } => commands::signal(&ctx, &name),
+        Command::Validate { json } => commands::validate(&ctx, json),
+        Command::Backup { reason } => commands::backup(&ctx, reason.as_deref()),
+        Command::ListBackups { json } => commands::list_backups(&ctx, json),
+        Command::Recover { pattern } => commands::recover(&ctx, pattern.as_deref()),
+        Command::Migrate => commands::migrate(&ctx),
+        Command::Status { json } => commands::status(&ctx, json),
+        Command::Audit(cmd) => crate::audit::cli::run(&ctx.cfg, cmd),
+        Command::VerifyIntegrity { json } => integrity::verify_integrity(&ctx, json),
+        Command::ValidateBackup { id, json } => integrity::validate_backup(&ctx, &id, json),
+        Command::Repair { dry_run, json } => repair::repair(&ctx, dry_run, json),
+        Command::Export {
+            format,
+            output,
+            json,
+        } => exchange::export(&ctx, format, output.as_deref(), json),
+        Command::Import { file, force, json } => exchange::import(&ctx, &file, force, json),
+        Command::Cleanup(args) => cleanup::cleanup(&ctx, &args),
+        Command::Health { json } => health::health(&ctx, json),
+        Command::Diagnostics { json, verbose } => {
+            crate::state::diagnostics::diagnostics(&ctx, json, verbose)
+        }
+        Command::Benchmark { operations, json } => selfbench::benchmark(&ctx, operations, json),
+        Command::Hook(_) => unreachable!("handled before the context is built"),
+    }
+}
+
+pub fn main() -> ExitCode {
+    match cli::parse::<Cli>() {
+        Ok(cli) => cli::finish("state-manager", run(cli)),
+        Err(code) => code.into(),
+    }
+}
