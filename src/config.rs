@@ -44,6 +44,17 @@ pub struct GlobalArgs {
     /// Never colour output (also NO_COLOR)
     #[arg(long)]
     pub no_color: bool,
+
+    /// Act for this lock owner [default: LOCK_OWNER_PID, else the calling shell]
+    #[arg(long, value_name = "PID")]
+    pub owner: Option<u32>,
+
+    /// Where state and locks live: file [default], or a server URL (WFSTATE_BACKEND)
+    #[arg(long, env = "WFSTATE_BACKEND", value_name = "URL")]
+    pub backend: Option<String>,
+
+    #[command(flatten)]
+    pub retention: crate::state::backup::RetentionArgs,
 }
 
 impl GlobalArgs {
@@ -61,9 +72,13 @@ impl GlobalArgs {
         if let Some(t) = self.lock_timeout.as_deref().filter(|t| !t.is_empty()) {
             cfg.lock_timeout = parse_seconds(t, "lock timeout")?;
         }
-        cfg.debug =
-            self.debug || std::env::var_os("DEBUG").is_some_and(|v| v == "1" || v == "true");
+        cfg.debug = self.debug || crate::debug::from_env();
         Ok(cfg)
+    }
+
+    /// The backup retention these flags and the environment describe.
+    pub fn retention(&self) -> Result<crate::state::backup::Retention> {
+        self.retention.retention()
     }
 }
 

@@ -6,8 +6,10 @@
 //! arguments, call one function per subcommand and map errors to exit codes.
 
 pub mod audit;
+pub mod backend;
 pub mod cmd;
 pub mod config;
+pub mod debug;
 pub mod durable;
 pub mod error;
 pub mod exit;

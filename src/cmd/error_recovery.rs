@@ -8,7 +8,6 @@ use crate::cmd as cli;
 use crate::config::GlobalArgs;
 use crate::recovery::retry::RetryArgs;
 use crate::recovery::{Ctx, TOOL, checkpoint, degraded, restore, retry, suggest};
-use crate::state::backup::RetentionArgs;
 use crate::{Code, Result};
 use clap::{Parser, Subcommand};
 
@@ -20,17 +19,15 @@ use clap::{Parser, Subcommand};
 /// `retry` exits with its command's own code; `is-degraded` and `handle`
 /// have their own (see their --help).
 #[derive(Parser)]
-#[command(name = "error-recovery", version, max_term_width = 100)]
+#[command(
+    name = "error-recovery",
+    version,
+    max_term_width = 100,
+    args_override_self = true
+)]
 pub struct Cli {
     #[command(flatten)]
     global: GlobalArgs,
-
-    #[command(flatten)]
-    retention: RetentionArgs,
-
-    /// Act for this lock owner (default: LOCK_OWNER_PID, else the calling shell)
-    #[arg(long, value_name = "PID")]
-    owner: Option<u32>,
 
     #[command(subcommand)]
     command: Option<Command>,
@@ -137,11 +134,7 @@ enum Command {
 }
 
 fn run(cli: Cli) -> Result<ExitCode> {
-    let ctx = Ctx {
-        cfg: cli.global.config()?,
-        retention: cli.retention.retention()?,
-        owner: cli.owner,
-    };
+    let ctx = Ctx::new(TOOL, &cli.global)?;
     let code: Code = match cli.command.unwrap_or(Command::Status { json: false }) {
         Command::Checkpoint {
             operation,
@@ -174,10 +167,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
 }
 
 pub fn main() -> ExitCode {
-    match cli::parse::<Cli>() {
+    match cli::parse::<Cli>(|sub| (sub == "retry").then_some(0)) {
         Ok(cli) => match run(cli) {
             Ok(code) => code,
-            Err(e) => cli::finish(TOOL, Err(e)),
+            Err(e) => cli::finish(TOOL, cli::Output::from_args(std::env::args_os()), Err(e)),
         },
         Err(code) => code.into(),
     }

@@ -24,7 +24,12 @@ use clap::{Parser, Subcommand, ValueEnum};
 /// found (run), 6 not the owner or permission denied, 7 disk full,
 /// 10 resource exhausted.
 #[derive(Parser)]
-#[command(name = "lock-manager", version, max_term_width = 100)]
+#[command(
+    name = "lock-manager",
+    version,
+    max_term_width = 100,
+    args_override_self = true
+)]
 pub struct Cli {
     #[command(flatten)]
     global: GlobalArgs,
@@ -56,9 +61,6 @@ enum Command {
         kind: Option<String>,
         /// JSON stored with the holder, such as '{"step":"build"}'
         metadata: Option<String>,
-        /// Hold it for this process [default: LOCK_OWNER_PID, else the parent]
-        #[arg(long, value_name = "PID")]
-        owner: Option<u32>,
         /// Let the hold lapse after this long even if the owner lives (30, 10m, 1h)
         #[arg(long, value_name = "DURATION")]
         ttl: Option<String>,
@@ -75,9 +77,6 @@ enum Command {
     /// parse, 6 another owner holds it (the message names it).
     Release {
         name: String,
-        /// Release for this process [default: LOCK_OWNER_PID, else the parent]
-        #[arg(long, value_name = "PID")]
-        owner: Option<u32>,
         /// Release whoever holds it (audited)
         #[arg(long)]
         force: bool,
@@ -149,17 +148,21 @@ enum ListFormat {
 }
 
 fn dispatch(global: &GlobalArgs, command: Command) -> ExitCode {
+    let output = cli::Output::from_args(std::env::args_os());
     let cfg = match global.config() {
         Ok(cfg) => cfg,
-        Err(e) => return cli::finish(TOOL, Err(e)),
+        Err(e) => return cli::finish(TOOL, output, Err(e)),
     };
+    if cfg.debug {
+        crate::debug::enable(TOOL);
+    }
+    let owner = global.owner;
     let result: Result<Code> = match command {
         Command::Acquire {
             name,
             timeout,
             kind,
             metadata,
-            owner,
             ttl,
             verbose,
             json,
@@ -176,7 +179,7 @@ fn dispatch(global: &GlobalArgs, command: Command) -> ExitCode {
                 json,
             },
         ),
-        Command::Release { name, owner, force } => commands::release(&cfg, &name, owner, force),
+        Command::Release { name, force } => commands::release(&cfg, &name, owner, force),
         Command::Check { name } => commands::check(&cfg, &name),
         Command::List { format } => commands::list(
             &cfg,
@@ -207,15 +210,15 @@ fn dispatch(global: &GlobalArgs, command: Command) -> ExitCode {
                     eprintln!("{TOOL}: {e}");
                     ExitCode::from(conflict_exit_code.unwrap_or(2))
                 }
-                Err(e) => cli::finish(TOOL, Err(e)),
+                Err(e) => cli::finish(TOOL, output, Err(e)),
             };
         }
     };
-    cli::finish(TOOL, result)
+    cli::finish(TOOL, output, result)
 }
 
 pub fn main() -> ExitCode {
-    match cli::parse::<Cli>() {
+    match cli::parse::<Cli>(|sub| (sub == "run").then_some(1)) {
         Ok(cli) => dispatch(
             &cli.global,
             cli.command.unwrap_or(Command::Status { json: false }),

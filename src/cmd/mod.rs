@@ -1,22 +1,368 @@
-//! What the three binaries share at their edge: parsing with clap while
-//! keeping the toolkit's exit codes (usage errors are 1, not clap's 2, which
-//! would read as LOCK_TIMEOUT), printing errors once, and writing to stdout
-//! without treating a closed pipe as a failure.
+//! The command layer: the clap definitions of the three binaries (and the
+//! hook), the subcommand functions that print and audit, and what they share
+//! — [`Ctx`], [`Output`], parsing, exit statuses.
+//!
+//! Parsing keeps the toolkit's exit codes (usage errors are 1, not clap's 2,
+//! which would read as LOCK_TIMEOUT) and accepts the global options before
+//! *and* after the subcommand: [`hoist_globals`] moves those found after it
+//! to the front in one pass over argv, so clap never propagates them (which
+//! cost a quarter of a call's instructions). Errors are printed once, as
+//! `tool: what failed: why — what to do`, and under `--json` also as a JSON
+//! object on stdout. A closed stdout (`| head`) is not a failure.
+//!
+//! Domain modules (`state`, `lock`, `recovery`, `audit`, `hooks`) do not
+//! print and do not import this module: they return values, and the
+//! functions here render them.
 
 pub mod error_recovery;
 pub mod lock_manager;
 pub mod state_manager;
 
-use std::io::{self, Write};
+use std::ffi::{OsStr, OsString};
+use std::io::{self, IsTerminal, Write};
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
 
-use crate::error::Error;
+use serde_json::{Value, json};
+
+use crate::audit::Recorder;
+use crate::backend::{self, Backend};
+use crate::config::{Config, GlobalArgs};
+use crate::error::{Error, Result};
 use crate::exit::Code;
+use crate::lock::{self, Identity};
+use crate::state::Store;
+use crate::state::backup::Retention;
 
-/// Parses the command line; on `--help`/`--version` prints and returns
-/// `Err(Success)`, on a usage error prints it and returns `Err(GeneralError)`.
-pub fn parse<C: clap::Parser>() -> Result<C, Code> {
-    C::try_parse().map_err(|e| {
+/// What every subcommand of every binary needs.
+pub struct Ctx {
+    /// The binary's name, in messages and audit events.
+    pub tool: &'static str,
+    pub cfg: Config,
+    /// Backup retention for the state commits this call makes.
+    pub retention: Retention,
+    /// `--owner`: the lock owner this invocation acts for.
+    pub owner: Option<u32>,
+    /// Where the state, locks, checkpoints and audit live.
+    pub backend: Box<dyn Backend>,
+    /// How to print.
+    pub output: Output,
+}
+
+impl Ctx {
+    /// The context the global options describe (`--state-file`, `--owner`,
+    /// `--backend`, retention, `--debug`, `--no-color`, ...). Turns debug
+    /// lines on when asked.
+    pub fn new(tool: &'static str, global: &GlobalArgs) -> Result<Ctx> {
+        let cfg = global.config()?;
+        if cfg.debug {
+            crate::debug::enable(tool);
+        }
+        let backend = backend::open(&cfg, global.backend.as_deref())?;
+        crate::debug::log(|| {
+            format!(
+                "backend {} at {}; audit log {}",
+                backend.kind(),
+                backend.location(),
+                cfg.audit_log.display()
+            )
+        });
+        Ok(Ctx {
+            tool,
+            retention: global.retention()?,
+            owner: global.owner,
+            output: Output {
+                color: Output::color_allowed(global.no_color),
+                ..Output::default()
+            },
+            backend,
+            cfg,
+        })
+    }
+
+    /// The file store of the state (the file backend's own view; commands
+    /// that work on any backend go through [`Ctx::backend`]).
+    pub fn store(&self) -> Result<Store<'_>> {
+        Store::open(&self.cfg, self.retention)
+    }
+
+    /// The owner for the `state` lock: `--owner`, `LOCK_OWNER_PID`, else the
+    /// calling shell. A caller that has already exited owns nothing.
+    pub fn owner_identity(&self) -> Result<Option<Identity>> {
+        lock::process::caller(self.owner)
+    }
+
+    /// The state file as configured, the audit target of state operations.
+    pub fn state_target(&self) -> String {
+        self.cfg.state_file.display().to_string()
+    }
+
+    /// Runs `f` as operation `op` on `target`, recording one audit event.
+    pub fn audited<T>(
+        &self,
+        op: &str,
+        target: impl Into<String>,
+        f: impl FnOnce(&mut Value) -> Result<T>,
+    ) -> Result<T> {
+        let rec = Recorder::start(&self.cfg, self.tool, op, target);
+        let mut detail = json!({});
+        let result = f(&mut detail);
+        rec.finish(&result, detail);
+        result
+    }
+
+    /// Sets how this call prints its data (`--json`, `-c`, `--jsonl`).
+    pub fn with_output(mut self, args: &JsonArgs) -> Ctx {
+        self.output.json = args.json || args.jsonl;
+        self.output.compact = args.compact;
+        self.output.jsonl = args.jsonl;
+        self
+    }
+}
+
+/// `--json` and `-c/--compact`, for every command that prints data.
+#[derive(Clone, Copy, Debug, Default, clap::Args)]
+pub struct JsonArgs {
+    /// Print one JSON value
+    #[arg(long)]
+    pub json: bool,
+    /// With --json: on one line
+    #[arg(short = 'c', long)]
+    pub compact: bool,
+    /// One JSON object per line (streams and listings)
+    #[arg(skip)]
+    pub jsonl: bool,
+}
+
+/// `--json`, `-c/--compact` and `--jsonl`, for event streams and listings.
+#[derive(Clone, Copy, Debug, Default, clap::Args)]
+pub struct StreamArgs {
+    /// Print one JSON array
+    #[arg(long)]
+    pub json: bool,
+    /// With --json: on one line
+    #[arg(short = 'c', long)]
+    pub compact: bool,
+    /// Print one JSON object per line
+    #[arg(long, conflicts_with = "json")]
+    pub jsonl: bool,
+}
+
+impl From<StreamArgs> for JsonArgs {
+    fn from(a: StreamArgs) -> JsonArgs {
+        JsonArgs {
+            json: a.json,
+            compact: a.compact,
+            jsonl: a.jsonl,
+        }
+    }
+}
+
+/// How a call prints: human text, one JSON value, or JSON Lines; colour.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Output {
+    /// `--json` (or `--jsonl`): data as JSON, failures also as a JSON object on stdout.
+    pub json: bool,
+    /// `-c/--compact`: JSON on one line.
+    pub compact: bool,
+    /// `--jsonl`: one object per line.
+    pub jsonl: bool,
+    /// ANSI colour: stdout is a terminal, no `--no-color`, no `NO_COLOR`.
+    pub color: bool,
+}
+
+/// Colours for human output.
+#[derive(Clone, Copy, Debug)]
+pub enum Paint {
+    Good,
+    Warn,
+    Bad,
+    Dim,
+}
+
+impl Output {
+    /// The output a command line asks for, read from argv before (or
+    /// without) a [`Ctx`]: how a failure is printed when parsing the
+    /// settings fails.
+    pub fn from_args(args: impl IntoIterator<Item = OsString>) -> Output {
+        let args: Vec<OsString> = args.into_iter().collect();
+        Output {
+            json: wants_json(&args),
+            compact: args.iter().any(|a| a == "-c" || a == "--compact"),
+            jsonl: args.iter().any(|a| a == "--jsonl"),
+            color: false,
+        }
+    }
+
+    /// Whether colour may be used: never with `--no-color` or a non-empty
+    /// `NO_COLOR` (no-color.org), never when stdout is not a terminal.
+    pub fn color_allowed(no_color_flag: bool) -> bool {
+        !no_color_flag
+            && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+            && io::stdout().is_terminal()
+    }
+
+    /// `text` in colour `p` when colour is on, else as it is.
+    pub fn paint(&self, text: &str, p: Paint) -> String {
+        if !self.color {
+            return text.to_string();
+        }
+        let code = match p {
+            Paint::Good => "32",
+            Paint::Warn => "33",
+            Paint::Bad => "31",
+            Paint::Dim => "2",
+        };
+        format!("\x1b[{code}m{text}\x1b[0m")
+    }
+
+    /// Prints one JSON value: pretty, or on one line with `-c`.
+    pub fn json(&self, value: &Value) {
+        println(&self.render(value));
+    }
+
+    /// A listing: a JSON array, or with `--jsonl` one line per item.
+    pub fn list(&self, items: &[Value]) {
+        if self.jsonl {
+            let mut text = String::new();
+            for item in items {
+                text.push_str(&serde_json::to_string(item).expect("JSON values always serialize"));
+                text.push('\n');
+            }
+            print(&text);
+        } else {
+            self.json(&Value::Array(items.to_vec()));
+        }
+    }
+
+    /// One event of a stream, as one line (`--jsonl`, `monitor`).
+    pub fn line(&self, item: &Value) {
+        println(&serde_json::to_string(item).expect("JSON values always serialize"));
+    }
+
+    fn render(&self, value: &Value) -> String {
+        if self.compact {
+            serde_json::to_string(value)
+        } else {
+            serde_json::to_string_pretty(value)
+        }
+        .expect("JSON values always serialize")
+    }
+}
+
+/// The global options that take a value, as `--name` (also `--name=V`).
+const GLOBAL_VALUED: &[&str] = &[
+    "--state-file",
+    "--audit-log",
+    "--lock-timeout",
+    "--owner",
+    "--backend",
+    "--keep-backups",
+    "--backup-max-age",
+];
+/// The global flags.
+const GLOBAL_FLAGS: &[&str] = &["--debug", "--no-color"];
+
+/// Moves the global options found after the subcommand to just before it,
+/// so `state-manager read --state-file F` means `state-manager --state-file F
+/// read`. One pass, no allocation beyond the new vector. Nothing is moved
+/// from after `--`, nor from the command line of a subcommand that runs a
+/// command (`runs_command(sub)` gives how many positionals it takes before
+/// the command starts: `run NAME CMD…` is 1) — those belong to the command.
+pub fn hoist_globals(
+    args: Vec<OsString>,
+    runs_command: impl Fn(&str) -> Option<usize>,
+) -> Vec<OsString> {
+    // Find the subcommand: the first token that is not a global option or its value.
+    let mut i = 1;
+    while i < args.len() {
+        let a = args[i].as_encoded_bytes();
+        if a == b"--" || !a.starts_with(b"-") {
+            break;
+        }
+        i += if takes_value(&args[i]) { 2 } else { 1 };
+    }
+    if i >= args.len() || args[i] == "--" {
+        return args;
+    }
+    let sub = i;
+    let limit = args[sub].to_str().and_then(&runs_command);
+    let mut front: Vec<OsString> = Vec::new();
+    let mut rest: Vec<OsString> = Vec::with_capacity(args.len() - sub);
+    let mut positionals = 0;
+    let mut j = sub;
+    let mut tail_from = args.len();
+    let mut nested = false;
+    while j < args.len() {
+        let a = &args[j];
+        if j == sub {
+            rest.push(a.clone());
+            j += 1;
+            continue;
+        }
+        if a == "--"
+            || limit.is_some_and(|n| positionals >= n && !a.as_encoded_bytes().starts_with(b"-"))
+        {
+            tail_from = j;
+            break;
+        }
+        if is_global(a) {
+            let n = if takes_value(a) { 2 } else { 1 };
+            front.extend(args[j..(j + n).min(args.len())].iter().cloned());
+            j += n;
+            continue;
+        }
+        if !a.as_encoded_bytes().starts_with(b"-") {
+            // Nested subcommands (`audit recent`) count as positionals too:
+            // that only makes `runs_command` stop earlier, never later.
+            positionals += 1;
+            nested = true;
+        }
+        rest.push(a.clone());
+        j += 1;
+    }
+    let _ = nested;
+    if front.is_empty() {
+        return args;
+    }
+    let mut out = Vec::with_capacity(args.len());
+    out.extend(args[..sub].iter().cloned());
+    out.extend(front);
+    out.extend(rest);
+    out.extend(args[tail_from..].iter().cloned());
+    out
+}
+
+fn flag_name(a: &OsStr) -> &[u8] {
+    let b = a.as_encoded_bytes();
+    match b.iter().position(|&c| c == b'=') {
+        Some(eq) => &b[..eq],
+        None => b,
+    }
+}
+
+fn is_global(a: &OsStr) -> bool {
+    let name = flag_name(a);
+    GLOBAL_VALUED
+        .iter()
+        .chain(GLOBAL_FLAGS)
+        .any(|g| g.as_bytes() == name)
+}
+
+/// Whether `a` is a valued global option given without `=VALUE`.
+fn takes_value(a: &OsStr) -> bool {
+    let b = a.as_encoded_bytes();
+    !b.contains(&b'=') && GLOBAL_VALUED.iter().any(|g| g.as_bytes() == b)
+}
+
+/// Parses the command line, global options before or after the subcommand;
+/// on `--help`/`--version` prints and returns `Err(Success)`, on a usage
+/// error prints it and returns `Err(GeneralError)`.
+pub fn parse<C: clap::Parser>(
+    runs_command: impl Fn(&str) -> Option<usize>,
+) -> std::result::Result<C, Code> {
+    let args = hoist_globals(std::env::args_os().collect(), runs_command);
+    C::try_parse_from(args).map_err(|e| {
         let _ = e.print();
         if e.use_stderr() {
             Code::GeneralError
@@ -27,25 +373,49 @@ pub fn parse<C: clap::Parser>() -> Result<C, Code> {
 }
 
 /// Turns a subcommand's outcome into the process exit status, printing an
-/// error once as `tool: what failed: why — what to do`.
-pub fn finish(tool: &str, result: Result<Code, Error>) -> ExitCode {
+/// error once as `tool: what failed: why — what to do` on stderr, and under
+/// `--json` also as `{"error": {"code", "name", "message"}}` on stdout.
+pub fn finish(tool: &str, output: Output, result: Result<Code>) -> ExitCode {
     match result {
         Ok(code) => code.into(),
         Err(e) => {
             eprintln!("{tool}: {e}");
+            if output.json && !PRINTED.load(Ordering::Relaxed) {
+                output.json(&error_json(&e));
+            }
             e.code().into()
         }
     }
 }
 
+/// The JSON form of a failure, as `--json` prints it on stdout.
+pub fn error_json(e: &Error) -> Value {
+    let code = e.code();
+    json!({"error": {"code": code.as_i32(), "name": code.name(), "message": e.to_string()}})
+}
+
+/// Whether `args` asks for JSON output (`--json`, `--jsonl`, or the
+/// shell library's `list json`): used to print a failure as JSON when it
+/// happens before a [`Ctx`] exists.
+pub fn wants_json(args: &[OsString]) -> bool {
+    args.iter().any(|a| a == "--json" || a == "--jsonl")
+}
+
+/// Whether this call has printed anything on stdout: a failure is printed
+/// as JSON only when it is the call's one value (a report that ends in a
+/// failing exit code, such as `validate --json`, already was).
+static PRINTED: AtomicBool = AtomicBool::new(false);
+
 /// Writes `text` to stdout; a closed pipe (`| head`) is not an error.
 pub fn print(text: &str) {
+    PRINTED.store(true, Ordering::Relaxed);
     let mut out = io::stdout().lock();
     let _ = out.write_all(text.as_bytes()).and_then(|_| out.flush());
 }
 
 /// Writes `text` and a newline to stdout.
 pub fn println(text: &str) {
+    PRINTED.store(true, Ordering::Relaxed);
     let mut out = io::stdout().lock();
     let _ = out
         .write_all(text.as_bytes())

@@ -8,11 +8,12 @@ use std::process::ExitCode;
 use crate::cmd as cli;
 use crate::config::GlobalArgs;
 use crate::hooks::{self, HookArgs};
-use crate::state::backup::RetentionArgs;
 use crate::state::commands::{self, Ctx};
 use crate::state::{cleanup, exchange, health, integrity, repair, selfbench};
 use crate::{Code, Result};
 use clap::{Parser, Subcommand};
+
+const TOOL: &str = "state-manager";
 
 /// Keeps .workflow-state.json valid, atomic and backed up.
 ///
@@ -20,17 +21,15 @@ use clap::{Parser, Subcommand};
 /// corruption, 4 validation failed, 5 dependency missing, 6 permission
 /// denied, 7 disk full, 9 timeout, 10 resource exhausted.
 #[derive(Parser)]
-#[command(name = "state-manager", version, max_term_width = 100)]
+#[command(
+    name = "state-manager",
+    version,
+    max_term_width = 100,
+    args_override_self = true
+)]
 pub struct Cli {
     #[command(flatten)]
     global: GlobalArgs,
-
-    #[command(flatten)]
-    retention: RetentionArgs,
-
-    /// Act for this lock owner (default: LOCK_OWNER_PID, else the calling shell)
-    #[arg(long, value_name = "PID")]
-    owner: Option<u32>,
 
     #[command(subcommand)]
     command: Option<Command>,
@@ -271,13 +270,9 @@ fn run(cli: Cli) -> Result<Code> {
     if let Some(Command::Hook(args)) = &cli.command {
         // Before the settings are checked: a hook reports a bad setting in the
         // audit log and exits 0 rather than fail the session it serves.
-        return Ok(hooks::run(args, &cli.global, &cli.retention, cli.owner));
+        return Ok(hooks::run(args, &cli.global));
     }
-    let ctx = Ctx {
-        cfg: cli.global.config()?,
-        retention: cli.retention.retention()?,
-        owner: cli.owner,
-    };
+    let ctx = Ctx::new(TOOL, &cli.global)?;
     match cli.command.unwrap_or(Command::Status { json: false }) {
         Command::Init => commands::init(&ctx),
         Command::Read { path, raw } => commands::read(&ctx, path.as_deref(), raw),
@@ -326,8 +321,11 @@ fn run(cli: Cli) -> Result<Code> {
 }
 
 pub fn main() -> ExitCode {
-    match cli::parse::<Cli>() {
-        Ok(cli) => cli::finish("state-manager", run(cli)),
+    match cli::parse::<Cli>(|_| None) {
+        Ok(cli) => {
+            let output = cli::Output::from_args(std::env::args_os());
+            cli::finish(TOOL, output, run(cli))
+        }
         Err(code) => code.into(),
     }
 }

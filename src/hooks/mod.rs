@@ -43,7 +43,7 @@ use crate::durable;
 use crate::error::{Error, Kind, Result};
 use crate::exit::Code;
 use crate::lock::process::resolve_owner;
-use crate::state::backup::{Retention, RetentionArgs};
+use crate::state::backup::Retention;
 use crate::state::{Store, document};
 use payload::Payload;
 
@@ -108,12 +108,7 @@ pub(crate) struct Hook {
 
 /// Runs hook `args.event` on the payload on standard input. Always
 /// [`Code::Success`]: failures are recorded, not returned (see the module docs).
-pub fn run(
-    args: &HookArgs,
-    global: &GlobalArgs,
-    retention: &RetentionArgs,
-    owner: Option<u32>,
-) -> Code {
+pub fn run(args: &HookArgs, global: &GlobalArgs) -> Code {
     let event = args.event;
     let mut detail = json!({ "event": event.name() });
     let payload = durable::read_stdin_limited(MAX_INPUT_BYTES).and_then(|bytes| {
@@ -138,13 +133,13 @@ pub fn run(
         if let Some(e) = cfg_err {
             return Err(e);
         }
-        let retention = retention.retention()?;
+        let retention = global.retention()?;
         let payload = payload?;
         payload.check_event(event.name())?;
         let hook = Hook {
             cfg: cfg.clone(),
             retention,
-            owner,
+            owner: global.owner,
             project,
             tracker_rules: non_empty(&args.tracker_rules),
             skill_rules: non_empty(&args.skill_rules),

@@ -198,7 +198,7 @@ fn create_inner(
     };
     let cfg = &ctx.cfg;
     let st = ctx.store()?;
-    let owner = ctx.owner()?;
+    let owner = ctx.owner_identity()?;
     let txn = st.begin(owner.as_ref())?;
     restore::repair(ctx, &txn, &st)?;
     let bytes = st.load_bytes()?.ok_or_else(|| st.missing())?;
@@ -790,7 +790,7 @@ pub fn cleanup(ctx: &Ctx, age: Option<&str>, keep: usize, dry_run: bool) -> Resu
         |detail| {
             let max_age = crate::config::parse_duration_named(age.unwrap_or("7d"), "age")?;
             let st = ctx.store()?;
-            let owner = ctx.owner()?;
+            let owner = ctx.owner_identity()?;
             let txn = st.begin(owner.as_ref())?;
             if !dry_run {
                 restore::repair(ctx, &txn, &st)?;

@@ -45,7 +45,7 @@ pub fn degrade(ctx: &Ctx, reason: &str, features: Option<&str>) -> Result<Code> 
         detail["reason"] = json!(reason);
         detail["disabledFeatures"] = json!(features);
         let st = ctx.store()?;
-        let owner = ctx.owner()?;
+        let owner = ctx.owner_identity()?;
         let txn = st.begin(owner.as_ref())?;
         detail["lock_wait_ms"] = json!(crate::audit::event::ms(txn.waited));
         let old = txn.load()?;
@@ -67,7 +67,7 @@ pub fn degrade(ctx: &Ctx, reason: &str, features: Option<&str>) -> Result<Code> 
 pub fn recover_mode(ctx: &Ctx) -> Result<Code> {
     ctx.audited("recover-mode", ctx.state_target(), |detail| {
         let st = ctx.store()?;
-        let owner = ctx.owner()?;
+        let owner = ctx.owner_identity()?;
         let txn = st.begin(owner.as_ref())?;
         detail["lock_wait_ms"] = json!(crate::audit::event::ms(txn.waited));
         let old = txn.load()?;

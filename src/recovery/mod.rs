@@ -23,54 +23,7 @@ pub mod restore;
 pub mod retry;
 pub mod suggest;
 
-use serde_json::{Value, json};
-
-use crate::audit::Recorder;
-use crate::config::Config;
-use crate::error::Result;
-use crate::lock::{self, Identity};
-use crate::state::Store;
-use crate::state::backup::Retention;
-
 /// The binary's name, used in messages and audit events.
 pub const TOOL: &str = "error-recovery";
 
-/// What every `error-recovery` subcommand needs.
-pub struct Ctx {
-    pub cfg: Config,
-    /// Backup retention for the state commits made by restore, degrade and handle.
-    pub retention: Retention,
-    /// `--owner`: the lock owner this invocation acts for.
-    pub owner: Option<u32>,
-}
-
-impl Ctx {
-    pub(crate) fn store(&self) -> Result<Store<'_>> {
-        Store::open(&self.cfg, self.retention)
-    }
-
-    /// The owner for the `state` lock: `--owner`, `LOCK_OWNER_PID`, else the
-    /// calling shell. A caller that has already exited owns nothing.
-    pub(crate) fn owner(&self) -> Result<Option<Identity>> {
-        lock::process::caller(self.owner)
-    }
-
-    /// The state file as configured, the audit target of state operations.
-    pub(crate) fn state_target(&self) -> String {
-        self.cfg.state_file.display().to_string()
-    }
-
-    /// Runs `f` as operation `op` on `target`, recording one audit event.
-    pub(crate) fn audited<T>(
-        &self,
-        op: &str,
-        target: impl Into<String>,
-        f: impl FnOnce(&mut Value) -> Result<T>,
-    ) -> Result<T> {
-        let rec = Recorder::start(&self.cfg, TOOL, op, target);
-        let mut detail = json!({});
-        let result = f(&mut detail);
-        rec.finish(&result, detail);
-        result
-    }
-}
+pub use crate::cmd::Ctx;

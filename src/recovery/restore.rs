@@ -152,7 +152,7 @@ pub(crate) fn summary(id: &str, commit: &Commit, detail: &Value) -> String {
 
 fn restore_inner(ctx: &Ctx, id: Option<&str>, detail: &mut Value) -> Result<(String, Commit)> {
     let st = ctx.store()?;
-    let owner = ctx.owner()?;
+    let owner = ctx.owner_identity()?;
     let txn = st.begin(owner.as_ref())?;
     detail["lock_wait_ms"] = json!(crate::audit::event::ms(txn.waited));
     repair(ctx, &txn, &st)?;

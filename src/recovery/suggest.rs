@@ -250,7 +250,7 @@ fn handle_locks(ctx: &Ctx, detail: &mut Value) -> Result<bool> {
 
 fn handle_corruption(ctx: &Ctx, detail: &mut Value) -> Result<bool> {
     let st = ctx.store()?;
-    let owner = ctx.owner()?;
+    let owner = ctx.owner_identity()?;
     let txn = st.begin(owner.as_ref())?;
     let report = integrity::verify_all(&ctx.cfg, st.path());
     let corrupt = |f: &&FileCheck| f.code() == Code::StateCorruption;
@@ -318,7 +318,7 @@ fn handle_corruption(ctx: &Ctx, detail: &mut Value) -> Result<bool> {
 
 fn handle_validation(ctx: &Ctx, detail: &mut Value) -> Result<bool> {
     let st = ctx.store()?;
-    let owner = ctx.owner()?;
+    let owner = ctx.owner_identity()?;
     let txn = st.begin(owner.as_ref())?;
     let check = st
         .exists()
@@ -389,7 +389,7 @@ fn handle_disk_full(ctx: &Ctx, detail: &mut Value) -> Result<bool> {
     let cfg = &ctx.cfg;
     let backups = backup::prune(cfg, ctx.retention)?;
     let st = ctx.store()?;
-    let owner = ctx.owner()?;
+    let owner = ctx.owner_identity()?;
     let txn = st.begin(owner.as_ref())?;
     let mut temps: Vec<PathBuf> = Vec::new();
     // Temp folders of killed restores only: a pending journal is no disk

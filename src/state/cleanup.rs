@@ -361,7 +361,7 @@ fn remove_tree(path: &Path) -> Result<()> {
 /// `cleanup`: see the module docs. Exit 4 bad duration, 6 a file could not
 /// be removed for lack of permission.
 pub fn cleanup(ctx: &Ctx, args: &CleanupArgs) -> Result<Code> {
-    ctx.audited("cleanup", |detail| {
+    ctx.audited_state("cleanup", |detail| {
         detail["dry_run"] = json!(args.dry_run);
         let older_than = match args.older_than.as_deref() {
             Some(t) => Some((
@@ -392,7 +392,7 @@ pub fn cleanup(ctx: &Ctx, args: &CleanupArgs) -> Result<Code> {
         let txn = if args.dry_run || !(all || args.backups || args.checkpoints) {
             None
         } else {
-            let owner = ctx.owner()?;
+            let owner = ctx.owner_identity()?;
             Some(store.begin(owner.as_ref())?)
         };
         let mut plan = Vec::new();

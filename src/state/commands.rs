@@ -13,59 +13,34 @@ use super::merge::merge_patch;
 use super::path;
 use super::schema;
 use super::store::{self, Store, Txn};
-use crate::audit::Recorder;
 use crate::audit::event::ms;
 use crate::cmd as cli;
 use crate::config::{Config, MAX_INPUT_BYTES};
 use crate::durable::{self, Durability};
 use crate::error::{Error, Result};
 use crate::exit::Code;
-use crate::lock::{self, Identity};
+use crate::lock::{self};
 
 const TOOL: &str = "state-manager";
 
-/// What every state-manager subcommand needs.
-pub struct Ctx {
-    pub cfg: Config,
-    pub retention: Retention,
-    /// `--owner`: the lock owner this invocation acts for.
-    pub owner: Option<u32>,
-}
+pub use crate::cmd::Ctx;
 
 impl Ctx {
-    pub(crate) fn store(&self) -> Result<Store<'_>> {
-        Store::open(&self.cfg, self.retention)
-    }
-
-    pub(crate) fn target(&self) -> String {
-        self.cfg.state_file.display().to_string()
-    }
-
-    /// The owner for the `state` lock: `--owner`, `LOCK_OWNER_PID`, else the
-    /// calling shell. A caller that has already exited owns nothing.
-    pub(crate) fn owner(&self) -> Result<Option<Identity>> {
-        lock::process::caller(self.owner)
-    }
-
     /// Runs `f` as operation `op`, recording one audit event.
-    pub(crate) fn audited<T>(
+    pub(crate) fn audited_state<T>(
         &self,
         op: &str,
         f: impl FnOnce(&mut Value) -> Result<T>,
     ) -> Result<T> {
-        let rec = Recorder::start(&self.cfg, TOOL, op, self.target());
-        let mut detail = json!({});
-        let result = f(&mut detail);
-        rec.finish(&result, detail);
-        result
+        self.audited(op, self.state_target(), f)
     }
 
     /// A read-modify-write under the `state` lock: `change` edits the current
     /// document; the result is committed as the next revision.
     fn update(&self, op: &str, change: impl FnOnce(&mut Value) -> Result<()>) -> Result<u64> {
-        self.audited(op, |detail| {
+        self.audited_state(op, |detail| {
             let store = self.store()?;
-            let owner = self.owner()?;
+            let owner = self.owner_identity()?;
             let txn = store.begin(owner.as_ref())?;
             detail["lock_wait_ms"] = json!(ms(txn.waited));
             let old = txn.load()?;
@@ -145,7 +120,7 @@ fn value_at(segs: &[path::Seg], value: Value) -> Result<Value> {
 
 /// `init`: creates the state, or repairs a corrupt one from backups.
 pub fn init(ctx: &Ctx) -> Result<Code> {
-    ctx.audited("init", |detail| {
+    ctx.audited_state("init", |detail| {
         if !ctx.cfg.root.exists() {
             fs::DirBuilder::new()
                 .recursive(true)
@@ -154,7 +129,7 @@ pub fn init(ctx: &Ctx) -> Result<Code> {
                 .map_err(|e| Error::io(e, "cannot create state folder", &ctx.cfg.root))?;
         }
         let store = ctx.store()?;
-        let owner = ctx.owner()?;
+        let owner = ctx.owner_identity()?;
         let txn = store.begin(owner.as_ref())?;
         backup::ensure_dir(&ctx.cfg)?;
         let Some(bytes) = store.load_bytes()? else {
@@ -261,7 +236,7 @@ pub fn newest_valid_backup(cfg: &Config, pattern: Option<&str>) -> Result<Option
 
 /// `read [PATH] [--raw]`: the document or one value.
 pub fn read(ctx: &Ctx, path_expr: Option<&str>, raw: bool) -> Result<Code> {
-    ctx.audited("read", |_| {
+    ctx.audited_state("read", |_| {
         let segs = path::parse(path_expr.unwrap_or("."))?;
         let store = ctx.store()?;
         let bytes = store.load_bytes()?.ok_or_else(|| store.missing())?;
@@ -295,7 +270,7 @@ pub fn write(
     expect_revision: Option<u64>,
     force: bool,
 ) -> Result<Code> {
-    ctx.audited("write", |detail| {
+    ctx.audited_state("write", |detail| {
         let text = if input == "-" {
             let bytes = durable::read_stdin_limited(MAX_INPUT_BYTES)?;
             String::from_utf8(bytes).map_err(|_| {
@@ -316,7 +291,7 @@ pub fn write(
         document::check_metadata(&new, "the document's")?;
         let incoming = new.pointer("/metadata/revision").and_then(Value::as_u64);
         let store = ctx.store()?;
-        let owner = ctx.owner()?;
+        let owner = ctx.owner_identity()?;
         let txn = store.begin(owner.as_ref())?;
         detail["lock_wait_ms"] = json!(ms(txn.waited));
         let old = txn.load_opt()?;
@@ -449,7 +424,7 @@ pub fn write_signal_file(cfg: &Config, name: &str, now: f64, extra: Value) -> Re
 
 /// `validate [--json]`: 0 valid, 3 unparseable, 4 schema violations.
 pub fn validate(ctx: &Ctx, as_json: bool) -> Result<Code> {
-    ctx.audited("validate", |detail| {
+    ctx.audited_state("validate", |detail| {
         let store = ctx.store()?;
         let doc = store.load()?;
         let v = schema::violations(&doc);
@@ -480,7 +455,7 @@ pub fn validate(ctx: &Ctx, as_json: bool) -> Result<Code> {
 
 /// `backup [REASON]`: a backup of the current state.
 pub fn backup(ctx: &Ctx, reason: Option<&str>) -> Result<Code> {
-    ctx.audited("backup", |detail| {
+    ctx.audited_state("backup", |detail| {
         let store = ctx.store()?;
         // A backup that would not restore is no backup.
         store.load()?;
@@ -552,9 +527,9 @@ pub fn list_backups(ctx: &Ctx, as_json: bool) -> Result<Code> {
 
 /// `recover [PATTERN]`: restores the newest valid (matching) backup.
 pub fn recover(ctx: &Ctx, pattern: Option<&str>) -> Result<Code> {
-    ctx.audited("recover", |detail| {
+    ctx.audited_state("recover", |detail| {
         let store = ctx.store()?;
-        let owner = ctx.owner()?;
+        let owner = ctx.owner_identity()?;
         let txn = store.begin(owner.as_ref())?;
         let Some((b, doc)) = newest_valid_backup(&ctx.cfg, pattern)? else {
             let what = match pattern {
@@ -602,9 +577,9 @@ pub(crate) fn recover_into(
 
 /// `migrate`: upgrades an older document to the current schema version.
 pub fn migrate(ctx: &Ctx) -> Result<Code> {
-    ctx.audited("migrate", |detail| {
+    ctx.audited_state("migrate", |detail| {
         let store = ctx.store()?;
-        let owner = ctx.owner()?;
+        let owner = ctx.owner_identity()?;
         let txn = store.begin(owner.as_ref())?;
         let old = txn.load()?;
         match document::migrate(&old)? {

@@ -122,7 +122,7 @@ pub fn export(
     output: Option<&Path>,
     as_json: bool,
 ) -> Result<Code> {
-    ctx.audited("export", |detail| {
+    ctx.audited_state("export", |detail| {
         let format = match (format, as_json, output) {
             (Some(Format::Yaml), true, None) => {
                 return Err(Error::validation("--json asks for JSON on stdout, --format yaml for YAML")
@@ -177,7 +177,7 @@ pub fn export(
 /// live state does not parse (without --force), 4 invalid document or
 /// older revision (without --force).
 pub fn import(ctx: &Ctx, file: &str, force: bool, as_json: bool) -> Result<Code> {
-    ctx.audited("import", |detail| {
+    ctx.audited_state("import", |detail| {
         detail["file"] = json!(file);
         detail["force"] = json!(force);
         let (bytes, path, source) = if file == "-" {
@@ -211,7 +211,7 @@ pub fn import(ctx: &Ctx, file: &str, force: bool, as_json: bool) -> Result<Code>
         }
         let incoming = document::revision(&doc);
         let store = ctx.store()?;
-        let owner = ctx.owner()?;
+        let owner = ctx.owner_identity()?;
         let txn = store.begin(owner.as_ref())?;
         detail["lock_wait_ms"] = json!(crate::audit::event::ms(txn.waited));
         let live = match txn.load_opt() {

@@ -654,7 +654,7 @@ pub fn kind_of(code: Code) -> Kind {
 
 /// `verify-integrity [--json]`: 0 clean, 3 anything corrupt, 4 only schema problems.
 pub fn verify_integrity(ctx: &Ctx, as_json: bool) -> Result<Code> {
-    ctx.audited("verify-integrity", |detail| {
+    ctx.audited_state("verify-integrity", |detail| {
         let store = ctx.store()?;
         let report = verify_all(&ctx.cfg, store.path());
         detail["checked"] = json!(report.all().count());

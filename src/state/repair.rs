@@ -250,10 +250,10 @@ pub fn repair_document(top: &mut Map<String, Value>, base_revision: u64) -> Resu
 /// nothing to do, 1 no state, 3 does not parse and no valid backup, 4
 /// problems only a person can fix (nothing written).
 pub fn repair(ctx: &Ctx, dry_run: bool, as_json: bool) -> Result<Code> {
-    ctx.audited("repair", |detail| {
+    ctx.audited_state("repair", |detail| {
         detail["dry_run"] = json!(dry_run);
         let store = ctx.store()?;
-        let owner = ctx.owner()?;
+        let owner = ctx.owner_identity()?;
         // A dry run changes nothing, not even the lock folder.
         let txn = if dry_run {
             None

@@ -210,7 +210,7 @@ fn run(cfg: &Config, retention: Retention, n: usize) -> Result<Vec<(&'static str
 /// `benchmark [--operations N] [--json]`: see the module docs. Exit 4 for N
 /// out of 1..=100000.
 pub fn benchmark(ctx: &Ctx, operations: usize, as_json: bool) -> Result<Code> {
-    ctx.audited("benchmark", |detail| {
+    ctx.audited_state("benchmark", |detail| {
         if !(1..=MAX_OPERATIONS).contains(&operations) {
             return Err(Error::validation(format!(
                 "cannot run {operations} operations of each kind"

@@ -1,0 +1,95 @@
+//! The storage seam: everything the commands keep — the state document and
+//! its backups and signals, lock records, checkpoints, the audit log — is
+//! reached through one [`Backend`], so a second backend changes no command.
+//!
+//! A backend is four stores, each a trait of its own file:
+//!
+//! - [`state::StateStore`]: the document, its transactions, backups, signals.
+//! - [`locks::LockRegistry`]: named shared/exclusive locks and their holders.
+//! - [`checkpoints::CheckpointStore`]: checkpoints: create, list, verify,
+//!   restore, remove.
+//! - [`audit::AuditSink`]: appending audit events and reading them back.
+//!
+//! [`FileBackend`] is the only backend today: the state file and the folders
+//! beside it (`.state-backups/`, `.locks/`, `.checkpoints/`, `.signals/`,
+//! the audit file), as docs/architecture.md describes. [`open`] chooses the
+//! backend from `--backend` / `WFSTATE_BACKEND`.
+
+pub mod audit;
+pub mod checkpoints;
+pub mod locks;
+pub mod state;
+
+use crate::config::Config;
+use crate::error::{Error, Result};
+
+pub use audit::AuditSink;
+pub use checkpoints::CheckpointStore;
+pub use locks::LockRegistry;
+pub use state::StateStore;
+
+/// One storage engine: where the state, locks, checkpoints and audit live.
+pub trait Backend {
+    /// The engine's name as `status` and `health` print it: `file`.
+    fn kind(&self) -> &'static str;
+    /// Where it keeps things, for people: the state file's path.
+    fn location(&self) -> String;
+    fn state(&self) -> &dyn StateStore;
+    fn locks(&self) -> &dyn LockRegistry;
+    fn checkpoints(&self) -> &dyn CheckpointStore;
+    fn audit(&self) -> &dyn AuditSink;
+}
+
+/// The file backend: the state file and the folders beside it.
+pub struct FileBackend {
+    pub(crate) cfg: Config,
+}
+
+impl FileBackend {
+    pub fn new(cfg: &Config) -> FileBackend {
+        FileBackend { cfg: cfg.clone() }
+    }
+}
+
+impl Backend for FileBackend {
+    fn kind(&self) -> &'static str {
+        "file"
+    }
+    fn location(&self) -> String {
+        self.cfg.state_file.display().to_string()
+    }
+    fn state(&self) -> &dyn StateStore {
+        self
+    }
+    fn locks(&self) -> &dyn LockRegistry {
+        self
+    }
+    fn checkpoints(&self) -> &dyn CheckpointStore {
+        self
+    }
+    fn audit(&self) -> &dyn AuditSink {
+        self
+    }
+}
+
+/// The backend `spec` names (`--backend` / `WFSTATE_BACKEND`; empty or
+/// `file` is the file backend). Exit 5 for an engine this build lacks, 4 for
+/// a spec that names no engine.
+pub fn open(cfg: &Config, spec: Option<&str>) -> Result<Box<dyn Backend>> {
+    match spec.map(str::trim).filter(|s| !s.is_empty()) {
+        None | Some("file") => Ok(Box::new(FileBackend::new(cfg))),
+        Some(s)
+            if s.starts_with("redis://")
+                || s.starts_with("rediss://")
+                || s.starts_with("redis+unix://") =>
+        {
+            Err(Error::new(
+                crate::error::Kind::DependencyMissing,
+                format!("backend {s}: this build has no Redis backend"),
+            )
+            .hint("leave WFSTATE_BACKEND unset (or set it to file) to use the state file"))
+        }
+        Some(s) => Err(Error::validation(format!("unknown backend '{s}'"))
+            .hint("use file, redis://HOST:PORT/DB or redis+unix:///PATH?db=N")),
+    }
+}
