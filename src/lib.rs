@@ -7,6 +7,7 @@
 
 pub mod audit;
 pub mod backend;
+pub mod child;
 pub mod cmd;
 pub mod config;
 pub mod debug;

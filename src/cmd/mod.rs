@@ -14,8 +14,12 @@
 //! print and do not import this module: they return values, and the
 //! functions here render them.
 
+pub mod audit;
 pub mod error_recovery;
+pub mod lock;
 pub mod lock_manager;
+pub mod recovery;
+pub mod state;
 pub mod state_manager;
 
 use std::ffi::{OsStr, OsString};
@@ -30,7 +34,7 @@ use crate::backend::{self, Backend};
 use crate::config::{Config, GlobalArgs};
 use crate::error::{Error, Result};
 use crate::exit::Code;
-use crate::lock::{self, Identity};
+use crate::lock::Identity;
 use crate::state::Store;
 use crate::state::backup::Retention;
 
@@ -89,7 +93,7 @@ impl Ctx {
     /// The owner for the `state` lock: `--owner`, `LOCK_OWNER_PID`, else the
     /// calling shell. A caller that has already exited owns nothing.
     pub fn owner_identity(&self) -> Result<Option<Identity>> {
-        lock::process::caller(self.owner)
+        crate::lock::process::caller(self.owner)
     }
 
     /// The state file as configured, the audit target of state operations.

@@ -1,0 +1,1 @@
+//! The `audit` subcommands: parsing results rendered as text or JSON.

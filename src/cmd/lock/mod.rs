@@ -1,0 +1,1 @@
+//! The `lock` subcommands: parsing results rendered as text or JSON.

@@ -1,0 +1,1 @@
+//! The `recovery` subcommands: parsing results rendered as text or JSON.

@@ -1,0 +1,1 @@
+//! The `state` subcommands: parsing results rendered as text or JSON.
