@@ -86,6 +86,41 @@ impl Code {
     }
 }
 
+/// The exit-code table as every binary's `--help` ends with it:
+/// [`Code::help_table`] built at compile time would need const string
+/// formatting, so the text is written out and a test keeps it equal to
+/// what `Code::ALL` says.
+pub const HELP_TABLE: &str = "\
+Exit codes (the same in all three binaries):
+   0  SUCCESS             done
+   1  GENERAL_ERROR       anything not below, and usage errors
+   2  LOCK_TIMEOUT        a lock was not acquired within its timeout
+   3  STATE_CORRUPTION    a state, backup or checkpoint does not parse or fails its checksum
+   4  VALIDATION_FAILED   input or document breaks the schema or a rule
+   5  DEPENDENCY_MISSING  something the operation needs is absent
+   6  PERMISSION_DENIED   access refused, refused symlink, or not the lock owner
+   7  DISK_FULL           no space left on the device or quota exceeded
+   8  NETWORK_ERROR       reserved for network backends
+   9  TIMEOUT             an overall deadline passed
+  10  RESOURCE_EXHAUSTED  out of file descriptors or memory, or input over the size limit";
+
+impl Code {
+    /// The exit-code table generated from [`Code::ALL`]: what
+    /// [`HELP_TABLE`] must say.
+    pub fn help_table() -> String {
+        let mut out = String::from("Exit codes (the same in all three binaries):");
+        for c in Code::ALL {
+            out.push_str(&format!(
+                "\n{:>4}  {:<18}  {}",
+                c.as_i32(),
+                c.name(),
+                c.meaning()
+            ));
+        }
+        out
+    }
+}
+
 impl From<Code> for std::process::ExitCode {
     fn from(code: Code) -> Self {
         std::process::ExitCode::from(code as u8)
@@ -104,6 +139,11 @@ mod tests {
         }
         assert_eq!(Code::from_i32(11), None);
         assert_eq!(Code::from_i32(-1), None);
+    }
+
+    #[test]
+    fn the_help_table_is_the_one_code_all_describes() {
+        assert_eq!(HELP_TABLE, Code::help_table());
     }
 
     #[test]

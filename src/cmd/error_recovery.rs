@@ -13,14 +13,12 @@ use clap::{Parser, Subcommand};
 
 /// Checkpoints, restore, degraded mode, retry with backoff, recovery per exit code.
 ///
-/// Exit codes: 0 success, 1 general/usage error, 2 lock timeout, 3 corruption
-/// (state or checkpoint), 4 validation failed, 5 dependency missing, 6
-/// permission denied, 7 disk full, 9 timeout, 10 resource exhausted.
 /// `retry` exits with its command's own code; `is-degraded` and `handle`
 /// have their own (see their --help).
 #[derive(Parser)]
 #[command(
     name = "error-recovery",
+    after_help = crate::exit::HELP_TABLE,
     version,
     max_term_width = 100,
     args_override_self = true
@@ -131,6 +129,14 @@ enum Command {
         #[arg(long)]
         apply: bool,
     },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
+    Completions { shell: cli::docs::CompletionShell },
+    /// Print the manual page, or write one per subcommand into a folder
+    Man {
+        /// Write NAME.1 and NAME-SUBCOMMAND.1 pages here
+        #[arg(long, value_name = "DIR")]
+        dir: Option<std::path::PathBuf>,
+    },
 }
 
 fn run(cli: Cli) -> Result<ExitCode> {
@@ -162,6 +168,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
             message,
             apply,
         } => suggest::handle(&ctx, &code, message.as_deref(), apply)?,
+        Command::Completions { shell } => cli::docs::completions::<Cli>(shell)?,
+        Command::Man { dir } => cli::docs::man::<Cli>(dir.as_deref())?,
     };
     Ok(code.into())
 }

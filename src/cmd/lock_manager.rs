@@ -19,13 +19,12 @@ use clap::{Parser, Subcommand, ValueEnum};
 /// owner's lock is taken over by the next acquirer, a live one is never
 /// broken for being old.
 ///
-/// Exit codes: 0 success, 1 general/usage error, 2 lock timeout, 3 corrupt
-/// lock record, 4 bad name/metadata or hierarchy violation, 5 command not
-/// found (run), 6 not the owner or permission denied, 7 disk full,
-/// 10 resource exhausted.
+/// `check` exits 0 locked, 1 unlocked, 2 stale; `run` with its command's own
+/// code.
 #[derive(Parser)]
 #[command(
     name = "lock-manager",
+    after_help = crate::exit::HELP_TABLE,
     version,
     max_term_width = 100,
     args_override_self = true
@@ -137,6 +136,14 @@ enum Command {
         )]
         command: Vec<OsString>,
     },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
+    Completions { shell: cli::docs::CompletionShell },
+    /// Print the manual page, or write one per subcommand into a folder
+    Man {
+        /// Write NAME.1 and NAME-SUBCOMMAND.1 pages here
+        #[arg(long, value_name = "DIR")]
+        dir: Option<std::path::PathBuf>,
+    },
 }
 
 const TOOL: &str = "lock-manager";
@@ -190,6 +197,8 @@ fn dispatch(global: &GlobalArgs, command: Command) -> ExitCode {
         ),
         Command::Clean { force } => commands::clean(&cfg, force),
         Command::Status { json } => commands::status(&cfg, json),
+        Command::Completions { shell } => cli::docs::completions::<Cli>(shell),
+        Command::Man { dir } => cli::docs::man::<Cli>(dir.as_deref()),
         Command::Run {
             name,
             shared,

@@ -15,6 +15,7 @@
 //! functions here render them.
 
 pub mod audit;
+pub mod docs;
 pub mod error_recovery;
 pub mod lock;
 pub mod lock_manager;

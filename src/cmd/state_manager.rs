@@ -16,13 +16,10 @@ use clap::{Parser, Subcommand};
 const TOOL: &str = "state-manager";
 
 /// Keeps .workflow-state.json valid, atomic and backed up.
-///
-/// Exit codes: 0 success, 1 general/usage error, 2 lock timeout, 3 state
-/// corruption, 4 validation failed, 5 dependency missing, 6 permission
-/// denied, 7 disk full, 9 timeout, 10 resource exhausted.
 #[derive(Parser)]
 #[command(
     name = "state-manager",
+    after_help = crate::exit::HELP_TABLE,
     version,
     max_term_width = 100,
     args_override_self = true
@@ -264,6 +261,14 @@ enum Command {
     /// lock timeout leaves the state unchanged, prints one line on stderr and is
     /// recorded in the audit log (op hook, outcome error). See README.md, 'Claude Code hooks'.
     Hook(HookArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
+    Completions { shell: cli::docs::CompletionShell },
+    /// Print the manual page, or write one per subcommand into a folder
+    Man {
+        /// Write NAME.1 and NAME-SUBCOMMAND.1 pages here
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
 }
 
 fn run(cli: Cli) -> Result<Code> {
@@ -317,6 +322,8 @@ fn run(cli: Cli) -> Result<Code> {
         }
         Command::Benchmark { operations, json } => selfbench::benchmark(&ctx, operations, json),
         Command::Hook(_) => unreachable!("handled before the context is built"),
+        Command::Completions { shell } => cli::docs::completions::<Cli>(shell),
+        Command::Man { dir } => cli::docs::man::<Cli>(dir.as_deref()),
     }
 }
 

@@ -1,6 +1,7 @@
 //! The one integration-test binary: drives the real binaries in temp dirs.
 
 mod audit;
+mod conventions;
 mod harness;
 mod hooks;
 mod lock;

@@ -1,0 +1,370 @@
+//! The conventions shared by all three binaries: global options before or
+//! after the subcommand, `--debug`, colour, the exit-code table in `--help`
+//! and README, completions and manual pages, failures as JSON.
+
+use std::fs;
+
+use serde_json::Value;
+use wfstate::exit::{Code, HELP_TABLE};
+
+use crate::harness::{Env, Owner, repo_root};
+
+const BINARIES: [&str; 3] = ["state-manager", "lock-manager", "error-recovery"];
+
+#[test]
+fn a_global_option_after_the_subcommand_means_the_same_as_before_it() {
+    let env = Env::new();
+    let other = env.path("other.json");
+    let other = other.to_str().unwrap();
+    env.run("state-manager", &["init", "--state-file", other])
+        .ok();
+    env.run(
+        "state-manager",
+        &["set", ".phase", "x", "--string", "--state-file", other],
+    )
+    .ok();
+    // The default state (STATE_FILE) was never created: both calls used the flag.
+    assert!(!env.state_file().exists());
+    let after = env.run(
+        "state-manager",
+        &["read", "-r", ".phase", "--state-file", other],
+    );
+    let before = env.run(
+        "state-manager",
+        &["--state-file", other, "read", "-r", ".phase"],
+    );
+    let equals = env.run(
+        "state-manager",
+        &["read", "-r", ".phase", &format!("--state-file={other}")],
+    );
+    for run in [after, before, equals] {
+        assert_eq!(run.ok().stdout, "x\n");
+    }
+}
+
+#[test]
+fn lock_manager_and_error_recovery_take_global_options_after_the_subcommand() {
+    let env = Env::new();
+    let owner = Owner::new();
+    let pid = owner.pid();
+    env.run("lock-manager", &["acquire", "build", "0", "--owner", &pid])
+        .ok();
+    let check = env.run("lock-manager", &["check", "build"]).ok();
+    assert_eq!(check.stdout.trim(), format!("locked:exclusive:{pid}"));
+    env.run("lock-manager", &["release", "build", "--owner", &pid])
+        .ok();
+    env.run("lock-manager", &["check", "build"]).code(1);
+
+    let other = env.path("elsewhere.json");
+    let other = other.to_str().unwrap();
+    env.run("state-manager", &["init", "--state-file", other])
+        .ok();
+    env.run(
+        "error-recovery",
+        &["degrade", "disk", "--state-file", other],
+    )
+    .ok();
+    env.run("error-recovery", &["is-degraded", "--state-file", other])
+        .code(0);
+    // The default state was not touched.
+    assert!(!env.state_file().exists());
+}
+
+#[test]
+fn options_of_the_command_run_by_run_and_retry_are_left_to_it() {
+    let env = Env::new();
+    let out = env
+        .run(
+            "lock-manager",
+            &["run", "job", "--", "echo", "--state-file", "x", "--debug"],
+        )
+        .ok();
+    assert_eq!(out.stdout, "--state-file x --debug\n");
+    assert!(!out.stderr.contains("debug:"), "{}", out.stderr);
+    let out = env
+        .run(
+            "lock-manager",
+            &["run", "job", "echo", "--no-color", "--owner", "1"],
+        )
+        .ok();
+    assert_eq!(out.stdout, "--no-color --owner 1\n");
+    let out = env
+        .run(
+            "error-recovery",
+            &["retry", "--", "echo", "--state-file", "y"],
+        )
+        .ok();
+    assert_eq!(out.stdout, "--state-file y\n");
+}
+
+#[test]
+fn a_repeated_global_option_takes_the_last_value() {
+    let env = Env::new();
+    let a = env.path("a.json");
+    let b = env.path("b.json");
+    let (a, b) = (a.to_str().unwrap(), b.to_str().unwrap());
+    env.run(
+        "state-manager",
+        &["--state-file", a, "init", "--state-file", b],
+    )
+    .ok();
+    assert!(!std::path::Path::new(a).exists());
+    assert!(std::path::Path::new(b).exists());
+}
+
+#[test]
+fn debug_lines_go_to_stderr_only_when_asked() {
+    let env = Env::new();
+    env.init();
+    let quiet = env.run("state-manager", &["read", ".phase"]).ok();
+    assert!(!quiet.stderr.contains("debug:"), "{}", quiet.stderr);
+    let state = env.state_file().display().to_string();
+    for args in [
+        &["--debug", "read", ".phase"][..],
+        &["read", ".phase", "--debug"][..],
+    ] {
+        let loud = env.run("state-manager", args).ok();
+        assert_eq!(loud.stdout, "\"pre-init\"\n", "stdout keeps only the data");
+        assert!(
+            loud.stderr.contains("state-manager: debug:"),
+            "{}",
+            loud.stderr
+        );
+        assert!(
+            loud.stderr.contains(&state),
+            "names the state file: {}",
+            loud.stderr
+        );
+    }
+    let mut c = env.cmd("state-manager");
+    c.env("DEBUG", "1").args(["read", ".phase"]);
+    let out = c.output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("debug:"));
+    for bin in ["lock-manager", "error-recovery"] {
+        let args: &[&str] = if bin == "lock-manager" {
+            &["list", "--debug"]
+        } else {
+            &["status", "--debug"]
+        };
+        let run = env.run(bin, args).ok();
+        assert!(
+            run.stderr.contains(&format!("{bin}: debug:")),
+            "{bin}: {}",
+            run.stderr
+        );
+    }
+}
+
+#[test]
+fn a_lock_wait_shows_in_the_debug_lines() {
+    let env = Env::new();
+    let owner = Owner::new();
+    env.run(
+        "lock-manager",
+        &["acquire", "res", "0", "--owner", &owner.pid()],
+    )
+    .ok();
+    let other = Owner::new();
+    let run = env
+        .run(
+            "lock-manager",
+            &["acquire", "res", "0.2", "--owner", &other.pid(), "--debug"],
+        )
+        .code(2);
+    assert!(run.stderr.contains("debug:"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains(&owner.pid()),
+        "names the holder: {}",
+        run.stderr
+    );
+}
+
+/// Runs `bin args` under a pseudo-terminal (script(1)), so stdout is a TTY.
+fn on_a_tty(env: &Env, no_color: bool, cmdline: &str) -> String {
+    let mut c = std::process::Command::new("script");
+    env.clean_env(&mut c);
+    c.env_remove("NO_COLOR");
+    if no_color {
+        c.env("NO_COLOR", "1");
+    }
+    c.env(
+        "PATH",
+        format!("{}:/usr/bin:/bin", crate::harness::bin_dir().display()),
+    );
+    c.args(["-qec", cmdline, "/dev/null"]);
+    let out = c.output().expect("script(1)");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn colour_only_on_a_terminal_and_never_with_no_color() {
+    let env = Env::new();
+    env.init();
+    // A stale lock shows in colour in the list.
+    let gone = {
+        let mut c = std::process::Command::new("true").spawn().unwrap();
+        c.wait().unwrap();
+        c.id().to_string()
+    };
+    let _ = env.run("lock-manager", &["acquire", "old", "0", "--owner", &gone]);
+    let tty = on_a_tty(&env, false, "state-manager health; lock-manager list");
+    assert!(tty.contains("\x1b["), "colour on a terminal: {tty:?}");
+    let no_color = on_a_tty(&env, true, "state-manager health; lock-manager list");
+    assert!(!no_color.contains("\x1b["), "NO_COLOR: {no_color:?}");
+    let flag = on_a_tty(
+        &env,
+        false,
+        "state-manager health --no-color; lock-manager --no-color list",
+    );
+    assert!(!flag.contains("\x1b["), "--no-color: {flag:?}");
+    let mut c = env.cmd("state-manager");
+    c.env_remove("NO_COLOR").arg("health");
+    let piped = c.output().unwrap();
+    assert!(
+        !String::from_utf8_lossy(&piped.stdout).contains('\x1b'),
+        "never into a pipe"
+    );
+}
+
+#[test]
+fn every_binary_s_help_ends_with_the_exit_code_table_of_code_all() {
+    assert_eq!(HELP_TABLE, Code::help_table());
+    let env = Env::new();
+    for bin in BINARIES {
+        for flag in ["-h", "--help"] {
+            let help = env.run(bin, &[flag]).ok().stdout;
+            assert!(help.contains(HELP_TABLE), "{bin} {flag}:\n{help}");
+        }
+    }
+}
+
+#[test]
+fn the_readme_exit_code_table_is_code_all() {
+    let readme = fs::read_to_string(repo_root().join("README.md")).unwrap();
+    let rows: Vec<Vec<String>> = readme
+        .lines()
+        .skip_while(|l| !l.starts_with("## Exit codes"))
+        .filter(|l| l.starts_with("| ") && l.chars().nth(2).is_some_and(|c| c.is_ascii_digit()))
+        .map(|l| {
+            l.trim_matches('|')
+                .split('|')
+                .map(|c| c.trim().to_string())
+                .collect()
+        })
+        .take_while(|r: &Vec<String>| r.len() == 3)
+        .collect();
+    let want: Vec<Vec<String>> = Code::ALL
+        .iter()
+        .map(|c| {
+            vec![
+                c.as_i32().to_string(),
+                c.name().to_string(),
+                c.meaning().to_string(),
+            ]
+        })
+        .collect();
+    assert_eq!(rows, want);
+}
+
+#[test]
+fn completions_are_generated_for_each_binary_and_shell() {
+    let env = Env::new();
+    for bin in BINARIES {
+        for shell in ["bash", "zsh", "fish"] {
+            let script = env.run(bin, &["completions", shell]).ok().stdout;
+            assert!(script.contains(bin), "{bin} {shell}");
+            assert!(
+                script.contains("--state-file"),
+                "{bin} {shell} completes the globals"
+            );
+        }
+        let bash = env.run(bin, &["completions", "bash"]).ok().stdout;
+        let path = env.path(&format!("{bin}.bash"));
+        fs::write(&path, &bash).unwrap();
+        let syntax = std::process::Command::new("bash")
+            .arg("-n")
+            .arg(&path)
+            .status()
+            .unwrap();
+        assert!(syntax.success(), "{bin}: bash -n");
+        env.run(bin, &["completions", "tcsh"])
+            .code(1)
+            .one_line_error(bin);
+    }
+    let sm = env
+        .run("state-manager", &["completions", "bash"])
+        .ok()
+        .stdout;
+    for sub in ["read", "list-backups", "verify-integrity", "audit"] {
+        assert!(sm.contains(sub), "state-manager completes {sub}");
+    }
+}
+
+#[test]
+fn man_pages_are_generated_for_each_binary_and_subcommand() {
+    let env = Env::new();
+    for bin in BINARIES {
+        let page = env.run(bin, &["man"]).ok().stdout;
+        assert!(
+            page.starts_with(".ie") || page.contains(".TH"),
+            "{bin}: roff"
+        );
+        assert!(
+            page.contains(&bin.replace('-', "\\-")),
+            "{bin}: names itself"
+        );
+    }
+    let dir = env.path("man1");
+    fs::create_dir(&dir).unwrap();
+    env.run("state-manager", &["man", "--dir", dir.to_str().unwrap()])
+        .ok();
+    let pages = env.list("man1");
+    for page in [
+        "state-manager.1",
+        "state-manager-read.1",
+        "state-manager-audit-recent.1",
+    ] {
+        assert!(pages.contains(&page.to_string()), "{page} in {pages:?}");
+    }
+    assert!(
+        pages.iter().all(|p| p.ends_with(".1")),
+        "no temp files left: {pages:?}"
+    );
+    let missing = env.path("nope");
+    env.run(
+        "state-manager",
+        &["man", "--dir", missing.to_str().unwrap()],
+    )
+    .code(4)
+    .one_line_error("state-manager");
+}
+
+#[test]
+fn under_json_a_failure_is_also_a_json_object_on_stdout() {
+    let env = Env::new();
+    // A bad setting fails before any command runs.
+    let run = env
+        .run(
+            "state-manager",
+            &["status", "--json", "--lock-timeout", "soon"],
+        )
+        .code(4);
+    let v: Value = serde_json::from_str(&run.stdout).expect("one JSON value on stdout");
+    assert_eq!(v["error"]["code"], 4);
+    assert_eq!(v["error"]["name"], "VALIDATION_FAILED");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("lock timeout")
+    );
+    assert!(
+        run.stderr.starts_with("state-manager: "),
+        "and once on stderr"
+    );
+    // Without --json, stdout stays empty.
+    let plain = env
+        .run("state-manager", &["status", "--lock-timeout", "soon"])
+        .code(4);
+    assert_eq!(plain.stdout, "");
+}
