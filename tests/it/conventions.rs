@@ -274,7 +274,7 @@ fn completions_are_generated_for_each_binary_and_shell() {
             let script = env.run(bin, &["completions", shell]).ok().stdout;
             assert!(script.contains(bin), "{bin} {shell}");
             assert!(
-                script.contains("--state-file"),
+                script.contains("state-file"),
                 "{bin} {shell} completes the globals"
             );
         }
