@@ -2,7 +2,7 @@
 //! generated from the same clap definitions the binaries parse with, so
 //! they cannot drift from the options a binary accepts.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use clap::CommandFactory;
 use clap_complete::Shell;
@@ -30,6 +30,29 @@ impl From<CompletionShell> for Shell {
             CompletionShell::Fish => Shell::Fish,
             CompletionShell::Elvish => Shell::Elvish,
             CompletionShell::PowerShell => Shell::PowerShell,
+        }
+    }
+}
+
+/// The two subcommands every binary has, flattened into its own.
+#[derive(Clone, Debug, clap::Subcommand)]
+pub enum Docs {
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
+    Completions { shell: CompletionShell },
+    /// Print the manual page, or write one per subcommand into a folder
+    Man {
+        /// Write NAME.1 and NAME-SUBCOMMAND.1 pages here
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
+}
+
+impl Docs {
+    /// Prints or writes what was asked for binary `C`.
+    pub fn run<C: CommandFactory>(self) -> Result<Code> {
+        match self {
+            Docs::Completions { shell } => completions::<C>(shell),
+            Docs::Man { dir } => man::<C>(dir.as_deref()),
         }
     }
 }

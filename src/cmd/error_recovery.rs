@@ -129,14 +129,8 @@ enum Command {
         #[arg(long)]
         apply: bool,
     },
-    /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
-    Completions { shell: cli::docs::CompletionShell },
-    /// Print the manual page, or write one per subcommand into a folder
-    Man {
-        /// Write NAME.1 and NAME-SUBCOMMAND.1 pages here
-        #[arg(long, value_name = "DIR")]
-        dir: Option<std::path::PathBuf>,
-    },
+    #[command(flatten)]
+    Docs(cli::docs::Docs),
 }
 
 fn run(cli: Cli) -> Result<ExitCode> {
@@ -168,8 +162,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             message,
             apply,
         } => suggest::handle(&ctx, &code, message.as_deref(), apply)?,
-        Command::Completions { shell } => cli::docs::completions::<Cli>(shell)?,
-        Command::Man { dir } => cli::docs::man::<Cli>(dir.as_deref())?,
+        Command::Docs(docs) => docs.run::<Cli>()?,
     };
     Ok(code.into())
 }

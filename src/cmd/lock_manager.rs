@@ -136,14 +136,8 @@ enum Command {
         )]
         command: Vec<OsString>,
     },
-    /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
-    Completions { shell: cli::docs::CompletionShell },
-    /// Print the manual page, or write one per subcommand into a folder
-    Man {
-        /// Write NAME.1 and NAME-SUBCOMMAND.1 pages here
-        #[arg(long, value_name = "DIR")]
-        dir: Option<std::path::PathBuf>,
-    },
+    #[command(flatten)]
+    Docs(cli::docs::Docs),
 }
 
 const TOOL: &str = "lock-manager";
@@ -197,8 +191,7 @@ fn dispatch(global: &GlobalArgs, command: Command) -> ExitCode {
         ),
         Command::Clean { force } => commands::clean(&cfg, force),
         Command::Status { json } => commands::status(&cfg, json),
-        Command::Completions { shell } => cli::docs::completions::<Cli>(shell),
-        Command::Man { dir } => cli::docs::man::<Cli>(dir.as_deref()),
+        Command::Docs(docs) => docs.run::<Cli>(),
         Command::Run {
             name,
             shared,

@@ -261,14 +261,8 @@ enum Command {
     /// lock timeout leaves the state unchanged, prints one line on stderr and is
     /// recorded in the audit log (op hook, outcome error). See README.md, 'Claude Code hooks'.
     Hook(HookArgs),
-    /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
-    Completions { shell: cli::docs::CompletionShell },
-    /// Print the manual page, or write one per subcommand into a folder
-    Man {
-        /// Write NAME.1 and NAME-SUBCOMMAND.1 pages here
-        #[arg(long, value_name = "DIR")]
-        dir: Option<PathBuf>,
-    },
+    #[command(flatten)]
+    Docs(cli::docs::Docs),
 }
 
 fn run(cli: Cli) -> Result<Code> {
@@ -322,8 +316,7 @@ fn run(cli: Cli) -> Result<Code> {
         }
         Command::Benchmark { operations, json } => selfbench::benchmark(&ctx, operations, json),
         Command::Hook(_) => unreachable!("handled before the context is built"),
-        Command::Completions { shell } => cli::docs::completions::<Cli>(shell),
-        Command::Man { dir } => cli::docs::man::<Cli>(dir.as_deref()),
+        Command::Docs(docs) => docs.run::<Cli>(),
     }
 }
 

@@ -288,7 +288,11 @@ fn completions_are_generated_for_each_binary_and_shell() {
             .unwrap();
         assert!(syntax.success(), "{bin}: bash -n");
         let bad = env.run(bin, &["completions", "tcsh"]).code(1);
-        assert!(bad.stderr.contains("possible values: bash, zsh, fish"), "{}", bad.stderr);
+        assert!(
+            bad.stderr.contains("possible values: bash, zsh, fish"),
+            "{}",
+            bad.stderr
+        );
     }
     let sm = env
         .run("state-manager", &["completions", "bash"])
