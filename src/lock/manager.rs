@@ -29,12 +29,13 @@ use serde_json::Value;
 
 use super::name;
 use super::process::{self, Identity};
-use super::record::{self, Busy, Holder, LockType, Mutex, Record, Waiter};
+use super::record::{self, Busy, Holder, LockType, Mutex, Record, Standing, Waiter};
 use super::wait::{Wake, Watcher};
 use crate::audit::event::now_rfc3339_micros;
 use crate::config::Config;
 use crate::durable;
 use crate::error::{Error, Kind, Result};
+use crate::exit::Code;
 
 /// One acquire request.
 #[derive(Clone, Debug)]
@@ -156,14 +157,35 @@ impl Blocked {
     }
 }
 
-/// The state of a lock as `check` reports it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum CheckState {
-    /// Held: the type and the pid of the first live holder.
-    Locked(LockType, u32),
+/// The answer of `check`: its exit code is the answer, not a failure.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Check {
+    /// Held: the type and the pid of the first live holder (exit 0).
+    Locked { kind: LockType, pid: u32 },
+    /// No record, or nobody holds it (exit 1).
     Unlocked,
-    /// A record whose holders are all gone.
+    /// A record whose holders are all gone ([`Record::is_stale`]; exit 2).
     Stale,
+}
+
+impl Check {
+    /// The documented exit code: 0 locked, 1 unlocked, 2 stale.
+    pub fn code(&self) -> Code {
+        match self {
+            Check::Locked { .. } => Code::Success,
+            Check::Unlocked => Code::GeneralError,
+            Check::Stale => Code::LockTimeout,
+        }
+    }
+
+    /// `locked`, `unlocked` or `stale`.
+    pub fn status(&self) -> &'static str {
+        match self {
+            Check::Locked { .. } => "locked",
+            Check::Unlocked => "unlocked",
+            Check::Stale => "stale",
+        }
+    }
 }
 
 /// A finished release.
@@ -179,6 +201,7 @@ pub struct Released {
 /// (exit 6), `None` when there is none, exit 3 when it does not parse.
 pub fn read(cfg: &Config, name: &str) -> Result<Option<Record>> {
     let path = record::record_path(cfg, name);
+    crate::debug::log(|| format!("lock record {}", path.display()));
     durable::check_not_escaping(&cfg.locks_dir(), &cfg.root)?;
     durable::check_not_escaping(&path, &cfg.root)?;
     record::load(&path)
@@ -204,10 +227,30 @@ pub fn acquire(cfg: &Config, req: &Request, log: &mut WaitLog) -> Result<Acquire
     log.waited = log.started.elapsed();
     let (mutex, current) = match result? {
         Turn::Granted(mutex, current) => (mutex, current),
-        Turn::TimedOut(blocked) => return Err(timeout_error(&req.name, req.timeout, &blocked)),
+        Turn::TimedOut(blocked) => {
+            crate::debug::log(|| {
+                format!(
+                    "acquire '{}' timed out after {:.3} ms: {}",
+                    req.name,
+                    log.wait_ms(),
+                    blocked.describe(&req.name)
+                )
+            });
+            return Err(timeout_error(&req.name, req.timeout, &blocked));
+        }
     };
     let granted = grant(cfg, req, current)?;
     drop(mutex);
+    crate::debug::log(|| {
+        format!(
+            "acquire '{}' {} for pid {}: granted after {:.3} ms waiting, {:.3} ms in all",
+            req.name,
+            req.kind.as_str(),
+            req.owner.pid,
+            log.wait_ms(),
+            log.started.elapsed().as_secs_f64() * 1e3
+        )
+    });
     Ok(granted)
 }
 
@@ -351,10 +394,13 @@ fn await_turn(
     mut decide: impl FnMut(Option<&Record>) -> std::result::Result<(), Blocked>,
 ) -> Result<Turn> {
     let path = record::record_path(cfg, name);
+    crate::debug::log(|| format!("lock record {}", path.display()));
     let file_name = format!("{name}.lock");
     let mut me: Option<Identity> = None;
     let mut watcher: Option<Watcher> = None;
+    let mut round = 0u32;
     loop {
+        round += 1;
         let mutex = match Mutex::lock_until(cfg, name, deadline)? {
             Ok(m) => m,
             // A waiter entry of ours stays behind: it is pruned once we exit.
@@ -381,6 +427,13 @@ fn await_turn(
             Err(b) => b,
         };
         log.saw(&blocked.holders);
+        crate::debug::log(|| {
+            format!(
+                "lock '{name}' wait round {round}: {} ({:.3} ms waited)",
+                blocked.describe(name),
+                log.started.elapsed().as_secs_f64() * 1e3
+            )
+        });
         let me = me.get_or_insert_with(Identity::current);
         if Instant::now() >= deadline {
             withdraw(&path, current, me)?;
@@ -536,6 +589,24 @@ pub fn prune(cfg: &Config, name: &str) -> Result<()> {
 /// A lock the owner does not hold while another live owner does is exit 6,
 /// naming the holder. A lock nobody live holds releases as a no-op.
 pub fn release(cfg: &Config, name: &str, owner: &Identity, force: bool) -> Result<Released> {
+    let started = Instant::now();
+    let released = release_of(cfg, name, owner, force)?;
+    crate::debug::log(|| {
+        format!(
+            "release '{name}' for pid {}: {} in {:.3} ms",
+            owner.pid,
+            if released.held {
+                "released"
+            } else {
+                "was not held"
+            },
+            started.elapsed().as_secs_f64() * 1e3
+        )
+    });
+    Ok(released)
+}
+
+fn release_of(cfg: &Config, name: &str, owner: &Identity, force: bool) -> Result<Released> {
     name::validate(name)?;
     let path = record::record_path(cfg, name);
     // Nothing to release, and no reason to create `.locks/` to say so.
@@ -582,19 +653,23 @@ pub fn release(cfg: &Config, name: &str, owner: &Identity, force: bool) -> Resul
     Ok(released)
 }
 
-/// What `check` prints: locked, unlocked or stale (exit 3 if corrupt).
-pub fn check(cfg: &Config, name: &str) -> Result<CheckState> {
+/// The answer of `check`: locked, unlocked or stale by
+/// [`Record::standing`] (exit 3 if the record does not parse).
+pub fn check(cfg: &Config, name: &str) -> Result<Check> {
     name::validate(name)?;
     let Some(rec) = read(cfg, name)? else {
-        return Ok(CheckState::Unlocked);
+        return Ok(Check::Unlocked);
     };
-    if let Some(h) = rec.live_holders().next() {
-        return Ok(CheckState::Locked(rec.kind, h.id.pid));
-    }
-    Ok(if rec.holders.is_empty() {
-        CheckState::Unlocked
-    } else {
-        CheckState::Stale
+    Ok(match rec.standing() {
+        Standing::Held => match rec.live_holders().next() {
+            Some(h) => Check::Locked {
+                kind: rec.kind,
+                pid: h.id.pid,
+            },
+            None => Check::Unlocked,
+        },
+        Standing::Stale => Check::Stale,
+        Standing::Waited | Standing::Vacant => Check::Unlocked,
     })
 }
 
@@ -622,6 +697,7 @@ pub struct Entry {
 /// Every lock record in `.locks/`, sorted by name.
 pub fn scan(cfg: &Config) -> Result<Vec<Entry>> {
     let dir = cfg.locks_dir();
+    crate::debug::log(|| format!("lock records in {}", dir.display()));
     durable::check_not_escaping(&dir, &cfg.root)?;
     let entries = match fs::read_dir(&dir) {
         Ok(e) => e,
@@ -663,13 +739,14 @@ pub fn clean(cfg: &Config, force: bool) -> Result<Cleaned> {
         let _mutex = Mutex::lock(cfg, &entry.name)?;
         match record::load(&path) {
             Ok(None) => {}
+            Ok(Some(rec)) if rec.standing().is_removable() => {
+                record::remove(&path)?;
+                done.removed.push(entry.name);
+            }
             Ok(Some(mut rec)) => {
                 let waiters = rec.waiters.len();
                 let pruned = rec.prune() + (waiters - rec.waiters.len());
-                if rec.holders.is_empty() && rec.waiters.is_empty() {
-                    record::remove(&path)?;
-                    done.removed.push(entry.name);
-                } else if pruned > 0 {
+                if pruned > 0 {
                     rec.timestamp = now_rfc3339_micros();
                     record::store(&path, &rec)?;
                     done.pruned += pruned;
