@@ -2,6 +2,7 @@
 
 mod audit;
 mod harness;
+mod hlock;
 mod hooks;
 mod lock;
 mod ops;
