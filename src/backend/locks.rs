@@ -14,7 +14,9 @@ use super::FileBackend;
 use crate::error::Result;
 use crate::lock::Identity;
 use crate::lock::Record;
-use crate::lock::manager::{self, Acquired, Check, Cleaned, Entry, Released, Request, WaitLog};
+use crate::lock::manager::{
+    self, Acquired, Check, Cleaned, Entry, Released, Request, Swept, WaitLog,
+};
 use crate::lock::process;
 use crate::lock::report::Status;
 
@@ -36,6 +38,9 @@ pub trait LockRegistry {
     /// Removes the records nobody live is in (with `force`, also those that
     /// do not parse) and prunes the dead from the others.
     fn clean(&self, force: bool) -> Result<Cleaned>;
+    /// Removes the record of `name` if nobody live is in it (judged under
+    /// its mutex); whether it did. `state-manager cleanup --stale`'s removal.
+    fn remove_stale(&self, name: &str) -> Result<bool>;
     /// The counts and records `status` shows (run it inside
     /// [`process::snapshot`] with the rendering, so each holder is judged once).
     fn status(&self) -> Result<Status>;
@@ -60,6 +65,9 @@ impl LockRegistry for FileBackend {
     fn clean(&self, force: bool) -> Result<Cleaned> {
         // Each pid's start time read once for all the records.
         process::snapshot(|| manager::clean(&self.cfg, force))
+    }
+    fn remove_stale(&self, name: &str) -> Result<bool> {
+        Ok(manager::sweep(&self.cfg, name, false, false)? == Swept::Removed)
     }
     fn status(&self) -> Result<Status> {
         manager::scan(&self.cfg).map(Status::of)
