@@ -674,10 +674,10 @@ pub fn check(cfg: &Config, name: &str) -> Result<Check> {
     })
 }
 
-/// Why `check` cannot vouch for the holder of `name`, if it cannot: a holder
+/// Why `check` cannot vouch for the holder of `rec`, if it cannot: a holder
 /// on another host or in another pid namespace, which is never taken over.
-pub fn unverified_note(cfg: &Config, name: &str) -> Option<String> {
-    let rec = read(cfg, name).ok()??;
+pub fn unverified_note(rec: &Record) -> Option<String> {
+    let name = &rec.name;
     let (h, why) = rec
         .live_holders()
         .find_map(|h| h.id.unverifiable().map(|why| (h, why)))?;
@@ -788,10 +788,17 @@ pub enum Swept {
 pub fn sweep(cfg: &Config, name: &str, prune: bool, force: bool) -> Result<Swept> {
     let path = record::record_path(cfg, name);
     let _mutex = Mutex::lock(cfg, name)?;
-    match record::load(&path) {
+    let swept = sweep_locked(&path, prune, force);
+    crate::debug::log(|| format!("sweep {}: {swept:?}", path.display()));
+    swept
+}
+
+/// [`sweep`], holding the mutex.
+fn sweep_locked(path: &Path, prune: bool, force: bool) -> Result<Swept> {
+    match record::load(path) {
         Ok(None) => Ok(Swept::Gone),
         Ok(Some(rec)) if rec.standing().is_removable() => {
-            record::remove(&path)?;
+            record::remove(path)?;
             Ok(Swept::Removed)
         }
         Ok(Some(_)) if !prune => Ok(Swept::Kept(0)),
@@ -800,12 +807,12 @@ pub fn sweep(cfg: &Config, name: &str, prune: bool, force: bool) -> Result<Swept
             let pruned = rec.prune() + (waiters - rec.waiters.len());
             if pruned > 0 {
                 rec.timestamp = now_rfc3339_micros();
-                record::store(&path, &rec)?;
+                record::store(path, &rec)?;
             }
             Ok(Swept::Kept(pruned))
         }
         Err(e) if e.kind() == Kind::Corruption && force => {
-            record::remove(&path)?;
+            record::remove(path)?;
             Ok(Swept::Removed)
         }
         Err(e) if e.kind() == Kind::Corruption => Ok(Swept::Corrupt),

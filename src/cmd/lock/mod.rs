@@ -156,7 +156,13 @@ pub fn check(ctx: &Ctx, name: &str) -> Result<Code> {
         json!({ "state": line, "answer_exit": code.as_i32() }),
     );
     let note = match answer {
-        Check::Locked { .. } => manager::unverified_note(&ctx.cfg, name),
+        Check::Locked { .. } => ctx
+            .backend
+            .locks()
+            .read(name)
+            .ok()
+            .flatten()
+            .and_then(|r| manager::unverified_note(&r)),
         _ => None,
     };
     if ctx.output.json {
