@@ -4,12 +4,14 @@
 use std::ffi::OsString;
 use std::process::ExitCode;
 
-use crate::cmd as cli;
+use crate::cmd::{self as cli, Ctx};
 use crate::config::GlobalArgs;
-use crate::lock::commands::{self, AcquireArgs, Format};
+use crate::lock::commands::AcquireArgs;
 use crate::lock::run::{self, RunArgs};
 use crate::{Code, Kind, Result};
 use clap::{Parser, Subcommand, ValueEnum};
+
+use super::lock as cmd;
 
 /// Named locks for shell scripts: acquire in one command, release in another.
 ///
@@ -66,9 +68,9 @@ enum Command {
         /// Print what was acquired, after how long, and who held it meanwhile
         #[arg(short, long)]
         verbose: bool,
-        /// Print the record as JSON, with the wait and who held it meanwhile
-        #[arg(long)]
-        json: bool,
+        /// Print the record as JSON (--json), with the wait and who held it meanwhile
+        #[command(flatten)]
+        json: cli::JsonArgs,
     },
     /// Give a lock back
     ///
@@ -79,32 +81,45 @@ enum Command {
         /// Release whoever holds it (audited)
         #[arg(long)]
         force: bool,
+        #[command(flatten)]
+        json: cli::JsonArgs,
     },
     /// Print locked:TYPE:PID, unlocked or stale
     ///
     /// Exit 0 locked, 1 unlocked, 2 stale (its holder is gone), 3 the record
-    /// does not parse.
-    Check { name: String },
+    /// does not parse. --json: {"name", "status", "type", "pid", ...}, the
+    /// same exit codes.
+    Check {
+        name: String,
+        #[command(flatten)]
+        json: cli::JsonArgs,
+    },
     /// List lock records: LOCK NAME, TYPE, PID, TIMESTAMP, STATUS
     ///
     /// One row per holder (every shared holder shown), STATUS VALID or STALE
-    /// (CORRUPT for a record that does not parse). json: one array of records
-    /// with `name` and `status`.
+    /// (CORRUPT for a record that does not parse). json (or --json): one array
+    /// of records with `name` and `status`; --jsonl: one record per line.
     List {
-        #[arg(value_enum, default_value_t = ListFormat::Table)]
-        format: ListFormat,
+        /// table or json (the same as --json) [default: table]
+        #[arg(value_enum)]
+        format: Option<ListFormat>,
+        #[command(flatten)]
+        json: cli::StreamArgs,
     },
     /// Remove stale lock records and print how many
+    ///
+    /// --json: {"removed": N, "names": [...], "pruned", "corrupt_kept", "forced"}.
     Clean {
         /// Also remove records that do not parse
         #[arg(long)]
         force: bool,
+        #[command(flatten)]
+        json: cli::JsonArgs,
     },
     /// Show locks held and by whom, waiting requests, stale records (default)
     Status {
-        /// Print JSON
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        json: cli::JsonArgs,
     },
     /// Run a command holding a lock for its whole life, like flock(1)
     ///
@@ -149,15 +164,18 @@ enum ListFormat {
 }
 
 fn dispatch(global: &GlobalArgs, command: Command) -> ExitCode {
-    let output = cli::Output::from_args(std::env::args_os());
-    let cfg = match global.config() {
-        Ok(cfg) => cfg,
+    let mut output = cli::Output::from_args(std::env::args_os());
+    if let Command::List {
+        format: Some(ListFormat::Json),
+        ..
+    } = &command
+    {
+        output.json = true;
+    }
+    let ctx = match Ctx::new(TOOL, global) {
+        Ok(ctx) => ctx,
         Err(e) => return cli::finish(TOOL, output, Err(e)),
     };
-    if cfg.debug {
-        crate::debug::enable(TOOL);
-    }
-    let owner = global.owner;
     let result: Result<Code> = match command {
         Command::Acquire {
             name,
@@ -167,30 +185,34 @@ fn dispatch(global: &GlobalArgs, command: Command) -> ExitCode {
             ttl,
             verbose,
             json,
-        } => commands::acquire(
-            &cfg,
-            &AcquireArgs {
-                name,
-                timeout,
-                kind,
-                metadata,
-                owner,
-                ttl,
+        } => {
+            let owner = ctx.owner;
+            cmd::acquire(
+                &ctx.with_output(&json),
+                &AcquireArgs {
+                    name,
+                    timeout,
+                    kind,
+                    metadata,
+                    owner,
+                    ttl,
+                },
                 verbose,
-                json,
-            },
-        ),
-        Command::Release { name, force } => commands::release(&cfg, &name, owner, force),
-        Command::Check { name } => commands::check(&cfg, &name),
-        Command::List { format } => commands::list(
-            &cfg,
-            match format {
-                ListFormat::Table => Format::Table,
-                ListFormat::Json => Format::Json,
-            },
-        ),
-        Command::Clean { force } => commands::clean(&cfg, force),
-        Command::Status { json } => commands::status(&cfg, json),
+            )
+        }
+        Command::Release { name, force, json } => {
+            cmd::release(&ctx.with_output(&json), &name, force)
+        }
+        Command::Check { name, json } => cmd::check(&ctx.with_output(&json), &name),
+        Command::List { format, json } => {
+            let mut args = cli::JsonArgs::from(json);
+            if matches!(format, Some(ListFormat::Json)) {
+                args.json = true;
+            }
+            cmd::list(&ctx.with_output(&args))
+        }
+        Command::Clean { force, json } => cmd::clean(&ctx.with_output(&json), force),
+        Command::Status { json } => cmd::status(&ctx.with_output(&json)),
         Command::Docs(docs) => docs.run::<Cli>(),
         Command::Run {
             name,
@@ -206,7 +228,7 @@ fn dispatch(global: &GlobalArgs, command: Command) -> ExitCode {
                 command,
             };
             // `run` exits with the child's code, which is outside the toolkit's table.
-            return match run::run(&cfg, &args) {
+            return match run::run(&ctx.cfg, &args) {
                 Ok(code) => ExitCode::from(code),
                 Err(e) if e.kind() == Kind::LockTimeout && conflict_exit_code.is_some() => {
                     eprintln!("{TOOL}: {e}");
@@ -223,7 +245,9 @@ pub fn main() -> ExitCode {
     match cli::parse::<Cli>(|sub| (sub == "run").then_some(1)) {
         Ok(cli) => dispatch(
             &cli.global,
-            cli.command.unwrap_or(Command::Status { json: false }),
+            cli.command.unwrap_or(Command::Status {
+                json: cli::JsonArgs::default(),
+            }),
         ),
         Err(code) => code.into(),
     }

@@ -1,5 +1,5 @@
-//! The decisions of design.md §6: who gets a lock, who waits, who is taken
-//! over, and what release, check and clean do to a record.
+//! The decisions about named locks: who gets a lock, who waits, who is
+//! taken over, and what release, check and clean do to a record.
 //!
 //! Guarantees:
 //! - Every record change happens under the lock's [`Mutex`] and is an
@@ -23,18 +23,20 @@
 
 use std::fs;
 use std::io;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
 use super::name;
 use super::process::{self, Identity};
-use super::record::{self, Busy, Holder, LockType, Mutex, Record, Waiter};
+use super::record::{self, Busy, Holder, LockType, Mutex, Record, Standing, Waiter};
 use super::wait::{Wake, Watcher};
 use crate::audit::event::now_rfc3339_micros;
 use crate::config::Config;
 use crate::durable;
 use crate::error::{Error, Kind, Result};
+use crate::exit::Code;
 
 /// One acquire request.
 #[derive(Clone, Debug)]
@@ -156,14 +158,35 @@ impl Blocked {
     }
 }
 
-/// The state of a lock as `check` reports it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum CheckState {
-    /// Held: the type and the pid of the first live holder.
-    Locked(LockType, u32),
+/// The answer of `check`: its exit code is the answer, not a failure.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Check {
+    /// Held: the type and the pid of the first live holder (exit 0).
+    Locked { kind: LockType, pid: u32 },
+    /// No record, or nobody holds it (exit 1).
     Unlocked,
-    /// A record whose holders are all gone.
+    /// A record whose holders are all gone ([`Record::is_stale`]; exit 2).
     Stale,
+}
+
+impl Check {
+    /// The documented exit code: 0 locked, 1 unlocked, 2 stale.
+    pub fn code(&self) -> Code {
+        match self {
+            Check::Locked { .. } => Code::Success,
+            Check::Unlocked => Code::GeneralError,
+            Check::Stale => Code::LockTimeout,
+        }
+    }
+
+    /// `locked`, `unlocked` or `stale`.
+    pub fn status(&self) -> &'static str {
+        match self {
+            Check::Locked { .. } => "locked",
+            Check::Unlocked => "unlocked",
+            Check::Stale => "stale",
+        }
+    }
 }
 
 /// A finished release.
@@ -179,6 +202,7 @@ pub struct Released {
 /// (exit 6), `None` when there is none, exit 3 when it does not parse.
 pub fn read(cfg: &Config, name: &str) -> Result<Option<Record>> {
     let path = record::record_path(cfg, name);
+    crate::debug::log(|| format!("lock record {}", path.display()));
     durable::check_not_escaping(&cfg.locks_dir(), &cfg.root)?;
     durable::check_not_escaping(&path, &cfg.root)?;
     record::load(&path)
@@ -204,10 +228,30 @@ pub fn acquire(cfg: &Config, req: &Request, log: &mut WaitLog) -> Result<Acquire
     log.waited = log.started.elapsed();
     let (mutex, current) = match result? {
         Turn::Granted(mutex, current) => (mutex, current),
-        Turn::TimedOut(blocked) => return Err(timeout_error(&req.name, req.timeout, &blocked)),
+        Turn::TimedOut(blocked) => {
+            crate::debug::log(|| {
+                format!(
+                    "acquire '{}' timed out after {:.3} ms: {}",
+                    req.name,
+                    log.wait_ms(),
+                    blocked.describe(&req.name)
+                )
+            });
+            return Err(timeout_error(&req.name, req.timeout, &blocked));
+        }
     };
     let granted = grant(cfg, req, current)?;
     drop(mutex);
+    crate::debug::log(|| {
+        format!(
+            "acquire '{}' {} for pid {}: granted after {:.3} ms waiting, {:.3} ms in all",
+            req.name,
+            req.kind.as_str(),
+            req.owner.pid,
+            log.wait_ms(),
+            log.started.elapsed().as_secs_f64() * 1e3
+        )
+    });
     Ok(granted)
 }
 
@@ -351,10 +395,13 @@ fn await_turn(
     mut decide: impl FnMut(Option<&Record>) -> std::result::Result<(), Blocked>,
 ) -> Result<Turn> {
     let path = record::record_path(cfg, name);
+    crate::debug::log(|| format!("lock record {}", path.display()));
     let file_name = format!("{name}.lock");
     let mut me: Option<Identity> = None;
     let mut watcher: Option<Watcher> = None;
+    let mut round = 0u32;
     loop {
+        round += 1;
         let mutex = match Mutex::lock_until(cfg, name, deadline)? {
             Ok(m) => m,
             // A waiter entry of ours stays behind: it is pruned once we exit.
@@ -381,6 +428,13 @@ fn await_turn(
             Err(b) => b,
         };
         log.saw(&blocked.holders);
+        crate::debug::log(|| {
+            format!(
+                "lock '{name}' wait round {round}: {} ({:.3} ms waited)",
+                blocked.describe(name),
+                log.started.elapsed().as_secs_f64() * 1e3
+            )
+        });
         let me = me.get_or_insert_with(Identity::current);
         if Instant::now() >= deadline {
             withdraw(&path, current, me)?;
@@ -536,6 +590,24 @@ pub fn prune(cfg: &Config, name: &str) -> Result<()> {
 /// A lock the owner does not hold while another live owner does is exit 6,
 /// naming the holder. A lock nobody live holds releases as a no-op.
 pub fn release(cfg: &Config, name: &str, owner: &Identity, force: bool) -> Result<Released> {
+    let started = Instant::now();
+    let released = release_of(cfg, name, owner, force)?;
+    crate::debug::log(|| {
+        format!(
+            "release '{name}' for pid {}: {} in {:.3} ms",
+            owner.pid,
+            if released.held {
+                "released"
+            } else {
+                "was not held"
+            },
+            started.elapsed().as_secs_f64() * 1e3
+        )
+    });
+    Ok(released)
+}
+
+fn release_of(cfg: &Config, name: &str, owner: &Identity, force: bool) -> Result<Released> {
     name::validate(name)?;
     let path = record::record_path(cfg, name);
     // Nothing to release, and no reason to create `.locks/` to say so.
@@ -582,26 +654,30 @@ pub fn release(cfg: &Config, name: &str, owner: &Identity, force: bool) -> Resul
     Ok(released)
 }
 
-/// What `check` prints: locked, unlocked or stale (exit 3 if corrupt).
-pub fn check(cfg: &Config, name: &str) -> Result<CheckState> {
+/// The answer of `check`: locked, unlocked or stale by
+/// [`Record::standing`] (exit 3 if the record does not parse).
+pub fn check(cfg: &Config, name: &str) -> Result<Check> {
     name::validate(name)?;
     let Some(rec) = read(cfg, name)? else {
-        return Ok(CheckState::Unlocked);
+        return Ok(Check::Unlocked);
     };
-    if let Some(h) = rec.live_holders().next() {
-        return Ok(CheckState::Locked(rec.kind, h.id.pid));
-    }
-    Ok(if rec.holders.is_empty() {
-        CheckState::Unlocked
-    } else {
-        CheckState::Stale
+    Ok(match rec.standing() {
+        Standing::Held => match rec.live_holders().next() {
+            Some(h) => Check::Locked {
+                kind: rec.kind,
+                pid: h.id.pid,
+            },
+            None => Check::Unlocked,
+        },
+        Standing::Stale => Check::Stale,
+        Standing::Waited | Standing::Vacant => Check::Unlocked,
     })
 }
 
-/// Why `check` cannot vouch for the holder of `name`, if it cannot: a holder
+/// Why `check` cannot vouch for the holder of `rec`, if it cannot: a holder
 /// on another host or in another pid namespace, which is never taken over.
-pub fn unverified_note(cfg: &Config, name: &str) -> Option<String> {
-    let rec = read(cfg, name).ok()??;
+pub fn unverified_note(rec: &Record) -> Option<String> {
+    let name = &rec.name;
     let (h, why) = rec
         .live_holders()
         .find_map(|h| h.id.unverifiable().map(|why| (h, why)))?;
@@ -619,28 +695,65 @@ pub struct Entry {
     pub record: std::result::Result<Record, Error>,
 }
 
-/// Every lock record in `.locks/`, sorted by name.
-pub fn scan(cfg: &Config) -> Result<Vec<Entry>> {
-    let dir = cfg.locks_dir();
-    durable::check_not_escaping(&dir, &cfg.root)?;
-    let entries = match fs::read_dir(&dir) {
+impl Entry {
+    /// The record's [`Record::standing`]; `None` when it does not parse.
+    pub fn standing(&self) -> Option<Standing> {
+        self.record.as_ref().ok().map(Record::standing)
+    }
+}
+
+/// The names of the lock records in `dir` (`NAME.lock` with a valid NAME),
+/// sorted; none when the folder does not exist. The one directory read of
+/// lock records: [`scan`], [`record_files`] and the hierarchy check use it.
+fn record_names_in(dir: &Path) -> io::Result<Vec<String>> {
+    let entries = match fs::read_dir(dir) {
         Ok(e) => e,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(Error::io(e, "cannot list lock records", &dir)),
+        Err(e) => return Err(e),
     };
-    let mut found: Vec<Entry> = entries
+    let mut names: Vec<String> = entries
         .flatten()
         .filter_map(|e| {
             let file = e.file_name().into_string().ok()?;
-            let name = file.strip_suffix(".lock")?.to_string();
-            name::validate(&name).ok()?;
-            // `None`: removed between listing and reading, so simply gone.
-            let record = record::load(&e.path()).transpose()?;
-            Some(Entry { name, record })
+            let name = file.strip_suffix(".lock")?;
+            name::validate(name).ok()?;
+            Some(name.to_string())
         })
         .collect();
-    found.sort_by(|a, b| a.name.cmp(&b.name));
-    Ok(found)
+    names.sort();
+    Ok(names)
+}
+
+/// The names of every lock record in `.locks/`, sorted (exit 6 for a
+/// `.locks` symlink leading out of the root).
+pub fn record_names(cfg: &Config) -> Result<Vec<String>> {
+    let dir = cfg.locks_dir();
+    crate::debug::log(|| format!("lock records in {}", dir.display()));
+    durable::check_not_escaping(&dir, &cfg.root)?;
+    record_names_in(&dir).map_err(|e| Error::io(e, "cannot list lock records", &dir))
+}
+
+/// The path of every lock record file, sorted by name: for the checks that
+/// look at the files themselves (`verify-integrity`). Unreadable: none.
+pub fn record_files(cfg: &Config) -> Vec<PathBuf> {
+    record_names(cfg)
+        .unwrap_or_default()
+        .iter()
+        .map(|n| record::record_path(cfg, n))
+        .collect()
+}
+
+/// Every lock record in `.locks/`, sorted by name: the file backend's
+/// [`crate::backend::LockRegistry::list`].
+pub fn scan(cfg: &Config) -> Result<Vec<Entry>> {
+    Ok(record_names(cfg)?
+        .into_iter()
+        .filter_map(|name| {
+            // `None`: removed between listing and reading, so simply gone.
+            let record = record::load(&record::record_path(cfg, &name)).transpose()?;
+            Some(Entry { name, record })
+        })
+        .collect())
 }
 
 /// What `clean` did.
@@ -654,33 +767,69 @@ pub struct Cleaned {
     pub corrupt: Vec<String>,
 }
 
+/// What [`sweep`] did to one record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Swept {
+    /// No record (any more).
+    Gone,
+    /// Nobody live was in it (or, forced, it did not parse): removed.
+    Removed,
+    /// Kept; this many dead holders or waiters were pruned from it.
+    Kept(usize),
+    /// It does not parse and was left alone.
+    Corrupt,
+}
+
+/// Removes the record of `name` if nobody live is in it
+/// ([`Standing::is_removable`]), judged under its mutex so that no acquire
+/// can slip in between; else, with `prune`, drops its dead holders and
+/// waiters. With `force`, a record that does not parse is removed too.
+/// What `clean` does to each record, and `state-manager cleanup --stale`.
+pub fn sweep(cfg: &Config, name: &str, prune: bool, force: bool) -> Result<Swept> {
+    let path = record::record_path(cfg, name);
+    let _mutex = Mutex::lock(cfg, name)?;
+    let swept = sweep_locked(&path, prune, force);
+    crate::debug::log(|| format!("sweep {}: {swept:?}", path.display()));
+    swept
+}
+
+/// [`sweep`], holding the mutex.
+fn sweep_locked(path: &Path, prune: bool, force: bool) -> Result<Swept> {
+    match record::load(path) {
+        Ok(None) => Ok(Swept::Gone),
+        Ok(Some(rec)) if rec.standing().is_removable() => {
+            record::remove(path)?;
+            Ok(Swept::Removed)
+        }
+        Ok(Some(_)) if !prune => Ok(Swept::Kept(0)),
+        Ok(Some(mut rec)) => {
+            let waiters = rec.waiters.len();
+            let pruned = rec.prune() + (waiters - rec.waiters.len());
+            if pruned > 0 {
+                rec.timestamp = now_rfc3339_micros();
+                record::store(path, &rec)?;
+            }
+            Ok(Swept::Kept(pruned))
+        }
+        Err(e) if e.kind() == Kind::Corruption && force => {
+            record::remove(path)?;
+            Ok(Swept::Removed)
+        }
+        Err(e) if e.kind() == Kind::Corruption => Ok(Swept::Corrupt),
+        Err(e) => Err(e),
+    }
+}
+
 /// Removes stale records and prunes dead holders from live ones; with
 /// `force`, also removes records that do not parse.
 pub fn clean(cfg: &Config, force: bool) -> Result<Cleaned> {
     let mut done = Cleaned::default();
-    for entry in scan(cfg)? {
-        let path = record::record_path(cfg, &entry.name);
-        let _mutex = Mutex::lock(cfg, &entry.name)?;
-        match record::load(&path) {
-            Ok(None) => {}
-            Ok(Some(mut rec)) => {
-                let waiters = rec.waiters.len();
-                let pruned = rec.prune() + (waiters - rec.waiters.len());
-                if rec.holders.is_empty() && rec.waiters.is_empty() {
-                    record::remove(&path)?;
-                    done.removed.push(entry.name);
-                } else if pruned > 0 {
-                    rec.timestamp = now_rfc3339_micros();
-                    record::store(&path, &rec)?;
-                    done.pruned += pruned;
-                }
-            }
-            Err(e) if e.kind() == Kind::Corruption && force => {
-                record::remove(&path)?;
-                done.removed.push(entry.name);
-            }
-            Err(e) if e.kind() == Kind::Corruption => done.corrupt.push(entry.name),
-            Err(e) => return Err(e),
+    for name in record_names(cfg)? {
+        match sweep(cfg, &name, true, force)? {
+            Swept::Gone => {}
+            Swept::Removed => done.removed.push(name),
+            Swept::Kept(n) => done.pruned += n,
+            Swept::Corrupt => done.corrupt.push(name),
         }
     }
     for tmp in durable::leftover_temps(&cfg.locks_dir()) {
@@ -726,8 +875,7 @@ pub fn check_hierarchy(cfg: &Config, name: &str, owner: &Identity) -> Result<()>
     if wanted >= name::priority("any-other-name") {
         return Ok(());
     }
-    let dir = cfg.locks_dir();
-    let Ok(entries) = fs::read_dir(&dir) else {
+    let Ok(names) = record_names_in(&cfg.locks_dir()) else {
         return Ok(());
     };
     if read(cfg, name)
@@ -738,17 +886,18 @@ pub fn check_hierarchy(cfg: &Config, name: &str, owner: &Identity) -> Result<()>
         return Ok(());
     }
     let pid_text = owner.pid.to_string();
-    let mut held: Vec<(u32, String)> = entries
-        .flatten()
-        .filter_map(|e| {
-            let file = e.file_name().into_string().ok()?;
-            let other = file.strip_suffix(".lock")?;
+    let mut held: Vec<(u32, String)> = names
+        .iter()
+        .filter_map(|other| {
             if other == name || name::priority(other) <= wanted {
                 return None;
             }
             // Most records do not mention the owner's pid at all: skip the parse.
-            let bytes =
-                crate::durable::read_limited(&e.path(), crate::config::MAX_INPUT_BYTES).ok()?;
+            let bytes = crate::durable::read_limited(
+                &record::record_path(cfg, other),
+                crate::config::MAX_INPUT_BYTES,
+            )
+            .ok()?;
             if !bytes
                 .windows(pid_text.len())
                 .any(|w| w == pid_text.as_bytes())
@@ -842,6 +991,45 @@ mod tests {
         std::thread::sleep(Duration::from_millis(2));
         assert_eq!(rec.holders[0].staleness(), Some("ttl-expired"));
         assert!(decide(Some(&rec), &Identity::current(), LockType::Exclusive).is_ok());
+    }
+
+    /// Stores `rec` as the record of its lock.
+    fn put(cfg: &Config, rec: &Record) {
+        crate::durable::ensure_dir(&cfg.locks_dir(), &cfg.root).unwrap();
+        record::store(&record::record_path(cfg, &rec.name), rec).unwrap();
+    }
+
+    #[test]
+    fn check_status_and_clean_follow_one_staleness_rule() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = Config::new(dir.path().join("s.json"));
+        let waiter = |id: Identity| Waiter {
+            id,
+            kind: LockType::Exclusive,
+            since: now_rfc3339_micros(),
+        };
+        // A dead owner's record: stale everywhere, and removed.
+        let mut gone = Record::new("gone", LockType::Exclusive);
+        gone.holders.push(holder(dead()));
+        // Its holder is dead but a live waiter is about to take it: not stale.
+        let mut taken = Record::new("taken", LockType::Exclusive);
+        taken.holders.push(holder(dead()));
+        taken.waiters.push(waiter(parent()));
+        // Only a killed waiter's entry: unlocked, and removed.
+        let mut left = Record::new("left", LockType::Exclusive);
+        left.waiters.push(waiter(dead()));
+        for r in [&gone, &taken, &left] {
+            put(&cfg, r);
+        }
+        assert_eq!(check(&cfg, "gone").unwrap(), Check::Stale);
+        assert_eq!(check(&cfg, "taken").unwrap(), Check::Unlocked);
+        assert_eq!(check(&cfg, "left").unwrap(), Check::Unlocked);
+        let c = super::super::report::counts(&scan(&cfg).unwrap());
+        assert_eq!((c.held, c.stale, c.waiting), (0, 1, 1));
+        let cleaned = clean(&cfg, false).unwrap();
+        assert_eq!(cleaned.removed, ["gone", "left"]);
+        assert_eq!(cleaned.pruned, 1, "the dead holder of 'taken'");
+        assert!(read(&cfg, "taken").unwrap().unwrap().holders.is_empty());
     }
 
     #[test]

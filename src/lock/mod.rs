@@ -1,12 +1,18 @@
-//! Named locks that outlive one command (design.md §6).
+//! Named locks that outlive one command: the domain of `lock-manager` and
+//! of the `state` lock `state-manager` takes. Nothing here prints; the
+//! command layer (`crate::cmd::lock`) renders, and reaches the records
+//! through the backend's lock registry (`crate::backend::LockRegistry`).
 //!
-//! - [`record`]: the on-disk record and the per-lock mutex that serializes its changes.
+//! - [`record`]: the on-disk record and the per-lock mutex that serializes
+//!   its changes; [`Record::standing`], the one rule for held, stale, free.
 //! - [`process`]: holder identities that survive pid reuse and reboots.
 //! - [`wait`]: blocking in the kernel until a record changes or a holder exits.
 //! - [`name`]: lock names and the deadlock-preventing hierarchy.
-//! - [`manager`]: the decisions: grant, wait, take over, release, check, clean.
-//! - [`commands`], [`report`], [`run`]: the `lock-manager` subcommands,
-//!   their output, and `run`, which holds a lock for a child's life.
+//! - [`manager`]: the decisions: grant, wait, take over, release, check,
+//!   clean, and [`manager::scan`], the one lister of `.locks/`.
+//! - [`commands`]: the acquire request, the owner a call acts for, the
+//!   audited acquire; [`report`]: the counts `status` shows; [`run`]: holds
+//!   a lock for a child's life.
 //!
 //! [`transaction`] is what `state-manager` uses around a read-modify-write:
 //! it waits until no *other* owner holds the lock, then keeps the lock's

@@ -128,6 +128,27 @@ pub struct Waiter {
     pub since: String,
 }
 
+/// What a record says about its lock, by [`Record::standing`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Standing {
+    /// A live holder has it.
+    Held,
+    /// No live holder, but a live waiter is about to take it: not stale.
+    Waited,
+    /// Holders recorded, none live, nobody waiting: a dead owner's record.
+    Stale,
+    /// No holder and no live waiter (a killed waiter's leftover): unlocked.
+    Vacant,
+}
+
+impl Standing {
+    /// Whether `clean` removes a record of this standing: nobody live is in it.
+    pub fn is_removable(self) -> bool {
+        matches!(self, Standing::Stale | Standing::Vacant)
+    }
+}
+
 /// The record of one named lock.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Record {
@@ -163,10 +184,27 @@ impl Record {
         self.holders.iter().filter(|h| h.is_live())
     }
 
-    /// Whether the record only names holders that are gone (and no live waiter):
-    /// what `check` calls stale and `clean` removes.
+    /// What the record says about its lock now: the one staleness rule,
+    /// which `check`, `list`, `status`, `clean` and the state tools' health
+    /// and cleanup all follow. Each holder's and waiter's liveness is read
+    /// once.
+    pub fn standing(&self) -> Standing {
+        if self.is_held() {
+            Standing::Held
+        } else if self.waiters.iter().any(|w| w.id.is_live()) {
+            Standing::Waited
+        } else if !self.holders.is_empty() {
+            Standing::Stale
+        } else {
+            Standing::Vacant
+        }
+    }
+
+    /// Whether the record only names holders that are gone (and no live
+    /// waiter): what `check` calls stale, `list` marks STALE and `clean`
+    /// removes.
     pub fn is_stale(&self) -> bool {
-        !self.holders.is_empty() && !self.is_held() && !self.waiters.iter().any(|w| w.id.is_live())
+        self.standing() == Standing::Stale
     }
 
     /// Drops dead holders and waiters; returns how many holders were dropped.

@@ -1,1 +1,274 @@
-//! The `lock` subcommands: parsing results rendered as text or JSON.
+//! The `lock-manager` subcommands (all but `run`): one function each, over
+//! the context's lock registry, printing the typed result as text or JSON
+//! and returning the exit code, with one audit event per operation
+//! (`acquire`, `takeover`, `release`, `check`, `list`, `clean`, `status`).
+
+pub mod render;
+
+use serde_json::{Value, json};
+
+use crate::audit::Recorder;
+use crate::cmd::{self as cli, Ctx};
+use crate::error::Result;
+use crate::exit::Code;
+use crate::lock::commands::{self, AcquireArgs};
+use crate::lock::manager::{self, Acquired, Check, Entry, Request, WaitLog};
+use crate::lock::{name, process};
+
+/// `acquire NAME [TIMEOUT] [TYPE] [METADATA]`: 0 held, 2 timed out, 3 corrupt
+/// record, 4 bad name/metadata/type or hierarchy violation. Prints nothing
+/// unless `--verbose` or `--json`.
+pub fn acquire(ctx: &Ctx, a: &AcquireArgs, verbose: bool) -> Result<Code> {
+    let locks = ctx.backend.locks();
+    let (result, log, req) = commands::audited_acquire(
+        &ctx.cfg,
+        &a.name,
+        || commands::request(&ctx.cfg, a),
+        |req, log| locks.acquire(req, log),
+    );
+    let got = result?;
+    if ctx.output.json || verbose {
+        let req = req.expect("a granted request");
+        if ctx.output.json {
+            ctx.output.json(&acquired_json(&got, &req, &log));
+        } else {
+            cli::print(&verbose_text(&got, &req, &log));
+        }
+    }
+    Ok(Code::Success)
+}
+
+/// `acquire --json`: the record as stored, with the wait and who held it meanwhile.
+fn acquired_json(got: &Acquired, req: &Request, log: &WaitLog) -> Value {
+    let mut v = serde_json::to_value(&got.record).expect("a record always serializes");
+    v["owner_pid"] = json!(req.owner.pid);
+    v["wait_ms"] = json!(log.wait_ms());
+    v["holders_while_waiting"] = json!(log.holders);
+    v["already_held"] = json!(got.already_held);
+    v["upgraded"] = json!(got.upgraded);
+    v["takeovers"] = got
+        .takeovers
+        .iter()
+        .map(|t| json!({"stale_pid": t.stale_pid, "reason": t.reason}))
+        .collect();
+    v
+}
+
+/// The human form of `acquire --verbose`.
+fn verbose_text(got: &Acquired, req: &Request, log: &WaitLog) -> String {
+    let rec = &got.record;
+    let how = if got.upgraded {
+        "upgraded to exclusive"
+    } else if got.already_held {
+        "already held"
+    } else {
+        "acquired"
+    };
+    let mut out = format!(
+        "lock '{}' {how}: {} for pid {} after {:.1} ms\n",
+        rec.name,
+        rec.kind.as_str(),
+        req.owner.pid,
+        log.wait_ms()
+    );
+    if !log.holders.is_empty() {
+        let pids: Vec<String> = log.holders.iter().map(u32::to_string).collect();
+        out.push_str(&format!("  waited for: pid {}\n", pids.join(", ")));
+    }
+    for t in &got.takeovers {
+        out.push_str(&format!(
+            "  took over from stale pid {} ({})\n",
+            t.stale_pid, t.reason
+        ));
+    }
+    for h in &rec.holders {
+        out.push_str(&format!("  holder: pid {} since {}", h.id.pid, h.acquired));
+        if let Some(ttl) = h.ttl {
+            out.push_str(&format!(", ttl {ttl}s"));
+        }
+        if let Some(m) = &h.metadata {
+            out.push_str(&format!(", metadata {m}"));
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// `release NAME [--force]`: 0 released (or not held), 6 held by another
+/// owner. Prints nothing unless `--json`.
+pub fn release(ctx: &Ctx, name: &str, force: bool) -> Result<Code> {
+    let rec = Recorder::start(&ctx.cfg, ctx.tool, "release", name);
+    let (owner, result) =
+        match name::validate(name).and_then(|()| commands::owner_for(&ctx.cfg, name, ctx.owner)) {
+            Ok(o) => {
+                let result = ctx.backend.locks().release(name, &o, force);
+                (Some(o), result)
+            }
+            Err(e) => (None, Err(e)),
+        };
+    let mut detail = json!({
+        "owner_pid": owner.as_ref().map(|o| o.pid),
+        "forced": force,
+    });
+    if let Ok(r) = &result {
+        detail["held"] = json!(r.held);
+        if force {
+            detail["forced_pids"] = json!(r.forced_pids);
+        }
+    }
+    rec.finish(&result, detail.clone());
+    result?;
+    if ctx.output.json {
+        detail["name"] = json!(name);
+        detail["forced_pids"] = detail.get("forced_pids").cloned().unwrap_or(json!([]));
+        ctx.output.json(&detail);
+    }
+    Ok(Code::Success)
+}
+
+/// The one-line text answer of `check`: `locked:TYPE:PID`, `unlocked` or `stale`.
+pub fn check_line(answer: &Check) -> String {
+    match answer {
+        Check::Locked { kind, pid } => format!("locked:{}:{pid}", kind.as_str()),
+        other => other.status().to_string(),
+    }
+}
+
+/// `check NAME`: prints `locked:TYPE:PID` (0), `unlocked` (1) or `stale` (2);
+/// a record that does not parse is exit 3.
+pub fn check(ctx: &Ctx, name: &str) -> Result<Code> {
+    let rec = Recorder::start(&ctx.cfg, ctx.tool, "check", name);
+    let answer = match ctx.backend.locks().check(name) {
+        Ok(a) => a,
+        Err(e) => {
+            let result: Result<()> = Err(e);
+            rec.finish(&result, json!({}));
+            return result.map(|()| Code::Success);
+        }
+    };
+    let line = check_line(&answer);
+    let code = answer.code();
+    // An answer, not a failure: the event says 0 whatever the answer, which
+    // `answer_exit` keeps, so audit failure counts stay true.
+    rec.finish_with(
+        0,
+        "ok",
+        json!({ "state": line, "answer_exit": code.as_i32() }),
+    );
+    let note = match answer {
+        Check::Locked { .. } => ctx
+            .backend
+            .locks()
+            .read(name)
+            .ok()
+            .flatten()
+            .and_then(|r| manager::unverified_note(&r)),
+        _ => None,
+    };
+    if ctx.output.json {
+        let (kind, pid) = match answer {
+            Check::Locked { kind, pid } => (Some(kind.as_str()), Some(pid)),
+            _ => (None, None),
+        };
+        ctx.output.json(&json!({
+            "name": name,
+            "status": answer.status(),
+            "type": kind,
+            "pid": pid,
+            "exit_code": code.as_i32(),
+            "note": note,
+        }));
+    } else {
+        cli::println(&line);
+    }
+    if let Some(note) = note {
+        eprintln!("{}: note: {note}", ctx.tool);
+    }
+    Ok(code)
+}
+
+/// `list [table|json] [--json|--jsonl]`: every lock record, one table row
+/// per holder, or one JSON array (one object per line with `--jsonl`).
+pub fn list(ctx: &Ctx) -> Result<Code> {
+    let rec = Recorder::start(&ctx.cfg, ctx.tool, "list", "*");
+    process::snapshot(|| {
+        let result = ctx.backend.locks().list();
+        rec.finish(
+            &result,
+            json!({ "count": result.as_ref().map_or(0, Vec::len) }),
+        );
+        let entries = result?;
+        if ctx.output.json {
+            ctx.output.list(&render::json_list(&entries));
+        } else {
+            cli::print(&render::table(&entries, &ctx.output));
+        }
+        warn_corrupt(ctx, &entries);
+        Ok(Code::Success)
+    })
+}
+
+/// One warning line per record that does not parse.
+fn warn_corrupt(ctx: &Ctx, entries: &[Entry]) {
+    for e in entries {
+        if let Err(err) = &e.record {
+            eprintln!("{}: warning: {err}", ctx.tool);
+        }
+    }
+}
+
+/// `clean [--force] [--json]`: removes stale records (with `--force`, also
+/// records that do not parse) and prints how many.
+pub fn clean(ctx: &Ctx, force: bool) -> Result<Code> {
+    let rec = Recorder::start(&ctx.cfg, ctx.tool, "clean", "*");
+    let result = ctx.backend.locks().clean(force);
+    let detail = match &result {
+        Ok(c) => json!({
+            "removed": c.removed.len(),
+            "names": c.removed,
+            "pruned": c.pruned,
+            "corrupt_kept": c.corrupt,
+            "forced": force,
+        }),
+        Err(_) => json!({ "forced": force }),
+    };
+    rec.finish(&result, detail.clone());
+    let cleaned = result?;
+    if ctx.output.json {
+        ctx.output.json(&detail);
+    } else {
+        let n = cleaned.removed.len();
+        cli::println(&format!(
+            "removed {n} stale lock record{}",
+            if n == 1 { "" } else { "s" }
+        ));
+    }
+    for name in &cleaned.corrupt {
+        eprintln!(
+            "{}: warning: kept lock record '{name}', which does not parse — inspect it, then run 'lock-manager clean --force'",
+            ctx.tool
+        );
+    }
+    Ok(Code::Success)
+}
+
+/// `status [--json]`: locks held and by whom, waiting requests, stale and
+/// corrupt records.
+pub fn status(ctx: &Ctx) -> Result<Code> {
+    let rec = Recorder::start(&ctx.cfg, ctx.tool, "status", "*");
+    process::snapshot(|| {
+        let result = ctx.backend.locks().status();
+        let counts = result.as_ref().map(|s| s.counts).unwrap_or_default();
+        rec.finish(
+            &result,
+            json!({"held": counts.held, "stale": counts.stale, "waiting": counts.waiting, "corrupt": counts.corrupt}),
+        );
+        let status = result?;
+        if ctx.output.json {
+            ctx.output.json(&render::status_json(&status));
+        } else {
+            cli::print(&render::status_text(&status, &ctx.output));
+        }
+        Ok(Code::Success)
+    })
+}

@@ -1,0 +1,255 @@
+//! What `lock-manager list` and `status` print: the table, the status
+//! summary and their JSON, rendered from the registry's typed values. The
+//! standing of each record is [`Record::standing`]'s, the one rule.
+
+use serde_json::{Map, Value, json};
+
+use crate::cmd::{Output, Paint};
+use crate::lock::manager::Entry;
+use crate::lock::record::{Holder, Record, Standing};
+use crate::lock::report::Status;
+
+/// The STATUS column of one holder; a holder that cannot be checked from
+/// here says why (it is never taken over).
+fn holder_status(h: &Holder) -> String {
+    match (h.is_live(), h.id.unverifiable()) {
+        (false, _) => "STALE".into(),
+        (true, Some(why)) => format!("VALID (cannot verify: {why})"),
+        (true, None) => "VALID".into(),
+    }
+}
+
+/// The table of `list`: LOCK NAME, TYPE, PID, TIMESTAMP, STATUS, one row per
+/// holder (every shared holder shown); an unparseable record is one CORRUPT row.
+pub fn table(entries: &[Entry], out: &Output) -> String {
+    let mut rows: Vec<[String; 5]> = vec![[
+        "LOCK NAME".into(),
+        "TYPE".into(),
+        "PID".into(),
+        "TIMESTAMP".into(),
+        "STATUS".into(),
+    ]];
+    for e in entries {
+        match &e.record {
+            Ok(rec) => {
+                for h in &rec.holders {
+                    rows.push([
+                        e.name.clone(),
+                        rec.kind.as_str().into(),
+                        h.id.pid.to_string(),
+                        h.acquired.clone(),
+                        holder_status(h),
+                    ]);
+                }
+            }
+            Err(_) => rows.push([
+                e.name.clone(),
+                "-".into(),
+                "-".into(),
+                "-".into(),
+                "CORRUPT".into(),
+            ]),
+        }
+    }
+    let mut widths = [0usize; 5];
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut text = String::new();
+    for (r, row) in rows.iter().enumerate() {
+        let mut line = String::new();
+        for (i, (cell, w)) in row.iter().zip(widths).enumerate() {
+            if i + 1 == row.len() {
+                // The last column: colour cannot break the alignment.
+                line.push_str(&match cell.split(' ').next() {
+                    _ if r == 0 => cell.clone(),
+                    Some("STALE") => out.paint(cell, Paint::Warn),
+                    Some("CORRUPT") => out.paint(cell, Paint::Bad),
+                    _ => out.paint(cell, Paint::Good),
+                });
+            } else {
+                line.push_str(&format!("{cell:<w$}  "));
+            }
+        }
+        text.push_str(line.trim_end());
+        text.push('\n');
+    }
+    text
+}
+
+/// A record as JSON with `status` added: `valid` (a live holder), `stale`
+/// (holders, none live) or `unlocked` (only waiters); each holder gets its
+/// own `status` and, when stale, `stale_reason`.
+pub fn record_json(rec: &Record) -> Value {
+    let mut v = serde_json::to_value(rec).expect("a record always serializes");
+    let status = match rec.standing() {
+        Standing::Held => "valid",
+        Standing::Stale => "stale",
+        Standing::Waited | Standing::Vacant => "unlocked",
+    };
+    if let Some(holders) = v.get_mut("holders").and_then(Value::as_array_mut) {
+        for (hv, h) in holders.iter_mut().zip(&rec.holders) {
+            let reason = h.staleness();
+            hv["status"] = json!(if reason.is_some() { "stale" } else { "valid" });
+            if let Some(r) = reason {
+                hv["stale_reason"] = json!(r);
+            }
+            if let Some(why) = h.id.unverifiable() {
+                hv["unverifiable"] = json!(format!("cannot verify: {why}"));
+            }
+        }
+    }
+    v["status"] = json!(status);
+    v
+}
+
+/// The JSON of `list json`: one array, each element a lock record plus
+/// `name` and `status` (`corrupt` elements carry `error` instead).
+pub fn json_list(entries: &[Entry]) -> Vec<Value> {
+    entries
+        .iter()
+        .map(|e| match &e.record {
+            Ok(rec) => {
+                let mut v = record_json(rec);
+                v["name"] = json!(e.name);
+                v
+            }
+            Err(err) => json!({"name": e.name, "status": "corrupt", "error": err.summary()}),
+        })
+        .collect()
+}
+
+/// `status --json`: the held locks with holders and waiters, the stale and
+/// the corrupt ones, and the counts.
+pub fn status_json(status: &Status) -> Value {
+    let c = status.counts;
+    let entries = &status.entries;
+    let mut held = Vec::new();
+    let mut stale = Vec::new();
+    let mut corrupt = Vec::new();
+    for e in entries {
+        match &e.record {
+            Ok(rec) => {
+                let list = match rec.standing() {
+                    Standing::Held | Standing::Waited => &mut held,
+                    Standing::Stale => &mut stale,
+                    Standing::Vacant => continue,
+                };
+                let mut v = record_json(rec);
+                v["name"] = json!(e.name);
+                list.push(v);
+            }
+            Err(err) => corrupt.push(json!({"name": e.name, "error": err.summary()})),
+        }
+    }
+    let mut m = Map::new();
+    m.insert("held".into(), json!(c.held));
+    m.insert("stale".into(), json!(c.stale));
+    m.insert("waiting".into(), json!(c.waiting));
+    m.insert("corrupt".into(), json!(c.corrupt));
+    m.insert("locks".into(), Value::Array(held));
+    m.insert("stale_locks".into(), Value::Array(stale));
+    m.insert("corrupt_locks".into(), Value::Array(corrupt));
+    Value::Object(m)
+}
+
+/// `status`: a summary line, then each held lock with its holders and waiters,
+/// then the stale and corrupt records with what to do about them.
+pub fn status_text(status: &Status, paint: &Output) -> String {
+    let c = status.counts;
+    let entries = &status.entries;
+    let mut out = format!(
+        "locks: {} held, {} stale, {} waiting, {} corrupt\n",
+        c.held, c.stale, c.waiting, c.corrupt
+    );
+    let width = entries.iter().map(|e| e.name.len()).max().unwrap_or(0);
+    for e in entries {
+        let standing = e.record.as_ref().map(Record::standing);
+        match (&e.record, standing) {
+            (Ok(rec), Ok(Standing::Held | Standing::Waited)) => {
+                let holders: Vec<String> = rec
+                    .live_holders()
+                    .map(|h| {
+                        let why = h.id.unverifiable().map_or(String::new(), |w| {
+                            format!(" (cannot verify: {w}; only 'release --force' removes it)")
+                        });
+                        format!("pid {} since {}{why}", h.id.pid, h.acquired)
+                    })
+                    .collect();
+                let holders = if holders.is_empty() {
+                    "free".to_string()
+                } else {
+                    holders.join(", ")
+                };
+                out.push_str(&format!(
+                    "  {:<width$}  {:<9}  {holders}\n",
+                    e.name,
+                    rec.kind.as_str(),
+                ));
+                for w in rec.waiters.iter().filter(|w| w.id.is_live()) {
+                    out.push_str(&format!(
+                        "    waiting: pid {} ({}) since {}\n",
+                        w.id.pid,
+                        w.kind.as_str(),
+                        w.since
+                    ));
+                }
+            }
+            (Ok(rec), Ok(Standing::Stale)) => {
+                let gone: Vec<String> = rec
+                    .holders
+                    .iter()
+                    .map(|h| format!("pid {} {}", h.id.pid, h.staleness().unwrap_or("live")))
+                    .collect();
+                out.push_str(&format!(
+                    "  {:<width$}  {} ({}) — taken over by the next acquire, or run 'lock-manager clean'\n",
+                    e.name,
+                    paint.paint("stale", Paint::Warn),
+                    gone.join(", ")
+                ));
+            }
+            (Ok(_), _) => {}
+            (Err(_), _) => out.push_str(&format!(
+                "  {:<width$}  {} — inspect .locks/{}.lock, then run 'lock-manager clean --force'\n",
+                e.name,
+                paint.paint("corrupt", Paint::Bad),
+                e.name
+            )),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lock::report::tests::entries;
+
+    #[test]
+    fn table_has_a_row_per_holder_and_aligned_columns() {
+        let t = table(&entries(), &Output::default());
+        let lines: Vec<&str> = t.lines().collect();
+        assert_eq!(lines.len(), 5, "{t}");
+        assert!(lines[0].starts_with("LOCK NAME  TYPE"), "{t}");
+        assert!(lines[1].starts_with("bad") && lines[1].ends_with("CORRUPT"));
+        assert_eq!(lines.iter().filter(|l| l.starts_with("docs")).count(), 2);
+        assert!(lines[4].starts_with("old") && lines[4].ends_with("STALE"));
+        let col = lines[0].find("TYPE").unwrap();
+        assert_eq!(&lines[2][col..col + 6], "shared");
+    }
+
+    #[test]
+    fn counts_and_json_agree() {
+        let e = entries();
+        let j = json_list(&e);
+        assert_eq!(j[0]["status"], "corrupt");
+        assert_eq!(j[1]["status"], "valid");
+        assert_eq!(j[2]["status"], "stale");
+        assert_eq!(j[2]["holders"][0]["stale_reason"], "pid-reused");
+        let s = status_json(&Status::of(e));
+        assert_eq!(s["held"], 1);
+        assert_eq!(s["locks"][0]["name"], "docs");
+    }
+}

@@ -1,0 +1,318 @@
+//! lock-manager's output conventions: `--json`, `-c`, `--jsonl` on the data
+//! commands, each JSON output validated against its schema in
+//! schemas/output/, `check`'s unchanged text and its exit codes as answers,
+//! failures as a JSON error object, one staleness rule for check, list,
+//! status and clean, and the `--debug` lines of a lock wait.
+
+use std::fs;
+
+use serde_json::Value;
+
+use crate::harness::{Env, Owner, Run, repo_root};
+
+const LM: &str = "lock-manager";
+
+/// Asserts that `value` validates against schemas/output/`schema`.
+#[track_caller]
+fn assert_valid(schema: &str, value: &Value) {
+    let path = repo_root().join("schemas/output").join(schema);
+    let schema: Value =
+        serde_json::from_slice(&fs::read(&path).expect("schema file")).expect("schema parses");
+    let validator = jsonschema::validator_for(&schema).expect("schema compiles");
+    let errors: Vec<String> = validator
+        .iter_errors(value)
+        .map(|e| format!("{} at {}", e, e.instance_path()))
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "{} breaks {}:\n{}\n{value:#}",
+        "output",
+        path.display(),
+        errors.join("\n")
+    );
+}
+
+/// Acquires `name` for `owner` (extra args after the name).
+fn hold(env: &Env, name: &str, owner: &Owner, args: &[&str]) {
+    let pid = owner.pid();
+    let mut all = vec!["acquire", name];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&["--owner", &pid]);
+    env.run(LM, &all).ok();
+}
+
+/// A record of lock `name` whose owner has died.
+fn dead_record(env: &Env, name: &str) -> u32 {
+    let owner = Owner::new();
+    let pid = owner.0.id();
+    hold(env, name, &owner, &["0"]);
+    drop(owner);
+    pid
+}
+
+#[test]
+fn list_prints_one_array_compact_with_c_and_one_object_per_line_with_jsonl() {
+    let env = Env::new();
+    let a = Owner::new();
+    let b = Owner::new();
+    hold(&env, "docs", &a, &["0", "shared"]);
+    hold(&env, "docs", &b, &["0", "shared"]);
+    hold(
+        &env,
+        "build",
+        &a,
+        &["0", "exclusive", r#"{"step":"compile"}"#],
+    );
+    dead_record(&env, "old");
+
+    let pretty = env.run(LM, &["list", "--json"]).ok();
+    let list = pretty.json();
+    assert_valid("lock-manager-list.schema.json", &list);
+    let names: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["build", "docs", "old"]);
+    assert_eq!(list[1]["holders"].as_array().unwrap().len(), 2);
+    assert!(pretty.stdout.lines().count() > 3, "pretty by default");
+
+    // The legacy positional spelling prints the same document.
+    assert_eq!(env.run(LM, &["list", "json"]).ok().json(), list);
+
+    let compact = env.run(LM, &["list", "--json", "-c"]).ok();
+    assert_eq!(compact.stdout.lines().count(), 1, "{}", compact.stdout);
+    assert_eq!(compact.json(), list);
+    let compact = env.run(LM, &["list", "json", "--compact"]).ok();
+    assert_eq!(compact.stdout.lines().count(), 1, "{}", compact.stdout);
+
+    let lines = env.run(LM, &["list", "--jsonl"]).ok().stdout;
+    let items: Vec<Value> = lines
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert_eq!(items.len(), 3, "{lines}");
+    assert!(items.iter().all(Value::is_object));
+    assert_eq!(Value::Array(items), list);
+
+    // No locks: an empty array, and no line at all as JSON Lines.
+    let empty = Env::new();
+    assert_eq!(
+        empty.run(LM, &["list", "--json"]).ok().json(),
+        Value::Array(vec![])
+    );
+    assert_eq!(empty.run(LM, &["list", "--jsonl"]).ok().stdout, "");
+}
+
+#[test]
+fn check_keeps_its_text_and_answers_with_its_exit_code_also_under_json() {
+    let env = Env::new();
+    let owner = Owner::new();
+    hold(&env, "held", &owner, &["0", "shared"]);
+    dead_record(&env, "gone");
+
+    let r = env.run(LM, &["check", "held"]).ok();
+    assert_eq!(r.stdout, format!("locked:shared:{}\n", owner.pid()));
+    let r = env.run(LM, &["check", "nothing"]).code(1);
+    assert_eq!(r.stdout, "unlocked\n");
+    let r = env.run(LM, &["check", "gone"]).code(2);
+    assert_eq!(r.stdout, "stale\n");
+
+    let held = env.run(LM, &["check", "held", "--json"]).ok().json();
+    assert_valid("lock-manager-check.schema.json", &held);
+    assert_eq!(held["name"], "held");
+    assert_eq!(held["status"], "locked");
+    assert_eq!(held["type"], "shared");
+    assert_eq!(held["pid"], owner.0.id());
+
+    let free = env.run(LM, &["check", "nothing", "--json"]).code(1).json();
+    assert_valid("lock-manager-check.schema.json", &free);
+    assert_eq!(free["status"], "unlocked");
+    assert_eq!(free["pid"], Value::Null);
+
+    let stale = env.run(LM, &["check", "gone", "--json", "-c"]).code(2);
+    assert_eq!(stale.stdout.lines().count(), 1, "{}", stale.stdout);
+    let stale = stale.json();
+    assert_valid("lock-manager-check.schema.json", &stale);
+    assert_eq!(stale["status"], "stale");
+}
+
+#[test]
+fn a_failure_under_json_is_one_error_object_on_stdout() {
+    let env = Env::new();
+    for args in [
+        &["check", "bad/name", "--json"][..],
+        &["release", "bad/name", "--json"][..],
+        &["acquire", "bad/name", "0", "--json", "-c"][..],
+        &["clean", "--json", "--lock-timeout", "nope"][..],
+    ] {
+        let v = env.run(LM, args).code(4).one_line_error(LM).json();
+        assert_eq!(v["error"]["code"], 4, "{args:?}: {v}");
+        assert!(v["error"]["name"].is_string(), "{args:?}: {v}");
+        assert!(v["error"]["message"].is_string(), "{args:?}: {v}");
+        assert_eq!(v.as_object().unwrap().len(), 1, "{args:?}: {v}");
+    }
+    let v = env.run(LM, &["check", "bad/name", "--json"]).code(4).json();
+    assert_eq!(v["error"]["name"], "VALIDATION_FAILED");
+}
+
+#[test]
+fn a_dead_owners_record_is_stale_to_check_list_and_status_and_clean_removes_exactly_it() {
+    let env = Env::new();
+    let live = Owner::new();
+    hold(&env, "live", &live, &["0"]);
+    let dead = dead_record(&env, "gone");
+
+    env.run(LM, &["check", "gone"]).code(2).stdout_has("stale");
+    env.run(LM, &["check", "live"]).ok();
+
+    let table = env.run(LM, &["list"]).ok().stdout;
+    let row = |name: &str| {
+        table
+            .lines()
+            .find(|l| l.starts_with(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("no row {name}: {table}"))
+            .to_string()
+    };
+    assert!(row("gone").ends_with("STALE"), "{table}");
+    assert!(row("gone").contains(&dead.to_string()), "{table}");
+    assert!(row("live").ends_with("VALID"), "{table}");
+
+    let list = env.run(LM, &["list", "--json"]).ok().json();
+    assert_eq!(list[0]["name"], "gone");
+    assert_eq!(list[0]["status"], "stale");
+    assert_eq!(list[0]["holders"][0]["status"], "stale");
+    assert_eq!(list[1]["status"], "valid");
+
+    let status = env.run(LM, &["status", "--json"]).ok().json();
+    assert_valid("lock-manager-status.schema.json", &status);
+    assert_eq!(
+        (status["held"].as_u64(), status["stale"].as_u64()),
+        (Some(1), Some(1))
+    );
+    assert_eq!(status["stale_locks"][0]["name"], "gone");
+    assert_eq!(status["locks"][0]["name"], "live");
+
+    let cleaned = env.run(LM, &["clean", "--json"]).ok().json();
+    assert_valid("lock-manager-clean.schema.json", &cleaned);
+    assert_eq!(cleaned["removed"], 1);
+    assert_eq!(cleaned["names"], serde_json::json!(["gone"]));
+    assert!(!env.path(".locks/gone.lock").exists());
+    assert!(env.path(".locks/live.lock").exists());
+    env.run(LM, &["check", "live"]).ok();
+    env.run(LM, &["check", "gone"])
+        .code(1)
+        .stdout_has("unlocked");
+
+    // Nothing left to clean: the text form still says so.
+    env.run(LM, &["clean"])
+        .ok()
+        .stdout_has("removed 0 stale lock records");
+}
+
+#[test]
+fn acquire_release_and_status_json_follow_their_schemas() {
+    let env = Env::new();
+    let owner = Owner::new();
+    let pid = owner.pid();
+    let got = env
+        .run(
+            LM,
+            &[
+                "acquire",
+                "job",
+                "0",
+                "exclusive",
+                r#"{"n":1}"#,
+                "--json",
+                "--owner",
+                &pid,
+            ],
+        )
+        .ok();
+    assert!(got.stdout.lines().count() > 1, "pretty by default");
+    let got = got.json();
+    assert_valid("lock-manager-acquire.schema.json", &got);
+    assert_eq!(got["owner_pid"], owner.0.id());
+    assert_eq!(got["holders"][0]["metadata"]["n"], 1);
+
+    let again = env
+        .run(
+            LM,
+            &["acquire", "job", "0", "--json", "-c", "--owner", &pid],
+        )
+        .ok();
+    assert_eq!(again.stdout.lines().count(), 1, "{}", again.stdout);
+    let again = again.json();
+    assert_valid("lock-manager-acquire.schema.json", &again);
+    assert_eq!(again["already_held"], true);
+
+    let status = env.run(LM, &["status", "--json", "-c"]).ok();
+    assert_eq!(status.stdout.lines().count(), 1);
+    let status = status.json();
+    assert_valid("lock-manager-status.schema.json", &status);
+    assert_eq!(status["locks"][0]["holders"][0]["pid"], owner.0.id());
+
+    let released = env
+        .run(LM, &["release", "job", "--json", "--owner", &pid])
+        .ok()
+        .json();
+    assert_valid("lock-manager-release.schema.json", &released);
+    assert_eq!(released["name"], "job");
+    assert_eq!(released["held"], true);
+    // Without --json release prints nothing, as before.
+    let r = env.run(LM, &["release", "job", "--owner", &pid]).ok();
+    assert_eq!(r.stdout, "");
+}
+
+#[test]
+fn no_colour_when_stdout_is_not_a_terminal() {
+    let env = Env::new();
+    dead_record(&env, "gone");
+    for args in [&["list"][..], &["status"][..]] {
+        let mut c = env.cmd(LM);
+        c.env_remove("NO_COLOR").args(args);
+        let r = Run::of(c.output().unwrap()).ok();
+        assert!(!r.stdout.contains('\x1b'), "{args:?}: {:?}", r.stdout);
+    }
+}
+
+#[test]
+fn debug_lines_name_the_record_each_wait_round_and_the_timings() {
+    let env = Env::new();
+    let holder = Owner::new();
+    hold(&env, "busy", &holder, &["0"]);
+    let other = Owner::new();
+    let r = env
+        .run(
+            LM,
+            &["--debug", "acquire", "busy", "0.3", "--owner", &other.pid()],
+        )
+        .code(2);
+    assert!(r.stderr.contains("lock record "), "{}", r.stderr);
+    assert!(r.stderr.contains(".locks/busy.lock"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("wait round") && r.stderr.contains(&format!("pid {}", holder.pid())),
+        "{}",
+        r.stderr
+    );
+    assert!(r.stderr.contains("timed out after"), "{}", r.stderr);
+
+    let r = env
+        .run(
+            LM,
+            &["acquire", "free", "0", "--owner", &other.pid(), "--debug"],
+        )
+        .ok();
+    assert!(r.stderr.contains("granted after"), "{}", r.stderr);
+    let r = env
+        .run(LM, &["release", "free", "--owner", &other.pid(), "--debug"])
+        .ok();
+    assert!(r.stderr.contains("release 'free'"), "{}", r.stderr);
+    assert_eq!(r.stdout, "");
+
+    // Off by default: not one debug line.
+    let r = env.run(LM, &["check", "busy"]).ok();
+    assert!(!r.stderr.contains("debug:"), "{}", r.stderr);
+}
