@@ -77,7 +77,7 @@ impl Ctx {
             retention: global.retention()?,
             owner: global.owner,
             output: Output {
-                color: Output::color_allowed(global.no_color),
+                color: !global.no_color,
                 ..Output::default()
             },
             backend,
@@ -172,7 +172,9 @@ pub struct Output {
     pub compact: bool,
     /// `--jsonl`: one object per line.
     pub jsonl: bool,
-    /// ANSI colour: stdout is a terminal, no `--no-color`, no `NO_COLOR`.
+    /// ANSI colour unless `--no-color`; [`Output::paint`] also asks that
+    /// stdout be a terminal and `NO_COLOR` unset, the first time it paints
+    /// (a call that prints no colour never checks).
     pub color: bool,
 }
 
@@ -209,7 +211,8 @@ impl Output {
 
     /// `text` in colour `p` when colour is on, else as it is.
     pub fn paint(&self, text: &str, p: Paint) -> String {
-        if !self.color {
+        static ALLOWED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        if !self.color || !*ALLOWED.get_or_init(|| Output::color_allowed(false)) {
             return text.to_string();
         }
         let code = match p {

@@ -201,12 +201,10 @@ fn colour_only_on_a_terminal_and_never_with_no_color() {
     let env = Env::new();
     env.init();
     // A stale lock shows in colour in the list.
-    let gone = {
-        let mut c = std::process::Command::new("true").spawn().unwrap();
-        c.wait().unwrap();
-        c.id().to_string()
-    };
-    let _ = env.run("lock-manager", &["acquire", "old", "0", "--owner", &gone]);
+    let owner = Owner::new();
+    env.run("lock-manager", &["acquire", "old", "0", "--owner", &owner.pid()])
+        .ok();
+    drop(owner);
     let tty = on_a_tty(&env, false, "state-manager health; lock-manager list");
     assert!(tty.contains("\x1b["), "colour on a terminal: {tty:?}");
     let no_color = on_a_tty(&env, true, "state-manager health; lock-manager list");
