@@ -25,5 +25,3 @@ pub mod suggest;
 
 /// The binary's name, used in messages and audit events.
 pub const TOOL: &str = "error-recovery";
-
-pub use crate::cmd::Ctx;

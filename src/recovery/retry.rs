@@ -42,9 +42,9 @@ use rustix::io::Errno;
 use rustix::process::{Pid, PidfdFlags, Signal};
 use serde_json::json;
 
-use super::{Ctx, TOOL};
+use super::TOOL;
 use crate::audit::Recorder;
-use crate::config::parse_seconds;
+use crate::config::{Config, parse_seconds};
 use crate::error::{Error, Kind, Result};
 
 /// How long a child has between SIGTERM and SIGKILL at the deadline.
@@ -384,15 +384,15 @@ struct Outcome {
 }
 
 /// `retry [OPTIONS] -- CMD [ARGS...]`: returns the exit status to exit with.
-pub fn run(ctx: &Ctx, args: &RetryArgs) -> Result<u8> {
+pub fn run(cfg: &Config, args: &RetryArgs) -> Result<u8> {
     let opts = args.options()?;
     let (program, rest) = args
         .command
         .split_first()
         .ok_or_else(|| Error::validation("no command given").hint("put it after --"))?;
     let target = program.to_string_lossy().into_owned();
-    let rec = Recorder::start(&ctx.cfg, TOOL, "retry", target.as_str());
-    let result = run_attempts(ctx, &opts, program, rest, &target);
+    let rec = Recorder::start(cfg, TOOL, "retry", target.as_str());
+    let result = run_attempts(cfg, &opts, program, rest, &target);
     match &result {
         Ok(o) => rec.finish_with(
             o.code,
@@ -412,7 +412,7 @@ pub fn run(ctx: &Ctx, args: &RetryArgs) -> Result<u8> {
 }
 
 fn run_attempts(
-    ctx: &Ctx,
+    cfg: &Config,
     opts: &Options,
     program: &OsString,
     rest: &[OsString],
@@ -430,7 +430,7 @@ fn run_attempts(
     let mut attempt = 0;
     loop {
         attempt += 1;
-        let rec = Recorder::start(&ctx.cfg, TOOL, "retry", target);
+        let rec = Recorder::start(cfg, TOOL, "retry", target);
         let mut cmd = Command::new(program);
         cmd.args(rest).env("WFSTATE_ATTEMPT", attempt.to_string());
         if !opts.foreground {
