@@ -447,6 +447,9 @@ fn run_attempts(
 }
 
 fn finish_attempt(rec: Recorder<'_>, attempt: u32, code: i32, delay_ms: f64) {
+    crate::debug::log(|| {
+        format!("retry: attempt {attempt} exited {code}; next wait {delay_ms:.3}ms")
+    });
     rec.finish_with(
         code,
         if code == 0 { "ok" } else { "error" },
