@@ -25,7 +25,14 @@
 //! lock. A kill part-way leaves only that temp name, which [`list`] and
 //! `verify-integrity` ignore and the next checkpoint or cleanup sweeps
 //! ([`remove_leftovers`]): a half-deleted checkpoint never exists under a
-//! checkpoint's name.
+//! checkpoint's name. That is the one rule for every removal, leftovers
+//! included ([`remove_leftover`]), and a leftover whose writer still runs
+//! ([`in_progress`]: the `-PID` in its name is a live process) is never
+//! removed.
+//!
+//! This module knows the format and nothing of restoring: making a
+//! checkpoint under the `state` lock after finishing an interrupted restore
+//! is the checkpoint store's job ([`crate::backend::CheckpointStore`]).
 //!
 //! `metadata.json` lists the SHA-256 of every other file; [`verify`]
 //! refuses (exit 3) a checkpoint with a changed, missing or unlisted file.
@@ -625,6 +632,108 @@ pub fn verify(cp: &Checkpoint) -> Result<Verified> {
     Ok(Verified { meta, files })
 }
 
+/// What [`inspect`] found of one file that `metadata.json` lists.
+#[derive(Debug)]
+pub enum Listed {
+    /// Its content hashes to the recorded SHA-256.
+    Verified,
+    /// It does not (both as lowercase hex).
+    Mismatch {
+        recorded: String,
+        actual: String,
+    },
+    Missing,
+    Unreadable(Error),
+    /// The listed path is not a plain path inside the checkpoint.
+    Outside,
+    /// What is recorded for it is not a string.
+    NotASum(Value),
+}
+
+/// What [`inspect`] found of `metadata.json`.
+#[derive(Debug)]
+pub enum MetaFile {
+    /// It parses as JSON (not necessarily as [`Metadata`]).
+    Parsed(Value),
+    Missing,
+    /// It does not parse: why.
+    Unparsed(String),
+    Unreadable(Error),
+}
+
+/// A checkpoint folder checked file by file, reporting every problem rather
+/// than stopping at the first as [`verify`] does (for `verify-integrity`).
+/// The checksum rule is [`verify`]'s: the recorded value is the SHA-256 as
+/// lowercase hex, nothing else.
+#[derive(Debug)]
+pub struct Inspection {
+    pub metadata_path: PathBuf,
+    pub metadata: MetaFile,
+    /// `state.json` of the checkpoint, and whether it is there.
+    pub state_path: PathBuf,
+    pub has_state: bool,
+    /// The files `metadata.json` lists, by path inside the checkpoint, with
+    /// what was found; `Err(value)` when `files` is not an object, `None`
+    /// when metadata.json has no `files` (or does not parse).
+    pub files: Option<std::result::Result<Vec<(String, PathBuf, Listed)>, Value>>,
+}
+
+/// Checks checkpoint folder `dir` file by file (see [`Inspection`]).
+pub fn inspect(dir: &Path) -> Inspection {
+    let metadata_path = dir.join(METADATA);
+    let metadata = match durable::read_limited(&metadata_path, MAX_INPUT_BYTES) {
+        Ok(bytes) => match serde_json::from_slice(&bytes) {
+            Ok(v) => MetaFile::Parsed(v),
+            Err(e) => MetaFile::Unparsed(e.to_string()),
+        },
+        Err(e) if e.io_kind() == Some(io::ErrorKind::NotFound) => MetaFile::Missing,
+        Err(e) => MetaFile::Unreadable(e),
+    };
+    let state_path = dir.join(STATE);
+    let files = match &metadata {
+        MetaFile::Parsed(m) => match m.get("files") {
+            Some(Value::Object(files)) => Some(Ok(files
+                .iter()
+                .map(|(rel, sum)| (rel.clone(), dir.join(rel), check_listed(dir, rel, sum)))
+                .collect())),
+            Some(other) => Some(Err(other.clone())),
+            None => None,
+        },
+        _ => None,
+    };
+    Inspection {
+        metadata_path,
+        metadata,
+        has_state: state_path.exists(),
+        state_path,
+        files,
+    }
+}
+
+fn check_listed(dir: &Path, rel: &str, sum: &Value) -> Listed {
+    if !is_plain_relative(rel) {
+        return Listed::Outside;
+    }
+    let Some(recorded) = sum.as_str() else {
+        return Listed::NotASum(sum.clone());
+    };
+    match durable::read_limited(&dir.join(rel), MAX_INPUT_BYTES) {
+        Ok(bytes) => {
+            let actual = sha256_hex(&bytes);
+            if actual == recorded {
+                Listed::Verified
+            } else {
+                Listed::Mismatch {
+                    recorded: recorded.to_string(),
+                    actual,
+                }
+            }
+        }
+        Err(e) if e.io_kind() == Some(io::ErrorKind::NotFound) => Listed::Missing,
+        Err(e) => Listed::Unreadable(e),
+    }
+}
+
 /// Total size of a checkpoint's files in bytes.
 pub fn size_of(dir: &Path) -> u64 {
     walkdir::WalkDir::new(dir)
@@ -867,5 +976,69 @@ mod tests {
             sha256_hex(b""),
             "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
         );
+    }
+
+    #[test]
+    fn leftovers_of_a_running_writer_are_kept_and_others_removed_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sleeper = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let live = dir
+            .path()
+            .join(format!("{MAKING}20260101-000000Z-x-{}", sleeper.id()));
+        let dead = dir
+            .path()
+            .join(format!("{MAKING}20260101-000000Z-y-999999"));
+        let aside = dir
+            .path()
+            .join(format!("{REMOVING}20260101-000000Z-z-999998"));
+        for d in [&live, &dead, &aside] {
+            fs::create_dir_all(d.join("signals")).unwrap();
+            fs::write(d.join("state.json"), "{}").unwrap();
+        }
+        assert!(in_progress(&live) && !in_progress(&dead));
+        let mut removed = remove_leftovers(dir.path());
+        removed.sort();
+        let mut want = vec![dead.clone(), aside.clone()];
+        want.sort();
+        assert_eq!(removed, want);
+        assert!(live.is_dir() && !dead.exists() && !aside.exists());
+        assert_eq!(leftovers(dir.path()), vec![live.clone()]);
+        sleeper.kill().unwrap();
+        sleeper.wait().unwrap();
+        assert!(remove_leftover(&live).unwrap());
+        assert!(fs::read_dir(dir.path()).unwrap().next().is_none());
+    }
+
+    #[test]
+    fn inspection_reports_every_listed_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        fs::write(d.join("state.json"), "{}").unwrap();
+        fs::create_dir(d.join("signals")).unwrap();
+        fs::write(d.join("signals/A.json"), "changed").unwrap();
+        let meta = json!({"files": {
+            "state.json": sha256_hex(b"{}"),
+            "signals/A.json": sha256_hex(b"original"),
+            "signals/gone.json": sha256_hex(b""),
+            "../x": sha256_hex(b""),
+            "config/n": 7,
+        }});
+        fs::write(d.join(METADATA), meta.to_string()).unwrap();
+        let found = inspect(d);
+        assert!(found.has_state && matches!(found.metadata, MetaFile::Parsed(_)));
+        let files = found.files.unwrap().unwrap();
+        let by = |rel: &str| &files.iter().find(|(r, _, _)| r == rel).unwrap().2;
+        assert!(matches!(by("state.json"), Listed::Verified));
+        assert!(matches!(by("signals/A.json"), Listed::Mismatch { .. }));
+        assert!(matches!(by("signals/gone.json"), Listed::Missing));
+        assert!(matches!(by("../x"), Listed::Outside));
+        assert!(matches!(by("config/n"), Listed::NotASum(_)));
+        fs::write(d.join(METADATA), "{").unwrap();
+        assert!(matches!(inspect(d).metadata, MetaFile::Unparsed(_)));
+        fs::remove_file(d.join(METADATA)).unwrap();
+        assert!(matches!(inspect(d).metadata, MetaFile::Missing));
     }
 }

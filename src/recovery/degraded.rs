@@ -299,4 +299,22 @@ mod tests {
             );
         }
     }
+
+    #[test]
+    fn the_answer_is_the_documented_exit_code() {
+        assert_eq!(Degraded::Yes.code(), Code::Success);
+        assert_eq!(Degraded::No.code(), Code::GeneralError);
+    }
+
+    #[test]
+    fn degraded_mode_reads_the_state_with_snake_case_keys() {
+        assert_eq!(DegradedMode::of(None), DegradedMode::default());
+        let doc = json!({"degradedMode": {"enabled": true, "reason": "r",
+            "timestamp": "2026-01-01T00:00:00Z", "disabledFeatures": ["a"]}});
+        let dm = DegradedMode::of(Some(&doc));
+        assert_eq!(
+            serde_json::to_value(&dm).unwrap(),
+            json!({"enabled": true, "reason": "r", "since": "2026-01-01T00:00:00Z", "features": ["a"]})
+        );
+    }
 }

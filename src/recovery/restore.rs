@@ -2,7 +2,7 @@
 //! atomically under the `state` lock, after every checksum has matched.
 //! Nothing is lost by a restore: the state it replaces is kept as a backup
 //! and the folders it replaces are kept under `.state-backups/restore-*/`;
-//! it prints the files it removed.
+//! [`Restored`] names the files it removed, for its caller to print.
 //!
 //! Order, all under the `state` lock:
 //!
