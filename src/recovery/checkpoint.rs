@@ -650,6 +650,10 @@ pub enum Listed {
     NotASum(Value),
 }
 
+/// One file `metadata.json` lists: its path inside the checkpoint, its
+/// path, and what [`inspect`] found.
+pub type ListedFile = (String, PathBuf, Listed);
+
 /// What [`inspect`] found of `metadata.json`.
 #[derive(Debug)]
 pub enum MetaFile {
@@ -675,7 +679,7 @@ pub struct Inspection {
     /// The files `metadata.json` lists, by path inside the checkpoint, with
     /// what was found; `Err(value)` when `files` is not an object, `None`
     /// when metadata.json has no `files` (or does not parse).
-    pub files: Option<std::result::Result<Vec<(String, PathBuf, Listed)>, Value>>,
+    pub files: Option<std::result::Result<Vec<ListedFile>, Value>>,
 }
 
 /// Checks checkpoint folder `dir` file by file (see [`Inspection`]).
