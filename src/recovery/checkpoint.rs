@@ -481,6 +481,7 @@ fn next_seq(cfg: &Config) -> Result<u64> {
 /// file's subfolder — are ignored.
 pub fn list(cfg: &Config) -> Result<Vec<Checkpoint>> {
     let dir = cfg.checkpoints_dir();
+    crate::debug::log(|| format!("checkpoints: listing {}", dir.display()));
     let entries = match fs::read_dir(&dir) {
         Ok(e) => e,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
