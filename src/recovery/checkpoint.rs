@@ -802,7 +802,9 @@ pub fn entries(cfg: &Config) -> Result<Vec<Entry>> {
 /// What `cleanup` removes (or would remove).
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Cleaned {
-    /// The ids of the checkpoints removed.
+    /// The ids of the checkpoints removed (`removed` in JSON: `checkpoints`
+    /// is an object in `status`).
+    #[serde(rename = "removed")]
     pub checkpoints: Vec<String>,
     /// Temp folders of killed checkpoints (and, from `cleanup`, restores).
     pub temps: Vec<PathBuf>,

@@ -229,7 +229,8 @@ fn mutations_print_a_small_object_under_json() {
     .ok()
     .json();
     assert_eq!(dry["dry_run"], true);
-    assert_eq!(dry["checkpoints"].as_array().unwrap().len(), 1);
+    assert_eq!(dry["removed"].as_array().unwrap().len(), 1);
+    assert!(dry["temps"].is_array());
     assert_eq!(dry["kept"], 1);
     assert_snake_case(&dry);
 
