@@ -4,10 +4,12 @@
 
 use std::process::ExitCode;
 
-use crate::cmd as cli;
+use crate::cmd::recovery::{TOOL, checkpoints, degraded, suggest};
+use crate::cmd::{self as cli, Ctx, JsonArgs, StreamArgs};
 use crate::config::GlobalArgs;
+use crate::recovery::checkpoint::Request;
+use crate::recovery::retry;
 use crate::recovery::retry::RetryArgs;
-use crate::recovery::{Ctx, TOOL, checkpoint, degraded, restore, retry, suggest};
 use crate::{Code, Result};
 use clap::{Parser, Subcommand};
 
@@ -44,6 +46,8 @@ enum Command {
         phase: Option<String>,
         /// Any JSON value, stored exactly as given [default: {}]
         metadata_json: Option<String>,
+        #[command(flatten)]
+        json: JsonArgs,
     },
     /// Put a checkpoint's state, .signals/ and config/ back (atomically)
     ///
@@ -54,12 +58,16 @@ enum Command {
         /// A checkpoint id from 'error-recovery list', or latest
         #[arg(default_value = "latest")]
         id: String,
+        #[command(flatten)]
+        json: JsonArgs,
     },
     /// List checkpoints, newest first, with whether each verifies
     List {
-        /// table or json
+        /// table or json (json is the same as --json)
         #[arg(default_value = "table")]
         format: String,
+        #[command(flatten)]
+        json: StreamArgs,
     },
     /// Remove checkpoints older than DAYS (and leftover temp folders)
     Cleanup {
@@ -72,6 +80,8 @@ enum Command {
         /// Print what would be removed; remove nothing
         #[arg(long)]
         dry_run: bool,
+        #[command(flatten)]
+        json: JsonArgs,
     },
     /// Turn degraded mode on in the state
     Degrade {
@@ -79,18 +89,22 @@ enum Command {
         reason: String,
         /// The features turned off, as a JSON array of strings
         features_json: Option<String>,
+        #[command(flatten)]
+        json: JsonArgs,
     },
     /// Turn degraded mode off
-    RecoverMode,
+    RecoverMode {
+        #[command(flatten)]
+        json: JsonArgs,
+    },
     /// Exit 0 when degraded mode is on, 1 when it is off (for `if`)
     ///
     /// Prints nothing. Exit 1 also when there is no state; 3 if it does not parse.
     IsDegraded,
     /// Degraded mode, checkpoints and recent failures (default)
     Status {
-        /// Print JSON
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        json: JsonArgs,
     },
     /// Run a command until it succeeds, with exponential backoff and jitter
     ///
@@ -107,6 +121,8 @@ enum Command {
         /// An exit code, 0-10
         #[arg(allow_negative_numbers = true)]
         code: String,
+        #[command(flatten)]
+        json: JsonArgs,
     },
     /// Print the suggestion for an exit code; with --apply, recover automatically
     ///
@@ -128,39 +144,70 @@ enum Command {
         /// Run the automatic strategy
         #[arg(long)]
         apply: bool,
+        #[command(flatten)]
+        json: JsonArgs,
     },
     #[command(flatten)]
     Docs(cli::docs::Docs),
 }
 
-fn run(cli: Cli) -> Result<ExitCode> {
-    let ctx = Ctx::new(TOOL, &cli.global)?;
-    let code: Code = match cli.command.unwrap_or(Command::Status { json: false }) {
+impl Command {
+    /// How this subcommand prints (`--json`, `-c`, `--jsonl`).
+    fn output(&self) -> JsonArgs {
+        match self {
+            Command::Checkpoint { json, .. }
+            | Command::Restore { json, .. }
+            | Command::Cleanup { json, .. }
+            | Command::Degrade { json, .. }
+            | Command::RecoverMode { json }
+            | Command::Status { json }
+            | Command::Suggest { json, .. }
+            | Command::Handle { json, .. } => *json,
+            Command::List { json, .. } => (*json).into(),
+            _ => JsonArgs::default(),
+        }
+    }
+}
+
+fn run(ctx: Ctx, command: Command) -> Result<ExitCode> {
+    let ctx = ctx.with_output(&command.output());
+    let code: Code = match command {
         Command::Checkpoint {
             operation,
             phase,
             metadata_json,
-        } => checkpoint::create(&ctx, &operation, phase.as_deref(), metadata_json.as_deref())?,
-        Command::Restore { id } => restore::restore(&ctx, Some(&id))?,
-        Command::List { format } => checkpoint::list_cmd(&ctx, &format)?,
+            ..
+        } => checkpoints::create(
+            &ctx,
+            &Request {
+                operation: &operation,
+                phase: phase.as_deref(),
+                metadata: metadata_json.as_deref(),
+            },
+        )?,
+        Command::Restore { id, .. } => checkpoints::restore(&ctx, Some(&id))?,
+        Command::List { format, .. } => checkpoints::list(&ctx, &format)?,
         Command::Cleanup {
             days,
             keep,
             dry_run,
-        } => checkpoint::cleanup(&ctx, Some(&days), keep, dry_run)?,
+            ..
+        } => checkpoints::cleanup(&ctx, Some(&days), keep, dry_run)?,
         Command::Degrade {
             reason,
             features_json,
+            ..
         } => degraded::degrade(&ctx, &reason, features_json.as_deref())?,
-        Command::RecoverMode => degraded::recover_mode(&ctx)?,
+        Command::RecoverMode { .. } => degraded::recover_mode(&ctx)?,
         Command::IsDegraded => degraded::is_degraded(&ctx)?,
-        Command::Status { json } => degraded::status(&ctx, json)?,
-        Command::Retry(args) => return retry::run(&ctx, &args).map(ExitCode::from),
-        Command::Suggest { code } => suggest::suggest(&ctx, &code)?,
+        Command::Status { .. } => degraded::status(&ctx)?,
+        Command::Retry(args) => return retry::run(&ctx.cfg, &args).map(ExitCode::from),
+        Command::Suggest { code, .. } => suggest::suggest(&ctx, &code)?,
         Command::Handle {
             code,
             message,
             apply,
+            ..
         } => suggest::handle(&ctx, &code, message.as_deref(), apply)?,
         Command::Docs(docs) => docs.run::<Cli>()?,
     };
@@ -169,10 +216,15 @@ fn run(cli: Cli) -> Result<ExitCode> {
 
 pub fn main() -> ExitCode {
     match cli::parse::<Cli>(|sub| (sub == "retry").then_some(0)) {
-        Ok(cli) => match run(cli) {
-            Ok(code) => code,
-            Err(e) => cli::finish(TOOL, cli::Output::from_args(std::env::args_os()), Err(e)),
-        },
+        Ok(cli) => {
+            let command = cli.command.unwrap_or(Command::Status {
+                json: JsonArgs::default(),
+            });
+            match Ctx::new(TOOL, &cli.global).and_then(|ctx| run(ctx, command)) {
+                Ok(code) => code,
+                Err(e) => cli::finish(TOOL, cli::Output::from_args(std::env::args_os()), Err(e)),
+            }
+        }
         Err(code) => code.into(),
     }
 }

@@ -38,12 +38,12 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::audit::Recorder;
+use crate::cmd::{Ctx, Output};
 use crate::config::{Config, DEFAULT_STATE_FILE, GlobalArgs, MAX_INPUT_BYTES};
 use crate::durable;
 use crate::error::{Error, Kind, Result};
 use crate::exit::Code;
 use crate::lock::process::resolve_owner;
-use crate::state::backup::Retention;
 use crate::state::{Store, document};
 use payload::Payload;
 
@@ -95,20 +95,41 @@ impl HookEvent {
     }
 }
 
-/// What one hook call works with.
+/// What one hook call works with: the call's context (its configuration,
+/// retention, owner and backend, as every subcommand's) and the project's.
 pub(crate) struct Hook {
-    pub cfg: Config,
-    pub retention: Retention,
-    pub owner: Option<u32>,
+    pub ctx: Ctx,
     /// The project folder: paths in payloads are taken relative to it.
     pub project: PathBuf,
     pub tracker_rules: Option<PathBuf>,
     pub skill_rules: Option<PathBuf>,
 }
 
-/// Runs hook `args.event` on the payload on standard input. Always
-/// [`Code::Success`]: failures are recorded, not returned (see the module docs).
+/// How a hook call ended: always [`Code::Success`], and what Claude Code is
+/// to read on stdout (the activation block, the status section; often
+/// nothing). The caller prints it: this module never writes to stdout.
+#[derive(Debug)]
+pub struct Hooked {
+    pub code: Code,
+    pub stdout: String,
+}
+
+/// Runs hook `args.event` on the payload on standard input and prints what
+/// it has to say. Always [`Code::Success`] (see [`call`]).
+// The printing belongs to the command layer: once state-manager calls
+// `call` and prints `Hooked::stdout` itself, this goes.
 pub fn run(args: &HookArgs, global: &GlobalArgs) -> Code {
+    let done = call(args, global);
+    if !done.stdout.is_empty() {
+        crate::cmd::print(&done.stdout);
+    }
+    done.code
+}
+
+/// Runs hook `args.event` on the payload on standard input. Always
+/// [`Code::Success`]: failures are recorded, not returned (see the module
+/// docs); one warning line on stderr says so.
+pub fn call(args: &HookArgs, global: &GlobalArgs) -> Hooked {
     let event = args.event;
     let mut detail = json!({ "event": event.name() });
     let payload = durable::read_stdin_limited(MAX_INPUT_BYTES).and_then(|bytes| {
@@ -128,6 +149,9 @@ pub fn run(args: &HookArgs, global: &GlobalArgs) -> Code {
     {
         cfg.run_id = Some(id);
     }
+    if cfg.debug {
+        crate::debug::enable(TOOL);
+    }
     let rec = Recorder::start(&cfg, TOOL, "hook", cfg.state_file.display().to_string());
     let result = (|| {
         if let Some(e) = cfg_err {
@@ -136,16 +160,31 @@ pub fn run(args: &HookArgs, global: &GlobalArgs) -> Code {
         let retention = global.retention()?;
         let payload = payload?;
         payload.check_event(event.name())?;
+        crate::debug::log(|| {
+            format!(
+                "hook {}: state {}, project {}",
+                event.name(),
+                cfg.state_file.display(),
+                project.display()
+            )
+        });
         let hook = Hook {
-            cfg: cfg.clone(),
-            retention,
-            owner: global.owner,
+            ctx: Ctx {
+                tool: TOOL,
+                backend: crate::backend::open(&cfg, global.backend.as_deref())?,
+                cfg: cfg.clone(),
+                retention,
+                owner: global.owner,
+                output: Output::default(),
+            },
             project,
             tracker_rules: non_empty(&args.tracker_rules),
             skill_rules: non_empty(&args.skill_rules),
         };
         match event {
-            HookEvent::PostToolUse => tracker::run(&hook, &payload, &mut detail),
+            HookEvent::PostToolUse => {
+                tracker::run(&hook, &payload, &mut detail).map(|()| String::new())
+            }
             HookEvent::UserPromptSubmit => skills::run(&hook, &payload, &mut detail),
         }
     })();
@@ -157,7 +196,10 @@ pub fn run(args: &HookArgs, global: &GlobalArgs) -> Code {
         );
     }
     rec.finish(&result, detail);
-    Code::Success
+    Hooked {
+        code: Code::Success,
+        stdout: result.unwrap_or_default(),
+    }
 }
 
 fn non_empty(p: &Option<PathBuf>) -> Option<PathBuf> {
@@ -187,12 +229,12 @@ fn config(global: &GlobalArgs, state_file: PathBuf) -> (Config, Option<Error>) {
 
 impl Hook {
     fn store(&self) -> Result<Store<'_>> {
-        Store::open(&self.cfg, self.retention)
+        self.ctx.store()
     }
 
     /// Whether the state file exists.
     pub fn state_exists(&self) -> bool {
-        self.cfg.state_file.exists()
+        self.ctx.cfg.state_file.exists()
     }
 
     /// The state, read without a lock (it is only ever replaced whole).
@@ -210,7 +252,7 @@ impl Hook {
         detail: &mut Value,
         change: impl FnOnce(&mut Value) -> Result<bool>,
     ) -> Result<Value> {
-        let root = &self.cfg.root;
+        let root = &self.ctx.cfg.root;
         if !root.exists() {
             // The state folder (.claude) is made, not the folders above it: a
             // payload's cwd that does not exist is no project to write into.
@@ -221,9 +263,9 @@ impl Hook {
             })?;
         }
         let store = self.store()?;
-        let owner = match resolve_owner(self.owner) {
+        let owner = match resolve_owner(self.ctx.owner) {
             Ok(id) => Some(id),
-            Err(e) if self.owner.is_some() => return Err(e),
+            Err(e) if self.ctx.owner.is_some() => return Err(e),
             Err(_) => None,
         };
         let txn = store.begin(owner.as_ref())?;
@@ -235,7 +277,7 @@ impl Hook {
             return Ok(doc);
         }
         if old.is_none() {
-            crate::state::backup::ensure_dir(&self.cfg)?;
+            crate::state::backup::ensure_dir(&self.ctx.cfg)?;
             detail["created"] = json!(true);
         }
         let commit = txn.commit(old.as_ref(), doc.clone(), reason)?;

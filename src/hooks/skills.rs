@@ -418,7 +418,9 @@ fn apply(doc: &mut Value, a: &Activation, now: f64) {
 }
 
 /// Runs the skill hook for one UserPromptSubmit payload.
-pub(crate) fn run(hook: &Hook, payload: &Payload, detail: &mut Value) -> Result<()> {
+/// Runs the UserPromptSubmit hook; returns what Claude Code is to read on
+/// stdout (empty: nothing).
+pub(crate) fn run(hook: &Hook, payload: &Payload, detail: &mut Value) -> Result<String> {
     let prompt = payload.require_prompt()?;
     let rules_path = locate(hook.skill_rules.as_deref(), &hook.project);
     let rules = match &rules_path {
@@ -468,12 +470,9 @@ pub(crate) fn run(hook: &Hook, payload: &Payload, detail: &mut Value) -> Result<
         if !out.is_empty() {
             out.push('\n');
         }
-        out.push_str(&render_status(&doc, &hook.cfg.state_file));
+        out.push_str(&render_status(&doc, &hook.ctx.cfg.state_file));
     }
-    if !out.is_empty() {
-        crate::cmd::print(&out);
-    }
-    Ok(())
+    Ok(out)
 }
 
 #[cfg(test)]

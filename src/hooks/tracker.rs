@@ -366,7 +366,7 @@ fn write_signal_files(
 ) -> Result<()> {
     for name in signals {
         let extra = json!({ "phase": phase, "source": "post-tool-use" });
-        crate::state::commands::write_signal_file(&hook.cfg, name, now, extra)?;
+        crate::state::commands::write_signal_file(&hook.ctx.cfg, name, now, extra)?;
     }
     Ok(())
 }

@@ -28,12 +28,10 @@
 
 use std::ffi::{CString, OsString};
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, ExitStatus};
 
-use rustix::event::{PollFd, PollFlags};
-use rustix::io::Errno;
 use serde_json::json;
 
 use super::commands::{TOOL, acquire_for_self};
@@ -41,6 +39,7 @@ use super::manager;
 use super::process::Identity;
 use super::record::LockType;
 use crate::audit::Recorder;
+use crate::child;
 use crate::config::{self, Config};
 use crate::error::{Error, Kind, Result};
 
@@ -156,6 +155,7 @@ fn run_inner(
         }
     };
     *child_pid = Some(child.id());
+    crate::debug::log(|| format!("run {}: command started, pid {}", a.name, child.id()));
     // Unreaped, the child's start time stays readable even once it exits.
     let holder = if hand_over {
         Identity::of_child(child.id()).ok()
@@ -168,11 +168,9 @@ fn run_inner(
         release_own(cfg, &a.name, holder);
     }
     let status = status.map_err(|e| Error::io(e, "cannot wait for the command", program))?;
-    Ok(match (status.code(), status.signal()) {
-        (Some(code), _) => code as u8,
-        (None, Some(sig)) => (128 + sig) as u8,
-        (None, None) => 1,
-    })
+    let code = child::exit_code(status);
+    crate::debug::log(|| format!("run {}: the command exited {code}", a.name));
+    Ok(code as u8)
 }
 
 /// SIGINT, SIGTERM, SIGHUP (to forward) and SIGCHLD (the child's exit),
@@ -247,11 +245,7 @@ impl Signals {
             if let Some(status) = child.try_wait()? {
                 return Ok(status);
             }
-            let mut fds = [PollFd::new(&self.fd, PollFlags::IN)];
-            match rustix::event::poll(&mut fds, None) {
-                Ok(_) | Err(Errno::INTR) => {}
-                Err(e) => return Err(e.into()),
-            }
+            child::poll_until(&[self.fd.as_fd()], None).map_err(io::Error::other)?;
         }
     }
 }
@@ -267,20 +261,16 @@ impl Drop for Signals {
 
 /// The error for a command that could not be started.
 fn spawn_error(e: io::Error, program: &OsString, name: &str) -> Error {
-    let shown = program.to_string_lossy();
     if e.raw_os_error() == Some(HANDOVER_FAILED) {
         Error::general(format!(
             "cannot hand lock '{name}' to the command: the hold was taken over, or its record stayed busy"
         ))
         .hint("run it again; see 'lock-manager status'")
-    } else if e.kind() == io::ErrorKind::NotFound {
-        Error::new(
-            Kind::DependencyMissing,
-            format!("command not found: {shown}"),
-        )
-        .hint("check its name, or give its full path")
     } else {
-        Error::io(e, "cannot run the command", shown.as_ref())
+        child::not_found_hint(
+            child::spawn_error(e, program),
+            "check its name, or give its full path",
+        )
     }
 }
 

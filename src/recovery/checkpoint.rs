@@ -25,7 +25,14 @@
 //! lock. A kill part-way leaves only that temp name, which [`list`] and
 //! `verify-integrity` ignore and the next checkpoint or cleanup sweeps
 //! ([`remove_leftovers`]): a half-deleted checkpoint never exists under a
-//! checkpoint's name.
+//! checkpoint's name. That is the one rule for every removal, leftovers
+//! included ([`remove_leftover`]), and a leftover whose writer still runs
+//! ([`in_progress`]: the `-PID` in its name is a live process) is never
+//! removed.
+//!
+//! This module knows the format and nothing of restoring: making a
+//! checkpoint under the `state` lock after finishing an interrupted restore
+//! is the checkpoint store's job ([`crate::backend::CheckpointStore`]).
 //!
 //! `metadata.json` lists the SHA-256 of every other file; [`verify`]
 //! refuses (exit 3) a checkpoint with a changed, missing or unlisted file.
@@ -44,13 +51,10 @@ use sha2::{Digest, Sha256};
 
 use chrono::{DateTime, TimeZone, Utc};
 
-use super::{Ctx, TOOL, restore};
-use crate::audit::Recorder;
-use crate::cmd as cli;
+use super::TOOL;
 use crate::config::{Config, MAX_INPUT_BYTES};
 use crate::durable::{self, Durability};
 use crate::error::{Error, Result};
-use crate::exit::Code;
 use crate::state::store;
 
 /// The name of the metadata file inside a checkpoint.
@@ -165,47 +169,52 @@ pub fn validate_operation(op: &str) -> Result<()> {
     Ok(())
 }
 
-/// `checkpoint OPERATION [PHASE] [METADATA_JSON]`: prints the new id.
-pub fn create(
-    ctx: &Ctx,
-    operation: &str,
-    phase: Option<&str>,
-    metadata: Option<&str>,
-) -> Result<Code> {
-    let mut rec = Recorder::start(&ctx.cfg, TOOL, "checkpoint", operation);
-    let mut detail = json!({ "operation": operation });
-    let result = create_inner(ctx, operation, phase, metadata, &mut detail);
-    if let Ok(id) = &result {
-        rec.set_target(id.as_str());
-    }
-    rec.finish(&result, detail);
-    cli::println(&result?);
-    Ok(Code::Success)
+/// What a new checkpoint is of: OPERATION, PHASE, METADATA_JSON.
+#[derive(Clone, Debug)]
+pub struct Request<'a> {
+    pub operation: &'a str,
+    /// `None`: the state's phase.
+    pub phase: Option<&'a str>,
+    /// The caller's METADATA_JSON as given (`None`: `{}`).
+    pub metadata: Option<&'a str>,
 }
 
-fn create_inner(
-    ctx: &Ctx,
-    operation: &str,
-    phase: Option<&str>,
-    metadata: Option<&str>,
-    detail: &mut Value,
-) -> Result<String> {
-    validate_operation(operation)?;
-    let user_meta = match metadata {
-        None => json!({}),
-        Some(text) => crate::state::commands::parse_json_arg(text, "the checkpoint metadata")
-            .map_err(|e| json_hint(e, "pass a JSON value, e.g. '{\"ticket\": \"T-1\"}'"))?,
-    };
-    let cfg = &ctx.cfg;
-    let st = ctx.store()?;
-    let owner = ctx.owner_identity()?;
-    let txn = st.begin(owner.as_ref())?;
-    restore::repair(ctx, &txn, &st)?;
-    let bytes = st.load_bytes()?.ok_or_else(|| st.missing())?;
-    let doc = store::parse_state(&bytes, st.path()).map_err(|e| {
+impl Request<'_> {
+    /// Checks OPERATION and METADATA_JSON (exit 4; nothing is created) and
+    /// returns the metadata value.
+    pub fn check(&self) -> Result<Value> {
+        validate_operation(self.operation)?;
+        match self.metadata {
+            None => Ok(json!({})),
+            Some(text) => crate::state::commands::parse_json_arg(text, "the checkpoint metadata")
+                .map_err(|e| json_hint(e, "pass a JSON value, e.g. '{\"ticket\": \"T-1\"}'")),
+        }
+    }
+}
+
+/// A checkpoint just made.
+#[derive(Clone, Debug, Serialize)]
+pub struct Created {
+    pub id: String,
+    pub path: PathBuf,
+    pub operation: String,
+    pub phase: String,
+    /// How many files it holds besides `metadata.json`.
+    pub files: usize,
+    /// `metadata.revision` of the state it holds.
+    pub revision: u64,
+}
+
+/// Makes a checkpoint of the state `bytes` (read from `state_path` under the
+/// `state` lock, which the caller holds until this returns).
+pub fn create(cfg: &Config, state_path: &Path, bytes: &[u8], req: &Request<'_>) -> Result<Created> {
+    let user_meta = req.check()?;
+    let operation = req.operation;
+    let doc = store::parse_state(bytes, state_path).map_err(|e| {
         e.hint("a checkpoint of an unreadable state is useless: run 'state-manager recover' first")
     })?;
-    let phase = phase
+    let phase = req
+        .phase
         .map(str::to_owned)
         .unwrap_or_else(|| doc["phase"].as_str().unwrap_or_default().to_owned());
 
@@ -215,15 +224,16 @@ fn create_inner(
     let stamp = Utc::now().format("%Y%m%d-%H%M%SZ");
     let first = next_seq(cfg)?;
     let tmp = dir.join(format!(
-        ".tmp-checkpoint-{stamp}-{operation}-{}",
+        "{MAKING}{stamp}-{operation}-{}",
         std::process::id()
     ));
     let _ = fs::remove_dir_all(&tmp);
+    crate::debug::log(|| format!("checkpoint: building {}", tmp.display()));
     make_dir(&tmp)?;
     let result = (|| {
         let mut files = BTreeMap::new();
-        durable::replace(&tmp.join(STATE), &bytes, Durability::Durable)?;
-        files.insert(STATE.to_string(), sha256_hex(&bytes));
+        durable::replace(&tmp.join(STATE), bytes, Durability::Durable)?;
+        files.insert(STATE.to_string(), sha256_hex(bytes));
         let mut present = Vec::new();
         for (name, live) in folders(cfg) {
             if copy_folder(&live, &tmp.join(name), name, &cfg.root, &mut files)? {
@@ -256,10 +266,21 @@ fn create_inner(
             match rename_noreplace(&tmp, &dest) {
                 Ok(()) => {
                     durable::sync_dir(&dir)?;
-                    detail["phase"] = json!(meta.phase);
-                    detail["files"] = json!(meta.files.len());
-                    detail["revision"] = json!(meta.revision);
-                    return Ok(id);
+                    crate::debug::log(|| {
+                        format!(
+                            "checkpoint {id}: {} file(s) at {}",
+                            meta.files.len(),
+                            dest.display()
+                        )
+                    });
+                    return Ok(Created {
+                        id,
+                        path: dest,
+                        operation: meta.operation,
+                        phase: meta.phase,
+                        files: meta.files.len(),
+                        revision: meta.revision,
+                    });
                 }
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
                 Err(e) => return Err(Error::io(e, "cannot rename checkpoint into place", &dest)),
@@ -274,7 +295,7 @@ fn create_inner(
 }
 
 /// Replaces the hint of a bad-JSON error (not of an over-size one).
-pub(crate) fn json_hint(e: Error, hint: &str) -> Error {
+pub fn json_hint(e: Error, hint: &str) -> Error {
     if e.kind() == crate::error::Kind::Validation {
         e.hint(hint)
     } else {
@@ -283,7 +304,7 @@ pub(crate) fn json_hint(e: Error, hint: &str) -> Error {
 }
 
 /// Creates a private folder.
-pub(crate) fn make_dir(dir: &Path) -> Result<()> {
+pub fn make_dir(dir: &Path) -> Result<()> {
     fs::DirBuilder::new()
         .mode(0o700)
         .create(dir)
@@ -292,7 +313,7 @@ pub(crate) fn make_dir(dir: &Path) -> Result<()> {
 
 /// rename(2) that refuses to replace an existing target (an empty folder
 /// would otherwise be replaced silently).
-pub(crate) fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
+pub fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
     use rustix::fs::{CWD, RenameFlags, renameat_with};
     match renameat_with(CWD, from, CWD, to, RenameFlags::NOREPLACE) {
         Ok(()) => Ok(()),
@@ -305,7 +326,7 @@ pub(crate) fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
 
 /// fsyncs every folder of a tree, deepest first, so the entries of freshly
 /// made subfolders are durable before the tree is renamed into place.
-pub(crate) fn sync_tree(root: &Path) -> Result<()> {
+pub fn sync_tree(root: &Path) -> Result<()> {
     let mut dirs: Vec<PathBuf> = walkdir::WalkDir::new(root)
         .into_iter()
         .filter_map(|e| e.ok())
@@ -383,19 +404,19 @@ const MAKING: &str = ".tmp-checkpoint-";
 /// The temp name prefix of a checkpoint being removed.
 const REMOVING: &str = ".removing-checkpoint-";
 
-/// Removes temp folders of killed checkpoints and of interrupted removals.
-/// Call only under the `state` lock, when no checkpoint can be in progress.
-pub(crate) fn remove_leftovers(dir: &Path) -> Vec<PathBuf> {
+/// Removes temp folders of killed checkpoints and of interrupted removals
+/// ([`remove_leftover`]). Call under the `state` lock.
+pub fn remove_leftovers(dir: &Path) -> Vec<PathBuf> {
     leftovers(dir)
         .into_iter()
-        .filter(|p| fs::remove_dir_all(p).is_ok())
+        .filter(|p| remove_leftover(p).unwrap_or(false))
         .collect()
 }
 
 /// Temp folders in `dir` of checkpoints being made or removed (or killed
 /// while being so): never a checkpoint, and never another state file's
 /// subfolder, whose name is not one of these.
-pub(crate) fn leftovers(dir: &Path) -> Vec<PathBuf> {
+pub fn leftovers(dir: &Path) -> Vec<PathBuf> {
     let Ok(entries) = fs::read_dir(dir) else {
         return Vec::new();
     };
@@ -460,6 +481,7 @@ fn next_seq(cfg: &Config) -> Result<u64> {
 /// file's subfolder — are ignored.
 pub fn list(cfg: &Config) -> Result<Vec<Checkpoint>> {
     let dir = cfg.checkpoints_dir();
+    crate::debug::log(|| format!("checkpoints: listing {}", dir.display()));
     let entries = match fs::read_dir(&dir) {
         Ok(e) => e,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -611,8 +633,114 @@ pub fn verify(cp: &Checkpoint) -> Result<Verified> {
     Ok(Verified { meta, files })
 }
 
+/// What [`inspect`] found of one file that `metadata.json` lists.
+#[derive(Debug)]
+pub enum Listed {
+    /// Its content hashes to the recorded SHA-256.
+    Verified,
+    /// It does not (both as lowercase hex).
+    Mismatch {
+        recorded: String,
+        actual: String,
+    },
+    Missing,
+    Unreadable(Error),
+    /// The listed path is not a plain path inside the checkpoint.
+    Outside,
+    /// What is recorded for it is not a string.
+    NotASum(Value),
+}
+
+/// One file `metadata.json` lists: its path inside the checkpoint, its
+/// path, and what [`inspect`] found.
+pub type ListedFile = (String, PathBuf, Listed);
+
+/// What [`inspect`] found of `metadata.json`.
+#[derive(Debug)]
+pub enum MetaFile {
+    /// It parses as JSON (not necessarily as [`Metadata`]).
+    Parsed(Value),
+    Missing,
+    /// It does not parse: why.
+    Unparsed(String),
+    Unreadable(Error),
+}
+
+/// A checkpoint folder checked file by file, reporting every problem rather
+/// than stopping at the first as [`verify`] does (for `verify-integrity`).
+/// The checksum rule is [`verify`]'s: the recorded value is the SHA-256 as
+/// lowercase hex, nothing else.
+#[derive(Debug)]
+pub struct Inspection {
+    pub metadata_path: PathBuf,
+    pub metadata: MetaFile,
+    /// `state.json` of the checkpoint, and whether it is there.
+    pub state_path: PathBuf,
+    pub has_state: bool,
+    /// The files `metadata.json` lists, by path inside the checkpoint, with
+    /// what was found; `Err(value)` when `files` is not an object, `None`
+    /// when metadata.json has no `files` (or does not parse).
+    pub files: Option<std::result::Result<Vec<ListedFile>, Value>>,
+}
+
+/// Checks checkpoint folder `dir` file by file (see [`Inspection`]).
+pub fn inspect(dir: &Path) -> Inspection {
+    let metadata_path = dir.join(METADATA);
+    let metadata = match durable::read_limited(&metadata_path, MAX_INPUT_BYTES) {
+        Ok(bytes) => match serde_json::from_slice(&bytes) {
+            Ok(v) => MetaFile::Parsed(v),
+            Err(e) => MetaFile::Unparsed(e.to_string()),
+        },
+        Err(e) if e.io_kind() == Some(io::ErrorKind::NotFound) => MetaFile::Missing,
+        Err(e) => MetaFile::Unreadable(e),
+    };
+    let state_path = dir.join(STATE);
+    let files = match &metadata {
+        MetaFile::Parsed(m) => match m.get("files") {
+            Some(Value::Object(files)) => Some(Ok(files
+                .iter()
+                .map(|(rel, sum)| (rel.clone(), dir.join(rel), check_listed(dir, rel, sum)))
+                .collect())),
+            Some(other) => Some(Err(other.clone())),
+            None => None,
+        },
+        _ => None,
+    };
+    Inspection {
+        metadata_path,
+        metadata,
+        has_state: state_path.exists(),
+        state_path,
+        files,
+    }
+}
+
+fn check_listed(dir: &Path, rel: &str, sum: &Value) -> Listed {
+    if !is_plain_relative(rel) {
+        return Listed::Outside;
+    }
+    let Some(recorded) = sum.as_str() else {
+        return Listed::NotASum(sum.clone());
+    };
+    match durable::read_limited(&dir.join(rel), MAX_INPUT_BYTES) {
+        Ok(bytes) => {
+            let actual = sha256_hex(&bytes);
+            if actual == recorded {
+                Listed::Verified
+            } else {
+                Listed::Mismatch {
+                    recorded: recorded.to_string(),
+                    actual,
+                }
+            }
+        }
+        Err(e) if e.io_kind() == Some(io::ErrorKind::NotFound) => Listed::Missing,
+        Err(e) => Listed::Unreadable(e),
+    }
+}
+
 /// Total size of a checkpoint's files in bytes.
-fn size_of(dir: &Path) -> u64 {
+pub fn size_of(dir: &Path) -> u64 {
     walkdir::WalkDir::new(dir)
         .into_iter()
         .filter_map(|e| e.ok())
@@ -622,106 +750,63 @@ fn size_of(dir: &Path) -> u64 {
         .sum()
 }
 
-/// `list [table|json]`: every checkpoint, newest first, with whether it verifies.
-pub fn list_cmd(ctx: &Ctx, format: &str) -> Result<Code> {
-    ctx.audited(
-        "list",
-        ctx.cfg.checkpoints_dir().display().to_string(),
-        |detail| {
-            let as_json = match format {
-                "json" => true,
-                "table" => false,
-                other => {
-                    return Err(Error::validation(format!("bad list format '{other}'"))
-                        .hint("use 'table' or 'json'"));
+/// One row of `list`: a checkpoint, what its metadata says, whether it verifies.
+#[derive(Clone, Debug, Serialize)]
+pub struct Entry {
+    pub id: String,
+    pub operation: Option<String>,
+    pub phase: Option<String>,
+    /// `metadata.json`'s timestamp.
+    pub timestamp: Option<String>,
+    /// When it was made (RFC 3339, UTC, seconds).
+    pub made: String,
+    pub revision: Option<u64>,
+    /// How many files its metadata lists.
+    pub files: Option<usize>,
+    /// Total size of its files in bytes.
+    pub size: u64,
+    /// The caller's METADATA_JSON.
+    pub metadata: Option<Value>,
+    /// Every checksum matches.
+    pub valid: bool,
+    pub path: PathBuf,
+}
+
+/// Every checkpoint, newest first, each verified; one removed while it was
+/// being read is gone, not invalid.
+pub fn entries(cfg: &Config) -> Result<Vec<Entry>> {
+    Ok(list(cfg)?
+        .into_iter()
+        .filter_map(|c| {
+            let valid = verify(&c).is_ok();
+            (valid || c.path.exists()).then(|| {
+                let m = c.meta.as_ref();
+                Entry {
+                    operation: m.map(|m| m.operation.clone()),
+                    phase: m.map(|m| m.phase.clone()),
+                    timestamp: m.map(|m| m.timestamp.clone()),
+                    made: c.made.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                    revision: m.map(|m| m.revision),
+                    files: m.map(|m| m.files.len()),
+                    size: size_of(&c.path),
+                    metadata: m.map(|m| m.metadata.clone()),
+                    valid,
+                    id: c.id,
+                    path: c.path,
                 }
-            };
-            let all = list(&ctx.cfg)?;
-            detail["count"] = json!(all.len());
-            // A checkpoint removed while it was being read is gone, not invalid.
-            let all: Vec<(Checkpoint, bool)> = all
-                .into_iter()
-                .filter_map(|c| {
-                    let valid = verify(&c).is_ok();
-                    (valid || c.path.exists()).then_some((c, valid))
-                })
-                .collect();
-            let rows: Vec<Value> = all
-                .iter()
-                .map(|(c, valid)| {
-                    let m = c.meta.as_ref();
-                    json!({
-                        "id": c.id,
-                        "operation": m.map(|m| m.operation.clone()),
-                        "phase": m.map(|m| m.phase.clone()),
-                        "timestamp": m.map(|m| m.timestamp.clone()),
-                        "made": c.made.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-                        "revision": m.map(|m| m.revision),
-                        "files": m.map(|m| m.files.len()),
-                        "size": size_of(&c.path),
-                        "metadata": m.map(|m| m.metadata.clone()),
-                        "valid": valid,
-                        "path": c.path.display().to_string(),
-                    })
-                })
-                .collect();
-            if as_json {
-                cli::print_json(&Value::Array(rows));
-                return Ok(Code::Success);
-            }
-            if rows.is_empty() {
-                cli::println(&format!(
-                    "no checkpoints in {}",
-                    ctx.cfg.checkpoints_dir().display()
-                ));
-                return Ok(Code::Success);
-            }
-            let s = |v: &Value| match v {
-                Value::String(s) => s.clone(),
-                Value::Null => "-".into(),
-                other => other.to_string(),
-            };
-            let width = all
-                .iter()
-                .map(|(c, _)| c.id.len())
-                .max()
-                .unwrap_or(2)
-                .max(2);
-            let pw = rows
-                .iter()
-                .map(|r| s(&r["phase"]).len())
-                .max()
-                .unwrap_or(5)
-                .max(5);
-            let mut out = format!(
-                "{:<width$}  {:<pw$}  {:<20}  {:>8}  {:>5}  VALID\n",
-                "ID", "PHASE", "MADE", "REVISION", "FILES"
-            );
-            for ((c, _), r) in all.iter().zip(&rows) {
-                out.push_str(&format!(
-                    "{:<width$}  {:<pw$}  {:<20}  {:>8}  {:>5}  {}\n",
-                    c.id,
-                    s(&r["phase"]),
-                    c.made.format("%Y-%m-%d %H:%M:%SZ"),
-                    s(&r["revision"]),
-                    s(&r["files"]),
-                    if r["valid"] == json!(true) {
-                        "yes"
-                    } else {
-                        "NO"
-                    }
-                ));
-            }
-            cli::print(&out);
-            Ok(Code::Success)
-        },
-    )
+            })
+        })
+        .collect())
 }
 
 /// What `cleanup` removes (or would remove).
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default, Serialize)]
 pub struct Cleaned {
+    /// The ids of the checkpoints removed (`removed` in JSON: `checkpoints`
+    /// is an object in `status`).
+    #[serde(rename = "removed")]
     pub checkpoints: Vec<String>,
+    /// Temp folders of killed checkpoints (and, from `cleanup`, restores).
     pub temps: Vec<PathBuf>,
 }
 
@@ -730,16 +815,61 @@ pub struct Cleaned {
 /// under a checkpoint's name (the next sweep removes the rest). `Ok(false)`
 /// when it was already gone. Call under the `state` lock.
 pub fn remove(cp: &Checkpoint) -> Result<bool> {
-    let dir = cp.path.parent().unwrap_or(Path::new("."));
-    let mut aside = dir.join(format!("{REMOVING}{}", &cp.id["checkpoint-".len()..]));
-    aside
-        .as_mut_os_string()
-        .push(format!("-{}", std::process::id()));
+    remove_aside(&cp.path, &cp.id["checkpoint-".len()..])
+}
+
+/// Removes a leftover temp folder of [`leftovers`] by the same rule as
+/// [`remove`] (renamed aside first, unless it already is), and never one
+/// whose checkpoint is still being written ([`in_progress`]: `Ok(false)`).
+pub fn remove_leftover(path: &Path) -> Result<bool> {
+    if in_progress(path) {
+        return Ok(false);
+    }
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    match name.strip_prefix(MAKING) {
+        Some(stem) => remove_aside(path, stem),
+        None => match fs::remove_dir_all(path) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(Error::io(e, "cannot remove folder", path)),
+        },
+    }
+}
+
+/// Whether leftover `path` (`…-PID`) belongs to a checkpoint that another
+/// running process is still making or removing. Without the `state` lock
+/// that is how one being written is told apart from one that was killed.
+pub fn in_progress(path: &Path) -> bool {
+    let pid = path.file_name().and_then(|n| {
+        n.to_string_lossy()
+            .rsplit_once('-')
+            .and_then(|(_, pid)| pid.parse::<u32>().ok())
+    });
+    pid.is_some_and(|pid| {
+        pid != std::process::id()
+            && rustix::process::Pid::from_raw(pid as i32).is_some_and(|p| {
+                !matches!(
+                    rustix::process::test_kill_process(p),
+                    Err(rustix::io::Errno::SRCH)
+                )
+            })
+    })
+}
+
+/// Renames `path` aside to `.removing-checkpoint-STEM-PID` (fsynced), then
+/// deletes it; `Ok(false)` when it was gone already.
+fn remove_aside(path: &Path, stem: &str) -> Result<bool> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let aside = dir.join(format!("{REMOVING}{stem}-{}", std::process::id()));
+    crate::debug::log(|| format!("removing {} (aside as {})", path.display(), aside.display()));
     let _ = fs::remove_dir_all(&aside);
-    match rename_noreplace(&cp.path, &aside) {
+    match rename_noreplace(path, &aside) {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
-        Err(e) => return Err(Error::io(e, "cannot remove checkpoint", &cp.path)),
+        Err(e) => return Err(Error::io(e, "cannot remove checkpoint", path)),
     }
     durable::sync_dir(dir)?;
     match fs::remove_dir_all(&aside) {
@@ -756,7 +886,8 @@ pub fn older_than(cp: &Checkpoint, max_age: Duration) -> bool {
 }
 
 /// Removes checkpoints older than `max_age` except the newest `keep`, and the
-/// temp folders of killed checkpoints and restores. Call under the `state` lock.
+/// temp folders of killed checkpoints ([`remove_leftover`]'s rule). Call
+/// under the `state` lock.
 pub fn prune(cfg: &Config, max_age: Duration, keep: usize, dry_run: bool) -> Result<Cleaned> {
     let mut cleaned = Cleaned::default();
     for (i, c) in list(cfg)?.into_iter().enumerate() {
@@ -768,10 +899,11 @@ pub fn prune(cfg: &Config, max_age: Duration, keep: usize, dry_run: bool) -> Res
         }
         cleaned.checkpoints.push(c.id);
     }
-    let mut temps = leftovers(&cfg.checkpoints_dir());
-    temps.extend(restore::leftovers(cfg));
-    for t in temps {
-        if dry_run || fs::remove_dir_all(&t).is_ok() {
+    for t in leftovers(&cfg.checkpoints_dir()) {
+        if in_progress(&t) {
+            continue;
+        }
+        if dry_run || remove_leftover(&t).unwrap_or(false) {
             cleaned.temps.push(t);
         }
     }
@@ -781,53 +913,10 @@ pub fn prune(cfg: &Config, max_age: Duration, keep: usize, dry_run: bool) -> Res
     Ok(cleaned)
 }
 
-/// `cleanup [AGE=7d] [--keep N] [--dry-run]`: AGE is any duration
-/// [`crate::config::parse_duration`] reads (a bare number is seconds).
-pub fn cleanup(ctx: &Ctx, age: Option<&str>, keep: usize, dry_run: bool) -> Result<Code> {
-    ctx.audited(
-        "cleanup",
-        ctx.cfg.checkpoints_dir().display().to_string(),
-        |detail| {
-            let max_age = crate::config::parse_duration_named(age.unwrap_or("7d"), "age")?;
-            let st = ctx.store()?;
-            let owner = ctx.owner_identity()?;
-            let txn = st.begin(owner.as_ref())?;
-            if !dry_run {
-                restore::repair(ctx, &txn, &st)?;
-            }
-            let cleaned = prune(&ctx.cfg, max_age, keep, dry_run)?;
-            drop(txn);
-            detail["removed"] = json!(cleaned.checkpoints.len());
-            detail["temps"] = json!(cleaned.temps.len());
-            detail["dry_run"] = json!(dry_run);
-            let verb = if dry_run { "would remove" } else { "removed" };
-            let mut out = String::new();
-            for id in &cleaned.checkpoints {
-                out.push_str(&format!("{verb} {id}\n"));
-            }
-            for t in &cleaned.temps {
-                out.push_str(&format!("{verb} leftover {}\n", t.display()));
-            }
-            out.push_str(&format!(
-                "{verb} {} checkpoint(s) and {} leftover temp folder(s); {} kept\n",
-                cleaned.checkpoints.len(),
-                cleaned.temps.len(),
-                list(&ctx.cfg)?.len()
-                    - if dry_run {
-                        cleaned.checkpoints.len()
-                    } else {
-                        0
-                    }
-            ));
-            cli::print(&out);
-            Ok(Code::Success)
-        },
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::exit::Code;
 
     #[test]
     fn operations_follow_lock_name_rules() {
@@ -894,5 +983,69 @@ mod tests {
             sha256_hex(b""),
             "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
         );
+    }
+
+    #[test]
+    fn leftovers_of_a_running_writer_are_kept_and_others_removed_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sleeper = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let live = dir
+            .path()
+            .join(format!("{MAKING}20260101-000000Z-x-{}", sleeper.id()));
+        let dead = dir
+            .path()
+            .join(format!("{MAKING}20260101-000000Z-y-999999"));
+        let aside = dir
+            .path()
+            .join(format!("{REMOVING}20260101-000000Z-z-999998"));
+        for d in [&live, &dead, &aside] {
+            fs::create_dir_all(d.join("signals")).unwrap();
+            fs::write(d.join("state.json"), "{}").unwrap();
+        }
+        assert!(in_progress(&live) && !in_progress(&dead));
+        let mut removed = remove_leftovers(dir.path());
+        removed.sort();
+        let mut want = vec![dead.clone(), aside.clone()];
+        want.sort();
+        assert_eq!(removed, want);
+        assert!(live.is_dir() && !dead.exists() && !aside.exists());
+        assert_eq!(leftovers(dir.path()), vec![live.clone()]);
+        sleeper.kill().unwrap();
+        sleeper.wait().unwrap();
+        assert!(remove_leftover(&live).unwrap());
+        assert!(fs::read_dir(dir.path()).unwrap().next().is_none());
+    }
+
+    #[test]
+    fn inspection_reports_every_listed_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        fs::write(d.join("state.json"), "{}").unwrap();
+        fs::create_dir(d.join("signals")).unwrap();
+        fs::write(d.join("signals/A.json"), "changed").unwrap();
+        let meta = json!({"files": {
+            "state.json": sha256_hex(b"{}"),
+            "signals/A.json": sha256_hex(b"original"),
+            "signals/gone.json": sha256_hex(b""),
+            "../x": sha256_hex(b""),
+            "config/n": 7,
+        }});
+        fs::write(d.join(METADATA), meta.to_string()).unwrap();
+        let found = inspect(d);
+        assert!(found.has_state && matches!(found.metadata, MetaFile::Parsed(_)));
+        let files = found.files.unwrap().unwrap();
+        let by = |rel: &str| &files.iter().find(|(r, _, _)| r == rel).unwrap().2;
+        assert!(matches!(by("state.json"), Listed::Verified));
+        assert!(matches!(by("signals/A.json"), Listed::Mismatch { .. }));
+        assert!(matches!(by("signals/gone.json"), Listed::Missing));
+        assert!(matches!(by("../x"), Listed::Outside));
+        assert!(matches!(by("config/n"), Listed::NotASum(_)));
+        fs::write(d.join(METADATA), "{").unwrap();
+        assert!(matches!(inspect(d).metadata, MetaFile::Unparsed(_)));
+        fs::remove_file(d.join(METADATA)).unwrap();
+        assert!(matches!(inspect(d).metadata, MetaFile::Missing));
     }
 }

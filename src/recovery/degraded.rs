@@ -14,17 +14,18 @@
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader};
 
-use serde::Deserialize;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::{Ctx, checkpoint, restore};
-use crate::cmd as cli;
+use super::checkpoint;
+use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::exit::Code;
-use crate::state::{document, schema, store};
-
-/// How many recent failures `status` shows.
-pub const RECENT_FAILURES: usize = 5;
+use crate::lock::Identity;
+use crate::state::backup::Retention;
+use crate::state::{Store, document, schema, store};
 
 /// Parses FEATURES_JSON: a JSON array of strings (exit 4 otherwise).
 pub fn parse_features(text: Option<&str>) -> Result<Vec<String>> {
@@ -38,101 +39,183 @@ pub fn parse_features(text: Option<&str>) -> Result<Vec<String>> {
         .map_err(|_| Error::validation("FEATURES_JSON is not an array of strings").hint(hint))
 }
 
-/// `degrade REASON [FEATURES_JSON]`: turns degraded mode on.
-pub fn degrade(ctx: &Ctx, reason: &str, features: Option<&str>) -> Result<Code> {
-    ctx.audited("degrade", ctx.state_target(), |detail| {
-        let features = parse_features(features)?;
-        detail["reason"] = json!(reason);
-        detail["disabledFeatures"] = json!(features);
-        let st = ctx.store()?;
-        let owner = ctx.owner_identity()?;
-        let txn = st.begin(owner.as_ref())?;
-        detail["lock_wait_ms"] = json!(crate::audit::event::ms(txn.waited));
-        let old = txn.load()?;
-        let mut new = old.clone();
-        new["degradedMode"] = json!({
-            "enabled": true,
-            "reason": reason,
-            "timestamp": document::now_rfc3339(),
-            "disabledFeatures": features,
-        });
-        let commit = txn.commit(Some(&old), new, "degrade")?;
-        detail["revision"] = json!(commit.revision);
-        cli::println(&format!("degraded mode on: {reason}"));
-        Ok(Code::Success)
+/// Degraded mode as a report shows it: the state's `degradedMode` object
+/// with snake_case keys (`since` is its `timestamp`, `features` its
+/// `disabledFeatures`). Off when there is no state.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct DegradedMode {
+    pub enabled: bool,
+    pub reason: Option<String>,
+    /// When it was turned on (RFC 3339).
+    pub since: Option<String>,
+    /// The features turned off.
+    pub features: Vec<String>,
+}
+
+impl DegradedMode {
+    /// The degraded mode document `doc` records.
+    pub fn of(doc: Option<&Value>) -> DegradedMode {
+        let dm = doc.and_then(|d| d.get("degradedMode"));
+        let text = |k: &str| {
+            dm.and_then(|m| m.get(k))
+                .and_then(Value::as_str)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+        };
+        DegradedMode {
+            enabled: dm.and_then(|m| m.get("enabled")) == Some(&json!(true)),
+            reason: text("reason"),
+            since: text("timestamp"),
+            features: dm
+                .and_then(|m| m.get("disabledFeatures"))
+                .and_then(Value::as_array)
+                .map(|a| {
+                    a.iter()
+                        .filter_map(Value::as_str)
+                        .map(str::to_owned)
+                        .collect()
+                })
+                .unwrap_or_default(),
+        }
+    }
+}
+
+/// What `degrade` or `recover-mode` did.
+#[derive(Clone, Debug, Serialize)]
+pub struct Switched {
+    /// Degraded mode is on now.
+    pub enabled: bool,
+    /// Whether the state was written (`recover-mode` when already off: no).
+    pub changed: bool,
+    /// The reason given (`degrade`) or the one it had (`recover-mode`).
+    pub reason: Option<String>,
+    pub features: Vec<String>,
+    /// The state's revision after the change.
+    pub revision: Option<u64>,
+    /// How long the `state` lock took (ms).
+    #[serde(skip)]
+    pub lock_wait_ms: f64,
+}
+
+/// `degrade REASON [FEATURES_JSON]`: turns degraded mode on, one commit
+/// under the `state` lock taken for `owner`.
+pub fn degrade(
+    cfg: &Config,
+    retention: Retention,
+    owner: Option<&Identity>,
+    reason: &str,
+    features: Option<&str>,
+) -> Result<Switched> {
+    let features = parse_features(features)?;
+    let st = Store::open(cfg, retention)?;
+    let txn = st.begin(owner)?;
+    let lock_wait_ms = crate::audit::event::ms(txn.waited);
+    let old = txn.load()?;
+    let mut new = old.clone();
+    new["degradedMode"] = json!({
+        "enabled": true,
+        "reason": reason,
+        "timestamp": document::now_rfc3339(),
+        "disabledFeatures": features,
+    });
+    let commit = txn.commit(Some(&old), new, "degrade")?;
+    Ok(Switched {
+        enabled: true,
+        changed: true,
+        reason: Some(reason.to_string()),
+        features,
+        revision: Some(commit.revision),
+        lock_wait_ms,
     })
 }
 
 /// `recover-mode`: turns degraded mode off (nothing is written when it is off).
-pub fn recover_mode(ctx: &Ctx) -> Result<Code> {
-    ctx.audited("recover-mode", ctx.state_target(), |detail| {
-        let st = ctx.store()?;
-        let owner = ctx.owner_identity()?;
-        let txn = st.begin(owner.as_ref())?;
-        detail["lock_wait_ms"] = json!(crate::audit::event::ms(txn.waited));
-        let old = txn.load()?;
-        if !is_on(&old) {
-            detail["changed"] = json!(false);
-            cli::println("degraded mode already off");
-            return Ok(Code::Success);
+pub fn recover_mode(
+    cfg: &Config,
+    retention: Retention,
+    owner: Option<&Identity>,
+) -> Result<Switched> {
+    let st = Store::open(cfg, retention)?;
+    let txn = st.begin(owner)?;
+    let lock_wait_ms = crate::audit::event::ms(txn.waited);
+    let old = txn.load()?;
+    let was = DegradedMode::of(Some(&old));
+    let mut done = Switched {
+        enabled: false,
+        changed: false,
+        reason: was.reason,
+        features: Vec::new(),
+        revision: Some(document::revision(&old)),
+        lock_wait_ms,
+    };
+    if !was.enabled {
+        return Ok(done);
+    }
+    let mut new = old.clone();
+    new["degradedMode"] = json!({
+        "enabled": false,
+        "reason": "",
+        "timestamp": "",
+        "disabledFeatures": [],
+    });
+    let commit = txn.commit(Some(&old), new, "recover-mode")?;
+    done.changed = true;
+    done.revision = Some(commit.revision);
+    Ok(done)
+}
+
+/// The answer of `is-degraded`: its exit code is the answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Degraded {
+    /// Degraded mode is on: exit 0.
+    Yes,
+    /// It is off, or there is no state: exit 1.
+    No,
+}
+
+impl Degraded {
+    /// The documented exit code: 0 degraded, 1 not.
+    pub fn code(self) -> Code {
+        match self {
+            Degraded::Yes => Code::Success,
+            Degraded::No => Code::GeneralError,
         }
-        detail["was_reason"] = old["degradedMode"]["reason"].clone();
-        let mut new = old.clone();
-        new["degradedMode"] = json!({
-            "enabled": false,
-            "reason": "",
-            "timestamp": "",
-            "disabledFeatures": [],
-        });
-        let commit = txn.commit(Some(&old), new, "recover-mode")?;
-        detail["changed"] = json!(true);
-        detail["revision"] = json!(commit.revision);
-        cli::println("degraded mode off");
-        Ok(Code::Success)
-    })
+    }
 }
 
-fn is_on(doc: &Value) -> bool {
-    doc.pointer("/degradedMode/enabled") == Some(&json!(true))
+/// `is-degraded`: whether degraded mode is on (no state: not); exit 3 when
+/// the state does not parse.
+pub fn is_degraded(cfg: &Config) -> Result<Degraded> {
+    let st = Store::open(cfg, Retention::default())?;
+    let on = st
+        .load_opt()?
+        .is_some_and(|doc| DegradedMode::of(Some(&doc)).enabled);
+    Ok(if on { Degraded::Yes } else { Degraded::No })
 }
 
-/// `is-degraded`: 0 when degraded, 1 when not (or when there is no state);
-/// 3 when the state does not parse. Prints nothing. Audited as an answer:
-/// outcome `ok` and exit 0 in the event either way (design.md §12), the
-/// answer in `detail`.
-pub fn is_degraded(ctx: &Ctx) -> Result<Code> {
-    ctx.audited("is-degraded", ctx.state_target(), |detail| {
-        let st = ctx.store()?;
-        let on = st.load_opt()?.is_some_and(|doc| is_on(&doc));
-        detail["degraded"] = json!(on);
-        detail["answer_exit"] = json!(if on { 0 } else { 1 });
-        Ok(if on {
-            Code::Success
-        } else {
-            Code::GeneralError
-        })
-    })
-}
-
-/// The fields of an audit event that `status` reports.
-#[derive(Debug, Deserialize)]
-struct Failure {
-    ts: String,
-    tool: String,
-    op: String,
+/// One failed event of the audit log, as `status` reports it.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+pub struct Failure {
+    pub ts: String,
+    pub tool: String,
+    pub op: String,
     #[serde(default)]
-    target: String,
-    exit_code: i32,
-    #[serde(default)]
-    outcome: String,
-    #[serde(default)]
-    detail: Value,
+    pub target: String,
+    pub exit_code: i32,
+    #[serde(default, skip_serializing)]
+    pub outcome: String,
+    /// The event's error message, if it has one.
+    #[serde(default, skip_serializing)]
+    pub detail: Value,
+    #[serde(default, skip_deserializing)]
+    pub error: Option<String>,
 }
 
 /// The last `n` failed events of the audit log (oldest first) and how many
 /// failures it holds in all.
-fn recent_failures(ctx: &Ctx, n: usize) -> (Vec<Failure>, usize) {
-    let Ok(file) = crate::durable::open_kept(&ctx.cfg.audit_log) else {
+pub fn recent_failures(cfg: &Config, n: usize) -> (Vec<Failure>, usize) {
+    let Ok(file) = crate::durable::open_kept(&cfg.audit_log) else {
         return (Vec::new(), 0);
     };
     let mut last: VecDeque<Failure> = VecDeque::with_capacity(n + 1);
@@ -142,12 +225,17 @@ fn recent_failures(ctx: &Ctx, n: usize) -> (Vec<Failure>, usize) {
         if line.windows(14).any(|w| w == b"\"outcome\":\"ok\"") {
             continue;
         }
-        let Ok(ev) = serde_json::from_slice::<Failure>(&line) else {
+        let Ok(mut ev) = serde_json::from_slice::<Failure>(&line) else {
             continue;
         };
         if ev.exit_code == 0 && ev.outcome == "ok" {
             continue;
         }
+        ev.error = ev
+            .detail
+            .get("error")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
         total += 1;
         last.push_back(ev);
         if last.len() > n {
@@ -157,9 +245,21 @@ fn recent_failures(ctx: &Ctx, n: usize) -> (Vec<Failure>, usize) {
     (last.into(), total)
 }
 
-/// `status [--json]`: degraded mode, checkpoints and recent failures.
-pub fn status(ctx: &Ctx, as_json: bool) -> Result<Code> {
-    let st = ctx.store()?;
+/// The state as `status` reports it.
+#[derive(Clone, Debug, Serialize)]
+pub struct StateSummary {
+    pub path: PathBuf,
+    /// `missing`, `corrupt`, `invalid` (breaks the schema) or `valid`.
+    pub condition: &'static str,
+    pub phase: Option<String>,
+    pub revision: Option<u64>,
+    #[serde(skip)]
+    pub degraded_mode: DegradedMode,
+}
+
+/// The state file's condition, phase, revision and degraded mode.
+pub fn state_summary(cfg: &Config) -> Result<StateSummary> {
+    let st = Store::open(cfg, Retention::default())?;
     let bytes = st.load_bytes()?;
     let doc = bytes
         .as_ref()
@@ -170,118 +270,14 @@ pub fn status(ctx: &Ctx, as_json: bool) -> Result<Code> {
         (_, Some(d)) if !schema::violations(d).is_empty() => "invalid",
         _ => "valid",
     };
-    let get = |p: &str| {
-        doc.as_ref()
-            .and_then(|d| d.pointer(p))
-            .cloned()
-            .unwrap_or(Value::Null)
-    };
-    let checkpoints = checkpoint::list(&ctx.cfg)?;
-    let latest = checkpoints.first().map(|c| {
-        json!({
-            "id": c.id,
-            "phase": c.meta.as_ref().map(|m| m.phase.clone()),
-            "valid": checkpoint::verify(c).is_ok(),
-        })
-    });
-    let (failures, total) = recent_failures(ctx, RECENT_FAILURES);
-    let report = json!({
-        "state": {
-            "path": st.path().display().to_string(),
-            "condition": condition,
-            "phase": get("/phase"),
-            "revision": get("/metadata/revision"),
-        },
-        "degradedMode": {
-            "enabled": get("/degradedMode/enabled").as_bool().unwrap_or(false),
-            "reason": get("/degradedMode/reason"),
-            "timestamp": get("/degradedMode/timestamp"),
-            "disabledFeatures": get("/degradedMode/disabledFeatures"),
-        },
-        "checkpoints": { "count": checkpoints.len(), "latest": latest },
-        "interruptedRestore": restore::interrupted(&ctx.cfg),
-        "auditLog": ctx.cfg.audit_log.display().to_string(),
-        "failures": total,
-        "recentFailures": failures.iter().map(|f| json!({
-            "ts": f.ts, "tool": f.tool, "op": f.op, "target": f.target,
-            "exit_code": f.exit_code,
-            "error": f.detail.get("error").cloned().unwrap_or(Value::Null),
-        })).collect::<Vec<_>>(),
-    });
-    if as_json {
-        cli::print_json(&report);
-        return Ok(Code::Success);
-    }
-    let s = |v: &Value| match v {
-        Value::String(s) => s.clone(),
-        Value::Null => "-".into(),
-        other => other.to_string(),
-    };
-    let dm = &report["degradedMode"];
-    let degraded = if dm["enabled"] == json!(true) {
-        let features: Vec<String> = dm["disabledFeatures"]
-            .as_array()
-            .map(|a| a.iter().map(&s).collect())
-            .unwrap_or_default();
-        format!(
-            "ON since {} ({}){}",
-            s(&dm["timestamp"]),
-            s(&dm["reason"]),
-            if features.is_empty() {
-                String::new()
-            } else {
-                format!("; disabled: {}", features.join(", "))
-            }
-        )
-    } else {
-        "off".into()
-    };
-    let cps = match checkpoints.first() {
-        None => "none".to_string(),
-        Some(c) => format!(
-            "{} (latest {}{})",
-            checkpoints.len(),
-            c.id,
-            if report["checkpoints"]["latest"]["valid"] == json!(true) {
-                ""
-            } else {
-                ", FAILS VERIFICATION"
-            }
-        ),
-    };
-    let mut out = format!(
-        "state:          {} ({condition}, phase {}, revision {})\ndegraded mode:  {degraded}\ncheckpoints:    {cps}\n",
-        st.path().display(),
-        s(&get("/phase")),
-        s(&get("/metadata/revision")),
-    );
-    if let Some(id) = restore::interrupted(&ctx.cfg) {
-        out.push_str(&format!(
-            "restore:        interrupted restore of {id} (the next restore, checkpoint or cleanup finishes it)\n"
-        ));
-    }
-    if failures.is_empty() {
-        out.push_str("failures:       none in the audit log\n");
-    } else {
-        out.push_str(&format!(
-            "failures:       {total} in the audit log; the last {}:\n",
-            failures.len()
-        ));
-        for f in &failures {
-            let err = f
-                .detail
-                .get("error")
-                .and_then(Value::as_str)
-                .map(|e| format!(": {e}"))
-                .unwrap_or_default();
-            out.push_str(&format!(
-                "  {}  {} {} {}  exit {}{err}\n",
-                f.ts, f.tool, f.op, f.target, f.exit_code
-            ));
-        }
-    }
-    cli::print(&out);
-    Ok(Code::Success)
+    let get = |p: &str| doc.as_ref().and_then(|d| d.pointer(p));
+    Ok(StateSummary {
+        path: st.path().to_path_buf(),
+        condition,
+        phase: get("/phase").and_then(Value::as_str).map(str::to_owned),
+        revision: get("/metadata/revision").and_then(Value::as_u64),
+        degraded_mode: DegradedMode::of(doc.as_ref()),
+    })
 }
 
 #[cfg(test)]
@@ -302,5 +298,23 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn the_answer_is_the_documented_exit_code() {
+        assert_eq!(Degraded::Yes.code(), Code::Success);
+        assert_eq!(Degraded::No.code(), Code::GeneralError);
+    }
+
+    #[test]
+    fn degraded_mode_reads_the_state_with_snake_case_keys() {
+        assert_eq!(DegradedMode::of(None), DegradedMode::default());
+        let doc = json!({"degradedMode": {"enabled": true, "reason": "r",
+            "timestamp": "2026-01-01T00:00:00Z", "disabledFeatures": ["a"]}});
+        let dm = DegradedMode::of(Some(&doc));
+        assert_eq!(
+            serde_json::to_value(&dm).unwrap(),
+            json!({"enabled": true, "reason": "r", "since": "2026-01-01T00:00:00Z", "features": ["a"]})
+        );
     }
 }

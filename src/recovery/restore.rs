@@ -2,7 +2,7 @@
 //! atomically under the `state` lock, after every checksum has matched.
 //! Nothing is lost by a restore: the state it replaces is kept as a backup
 //! and the folders it replaces are kept under `.state-backups/restore-*/`;
-//! it prints the files it removed.
+//! [`Restored`] names the files it removed, for its caller to print.
 //!
 //! Order, all under the `state` lock:
 //!
@@ -52,15 +52,16 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+use super::TOOL;
 use super::checkpoint::{self, Verified};
-use super::{Ctx, TOOL};
 use crate::audit::Recorder;
-use crate::cmd as cli;
 use crate::config::{Config, MAX_INPUT_BYTES};
 use crate::durable::{self, Durability};
 use crate::error::{Error, Result};
 use crate::exit::Code;
-use crate::state::{Commit, Store, Txn, commands, document, store};
+use crate::lock::Identity;
+use crate::state::backup::Retention;
+use crate::state::{Store, Txn, commands, document, store};
 
 /// The journal of a restore in progress, in the state root.
 pub const JOURNAL: &str = ".wfstate-restore.journal";
@@ -88,90 +89,79 @@ fn crash_point(_at: &str) {
     }
 }
 
-/// `restore [ID|latest]`.
-pub fn restore(ctx: &Ctx, id: Option<&str>) -> Result<Code> {
-    let mut rec = Recorder::start(&ctx.cfg, TOOL, "restore", id.unwrap_or("latest"));
-    let mut detail = json!({});
-    let result = restore_inner(ctx, id, &mut detail);
-    if let Ok((id, _)) = &result {
-        rec.set_target(id.as_str());
-    }
-    rec.finish(&result, detail.clone());
-    let (id, commit) = result?;
-    cli::print(&summary(&id, &commit, &detail));
-    Ok(Code::Success)
+/// What a restore did: the new revision, where the replaced state and
+/// folders are kept, and every file it removed.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Restored {
+    /// The checkpoint restored.
+    pub id: String,
+    /// The state's revision now.
+    pub revision: u64,
+    /// The backup of the state it replaced.
+    pub backup: Option<PathBuf>,
+    /// Where a corrupt state it replaced is kept.
+    pub corrupt_kept_at: Option<PathBuf>,
+    /// The folders replaced: `signals`, `config`.
+    pub folders: Vec<String>,
+    /// Where the files of the replaced folders are kept.
+    pub kept: Option<PathBuf>,
+    /// The live files that the checkpoint did not have, as `.signals/NAME`.
+    pub removed: Vec<String>,
+    /// How long the `state` lock took (ms).
+    #[serde(skip)]
+    pub lock_wait_ms: f64,
 }
 
-/// What a restore did, for its caller: the new revision, where the replaced
-/// state and folders are kept, and every file it removed.
-pub(crate) fn summary(id: &str, commit: &Commit, detail: &Value) -> String {
-    let strs = |key: &str| -> Vec<String> {
-        detail[key]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(Value::as_str)
-                    .map(str::to_owned)
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
-    let mut out = format!("restored {id} (state revision {})\n", commit.revision);
-    if let Some(b) = &commit.backup {
-        out.push_str(&format!(
-            "  the replaced state is kept as {}\n",
-            b.display()
-        ));
+impl Restored {
+    /// The audit detail of the restore.
+    pub fn detail(&self) -> Value {
+        let mut d = json!({
+            "lock_wait_ms": self.lock_wait_ms,
+            "revision": self.revision,
+            "folders": self.folders,
+            "removed": self.removed,
+        });
+        if let Some(b) = &self.backup {
+            d["backup"] = json!(b.file_name().map(|n| n.to_string_lossy().into_owned()));
+        }
+        if let Some(c) = &self.corrupt_kept_at {
+            d["corrupt_kept_at"] = json!(c.display().to_string());
+        }
+        if let Some(k) = &self.kept {
+            d["kept"] = json!(k.display().to_string());
+        }
+        d
     }
-    if let Some(aside) = detail["corrupt_kept_at"].as_str() {
-        out.push_str(&format!("  the corrupt state is kept at {aside}\n"));
-    }
-    let folders: Vec<String> = strs("folders")
-        .iter()
-        .map(|f| {
-            if f == "signals" {
-                ".signals/".into()
-            } else {
-                format!("{f}/")
-            }
-        })
-        .collect();
-    if let Some(kept) = detail["kept"].as_str() {
-        out.push_str(&format!(
-            "  replaced {}; the previous files are kept in {kept}\n",
-            folders.join(", ")
-        ));
-    } else if !folders.is_empty() {
-        out.push_str(&format!("  replaced {}\n", folders.join(", ")));
-    }
-    for f in strs("removed") {
-        out.push_str(&format!("  removed {f}\n"));
-    }
-    out
 }
 
-fn restore_inner(ctx: &Ctx, id: Option<&str>, detail: &mut Value) -> Result<(String, Commit)> {
-    let st = ctx.store()?;
-    let owner = ctx.owner_identity()?;
-    let txn = st.begin(owner.as_ref())?;
-    detail["lock_wait_ms"] = json!(crate::audit::event::ms(txn.waited));
-    repair(ctx, &txn, &st)?;
-    let cp = checkpoint::find(&ctx.cfg, id)?;
+/// `restore [ID|latest]`: finishes an interrupted restore first, then
+/// verifies checkpoint `id` and puts it back, under the `state` lock taken
+/// for `owner`; the state's commit keeps backups by `retention`.
+pub fn restore(
+    cfg: &Config,
+    retention: Retention,
+    owner: Option<&Identity>,
+    id: Option<&str>,
+) -> Result<Restored> {
+    let st = Store::open(cfg, retention)?;
+    let txn = st.begin(owner)?;
+    let waited = crate::audit::event::ms(txn.waited);
+    repair(cfg, &txn, &st)?;
+    let cp = checkpoint::find(cfg, id)?;
+    crate::debug::log(|| format!("restore: verifying {}", cp.path.display()));
     let verified = checkpoint::verify(&cp)?;
-    let commit = apply(ctx, &txn, &st, &verified, detail)?;
-    Ok((cp.id, commit))
+    let mut done = apply(cfg, &txn, &st, &verified)?;
+    done.lock_wait_ms = waited;
+    Ok(done)
 }
 
 /// Replaces the state and folders with a verified checkpoint's (steps 1–6 of
 /// the module docs). The caller holds the `state` lock through `txn`.
-pub(crate) fn apply(
-    ctx: &Ctx,
-    txn: &Txn<'_, '_>,
-    st: &Store<'_>,
-    v: &Verified,
-    detail: &mut Value,
-) -> Result<Commit> {
-    let cfg = &ctx.cfg;
+fn apply(cfg: &Config, txn: &Txn<'_, '_>, st: &Store<'_>, v: &Verified) -> Result<Restored> {
+    let mut done = Restored {
+        id: v.meta.id.clone(),
+        ..Restored::default()
+    };
     let doc: Value = serde_json::from_slice(&v.files[checkpoint::STATE])
         .map_err(|e| Error::corruption("checkpoint state does not parse").because(e))?;
     for (_, live) in checkpoint::folders(cfg) {
@@ -276,8 +266,8 @@ pub(crate) fn apply(
     let committed = match current {
         Ok(cur) => txn.commit(cur.as_ref(), doc, "pre-restore"),
         Err(_) => commands::keep_aside(st.path()).and_then(|aside| {
-            detail["corrupt_kept_at"] = json!(aside.display().to_string());
             eprintln!("{TOOL}: kept the corrupt state at {}", aside.display());
+            done.corrupt_kept_at = Some(aside);
             txn.commit_over_corrupt(doc, "restore")
         }),
     };
@@ -289,16 +279,21 @@ pub(crate) fn apply(
             return Err(e);
         }
     };
-    detail["revision"] = json!(commit.revision);
-    if let Some(b) = &commit.backup {
-        detail["backup"] = json!(b.file_name().map(|n| n.to_string_lossy().into_owned()));
-    }
+    crate::debug::log(|| {
+        format!(
+            "restore {}: committed revision {}",
+            v.meta.id, commit.revision
+        )
+    });
+    done.revision = commit.revision;
+    done.backup = commit.backup;
 
     let mut replaced = Vec::new();
     for (name, live, new) in &plan {
         let aside = cfg.root.join(format!("{TEMP_PREFIX}{pid}-old-{name}"));
         if swap(live, new.as_deref(), &aside)? {
-            replaced.push(*name);
+            crate::debug::log(|| format!("restore {}: swapped in {}", v.meta.id, live.display()));
+            replaced.push(name.to_string());
         }
     }
     durable::sync_dir(&cfg.root)?;
@@ -309,12 +304,10 @@ pub(crate) fn apply(
         _ => {}
     }
     durable::sync_dir(&cfg.root)?;
-    detail["folders"] = json!(replaced);
-    detail["removed"] = json!(removed);
-    if let Some(k) = &kept_dir {
-        detail["kept"] = json!(k.display().to_string());
-    }
-    Ok(commit)
+    done.folders = replaced;
+    done.removed = removed;
+    done.kept = kept_dir;
+    Ok(done)
 }
 
 /// The files under `dir`, by path inside it, sorted; none when it is absent.
@@ -419,7 +412,7 @@ fn remove_quietly(path: &Path) {
 }
 
 /// Temp folders of interrupted restores in the state root.
-pub(crate) fn leftovers(cfg: &Config) -> Vec<PathBuf> {
+pub fn leftovers(cfg: &Config) -> Vec<PathBuf> {
     let Ok(entries) = fs::read_dir(&cfg.root) else {
         return Vec::new();
     };
@@ -485,8 +478,7 @@ pub fn interrupted(cfg: &Config) -> Option<String> {
 
 /// Removes restore temp folders and finishes an interrupted restore (see the
 /// module docs). The caller holds the `state` lock through `txn`.
-pub(crate) fn repair(ctx: &Ctx, txn: &Txn<'_, '_>, st: &Store<'_>) -> Result<()> {
-    let cfg = &ctx.cfg;
+pub fn repair(cfg: &Config, txn: &Txn<'_, '_>, st: &Store<'_>) -> Result<()> {
     for p in leftovers(cfg) {
         remove_quietly(&p);
     }
@@ -527,7 +519,12 @@ pub(crate) fn repair(ctx: &Ctx, txn: &Txn<'_, '_>, st: &Store<'_>) -> Result<()>
         "{TOOL}: finishing the interrupted restore of {} first",
         journal.id
     );
-    let result = verified.and_then(|v| apply(ctx, txn, st, &v, &mut detail));
+    let result = verified.and_then(|v| apply(cfg, txn, st, &v));
+    if let Ok(done) = &result
+        && let (Value::Object(d), Value::Object(more)) = (&mut detail, done.detail())
+    {
+        d.extend(more.into_iter().filter(|(k, _)| k != "lock_wait_ms"));
+    }
     rec.finish(&result, detail);
     if let Err(e) = result {
         eprintln!(

@@ -31,24 +31,20 @@
 
 use std::ffi::OsString;
 use std::fs::File;
-use std::io::{self, Read};
-use std::os::fd::{AsFd, OwnedFd};
-use std::os::unix::process::{CommandExt, ExitStatusExt};
-use std::process::{Child, Command, ExitStatus};
+use std::io::Read;
+use std::process::{Command, ExitStatus};
 use std::time::{Duration, Instant};
 
-use rustix::event::{PollFd, PollFlags, Timespec};
-use rustix::io::Errno;
-use rustix::process::{Pid, PidfdFlags, Signal};
 use serde_json::json;
 
-use super::{Ctx, TOOL};
+use super::TOOL;
 use crate::audit::Recorder;
-use crate::config::parse_seconds;
+use crate::child::{self, Running, exit_code, poll_until};
+use crate::config::{Config, parse_seconds};
 use crate::error::{Error, Kind, Result};
 
 /// How long a child has between SIGTERM and SIGKILL at the deadline.
-pub const GRACE: Duration = Duration::from_secs(2);
+pub const GRACE: Duration = child::GRACE;
 
 /// Exit codes that retrying cannot help: bad input, refused permission, full disk.
 pub const NOT_RETRIED: [i32; 3] = [4, 6, 7];
@@ -238,14 +234,6 @@ impl Random {
     }
 }
 
-/// The exit code of a finished child: its own, or 128+N for signal N.
-fn code_of(status: ExitStatus) -> i32 {
-    status
-        .code()
-        .or_else(|| status.signal().map(|s| 128 + s))
-        .unwrap_or(1)
-}
-
 /// What ended a wait.
 enum Waited {
     Exited(ExitStatus),
@@ -253,125 +241,22 @@ enum Waited {
     Deadline,
 }
 
-/// A running attempt.
-struct Running {
-    child: Child,
-    pidfd: OwnedFd,
-    /// The child leads its own process group.
-    group: bool,
-}
-
-impl Running {
-    fn pid(&self) -> Pid {
-        Pid::from_raw(self.child.id() as i32).expect("a child has a positive pid")
-    }
-
-    /// Sends `sig` to the child's group (or the child alone in foreground mode).
-    fn signal(&self, sig: Signal) {
-        let _ = if self.group {
-            rustix::process::kill_process_group(self.pid(), sig)
-        } else {
-            rustix::process::pidfd_send_signal(&self.pidfd, sig)
-        };
-    }
-
-    /// Waits until the child exits, a signal arrives or `deadline` passes.
-    fn wait(&mut self, signals: &signals::Forwarder, deadline: Option<Instant>) -> Result<Waited> {
-        loop {
-            if let Some(status) = self.child.try_wait().map_err(wait_error)? {
-                return Ok(Waited::Exited(status));
-            }
-            if let Some(sig) = signals.take() {
-                return Ok(Waited::Signal(sig));
-            }
-            match poll_until(&[self.pidfd.as_fd(), signals.fd()], deadline)? {
-                true => continue,
-                false => return Ok(Waited::Deadline),
-            }
-        }
-    }
-
-    /// SIGTERM, up to [`GRACE`] for the group to exit, then SIGKILL; reaps
-    /// the child. Returns its status.
-    fn terminate(&mut self) -> Result<ExitStatus> {
-        let end = Instant::now() + GRACE;
-        self.signal(Signal::TERM);
-        let status = loop {
-            if let Some(s) = self.child.try_wait().map_err(wait_error)? {
-                break Some(s);
-            }
-            if !poll_until(&[self.pidfd.as_fd()], Some(end))? {
-                break None;
-            }
-        };
-        let status = match status {
-            Some(s) => {
-                // The child is gone; give the rest of its group the same grace.
-                self.wait_group(end);
-                s
-            }
-            None => {
-                self.signal(Signal::KILL);
-                self.child.wait().map_err(wait_error)?
-            }
-        };
-        if self.group {
-            let _ = rustix::process::kill_process_group(self.pid(), Signal::KILL);
-            self.wait_group(Instant::now() + GRACE);
-        }
-        Ok(status)
-    }
-
-    /// Waits until no process of the child's group is left, or `end`.
-    /// Orphans of the group are ours to reap (we are their subreaper), so a
-    /// zombie is not mistaken for a survivor. No pidfd exists for a group:
-    /// a short poll, only on this timeout path.
-    fn wait_group(&self, end: Instant) {
-        if !self.group {
-            return;
-        }
-        use rustix::process::{WaitOptions, test_kill_process_group, waitpgid};
-        loop {
-            while let Ok(Some(_)) = waitpgid(self.pid(), WaitOptions::NOHANG) {}
-            if test_kill_process_group(self.pid()).is_err() || Instant::now() >= end {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-}
-
-fn wait_error(e: io::Error) -> Error {
-    Error::new(Kind::of_io(&e), "cannot wait for the command").because(e)
-}
-
-/// poll(2) on `fds` until one is readable (`true`) or `deadline` passes (`false`).
-fn poll_until(fds: &[std::os::fd::BorrowedFd<'_>], deadline: Option<Instant>) -> Result<bool> {
+/// Waits until `child` exits, a signal arrives or `deadline` passes.
+fn wait(
+    child: &mut Running,
+    signals: &signals::Forwarder,
+    deadline: Option<Instant>,
+) -> Result<Waited> {
     loop {
-        let timeout = match deadline {
-            None => None,
-            Some(d) => {
-                let left = d.saturating_duration_since(Instant::now());
-                if left.is_zero() {
-                    return Ok(false);
-                }
-                Some(Timespec {
-                    tv_sec: left.as_secs() as _,
-                    tv_nsec: left.subsec_nanos() as _,
-                })
-            }
-        };
-        let mut pfds: Vec<PollFd<'_>> = fds
-            .iter()
-            .map(|fd| PollFd::new(fd, PollFlags::IN))
-            .collect();
-        match rustix::event::poll(&mut pfds, timeout.as_ref()) {
-            Ok(0) => continue,
-            Ok(_) => return Ok(true),
-            Err(Errno::INTR) => return Ok(true),
-            Err(e) => {
-                return Err(Error::new(Kind::of_io(&e.into()), "cannot wait").because(e));
-            }
+        if let Some(status) = child.try_wait()? {
+            return Ok(Waited::Exited(status));
+        }
+        if let Some(sig) = signals.take() {
+            return Ok(Waited::Signal(sig));
+        }
+        match poll_until(&[child.pidfd(), signals.fd()], deadline)? {
+            true => continue,
+            false => return Ok(Waited::Deadline),
         }
     }
 }
@@ -384,15 +269,15 @@ struct Outcome {
 }
 
 /// `retry [OPTIONS] -- CMD [ARGS...]`: returns the exit status to exit with.
-pub fn run(ctx: &Ctx, args: &RetryArgs) -> Result<u8> {
+pub fn run(cfg: &Config, args: &RetryArgs) -> Result<u8> {
     let opts = args.options()?;
     let (program, rest) = args
         .command
         .split_first()
         .ok_or_else(|| Error::validation("no command given").hint("put it after --"))?;
     let target = program.to_string_lossy().into_owned();
-    let rec = Recorder::start(&ctx.cfg, TOOL, "retry", target.as_str());
-    let result = run_attempts(ctx, &opts, program, rest, &target);
+    let rec = Recorder::start(cfg, TOOL, "retry", target.as_str());
+    let result = run_attempts(cfg, &opts, program, rest, &target);
     match &result {
         Ok(o) => rec.finish_with(
             o.code,
@@ -412,7 +297,7 @@ pub fn run(ctx: &Ctx, args: &RetryArgs) -> Result<u8> {
 }
 
 fn run_attempts(
-    ctx: &Ctx,
+    cfg: &Config,
     opts: &Options,
     program: &OsString,
     rest: &[OsString],
@@ -430,25 +315,16 @@ fn run_attempts(
     let mut attempt = 0;
     loop {
         attempt += 1;
-        let rec = Recorder::start(&ctx.cfg, TOOL, "retry", target);
+        let rec = Recorder::start(cfg, TOOL, "retry", target);
         let mut cmd = Command::new(program);
         cmd.args(rest).env("WFSTATE_ATTEMPT", attempt.to_string());
-        if !opts.foreground {
-            cmd.process_group(0);
-        }
-        let child = match cmd.spawn() {
-            Ok(c) => c,
+        let mut running = match Running::spawn(&mut cmd, !opts.foreground) {
+            Ok(r) => r,
             Err(e) => {
-                let err = if e.kind() == io::ErrorKind::NotFound {
-                    Error::new(
-                        Kind::DependencyMissing,
-                        format!("command not found: {target}"),
-                    )
-                    .hint("check the command's name and PATH")
-                } else {
-                    Error::io(e, "cannot run the command", program)
-                };
-                let failed: Result<Outcome> = Err(err);
+                let failed: Result<Outcome> = Err(child::not_found_hint(
+                    e,
+                    "check the command's name and PATH",
+                ));
                 rec.finish(
                     &failed,
                     json!({ "attempt": attempt, "child_exit": null, "delay_ms": 0 }),
@@ -456,25 +332,23 @@ fn run_attempts(
                 return failed;
             }
         };
-        let pid = Pid::from_raw(child.id() as i32).expect("a child has a positive pid");
-        let pidfd = rustix::process::pidfd_open(pid, PidfdFlags::empty()).map_err(|e| {
-            Error::new(Kind::of_io(&e.into()), "cannot watch the command").because(e)
-        })?;
-        let mut running = Running {
-            child,
-            pidfd,
-            group: !opts.foreground,
-        };
-        let code = match running.wait(&signals, deadline)? {
-            Waited::Exited(status) => code_of(status),
+        crate::debug::log(|| {
+            format!(
+                "retry: attempt {attempt} of {}: pid {}",
+                opts.attempts,
+                running.id()
+            )
+        });
+        let code = match wait(&mut running, &signals, deadline)? {
+            Waited::Exited(status) => exit_code(status),
             Waited::Signal(sig) => {
                 // Pass it on, then let the child decide how to end.
                 running.signal(signals::as_signal(sig));
                 let code = loop {
-                    match running.wait(&signals, deadline)? {
-                        Waited::Exited(status) => break code_of(status),
+                    match wait(&mut running, &signals, deadline)? {
+                        Waited::Exited(status) => break exit_code(status),
                         Waited::Signal(again) => running.signal(signals::as_signal(again)),
-                        Waited::Deadline => break code_of(running.terminate()?),
+                        Waited::Deadline => break exit_code(running.terminate()?),
                     }
                 };
                 let code = if code == 0 { 128 + sig } else { code };
@@ -488,7 +362,7 @@ fn run_attempts(
             }
             Waited::Deadline => {
                 let status = running.terminate()?;
-                finish_attempt(rec, attempt, code_of(status), 0.0);
+                finish_attempt(rec, attempt, exit_code(status), 0.0);
                 eprintln!(
                     "{TOOL}: timed out after {:.1}s (attempt {attempt} of {}); the command was terminated",
                     started.elapsed().as_secs_f64(),
@@ -573,6 +447,9 @@ fn run_attempts(
 }
 
 fn finish_attempt(rec: Recorder<'_>, attempt: u32, code: i32, delay_ms: f64) {
+    crate::debug::log(|| {
+        format!("retry: attempt {attempt} exited {code}; next wait {delay_ms:.3}ms")
+    });
     rec.finish_with(
         code,
         if code == 0 { "ok" } else { "error" },

@@ -24,15 +24,15 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use super::{Ctx, TOOL, checkpoint, restore};
-use crate::audit::Recorder;
-use crate::cmd as cli;
+use super::{checkpoint, restore};
+use crate::config::Config;
 use crate::durable;
 use crate::error::{Error, Result};
 use crate::exit::Code;
-
+use crate::lock::Identity;
+use crate::state::backup::{self, Retention};
 use crate::state::integrity::{self, FileCheck};
-use crate::state::{Store, Txn, backup, commands};
+use crate::state::{Store, Txn, commands};
 
 /// Parses CODE: one of the toolkit's exit codes 0–10 (exit 4 otherwise).
 pub fn parse_code(text: &str) -> Result<Code> {
@@ -144,120 +144,70 @@ pub fn strategy(code: Code) -> Option<&'static str> {
     }
 }
 
-fn suggestion_text(code: Code) -> String {
-    let (what, steps) = suggestion(code);
-    let mut out = format!("exit {} {}: {what}\n", code.as_i32(), code.name());
-    if !steps.is_empty() {
-        out.push_str("try:\n");
-        for s in steps {
-            out.push_str(&format!("  {s}\n"));
-        }
-    }
-    match strategy(code) {
-        Some(s) => out.push_str(&format!(
-            "automatic: 'error-recovery handle {} --apply' will {s}\n",
-            code.as_i32()
-        )),
-        None if code != Code::Success => out.push_str("automatic: none for this code\n"),
-        None => {}
-    }
-    out
+/// Who runs a strategy: the configuration, the backup retention of the
+/// commits it makes, and `--owner` for the `state` lock.
+pub struct Caller<'a> {
+    pub cfg: &'a Config,
+    pub retention: Retention,
+    pub owner: Option<u32>,
 }
 
-/// `suggest CODE`: prints what the code means and what to run.
-pub fn suggest(ctx: &Ctx, code: &str) -> Result<Code> {
-    ctx.audited("suggest", code.trim(), |detail| {
-        let code = parse_code(code)?;
-        detail["code"] = json!(code.as_i32());
-        cli::print(&suggestion_text(code));
-        Ok(Code::Success)
-    })
-}
-
-/// `handle CODE [MESSAGE] [--apply]`: prints the suggestion; with `--apply`
-/// runs the strategy. Exit 0 when recovery succeeded (or CODE is 0), else CODE.
-pub fn handle(ctx: &Ctx, code: &str, message: Option<&str>, apply: bool) -> Result<Code> {
-    let rec = Recorder::start(&ctx.cfg, TOOL, "handle", code.trim());
-    let mut detail = json!({});
-    let result = handle_inner(ctx, code, message, apply, &mut detail);
-    match &result {
-        // Not recovered is this command's exit CODE, and so the event's.
-        Ok(c) if *c != Code::Success => rec.finish_with(c.as_i32(), "error", detail),
-        _ => rec.finish(&result, detail),
+impl Caller<'_> {
+    fn store(&self) -> Result<Store<'_>> {
+        Store::open(self.cfg, self.retention)
     }
-    result
+
+    fn owner_identity(&self) -> Result<Option<Identity>> {
+        crate::lock::process::caller(self.owner)
+    }
 }
 
-fn handle_inner(
-    ctx: &Ctx,
-    code: &str,
-    message: Option<&str>,
-    apply: bool,
+/// Runs the strategy of `code` (one [`strategy`] names): looks for the
+/// damage, repairs what it finds. `Ok(true)` when damage was found and
+/// repaired; every line to show the user is added to `say`, the audit
+/// detail to `detail`.
+pub fn apply(
+    ctx: &Caller<'_>,
+    code: Code,
     detail: &mut Value,
-) -> Result<Code> {
-    let code = parse_code(code)?;
-    detail["code"] = json!(code.as_i32());
-    detail["applied"] = json!(apply);
-    if let Some(m) = message {
-        detail["message"] = json!(m);
-        eprintln!("{TOOL}: handling exit {}: {m}", code.as_i32());
-    }
-    if code == Code::Success {
-        cli::println("exit 0: nothing to recover");
-        return Ok(Code::Success);
-    }
-    if !apply || strategy(code).is_none() {
-        cli::print(&suggestion_text(code));
-        detail["recovered"] = json!(false);
-        return Ok(code);
-    }
-    let outcome = match code {
-        Code::LockTimeout => handle_locks(ctx, detail),
-        Code::StateCorruption => handle_corruption(ctx, detail),
-        Code::ValidationFailed => handle_validation(ctx, detail),
-        Code::DiskFull => handle_disk_full(ctx, detail),
-        _ => unreachable!("only codes with a strategy get here"),
-    };
-    let recovered = match outcome {
-        Ok(done) => done,
-        Err(e) => {
-            eprintln!("{TOOL}: {e}");
-            detail["error"] = json!(e.summary());
-            false
-        }
-    };
-    detail["recovered"] = json!(recovered);
-    if recovered {
-        Ok(Code::Success)
-    } else {
-        Ok(code)
+    say: &mut Vec<String>,
+) -> Result<bool> {
+    match code {
+        Code::LockTimeout => handle_locks(ctx, detail, say),
+        Code::StateCorruption => handle_corruption(ctx, detail, say),
+        Code::ValidationFailed => handle_validation(ctx, detail, say),
+        Code::DiskFull => handle_disk_full(ctx, detail, say),
+        _ => Err(Error::validation(format!(
+            "exit {} has no automatic strategy",
+            code.as_i32()
+        ))),
     }
 }
 
-fn handle_locks(ctx: &Ctx, detail: &mut Value) -> Result<bool> {
-    let removed = crate::lock::manager::clean(&ctx.cfg, false)?.removed.len();
+fn handle_locks(ctx: &Caller<'_>, detail: &mut Value, say: &mut Vec<String>) -> Result<bool> {
+    let removed = crate::lock::manager::clean(ctx.cfg, false)?.removed.len();
     detail["removed"] = json!(removed);
     if removed > 0 {
-        cli::println(&format!("removed {removed} stale lock(s)"));
+        say.push(format!("removed {removed} stale lock(s)"));
         Ok(true)
     } else {
-        cli::println(
-            "no stale lock found: a lock that still times out has a live holder (see 'lock-manager list'); wait for it, or raise LOCK_TIMEOUT",
+        say.push(
+            "no stale lock found: a lock that still times out has a live holder (see 'lock-manager list'); wait for it, or raise LOCK_TIMEOUT".into(),
         );
         Ok(false)
     }
 }
 
-fn handle_corruption(ctx: &Ctx, detail: &mut Value) -> Result<bool> {
+fn handle_corruption(ctx: &Caller<'_>, detail: &mut Value, say: &mut Vec<String>) -> Result<bool> {
     let st = ctx.store()?;
     let owner = ctx.owner_identity()?;
     let txn = st.begin(owner.as_ref())?;
-    let report = integrity::verify_all(&ctx.cfg, st.path());
+    let report = integrity::verify_all(ctx.cfg, st.path());
     let corrupt = |f: &&FileCheck| f.code() == Code::StateCorruption;
     let mut fixed = Vec::new();
     let mut left = Vec::new();
     if report.state.as_ref().is_some_and(|s| corrupt(&s)) {
-        recover_state(ctx, &txn, &st, detail)?;
+        recover_state(ctx, &txn, &st, detail, say)?;
         fixed.push("state");
     }
     let mut quarantined = Vec::new();
@@ -266,7 +216,7 @@ fn handle_corruption(ctx: &Ctx, detail: &mut Value) -> Result<bool> {
         match f.kind {
             "backup" => {
                 let to = quarantine_backup(ctx, &f.path)?;
-                cli::println(&format!(
+                say.push(format!(
                     "moved the corrupt backup {} to {}",
                     f.path.display(),
                     to.display()
@@ -305,18 +255,16 @@ fn handle_corruption(ctx: &Ctx, detail: &mut Value) -> Result<bool> {
     detail["left"] = json!(left);
     if fixed.is_empty() && left.is_empty() {
         detail["strategy"] = json!("no-damage-found");
-        cli::println(
-            "no corruption found: the state, its backups, checkpoints and lock records all check out, so nothing was changed (see the error line of the command that exited 3)",
+        say.push(
+            "no corruption found: the state, its backups, checkpoints and lock records all check out, so nothing was changed (see the error line of the command that exited 3)".into(),
         );
         return Ok(false);
     }
-    for l in &left {
-        cli::println(l);
-    }
+    say.extend(left.iter().cloned());
     Ok(left.is_empty())
 }
 
-fn handle_validation(ctx: &Ctx, detail: &mut Value) -> Result<bool> {
+fn handle_validation(ctx: &Caller<'_>, detail: &mut Value, say: &mut Vec<String>) -> Result<bool> {
     let st = ctx.store()?;
     let owner = ctx.owner_identity()?;
     let txn = st.begin(owner.as_ref())?;
@@ -325,19 +273,19 @@ fn handle_validation(ctx: &Ctx, detail: &mut Value) -> Result<bool> {
         .then(|| integrity::check_document_file(st.path(), "state"));
     match check.map(|c| c.code()) {
         Some(Code::ValidationFailed) => {
-            recover_state(ctx, &txn, &st, detail)?;
+            recover_state(ctx, &txn, &st, detail, say)?;
             Ok(true)
         }
         Some(Code::StateCorruption) => {
             detail["strategy"] = json!("not-this-code");
-            cli::println(
-                "the state is corrupt, which is exit 3, not 4: nothing was changed; run 'error-recovery handle 3 --apply'",
+            say.push(
+                "the state is corrupt, which is exit 3, not 4: nothing was changed; run 'error-recovery handle 3 --apply'".into(),
             );
             Ok(false)
         }
         _ => {
             detail["strategy"] = json!("no-damage-found");
-            cli::println(&format!(
+            say.push(format!(
                 "the state is valid ({}): exit 4 means an input or a rule was refused, and nothing was changed — fix the command (its error line says what); nothing to recover",
                 st.path().display()
             ));
@@ -348,21 +296,27 @@ fn handle_validation(ctx: &Ctx, detail: &mut Value) -> Result<bool> {
 
 /// Replaces a damaged live state with the newest valid backup, keeping the
 /// damaged one (as a backup when it parses, aside as `.corrupt-*` when not).
-fn recover_state(ctx: &Ctx, txn: &Txn<'_, '_>, st: &Store<'_>, detail: &mut Value) -> Result<()> {
-    let Some((b, doc)) = commands::newest_valid_backup(&ctx.cfg, None)? else {
+fn recover_state(
+    ctx: &Caller<'_>,
+    txn: &Txn<'_, '_>,
+    st: &Store<'_>,
+    detail: &mut Value,
+    say: &mut Vec<String>,
+) -> Result<()> {
+    let Some((b, doc)) = commands::newest_valid_backup(ctx.cfg, None)? else {
         return Err(Error::corruption("no valid backup to recover from")
             .with_path(ctx.cfg.backups_dir())
             .hint("restore a checkpoint with 'error-recovery restore', or start fresh with 'state-manager init'"));
     };
     let commit = commands::recover_into(txn, st, doc, detail)?;
     if let Some(aside) = detail["corrupt_kept_at"].as_str() {
-        cli::println(&format!("kept the damaged state at {aside}"));
+        say.push(format!("kept the damaged state at {aside}"));
     } else if let Some(kept) = &commit.backup {
-        cli::println(&format!("kept the damaged state as {}", kept.display()));
+        say.push(format!("kept the damaged state as {}", kept.display()));
     }
     detail["recovered_from"] = json!(b.name);
     detail["revision"] = json!(commit.revision);
-    cli::println(&format!(
+    say.push(format!(
         "recovered {} from {} (revision {})",
         st.path().display(),
         b.name,
@@ -373,7 +327,7 @@ fn recover_state(ctx: &Ctx, txn: &Txn<'_, '_>, st: &Store<'_>, detail: &mut Valu
 
 /// Moves a corrupt backup to `.state-backups/corrupt/`, out of the backups
 /// `recover` and `list-backups` see (the caller holds the `state` lock).
-fn quarantine_backup(ctx: &Ctx, path: &std::path::Path) -> Result<PathBuf> {
+fn quarantine_backup(ctx: &Caller<'_>, path: &std::path::Path) -> Result<PathBuf> {
     let dir = ctx.cfg.backups_dir().join("corrupt");
     durable::ensure_dir(&dir, &ctx.cfg.root)?;
     let name = path.file_name().unwrap_or_default();
@@ -385,8 +339,8 @@ fn quarantine_backup(ctx: &Ctx, path: &std::path::Path) -> Result<PathBuf> {
     Ok(to)
 }
 
-fn handle_disk_full(ctx: &Ctx, detail: &mut Value) -> Result<bool> {
-    let cfg = &ctx.cfg;
+fn handle_disk_full(ctx: &Caller<'_>, detail: &mut Value, say: &mut Vec<String>) -> Result<bool> {
+    let cfg = ctx.cfg;
     let backups = backup::prune(cfg, ctx.retention)?;
     let st = ctx.store()?;
     let owner = ctx.owner_identity()?;
@@ -422,12 +376,12 @@ fn handle_disk_full(ctx: &Ctx, detail: &mut Value) -> Result<bool> {
     detail["temps_removed"] = json!(temps.len());
     if backups.is_empty() && cleaned.checkpoints.is_empty() && temps.is_empty() {
         detail["strategy"] = json!("no-damage-found");
-        cli::println(
-            "nothing to free: no backup or checkpoint beyond retention and no leftover temp file, so nothing was changed; see 'df -h' for what fills the disk",
+        say.push(
+            "nothing to free: no backup or checkpoint beyond retention and no leftover temp file, so nothing was changed; see 'df -h' for what fills the disk".into(),
         );
         return Ok(false);
     }
-    cli::println(&format!(
+    say.push(format!(
         "removed {} old backup(s), {} old checkpoint(s) and {} leftover temp file(s)",
         backups.len(),
         cleaned.checkpoints.len(),

@@ -5,6 +5,7 @@ mod conventions;
 mod harness;
 mod hlock;
 mod hooks;
+mod hrec;
 mod lock;
 mod ops;
 mod props;

@@ -436,7 +436,7 @@ fn is_degraded_flips_with_degrade_and_recover_mode() {
     assert_eq!(dm["disabledFeatures"], json!(["sync", "notify"]));
     assert!(dm["timestamp"].as_str().unwrap().ends_with('Z'));
     let st = er(&env, &["status", "--json"]).ok().json();
-    assert_eq!(st["degradedMode"]["enabled"], json!(true));
+    assert_eq!(st["degraded_mode"]["enabled"], json!(true));
     er(&env, &["status"]).ok().stdout_has("ON since");
     er(&env, &["recover-mode"]).ok().stdout_has("off");
     er(&env, &["is-degraded"]).code(1);
@@ -464,8 +464,8 @@ fn status_reports_recent_failures_from_the_audit_log() {
     er(&env, &["restore", "nope"]).code(1);
     env.run("state-manager", &["set", ".phase", "1"]).code(4);
     let st = er(&env, &["status", "--json"]).ok().json();
-    let f = st["recentFailures"].as_array().unwrap();
-    assert_eq!(st["failures"], 2);
+    let f = st["recent_failures"].as_array().unwrap();
+    assert_eq!(st["failure_count"], 2);
     assert_eq!(f.len(), 2);
     assert_eq!(f[0]["op"], "restore");
     assert_eq!(f[1]["tool"], "state-manager");
