@@ -9,8 +9,15 @@ use crate::error::{Error, Result};
 
 /// Checks a lock name; bad names are exit 4.
 pub fn validate(name: &str) -> Result<()> {
+    validate_as("lock name", name)
+}
+
+/// The one name rule, for every name that becomes a file or folder name
+/// (lock names, signal names, checkpoint operations); `what` names the input
+/// in the error: `bad WHAT 'NAME': why — what to use`.
+pub fn validate_as(what: &str, name: &str) -> Result<()> {
     let bad = |why: &str| {
-        Error::validation(format!("bad lock name '{}'", name.escape_debug()))
+        Error::validation(format!("bad {what} '{}'", name.escape_debug()))
             .because(why)
             .hint("use 1-128 letters, digits, '.', '_' or '-', not starting with '.'")
     };

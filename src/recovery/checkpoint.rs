@@ -146,27 +146,7 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 /// Checks an OPERATION: 1-128 of `[A-Za-z0-9._-]`, not starting with `.`
 /// (the rules of lock names), so it is always part of one folder name.
 pub fn validate_operation(op: &str) -> Result<()> {
-    let bad = |why: &str| {
-        Error::validation(format!("bad checkpoint operation '{}'", op.escape_debug()))
-            .because(why)
-            .hint("use 1-128 letters, digits, '.', '_' or '-', not starting with '.'")
-    };
-    if op.is_empty() {
-        return Err(bad("it is empty"));
-    }
-    if op.len() > 128 {
-        return Err(bad("it is longer than 128 characters"));
-    }
-    if op.starts_with('.') {
-        return Err(bad("it starts with '.'"));
-    }
-    if let Some(c) = op
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
-    {
-        return Err(bad(&format!("it contains {c:?}")));
-    }
-    Ok(())
+    crate::lock::name::validate_as("checkpoint operation", op)
 }
 
 /// What a new checkpoint is of: OPERATION, PHASE, METADATA_JSON.
