@@ -23,9 +23,9 @@ use std::io::Write;
 
 use serde_json::{Value, json};
 
+use super::event::ms_text;
 use super::recent;
-use super::scan::{self, Filter, Line, Totals};
-use crate::config::Config;
+use super::scan::{self, Events, Filter, Line, Totals};
 use crate::error::Result;
 
 /// Events listed per finding; the rest are counted.
@@ -204,8 +204,9 @@ impl Races {
             (
                 "lock-timeout",
                 format!(
-                    "{} by owner {owner} timed out after {:.1} ms",
-                    ev.op, ev.duration_ms
+                    "{} by owner {owner} timed out after {} ms",
+                    ev.op,
+                    ms_text(Some(ev.duration_ms))
                 ),
             )
         } else if let Some(w) = ev.lock_wait_ms().filter(|w| *w > self.window_ms) {
@@ -217,8 +218,10 @@ impl Races {
             (
                 "lock-wait",
                 format!(
-                    "{} by owner {owner} waited {w:.1} ms{holders} (over {} ms)",
-                    ev.op, self.window_ms
+                    "{} by owner {owner} waited {} ms{holders} (over {} ms)",
+                    ev.op,
+                    ms_text(Some(w)),
+                    self.window_ms
                 ),
             )
         } else {
@@ -248,10 +251,14 @@ impl Races {
     }
 }
 
-/// Runs `audit races` over the log.
-pub fn collect(cfg: &Config, filter: &Filter, window_ms: f64) -> Result<(Vec<Finding>, Totals)> {
+/// Runs `audit races` over the events.
+pub fn collect(
+    events: &dyn Events,
+    filter: &Filter,
+    window_ms: f64,
+) -> Result<(Vec<Finding>, Totals)> {
     let mut races = Races::new(window_ms);
-    let totals = scan::scan(&cfg.audit_log, |line| {
+    let totals = events.scan_events(&mut |line| {
         if filter.matches(line) {
             races.add(line);
         }
@@ -272,7 +279,8 @@ pub fn finding_json(f: &Finding) -> Value {
     })
 }
 
-fn counts(findings: &[Finding]) -> BTreeMap<&'static str, u64> {
+/// How many findings of each kind.
+pub fn counts(findings: &[Finding]) -> BTreeMap<&'static str, u64> {
     let mut counts = BTreeMap::new();
     for f in findings {
         *counts.entry(f.kind).or_default() += 1;
@@ -280,9 +288,10 @@ fn counts(findings: &[Finding]) -> BTreeMap<&'static str, u64> {
     counts
 }
 
-/// Writes the JSON form, `{"findings": [...], "counts": {...}, ...}`, one
-/// finding at a time: a long log can hold many findings, and building one
-/// value of them all would take many times their size in memory.
+/// Writes the JSON form, `{"findings": [...], "finding_count": N, "counts":
+/// {...}, ...}`, one finding at a time: a long log can hold many findings,
+/// and building one value of them all would take many times their size in
+/// memory. Pretty, or on one line.
 pub fn write_json(
     findings: &[Finding],
     totals: &Totals,
@@ -297,67 +306,23 @@ pub fn write_json(
         }
         .expect("JSON values always serialize")
     };
+    let nl: &[u8] = if pretty { b"\n" } else { b"" };
     out.write_all(b"{\"findings\":[")?;
     for (i, f) in findings.iter().enumerate() {
-        out.write_all(if i == 0 { b"\n" } else { b",\n" })?;
+        if i > 0 {
+            out.write_all(b",")?;
+        }
+        out.write_all(nl)?;
         out.write_all(enc(&finding_json(f)).as_bytes())?;
     }
-    let tail =
-        json!({ "counts": counts(findings), "malformed": totals.malformed, "files": totals.files });
-    out.write_all(b"\n],")?;
+    let tail = json!({
+        "finding_count": findings.len(),
+        "counts": counts(findings),
+        "malformed": totals.malformed,
+        "files": totals.files,
+    });
+    out.write_all(nl)?;
+    out.write_all(b"],")?;
     out.write_all(&enc(&tail).as_bytes()[1..])?;
     Ok(())
-}
-
-/// The text form: one line per finding, its events indented below it.
-pub fn to_text(findings: &[Finding], totals: &Totals) -> String {
-    let mut out = String::new();
-    if findings.is_empty() {
-        out.push_str(&format!(
-            "no races found in {} events\n",
-            totals.lines - totals.malformed
-        ));
-    }
-    for f in findings {
-        out.push_str(&format!(
-            "{}  {}  {}: {}\n",
-            scan::format_micros(f.at),
-            f.kind,
-            display_target(&f.target),
-            f.summary
-        ));
-        for line in recent::to_text(&f.events, &Totals::default())
-            .lines()
-            .skip(1)
-        {
-            out.push_str("    ");
-            out.push_str(line);
-            out.push('\n');
-        }
-        if f.more > 0 {
-            out.push_str(&format!("    … and {} more events\n", f.more));
-        }
-    }
-    if !findings.is_empty() {
-        let parts: Vec<String> = counts(findings)
-            .iter()
-            .map(|(k, n)| format!("{n} {k}"))
-            .collect();
-        out.push_str(&format!(
-            "{} findings: {}\n",
-            findings.len(),
-            parts.join(", ")
-        ));
-    }
-    if totals.malformed > 0 {
-        out.push_str(&format!(
-            "({})\n",
-            super::table::malformed_note(totals.malformed)
-        ));
-    }
-    out
-}
-
-fn display_target(t: &str) -> &str {
-    if t.is_empty() { "(no target)" } else { t }
 }
