@@ -243,3 +243,20 @@ pub fn user_name() -> String {
         .or_else(|_| std::env::var("LOGNAME"))
         .unwrap_or_else(|_| rustix::process::getuid().as_raw().to_string())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn milliseconds_are_numbers_to_the_microsecond_and_text_for_tables() {
+        assert_eq!(ms(Duration::from_nanos(1_500_400)), 1.5);
+        assert_eq!(ms(Duration::from_nanos(1_500_600)), 1.501);
+        assert_eq!(round_ms(0.123_456), 0.123);
+        assert_eq!(ms_text(None), "-");
+        assert_eq!(ms_text(Some(0.4123)), "0.412");
+        assert_eq!(ms_text(Some(12.34)), "12.3");
+        assert_eq!(ms_text(Some(1503.4)), "1503");
+    }
+}

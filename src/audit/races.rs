@@ -326,3 +326,35 @@ pub fn write_json(
     out.write_all(&enc(&tail).as_bytes()[1..])?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn finding(kind: &'static str) -> Finding {
+        Finding {
+            kind,
+            target: "deploy".into(),
+            at: 0,
+            summary: "s".into(),
+            owners: vec![1, 2],
+            events: vec![br#"{"ts":"2024-05-01T10:00:00Z","tool":"a","op":"b"}"#.to_vec()],
+            more: 0,
+        }
+    }
+
+    #[test]
+    fn json_is_one_line_unless_pretty() {
+        let findings = [finding("overlap"), finding("takeover")];
+        let mut compact = Vec::new();
+        write_json(&findings, &Totals::default(), false, &mut compact).unwrap();
+        assert!(!compact.contains(&b'\n'));
+        let mut pretty = Vec::new();
+        write_json(&findings, &Totals::default(), true, &mut pretty).unwrap();
+        let a: Value = serde_json::from_slice(&compact).unwrap();
+        let b: Value = serde_json::from_slice(&pretty).unwrap();
+        assert_eq!(a, b);
+        assert_eq!(a["finding_count"], 2);
+        assert_eq!(a["counts"]["takeover"], 1);
+    }
+}

@@ -6,8 +6,6 @@
 //! [`crate::audit::rotate`]) and [`crate::audit::scan`] (the rotated files
 //! oldest first, then the live log, one line at a time).
 
-use std::path::PathBuf;
-
 use super::FileBackend;
 use crate::audit::event::{self, Event};
 use crate::audit::scan::{self, Events, Line, Totals};
@@ -24,8 +22,6 @@ pub trait AuditSink: Events {
     fn scan(&self, each: &mut dyn FnMut(&Line)) -> Result<Totals> {
         self.scan_events(each)
     }
-    /// The files the events are in now, oldest first (rotated ones included).
-    fn files(&self) -> Vec<PathBuf>;
 }
 
 impl Events for FileBackend {
@@ -37,8 +33,5 @@ impl Events for FileBackend {
 impl AuditSink for FileBackend {
     fn append(&self, event: &Event) {
         event::append(&self.cfg, event)
-    }
-    fn files(&self) -> Vec<PathBuf> {
-        crate::audit::rotate::log_files(&self.cfg.audit_log)
     }
 }
