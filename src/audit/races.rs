@@ -21,7 +21,8 @@
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde_json::Value;
 
 use super::event::ms_text;
 use super::recent;
@@ -266,17 +267,43 @@ pub fn collect(
     Ok((races.finish(), totals))
 }
 
-/// The JSON form of one finding.
-pub fn finding_json(f: &Finding) -> Value {
-    json!({
-        "kind": f.kind,
-        "target": f.target,
-        "at": scan::format_micros(f.at),
-        "summary": f.summary,
-        "owners": f.owners,
-        "events": recent::values(&f.events),
-        "more_events": f.more,
-    })
+/// One finding as `audit races --json` prints it.
+#[derive(Debug, Serialize)]
+pub struct FindingReport<'a> {
+    pub kind: &'static str,
+    pub target: &'a str,
+    /// When it began (RFC 3339).
+    pub at: String,
+    pub summary: &'a str,
+    pub owners: &'a [u32],
+    /// The events behind it, whole, in log order.
+    pub events: Vec<Value>,
+    /// Events behind it beyond those listed.
+    pub more_events: u64,
+}
+
+impl Finding {
+    /// The finding as reported.
+    pub fn report(&self) -> FindingReport<'_> {
+        FindingReport {
+            kind: self.kind,
+            target: &self.target,
+            at: scan::format_micros(self.at),
+            summary: &self.summary,
+            owners: &self.owners,
+            events: recent::values(&self.events),
+            more_events: self.more,
+        }
+    }
+}
+
+/// What follows the findings in the report.
+#[derive(Debug, Serialize)]
+struct Tail<'a> {
+    finding_count: usize,
+    counts: BTreeMap<&'static str, u64>,
+    malformed: u64,
+    files: &'a [std::path::PathBuf],
 }
 
 /// How many findings of each kind.
@@ -298,14 +325,14 @@ pub fn write_json(
     pretty: bool,
     out: &mut dyn Write,
 ) -> std::io::Result<()> {
-    let enc = |v: &Value| {
+    fn enc(v: &impl Serialize, pretty: bool) -> String {
         if pretty {
             serde_json::to_string_pretty(v)
         } else {
             serde_json::to_string(v)
         }
-        .expect("JSON values always serialize")
-    };
+        .expect("race reports serialize")
+    }
     let nl: &[u8] = if pretty { b"\n" } else { b"" };
     out.write_all(b"{\"findings\":[")?;
     for (i, f) in findings.iter().enumerate() {
@@ -313,17 +340,17 @@ pub fn write_json(
             out.write_all(b",")?;
         }
         out.write_all(nl)?;
-        out.write_all(enc(&finding_json(f)).as_bytes())?;
+        out.write_all(enc(&f.report(), pretty).as_bytes())?;
     }
-    let tail = json!({
-        "finding_count": findings.len(),
-        "counts": counts(findings),
-        "malformed": totals.malformed,
-        "files": totals.files,
-    });
+    let tail = Tail {
+        finding_count: findings.len(),
+        counts: counts(findings),
+        malformed: totals.malformed,
+        files: &totals.files,
+    };
     out.write_all(nl)?;
     out.write_all(b"],")?;
-    out.write_all(&enc(&tail).as_bytes()[1..])?;
+    out.write_all(&enc(&tail, pretty).as_bytes()[1..])?;
     Ok(())
 }
 
