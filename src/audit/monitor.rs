@@ -206,7 +206,7 @@ pub struct IntervalReport {
     #[serde(rename = "type")]
     pub record: &'static str,
     pub ts: String,
-    pub events: u64,
+    pub event_count: u64,
     pub failed: u64,
     /// Events slower than `--alert-latency-ms`.
     pub slow: u64,
@@ -225,7 +225,7 @@ pub struct SessionReport {
     /// `duration` or `signal`.
     pub stopped_by: &'static str,
     pub intervals: u64,
-    pub events: u64,
+    pub event_count: u64,
     pub failed: u64,
     pub malformed: u64,
     pub alerts: AlertCounts,
@@ -368,7 +368,7 @@ impl Monitor<'_, '_> {
         let r = IntervalReport {
             record: "summary",
             ts: scan::format_micros(scan::now_micros()),
-            events: i.events,
+            event_count: i.events,
             failed: i.failed,
             slow: i.slow,
             duration: i.duration.figures(),
@@ -389,7 +389,7 @@ impl Monitor<'_, '_> {
                 "duration"
             },
             intervals: s.intervals,
-            events: s.events,
+            event_count: s.events,
             failed: s.failed,
             malformed: s.malformed,
             alerts: AlertCounts {

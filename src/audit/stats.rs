@@ -222,7 +222,7 @@ impl Stats {
             .into_iter()
             .map(|(k, g)| GroupReport {
                 key: k.clone(),
-                events: g.events,
+                event_count: g.events,
                 failed: g.failed,
                 events_per_min: round_ms(self.per_min(g.events)),
                 duration: g.duration.figures(),
@@ -244,7 +244,7 @@ impl Stats {
             })
             .collect();
         Report {
-            events: self.total.events,
+            event_count: self.total.events,
             malformed: totals.malformed,
             files: totals.files.clone(),
             first: self.first.map(scan::format_micros),
@@ -266,7 +266,8 @@ impl Stats {
 /// `audit stats` as data: the figures of all matching events and of each group.
 #[derive(Clone, Debug, Serialize)]
 pub struct Report {
-    pub events: u64,
+    /// How many events matched.
+    pub event_count: u64,
     pub malformed: u64,
     pub files: Vec<PathBuf>,
     pub first: Option<String>,
@@ -299,7 +300,7 @@ pub struct ExitCount {
 #[derive(Clone, Debug, Serialize)]
 pub struct GroupReport {
     pub key: String,
-    pub events: u64,
+    pub event_count: u64,
     pub failed: u64,
     pub events_per_min: f64,
     pub duration: Figures,

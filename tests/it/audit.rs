@@ -295,7 +295,7 @@ fn stats_count_failures_percentiles_and_rate() {
         .run("state-manager", &["audit", "stats", "--json"])
         .ok()
         .json();
-    assert_eq!(s["events"], 100);
+    assert_eq!(s["event_count"], 100);
     assert_eq!(s["malformed"], 1);
     assert_eq!(s["failures"]["total"], 3);
     assert_eq!(s["failures"]["by_exit"]["2"]["count"], 2);
@@ -312,7 +312,7 @@ fn stats_count_failures_percentiles_and_rate() {
     assert!((rate - 100.0 * 60.0 / 990.0).abs() < 0.01, "rate {rate}");
     let groups = s["groups"].as_array().unwrap();
     assert_eq!(groups.len(), 2);
-    assert!(groups.iter().all(|g| g["events"] == 50));
+    assert!(groups.iter().all(|g| g["event_count"] == 50));
     let lm = groups.iter().find(|g| g["key"] == "lock-manager").unwrap();
     assert_eq!(lm["failed"], 2);
     assert_eq!(lm["lock_wait"]["max_ms"], 10.0);
@@ -335,7 +335,7 @@ fn stats_count_failures_percentiles_and_rate() {
         )
         .ok()
         .json();
-    assert_eq!(recent["events"], 50);
+    assert_eq!(recent["event_count"], 50);
 
     let text = env
         .run("state-manager", &["audit", "stats", "--by", "host"])
@@ -754,7 +754,7 @@ fn monitor_ends_with_its_summary_on_sigint() {
     let session: Value = serde_json::from_str(rest.lines().last().unwrap()).unwrap();
     assert_eq!(session["type"], "session");
     assert_eq!(session["stopped_by"], "signal");
-    assert_eq!(session["events"], 3);
+    assert_eq!(session["event_count"], 3);
     assert_eq!(
         session["alerts"]["failures"], 1,
         "one alert per crossing: {rest}"
@@ -785,7 +785,7 @@ fn export_holds_environment_events_stats_and_races() {
     .stdout_has("exported 2 events and 1 race findings");
     let doc: Value = serde_json::from_slice(&fs::read(&out).unwrap()).unwrap();
     assert_eq!(doc["events"].as_array().unwrap().len(), 2);
-    assert_eq!(doc["stats"]["events"], 2);
+    assert_eq!(doc["stats"]["event_count"], 2);
     assert_eq!(doc["stats"]["malformed"], 1);
     assert_eq!(doc["races"]["findings"][0]["kind"], "takeover");
     assert!(

@@ -283,19 +283,12 @@ fn report_keys_are_snake_case_and_every_ms_is_a_number() {
                     "{args:?}: {path} is not a number of milliseconds: {value}"
                 );
             }
-            if [
-                "events",
-                "failed",
-                "malformed",
-                "count",
-                "total",
-                "step_count",
-            ]
-            .contains(&key)
-                && !path.contains("by_exit")
-                && !value.is_array()
-            {
+            // A count is a number (`*_count`), `events` always a list of events.
+            if key.ends_with("_count") || ["failed", "malformed", "count", "total"].contains(&key) {
                 assert!(value.is_u64(), "{args:?}: {path} is not a count: {value}");
+            }
+            if key == "events" {
+                assert!(value.is_array(), "{args:?}: {path} is not a list: {value}");
             }
         }
     }
@@ -391,7 +384,7 @@ fn monitor_jsonl_streams_each_event_as_it_arrives() {
     );
     let session = records.last().unwrap();
     assert_eq!(session["type"], "session", "{rest}");
-    assert_eq!(session["events"], 2);
+    assert_eq!(session["event_count"], 2);
     assert!(
         session["elapsed_ms"].as_f64().unwrap() >= 3000.0,
         "{session}"
@@ -415,7 +408,7 @@ fn export_writes_through_the_one_atomic_write() {
         .stdout_has("exported 6 events");
     let doc: Value = serde_json::from_slice(&fs::read(&out).unwrap()).unwrap();
     assert_eq!(doc["events"].as_array().unwrap().len(), 6);
-    assert_eq!(doc["stats"]["events"], 6);
+    assert_eq!(doc["stats"]["event_count"], 6);
     assert!(doc["races"]["findings"].is_array());
     assert_ne!(
         fs::metadata(&out).unwrap().ino(),
@@ -448,8 +441,12 @@ fn export_writes_through_the_one_atomic_write() {
     assert_eq!(s.lines().count(), 1, "{s}");
     let s: Value = serde_json::from_str(&s).unwrap();
     assert_eq!(
-        (s["events"].as_u64(), s["malformed"].as_u64()),
-        (Some(6), Some(1))
+        (
+            s["event_count"].as_u64(),
+            s["finding_count"].as_u64(),
+            s["malformed"].as_u64()
+        ),
+        (Some(6), Some(4), Some(1))
     );
 }
 

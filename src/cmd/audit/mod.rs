@@ -354,7 +354,7 @@ fn export_cmd(
                     },
                 )
                 .json(&json!({
-                    "output": path, "events": s.events, "findings": s.findings, "malformed": s.malformed,
+                    "output": path, "event_count": s.events, "finding_count": s.findings, "malformed": s.malformed,
                 }));
             } else {
                 cli::println(&format!(

@@ -96,7 +96,7 @@ pub fn print(mode: Mode, report: Report) {
                 cmd::println(&format!(
                     "{}  events {:>5}  failed {:>4}  slow {:>4}  p50 {:>7} ms  p95 {:>7} ms  max {:>7} ms  wait p95 {:>7} ms",
                     i.ts,
-                    i.events,
+                    i.event_count,
                     i.failed,
                     i.slow,
                     ms_text(i.duration.p50_ms),
@@ -114,7 +114,7 @@ pub fn print(mode: Mode, report: Report) {
                     "session: {:.1} s, {} intervals, {} events, {} failed, alerts: {} latency, {} failures; duration p50 {} ms, p95 {} ms, max {} ms{}",
                     s.elapsed_ms / 1e3,
                     s.intervals,
-                    s.events,
+                    s.event_count,
                     s.failed,
                     s.alerts.latency,
                     s.alerts.failures,
