@@ -389,6 +389,17 @@ fn monitor_jsonl_streams_each_event_as_it_arrives() {
         session["elapsed_ms"].as_f64().unwrap() >= 3000.0,
         "{session}"
     );
+    for r in std::iter::once(&start).chain(&records) {
+        let mut all = Vec::new();
+        keys(r, String::new(), &mut all);
+        for (path, value) in all {
+            let key = path.rsplit('.').next().unwrap();
+            assert!(!key.chars().any(|c| c.is_ascii_uppercase()), "{path}: {r}");
+            if key.ends_with("_ms") {
+                assert!(value.is_number() || value.is_null(), "{path}: {r}");
+            }
+        }
+    }
     let summary = records.iter().find(|r| r["type"] == "summary").unwrap();
     assert!(summary["duration"]["p50_ms"].is_number(), "{summary}");
 }
