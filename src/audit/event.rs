@@ -119,7 +119,7 @@ impl<'a> Recorder<'a> {
             ppid: rustix::process::getppid().map_or(0, |p| p.as_raw_nonzero().get() as u32),
             host: hostname(),
             user: user_name(),
-            duration_ms: (self.started.elapsed().as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0,
+            duration_ms: ms(self.started.elapsed()),
             exit_code,
             outcome: outcome.to_string(),
             detail,
@@ -203,9 +203,25 @@ fn is_dev_null(m: &fs::Metadata) -> bool {
         && rustix::fs::minor(m.rdev()) == 3
 }
 
-/// A duration in milliseconds with microsecond precision, for audit details.
+/// A duration as a number of milliseconds with microsecond precision: the
+/// one way a duration becomes `*_ms` in audit events and reports.
 pub fn ms(d: std::time::Duration) -> f64 {
-    (d.as_secs_f64() * 1e6).round() / 1e3
+    round_ms(d.as_secs_f64() * 1e3)
+}
+
+/// Milliseconds rounded to the microsecond (three decimals), as reports print them.
+pub fn round_ms(v: f64) -> f64 {
+    (v * 1e3).round() / 1e3
+}
+
+/// Milliseconds for people: `0.412`, `12.3`, `1503`; `-` when unknown.
+pub fn ms_text(v: Option<f64>) -> String {
+    match v {
+        None => "-".to_string(),
+        Some(v) if v < 10.0 => format!("{v:.3}"),
+        Some(v) if v < 1000.0 => format!("{v:.1}"),
+        Some(v) => format!("{v:.0}"),
+    }
 }
 
 /// Now, as RFC 3339 UTC with microseconds.
@@ -226,4 +242,21 @@ pub fn user_name() -> String {
     std::env::var("USER")
         .or_else(|_| std::env::var("LOGNAME"))
         .unwrap_or_else(|_| rustix::process::getuid().as_raw().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn milliseconds_are_numbers_to_the_microsecond_and_text_for_tables() {
+        assert_eq!(ms(Duration::from_nanos(1_500_400)), 1.5);
+        assert_eq!(ms(Duration::from_nanos(1_500_600)), 1.501);
+        assert_eq!(round_ms(0.123_456), 0.123);
+        assert_eq!(ms_text(None), "-");
+        assert_eq!(ms_text(Some(0.4123)), "0.412");
+        assert_eq!(ms_text(Some(12.34)), "12.3");
+        assert_eq!(ms_text(Some(1503.4)), "1503");
+    }
 }

@@ -5,9 +5,9 @@
 //! One pass over the log: events are copied to the output as they stream
 //! past (each line is valid JSON, or it was counted as malformed and left
 //! out), while stats and races accumulate; those two follow the events in the
-//! document. With `--output FILE` the document is written to a temp file
-//! beside FILE and renamed over it, so FILE is the whole export or untouched;
-//! a device or FIFO (`--output /dev/stdout`) is written through instead.
+//! document. With `--output FILE` the document goes through
+//! [`durable::write_output`], so FILE is the whole export or untouched; a
+//! device or FIFO (`--output /dev/stdout`) is written through instead.
 
 use std::io::{self, Write};
 use std::path::Path;
@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 
 use super::races::{self, Races};
 use super::rotate;
-use super::scan::{self, Filter, Totals};
+use super::scan::{self, Events, Filter, Totals};
 use super::stats::{By, Stats};
 use crate::config::Config;
 use crate::durable;
@@ -67,6 +67,7 @@ pub fn environment(cfg: &Config) -> Value {
 /// Writes the export document to `out`.
 pub fn write_to(
     cfg: &Config,
+    events: &dyn Events,
     filter: &Filter,
     window_ms: f64,
     out: &mut dyn Write,
@@ -88,7 +89,7 @@ pub fn write_to(
     let mut races = Races::new(window_ms);
     let mut n = 0u64;
     let mut failed: Option<io::Error> = None;
-    let totals = scan::scan(&cfg.audit_log, |line| {
+    let totals = events.scan_events(&mut |line| {
         if failed.is_some() || !filter.matches(line) {
             return;
         }
@@ -104,8 +105,7 @@ pub fn write_to(
         return Err(io_err(e));
     }
     let findings = races.finish();
-    let stats =
-        serde_json::to_string(&stats.to_json(&totals)).expect("JSON values always serialize");
+    let stats = serde_json::to_string(&stats.report(&totals)).expect("the stats report serializes");
     out.write_all(b"\n],\"stats\":").map_err(io_err)?;
     out.write_all(stats.as_bytes()).map_err(io_err)?;
     out.write_all(b",\"races\":").map_err(io_err)?;
@@ -128,16 +128,25 @@ pub fn write_to(
     })
 }
 
-/// Writes the export to `path` through [`durable::write_output`]: a regular
-/// file is replaced atomically and durably (the whole export or untouched), a
-/// device or FIFO (`/dev/stdout`) is written through and never renamed over.
-pub fn write_file(cfg: &Config, filter: &Filter, window_ms: f64, path: &Path) -> Result<Summary> {
+/// Writes the export to `path` through [`durable::write_output`], the
+/// toolkit's one atomic write: a regular file is replaced atomically and
+/// durably (a `.NAME.PID.SEQ.tmp` temp file beside it, fsync, rename, fsync
+/// of the folder — the whole export or untouched, and a temp file left by a
+/// killed export is swept by the next write), a device or FIFO
+/// (`/dev/stdout`) is written through and never renamed over.
+pub fn write_file(
+    cfg: &Config,
+    events: &dyn Events,
+    filter: &Filter,
+    window_ms: f64,
+    path: &Path,
+) -> Result<Summary> {
     if path.file_name().is_none() {
         return Err(Error::validation("bad --output")
             .with_path(path)
             .hint("name a file"));
     }
     durable::write_output(path, |w| {
-        write_to(cfg, filter, window_ms, w).map_err(|e| e.with_path(path))
+        write_to(cfg, events, filter, window_ms, w).map_err(|e| e.with_path(path))
     })
 }

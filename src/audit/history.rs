@@ -10,10 +10,11 @@
 
 use std::path::{Path, PathBuf};
 
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde_json::Value;
 
-use super::scan::{self, Filter, Totals};
-use super::table::{Table, ms};
+use super::event::ms_text;
+use super::scan::{self, Events, Filter, Totals};
 use crate::config::Config;
 use crate::error::Result;
 use crate::lock::record;
@@ -68,7 +69,7 @@ pub enum What {
 }
 
 impl What {
-    fn name(self) -> &'static str {
+    pub fn name(self) -> &'static str {
         match self {
             What::StateFile => "state file",
             What::Lock => "lock",
@@ -93,11 +94,17 @@ pub struct History {
     pub verdict: String,
 }
 
-/// Runs `audit history` over the log.
-pub fn collect(cfg: &Config, target: &str, all: bool) -> Result<(History, Totals)> {
+/// Runs `audit history` over the events; `cfg` says where the target
+/// would be on disk now.
+pub fn collect(
+    cfg: &Config,
+    events: &dyn Events,
+    target: &str,
+    all: bool,
+) -> Result<(History, Totals)> {
     let filter = Filter::default();
     let mut steps = Vec::new();
-    let totals = scan::scan(&cfg.audit_log, |line| {
+    let totals = events.scan_events(&mut |line| {
         if !filter.matches(line) {
             return;
         }
@@ -205,7 +212,7 @@ fn classify(event: &Value, listed_in_removed: bool, all: bool) -> Option<(String
                     "{}{}",
                     d["lock_type"].as_str().unwrap_or("exclusive"),
                     num("wait_ms")
-                        .map(|w| format!(", waited {} ms", ms(Some(w))))
+                        .map(|w| format!(", waited {} ms", ms_text(Some(w))))
                         .unwrap_or_default()
                 ),
             ),
@@ -327,77 +334,47 @@ fn now_of(cfg: &Config, target: &str, kind: Option<What>) -> (bool, String) {
     }
 }
 
-fn by(ev: &Value) -> String {
-    let pid = ev["pid"].as_u64().unwrap_or(0);
-    let owner = ev["detail"]["owner_pid"]
-        .as_u64()
-        .or(ev["ppid"].as_u64())
-        .unwrap_or(0);
-    let user = ev["user"].as_str().unwrap_or("?");
-    let host = ev["host"].as_str().unwrap_or("?");
-    format!("owner {owner} (pid {pid}, {user}@{host})")
+/// `audit history --json` as data.
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    pub target: String,
+    /// `state file`, `lock`, `checkpoint` or `backup`; null when nothing is known of it.
+    pub kind: Option<&'static str>,
+    pub present: bool,
+    pub now: String,
+    pub verdict: String,
+    pub steps: Vec<StepReport>,
+    pub step_count: usize,
+    pub removed_by: Option<StepReport>,
+    pub malformed: u64,
 }
 
-/// The JSON form.
-pub fn to_json(h: &History, totals: &Totals) -> Value {
-    let step = |s: &Step| json!({ "what": s.what, "detail": s.detail, "event": s.event() });
-    json!({
-        "target": h.target,
-        "kind": h.kind.map(What::name),
-        "present": h.present,
-        "now": h.now,
-        "verdict": h.verdict,
-        "steps": h.steps.iter().map(step).collect::<Vec<_>>(),
-        "removed_by": h.removed_by.as_ref().map(step),
-        "malformed": totals.malformed,
-    })
+/// One step: what happened, in words, and the event behind it.
+#[derive(Clone, Debug, Serialize)]
+pub struct StepReport {
+    pub what: String,
+    pub detail: String,
+    pub event: Value,
 }
 
-/// The text form.
-pub fn to_text(h: &History, totals: &Totals) -> String {
-    let mut out = format!(
-        "history of {} '{}': {}\n",
-        h.kind.map_or("target", What::name),
-        h.target,
-        h.verdict
-    );
-    if !h.steps.is_empty() {
-        out.push('\n');
-        let mut t = Table::new(&["time", "what", "by", "tool", "op", "run", "detail"]);
-        for s in &h.steps {
-            let e = &s.event();
-            t.row(vec![
-                e["ts"].as_str().unwrap_or("?").to_string(),
-                s.what.clone(),
-                by(e),
-                e["tool"].as_str().unwrap_or("?").to_string(),
-                e["op"].as_str().unwrap_or("?").to_string(),
-                e["run_id"].as_str().unwrap_or("-").to_string(),
-                s.detail.clone(),
-            ]);
-        }
-        out.push_str(&t.render());
-    }
-    if let Some(r) = &h.removed_by {
-        let e = r.event();
-        let detail = if r.detail.is_empty() {
-            String::new()
-        } else {
-            format!(" ({})", r.detail)
+impl History {
+    /// The report `audit history --json` prints.
+    pub fn report(&self, totals: &Totals) -> Report {
+        let step = |s: &Step| StepReport {
+            what: s.what.clone(),
+            detail: s.detail.clone(),
+            event: s.event(),
         };
-        out.push_str(&format!(
-            "\nremoved by: {} {}{detail} at {}, {}\n",
-            e["tool"].as_str().unwrap_or("?"),
-            e["op"].as_str().unwrap_or("?"),
-            e["ts"].as_str().unwrap_or("?"),
-            by(&e)
-        ));
+        Report {
+            target: self.target.clone(),
+            kind: self.kind.map(What::name),
+            present: self.present,
+            now: self.now.clone(),
+            verdict: self.verdict.clone(),
+            steps: self.steps.iter().map(step).collect(),
+            step_count: self.steps.len(),
+            removed_by: self.removed_by.as_ref().map(step),
+            malformed: totals.malformed,
+        }
     }
-    if totals.malformed > 0 {
-        out.push_str(&format!(
-            "({})\n",
-            super::table::malformed_note(totals.malformed)
-        ));
-    }
-    out
 }

@@ -1,10 +1,12 @@
-//! The audit log: one JSON line per operation of any binary (design.md §7),
-//! and the commands that review it (`state-manager audit …`).
+//! The audit log: one JSON line per operation of any binary
+//! (schemas/audit-event.schema.json), and what the review commands
+//! (`state-manager audit …`) compute from it.
 //!
 //! [`event`] writes events and [`rotate`] keeps the log's size bounded;
-//! [`scan`] streams them back for the review commands ([`recent`],
-//! [`stats`], [`races`], [`history`], [`export`], [`monitor`]), whose
-//! arguments and entry point are in [`cli`]. Writing never fails the
+//! [`scan`] streams them back for the reviews ([`recent`], [`stats`],
+//! [`races`], [`history`], [`export`], [`monitor`]), which return typed
+//! values and print nothing: the arguments, the text and JSON rendering and
+//! the entry point are in `crate::cmd::audit`. Writing never fails the
 //! operation it describes: a failure to audit is a warning on stderr and
 //! nothing more. Reviewing never fails on a bad line: it is counted and
 //! skipped.

@@ -17,6 +17,9 @@
 //! followed from its start. Not guaranteed: a line appended to the old file
 //! after that last read (a writer holding the old fd across the switch) is
 //! missed. Review events (`audit-…`) are not counted.
+//!
+//! Nothing here prints: [`run`] hands each [`Report`] as it happens to the
+//! caller, which renders it (`crate::cmd::audit`).
 
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
@@ -26,12 +29,12 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde_json::Value;
 
+use super::event::ms_text;
 use super::scan::{self, Filter, Line, Totals};
-use super::stats::{By, Histogram, Stats};
-use super::table::ms;
-use crate::cmd as cli;
+use super::stats::{By, Figures, Histogram, Stats};
 use crate::config::Config;
 use crate::error::{Error, Result};
 
@@ -46,11 +49,10 @@ pub struct Options {
     pub alert_latency_ms: f64,
     pub alert_failures_per_min: u64,
     pub export_alerts: Option<PathBuf>,
-    pub json: bool,
 }
 
 /// What a monitoring session saw.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, Serialize)]
 pub struct Session {
     pub events: u64,
     pub failed: u64,
@@ -165,7 +167,79 @@ struct Interval {
     wait: Histogram,
 }
 
-struct Monitor<'a> {
+/// What a session reports, as it happens.
+pub enum Report<'a> {
+    /// Following has begun (from the log's end).
+    Start { log: &'a Path, opts: &'a Options },
+    /// A new event was appended to the log (a whole line, as written).
+    Event { raw: &'a [u8] },
+    /// A threshold was crossed.
+    Alert(&'a Alert),
+    /// One interval ended.
+    Summary(&'a IntervalReport),
+    /// The session ended.
+    Session(&'a SessionReport),
+}
+
+/// An alert, as printed and as appended to `--export-alerts`.
+#[derive(Clone, Debug, Serialize)]
+pub struct Alert {
+    /// Always `alert`.
+    #[serde(rename = "type")]
+    pub record: &'static str,
+    pub ts: String,
+    /// `latency` or `failures`.
+    pub kind: &'static str,
+    /// The threshold crossed: milliseconds (latency) or failures per minute.
+    pub threshold: f64,
+    /// The value that crossed it, in the same unit.
+    pub value: f64,
+    pub message: String,
+    /// The event behind a latency alert (null for a failure-rate alert).
+    pub event: Value,
+}
+
+/// The figures of one interval.
+#[derive(Clone, Debug, Serialize)]
+pub struct IntervalReport {
+    /// Always `summary`.
+    #[serde(rename = "type")]
+    pub record: &'static str,
+    pub ts: String,
+    pub event_count: u64,
+    pub failed: u64,
+    /// Events slower than `--alert-latency-ms`.
+    pub slow: u64,
+    pub duration: Figures,
+    pub lock_wait: Figures,
+}
+
+/// The figures of a whole session.
+#[derive(Clone, Debug, Serialize)]
+pub struct SessionReport {
+    /// Always `session`.
+    #[serde(rename = "type")]
+    pub record: &'static str,
+    pub ts: String,
+    pub elapsed_ms: f64,
+    /// `duration` or `signal`.
+    pub stopped_by: &'static str,
+    pub intervals: u64,
+    pub event_count: u64,
+    pub failed: u64,
+    pub malformed: u64,
+    pub alerts: AlertCounts,
+    pub duration: Figures,
+}
+
+/// Alerts raised in a session, by kind.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct AlertCounts {
+    pub latency: u64,
+    pub failures: u64,
+}
+
+struct Monitor<'a, 'r> {
     opts: &'a Options,
     filter: Filter,
     interval: Interval,
@@ -175,9 +249,10 @@ struct Monitor<'a> {
     failure_alert_armed: bool,
     alerts_file: Option<File>,
     alerts_path: Option<PathBuf>,
+    report: &'r mut dyn FnMut(Report),
 }
 
-impl Monitor<'_> {
+impl Monitor<'_, '_> {
     fn line(&mut self, raw: &[u8]) {
         let mut totals = Totals::default();
         let Some(line) = scan::parse_line(raw, &mut totals) else {
@@ -187,6 +262,7 @@ impl Monitor<'_> {
         if !self.filter.matches(&line) {
             return;
         }
+        (self.report)(Report::Event { raw: line.raw });
         self.event(&line);
     }
 
@@ -207,7 +283,7 @@ impl Monitor<'_> {
                     ev.tool,
                     ev.op,
                     ev.target,
-                    ms(Some(ev.duration_ms)),
+                    ms_text(Some(ev.duration_ms)),
                     self.opts.alert_latency_ms,
                     ev.pid,
                     ev.owner()
@@ -252,26 +328,26 @@ impl Monitor<'_> {
         }
     }
 
-    fn alert(&mut self, kind: &str, threshold: f64, value: f64, message: String, event: Value) {
-        let record = json!({
-            "type": "alert",
-            "ts": scan::format_micros(scan::now_micros()),
-            "kind": kind,
-            "threshold": threshold,
-            "value": value,
-            "message": message,
-            "event": event,
-        });
-        if self.opts.json {
-            cli::println(&record.to_string());
-        } else {
-            cli::println(&format!(
-                "{}  ALERT {kind}: {message}",
-                scan::format_micros(scan::now_micros())
-            ));
-        }
+    fn alert(
+        &mut self,
+        kind: &'static str,
+        threshold: f64,
+        value: f64,
+        message: String,
+        event: Value,
+    ) {
+        let alert = Alert {
+            record: "alert",
+            ts: scan::format_micros(scan::now_micros()),
+            kind,
+            threshold,
+            value,
+            message,
+            event,
+        };
+        (self.report)(Report::Alert(&alert));
         if let Some(f) = self.alerts_file.as_mut() {
-            let mut line = record.to_string().into_bytes();
+            let mut line = serde_json::to_vec(&alert).expect("an alert serializes");
             line.push(b'\n');
             if let Err(e) = f.write_all(&line) {
                 eprintln!(
@@ -285,81 +361,50 @@ impl Monitor<'_> {
         }
     }
 
-    /// Prints the interval's summary line and starts the next interval.
+    /// Reports the interval's figures and starts the next interval.
     fn summary(&mut self) {
         let i = std::mem::take(&mut self.interval);
         self.session.intervals += 1;
-        let now = scan::format_micros(scan::now_micros());
-        if self.opts.json {
-            cli::println(
-                &json!({
-                    "type": "summary",
-                    "ts": now,
-                    "events": i.events,
-                    "failed": i.failed,
-                    "slow": i.slow,
-                    "duration_ms": { "p50": i.duration.quantile(0.5), "p95": i.duration.quantile(0.95), "max": i.duration.max() },
-                    "lock_wait_ms": { "p95": i.wait.quantile(0.95), "max": i.wait.max() },
-                })
-                .to_string(),
-            );
-        } else {
-            cli::println(&format!(
-                "{now}  events {:>5}  failed {:>4}  slow {:>4}  p50 {:>7} ms  p95 {:>7} ms  max {:>7} ms  wait p95 {:>7} ms",
-                i.events,
-                i.failed,
-                i.slow,
-                ms(i.duration.quantile(0.5)),
-                ms(i.duration.quantile(0.95)),
-                ms(i.duration.max()),
-                ms(i.wait.quantile(0.95)),
-            ));
-        }
+        let r = IntervalReport {
+            record: "summary",
+            ts: scan::format_micros(scan::now_micros()),
+            event_count: i.events,
+            failed: i.failed,
+            slow: i.slow,
+            duration: i.duration.figures(),
+            lock_wait: i.wait.figures(),
+        };
+        (self.report)(Report::Summary(&r));
     }
 
-    fn session_summary(&self, elapsed: Duration, stopped_by_signal: bool) {
+    fn session_summary(&mut self, elapsed: Duration, stopped_by_signal: bool) {
         let s = &self.session;
-        let d = &self.all.total.duration;
-        if self.opts.json {
-            cli::println(
-                &json!({
-                    "type": "session",
-                    "ts": scan::format_micros(scan::now_micros()),
-                    "seconds": elapsed.as_secs_f64(),
-                    "stopped_by": if stopped_by_signal { "signal" } else { "duration" },
-                    "intervals": s.intervals,
-                    "events": s.events,
-                    "failed": s.failed,
-                    "malformed": s.malformed,
-                    "alerts": { "latency": s.latency_alerts, "failures": s.failure_alerts },
-                    "duration_ms": { "p50": d.quantile(0.5), "p95": d.quantile(0.95), "max": d.max() },
-                })
-                .to_string(),
-            );
-        } else {
-            cli::println(&format!(
-                "session: {:.1} s, {} intervals, {} events, {} failed, alerts: {} latency, {} failures; duration p50 {} ms, p95 {} ms, max {} ms{}",
-                elapsed.as_secs_f64(),
-                s.intervals,
-                s.events,
-                s.failed,
-                s.latency_alerts,
-                s.failure_alerts,
-                ms(d.quantile(0.5)),
-                ms(d.quantile(0.95)),
-                ms(d.max()),
-                if stopped_by_signal {
-                    " (stopped by signal)"
-                } else {
-                    ""
-                }
-            ));
-        }
+        let r = SessionReport {
+            record: "session",
+            ts: scan::format_micros(scan::now_micros()),
+            elapsed_ms: super::event::ms(elapsed),
+            stopped_by: if stopped_by_signal {
+                "signal"
+            } else {
+                "duration"
+            },
+            intervals: s.intervals,
+            event_count: s.events,
+            failed: s.failed,
+            malformed: s.malformed,
+            alerts: AlertCounts {
+                latency: s.latency_alerts,
+                failures: s.failure_alerts,
+            },
+            duration: self.all.total.duration.figures(),
+        };
+        (self.report)(Report::Session(&r));
     }
 }
 
-/// Runs a monitoring session until `--duration` passes or a signal arrives.
-pub fn run(cfg: &Config, opts: &Options) -> Result<Session> {
+/// Runs a monitoring session until `--duration` passes or a signal arrives,
+/// handing what happens to `report` as it happens.
+pub fn run(cfg: &Config, opts: &Options, report: &mut dyn FnMut(Report)) -> Result<Session> {
     if opts.interval.is_zero() {
         return Err(
             Error::validation("bad --interval '0'").hint("give a number of seconds above 0")
@@ -377,7 +422,12 @@ pub fn run(cfg: &Config, opts: &Options) -> Result<Session> {
         None => None,
     };
     catch_signals();
+    crate::debug::log(|| format!("audit: following {}", cfg.audit_log.display()));
     let mut follower = Follower::at_end(&cfg.audit_log);
+    report(Report::Start {
+        log: &cfg.audit_log,
+        opts,
+    });
     let mut m = Monitor {
         opts,
         filter: Filter::default(),
@@ -388,24 +438,8 @@ pub fn run(cfg: &Config, opts: &Options) -> Result<Session> {
         failure_alert_armed: true,
         alerts_file,
         alerts_path: opts.export_alerts.clone(),
+        report,
     };
-    let start_msg = format!(
-        "monitoring {} every {} s{} (alerts: latency over {} ms, {} failures per minute)",
-        cfg.audit_log.display(),
-        opts.interval.as_secs_f64(),
-        opts.duration
-            .map(|d| format!(" for {} s", d.as_secs_f64()))
-            .unwrap_or_default(),
-        opts.alert_latency_ms,
-        opts.alert_failures_per_min
-    );
-    if opts.json {
-        cli::println(
-            &json!({ "type": "start", "log": cfg.audit_log, "message": start_msg }).to_string(),
-        );
-    } else {
-        cli::println(&start_msg);
-    }
     let start = Instant::now();
     let end = opts.duration.map(|d| start + d);
     let mut tick = start + opts.interval;
@@ -435,5 +469,12 @@ pub fn run(cfg: &Config, opts: &Options) -> Result<Session> {
     }
     let stopped = STOP.load(Ordering::SeqCst);
     m.session_summary(start.elapsed(), stopped);
+    crate::debug::log(|| {
+        format!(
+            "audit: monitored {} events in {} ms",
+            m.session.events,
+            ms_text(Some(super::event::ms(start.elapsed())))
+        )
+    });
     Ok(m.session)
 }

@@ -21,11 +21,12 @@
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde_json::Value;
 
+use super::event::ms_text;
 use super::recent;
-use super::scan::{self, Filter, Line, Totals};
-use crate::config::Config;
+use super::scan::{self, Events, Filter, Line, Totals};
 use crate::error::Result;
 
 /// Events listed per finding; the rest are counted.
@@ -204,8 +205,9 @@ impl Races {
             (
                 "lock-timeout",
                 format!(
-                    "{} by owner {owner} timed out after {:.1} ms",
-                    ev.op, ev.duration_ms
+                    "{} by owner {owner} timed out after {} ms",
+                    ev.op,
+                    ms_text(Some(ev.duration_ms))
                 ),
             )
         } else if let Some(w) = ev.lock_wait_ms().filter(|w| *w > self.window_ms) {
@@ -217,8 +219,10 @@ impl Races {
             (
                 "lock-wait",
                 format!(
-                    "{} by owner {owner} waited {w:.1} ms{holders} (over {} ms)",
-                    ev.op, self.window_ms
+                    "{} by owner {owner} waited {} ms{holders} (over {} ms)",
+                    ev.op,
+                    ms_text(Some(w)),
+                    self.window_ms
                 ),
             )
         } else {
@@ -248,10 +252,14 @@ impl Races {
     }
 }
 
-/// Runs `audit races` over the log.
-pub fn collect(cfg: &Config, filter: &Filter, window_ms: f64) -> Result<(Vec<Finding>, Totals)> {
+/// Runs `audit races` over the events.
+pub fn collect(
+    events: &dyn Events,
+    filter: &Filter,
+    window_ms: f64,
+) -> Result<(Vec<Finding>, Totals)> {
     let mut races = Races::new(window_ms);
-    let totals = scan::scan(&cfg.audit_log, |line| {
+    let totals = events.scan_events(&mut |line| {
         if filter.matches(line) {
             races.add(line);
         }
@@ -259,20 +267,47 @@ pub fn collect(cfg: &Config, filter: &Filter, window_ms: f64) -> Result<(Vec<Fin
     Ok((races.finish(), totals))
 }
 
-/// The JSON form of one finding.
-pub fn finding_json(f: &Finding) -> Value {
-    json!({
-        "kind": f.kind,
-        "target": f.target,
-        "at": scan::format_micros(f.at),
-        "summary": f.summary,
-        "owners": f.owners,
-        "events": recent::values(&f.events),
-        "more_events": f.more,
-    })
+/// One finding as `audit races --json` prints it.
+#[derive(Debug, Serialize)]
+pub struct FindingReport<'a> {
+    pub kind: &'static str,
+    pub target: &'a str,
+    /// When it began (RFC 3339).
+    pub at: String,
+    pub summary: &'a str,
+    pub owners: &'a [u32],
+    /// The events behind it, whole, in log order.
+    pub events: Vec<Value>,
+    /// Events behind it beyond those listed.
+    pub more_events: u64,
 }
 
-fn counts(findings: &[Finding]) -> BTreeMap<&'static str, u64> {
+impl Finding {
+    /// The finding as reported.
+    pub fn report(&self) -> FindingReport<'_> {
+        FindingReport {
+            kind: self.kind,
+            target: &self.target,
+            at: scan::format_micros(self.at),
+            summary: &self.summary,
+            owners: &self.owners,
+            events: recent::values(&self.events),
+            more_events: self.more,
+        }
+    }
+}
+
+/// What follows the findings in the report.
+#[derive(Debug, Serialize)]
+struct Tail<'a> {
+    finding_count: usize,
+    counts: BTreeMap<&'static str, u64>,
+    malformed: u64,
+    files: &'a [std::path::PathBuf],
+}
+
+/// How many findings of each kind.
+pub fn counts(findings: &[Finding]) -> BTreeMap<&'static str, u64> {
     let mut counts = BTreeMap::new();
     for f in findings {
         *counts.entry(f.kind).or_default() += 1;
@@ -280,84 +315,73 @@ fn counts(findings: &[Finding]) -> BTreeMap<&'static str, u64> {
     counts
 }
 
-/// Writes the JSON form, `{"findings": [...], "counts": {...}, ...}`, one
-/// finding at a time: a long log can hold many findings, and building one
-/// value of them all would take many times their size in memory.
+/// Writes the JSON form, `{"findings": [...], "finding_count": N, "counts":
+/// {...}, ...}`, one finding at a time: a long log can hold many findings,
+/// and building one value of them all would take many times their size in
+/// memory. Pretty, or on one line.
 pub fn write_json(
     findings: &[Finding],
     totals: &Totals,
     pretty: bool,
     out: &mut dyn Write,
 ) -> std::io::Result<()> {
-    let enc = |v: &Value| {
+    fn enc(v: &impl Serialize, pretty: bool) -> String {
         if pretty {
             serde_json::to_string_pretty(v)
         } else {
             serde_json::to_string(v)
         }
-        .expect("JSON values always serialize")
-    };
+        .expect("race reports serialize")
+    }
+    let nl: &[u8] = if pretty { b"\n" } else { b"" };
     out.write_all(b"{\"findings\":[")?;
     for (i, f) in findings.iter().enumerate() {
-        out.write_all(if i == 0 { b"\n" } else { b",\n" })?;
-        out.write_all(enc(&finding_json(f)).as_bytes())?;
+        if i > 0 {
+            out.write_all(b",")?;
+        }
+        out.write_all(nl)?;
+        out.write_all(enc(&f.report(), pretty).as_bytes())?;
     }
-    let tail =
-        json!({ "counts": counts(findings), "malformed": totals.malformed, "files": totals.files });
-    out.write_all(b"\n],")?;
-    out.write_all(&enc(&tail).as_bytes()[1..])?;
+    let tail = Tail {
+        finding_count: findings.len(),
+        counts: counts(findings),
+        malformed: totals.malformed,
+        files: &totals.files,
+    };
+    out.write_all(nl)?;
+    out.write_all(b"],")?;
+    out.write_all(&enc(&tail, pretty).as_bytes()[1..])?;
     Ok(())
 }
 
-/// The text form: one line per finding, its events indented below it.
-pub fn to_text(findings: &[Finding], totals: &Totals) -> String {
-    let mut out = String::new();
-    if findings.is_empty() {
-        out.push_str(&format!(
-            "no races found in {} events\n",
-            totals.lines - totals.malformed
-        ));
-    }
-    for f in findings {
-        out.push_str(&format!(
-            "{}  {}  {}: {}\n",
-            scan::format_micros(f.at),
-            f.kind,
-            display_target(&f.target),
-            f.summary
-        ));
-        for line in recent::to_text(&f.events, &Totals::default())
-            .lines()
-            .skip(1)
-        {
-            out.push_str("    ");
-            out.push_str(line);
-            out.push('\n');
-        }
-        if f.more > 0 {
-            out.push_str(&format!("    … and {} more events\n", f.more));
-        }
-    }
-    if !findings.is_empty() {
-        let parts: Vec<String> = counts(findings)
-            .iter()
-            .map(|(k, n)| format!("{n} {k}"))
-            .collect();
-        out.push_str(&format!(
-            "{} findings: {}\n",
-            findings.len(),
-            parts.join(", ")
-        ));
-    }
-    if totals.malformed > 0 {
-        out.push_str(&format!(
-            "({})\n",
-            super::table::malformed_note(totals.malformed)
-        ));
-    }
-    out
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-fn display_target(t: &str) -> &str {
-    if t.is_empty() { "(no target)" } else { t }
+    fn finding(kind: &'static str) -> Finding {
+        Finding {
+            kind,
+            target: "deploy".into(),
+            at: 0,
+            summary: "s".into(),
+            owners: vec![1, 2],
+            events: vec![br#"{"ts":"2024-05-01T10:00:00Z","tool":"a","op":"b"}"#.to_vec()],
+            more: 0,
+        }
+    }
+
+    #[test]
+    fn json_is_one_line_unless_pretty() {
+        let findings = [finding("overlap"), finding("takeover")];
+        let mut compact = Vec::new();
+        write_json(&findings, &Totals::default(), false, &mut compact).unwrap();
+        assert!(!compact.contains(&b'\n'));
+        let mut pretty = Vec::new();
+        write_json(&findings, &Totals::default(), true, &mut pretty).unwrap();
+        let a: Value = serde_json::from_slice(&compact).unwrap();
+        let b: Value = serde_json::from_slice(&pretty).unwrap();
+        assert_eq!(a, b);
+        assert_eq!(a["finding_count"], 2);
+        assert_eq!(a["counts"]["takeover"], 1);
+    }
 }

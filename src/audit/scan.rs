@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use super::rotate;
+use crate::config::Config;
 use crate::error::{Error, Result};
 
 /// The fields of an event the review commands read, borrowed from the line.
@@ -200,9 +201,26 @@ fn absolute(p: &str) -> Option<PathBuf> {
     Some(out)
 }
 
+/// A place audit events are read back from, in log order: what the review
+/// commands scan. The backends' audit sinks are one
+/// ([`crate::backend::AuditSink`]); so is a [`Config`], whose audit log is
+/// read with [`scan`].
+pub trait Events {
+    /// Hands every event to `each`, oldest first; returns what was read.
+    fn scan_events(&self, each: &mut dyn FnMut(&Line)) -> Result<Totals>;
+}
+
+impl Events for Config {
+    fn scan_events(&self, each: &mut dyn FnMut(&Line)) -> Result<Totals> {
+        scan(&self.audit_log, each)
+    }
+}
+
 /// Streams every event of `log` (rotated files first) to `each`, in log order.
 /// Returns what was read. A missing log is an empty one.
 pub fn scan(log: &Path, mut each: impl FnMut(&Line)) -> Result<Totals> {
+    let started = std::time::Instant::now();
+    crate::debug::log(|| format!("audit: scanning {}", log.display()));
     let mut totals = Totals::default();
     let mut buf = Vec::with_capacity(4096);
     for (path, file) in rotate::open_log_files(log) {
@@ -221,6 +239,15 @@ pub fn scan(log: &Path, mut each: impl FnMut(&Line)) -> Result<Totals> {
         }
         totals.files.push(path);
     }
+    crate::debug::log(|| {
+        format!(
+            "audit: scanned {} lines ({} malformed) in {} files in {} ms",
+            totals.lines,
+            totals.malformed,
+            totals.files.len(),
+            super::event::ms_text(Some(super::event::ms(started.elapsed())))
+        )
+    });
     Ok(totals)
 }
 

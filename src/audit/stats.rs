@@ -7,12 +7,13 @@
 //! The maximum is exact.
 
 use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
 
+use serde::Serialize;
 use serde_json::{Value, json};
 
-use super::scan::{self, Filter, Line, Totals};
-use super::table::{Table, ms};
-use crate::config::Config;
+use super::event::round_ms;
+use super::scan::{self, Events, Filter, Line, Totals};
 use crate::error::Result;
 use crate::exit::Code;
 
@@ -85,18 +86,21 @@ impl Histogram {
         Some(self.max)
     }
 
+    /// `{count, p50, p95, max}`, as `diagnostics` prints it.
     pub fn summary(&self) -> Value {
-        json!({
-            "count": self.n,
-            "p50": self.quantile(0.50).map(round3),
-            "p95": self.quantile(0.95).map(round3),
-            "max": self.max().map(round3),
-        })
+        let f = self.figures();
+        json!({ "count": f.count, "p50": f.p50_ms, "p95": f.p95_ms, "max": f.max_ms })
     }
-}
 
-fn round3(v: f64) -> f64 {
-    (v * 1000.0).round() / 1000.0
+    /// Count, median, 95th percentile and maximum, rounded to the microsecond.
+    pub fn figures(&self) -> Figures {
+        Figures {
+            count: self.n,
+            p50_ms: self.quantile(0.50).map(round_ms),
+            p95_ms: self.quantile(0.95).map(round_ms),
+            max_ms: self.max().map(round_ms),
+        }
+    }
 }
 
 /// The figures of one group of events.
@@ -134,7 +138,7 @@ pub enum By {
 }
 
 impl By {
-    fn name(self) -> &'static str {
+    pub fn name(self) -> &'static str {
         match self {
             By::Tool => "tool",
             By::Op => "op",
@@ -205,127 +209,111 @@ impl Stats {
     }
 
     /// Groups, busiest first.
-    fn sorted_groups(&self) -> Vec<(&String, &Group)> {
+    pub fn sorted_groups(&self) -> Vec<(&String, &Group)> {
         let mut v: Vec<_> = self.groups.iter().collect();
         v.sort_by(|a, b| b.1.events.cmp(&a.1.events).then_with(|| a.0.cmp(b.0)));
         v
     }
 
-    /// The JSON form.
-    pub fn to_json(&self, totals: &Totals) -> Value {
-        let groups: Vec<Value> = self
+    /// The report `audit stats --json` prints (and `audit export` embeds).
+    pub fn report(&self, totals: &Totals) -> Report {
+        let groups = self
             .sorted_groups()
             .into_iter()
-            .map(|(k, g)| {
-                json!({
-                    "key": k,
-                    "events": g.events,
-                    "failed": g.failed,
-                    "events_per_min": round3(self.per_min(g.events)),
-                    "duration_ms": g.duration.summary(),
-                    "lock_wait_ms": g.wait.summary(),
-                })
+            .map(|(k, g)| GroupReport {
+                key: k.clone(),
+                event_count: g.events,
+                failed: g.failed,
+                events_per_min: round_ms(self.per_min(g.events)),
+                duration: g.duration.figures(),
+                lock_wait: g.wait.figures(),
             })
             .collect();
-        let by_exit: serde_json::Map<String, Value> = self
+        let by_exit = self
             .total
             .by_exit
             .iter()
-            .map(|(c, n)| (c.to_string(), json!({ "name": code_name(*c), "count": n })))
+            .map(|(c, n)| {
+                (
+                    c.to_string(),
+                    ExitCount {
+                        name: code_name(*c),
+                        count: *n,
+                    },
+                )
+            })
             .collect();
-        json!({
-            "events": self.total.events,
-            "malformed": totals.malformed,
-            "files": totals.files,
-            "first": self.first.map(scan::format_micros),
-            "last": self.last.map(scan::format_micros),
-            "span_s": round3(self.span_s()),
-            "events_per_min": round3(self.per_min(self.total.events)),
-            "failures": { "total": self.total.failed, "by_exit": by_exit },
-            "duration_ms": self.total.duration.summary(),
-            "lock_wait_ms": self.total.wait.summary(),
-            "by": self.by.name(),
-            "groups": groups,
-        })
+        Report {
+            event_count: self.total.events,
+            malformed: totals.malformed,
+            files: totals.files.clone(),
+            first: self.first.map(scan::format_micros),
+            last: self.last.map(scan::format_micros),
+            span_ms: round_ms(self.span_s() * 1e3),
+            events_per_min: round_ms(self.per_min(self.total.events)),
+            failures: Failures {
+                total: self.total.failed,
+                by_exit,
+            },
+            duration: self.total.duration.figures(),
+            lock_wait: self.total.wait.figures(),
+            by: self.by.name(),
+            groups,
+        }
     }
+}
 
-    /// The text form, aligned for a terminal.
-    pub fn to_text(&self, totals: &Totals) -> String {
-        let t = &self.total;
-        let mut out = String::new();
-        let malformed = if totals.malformed > 0 {
-            format!(" ({})", super::table::malformed_note(totals.malformed))
-        } else {
-            String::new()
-        };
-        out.push_str(&format!("events     {}{malformed}\n", t.events));
-        if t.events == 0 {
-            return out;
-        }
-        out.push_str(&format!(
-            "span       {} → {} ({}), {:.1} events/min\n",
-            self.first.map(scan::format_micros).unwrap_or_default(),
-            self.last.map(scan::format_micros).unwrap_or_default(),
-            human_span(self.span_s()),
-            self.per_min(t.events)
-        ));
-        let failures: Vec<String> = t
-            .by_exit
-            .iter()
-            .map(|(c, n)| format!("exit {c} {} ×{n}", code_name(*c)))
-            .collect();
-        out.push_str(&format!(
-            "failures   {} ({:.2}%){}{}\n",
-            t.failed,
-            100.0 * t.failed as f64 / t.events as f64,
-            if failures.is_empty() { "" } else { ": " },
-            failures.join(", ")
-        ));
-        out.push_str(&format!(
-            "duration   p50 {} ms  p95 {} ms  max {} ms\n",
-            ms(t.duration.quantile(0.5)),
-            ms(t.duration.quantile(0.95)),
-            ms(t.duration.max())
-        ));
-        out.push_str(&format!(
-            "lock wait  p50 {} ms  p95 {} ms  max {} ms  ({} waits)\n\n",
-            ms(t.wait.quantile(0.5)),
-            ms(t.wait.quantile(0.95)),
-            ms(t.wait.max()),
-            t.wait.count()
-        ));
-        let mut table = Table::new(&[
-            self.by.name(),
-            "EVENTS",
-            "FAILED",
-            "P50 MS",
-            "P95 MS",
-            "MAX MS",
-            "WAIT P50",
-            "WAIT P95",
-            "PER MIN",
-        ]);
-        table.right_from(1);
-        for (k, g) in self.sorted_groups() {
-            table.row(vec![
-                if k.is_empty() {
-                    "(none)".to_string()
-                } else {
-                    k.clone()
-                },
-                g.events.to_string(),
-                g.failed.to_string(),
-                ms(g.duration.quantile(0.5)),
-                ms(g.duration.quantile(0.95)),
-                ms(g.duration.max()),
-                ms(g.wait.quantile(0.5)),
-                ms(g.wait.quantile(0.95)),
-                format!("{:.1}", self.per_min(g.events)),
-            ]);
-        }
-        out.push_str(&table.render());
-        out
-    }
+/// `audit stats` as data: the figures of all matching events and of each group.
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    /// How many events matched.
+    pub event_count: u64,
+    pub malformed: u64,
+    pub files: Vec<PathBuf>,
+    pub first: Option<String>,
+    pub last: Option<String>,
+    /// From the first event to the last.
+    pub span_ms: f64,
+    pub events_per_min: f64,
+    pub failures: Failures,
+    pub duration: Figures,
+    pub lock_wait: Figures,
+    /// What the groups are keyed on: `tool`, `op`, `target` or `host`.
+    pub by: &'static str,
+    pub groups: Vec<GroupReport>,
+}
+
+/// Failed events: how many, and how many per exit code (keyed by the code).
+#[derive(Clone, Debug, Serialize)]
+pub struct Failures {
+    pub total: u64,
+    pub by_exit: BTreeMap<String, ExitCount>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ExitCount {
+    pub name: &'static str,
+    pub count: u64,
+}
+
+/// The figures of one group.
+#[derive(Clone, Debug, Serialize)]
+pub struct GroupReport {
+    pub key: String,
+    pub event_count: u64,
+    pub failed: u64,
+    pub events_per_min: f64,
+    pub duration: Figures,
+    pub lock_wait: Figures,
+}
+
+/// A distribution of milliseconds: how many, median, 95th percentile, maximum.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct Figures {
+    pub count: u64,
+    pub p50_ms: Option<f64>,
+    pub p95_ms: Option<f64>,
+    pub max_ms: Option<f64>,
 }
 
 /// `EXIT_` name of an exit code, or `?` for a code outside the table.
@@ -333,23 +321,10 @@ pub fn code_name(code: i32) -> &'static str {
     Code::from_i32(code).map_or("?", Code::name)
 }
 
-/// `42 s`, `3.5 min`, `2.0 h`, `1.5 d`.
-pub fn human_span(s: f64) -> String {
-    if s < 120.0 {
-        format!("{s:.1} s")
-    } else if s < 7200.0 {
-        format!("{:.1} min", s / 60.0)
-    } else if s < 172_800.0 {
-        format!("{:.1} h", s / 3600.0)
-    } else {
-        format!("{:.1} d", s / 86400.0)
-    }
-}
-
-/// Runs `audit stats` over the log.
-pub fn collect(cfg: &Config, filter: &Filter, by: By) -> Result<(Stats, Totals)> {
+/// Runs `audit stats` over the events.
+pub fn collect(events: &dyn Events, filter: &Filter, by: By) -> Result<(Stats, Totals)> {
     let mut stats = Stats::new(by);
-    let totals = scan::scan(&cfg.audit_log, |line| {
+    let totals = events.scan_events(&mut |line| {
         if filter.matches(line) {
             stats.add(line);
         }

@@ -3,16 +3,31 @@
 //!
 //! The file backend's implementation is [`crate::audit::event`] (one
 //! `write(2)` per event to the JSON Lines file, rotated by
-//! [`crate::audit::rotate`]) and [`crate::audit::scan`].
+//! [`crate::audit::rotate`]) and [`crate::audit::scan`] (the rotated files
+//! oldest first, then the live log, one line at a time).
 
 use super::FileBackend;
 use crate::audit::event::{self, Event};
+use crate::audit::scan::{self, Events, Line, Totals};
+use crate::error::Result;
 
-/// Where audit events go.
-pub trait AuditSink {
+/// Where audit events go, and where the review commands read them back
+/// ([`Events::scan_events`], in log order, oldest first).
+pub trait AuditSink: Events {
     /// Appends one event. Never fails the operation it describes: a failure
     /// is a warning on stderr.
     fn append(&self, event: &Event);
+    /// Every event, oldest first, each handed to `each`; returns what was
+    /// read. A line that does not parse is counted and skipped, never fatal.
+    fn scan(&self, each: &mut dyn FnMut(&Line)) -> Result<Totals> {
+        self.scan_events(each)
+    }
+}
+
+impl Events for FileBackend {
+    fn scan_events(&self, each: &mut dyn FnMut(&Line)) -> Result<Totals> {
+        scan::scan(&self.cfg.audit_log, each)
+    }
 }
 
 impl AuditSink for FileBackend {

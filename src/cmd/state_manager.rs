@@ -299,7 +299,7 @@ fn run(cli: Cli) -> Result<Code> {
         Command::Recover { pattern } => commands::recover(&ctx, pattern.as_deref()),
         Command::Migrate => commands::migrate(&ctx),
         Command::Status { json } => commands::status(&ctx, json),
-        Command::Audit(cmd) => crate::audit::cli::run(&ctx.cfg, cmd),
+        Command::Audit(cmd) => cli::audit::run(&ctx, cmd),
         Command::VerifyIntegrity { json } => integrity::verify_integrity(&ctx, json),
         Command::ValidateBackup { id, json } => integrity::validate_backup(&ctx, &id, json),
         Command::Repair { dry_run, json } => repair::repair(&ctx, dry_run, json),

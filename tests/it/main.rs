@@ -3,6 +3,7 @@
 mod audit;
 mod conventions;
 mod harness;
+mod haudit;
 mod hlock;
 mod hooks;
 mod hrec;

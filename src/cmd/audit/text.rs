@@ -1,0 +1,243 @@
+//! The review commands' text output: aligned tables and summary lines for
+//! a terminal, rendered from what the domain modules return.
+
+use serde_json::Value;
+
+use super::table::{Table, malformed_note};
+use crate::audit::event::ms_text as ms;
+use crate::audit::history::{History, What};
+use crate::audit::races::{self, Finding};
+use crate::audit::scan::{self, Totals};
+use crate::audit::stats::{Stats, code_name};
+
+/// `audit recent`: one aligned row per event.
+pub fn recent(lines: &[Vec<u8>], totals: &Totals) -> String {
+    let mut t = Table::new(&[
+        "time", "tool", "op", "target", "pid", "owner", "ms", "exit", "run",
+    ]);
+    for c in [4, 5, 6, 7] {
+        t.right(c);
+    }
+    let mut skip = Totals::default();
+    for raw in lines {
+        if let Some(l) = scan::parse_line(raw, &mut skip) {
+            let ev = &l.ev;
+            t.row(vec![
+                ev.ts.to_string(),
+                ev.tool.to_string(),
+                ev.op.to_string(),
+                ev.target.to_string(),
+                ev.pid.to_string(),
+                ev.owner().to_string(),
+                ms(Some(ev.duration_ms)),
+                ev.exit_code.to_string(),
+                ev.run_id.as_deref().unwrap_or("-").to_string(),
+            ]);
+        }
+    }
+    let mut out = if t.is_empty() {
+        "no matching events\n".to_string()
+    } else {
+        t.render()
+    };
+    if totals.malformed > 0 {
+        out.push_str(&format!("({})\n", malformed_note(totals.malformed)));
+    }
+    out
+}
+
+/// `audit stats`: the overall figures, then a table of the groups.
+pub fn stats(st: &Stats, totals: &Totals) -> String {
+    let t = &st.total;
+    let mut out = String::new();
+    let malformed = if totals.malformed > 0 {
+        format!(" ({})", malformed_note(totals.malformed))
+    } else {
+        String::new()
+    };
+    out.push_str(&format!("events     {}{malformed}\n", t.events));
+    if t.events == 0 {
+        return out;
+    }
+    out.push_str(&format!(
+        "span       {} → {} ({}), {:.1} events/min\n",
+        st.first.map(scan::format_micros).unwrap_or_default(),
+        st.last.map(scan::format_micros).unwrap_or_default(),
+        human_span(st.span_s()),
+        st.per_min(t.events)
+    ));
+    let failures: Vec<String> = t
+        .by_exit
+        .iter()
+        .map(|(c, n)| format!("exit {c} {} ×{n}", code_name(*c)))
+        .collect();
+    out.push_str(&format!(
+        "failures   {} ({:.2}%){}{}\n",
+        t.failed,
+        100.0 * t.failed as f64 / t.events as f64,
+        if failures.is_empty() { "" } else { ": " },
+        failures.join(", ")
+    ));
+    out.push_str(&format!(
+        "duration   p50 {} ms  p95 {} ms  max {} ms\n",
+        ms(t.duration.quantile(0.5)),
+        ms(t.duration.quantile(0.95)),
+        ms(t.duration.max())
+    ));
+    out.push_str(&format!(
+        "lock wait  p50 {} ms  p95 {} ms  max {} ms  ({} waits)\n\n",
+        ms(t.wait.quantile(0.5)),
+        ms(t.wait.quantile(0.95)),
+        ms(t.wait.max()),
+        t.wait.count()
+    ));
+    let mut table = Table::new(&[
+        st.by.name(),
+        "EVENTS",
+        "FAILED",
+        "P50 MS",
+        "P95 MS",
+        "MAX MS",
+        "WAIT P50",
+        "WAIT P95",
+        "PER MIN",
+    ]);
+    table.right_from(1);
+    for (k, g) in st.sorted_groups() {
+        table.row(vec![
+            if k.is_empty() {
+                "(none)".to_string()
+            } else {
+                k.clone()
+            },
+            g.events.to_string(),
+            g.failed.to_string(),
+            ms(g.duration.quantile(0.5)),
+            ms(g.duration.quantile(0.95)),
+            ms(g.duration.max()),
+            ms(g.wait.quantile(0.5)),
+            ms(g.wait.quantile(0.95)),
+            format!("{:.1}", st.per_min(g.events)),
+        ]);
+    }
+    out.push_str(&table.render());
+    out
+}
+
+/// `42 s`, `3.5 min`, `2.0 h`, `1.5 d`.
+pub fn human_span(s: f64) -> String {
+    if s < 120.0 {
+        format!("{s:.1} s")
+    } else if s < 7200.0 {
+        format!("{:.1} min", s / 60.0)
+    } else if s < 172_800.0 {
+        format!("{:.1} h", s / 3600.0)
+    } else {
+        format!("{:.1} d", s / 86400.0)
+    }
+}
+
+/// `audit races`: one line per finding, its events indented below it.
+pub fn races(findings: &[Finding], totals: &Totals) -> String {
+    let mut out = String::new();
+    if findings.is_empty() {
+        out.push_str(&format!(
+            "no races found in {} events\n",
+            totals.lines - totals.malformed
+        ));
+    }
+    for f in findings {
+        out.push_str(&format!(
+            "{}  {}  {}: {}\n",
+            scan::format_micros(f.at),
+            f.kind,
+            if f.target.is_empty() {
+                "(no target)"
+            } else {
+                &f.target
+            },
+            f.summary
+        ));
+        for line in recent(&f.events, &Totals::default()).lines().skip(1) {
+            out.push_str("    ");
+            out.push_str(line);
+            out.push('\n');
+        }
+        if f.more > 0 {
+            out.push_str(&format!("    … and {} more events\n", f.more));
+        }
+    }
+    if !findings.is_empty() {
+        let parts: Vec<String> = races::counts(findings)
+            .iter()
+            .map(|(k, n)| format!("{n} {k}"))
+            .collect();
+        out.push_str(&format!(
+            "{} findings: {}\n",
+            findings.len(),
+            parts.join(", ")
+        ));
+    }
+    if totals.malformed > 0 {
+        out.push_str(&format!("({})\n", malformed_note(totals.malformed)));
+    }
+    out
+}
+
+/// Who did it: `owner 42 (pid 43, ana@host)`.
+fn by(ev: &Value) -> String {
+    let pid = ev["pid"].as_u64().unwrap_or(0);
+    let owner = ev["detail"]["owner_pid"]
+        .as_u64()
+        .or(ev["ppid"].as_u64())
+        .unwrap_or(0);
+    let user = ev["user"].as_str().unwrap_or("?");
+    let host = ev["host"].as_str().unwrap_or("?");
+    format!("owner {owner} (pid {pid}, {user}@{host})")
+}
+
+/// `audit history`: the verdict, a table of the steps, what removed it.
+pub fn history(h: &History, totals: &Totals) -> String {
+    let mut out = format!(
+        "history of {} '{}': {}\n",
+        h.kind.map_or("target", What::name),
+        h.target,
+        h.verdict
+    );
+    if !h.steps.is_empty() {
+        out.push('\n');
+        let mut t = Table::new(&["time", "what", "by", "tool", "op", "run", "detail"]);
+        for s in &h.steps {
+            let e = &s.event();
+            t.row(vec![
+                e["ts"].as_str().unwrap_or("?").to_string(),
+                s.what.clone(),
+                by(e),
+                e["tool"].as_str().unwrap_or("?").to_string(),
+                e["op"].as_str().unwrap_or("?").to_string(),
+                e["run_id"].as_str().unwrap_or("-").to_string(),
+                s.detail.clone(),
+            ]);
+        }
+        out.push_str(&t.render());
+    }
+    if let Some(r) = &h.removed_by {
+        let e = r.event();
+        let detail = if r.detail.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", r.detail)
+        };
+        out.push_str(&format!(
+            "\nremoved by: {} {}{detail} at {}, {}\n",
+            e["tool"].as_str().unwrap_or("?"),
+            e["op"].as_str().unwrap_or("?"),
+            e["ts"].as_str().unwrap_or("?"),
+            by(&e)
+        ));
+    }
+    if totals.malformed > 0 {
+        out.push_str(&format!("({})\n", malformed_note(totals.malformed)));
+    }
+    out
+}
