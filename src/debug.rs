@@ -29,7 +29,7 @@ pub fn log(line: impl FnOnce() -> String) {
         return;
     }
     let (tool, start) = TOOL.get().copied().unwrap_or(("wfstate", Instant::now()));
-    let ms = start.elapsed().as_secs_f64() * 1000.0;
+    let ms = crate::audit::event::ms(start.elapsed());
     eprintln!("{tool}: debug: +{ms:.3}ms: {}", line());
 }
 

@@ -269,7 +269,7 @@ impl Hook {
             Err(_) => None,
         };
         let txn = store.begin(owner.as_ref())?;
-        detail["lock_wait_ms"] = json!((txn.waited.as_secs_f64() * 1e6).round() / 1e3);
+        detail["lock_wait_ms"] = json!(crate::audit::event::ms(txn.waited));
         let old = txn.load_opt()?;
         let mut doc = old.clone().unwrap_or_else(document::fresh);
         let changed = change(&mut doc)?;

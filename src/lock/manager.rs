@@ -91,7 +91,7 @@ impl WaitLog {
 
     /// The wait in milliseconds, to three decimals, for audit details.
     pub fn wait_ms(&self) -> f64 {
-        (self.waited.as_secs_f64() * 1e6).round() / 1e3
+        crate::audit::event::ms(self.waited)
     }
 }
 
@@ -249,7 +249,7 @@ pub fn acquire(cfg: &Config, req: &Request, log: &mut WaitLog) -> Result<Acquire
             req.kind.as_str(),
             req.owner.pid,
             log.wait_ms(),
-            log.started.elapsed().as_secs_f64() * 1e3
+            crate::audit::event::ms(log.started.elapsed())
         )
     });
     Ok(granted)
@@ -432,7 +432,7 @@ fn await_turn(
             format!(
                 "lock '{name}' wait round {round}: {} ({:.3} ms waited)",
                 blocked.describe(name),
-                log.started.elapsed().as_secs_f64() * 1e3
+                crate::audit::event::ms(log.started.elapsed())
             )
         });
         let me = me.get_or_insert_with(Identity::current);
@@ -601,7 +601,7 @@ pub fn release(cfg: &Config, name: &str, owner: &Identity, force: bool) -> Resul
             } else {
                 "was not held"
             },
-            started.elapsed().as_secs_f64() * 1e3
+            crate::audit::event::ms(started.elapsed())
         )
     });
     Ok(released)

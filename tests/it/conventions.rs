@@ -202,8 +202,11 @@ fn colour_only_on_a_terminal_and_never_with_no_color() {
     env.init();
     // A stale lock shows in colour in the list.
     let owner = Owner::new();
-    env.run("lock-manager", &["acquire", "old", "0", "--owner", &owner.pid()])
-        .ok();
+    env.run(
+        "lock-manager",
+        &["acquire", "old", "0", "--owner", &owner.pid()],
+    )
+    .ok();
     drop(owner);
     let tty = on_a_tty(&env, false, "state-manager health; lock-manager list");
     assert!(tty.contains("\x1b["), "colour on a terminal: {tty:?}");
