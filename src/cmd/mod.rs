@@ -389,6 +389,11 @@ pub fn finish(tool: &str, output: Output, result: Result<Code>) -> ExitCode {
         Err(e) => {
             eprintln!("{tool}: {e}");
             if output.json && !PRINTED.load(Ordering::Relaxed) {
+                // One line for JSON Lines readers, as the rest of a --jsonl stream.
+                let output = Output {
+                    compact: output.compact || output.jsonl,
+                    ..output
+                };
                 output.json(&error_json(&e));
             }
             e.code().into()

@@ -366,6 +366,13 @@ fn under_json_a_failure_is_also_a_json_object_on_stdout() {
         run.stderr.starts_with("state-manager: "),
         "and once on stderr"
     );
+    // Under --jsonl the error is one line, as the rest of the stream.
+    for bin in ["lock-manager", "error-recovery"] {
+        let run = env.run(bin, &["list", "--jsonl", "--lock-timeout", "soon"]).code(4);
+        assert_eq!(run.stdout.lines().count(), 1, "{bin}: {}", run.stdout);
+        let v: Value = serde_json::from_str(&run.stdout).unwrap();
+        assert_eq!(v["error"]["name"], "VALIDATION_FAILED");
+    }
     // Without --json, stdout stays empty.
     let plain = env
         .run("state-manager", &["status", "--lock-timeout", "soon"])
