@@ -19,7 +19,7 @@
 //! is opened, and they never block — no open(2) of a FIFO waits for a peer,
 //! no device node is opened at all — and [`replace`] never renames over a
 //! device, FIFO or socket. Symlinks are followed (a state file or lock record
-//! may be a symlink inside the state root, design.md §2); whether one leads
+//! may be a symlink inside the state root, docs/architecture.md, "On disk"); whether one leads
 //! out of the root is the caller's check ([`check_not_escaping`]), made once
 //! per command. A file the *user* names as output goes through
 //! [`write_output`] instead, which writes through a device or FIFO like a

@@ -1,4 +1,4 @@
-//! The one exit-code table shared by all three binaries (design.md §4).
+//! The one exit-code table shared by all three binaries (docs/architecture.md, "Exit codes").
 //!
 //! Automation branches on these numbers, so they never change meaning. The
 //! library never exits the process: it returns an [`crate::Error`] whose kind

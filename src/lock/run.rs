@@ -2,7 +2,7 @@
 //! flock(1), with the toolkit's exit codes.
 //!
 //! The holder is the child, not `lock-manager`: the hold follows the
-//! command (design.md §6), so killing the wrapper — even by SIGKILL —
+//! command (docs/architecture.md, "Locks"), so killing the wrapper — even by SIGKILL —
 //! neither frees the lock nor orphans a running command. The protocol:
 //!
 //! 1. The wrapper acquires the lock for itself (waiting, hierarchy,

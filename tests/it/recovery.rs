@@ -247,7 +247,7 @@ fn bad_operation_or_metadata_is_refused_with_exit_4_and_nothing_created() {
     assert!(!env.path("x").exists());
 }
 
-// See: design.md §8 — the old library corrupted metadata arguments.
+// See docs/migrating.md — the old library corrupted metadata arguments.
 #[test]
 fn checkpoint_metadata_round_trips_exactly() {
     let env = Env::new();
@@ -494,7 +494,7 @@ fn attempts(log: &Path) -> Vec<String> {
 fn retry_counts_attempts_exactly_and_returns_the_last_code() {
     let env = Env::new();
     let log = env.path("log");
-    // See: design.md §8 — the old library returned 0 after failing every attempt.
+    // See docs/migrating.md — the old library returned 0 after failing every attempt.
     er(
         &env,
         &[

@@ -411,7 +411,7 @@ fn an_audit_log_symlinked_out_of_the_root_writes_and_creates_nothing_outside() {
 
 #[test]
 fn an_audit_log_symlinked_inside_its_folder_is_written_through() {
-    // Decided as for the state file (design.md §2): a symlink that stays in
+    // Decided as for the state file (docs/architecture.md, "On disk"): a symlink that stays in
     // the log's folder is followed.
     let env = seeded();
     let real = env.path("logs/audit.jsonl");
