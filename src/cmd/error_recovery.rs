@@ -6,31 +6,19 @@ use std::process::ExitCode;
 
 use crate::cmd::recovery::{TOOL, checkpoints, degraded, suggest};
 use crate::cmd::{self as cli, Ctx, JsonArgs, StreamArgs};
-use crate::config::GlobalArgs;
 use crate::recovery::checkpoint::Request;
 use crate::recovery::retry;
 use crate::recovery::retry::RetryArgs;
 use crate::{Code, Result};
-use clap::{Parser, Subcommand};
+use clap::Subcommand;
 
-/// Checkpoints, restore, degraded mode, retry with backoff, recovery per exit code.
-///
-/// `retry` exits with its command's own code; `is-degraded` and `handle`
-/// have their own (see their --help).
-#[derive(Parser)]
-#[command(
-    name = "error-recovery",
-    after_help = crate::exit::HELP_TABLE,
-    version,
-    max_term_width = 100,
-    args_override_self = true
-)]
-pub struct Cli {
-    #[command(flatten)]
-    global: GlobalArgs,
-
-    #[command(subcommand)]
-    command: Option<Command>,
+cli::binary_cli! {
+    /// Checkpoints, restore, degraded mode, retry with backoff, recovery per exit code.
+    ///
+    /// `retry` exits with its command's own code; `is-degraded` and `handle`
+    /// have their own (see their --help).
+    "error-recovery",
+    Command
 }
 
 #[derive(Subcommand)]

@@ -9,34 +9,23 @@ use crate::config::GlobalArgs;
 use crate::lock::commands::AcquireArgs;
 use crate::lock::run::{self, RunArgs};
 use crate::{Code, Kind, Result};
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Subcommand, ValueEnum};
 
 use super::lock as cmd;
 
-/// Named locks for shell scripts: acquire in one command, release in another.
-///
-/// The owner of a lock is the calling shell: --owner PID, else LOCK_OWNER_PID,
-/// else the parent process. A lock is held while its owner runs (same pid,
-/// same start time, same boot) and its --ttl, if any, has not passed; a dead
-/// owner's lock is taken over by the next acquirer, a live one is never
-/// broken for being old.
-///
-/// `check` exits 0 locked, 1 unlocked, 2 stale; `run` with its command's own
-/// code.
-#[derive(Parser)]
-#[command(
-    name = "lock-manager",
-    after_help = crate::exit::HELP_TABLE,
-    version,
-    max_term_width = 100,
-    args_override_self = true
-)]
-pub struct Cli {
-    #[command(flatten)]
-    global: GlobalArgs,
-
-    #[command(subcommand)]
-    command: Option<Command>,
+cli::binary_cli! {
+    /// Named locks for shell scripts: acquire in one command, release in another.
+    ///
+    /// The owner of a lock is the calling shell: --owner PID, else LOCK_OWNER_PID,
+    /// else the parent process. A lock is held while its owner runs (same pid,
+    /// same start time, same boot) and its --ttl, if any, has not passed; a dead
+    /// owner's lock is taken over by the next acquirer, a live one is never
+    /// broken for being old.
+    ///
+    /// `check` exits 0 locked, 1 unlocked, 2 stale; `run` with its command's own
+    /// code.
+    "lock-manager",
+    Command
 }
 
 #[derive(Subcommand)]

@@ -14,15 +14,6 @@
 //! print and do not import this module: they return values, and the
 //! functions here render them.
 
-pub mod audit;
-pub mod docs;
-pub mod error_recovery;
-pub mod lock;
-pub mod lock_manager;
-pub mod recovery;
-pub mod state;
-pub mod state_manager;
-
 use std::ffi::{OsStr, OsString};
 use std::io::{self, IsTerminal, Write};
 use std::process::ExitCode;
@@ -38,6 +29,43 @@ use crate::exit::Code;
 use crate::lock::Identity;
 use crate::state::Store;
 use crate::state::backup::Retention;
+
+/// Declares a binary's parser, `pub struct Cli { global, command }`: the
+/// global options, the subcommands `$command` (none: the binary's default),
+/// and what all three share — the name, `--version`, usage errors exit 1
+/// (see [`parse`]), a repeated option keeps its last value, and `--help`
+/// ends with the exit-code table. Doc comments before the name become the
+/// binary's about text.
+macro_rules! binary_cli {
+    ($(#[$doc:meta])* $name:literal, $command:ty) => {
+        $(#[$doc])*
+        #[derive(clap::Parser)]
+        #[command(
+            name = $name,
+            after_help = crate::exit::HELP_TABLE,
+            version,
+            max_term_width = 100,
+            args_override_self = true
+        )]
+        pub struct Cli {
+            #[command(flatten)]
+            global: crate::config::GlobalArgs,
+
+            #[command(subcommand)]
+            command: Option<$command>,
+        }
+    };
+}
+pub(crate) use binary_cli;
+
+pub mod audit;
+pub mod docs;
+pub mod error_recovery;
+pub mod lock;
+pub mod lock_manager;
+pub mod recovery;
+pub mod state;
+pub mod state_manager;
 
 /// What every subcommand of every binary needs.
 pub struct Ctx {

@@ -368,7 +368,9 @@ fn under_json_a_failure_is_also_a_json_object_on_stdout() {
     );
     // Under --jsonl the error is one line, as the rest of the stream.
     for bin in ["lock-manager", "error-recovery"] {
-        let run = env.run(bin, &["list", "--jsonl", "--lock-timeout", "soon"]).code(4);
+        let run = env
+            .run(bin, &["list", "--jsonl", "--lock-timeout", "soon"])
+            .code(4);
         assert_eq!(run.stdout.lines().count(), 1, "{bin}: {}", run.stdout);
         let v: Value = serde_json::from_str(&run.stdout).unwrap();
         assert_eq!(v["error"]["name"], "VALIDATION_FAILED");
