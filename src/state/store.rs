@@ -18,7 +18,6 @@ use serde_json::Value;
 
 use super::backup::{self, Retention};
 use super::document;
-use super::integrity;
 use super::schema;
 use crate::config::{Config, MAX_INPUT_BYTES};
 use crate::durable::{self, Durability};
@@ -162,7 +161,7 @@ impl Txn<'_, '_> {
     ) -> Result<Commit> {
         document::stamp(&mut new, old)?;
         // After the stamp, so the checksum covers the new revision and time.
-        integrity::seal(&mut new);
+        document::seal(&mut new);
         check_schema(&new)?;
         let mut bytes = serde_json::to_vec_pretty(&new).expect("a JSON value always serializes");
         bytes.push(b'\n');

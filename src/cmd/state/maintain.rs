@@ -1,0 +1,497 @@
+//! `repair`, `export`, `import`, `cleanup`, `diagnostics`, `benchmark`:
+//! upkeep of the state and its folders.
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use super::TOOL;
+use crate::audit::rotate;
+use crate::audit::scan::Filter;
+use crate::audit::stats::{self, By, Group};
+use crate::audit::table::ms;
+use crate::cmd::{self as cli, Ctx, JsonArgs};
+use crate::config::MAX_INPUT_BYTES;
+use crate::durable;
+use crate::error::{Error, Result};
+use crate::exit::Code;
+use crate::state::exchange::{Format, parse, render};
+use crate::state::health::{existing_ancestor, human_bytes};
+use crate::state::integrity::{self, Seal};
+use crate::state::{
+    Commit, Store, backup, cleanup, commands, diagnostics, document, repair, selfbench, store,
+};
+
+/// `repair [--dry-run] [--json]`: see [`crate::state::repair`]. Exit 0
+/// repaired or nothing to do, 1 no state, 3 does not parse and no valid
+/// backup, 4 problems only a person can fix (listed; nothing written).
+pub fn repair(ctx: &Ctx, dry_run: bool) -> Result<Code> {
+    ctx.audited_state("repair", |detail| {
+        let store = ctx.store()?;
+        let owner = ctx.owner_identity()?;
+        // A dry run changes nothing, not even the lock folder.
+        let txn = if dry_run {
+            None
+        } else {
+            Some(store.begin(owner.as_ref())?)
+        };
+        let out = repair::repair(&ctx.cfg, &store, txn.as_ref(), detail)?;
+        detail["changes"] = json!(out.changes.len());
+        if !out.unfixable.is_empty() {
+            detail["unfixable"] = json!(out.unfixable.len());
+        }
+        print_repair(ctx, &out);
+        match out.error() {
+            None => Ok(Code::Success),
+            Some(e) => Err(e),
+        }
+    })
+}
+
+fn print_repair(ctx: &Ctx, out: &repair::Outcome) {
+    if ctx.output.json {
+        ctx.print_json(out);
+        return;
+    }
+    let dry_run = out.dry_run;
+    let mut text = String::new();
+    let verb = if dry_run || !out.unfixable.is_empty() {
+        "would fix"
+    } else {
+        "fixed"
+    };
+    for c in &out.changes {
+        text.push_str(&format!("{verb}: {c}\n"));
+    }
+    for u in &out.unfixable {
+        text.push_str(&format!("cannot fix: {u}\n"));
+    }
+    if out.unfixable.is_empty() {
+        if out.changes.is_empty() {
+            text.push_str(&format!(
+                "nothing to repair: {} is valid and its checksum verified\n",
+                out.path
+            ));
+        } else if dry_run {
+            text.push_str("dry run: nothing was changed\n");
+        } else if let Some(r) = out.revision {
+            let kept = out.backup.as_deref().map_or(String::new(), |b| {
+                format!("; the previous version is kept as {b}")
+            });
+            text.push_str(&format!("repaired {} (revision {r}{kept})\n", out.path));
+        }
+    }
+    cli::print(&text);
+}
+
+/// `export [--format json|yaml] [--output FILE] [--json]`.
+///
+/// Without `--output`, the document goes to stdout (and `--json` means
+/// `--format json`); with it, the file is replaced atomically and durably
+/// (a device or FIFO is written through) and a summary is printed (as JSON
+/// with `--json`).
+pub fn export(ctx: &Ctx, format: Option<Format>, output: Option<&Path>) -> Result<Code> {
+    let as_json = ctx.output.json;
+    ctx.audited_state("export", |detail| {
+        let format = match (format, as_json, output) {
+            (Some(Format::Yaml), true, None) => {
+                return Err(Error::validation("--json asks for JSON on stdout, --format yaml for YAML")
+                    .hint("drop one of them, or add --output FILE to get a JSON summary of a YAML export"));
+            }
+            (Some(f), _, _) => f,
+            (None, _, Some(p)) => Format::detect(Some(p), b"{"),
+            (None, _, None) => Format::Json,
+        };
+        detail["format"] = json!(format.name());
+        let store = ctx.store()?;
+        let doc = store.load()?;
+        if let Seal::Mismatch { .. } = integrity::check_seal(&doc) {
+            eprintln!(
+                "{TOOL}: warning: the state's checksum does not match its content (changed outside the toolkit or corrupted); exporting it as it is — see 'state-manager verify-integrity'"
+            );
+        }
+        let bytes = render(&doc, format)?;
+        let Some(out) = output else {
+            cli::print(&String::from_utf8_lossy(&bytes));
+            return Ok(Code::Success);
+        };
+        durable::write_output(out, |w| {
+            w.write_all(&bytes)
+                .map_err(|e| Error::io(e, "cannot write the export", out))
+        })?;
+        detail["output"] = json!(out.display().to_string());
+        let revision = document::revision(&doc);
+        if durable::is_stdout(out) {
+            // `--output /dev/stdout`: the document is the output, whole.
+        } else if as_json {
+            ctx.output.json(&json!({
+                "output": out.display().to_string(),
+                "format": format.name(),
+                "bytes": bytes.len(),
+                "revision": revision,
+            }));
+        } else {
+            cli::println(&format!(
+                "exported revision {revision} of {} to {} ({}, {} bytes)",
+                store.path().display(),
+                out.display(),
+                format.name(),
+                bytes.len()
+            ));
+        }
+        Ok(Code::Success)
+    })
+}
+
+/// `import --file FILE|- [--force] [--json]`: see the module docs. Exit 3 the
+/// live state does not parse (without --force), 4 invalid document or
+/// older revision (without --force).
+pub fn import(ctx: &Ctx, file: &str, force: bool) -> Result<Code> {
+    ctx.audited_state("import", |detail| {
+        detail["file"] = json!(file);
+        detail["force"] = json!(force);
+        let (bytes, path, source) = if file == "-" {
+            (
+                durable::read_stdin_limited(MAX_INPUT_BYTES)?,
+                None,
+                "the document on standard input".to_string(),
+            )
+        } else {
+            let p = Path::new(file);
+            (
+                durable::read_input_limited(p, MAX_INPUT_BYTES)?,
+                Some(p),
+                file.to_string(),
+            )
+        };
+        let format = Format::detect(path, &bytes);
+        detail["format"] = json!(format.name());
+        let doc = parse(&bytes, format, &source)?;
+        document::check_depth(&doc, 0, &source)?;
+        document::check_metadata(&doc, &format!("{source}'s"))?;
+        store::check_schema(&doc).map_err(|e| {
+            e.hint(format!(
+                "fix {source} ('state-manager validate' on a copy lists every problem); nothing was changed"
+            ))
+        })?;
+        if let Seal::Mismatch { .. } = integrity::check_seal(&doc) {
+            eprintln!(
+                "{TOOL}: note: {source} was edited after export (its checksum no longer matches); importing it as it is"
+            );
+        }
+        let incoming = document::revision(&doc);
+        let store = ctx.store()?;
+        let owner = ctx.owner_identity()?;
+        let txn = store.begin(owner.as_ref())?;
+        detail["lock_wait_ms"] = json!(crate::audit::event::ms(txn.waited));
+        let live = match txn.load_opt() {
+            Ok(live) => live,
+            Err(e) if e.code() == Code::StateCorruption && !force => {
+                return Err(e.hint(
+                    "pass --force to replace it with the import (the damaged file is kept aside), or run 'state-manager recover'",
+                ));
+            }
+            Err(e) if e.code() == Code::StateCorruption => {
+                let commit = commands::recover_into(&txn, &store, doc, detail)?;
+                return done(ctx, detail, &source, &store, None, commit);
+            }
+            Err(e) => return Err(e),
+        };
+        let live_revision = live.as_ref().map(document::revision);
+        if let Some(lr) = live_revision
+            && incoming < lr
+        {
+            detail["conflict"] = json!("revision");
+            detail["incoming"] = json!(incoming);
+            detail["live"] = json!(lr);
+            if !force {
+                return Err(Error::validation(format!(
+                    "{source} is at revision {incoming}, older than the live state's {lr}"
+                ))
+                .hint("the state changed since that export: export it again and reapply your edits, or pass --force to overwrite it (it is backed up first)"));
+            }
+        }
+        let commit = txn.commit(live.as_ref(), doc, "pre-import")?;
+        done(ctx, detail, &source, &store, live_revision, commit)
+    })
+}
+
+fn done(
+    ctx: &Ctx,
+    detail: &mut Value,
+    source: &str,
+    store: &Store<'_>,
+    previous: Option<u64>,
+    commit: Commit,
+) -> Result<Code> {
+    let as_json = ctx.output.json;
+    detail["revision"] = json!(commit.revision);
+    let backup = commit
+        .backup
+        .map(|p| p.display().to_string())
+        .or_else(|| detail["corrupt_kept_at"].as_str().map(str::to_owned));
+    if as_json {
+        ctx.output.json(&json!({
+            "path": store.path().display().to_string(),
+            "from": source,
+            "format": detail["format"],
+            "previous_revision": previous,
+            "revision": commit.revision,
+            "backup": backup,
+        }));
+    } else {
+        let kept = backup.map_or(String::new(), |b| {
+            format!("; the previous version is kept as {b}")
+        });
+        cli::println(&format!(
+            "imported {source} into {} (revision {}{kept})",
+            store.path().display(),
+            commit.revision
+        ));
+    }
+    Ok(Code::Success)
+}
+
+/// `cleanup`'s command line: what to clean, and how to print.
+#[derive(Clone, Debug, Default, clap::Args)]
+pub struct CleanupCommand {
+    #[command(flatten)]
+    pub what: cleanup::CleanupArgs,
+    #[command(flatten)]
+    pub json: JsonArgs,
+}
+
+/// `cleanup`: see [`crate::state::cleanup`]. Exit 4 bad duration, 6 a file
+/// could not be removed for lack of permission.
+pub fn cleanup(ctx: &Ctx, args: &cleanup::CleanupArgs) -> Result<Code> {
+    let out = ctx.audited_state("cleanup", |detail| {
+        let store = ctx.store()?;
+        let out = cleanup::cleanup(&store, || ctx.owner_identity(), args, detail)?;
+        detail["removed"] = json!(out.removed.len());
+        detail["bytes"] = json!(out.bytes);
+        Ok(out)
+    })?;
+    if ctx.output.json {
+        ctx.print_json(&out);
+        return Ok(Code::Success);
+    }
+    let verb = if out.dry_run {
+        "would remove"
+    } else {
+        "removed"
+    };
+    let mut text = String::new();
+    for i in &out.removed {
+        text.push_str(&format!(
+            "{verb} {} {} ({})\n",
+            i.kind,
+            i.path.display(),
+            i.reason
+        ));
+    }
+    for i in &out.kept {
+        text.push_str(&format!(
+            "kept {} {}: {}\n",
+            i.kind,
+            i.path.display(),
+            i.reason
+        ));
+    }
+    if out.removed.is_empty() {
+        text.push_str("nothing to clean up\n");
+    } else {
+        text.push_str(&format!(
+            "{verb} {} item(s), {} bytes{}\n",
+            out.removed.len(),
+            out.bytes,
+            if out.dry_run {
+                " (dry run: nothing was changed)"
+            } else {
+                ""
+            }
+        ));
+    }
+    cli::print(&text);
+    Ok(Code::Success)
+}
+
+/// `benchmark [--operations N] [--json]`: see [`crate::state::selfbench`].
+/// Exit 4 for N out of 1..=100000.
+pub fn benchmark(ctx: &Ctx, operations: usize) -> Result<Code> {
+    let bench = ctx.audited_state("benchmark", |detail| {
+        let store = ctx.store()?;
+        selfbench::benchmark(&store, operations, detail)
+    })?;
+    if ctx.output.json {
+        ctx.output.json(&bench.to_json());
+        return Ok(Code::Success);
+    }
+    let mut out = format!(
+        "{operations} operation(s) of each kind on a copy of the state ({} bytes) in {} (removed afterwards)\n",
+        bench.state_bytes,
+        bench.dir.display()
+    );
+    out.push_str(&format!(
+        "{:<6} {:>10} {:>9} {:>9} {:>9}\n",
+        "kind", "ops/s", "p50 ms", "p95 ms", "max ms"
+    ));
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    for (kind, s) in &bench.results {
+        out.push_str(&format!(
+            "{kind:<6} {:>10.1} {:>9.3} {:>9.3} {:>9.3}\n",
+            s.per_sec(),
+            ms(s.p50),
+            ms(s.p95),
+            ms(s.max)
+        ));
+    }
+    out.push_str("(in-process: process start-up is not included; a lock cycle is one acquire and one release)\n");
+    cli::print(&out);
+    Ok(Code::Success)
+}
+
+/// `diagnostics [--json] [--verbose]`
+pub fn diagnostics(ctx: &Ctx, verbose: bool) -> Result<Code> {
+    let as_json = ctx.output.json;
+    let cfg = &ctx.cfg;
+    let (st, totals) = stats::collect(cfg, &Filter::default(), By::Op)?;
+    let mut ops: Vec<(&String, &Group)> = st.groups.iter().collect();
+    ops.sort_by(|a, b| b.1.events.cmp(&a.1.events).then_with(|| a.0.cmp(b.0)));
+    let takeovers = st.groups.get("takeover").map_or(0, |g| g.events);
+    let lock_timeouts: u64 = st
+        .groups
+        .values()
+        .map(|g| g.by_exit.get(&2).copied().unwrap_or(0))
+        .sum();
+
+    let state_size = std::fs::metadata(&cfg.state_file).map_or(0, |m| m.len());
+    let backups = backup::list(cfg)?;
+    let backup_bytes: u64 = backups.iter().map(|b| b.size).sum();
+    let checkpoints = crate::recovery::checkpoint::list(cfg)?;
+    let checkpoint_bytes: u64 = checkpoints
+        .iter()
+        .map(|c| crate::state::cleanup::size_of(&c.path))
+        .sum();
+    let log_files = rotate::log_files(&cfg.audit_log);
+    let log_bytes: u64 = log_files
+        .iter()
+        .filter_map(|p| std::fs::metadata(p).ok())
+        .map(|m| m.len())
+        .sum();
+    let disk = rustix::fs::statvfs(existing_ancestor(&cfg.root))
+        .ok()
+        .map(|v| {
+            json!({
+                "free_bytes": v.f_bavail.saturating_mul(v.f_frsize),
+                "total_bytes": v.f_blocks.saturating_mul(v.f_frsize),
+                "free_inodes": v.f_favail,
+            })
+        });
+    let t = &st.total;
+    let report = json!({
+        "audit": {
+            "events": t.events,
+            "malformed_lines": totals.malformed,
+            "files": totals.files.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
+            "first": st.first.map(crate::audit::scan::format_micros),
+            "last": st.last.map(crate::audit::scan::format_micros),
+            "failed": t.failed,
+            "error_rate": if t.events == 0 { 0.0 } else { t.failed as f64 / t.events as f64 },
+            "duration_ms": t.duration.summary(),
+            "lock_wait_ms": t.wait.summary(),
+            "lock_timeouts": lock_timeouts,
+            "stale_takeovers": takeovers,
+            "operations": ops.iter().map(|(k, g)| diagnostics::group_json(k, g, verbose)).collect::<Vec<_>>(),
+        },
+        "disk": {
+            "state_bytes": state_size,
+            "backups": backups.len(),
+            "backup_bytes": backup_bytes,
+            "checkpoints": checkpoints.len(),
+            "checkpoint_bytes": checkpoint_bytes,
+            "audit_log_files": log_files.len(),
+            "audit_log_bytes": log_bytes,
+            "filesystem": disk,
+        },
+    });
+    if as_json {
+        ctx.output.json(&report);
+        return Ok(Code::Success);
+    }
+    let rate = |failed: u64, events: u64| {
+        if events == 0 {
+            0.0
+        } else {
+            100.0 * failed as f64 / events as f64
+        }
+    };
+    let mut out = format!(
+        "audit log:        {} events in {} file(s){}\nerror rate:       {:.1}% ({} failed)\nlock waits ms:    p50 {}  p95 {}  max {}\nlock timeouts:    {}\nstale takeovers:  {}\n\n",
+        t.events,
+        totals.files.len(),
+        if totals.malformed > 0 {
+            format!(", {} malformed line(s) skipped", totals.malformed)
+        } else {
+            String::new()
+        },
+        rate(t.failed, t.events),
+        t.failed,
+        ms(t.wait.quantile(0.5)),
+        ms(t.wait.quantile(0.95)),
+        ms(t.wait.max()),
+        lock_timeouts,
+        takeovers,
+    );
+    if !ops.is_empty() {
+        let w = ops.iter().map(|(k, _)| k.len()).max().unwrap_or(2).max(9);
+        out.push_str(&format!(
+            "{:<w$}  {:>7}  {:>6}  {:>8}  {:>8}  {:>8}\n",
+            "OPERATION", "EVENTS", "ERR%", "P50 ms", "P95 ms", "MAX ms"
+        ));
+        for (k, g) in &ops {
+            out.push_str(&format!(
+                "{:<w$}  {:>7}  {:>6.1}  {:>8}  {:>8}  {:>8}\n",
+                k,
+                g.events,
+                rate(g.failed, g.events),
+                ms(g.duration.quantile(0.5)),
+                ms(g.duration.quantile(0.95)),
+                ms(g.duration.max())
+            ));
+            if verbose && !g.by_exit.is_empty() {
+                let codes: Vec<String> = g
+                    .by_exit
+                    .iter()
+                    .map(|(c, n)| format!("{}×{n}", stats::code_name(*c)))
+                    .collect();
+                out.push_str(&format!("{:<w$}    failures: {}\n", "", codes.join(", ")));
+            }
+        }
+        out.push('\n');
+    }
+    out.push_str(&format!(
+        "state:            {}\nbackups:          {} ({})\ncheckpoints:      {} ({})\naudit log:        {} in {} file(s)\n",
+        human_bytes(state_size),
+        backups.len(),
+        human_bytes(backup_bytes),
+        checkpoints.len(),
+        human_bytes(checkpoint_bytes),
+        human_bytes(log_bytes),
+        log_files.len(),
+    ));
+    if let Some(d) = &report["disk"]["filesystem"].as_object() {
+        out.push_str(&format!(
+            "disk free:        {} of {}\n",
+            human_bytes(d["free_bytes"].as_u64().unwrap_or(0)),
+            human_bytes(d["total_bytes"].as_u64().unwrap_or(0))
+        ));
+    }
+    if verbose {
+        for f in &totals.files {
+            out.push_str(&format!("read:             {}\n", f.display()));
+        }
+    }
+    cli::print(&out);
+    Ok(Code::Success)
+}
