@@ -104,10 +104,18 @@ impl<'a> Store<'a> {
     pub fn begin(&self, owner: Option<&Identity>) -> Result<Txn<'_, 'a>> {
         let started = Instant::now();
         let mutex = lock::transaction(self.cfg, "state", owner, self.cfg.lock_timeout)?;
+        let waited = started.elapsed();
+        crate::debug::log(|| {
+            format!(
+                "state lock taken after {:.3}ms (state file {})",
+                waited.as_secs_f64() * 1e3,
+                self.path.display()
+            )
+        });
         Ok(Txn {
             store: self,
             _mutex: mutex,
-            waited: started.elapsed(),
+            waited,
         })
     }
 }
@@ -159,6 +167,7 @@ impl Txn<'_, '_> {
         reason: &str,
         keep_old: bool,
     ) -> Result<Commit> {
+        let started = Instant::now();
         document::stamp(&mut new, old)?;
         // After the stamp, so the checksum covers the new revision and time.
         document::seal(&mut new);
@@ -176,14 +185,23 @@ impl Txn<'_, '_> {
         } else {
             None
         };
+        if let Some(b) = &backup {
+            crate::debug::log(|| format!("backup made: {}", b.display()));
+        }
         durable::replace(&self.store.path, &bytes, Durability::Durable)?;
         if let Err(e) = backup::prune(cfg, self.store.retention) {
             eprintln!("state-manager: warning: cannot prune backups: {e}");
         }
-        Ok(Commit {
-            revision: document::revision(&new),
-            backup,
-        })
+        let revision = document::revision(&new);
+        crate::debug::log(|| {
+            format!(
+                "committed revision {revision} ({} bytes) to {} in {:.3}ms",
+                bytes.len(),
+                self.store.path.display(),
+                started.elapsed().as_secs_f64() * 1e3
+            )
+        });
+        Ok(Commit { revision, backup })
     }
 }
 
