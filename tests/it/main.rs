@@ -3,6 +3,7 @@
 mod audit;
 mod harness;
 mod hooks;
+mod hstate;
 mod lock;
 mod ops;
 mod props;
