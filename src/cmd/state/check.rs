@@ -78,7 +78,7 @@ pub fn validate(ctx: &Ctx) -> Result<Code> {
         let store = ctx.store()?;
         let doc = store.load()?;
         let v = schema::violations(&doc);
-        detail["violations"] = json!(v.len());
+        detail["violation_count"] = json!(v.len());
         let report = Validated {
             valid: v.is_empty(),
             path: store.path().display().to_string(),
