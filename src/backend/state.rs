@@ -16,8 +16,11 @@ use crate::lock::Identity;
 use crate::state::backup::{self, Backup, Retention};
 use crate::state::{Commit, commands, store};
 
-/// A change to the document inside a transaction.
+/// A change to the document inside a transaction, in place.
 pub type Change<'f> = &'f mut dyn FnMut(&mut Value) -> Result<()>;
+/// A change to the document inside a transaction: from the current one
+/// (`None`: no state) to the next (`None`: leave it as it is).
+pub type Transform<'f> = &'f mut dyn FnMut(Option<&Value>) -> Result<Option<Value>>;
 
 /// Where the state document lives and how it changes.
 pub trait StateStore {
@@ -29,10 +32,22 @@ pub trait StateStore {
     /// exit 3 naming `recover` when they do not parse.
     fn parse(&self, bytes: &[u8]) -> Result<Value>;
     /// A read-modify-write under the `state` lock on behalf of `owner`:
-    /// `change` edits the current document (exit 1 when there is none),
-    /// the result is committed as the next revision, the version it
-    /// replaces backed up as `reason`. `waited` is told how long the lock
-    /// took, before `change` runs.
+    /// `change` gets the current document (`None` when there is no state;
+    /// exit 3 before it is called when the state does not parse) and
+    /// returns the next one, or `None` to change nothing. The new document
+    /// is committed as the next revision, the version it replaces backed up
+    /// as `reason`. `waited` is told how long the lock took, before
+    /// `change` runs.
+    fn transact(
+        &self,
+        owner: Option<&Identity>,
+        retention: Retention,
+        reason: &str,
+        change: Transform<'_>,
+        waited: &mut dyn FnMut(Duration),
+    ) -> Result<Option<Commit>>;
+    /// [`StateStore::transact`] of an existing document edited in place
+    /// (exit 1 when there is none).
     fn update(
         &self,
         owner: Option<&Identity>,
@@ -40,7 +55,20 @@ pub trait StateStore {
         reason: &str,
         change: Change<'_>,
         waited: &mut dyn FnMut(Duration),
-    ) -> Result<Commit>;
+    ) -> Result<Commit> {
+        let commit = self.transact(
+            owner,
+            retention,
+            reason,
+            &mut |old| {
+                let mut new = old.ok_or_else(|| self.missing())?.clone();
+                change(&mut new)?;
+                Ok(Some(new))
+            },
+            waited,
+        )?;
+        Ok(commit.expect("an update always commits"))
+    }
     /// The backups, newest first.
     fn list_backups(&self) -> Result<Vec<Backup>>;
     /// A backup of the current state named for `reason`; old backups are
@@ -98,21 +126,22 @@ impl StateStore for FileBackend {
         })
     }
 
-    fn update(
+    fn transact(
         &self,
         owner: Option<&Identity>,
         retention: Retention,
         reason: &str,
-        change: Change<'_>,
+        change: Transform<'_>,
         waited: &mut dyn FnMut(Duration),
-    ) -> Result<Commit> {
+    ) -> Result<Option<Commit>> {
         let st = self.store(retention)?;
         let txn = st.begin(owner)?;
         waited(txn.waited);
-        let old = txn.load()?;
-        let mut new = old.clone();
-        change(&mut new)?;
-        txn.commit(Some(&old), new, reason)
+        let old = txn.load_opt()?;
+        match change(old.as_ref())? {
+            Some(new) => txn.commit(old.as_ref(), new, reason).map(Some),
+            None => Ok(None),
+        }
     }
 
     fn list_backups(&self) -> Result<Vec<Backup>> {

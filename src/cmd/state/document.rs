@@ -169,43 +169,53 @@ pub fn write(
         }
         document::check_metadata(&new, "the document's")?;
         let incoming = new.pointer("/metadata/revision").and_then(Value::as_u64);
-        let store = ctx.store()?;
         let owner = ctx.owner_identity()?;
-        let txn = store.begin(owner.as_ref())?;
-        detail["lock_wait_ms"] = json!(ms(txn.waited));
-        let old = txn.load_opt()?;
-        let actual = old.as_ref().map(document::revision).unwrap_or(0);
-        if let Some(expected) = expect_revision
-            && expected != actual
-        {
-            detail["conflict"] = json!("revision");
-            detail["expected"] = json!(expected);
-            detail["actual"] = json!(actual);
-            return Err(Error::validation(format!(
-                "revision conflict: expected revision {expected}, the state is at {actual}"
-            ))
-            .hint("someone else wrote first: read the state again and reapply your change"));
+        let mut new = Some(new);
+        let mut lock_wait = None;
+        let commit = ctx.backend.state().transact(
+            owner.as_ref(),
+            ctx.retention,
+            reason.unwrap_or("write"),
+            &mut |old| {
+                let actual = old.map(document::revision).unwrap_or(0);
+                if let Some(expected) = expect_revision
+                    && expected != actual
+                {
+                    detail["conflict"] = json!("revision");
+                    detail["expected"] = json!(expected);
+                    detail["actual"] = json!(actual);
+                    return Err(Error::validation(format!(
+                        "revision conflict: expected revision {expected}, the state is at {actual}"
+                    ))
+                    .hint("someone else wrote first: read the state again and reapply your change"));
+                }
+                // The serial rule of `import`: a document read at an older revision
+                // would silently undo whatever was committed since. An explicit
+                // --expect-revision already says which revision the change is based on.
+                if let Some(inc) = incoming
+                    && inc < actual
+                    && old.is_some()
+                    && expect_revision.is_none()
+                {
+                    detail["conflict"] = json!("revision");
+                    detail["incoming"] = json!(inc);
+                    detail["live"] = json!(actual);
+                    if !force {
+                        return Err(Error::validation(format!(
+                            "the document is at revision {inc}, older than the live state's {actual}"
+                        ))
+                        .hint("the state changed since you read it: read it again and reapply your change, or pass --force to overwrite it (it is backed up first)"));
+                    }
+                }
+                detail["force"] = json!(force);
+                Ok(new.take())
+            },
+            &mut |waited| lock_wait = Some(waited),
+        );
+        if let Some(w) = lock_wait {
+            detail["lock_wait_ms"] = json!(ms(w));
         }
-        // The serial rule of `import`: a document read at an older revision
-        // would silently undo whatever was committed since. An explicit
-        // --expect-revision already says which revision the change is based on.
-        if let Some(inc) = incoming
-            && inc < actual
-            && old.is_some()
-            && expect_revision.is_none()
-        {
-            detail["conflict"] = json!("revision");
-            detail["incoming"] = json!(inc);
-            detail["live"] = json!(actual);
-            if !force {
-                return Err(Error::validation(format!(
-                    "the document is at revision {inc}, older than the live state's {actual}"
-                ))
-                .hint("the state changed since you read it: read it again and reapply your change, or pass --force to overwrite it (it is backed up first)"));
-            }
-        }
-        detail["force"] = json!(force);
-        let commit = txn.commit(old.as_ref(), new, reason.unwrap_or("write"))?;
+        let commit = commit?.expect("write always commits");
         detail["revision"] = json!(commit.revision);
         Ok(commit)
     })?;
@@ -319,10 +329,21 @@ struct Migrated {
 /// `migrate`: upgrades an older document to the current schema version.
 pub fn migrate(ctx: &Ctx) -> Result<Code> {
     let done = ctx.audited_state("migrate", |detail| {
-        let store = ctx.store()?;
         let owner = ctx.owner_identity()?;
-        let txn = store.begin(owner.as_ref())?;
-        let old = txn.load()?;
+        let mut changes = Vec::new();
+        let commit = ctx.backend.state().transact(
+            owner.as_ref(),
+            ctx.retention,
+            "migrate",
+            &mut |old| {
+                let old = old.ok_or_else(|| ctx.backend.state().missing())?;
+                Ok(document::migrate(old)?.map(|(new, c)| {
+                    changes = c;
+                    new
+                }))
+            },
+            &mut |_| {},
+        )?;
         let mut done = Migrated {
             migrated: false,
             schema_version: document::SCHEMA_VERSION,
@@ -330,8 +351,7 @@ pub fn migrate(ctx: &Ctx) -> Result<Code> {
             revision: None,
             backup: None,
         };
-        if let Some((new, changes)) = document::migrate(&old)? {
-            let commit = txn.commit(Some(&old), new, "migrate")?;
+        if let Some(commit) = commit {
             detail["changes"] = json!(changes);
             detail["revision"] = json!(commit.revision);
             let c = Committed::from(&commit);
