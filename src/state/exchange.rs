@@ -24,7 +24,12 @@
 
 use std::path::Path;
 
-use serde_json::Value;
+use serde_json::{Value, json};
+
+use super::commands;
+use super::document;
+use super::store::{Commit, Store, Txn};
+use crate::exit::Code;
 
 use crate::error::{Error, Result};
 
@@ -100,12 +105,81 @@ pub fn parse(bytes: &[u8], format: Format, source: &str) -> Result<Value> {
     Ok(doc)
 }
 
+/// What `import` did.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Imported {
+    /// The state file.
+    pub path: String,
+    /// The document's source: its file, or standard input.
+    pub from: String,
+    pub format: &'static str,
+    /// The live state's revision before (`None`: there was none, or it did not parse).
+    pub previous_revision: Option<u64>,
+    pub revision: u64,
+    /// Where the replaced version is kept: its backup, or the corrupt copy.
+    pub backup: Option<String>,
+}
+
+/// Replaces the state under `txn` with `doc` (already checked against the
+/// schema), read from `source`: refused (exit 4) when it is at an older
+/// revision than the live state, and (exit 3) over a live state that does
+/// not parse, unless `force` — which then keeps the damaged file aside.
+pub fn import(
+    txn: &Txn<'_, '_>,
+    store: &Store<'_>,
+    doc: Value,
+    source: &str,
+    format: Format,
+    force: bool,
+    detail: &mut Value,
+) -> Result<Imported> {
+    let incoming = document::revision(&doc);
+    let done = |previous_revision, commit: Commit, detail: &Value| Imported {
+        path: store.path().display().to_string(),
+        from: source.to_string(),
+        format: format.name(),
+        previous_revision,
+        revision: commit.revision,
+        backup: commit
+            .backup
+            .map(|p| p.display().to_string())
+            .or_else(|| detail["corrupt_kept_at"].as_str().map(str::to_owned)),
+    };
+    let live = match txn.load_opt() {
+        Ok(live) => live,
+        Err(e) if e.code() == Code::StateCorruption && !force => {
+            return Err(e.hint(
+                "pass --force to replace it with the import (the damaged file is kept aside), or run 'state-manager recover'",
+            ));
+        }
+        Err(e) if e.code() == Code::StateCorruption => {
+            let commit = commands::recover_into(txn, store, doc, detail)?;
+            return Ok(done(None, commit, detail));
+        }
+        Err(e) => return Err(e),
+    };
+    let live_revision = live.as_ref().map(document::revision);
+    if let Some(lr) = live_revision
+        && incoming < lr
+    {
+        detail["conflict"] = json!("revision");
+        detail["incoming"] = json!(incoming);
+        detail["live"] = json!(lr);
+        if !force {
+            return Err(Error::validation(format!(
+                "{source} is at revision {incoming}, older than the live state's {lr}"
+            ))
+            .hint("the state changed since that export: export it again and reapply your edits, or pass --force to overwrite it (it is backed up first)"));
+        }
+    }
+    let commit = txn.commit(live.as_ref(), doc, "pre-import")?;
+    Ok(done(live_revision, commit, detail))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::state::document;
     use crate::state::integrity::{self, Seal};
-    use serde_json::json;
 
     #[test]
     fn yaml_round_trip_gives_back_the_same_document() {

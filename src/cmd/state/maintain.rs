@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use serde_json::{Value, json};
+use serde_json::json;
 
 use super::TOOL;
 use crate::audit::rotate;
@@ -16,12 +16,10 @@ use crate::config::MAX_INPUT_BYTES;
 use crate::durable;
 use crate::error::{Error, Result};
 use crate::exit::Code;
-use crate::state::exchange::{Format, parse, render};
+use crate::state::exchange::{self, Format, parse, render};
 use crate::state::health::{existing_ancestor, human_bytes};
 use crate::state::integrity::{self, Seal};
-use crate::state::{
-    Commit, Store, backup, cleanup, commands, diagnostics, document, repair, selfbench, store,
-};
+use crate::state::{backup, cleanup, diagnostics, document, repair, selfbench, store};
 
 /// `repair [--dry-run] [--json]`: see [`crate::state::repair`]. Exit 0
 /// repaired or nothing to do, 1 no state, 3 does not parse and no valid
@@ -180,77 +178,25 @@ pub fn import(ctx: &Ctx, file: &str, force: bool) -> Result<Code> {
                 "{TOOL}: note: {source} was edited after export (its checksum no longer matches); importing it as it is"
             );
         }
-        let incoming = document::revision(&doc);
         let store = ctx.store()?;
         let owner = ctx.owner_identity()?;
         let txn = store.begin(owner.as_ref())?;
         detail["lock_wait_ms"] = json!(crate::audit::event::ms(txn.waited));
-        let live = match txn.load_opt() {
-            Ok(live) => live,
-            Err(e) if e.code() == Code::StateCorruption && !force => {
-                return Err(e.hint(
-                    "pass --force to replace it with the import (the damaged file is kept aside), or run 'state-manager recover'",
-                ));
-            }
-            Err(e) if e.code() == Code::StateCorruption => {
-                let commit = commands::recover_into(&txn, &store, doc, detail)?;
-                return done(ctx, detail, &source, &store, None, commit);
-            }
-            Err(e) => return Err(e),
-        };
-        let live_revision = live.as_ref().map(document::revision);
-        if let Some(lr) = live_revision
-            && incoming < lr
-        {
-            detail["conflict"] = json!("revision");
-            detail["incoming"] = json!(incoming);
-            detail["live"] = json!(lr);
-            if !force {
-                return Err(Error::validation(format!(
-                    "{source} is at revision {incoming}, older than the live state's {lr}"
-                ))
-                .hint("the state changed since that export: export it again and reapply your edits, or pass --force to overwrite it (it is backed up first)"));
-            }
+        let done = exchange::import(&txn, &store, doc, &source, format, force, detail)?;
+        detail["revision"] = json!(done.revision);
+        if ctx.output.json {
+            ctx.print_json(&done);
+        } else {
+            let kept = done.backup.as_ref().map_or(String::new(), |b| {
+                format!("; the previous version is kept as {b}")
+            });
+            cli::println(&format!(
+                "imported {source} into {} (revision {}{kept})",
+                done.path, done.revision
+            ));
         }
-        let commit = txn.commit(live.as_ref(), doc, "pre-import")?;
-        done(ctx, detail, &source, &store, live_revision, commit)
+        Ok(Code::Success)
     })
-}
-
-fn done(
-    ctx: &Ctx,
-    detail: &mut Value,
-    source: &str,
-    store: &Store<'_>,
-    previous: Option<u64>,
-    commit: Commit,
-) -> Result<Code> {
-    let as_json = ctx.output.json;
-    detail["revision"] = json!(commit.revision);
-    let backup = commit
-        .backup
-        .map(|p| p.display().to_string())
-        .or_else(|| detail["corrupt_kept_at"].as_str().map(str::to_owned));
-    if as_json {
-        ctx.output.json(&json!({
-            "path": store.path().display().to_string(),
-            "from": source,
-            "format": detail["format"],
-            "previous_revision": previous,
-            "revision": commit.revision,
-            "backup": backup,
-        }));
-    } else {
-        let kept = backup.map_or(String::new(), |b| {
-            format!("; the previous version is kept as {b}")
-        });
-        cli::println(&format!(
-            "imported {source} into {} (revision {}{kept})",
-            store.path().display(),
-            commit.revision
-        ));
-    }
-    Ok(Code::Success)
 }
 
 /// `cleanup`'s command line: what to clean, and how to print.
