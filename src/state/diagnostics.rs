@@ -10,7 +10,13 @@
 
 use serde_json::{Value, json};
 
-use crate::audit::stats::Group;
+use super::backup;
+use super::health::existing_ancestor;
+use crate::audit::rotate;
+use crate::audit::scan::{Filter, Totals};
+use crate::audit::stats::{self, By, Group, Stats};
+use crate::config::Config;
+use crate::error::Result;
 
 pub fn group_json(name: &str, g: &Group, verbose: bool) -> Value {
     let mut v = json!({
@@ -30,4 +36,108 @@ pub fn group_json(name: &str, g: &Group, verbose: bool) -> Value {
         );
     }
     v
+}
+
+/// What the audit log and the disk say (see the module docs).
+pub struct Diagnostics {
+    pub stats: Stats,
+    pub totals: Totals,
+    /// Stale-lock takeovers recorded.
+    pub takeovers: u64,
+    /// Operations that failed with exit 2.
+    pub lock_timeouts: u64,
+    pub state_bytes: u64,
+    pub backups: usize,
+    pub backup_bytes: u64,
+    pub checkpoints: usize,
+    pub checkpoint_bytes: u64,
+    pub audit_log_files: usize,
+    pub audit_log_bytes: u64,
+    /// Free and total bytes, free inodes of the state root's filesystem.
+    pub filesystem: Option<Value>,
+}
+
+/// Reads the audit log (once) and sizes the state's files.
+pub fn gather(cfg: &Config) -> Result<Diagnostics> {
+    let (st, totals) = stats::collect(cfg, &Filter::default(), By::Op)?;
+    let takeovers = st.groups.get("takeover").map_or(0, |g| g.events);
+    let lock_timeouts: u64 = st
+        .groups
+        .values()
+        .map(|g| g.by_exit.get(&2).copied().unwrap_or(0))
+        .sum();
+    let backups = backup::list(cfg)?;
+    let checkpoints = crate::recovery::checkpoint::list(cfg)?;
+    let log_files = rotate::log_files(&cfg.audit_log);
+    Ok(Diagnostics {
+        takeovers,
+        lock_timeouts,
+        state_bytes: std::fs::metadata(&cfg.state_file).map_or(0, |m| m.len()),
+        backups: backups.len(),
+        backup_bytes: backups.iter().map(|b| b.size).sum(),
+        checkpoints: checkpoints.len(),
+        checkpoint_bytes: checkpoints
+            .iter()
+            .map(|c| super::cleanup::size_of(&c.path))
+            .sum(),
+        audit_log_files: log_files.len(),
+        audit_log_bytes: log_files
+            .iter()
+            .filter_map(|p| std::fs::metadata(p).ok())
+            .map(|m| m.len())
+            .sum(),
+        filesystem: rustix::fs::statvfs(existing_ancestor(&cfg.root))
+            .ok()
+            .map(|v| {
+                json!({
+                    "free_bytes": v.f_bavail.saturating_mul(v.f_frsize),
+                    "total_bytes": v.f_blocks.saturating_mul(v.f_frsize),
+                    "free_inodes": v.f_favail,
+                })
+            }),
+        stats: st,
+        totals,
+    })
+}
+
+impl Diagnostics {
+    /// The operations by kind, most events first.
+    pub fn operations(&self) -> Vec<(&String, &Group)> {
+        let mut ops: Vec<(&String, &Group)> = self.stats.groups.iter().collect();
+        ops.sort_by(|a, b| b.1.events.cmp(&a.1.events).then_with(|| a.0.cmp(b.0)));
+        ops
+    }
+
+    /// The report `diagnostics --json` prints; `verbose` adds failures by
+    /// exit code per operation.
+    pub fn to_json(&self, verbose: bool) -> Value {
+        let (st, totals) = (&self.stats, &self.totals);
+        let t = &st.total;
+        json!({
+            "audit": {
+                "events": t.events,
+                "malformed_lines": totals.malformed,
+                "files": totals.files.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
+                "first": st.first.map(crate::audit::scan::format_micros),
+                "last": st.last.map(crate::audit::scan::format_micros),
+                "failed": t.failed,
+                "error_rate": if t.events == 0 { 0.0 } else { t.failed as f64 / t.events as f64 },
+                "duration_ms": t.duration.summary(),
+                "lock_wait_ms": t.wait.summary(),
+                "lock_timeouts": self.lock_timeouts,
+                "stale_takeovers": self.takeovers,
+                "operations": self.operations().iter().map(|(k, g)| group_json(k, g, verbose)).collect::<Vec<_>>(),
+            },
+            "disk": {
+                "state_bytes": self.state_bytes,
+                "backups": self.backups,
+                "backup_bytes": self.backup_bytes,
+                "checkpoints": self.checkpoints,
+                "checkpoint_bytes": self.checkpoint_bytes,
+                "audit_log_files": self.audit_log_files,
+                "audit_log_bytes": self.audit_log_bytes,
+                "filesystem": self.filesystem,
+            },
+        })
+    }
 }

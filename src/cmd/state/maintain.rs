@@ -7,9 +7,7 @@ use std::time::Duration;
 use serde_json::json;
 
 use super::TOOL;
-use crate::audit::rotate;
-use crate::audit::scan::Filter;
-use crate::audit::stats::{self, By, Group};
+use crate::audit::stats;
 use crate::audit::table::ms;
 use crate::cmd::{self as cli, Ctx, JsonArgs};
 use crate::config::MAX_INPUT_BYTES;
@@ -17,9 +15,9 @@ use crate::durable;
 use crate::error::{Error, Result};
 use crate::exit::Code;
 use crate::state::exchange::{self, Format, parse, render};
-use crate::state::health::{existing_ancestor, human_bytes};
+use crate::state::health::human_bytes;
 use crate::state::integrity::{self, Seal};
-use crate::state::{backup, cleanup, diagnostics, document, repair, selfbench, store};
+use crate::state::{cleanup, diagnostics, document, repair, selfbench, store};
 
 /// `repair [--dry-run] [--json]`: see [`crate::state::repair`]. Exit 0
 /// repaired or nothing to do, 1 no state, 3 does not parse and no valid
@@ -299,72 +297,22 @@ pub fn benchmark(ctx: &Ctx, operations: usize) -> Result<Code> {
 
 /// `diagnostics [--json] [--verbose]`
 pub fn diagnostics(ctx: &Ctx, verbose: bool) -> Result<Code> {
-    let as_json = ctx.output.json;
-    let cfg = &ctx.cfg;
-    let (st, totals) = stats::collect(cfg, &Filter::default(), By::Op)?;
-    let mut ops: Vec<(&String, &Group)> = st.groups.iter().collect();
-    ops.sort_by(|a, b| b.1.events.cmp(&a.1.events).then_with(|| a.0.cmp(b.0)));
-    let takeovers = st.groups.get("takeover").map_or(0, |g| g.events);
-    let lock_timeouts: u64 = st
-        .groups
-        .values()
-        .map(|g| g.by_exit.get(&2).copied().unwrap_or(0))
-        .sum();
-
-    let state_size = std::fs::metadata(&cfg.state_file).map_or(0, |m| m.len());
-    let backups = backup::list(cfg)?;
-    let backup_bytes: u64 = backups.iter().map(|b| b.size).sum();
-    let checkpoints = crate::recovery::checkpoint::list(cfg)?;
-    let checkpoint_bytes: u64 = checkpoints
-        .iter()
-        .map(|c| crate::state::cleanup::size_of(&c.path))
-        .sum();
-    let log_files = rotate::log_files(&cfg.audit_log);
-    let log_bytes: u64 = log_files
-        .iter()
-        .filter_map(|p| std::fs::metadata(p).ok())
-        .map(|m| m.len())
-        .sum();
-    let disk = rustix::fs::statvfs(existing_ancestor(&cfg.root))
-        .ok()
-        .map(|v| {
-            json!({
-                "free_bytes": v.f_bavail.saturating_mul(v.f_frsize),
-                "total_bytes": v.f_blocks.saturating_mul(v.f_frsize),
-                "free_inodes": v.f_favail,
-            })
-        });
-    let t = &st.total;
-    let report = json!({
-        "audit": {
-            "events": t.events,
-            "malformed_lines": totals.malformed,
-            "files": totals.files.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
-            "first": st.first.map(crate::audit::scan::format_micros),
-            "last": st.last.map(crate::audit::scan::format_micros),
-            "failed": t.failed,
-            "error_rate": if t.events == 0 { 0.0 } else { t.failed as f64 / t.events as f64 },
-            "duration_ms": t.duration.summary(),
-            "lock_wait_ms": t.wait.summary(),
-            "lock_timeouts": lock_timeouts,
-            "stale_takeovers": takeovers,
-            "operations": ops.iter().map(|(k, g)| diagnostics::group_json(k, g, verbose)).collect::<Vec<_>>(),
-        },
-        "disk": {
-            "state_bytes": state_size,
-            "backups": backups.len(),
-            "backup_bytes": backup_bytes,
-            "checkpoints": checkpoints.len(),
-            "checkpoint_bytes": checkpoint_bytes,
-            "audit_log_files": log_files.len(),
-            "audit_log_bytes": log_bytes,
-            "filesystem": disk,
-        },
-    });
-    if as_json {
+    let d = diagnostics::gather(&ctx.cfg)?;
+    let report = d.to_json(verbose);
+    if ctx.output.json {
         ctx.output.json(&report);
         return Ok(Code::Success);
     }
+    let (st, totals) = (&d.stats, &d.totals);
+    let ops = d.operations();
+    let t = &st.total;
+    let (takeovers, lock_timeouts) = (d.takeovers, d.lock_timeouts);
+    let (state_size, backup_bytes, checkpoint_bytes, log_bytes) = (
+        d.state_bytes,
+        d.backup_bytes,
+        d.checkpoint_bytes,
+        d.audit_log_bytes,
+    );
     let rate = |failed: u64, events: u64| {
         if events == 0 {
             0.0
@@ -419,12 +367,12 @@ pub fn diagnostics(ctx: &Ctx, verbose: bool) -> Result<Code> {
     out.push_str(&format!(
         "state:            {}\nbackups:          {} ({})\ncheckpoints:      {} ({})\naudit log:        {} in {} file(s)\n",
         human_bytes(state_size),
-        backups.len(),
+        d.backups,
         human_bytes(backup_bytes),
-        checkpoints.len(),
+        d.checkpoints,
         human_bytes(checkpoint_bytes),
         human_bytes(log_bytes),
-        log_files.len(),
+        d.audit_log_files,
     ));
     if let Some(d) = &report["disk"]["filesystem"].as_object() {
         out.push_str(&format!(
