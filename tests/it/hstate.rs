@@ -366,3 +366,69 @@ fn debug_lines_name_the_state_file_the_lock_wait_and_the_commit() {
     // Off by default.
     assert_eq!(env.run(SM, &["set", ".phase", r#""b""#]).ok().stderr, "");
 }
+
+#[test]
+fn repair_cleanup_import_and_changes_match_their_schemas() {
+    let repair = validator("state-manager-repair");
+    let cleanup = validator("state-manager-cleanup");
+    let import = validator("state-manager-import");
+    let commit = validator("state-manager-commit");
+    let env = populated();
+    for args in [
+        &["set", ".phase", r#""s""#][..],
+        &["merge", r#"{"context":{"k":1}}"#],
+        &["append", ".completedTasks", r#""t9""#],
+        &["signal", "DONE"],
+    ] {
+        let mut a = args.to_vec();
+        a.push("--json");
+        assert_valid(&commit, &env.run(SM, &a).ok().json(), &args.join(" "));
+    }
+    assert_valid(
+        &repair,
+        &env.run(SM, &["repair", "--json"]).ok().json(),
+        "nothing to do",
+    );
+    let mut doc = env.state();
+    doc["metadata"].as_object_mut().unwrap().remove("checksum");
+    doc["phase"] = json!(7);
+    fs::write(env.state_file(), serde_json::to_vec(&doc).unwrap()).unwrap();
+    let v = env.run(SM, &["repair", "--json"]).code(4).json();
+    assert_valid(&repair, &v, "unfixable");
+    doc["phase"] = json!("p");
+    fs::write(env.state_file(), serde_json::to_vec(&doc).unwrap()).unwrap();
+    let v = env.run(SM, &["repair", "--json"]).ok().json();
+    assert_valid(&repair, &v, "repaired");
+    assert_eq!(v["changed"], json!(true));
+    assert_valid(
+        &cleanup,
+        &env.run(SM, &["cleanup", "--keep", "1", "--dry-run", "--json"])
+            .ok()
+            .json(),
+        "dry run",
+    );
+    let v = env
+        .run(SM, &["cleanup", "--keep", "1", "--json"])
+        .ok()
+        .json();
+    assert_valid(&cleanup, &v, "cleanup");
+    assert!(!v["removed"].as_array().unwrap().is_empty(), "{v}");
+    let v = env
+        .run(
+            SM,
+            &["import", "--file", "exported.json", "--force", "--json"],
+        )
+        .ok()
+        .json();
+    assert_valid(&import, &v, "import");
+    fs::write(env.state_file(), b"{").unwrap();
+    let v = env
+        .run(
+            SM,
+            &["import", "--file", "exported.json", "--force", "--json"],
+        )
+        .ok()
+        .json();
+    assert_valid(&import, &v, "import over a corrupt state");
+    assert_eq!(v["previous_revision"], Value::Null);
+}
