@@ -196,6 +196,9 @@ fn read_takes_json_as_a_no_op_and_compact_prints_one_line() {
     assert_eq!(env.sm(&["read", ".completedTasks", "-c"]), "[\"t1\"]\n");
     assert_eq!(env.sm(&["read", ".phase", "--json"]), "\"impl\"\n");
     assert_eq!(env.sm(&["read", ".phase", "-r"]), "impl\n");
+    // export prints the document too: --json is --format json, -c one line.
+    assert_eq!(env.sm(&["export", "--json"]), plain);
+    assert_eq!(env.sm(&["export", "--json", "-c"]), one);
 }
 
 #[test]

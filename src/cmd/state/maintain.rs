@@ -107,11 +107,16 @@ pub fn export(ctx: &Ctx, format: Option<Format>, output: Option<&Path>) -> Resul
                 "{TOOL}: warning: the state's checksum does not match its content (changed outside the toolkit or corrupted); exporting it as it is — see 'state-manager verify-integrity'"
             );
         }
-        let bytes = render(&doc, format)?;
         let Some(out) = output else {
-            cli::print(&String::from_utf8_lossy(&bytes));
+            if ctx.output.compact && format == Format::Json {
+                // `--json -c`: the document on one line.
+                cli::println(&serde_json::to_string(&doc).expect("JSON serializes"));
+            } else {
+                cli::print(&String::from_utf8_lossy(&render(&doc, format)?));
+            }
             return Ok(Code::Success);
         };
+        let bytes = render(&doc, format)?;
         durable::write_output(out, |w| {
             w.write_all(&bytes)
                 .map_err(|e| Error::io(e, "cannot write the export", out))
