@@ -435,3 +435,74 @@ fn repair_cleanup_import_and_changes_match_their_schemas() {
     assert_valid(&import, &v, "import over a corrupt state");
     assert_eq!(v["previous_revision"], Value::Null);
 }
+
+/// stdout of `cmdline` run under a pseudo-terminal (script(1)).
+fn on_a_tty(env: &Env, no_color: bool, cmdline: &str) -> String {
+    let mut c = std::process::Command::new("script");
+    env.clean_env(&mut c);
+    c.env_remove("NO_COLOR");
+    if no_color {
+        c.env("NO_COLOR", "1");
+    }
+    c.env(
+        "PATH",
+        format!("{}:/usr/bin:/bin", crate::harness::bin_dir().display()),
+    );
+    c.args(["-qec", cmdline, "/dev/null"]);
+    let out = c.output().expect("script(1)");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn health_status_and_verify_integrity_are_coloured_only_on_a_terminal() {
+    let env = Env::new();
+    env.init();
+    for cmd in ["state-manager health", "state-manager status"] {
+        let tty = on_a_tty(&env, false, cmd);
+        assert!(
+            tty.contains("\x1b[32m"),
+            "{cmd}: colour on a terminal: {tty:?}"
+        );
+        let plain = on_a_tty(&env, true, cmd);
+        assert!(!plain.contains('\x1b'), "{cmd}: NO_COLOR: {plain:?}");
+        let flag = on_a_tty(&env, false, &format!("{cmd} --no-color"));
+        assert!(!flag.contains('\x1b'), "{cmd}: --no-color: {flag:?}");
+    }
+    // The columns line up as without colour (free space aside, which moves).
+    let steady = |text: &str| -> Vec<String> {
+        text.lines()
+            .filter(|l| !l.contains("free of"))
+            .map(str::to_owned)
+            .collect()
+    };
+    let tty = on_a_tty(&env, false, "state-manager health").replace("\r\n", "\n");
+    assert_eq!(steady(&strip_ansi(&tty)), steady(&env.sm(&["health"])));
+    fs::write(env.state_file(), b"{").unwrap();
+    let tty = on_a_tty(&env, false, "state-manager verify-integrity");
+    assert!(tty.contains("\x1b[31mCORRUPT"), "{tty:?}");
+    let mut c = env.cmd(SM);
+    c.env_remove("NO_COLOR").arg("health");
+    let piped = c.output().unwrap();
+    assert!(
+        !String::from_utf8_lossy(&piped.stdout).contains('\x1b'),
+        "never into a pipe"
+    );
+}
+
+/// `text` without ANSI colour sequences.
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::new();
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            for d in chars.by_ref() {
+                if d == 'm' {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}

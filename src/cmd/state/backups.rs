@@ -4,7 +4,7 @@
 use serde::Serialize;
 use serde_json::json;
 
-use crate::cmd::{self as cli, Ctx};
+use crate::cmd::{self as cli, Ctx, Paint};
 use crate::error::Result;
 use crate::exit::Code;
 use crate::state::backup::Backup;
@@ -84,7 +84,11 @@ pub fn list_backups(ctx: &Ctx) -> Result<Code> {
                 b.name,
                 b.size,
                 b.made.format("%Y-%m-%d %H:%M:%SZ"),
-                if l.valid { "yes" } else { "NO" }
+                if l.valid {
+                    "yes".to_string()
+                } else {
+                    ctx.output.paint("NO", Paint::Bad)
+                }
             ));
         }
         cli::print(&out);

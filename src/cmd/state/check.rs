@@ -5,7 +5,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use super::TOOL;
-use crate::cmd::{self as cli, Ctx};
+use crate::cmd::{self as cli, Ctx, Paint};
 use crate::error::{Error, Result};
 use crate::exit::Code;
 use crate::state::health::{self, StatusReport};
@@ -21,7 +21,7 @@ pub fn status(ctx: &Ctx) -> Result<Code> {
     if ctx.output.json {
         ctx.print_json(&report);
     } else {
-        cli::print(&status_text(&report));
+        cli::print(&status_text(ctx, &report));
     }
     if report.code() == Code::GeneralError {
         eprintln!(
@@ -32,17 +32,26 @@ pub fn status(ctx: &Ctx) -> Result<Code> {
     Ok(report.code())
 }
 
-fn status_text(r: &StatusReport) -> String {
+fn status_text(ctx: &Ctx, r: &StatusReport) -> String {
     let s = |v: &Value| match v {
         Value::String(s) => s.clone(),
         Value::Null => "-".into(),
         other => other.to_string(),
     };
     let degraded = if r.degraded_mode.enabled {
-        format!("ON ({})", s(&r.degraded_mode.reason))
+        ctx.output
+            .paint(&format!("ON ({})", s(&r.degraded_mode.reason)), Paint::Warn)
     } else {
         "off".into()
     };
+    let state = ctx.output.paint(
+        r.state.name(),
+        match r.state {
+            health::Condition::Valid => Paint::Good,
+            health::Condition::Invalid => Paint::Warn,
+            _ => Paint::Bad,
+        },
+    );
     let locks_text = if r.live_locks.is_empty() {
         "none".to_string()
     } else {
@@ -51,7 +60,7 @@ fn status_text(r: &StatusReport) -> String {
     format!(
         "state file:     {}\nstate:          {}\nsize:           {}\nschema version: {}\nphase:          {}\nlast modified:  {}\nrevision:       {}\nbackups:        {}\nlive locks:     {}\ndegraded mode:  {}\n",
         r.path,
-        r.state.name(),
+        state,
         r.size.map_or("-".into(), |n| format!("{n} bytes")),
         s(&r.schema_version),
         s(&r.phase),
@@ -159,17 +168,23 @@ fn finish_report(ctx: &Ctx, report: &Report, state_path: Option<&std::path::Path
         }
         for f in report.all() {
             for p in &f.problems {
+                let paint = if p.severity() == "invalid" {
+                    Paint::Warn
+                } else {
+                    Paint::Bad
+                };
                 out.push_str(&format!(
-                    "{:<10}  {}: {}\n",
-                    p.severity().to_uppercase(),
+                    "{}  {}: {}\n",
+                    ctx.output
+                        .paint(&format!("{:<10}", p.severity().to_uppercase()), paint),
                     f.path.display(),
                     p.message
                 ));
             }
             if f.status() == "unverified" {
                 out.push_str(&format!(
-                    "{:<10}  {}: no checksum (written by hand or by an older toolkit; the next write adds one)\n",
-                    "UNVERIFIED",
+                    "{}  {}: no checksum (written by hand or by an older toolkit; the next write adds one)\n",
+                    ctx.output.paint("UNVERIFIED", Paint::Dim),
                     f.path.display()
                 ));
             }
@@ -226,15 +241,33 @@ pub fn validate_backup(ctx: &Ctx, id: &str) -> Result<Code> {
     })
 }
 
+/// The colour of a health status.
+fn health_paint(status: &str) -> Paint {
+    match status {
+        "healthy" => Paint::Good,
+        "degraded" => Paint::Warn,
+        "unhealthy" => Paint::Bad,
+        _ => Paint::Dim,
+    }
+}
+
 /// `health [--json]`: see [`crate::state::health`].
 pub fn health(ctx: &Ctx) -> Result<Code> {
     let report = health::report(&ctx.cfg);
     if ctx.output.json {
         ctx.print_json(&report);
     } else {
-        let mut out = format!("status: {}\n", report.status);
+        let paint = |status: &str, text: String| ctx.output.paint(&text, health_paint(status));
+        let mut out = format!(
+            "status: {}\n",
+            paint(report.status, report.status.to_string())
+        );
         for (name, c) in &report.checks {
-            out.push_str(&format!("  {name:<14} {:<10} {}\n", c.status, c.detail));
+            out.push_str(&format!(
+                "  {name:<14} {} {}\n",
+                paint(c.status, format!("{:<10}", c.status)),
+                c.detail
+            ));
         }
         cli::print(&out);
     }
