@@ -99,20 +99,20 @@ pub struct Recovered {
 }
 
 impl FileBackend {
-    fn store(&self, retention: Retention) -> Result<store::Store<'_>> {
+    fn open_state(&self, retention: Retention) -> Result<store::Store<'_>> {
         store::Store::open(&self.cfg, retention)
     }
 }
 
 impl StateStore for FileBackend {
     fn load_bytes(&self) -> Result<Option<Vec<u8>>> {
-        let st = self.store(Retention::default())?;
+        let st = self.open_state(Retention::default())?;
         crate::debug::log(|| format!("state file {}", st.path().display()));
         st.load_bytes()
     }
 
     fn missing(&self) -> crate::error::Error {
-        match self.store(Retention::default()) {
+        match self.open_state(Retention::default()) {
             Ok(st) => st.missing(),
             Err(e) => e,
         }
@@ -121,7 +121,7 @@ impl StateStore for FileBackend {
     fn parse(&self, bytes: &[u8]) -> Result<Value> {
         // The resolved path is wanted only in the message of a failure.
         serde_json::from_slice(bytes).or_else(|_| {
-            let st = self.store(Retention::default())?;
+            let st = self.open_state(Retention::default())?;
             store::parse_state(bytes, st.path())
         })
     }
@@ -134,7 +134,7 @@ impl StateStore for FileBackend {
         change: Transform<'_>,
         waited: &mut dyn FnMut(Duration),
     ) -> Result<Option<Commit>> {
-        let st = self.store(retention)?;
+        let st = self.open_state(retention)?;
         let txn = st.begin(owner)?;
         waited(txn.waited);
         let old = txn.load_opt()?;
@@ -149,7 +149,7 @@ impl StateStore for FileBackend {
     }
 
     fn backup(&self, reason: &str, retention: Retention) -> Result<PathBuf> {
-        let st = self.store(retention)?;
+        let st = self.open_state(retention)?;
         // A backup that would not restore is no backup.
         st.load()?;
         let made = backup::create(&self.cfg, st.path(), reason)?.ok_or_else(|| st.missing())?;
@@ -170,7 +170,7 @@ impl StateStore for FileBackend {
         retention: Retention,
         pattern: Option<&str>,
     ) -> Result<Recovered> {
-        let st = self.store(retention)?;
+        let st = self.open_state(retention)?;
         let txn = st.begin(owner)?;
         let Some((b, doc)) = commands::newest_valid_backup(&self.cfg, pattern)? else {
             let what = match pattern {
