@@ -238,6 +238,48 @@ pub fn migrate(doc: &Value) -> Result<Option<(Value, Vec<String>)>> {
     }
 }
 
+/// Degraded mode as a report shows it: the document's `degradedMode`
+/// object with snake_case keys (`since` is its `timestamp`, `features` its
+/// `disabledFeatures`; an empty string is `None`). Off when there is no
+/// state. The same shape in every report (`status`, `error-recovery status`).
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
+pub struct DegradedMode {
+    pub enabled: bool,
+    pub reason: Option<String>,
+    /// When it was turned on (RFC 3339).
+    pub since: Option<String>,
+    /// The features turned off.
+    pub features: Vec<String>,
+}
+
+impl DegradedMode {
+    /// The degraded mode document `doc` records.
+    pub fn of(doc: Option<&Value>) -> DegradedMode {
+        let dm = doc.and_then(|d| d.get("degradedMode"));
+        let text = |k: &str| {
+            dm.and_then(|m| m.get(k))
+                .and_then(Value::as_str)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+        };
+        DegradedMode {
+            enabled: dm.and_then(|m| m.get("enabled")) == Some(&Value::Bool(true)),
+            reason: text("reason"),
+            since: text("timestamp"),
+            features: dm
+                .and_then(|m| m.get("disabledFeatures"))
+                .and_then(Value::as_array)
+                .map(|a| {
+                    a.iter()
+                        .filter_map(Value::as_str)
+                        .map(str::to_owned)
+                        .collect()
+                })
+                .unwrap_or_default(),
+        }
+    }
+}
+
 // The checksum every document carries (see `super::integrity` for the rules).
 
 /// The prefix of every checksum the toolkit writes.

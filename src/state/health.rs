@@ -30,6 +30,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use super::backup;
+use super::document;
 use super::integrity::{self, Seal};
 use super::schema;
 use super::store;
@@ -655,33 +656,6 @@ impl Condition {
     }
 }
 
-/// The document's `degradedMode`, with snake_case keys (as every report
-/// prints it).
-#[derive(Clone, Debug, Serialize)]
-pub struct DegradedMode {
-    pub enabled: bool,
-    pub reason: Value,
-    pub timestamp: Value,
-    pub disabled_features: Value,
-}
-
-impl DegradedMode {
-    /// The `degradedMode` of `doc` (off when there is none).
-    pub fn of(doc: Option<&Value>) -> DegradedMode {
-        let get = |p: &str| {
-            doc.and_then(|d| d.pointer(p))
-                .cloned()
-                .unwrap_or(Value::Null)
-        };
-        DegradedMode {
-            enabled: get("/degradedMode/enabled").as_bool().unwrap_or(false),
-            reason: get("/degradedMode/reason"),
-            timestamp: get("/degradedMode/timestamp"),
-            disabled_features: get("/degradedMode/disabledFeatures"),
-        }
-    }
-}
-
 /// What `status` reports.
 #[derive(Clone, Debug, Serialize)]
 pub struct StatusReport {
@@ -699,7 +673,7 @@ pub struct StatusReport {
     /// How many backups there are.
     pub backups: usize,
     pub live_locks: Vec<String>,
-    pub degraded_mode: DegradedMode,
+    pub degraded_mode: document::DegradedMode,
 }
 
 impl StatusReport {
@@ -739,7 +713,7 @@ pub fn status(cfg: &Config, path: &Path, bytes: Option<&[u8]>, backups: usize) -
         violations,
         backups,
         live_locks: live_locks(cfg),
-        degraded_mode: DegradedMode::of(doc.as_ref()),
+        degraded_mode: document::DegradedMode::of(doc.as_ref()),
     }
 }
 

@@ -259,7 +259,8 @@ fn status_output_matches_its_schema_whatever_the_state() {
     assert_valid(&schema, &v, "valid");
     assert_eq!(v["degraded_mode"]["enabled"], json!(true));
     assert_eq!(v["degraded_mode"]["reason"], "api down");
-    assert_eq!(v["degraded_mode"]["disabled_features"], json!([]));
+    assert_eq!(v["degraded_mode"]["since"], "2026-01-01T00:00:00Z");
+    assert_eq!(v["degraded_mode"]["features"], json!([]));
     assert_eq!(v["violations"], json!([]));
     assert_eq!(v["violation_count"], json!(0));
     let mut doc = env.state();

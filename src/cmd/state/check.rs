@@ -39,8 +39,10 @@ fn status_text(ctx: &Ctx, r: &StatusReport) -> String {
         other => other.to_string(),
     };
     let degraded = if r.degraded_mode.enabled {
-        ctx.output
-            .paint(&format!("ON ({})", s(&r.degraded_mode.reason)), Paint::Warn)
+        ctx.output.paint(
+            &format!("ON ({})", r.degraded_mode.reason.as_deref().unwrap_or("-")),
+            Paint::Warn,
+        )
     } else {
         "off".into()
     };
