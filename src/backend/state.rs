@@ -5,18 +5,192 @@
 //! file, written by [`crate::durable::replace`]) and
 //! [`crate::state::backup`] (`.state-backups/`).
 
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde_json::Value;
+
 use super::FileBackend;
 use crate::error::Result;
-use crate::state::store;
+use crate::lock::Identity;
+use crate::state::backup::{self, Backup, Retention};
+use crate::state::{Commit, commands, store};
+
+/// A change to the document inside a transaction, in place.
+pub type Change<'f> = &'f mut dyn FnMut(&mut Value) -> Result<()>;
+/// A change to the document inside a transaction: from the current one
+/// (`None`: no state) to the next (`None`: leave it as it is).
+pub type Transform<'f> = &'f mut dyn FnMut(Option<&Value>) -> Result<Option<Value>>;
 
 /// Where the state document lives and how it changes.
 pub trait StateStore {
     /// The stored document's bytes as they are; `None` when there is no state.
     fn load_bytes(&self) -> Result<Option<Vec<u8>>>;
+    /// The error for a state that does not exist (exit 1, naming `init`).
+    fn missing(&self) -> crate::error::Error;
+    /// The document in `bytes` (as [`StateStore::load_bytes`] gave them);
+    /// exit 3 naming `recover` when they do not parse.
+    fn parse(&self, bytes: &[u8]) -> Result<Value>;
+    /// A read-modify-write under the `state` lock on behalf of `owner`:
+    /// `change` gets the current document (`None` when there is no state;
+    /// exit 3 before it is called when the state does not parse) and
+    /// returns the next one, or `None` to change nothing. The new document
+    /// is committed as the next revision, the version it replaces backed up
+    /// as `reason`. `waited` is told how long the lock took, before
+    /// `change` runs.
+    fn transact(
+        &self,
+        owner: Option<&Identity>,
+        retention: Retention,
+        reason: &str,
+        change: Transform<'_>,
+        waited: &mut dyn FnMut(Duration),
+    ) -> Result<Option<Commit>>;
+    /// [`StateStore::transact`] of an existing document edited in place
+    /// (exit 1 when there is none).
+    fn update(
+        &self,
+        owner: Option<&Identity>,
+        retention: Retention,
+        reason: &str,
+        change: Change<'_>,
+        waited: &mut dyn FnMut(Duration),
+    ) -> Result<Commit> {
+        let commit = self.transact(
+            owner,
+            retention,
+            reason,
+            &mut |old| {
+                let mut new = old.ok_or_else(|| self.missing())?.clone();
+                change(&mut new)?;
+                Ok(Some(new))
+            },
+            waited,
+        )?;
+        Ok(commit.expect("an update always commits"))
+    }
+    /// The backups, newest first.
+    fn list_backups(&self) -> Result<Vec<Backup>>;
+    /// A backup of the current state named for `reason`; old backups are
+    /// then pruned by `retention` (keeping at least this one).
+    fn backup(&self, reason: &str, retention: Retention) -> Result<PathBuf>;
+    /// Restores the newest valid backup whose name contains `pattern`
+    /// under the `state` lock, keeping the current version first (as a
+    /// backup, or aside when it does not parse). Exit 3 when none matches.
+    fn recover(
+        &self,
+        owner: Option<&Identity>,
+        retention: Retention,
+        pattern: Option<&str>,
+    ) -> Result<Recovered>;
+}
+
+/// What [`StateStore::recover`] did.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Recovered {
+    pub path: String,
+    /// The backup restored.
+    pub recovered_from: String,
+    pub revision: u64,
+    /// Where the current version was kept: its backup, or the corrupt copy.
+    pub backup: Option<String>,
+    /// Set when the current version did not parse and was kept aside.
+    pub corrupt_kept_at: Option<String>,
+}
+
+impl FileBackend {
+    fn open_state(&self, retention: Retention) -> Result<store::Store<'_>> {
+        store::Store::open(&self.cfg, retention)
+    }
 }
 
 impl StateStore for FileBackend {
     fn load_bytes(&self) -> Result<Option<Vec<u8>>> {
-        store::Store::open(&self.cfg, Default::default())?.load_bytes()
+        let st = self.open_state(Retention::default())?;
+        crate::debug::log(|| format!("state file {}", st.path().display()));
+        st.load_bytes()
+    }
+
+    fn missing(&self) -> crate::error::Error {
+        match self.open_state(Retention::default()) {
+            Ok(st) => st.missing(),
+            Err(e) => e,
+        }
+    }
+
+    fn parse(&self, bytes: &[u8]) -> Result<Value> {
+        // The resolved path is wanted only in the message of a failure.
+        serde_json::from_slice(bytes).or_else(|_| {
+            let st = self.open_state(Retention::default())?;
+            store::parse_state(bytes, st.path())
+        })
+    }
+
+    fn transact(
+        &self,
+        owner: Option<&Identity>,
+        retention: Retention,
+        reason: &str,
+        change: Transform<'_>,
+        waited: &mut dyn FnMut(Duration),
+    ) -> Result<Option<Commit>> {
+        let st = self.open_state(retention)?;
+        let txn = st.begin(owner)?;
+        waited(txn.waited);
+        let old = txn.load_opt()?;
+        match change(old.as_ref())? {
+            Some(new) => txn.commit(old.as_ref(), new, reason).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn list_backups(&self) -> Result<Vec<Backup>> {
+        backup::list(&self.cfg)
+    }
+
+    fn backup(&self, reason: &str, retention: Retention) -> Result<PathBuf> {
+        let st = self.open_state(retention)?;
+        // A backup that would not restore is no backup.
+        st.load()?;
+        let made = backup::create(&self.cfg, st.path(), reason)?.ok_or_else(|| st.missing())?;
+        crate::debug::log(|| format!("backup made: {}", made.display()));
+        let keep = Retention {
+            keep: retention.keep.max(1),
+            ..retention
+        };
+        if let Err(e) = backup::prune(&self.cfg, keep) {
+            eprintln!("state-manager: warning: cannot prune backups: {e}");
+        }
+        Ok(made)
+    }
+
+    fn recover(
+        &self,
+        owner: Option<&Identity>,
+        retention: Retention,
+        pattern: Option<&str>,
+    ) -> Result<Recovered> {
+        let st = self.open_state(retention)?;
+        let txn = st.begin(owner)?;
+        let Some((b, doc)) = commands::newest_valid_backup(&self.cfg, pattern)? else {
+            let what = match pattern {
+                Some(p) => format!("no valid backup matches '{p}'"),
+                None => "no valid backup to recover from".to_string(),
+            };
+            return Err(crate::error::Error::corruption(what)
+                .with_path(self.cfg.backups_dir())
+                .hint(
+                    "see 'state-manager list-backups'; 'state-manager init' starts a fresh state",
+                ));
+        };
+        let mut detail = serde_json::json!({});
+        let commit = commands::recover_into(&txn, &st, doc, &mut detail)?;
+        Ok(Recovered {
+            path: st.path().display().to_string(),
+            recovered_from: b.name,
+            revision: commit.revision,
+            backup: commit.backup.map(|p| p.display().to_string()),
+            corrupt_kept_at: detail["corrupt_kept_at"].as_str().map(str::to_owned),
+        })
     }
 }

@@ -1,15 +1,16 @@
 //! `state-manager`: reads, validates, atomically writes, backs up, recovers
 //! and migrates the workflow state file. A thin front: every subcommand is
-//! one call into `crate::state::commands`.
+//! one call into `crate::cmd::state`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use crate::cmd as cli;
+use crate::cmd::Ctx;
+use crate::cmd::state::{backups, check, document, maintain};
 use crate::config::GlobalArgs;
 use crate::hooks::{self, HookArgs};
-use crate::state::commands::{self, Ctx};
-use crate::state::{cleanup, exchange, health, integrity, repair, selfbench};
+use crate::state::exchange;
 use crate::{Code, Result};
 use clap::{Parser, Subcommand};
 
@@ -35,7 +36,10 @@ pub struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Create the state (idempotent); repair a corrupt one from backups
-    Init,
+    Init {
+        #[command(flatten)]
+        json: cli::JsonArgs,
+    },
     /// Print the document, or one value by a jq-style path
     ///
     /// Exit 3 if the state does not parse (run `state-manager recover`).
@@ -45,6 +49,12 @@ enum Command {
         /// Print strings without quotes
         #[arg(short, long)]
         raw: bool,
+        /// Accepted for symmetry: the output is JSON already (unless --raw)
+        #[arg(long)]
+        json: bool,
+        /// The value as JSON on one line
+        #[arg(short = 'c', long)]
+        compact: bool,
     },
     /// Replace the document (validated first)
     ///
@@ -53,7 +63,8 @@ enum Command {
     /// (it was read before someone else wrote: read again, or --force).
     Write {
         /// The JSON document, or - for standard input
-        json: String,
+        #[arg(value_name = "JSON")]
+        document: String,
         /// Why, recorded in the backup's name
         reason: Option<String>,
         /// Refuse unless the stored metadata.revision is N
@@ -63,6 +74,8 @@ enum Command {
         /// live state's (the live version is backed up first)
         #[arg(long)]
         force: bool,
+        #[command(flatten)]
+        json: cli::JsonArgs,
     },
     /// Set one value (atomic read-modify-write under the state lock)
     Set {
@@ -73,11 +86,15 @@ enum Command {
         /// Take VALUE as a plain string
         #[arg(short, long)]
         string: bool,
+        #[command(flatten)]
+        json: cli::JsonArgs,
     },
     /// Apply an RFC 7396 merge patch (atomic, under the state lock)
     Merge {
         /// A JSON object; null deletes a key
         patch: String,
+        #[command(flatten)]
+        json: cli::JsonArgs,
     },
     /// Append a value to an array (created if missing; atomic)
     Append {
@@ -88,30 +105,34 @@ enum Command {
         /// Take VALUE as a plain string
         #[arg(short, long)]
         string: bool,
+        #[command(flatten)]
+        json: cli::JsonArgs,
     },
     /// Record a signal: signals.NAME = now (epoch seconds), and .signals/NAME.json
     Signal {
         /// The signal, such as PHASE1_START
         name: String,
+        #[command(flatten)]
+        json: cli::JsonArgs,
     },
     /// Check the state against the schema
     ///
     /// Exit 0 valid, 3 does not parse, 4 schema violations (each printed with its JSON pointer).
     Validate {
-        /// Print the result as JSON
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        json: cli::JsonArgs,
     },
     /// Back up the current state
     Backup {
         /// Why, recorded in the backup's name [default: manual]
         reason: Option<String>,
+        #[command(flatten)]
+        json: cli::JsonArgs,
     },
     /// List backups, newest first
     ListBackups {
-        /// Print JSON
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        json: cli::JsonArgs,
     },
     /// Restore the newest valid backup (whose name contains PATTERN)
     ///
@@ -120,11 +141,16 @@ enum Command {
     Recover {
         /// Only backups whose name contains this
         pattern: Option<String>,
+        #[command(flatten)]
+        json: cli::JsonArgs,
     },
     /// Upgrade an older document to the current schema version (backed up first)
     ///
     /// Exit 4 for a schemaVersion newer than this toolkit's.
-    Migrate,
+    Migrate {
+        #[command(flatten)]
+        json: cli::JsonArgs,
+    },
     /// Check the state, every backup, checkpoint and lock record: parses, schema, checksum
     ///
     /// Lists each problem with its file. A document whose checksum does not match its
@@ -132,9 +158,8 @@ enum Command {
     /// checksum as unverified. Exit 0 clean, 3 anything corrupt (incl. a checksum
     /// mismatch), 4 only schema problems.
     VerifyIntegrity {
-        /// Print JSON
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        json: cli::JsonArgs,
     },
     /// Check one backup like verify-integrity does
     ///
@@ -142,9 +167,8 @@ enum Command {
     ValidateBackup {
         /// The backup's file name (with or without .json), as list-backups shows it
         id: String,
-        /// Print JSON
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        json: cli::JsonArgs,
     },
     /// Fix what can be fixed without guessing content (the state is backed up first)
     ///
@@ -158,9 +182,8 @@ enum Command {
         /// Print what would change; change nothing
         #[arg(long)]
         dry_run: bool,
-        /// Print JSON
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        json: cli::JsonArgs,
     },
     /// Write the state as JSON or YAML, to stdout or a file
     ///
@@ -174,9 +197,8 @@ enum Command {
         /// Write here instead of stdout
         #[arg(short, long, value_name = "FILE")]
         output: Option<PathBuf>,
-        /// JSON output
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        json: cli::JsonArgs,
     },
     /// Replace the state with a JSON or YAML document (validated, backed up first)
     ///
@@ -191,9 +213,8 @@ enum Command {
         /// Import even an older revision, or over a state that does not parse
         #[arg(long)]
         force: bool,
-        /// Print JSON
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        json: cli::JsonArgs,
     },
     /// Remove old backups and checkpoints, temp files of killed writers, stale lock records
     ///
@@ -201,25 +222,23 @@ enum Command {
     /// (either one removes when both are given); with neither, backups follow the retention
     /// settings (BACKUP_KEEP, BACKUP_MAX_AGE) and checkpoints go after 7 days. Prints each
     /// thing removed. Exit 4 bad duration.
-    Cleanup(cleanup::CleanupArgs),
+    Cleanup(maintain::CleanupCommand),
     /// Say at a glance whether all is well: state, locks, backups, disk, audit log, degraded mode
     ///
     /// Each check is healthy, degraded or unhealthy. Read-only: takes no lock, creates and
     /// writes nothing. Exit 0 healthy or degraded, else the exit code of the worst unhealthy
     /// check (3 corrupt, 7 disk full, 6 permission, 4 schema, 1 no state, ...).
     Health {
-        /// Print JSON
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        json: cli::JsonArgs,
     },
     /// What the audit log and the disk say: operations by kind, error rate, p50/p95/max
     /// duration per operation, lock waits, stale takeovers, sizes and disk free
     ///
     /// Read-only.
     Diagnostics {
-        /// Print JSON
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        json: cli::JsonArgs,
         /// Also failures by exit code per operation and the log files read
         #[arg(short, long)]
         verbose: bool,
@@ -234,17 +253,15 @@ enum Command {
         /// Operations of each kind
         #[arg(long, value_name = "N", default_value_t = 100)]
         operations: usize,
-        /// Print JSON
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        json: cli::JsonArgs,
     },
     /// Summarize the state (default)
     ///
     /// Exit 0 valid, 1 missing, 3 corrupt, 4 invalid.
     Status {
-        /// Print JSON
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        json: cli::JsonArgs,
     },
     /// Review the audit log
     #[command(subcommand)]
@@ -272,49 +289,83 @@ fn run(cli: Cli) -> Result<Code> {
         return Ok(hooks::run(args, &cli.global));
     }
     let ctx = Ctx::new(TOOL, &cli.global)?;
-    match cli.command.unwrap_or(Command::Status { json: false }) {
-        Command::Init => commands::init(&ctx),
-        Command::Read { path, raw } => commands::read(&ctx, path.as_deref(), raw),
-        Command::Write {
+    let command = cli.command.unwrap_or(Command::Status {
+        json: cli::JsonArgs::default(),
+    });
+    match command {
+        Command::Init { json } => document::init(&ctx.with_output(&json)),
+        Command::Read {
+            path,
+            raw,
             json,
+            compact,
+        } => {
+            let out = cli::JsonArgs {
+                json,
+                compact,
+                jsonl: false,
+            };
+            document::read(&ctx.with_output(&out), path.as_deref(), raw)
+        }
+        Command::Write {
+            document: doc,
             reason,
             expect_revision,
             force,
-        } => commands::write(&ctx, &json, reason.as_deref(), expect_revision, force),
+            json,
+        } => document::write(
+            &ctx.with_output(&json),
+            &doc,
+            reason.as_deref(),
+            expect_revision,
+            force,
+        ),
         Command::Set {
             path,
             value,
             string,
-        } => commands::set(&ctx, &path, &value, string),
-        Command::Merge { patch } => commands::merge(&ctx, &patch),
+            json,
+        } => document::set(&ctx.with_output(&json), &path, &value, string),
+        Command::Merge { patch, json } => document::merge(&ctx.with_output(&json), &patch),
         Command::Append {
             path,
             value,
             string,
-        } => commands::append(&ctx, &path, &value, string),
-        Command::Signal { name } => commands::signal(&ctx, &name),
-        Command::Validate { json } => commands::validate(&ctx, json),
-        Command::Backup { reason } => commands::backup(&ctx, reason.as_deref()),
-        Command::ListBackups { json } => commands::list_backups(&ctx, json),
-        Command::Recover { pattern } => commands::recover(&ctx, pattern.as_deref()),
-        Command::Migrate => commands::migrate(&ctx),
-        Command::Status { json } => commands::status(&ctx, json),
+            json,
+        } => document::append(&ctx.with_output(&json), &path, &value, string),
+        Command::Signal { name, json } => document::signal(&ctx.with_output(&json), &name),
+        Command::Validate { json } => check::validate(&ctx.with_output(&json)),
+        Command::Backup { reason, json } => {
+            backups::backup(&ctx.with_output(&json), reason.as_deref())
+        }
+        Command::ListBackups { json } => backups::list_backups(&ctx.with_output(&json)),
+        Command::Recover { pattern, json } => {
+            backups::recover(&ctx.with_output(&json), pattern.as_deref())
+        }
+        Command::Migrate { json } => document::migrate(&ctx.with_output(&json)),
+        Command::Status { json } => check::status(&ctx.with_output(&json)),
         Command::Audit(cmd) => cli::audit::run(&ctx, cmd),
-        Command::VerifyIntegrity { json } => integrity::verify_integrity(&ctx, json),
-        Command::ValidateBackup { id, json } => integrity::validate_backup(&ctx, &id, json),
-        Command::Repair { dry_run, json } => repair::repair(&ctx, dry_run, json),
+        Command::VerifyIntegrity { json } => check::verify_integrity(&ctx.with_output(&json)),
+        Command::ValidateBackup { id, json } => {
+            check::validate_backup(&ctx.with_output(&json), &id)
+        }
+        Command::Repair { dry_run, json } => maintain::repair(&ctx.with_output(&json), dry_run),
         Command::Export {
             format,
             output,
             json,
-        } => exchange::export(&ctx, format, output.as_deref(), json),
-        Command::Import { file, force, json } => exchange::import(&ctx, &file, force, json),
-        Command::Cleanup(args) => cleanup::cleanup(&ctx, &args),
-        Command::Health { json } => health::health(&ctx, json),
-        Command::Diagnostics { json, verbose } => {
-            crate::state::diagnostics::diagnostics(&ctx, json, verbose)
+        } => maintain::export(&ctx.with_output(&json), format, output.as_deref()),
+        Command::Import { file, force, json } => {
+            maintain::import(&ctx.with_output(&json), &file, force)
         }
-        Command::Benchmark { operations, json } => selfbench::benchmark(&ctx, operations, json),
+        Command::Cleanup(args) => maintain::cleanup(&ctx.with_output(&args.json), &args.what),
+        Command::Health { json } => check::health(&ctx.with_output(&json)),
+        Command::Diagnostics { json, verbose } => {
+            maintain::diagnostics(&ctx.with_output(&json), verbose)
+        }
+        Command::Benchmark { operations, json } => {
+            maintain::benchmark(&ctx.with_output(&json), operations)
+        }
         Command::Hook(_) => unreachable!("handled before the context is built"),
         Command::Docs(docs) => docs.run::<Cli>(),
     }

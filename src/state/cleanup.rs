@@ -38,15 +38,14 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use super::backup::{self, Retention};
-use super::commands::Ctx;
 use super::integrity;
-use crate::cmd as cli;
 use crate::config::{self, Config};
 use crate::durable;
 use crate::error::{Error, Result};
-use crate::exit::Code;
+use crate::lock::Identity;
 use crate::lock::{self, record};
 use crate::recovery::checkpoint;
+use crate::state::Store;
 
 /// Checkpoints are kept 7 days unless told otherwise (design.md §8).
 const CHECKPOINT_MAX_AGE: Duration = Duration::from_secs(7 * 86400);
@@ -75,13 +74,10 @@ pub struct CleanupArgs {
     /// Print what would be removed; remove nothing
     #[arg(long)]
     pub dry_run: bool,
-    /// Print JSON
-    #[arg(long)]
-    pub json: bool,
 }
 
 /// One thing removed (or that would be), or kept with a reason.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize)]
 pub struct Item {
     pub kind: &'static str,
     pub path: PathBuf,
@@ -89,15 +85,14 @@ pub struct Item {
     pub bytes: u64,
 }
 
-impl Item {
-    fn to_json(&self) -> Value {
-        json!({
-            "kind": self.kind,
-            "path": self.path.display().to_string(),
-            "reason": self.reason,
-            "bytes": self.bytes,
-        })
-    }
+/// What `cleanup` removed (or would), and what it kept.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Outcome {
+    pub dry_run: bool,
+    pub removed: Vec<Item>,
+    pub kept: Vec<Item>,
+    /// Bytes removed.
+    pub bytes: u64,
 }
 
 /// Which backups or checkpoints go: the newest `keep` stay; older than `max_age` go.
@@ -360,8 +355,15 @@ fn remove_tree(path: &Path) -> Result<()> {
 
 /// `cleanup`: see the module docs. Exit 4 bad duration, 6 a file could not
 /// be removed for lack of permission.
-pub fn cleanup(ctx: &Ctx, args: &CleanupArgs) -> Result<Code> {
-    ctx.audited_state("cleanup", |detail| {
+///
+/// `owner` is asked for the `state` lock's owner only when the lock is taken.
+pub fn cleanup(
+    store: &Store<'_>,
+    owner: impl FnOnce() -> Result<Option<Identity>>,
+    args: &CleanupArgs,
+    detail: &mut Value,
+) -> Result<Outcome> {
+    {
         detail["dry_run"] = json!(args.dry_run);
         let older_than = match args.older_than.as_deref() {
             Some(t) => Some((
@@ -382,24 +384,23 @@ pub fn cleanup(ctx: &Ctx, args: &CleanupArgs) -> Result<Code> {
                 default
             }
         };
-        let cfg = &ctx.cfg;
+        let cfg = store.cfg;
         // Under the `state` lock, like checkpoint, restore and
         // `error-recovery cleanup`: nothing is made, restored or removed
         // meanwhile. Stale lock records need only their own mutex.
-        let store = ctx.store()?;
         // `--temp` alone needs no lock (see `plan_temp`), so a shell holding
         // a lower-priority lock can still sweep temp files.
         let txn = if args.dry_run || !(all || args.backups || args.checkpoints) {
             None
         } else {
-            let owner = ctx.owner_identity()?;
+            let owner = owner()?;
             Some(store.begin(owner.as_ref())?)
         };
         let mut plan = Vec::new();
         let mut checkpoints = Vec::new();
         let mut kept = Vec::new();
         if all || args.backups {
-            let Retention { keep, max_age } = ctx.retention;
+            let Retention { keep, max_age } = store.retention;
             let policy = policy_for(Policy {
                 keep: Some(keep),
                 max_age: Some((max_age, show_duration(max_age))),
@@ -441,53 +442,13 @@ pub fn cleanup(ctx: &Ctx, args: &CleanupArgs) -> Result<Code> {
         let bytes: u64 = removed.iter().map(|i| i.bytes).sum();
         detail["removed"] = json!(removed.len());
         detail["bytes"] = json!(bytes);
-        if args.json {
-            cli::print_json(&json!({
-                "dry_run": args.dry_run,
-                "removed": removed.iter().map(Item::to_json).collect::<Vec<_>>(),
-                "kept": kept.iter().map(Item::to_json).collect::<Vec<_>>(),
-                "bytes": bytes,
-            }));
-        } else {
-            let verb = if args.dry_run {
-                "would remove"
-            } else {
-                "removed"
-            };
-            let mut out = String::new();
-            for i in &removed {
-                out.push_str(&format!(
-                    "{verb} {} {} ({})\n",
-                    i.kind,
-                    i.path.display(),
-                    i.reason
-                ));
-            }
-            for i in &kept {
-                out.push_str(&format!(
-                    "kept {} {}: {}\n",
-                    i.kind,
-                    i.path.display(),
-                    i.reason
-                ));
-            }
-            if removed.is_empty() {
-                out.push_str("nothing to clean up\n");
-            } else {
-                out.push_str(&format!(
-                    "{verb} {} item(s), {bytes} bytes{}\n",
-                    removed.len(),
-                    if args.dry_run {
-                        " (dry run: nothing was changed)"
-                    } else {
-                        ""
-                    }
-                ));
-            }
-            cli::print(&out);
-        }
-        Ok(Code::Success)
-    })
+        Ok(Outcome {
+            dry_run: args.dry_run,
+            removed,
+            kept,
+            bytes,
+        })
+    }
 }
 
 #[cfg(test)]

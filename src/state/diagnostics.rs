@@ -5,22 +5,20 @@
 //!
 //! Read-only and streaming: the audit log (with its rotated files) is read
 //! once through [`crate::audit::stats`], in memory that does not grow with it.
+//! The command itself (`crate::cmd::state::maintain::diagnostics`) gathers
+//! and prints; this module holds the shape of one operation's line.
 
 use serde_json::{Value, json};
 
 use super::backup;
-use super::cleanup;
-use super::commands::Ctx;
-use super::health::{existing_ancestor, human_bytes};
+use super::health::existing_ancestor;
 use crate::audit::rotate;
-use crate::audit::scan::Filter;
-use crate::audit::stats::{self, By, Group};
-use crate::audit::table::ms;
-use crate::cmd as cli;
+use crate::audit::scan::{Filter, Totals};
+use crate::audit::stats::{self, By, Group, Stats};
+use crate::config::Config;
 use crate::error::Result;
-use crate::exit::Code;
 
-fn group_json(name: &str, g: &Group, verbose: bool) -> Value {
+pub fn group_json(name: &str, g: &Group, verbose: bool) -> Value {
     let mut v = json!({
         "op": name,
         "events": g.events,
@@ -40,143 +38,106 @@ fn group_json(name: &str, g: &Group, verbose: bool) -> Value {
     v
 }
 
-/// `diagnostics [--json] [--verbose]`
-pub fn diagnostics(ctx: &Ctx, as_json: bool, verbose: bool) -> Result<Code> {
-    let cfg = &ctx.cfg;
+/// What the audit log and the disk say (see the module docs).
+pub struct Diagnostics {
+    pub stats: Stats,
+    pub totals: Totals,
+    /// Stale-lock takeovers recorded.
+    pub takeovers: u64,
+    /// Operations that failed with exit 2.
+    pub lock_timeouts: u64,
+    pub state_bytes: u64,
+    pub backups: usize,
+    pub backup_bytes: u64,
+    pub checkpoints: usize,
+    pub checkpoint_bytes: u64,
+    pub audit_log_files: usize,
+    pub audit_log_bytes: u64,
+    /// Free and total bytes, free inodes of the state root's filesystem.
+    pub filesystem: Option<Value>,
+}
+
+/// Reads the audit log (once) and sizes the state's files.
+pub fn gather(cfg: &Config) -> Result<Diagnostics> {
     let (st, totals) = stats::collect(cfg, &Filter::default(), By::Op)?;
-    let mut ops: Vec<(&String, &Group)> = st.groups.iter().collect();
-    ops.sort_by(|a, b| b.1.events.cmp(&a.1.events).then_with(|| a.0.cmp(b.0)));
     let takeovers = st.groups.get("takeover").map_or(0, |g| g.events);
     let lock_timeouts: u64 = st
         .groups
         .values()
         .map(|g| g.by_exit.get(&2).copied().unwrap_or(0))
         .sum();
-
-    let state_size = std::fs::metadata(&cfg.state_file).map_or(0, |m| m.len());
     let backups = backup::list(cfg)?;
-    let backup_bytes: u64 = backups.iter().map(|b| b.size).sum();
     let checkpoints = crate::recovery::checkpoint::list(cfg)?;
-    let checkpoint_bytes: u64 = checkpoints.iter().map(|c| cleanup::size_of(&c.path)).sum();
     let log_files = rotate::log_files(&cfg.audit_log);
-    let log_bytes: u64 = log_files
-        .iter()
-        .filter_map(|p| std::fs::metadata(p).ok())
-        .map(|m| m.len())
-        .sum();
-    let disk = rustix::fs::statvfs(existing_ancestor(&cfg.root))
-        .ok()
-        .map(|v| {
-            json!({
-                "free_bytes": v.f_bavail.saturating_mul(v.f_frsize),
-                "total_bytes": v.f_blocks.saturating_mul(v.f_frsize),
-                "free_inodes": v.f_favail,
-            })
-        });
-    let t = &st.total;
-    let report = json!({
-        "audit": {
-            "events": t.events,
-            "malformed_lines": totals.malformed,
-            "files": totals.files.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
-            "first": st.first.map(crate::audit::scan::format_micros),
-            "last": st.last.map(crate::audit::scan::format_micros),
-            "failed": t.failed,
-            "error_rate": if t.events == 0 { 0.0 } else { t.failed as f64 / t.events as f64 },
-            "duration_ms": t.duration.summary(),
-            "lock_wait_ms": t.wait.summary(),
-            "lock_timeouts": lock_timeouts,
-            "stale_takeovers": takeovers,
-            "operations": ops.iter().map(|(k, g)| group_json(k, g, verbose)).collect::<Vec<_>>(),
-        },
-        "disk": {
-            "state_bytes": state_size,
-            "backups": backups.len(),
-            "backup_bytes": backup_bytes,
-            "checkpoints": checkpoints.len(),
-            "checkpoint_bytes": checkpoint_bytes,
-            "audit_log_files": log_files.len(),
-            "audit_log_bytes": log_bytes,
-            "filesystem": disk,
-        },
-    });
-    if as_json {
-        cli::print_json(&report);
-        return Ok(Code::Success);
-    }
-    let rate = |failed: u64, events: u64| {
-        if events == 0 {
-            0.0
-        } else {
-            100.0 * failed as f64 / events as f64
-        }
-    };
-    let mut out = format!(
-        "audit log:        {} events in {} file(s){}\nerror rate:       {:.1}% ({} failed)\nlock waits ms:    p50 {}  p95 {}  max {}\nlock timeouts:    {}\nstale takeovers:  {}\n\n",
-        t.events,
-        totals.files.len(),
-        if totals.malformed > 0 {
-            format!(", {} malformed line(s) skipped", totals.malformed)
-        } else {
-            String::new()
-        },
-        rate(t.failed, t.events),
-        t.failed,
-        ms(t.wait.quantile(0.5)),
-        ms(t.wait.quantile(0.95)),
-        ms(t.wait.max()),
-        lock_timeouts,
+    Ok(Diagnostics {
         takeovers,
-    );
-    if !ops.is_empty() {
-        let w = ops.iter().map(|(k, _)| k.len()).max().unwrap_or(2).max(9);
-        out.push_str(&format!(
-            "{:<w$}  {:>7}  {:>6}  {:>8}  {:>8}  {:>8}\n",
-            "OPERATION", "EVENTS", "ERR%", "P50 ms", "P95 ms", "MAX ms"
-        ));
-        for (k, g) in &ops {
-            out.push_str(&format!(
-                "{:<w$}  {:>7}  {:>6.1}  {:>8}  {:>8}  {:>8}\n",
-                k,
-                g.events,
-                rate(g.failed, g.events),
-                ms(g.duration.quantile(0.5)),
-                ms(g.duration.quantile(0.95)),
-                ms(g.duration.max())
-            ));
-            if verbose && !g.by_exit.is_empty() {
-                let codes: Vec<String> = g
-                    .by_exit
-                    .iter()
-                    .map(|(c, n)| format!("{}×{n}", stats::code_name(*c)))
-                    .collect();
-                out.push_str(&format!("{:<w$}    failures: {}\n", "", codes.join(", ")));
-            }
-        }
-        out.push('\n');
+        lock_timeouts,
+        state_bytes: std::fs::metadata(&cfg.state_file).map_or(0, |m| m.len()),
+        backups: backups.len(),
+        backup_bytes: backups.iter().map(|b| b.size).sum(),
+        checkpoints: checkpoints.len(),
+        checkpoint_bytes: checkpoints
+            .iter()
+            .map(|c| super::cleanup::size_of(&c.path))
+            .sum(),
+        audit_log_files: log_files.len(),
+        audit_log_bytes: log_files
+            .iter()
+            .filter_map(|p| std::fs::metadata(p).ok())
+            .map(|m| m.len())
+            .sum(),
+        filesystem: rustix::fs::statvfs(existing_ancestor(&cfg.root))
+            .ok()
+            .map(|v| {
+                json!({
+                    "free_bytes": v.f_bavail.saturating_mul(v.f_frsize),
+                    "total_bytes": v.f_blocks.saturating_mul(v.f_frsize),
+                    "free_inodes": v.f_favail,
+                })
+            }),
+        stats: st,
+        totals,
+    })
+}
+
+impl Diagnostics {
+    /// The operations by kind, most events first.
+    pub fn operations(&self) -> Vec<(&String, &Group)> {
+        let mut ops: Vec<(&String, &Group)> = self.stats.groups.iter().collect();
+        ops.sort_by(|a, b| b.1.events.cmp(&a.1.events).then_with(|| a.0.cmp(b.0)));
+        ops
     }
-    out.push_str(&format!(
-        "state:            {}\nbackups:          {} ({})\ncheckpoints:      {} ({})\naudit log:        {} in {} file(s)\n",
-        human_bytes(state_size),
-        backups.len(),
-        human_bytes(backup_bytes),
-        checkpoints.len(),
-        human_bytes(checkpoint_bytes),
-        human_bytes(log_bytes),
-        log_files.len(),
-    ));
-    if let Some(d) = &report["disk"]["filesystem"].as_object() {
-        out.push_str(&format!(
-            "disk free:        {} of {}\n",
-            human_bytes(d["free_bytes"].as_u64().unwrap_or(0)),
-            human_bytes(d["total_bytes"].as_u64().unwrap_or(0))
-        ));
+
+    /// The report `diagnostics --json` prints; `verbose` adds failures by
+    /// exit code per operation.
+    pub fn to_json(&self, verbose: bool) -> Value {
+        let (st, totals) = (&self.stats, &self.totals);
+        let t = &st.total;
+        json!({
+            "audit": {
+                "events": t.events,
+                "malformed_lines": totals.malformed,
+                "files": totals.files.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
+                "first": st.first.map(crate::audit::scan::format_micros),
+                "last": st.last.map(crate::audit::scan::format_micros),
+                "failed": t.failed,
+                "error_rate": if t.events == 0 { 0.0 } else { t.failed as f64 / t.events as f64 },
+                "duration_ms": t.duration.summary(),
+                "lock_wait_ms": t.wait.summary(),
+                "lock_timeouts": self.lock_timeouts,
+                "stale_takeovers": self.takeovers,
+                "operations": self.operations().iter().map(|(k, g)| group_json(k, g, verbose)).collect::<Vec<_>>(),
+            },
+            "disk": {
+                "state_bytes": self.state_bytes,
+                "backups": self.backups,
+                "backup_bytes": self.backup_bytes,
+                "checkpoints": self.checkpoints,
+                "checkpoint_bytes": self.checkpoint_bytes,
+                "audit_log_files": self.audit_log_files,
+                "audit_log_bytes": self.audit_log_bytes,
+                "filesystem": self.filesystem,
+            },
+        })
     }
-    if verbose {
-        for f in &totals.files {
-            out.push_str(&format!("read:             {}\n", f.display()));
-        }
-    }
-    cli::print(&out);
-    Ok(Code::Success)
 }

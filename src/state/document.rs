@@ -17,6 +17,8 @@
 
 use serde_json::{Map, Value, json};
 
+use sha2::{Digest, Sha256};
+
 use crate::error::{Error, Result};
 
 /// The schema version this toolkit writes.
@@ -234,6 +236,131 @@ pub fn migrate(doc: &Value) -> Result<Option<(Value, Vec<String>)>> {
     } else {
         Ok(Some((out, changes)))
     }
+}
+
+/// Degraded mode as a report shows it: the document's `degradedMode`
+/// object with snake_case keys (`since` is its `timestamp`, `features` its
+/// `disabledFeatures`; an empty string is `None`). Off when there is no
+/// state. The same shape in every report (`status`, `error-recovery status`).
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
+pub struct DegradedMode {
+    pub enabled: bool,
+    pub reason: Option<String>,
+    /// When it was turned on (RFC 3339).
+    pub since: Option<String>,
+    /// The features turned off.
+    pub features: Vec<String>,
+}
+
+impl DegradedMode {
+    /// The degraded mode document `doc` records.
+    pub fn of(doc: Option<&Value>) -> DegradedMode {
+        let dm = doc.and_then(|d| d.get("degradedMode"));
+        let text = |k: &str| {
+            dm.and_then(|m| m.get(k))
+                .and_then(Value::as_str)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+        };
+        DegradedMode {
+            enabled: dm.and_then(|m| m.get("enabled")) == Some(&Value::Bool(true)),
+            reason: text("reason"),
+            since: text("timestamp"),
+            features: dm
+                .and_then(|m| m.get("disabledFeatures"))
+                .and_then(Value::as_array)
+                .map(|a| {
+                    a.iter()
+                        .filter_map(Value::as_str)
+                        .map(str::to_owned)
+                        .collect()
+                })
+                .unwrap_or_default(),
+        }
+    }
+}
+
+// The checksum every document carries (see `super::integrity` for the rules).
+
+/// The prefix of every checksum the toolkit writes.
+pub const PREFIX: &str = "sha256:";
+
+/// The lowercase hex SHA-256 of `bytes`.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    let digest = Sha256::digest(bytes);
+    let mut out = String::with_capacity(64);
+    for b in digest.iter() {
+        out.push(char::from_digit(u32::from(b >> 4), 16).expect("a nibble"));
+        out.push(char::from_digit(u32::from(b & 0xf), 16).expect("a nibble"));
+    }
+    out
+}
+
+/// The checksum of a document with no `metadata.checksum` in it.
+fn content_checksum(unsealed: &Value) -> String {
+    let bytes = serde_json::to_vec(unsealed).expect("a JSON value always serializes");
+    format!("{PREFIX}{}", sha256_hex(&bytes))
+}
+
+/// Sets `metadata.checksum` to the checksum of the rest of `doc` (see the
+/// module docs). A document without a `metadata` object is left alone: the
+/// schema refuses it anyway.
+pub fn seal(doc: &mut Value) {
+    let Some(meta) = doc.get_mut("metadata").and_then(Value::as_object_mut) else {
+        return;
+    };
+    // shift_remove keeps the other keys in place: the order is part of the content.
+    meta.shift_remove("checksum");
+    let sum = content_checksum(doc);
+    if let Some(meta) = doc.get_mut("metadata").and_then(Value::as_object_mut) {
+        meta.insert("checksum".into(), Value::String(sum));
+    }
+}
+
+/// What a document's embedded checksum says about it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Seal {
+    /// The checksum matches the content.
+    Verified,
+    /// There is no checksum: written by hand or by an older toolkit.
+    Missing,
+    /// The content is not what was checksummed: changed outside the toolkit or corrupted.
+    Mismatch { recorded: String, actual: String },
+}
+
+/// Checks `doc`'s `metadata.checksum` against its content.
+pub fn check_seal(doc: &Value) -> Seal {
+    let Some(recorded) = doc.pointer("/metadata/checksum") else {
+        return Seal::Missing;
+    };
+    let recorded = match recorded {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    let mut unsealed = doc.clone();
+    if let Some(meta) = unsealed.get_mut("metadata").and_then(Value::as_object_mut) {
+        meta.shift_remove("checksum");
+    }
+    let actual = content_checksum(&unsealed);
+    if actual == recorded {
+        Seal::Verified
+    } else {
+        Seal::Mismatch { recorded, actual }
+    }
+}
+
+/// The message for a checksum that does not match.
+pub fn mismatch_message(recorded: &str, actual: &str) -> String {
+    format!(
+        "checksum mismatch: changed outside the toolkit or corrupted (recorded {}, content is {})",
+        short(recorded),
+        short(actual)
+    )
+}
+
+fn short(sum: &str) -> String {
+    let s: String = sum.chars().take(PREFIX.len() + 12).collect();
+    if s.len() < sum.len() { s + "…" } else { s }
 }
 
 #[cfg(test)]

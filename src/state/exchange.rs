@@ -26,17 +26,12 @@ use std::path::Path;
 
 use serde_json::{Value, json};
 
-use super::commands::{self, Ctx};
+use super::commands;
 use super::document;
-use super::integrity::{self, Seal};
-use super::store;
-use crate::cmd as cli;
-use crate::config::MAX_INPUT_BYTES;
-use crate::durable;
-use crate::error::{Error, Result};
+use super::store::{Commit, Store, Txn};
 use crate::exit::Code;
 
-const TOOL: &str = "state-manager";
+use crate::error::{Error, Result};
 
 /// A document format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -46,7 +41,7 @@ pub enum Format {
 }
 
 impl Format {
-    fn name(self) -> &'static str {
+    pub fn name(self) -> &'static str {
         match self {
             Format::Json => "json",
             Format::Yaml => "yaml",
@@ -110,180 +105,81 @@ pub fn parse(bytes: &[u8], format: Format, source: &str) -> Result<Value> {
     Ok(doc)
 }
 
-/// `export [--format json|yaml] [--output FILE] [--json]`.
-///
-/// Without `--output`, the document goes to stdout (and `--json` means
-/// `--format json`); with it, the file is replaced atomically and durably
-/// (a device or FIFO is written through) and a summary is printed (as JSON
-/// with `--json`).
-pub fn export(
-    ctx: &Ctx,
-    format: Option<Format>,
-    output: Option<&Path>,
-    as_json: bool,
-) -> Result<Code> {
-    ctx.audited_state("export", |detail| {
-        let format = match (format, as_json, output) {
-            (Some(Format::Yaml), true, None) => {
-                return Err(Error::validation("--json asks for JSON on stdout, --format yaml for YAML")
-                    .hint("drop one of them, or add --output FILE to get a JSON summary of a YAML export"));
-            }
-            (Some(f), _, _) => f,
-            (None, _, Some(p)) => Format::detect(Some(p), b"{"),
-            (None, _, None) => Format::Json,
-        };
-        detail["format"] = json!(format.name());
-        let store = ctx.store()?;
-        let doc = store.load()?;
-        if let Seal::Mismatch { .. } = integrity::check_seal(&doc) {
-            eprintln!(
-                "{TOOL}: warning: the state's checksum does not match its content (changed outside the toolkit or corrupted); exporting it as it is — see 'state-manager verify-integrity'"
-            );
-        }
-        let bytes = render(&doc, format)?;
-        let Some(out) = output else {
-            cli::print(&String::from_utf8_lossy(&bytes));
-            return Ok(Code::Success);
-        };
-        durable::write_output(out, |w| {
-            w.write_all(&bytes)
-                .map_err(|e| Error::io(e, "cannot write the export", out))
-        })?;
-        detail["output"] = json!(out.display().to_string());
-        let revision = document::revision(&doc);
-        if durable::is_stdout(out) {
-            // `--output /dev/stdout`: the document is the output, whole.
-        } else if as_json {
-            cli::print_json(&json!({
-                "output": out.display().to_string(),
-                "format": format.name(),
-                "bytes": bytes.len(),
-                "revision": revision,
-            }));
-        } else {
-            cli::println(&format!(
-                "exported revision {revision} of {} to {} ({}, {} bytes)",
-                store.path().display(),
-                out.display(),
-                format.name(),
-                bytes.len()
+/// What `import` did.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Imported {
+    /// The state file.
+    pub path: String,
+    /// The document's source: its file, or standard input.
+    pub from: String,
+    pub format: &'static str,
+    /// The live state's revision before (`None`: there was none, or it did not parse).
+    pub previous_revision: Option<u64>,
+    pub revision: u64,
+    /// Where the replaced version is kept: its backup, or the corrupt copy.
+    pub backup: Option<String>,
+}
+
+/// Replaces the state under `txn` with `doc` (already checked against the
+/// schema), read from `source`: refused (exit 4) when it is at an older
+/// revision than the live state, and (exit 3) over a live state that does
+/// not parse, unless `force` — which then keeps the damaged file aside.
+pub fn import(
+    txn: &Txn<'_, '_>,
+    store: &Store<'_>,
+    doc: Value,
+    source: &str,
+    format: Format,
+    force: bool,
+    detail: &mut Value,
+) -> Result<Imported> {
+    let incoming = document::revision(&doc);
+    let done = |previous_revision, commit: Commit, detail: &Value| Imported {
+        path: store.path().display().to_string(),
+        from: source.to_string(),
+        format: format.name(),
+        previous_revision,
+        revision: commit.revision,
+        backup: commit
+            .backup
+            .map(|p| p.display().to_string())
+            .or_else(|| detail["corrupt_kept_at"].as_str().map(str::to_owned)),
+    };
+    let live = match txn.load_opt() {
+        Ok(live) => live,
+        Err(e) if e.code() == Code::StateCorruption && !force => {
+            return Err(e.hint(
+                "pass --force to replace it with the import (the damaged file is kept aside), or run 'state-manager recover'",
             ));
         }
-        Ok(Code::Success)
-    })
-}
-
-/// `import --file FILE|- [--force] [--json]`: see the module docs. Exit 3 the
-/// live state does not parse (without --force), 4 invalid document or
-/// older revision (without --force).
-pub fn import(ctx: &Ctx, file: &str, force: bool, as_json: bool) -> Result<Code> {
-    ctx.audited_state("import", |detail| {
-        detail["file"] = json!(file);
-        detail["force"] = json!(force);
-        let (bytes, path, source) = if file == "-" {
-            (
-                durable::read_stdin_limited(MAX_INPUT_BYTES)?,
-                None,
-                "the document on standard input".to_string(),
-            )
-        } else {
-            let p = Path::new(file);
-            (
-                durable::read_input_limited(p, MAX_INPUT_BYTES)?,
-                Some(p),
-                file.to_string(),
-            )
-        };
-        let format = Format::detect(path, &bytes);
-        detail["format"] = json!(format.name());
-        let doc = parse(&bytes, format, &source)?;
-        document::check_depth(&doc, 0, &source)?;
-        document::check_metadata(&doc, &format!("{source}'s"))?;
-        store::check_schema(&doc).map_err(|e| {
-            e.hint(format!(
-                "fix {source} ('state-manager validate' on a copy lists every problem); nothing was changed"
+        Err(e) if e.code() == Code::StateCorruption => {
+            let commit = commands::recover_into(txn, store, doc, detail)?;
+            return Ok(done(None, commit, detail));
+        }
+        Err(e) => return Err(e),
+    };
+    let live_revision = live.as_ref().map(document::revision);
+    if let Some(lr) = live_revision
+        && incoming < lr
+    {
+        detail["conflict"] = json!("revision");
+        detail["incoming"] = json!(incoming);
+        detail["live"] = json!(lr);
+        if !force {
+            return Err(Error::validation(format!(
+                "{source} is at revision {incoming}, older than the live state's {lr}"
             ))
-        })?;
-        if let Seal::Mismatch { .. } = integrity::check_seal(&doc) {
-            eprintln!(
-                "{TOOL}: note: {source} was edited after export (its checksum no longer matches); importing it as it is"
-            );
+            .hint("the state changed since that export: export it again and reapply your edits, or pass --force to overwrite it (it is backed up first)"));
         }
-        let incoming = document::revision(&doc);
-        let store = ctx.store()?;
-        let owner = ctx.owner_identity()?;
-        let txn = store.begin(owner.as_ref())?;
-        detail["lock_wait_ms"] = json!(crate::audit::event::ms(txn.waited));
-        let live = match txn.load_opt() {
-            Ok(live) => live,
-            Err(e) if e.code() == Code::StateCorruption && !force => {
-                return Err(e.hint(
-                    "pass --force to replace it with the import (the damaged file is kept aside), or run 'state-manager recover'",
-                ));
-            }
-            Err(e) if e.code() == Code::StateCorruption => {
-                let commit = commands::recover_into(&txn, &store, doc, detail)?;
-                return done(detail, &source, &store, None, commit, as_json);
-            }
-            Err(e) => return Err(e),
-        };
-        let live_revision = live.as_ref().map(document::revision);
-        if let Some(lr) = live_revision
-            && incoming < lr
-        {
-            detail["conflict"] = json!("revision");
-            detail["incoming"] = json!(incoming);
-            detail["live"] = json!(lr);
-            if !force {
-                return Err(Error::validation(format!(
-                    "{source} is at revision {incoming}, older than the live state's {lr}"
-                ))
-                .hint("the state changed since that export: export it again and reapply your edits, or pass --force to overwrite it (it is backed up first)"));
-            }
-        }
-        let commit = txn.commit(live.as_ref(), doc, "pre-import")?;
-        done(detail, &source, &store, live_revision, commit, as_json)
-    })
-}
-
-fn done(
-    detail: &mut Value,
-    source: &str,
-    store: &super::Store<'_>,
-    previous: Option<u64>,
-    commit: super::Commit,
-    as_json: bool,
-) -> Result<Code> {
-    detail["revision"] = json!(commit.revision);
-    let backup = commit
-        .backup
-        .map(|p| p.display().to_string())
-        .or_else(|| detail["corrupt_kept_at"].as_str().map(str::to_owned));
-    if as_json {
-        cli::print_json(&json!({
-            "path": store.path().display().to_string(),
-            "from": source,
-            "format": detail["format"],
-            "previous_revision": previous,
-            "revision": commit.revision,
-            "backup": backup,
-        }));
-    } else {
-        let kept = backup.map_or(String::new(), |b| {
-            format!("; the previous version is kept as {b}")
-        });
-        cli::println(&format!(
-            "imported {source} into {} (revision {}{kept})",
-            store.path().display(),
-            commit.revision
-        ));
     }
-    Ok(Code::Success)
+    let commit = txn.commit(live.as_ref(), doc, "pre-import")?;
+    Ok(done(live_revision, commit, detail))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::state::integrity::{self, Seal};
 
     #[test]
     fn yaml_round_trip_gives_back_the_same_document() {

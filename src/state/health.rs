@@ -26,16 +26,16 @@ use std::fs::{self, OpenOptions};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
-use serde_json::{Map, Value, json};
+use serde::Serialize;
+use serde_json::{Value, json};
 
 use super::backup;
-use super::commands::Ctx;
+use super::document;
 use super::integrity::{self, Seal};
 use super::schema;
 use super::store;
-use crate::cmd as cli;
 use crate::config::Config;
-use crate::error::{Error, Result};
+use crate::error::Error;
 use crate::exit::Code;
 use crate::lock::record;
 
@@ -114,8 +114,8 @@ pub fn human_bytes(n: u64) -> String {
 }
 
 /// The state check, and the document when it could be read.
-fn check_state(ctx: &Ctx) -> (Check, Option<Value>, u64) {
-    let store = match ctx.store() {
+fn check_state(cfg: &Config) -> (Check, Option<Value>, u64) {
+    let store = match store::Store::open(cfg, Default::default()) {
         Ok(s) => s,
         Err(e) => return (unhealthy(e.code(), e.summary(), "see the error"), None, 0),
     };
@@ -502,14 +502,14 @@ fn check_degraded_mode(doc: Option<&Value>) -> Check {
 }
 
 /// Every check, in report order.
-pub fn checks(ctx: &Ctx) -> Vec<(&'static str, Check)> {
-    let (state, doc, size) = check_state(ctx);
+pub fn checks(cfg: &Config) -> Vec<(&'static str, Check)> {
+    let (state, doc, size) = check_state(cfg);
     vec![
         ("state", state),
-        ("locks", check_locks(&ctx.cfg)),
-        ("backups", check_backups(&ctx.cfg)),
-        ("disk", check_disk(&ctx.cfg, size)),
-        ("audit_log", check_audit_log(&ctx.cfg)),
+        ("locks", check_locks(cfg)),
+        ("backups", check_backups(cfg)),
+        ("disk", check_disk(cfg, size)),
+        ("audit_log", check_audit_log(cfg)),
         ("degraded_mode", check_degraded_mode(doc.as_ref())),
     ]
 }
@@ -527,16 +527,69 @@ fn rank(code: Code) -> u8 {
     }
 }
 
-/// `health [--json]`: see the module docs.
-pub fn health(ctx: &Ctx, as_json: bool) -> Result<Code> {
-    let checks = checks(ctx);
+/// One check as `health --json` prints it.
+#[derive(Clone, Debug, Serialize)]
+pub struct CheckReport {
+    /// `healthy`, `degraded`, `unhealthy` or `unknown`.
+    pub status: &'static str,
+    pub detail: String,
+    /// The exit code an operation would fail with (unhealthy only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hint: Option<String>,
+}
+
+/// What `health` found: the overall status and each check, in order.
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    /// The worst check's: `healthy`, `degraded` or `unhealthy`.
+    pub status: &'static str,
+    /// By name, in report order (a JSON object).
+    #[serde(serialize_with = "as_map")]
+    pub checks: Vec<(&'static str, CheckReport)>,
+    /// The worst unhealthy check, by rank: its name, exit code, detail, hint.
+    #[serde(skip)]
+    pub worst: Option<(&'static str, Code, String, Option<String>)>,
+}
+
+impl Report {
+    /// 0 healthy or degraded, else the exit code of the worst unhealthy check.
+    pub fn code(&self) -> Code {
+        self.worst.as_ref().map_or(Code::Success, |w| w.1)
+    }
+
+    /// The failure `health` ends with when a check is unhealthy.
+    pub fn error(&self) -> Option<Error> {
+        let (name, code, detail, hint) = self.worst.as_ref()?;
+        Some(
+            Error::new(
+                integrity::kind_of(*code),
+                format!("unhealthy: {name}: {detail}"),
+            )
+            .hint(hint.clone().unwrap_or_default()),
+        )
+    }
+}
+
+fn as_map<S: serde::Serializer>(
+    checks: &[(&'static str, CheckReport)],
+    s: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    s.collect_map(checks.iter().map(|(k, v)| (k, v)))
+}
+
+/// Runs every check (see the module docs).
+pub fn report(cfg: &Config) -> Report {
+    let checks = checks(cfg);
     let worst = checks
         .iter()
         .filter_map(|(name, c)| match c.status {
             Status::Unhealthy(code) => Some((rank(code), code, *name, c)),
             _ => None,
         })
-        .max_by_key(|(r, ..)| *r);
+        .max_by_key(|(r, ..)| *r)
+        .map(|(_, code, name, c)| (name, code, c.detail.clone(), c.hint.clone()));
     let status = if worst.is_some() {
         "unhealthy"
     } else if checks.iter().any(|(_, c)| c.status == Status::Degraded) {
@@ -544,38 +597,142 @@ pub fn health(ctx: &Ctx, as_json: bool) -> Result<Code> {
     } else {
         "healthy"
     };
-    if as_json {
-        let mut map = Map::new();
-        for (name, c) in &checks {
-            let mut o = json!({"status": c.status.name(), "detail": c.detail});
-            if let Status::Unhealthy(code) = c.status {
-                o["exit_code"] = json!(code.as_i32());
-            }
-            if let Some(h) = &c.hint {
-                o["hint"] = json!(h);
-            }
-            map.insert((*name).into(), o);
-        }
-        cli::print_json(&json!({"status": status, "checks": map}));
-    } else {
-        let mut out = format!("status: {status}\n");
-        for (name, c) in &checks {
-            out.push_str(&format!(
-                "  {name:<14} {:<10} {}\n",
-                c.status.name(),
-                c.detail
-            ));
-        }
-        cli::print(&out);
+    Report {
+        status,
+        checks: checks
+            .into_iter()
+            .map(|(name, c)| {
+                let exit_code = match c.status {
+                    Status::Unhealthy(code) => Some(code.as_i32()),
+                    _ => None,
+                };
+                (
+                    name,
+                    CheckReport {
+                        status: c.status.name(),
+                        detail: c.detail,
+                        exit_code,
+                        hint: c.hint,
+                    },
+                )
+            })
+            .collect(),
+        worst,
     }
-    match worst {
-        None => Ok(Code::Success),
-        Some((_, code, name, c)) => Err(Error::new(
-            integrity::kind_of(code),
-            format!("unhealthy: {name}: {}", c.detail),
-        )
-        .hint(c.hint.clone().unwrap_or_default())),
+}
+
+// `status`: the summary `state-manager status` prints.
+
+/// How the state is, as `status` answers: its exit code is the answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Condition {
+    Valid,
+    /// There is no state file (exit 1).
+    Missing,
+    /// It does not parse (exit 3).
+    Corrupt,
+    /// It breaks the schema (exit 4).
+    Invalid,
+}
+
+impl Condition {
+    pub fn code(self) -> Code {
+        match self {
+            Condition::Valid => Code::Success,
+            Condition::Missing => Code::GeneralError,
+            Condition::Corrupt => Code::StateCorruption,
+            Condition::Invalid => Code::ValidationFailed,
+        }
     }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Condition::Valid => "valid",
+            Condition::Missing => "missing",
+            Condition::Corrupt => "corrupt",
+            Condition::Invalid => "invalid",
+        }
+    }
+}
+
+/// What `status` reports.
+#[derive(Clone, Debug, Serialize)]
+pub struct StatusReport {
+    pub path: String,
+    pub state: Condition,
+    /// Bytes of the state file.
+    pub size: Option<usize>,
+    pub schema_version: Value,
+    pub phase: Value,
+    pub last_modified: Value,
+    pub revision: Value,
+    pub valid: bool,
+    pub violations: Vec<schema::Violation>,
+    pub violation_count: usize,
+    /// How many backups there are.
+    pub backups: usize,
+    pub live_locks: Vec<String>,
+    pub degraded_mode: document::DegradedMode,
+}
+
+impl StatusReport {
+    /// 0 valid, 1 missing, 3 corrupt, 4 invalid.
+    pub fn code(&self) -> Code {
+        self.state.code()
+    }
+}
+
+/// The summary of the state file at `path` whose bytes are `bytes`, with
+/// `backups` backups.
+pub fn status(cfg: &Config, path: &Path, bytes: Option<&[u8]>, backups: usize) -> StatusReport {
+    let doc = bytes.and_then(|b| store::parse_state(b, path).ok());
+    let violations = doc.as_ref().map(schema::violations).unwrap_or_default();
+    let state = match (bytes, &doc) {
+        (None, _) => Condition::Missing,
+        (Some(_), None) => Condition::Corrupt,
+        (Some(_), Some(_)) if !violations.is_empty() => Condition::Invalid,
+        _ => Condition::Valid,
+    };
+    let get = |p: &str| {
+        doc.as_ref()
+            .and_then(|d| d.pointer(p))
+            .cloned()
+            .unwrap_or(Value::Null)
+    };
+    StatusReport {
+        path: path.display().to_string(),
+        state,
+        size: bytes.map(<[u8]>::len),
+        schema_version: get("/schemaVersion"),
+        phase: get("/phase"),
+        last_modified: get("/metadata/lastModified"),
+        revision: get("/metadata/revision"),
+        valid: state == Condition::Valid,
+        violation_count: violations.len(),
+        violations,
+        backups,
+        live_locks: live_locks(cfg),
+        degraded_mode: document::DegradedMode::of(doc.as_ref()),
+    }
+}
+
+/// Live lock records in `.locks/`, by name.
+fn live_locks(cfg: &Config) -> Vec<String> {
+    let Ok(entries) = fs::read_dir(cfg.locks_dir()) else {
+        return Vec::new();
+    };
+    let mut names: Vec<String> = entries
+        .flatten()
+        .filter_map(|e| {
+            let n = e.file_name().to_string_lossy().into_owned();
+            let name = n.strip_suffix(".lock")?.to_owned();
+            let rec = record::load(&e.path()).ok()??;
+            rec.is_held().then_some(name)
+        })
+        .collect();
+    names.sort();
+    names
 }
 
 #[cfg(test)]

@@ -33,106 +33,20 @@ use std::io;
 use std::path::{Component, Path, PathBuf};
 
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
 
 use super::backup;
-use super::commands::Ctx;
+pub use super::document::{PREFIX, Seal, check_seal, mismatch_message, seal, sha256_hex};
 use super::schema;
-use crate::audit::Recorder;
-use crate::cmd as cli;
 use crate::config::{Config, MAX_INPUT_BYTES};
 use crate::durable;
-use crate::error::{Error, Kind, Result};
+use crate::error::{Error, Kind};
 use crate::exit::Code;
 use crate::recovery::checkpoint;
-
-/// The prefix of every checksum the toolkit writes.
-pub const PREFIX: &str = "sha256:";
-
-const TOOL: &str = "state-manager";
 
 /// The generated validator of schemas/lock.schema.json (built with the crate,
 /// like the state schema: no schema is compiled at run time).
 #[jsonschema::validator(path = "schemas/lock.schema.json", validate_formats = true)]
 struct LockSchema;
-
-/// The lowercase hex SHA-256 of `bytes`.
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    let digest = Sha256::digest(bytes);
-    let mut out = String::with_capacity(64);
-    for b in digest.iter() {
-        out.push(char::from_digit(u32::from(b >> 4), 16).expect("a nibble"));
-        out.push(char::from_digit(u32::from(b & 0xf), 16).expect("a nibble"));
-    }
-    out
-}
-
-/// The checksum of a document with no `metadata.checksum` in it.
-fn content_checksum(unsealed: &Value) -> String {
-    let bytes = serde_json::to_vec(unsealed).expect("a JSON value always serializes");
-    format!("{PREFIX}{}", sha256_hex(&bytes))
-}
-
-/// Sets `metadata.checksum` to the checksum of the rest of `doc` (see the
-/// module docs). A document without a `metadata` object is left alone: the
-/// schema refuses it anyway.
-pub fn seal(doc: &mut Value) {
-    let Some(meta) = doc.get_mut("metadata").and_then(Value::as_object_mut) else {
-        return;
-    };
-    // shift_remove keeps the other keys in place: the order is part of the content.
-    meta.shift_remove("checksum");
-    let sum = content_checksum(doc);
-    if let Some(meta) = doc.get_mut("metadata").and_then(Value::as_object_mut) {
-        meta.insert("checksum".into(), Value::String(sum));
-    }
-}
-
-/// What a document's embedded checksum says about it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Seal {
-    /// The checksum matches the content.
-    Verified,
-    /// There is no checksum: written by hand or by an older toolkit.
-    Missing,
-    /// The content is not what was checksummed: changed outside the toolkit or corrupted.
-    Mismatch { recorded: String, actual: String },
-}
-
-/// Checks `doc`'s `metadata.checksum` against its content.
-pub fn check_seal(doc: &Value) -> Seal {
-    let Some(recorded) = doc.pointer("/metadata/checksum") else {
-        return Seal::Missing;
-    };
-    let recorded = match recorded {
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    };
-    let mut unsealed = doc.clone();
-    if let Some(meta) = unsealed.get_mut("metadata").and_then(Value::as_object_mut) {
-        meta.shift_remove("checksum");
-    }
-    let actual = content_checksum(&unsealed);
-    if actual == recorded {
-        Seal::Verified
-    } else {
-        Seal::Mismatch { recorded, actual }
-    }
-}
-
-/// The message for a checksum that does not match.
-pub fn mismatch_message(recorded: &str, actual: &str) -> String {
-    format!(
-        "checksum mismatch: changed outside the toolkit or corrupted (recorded {}, content is {})",
-        short(recorded),
-        short(actual)
-    )
-}
-
-fn short(sum: &str) -> String {
-    let s: String = sum.chars().take(PREFIX.len() + 12).collect();
-    if s.len() < sum.len() { s + "…" } else { s }
-}
 
 /// One problem found in a file.
 #[derive(Clone, Debug)]
@@ -218,7 +132,7 @@ impl FileCheck {
         worst(self.problems.iter().map(|p| p.code)).unwrap_or(Code::Success)
     }
 
-    fn to_json(&self) -> Value {
+    pub fn to_json(&self) -> Value {
         json!({
             "path": self.path.display().to_string(),
             "kind": self.kind,
@@ -229,6 +143,12 @@ impl FileCheck {
                 "message": p.message,
             })).collect::<Vec<_>>(),
         })
+    }
+}
+
+impl serde::Serialize for FileCheck {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        self.to_json().serialize(s)
     }
 }
 
@@ -473,7 +393,8 @@ pub struct Report {
 }
 
 impl Report {
-    fn all(&self) -> impl Iterator<Item = &FileCheck> {
+    /// The state's check first, then every other file's.
+    pub fn all(&self) -> impl Iterator<Item = &FileCheck> {
         self.state.iter().chain(self.files.iter())
     }
 
@@ -527,79 +448,35 @@ pub fn verify_all(cfg: &Config, state_path: &Path) -> Report {
     Report { state, files }
 }
 
-/// Prints a report as text or JSON and turns it into the command's result.
-fn finish_report(report: &Report, as_json: bool, state_path: Option<&Path>) -> Result<Code> {
-    let count = |s: &str| report.all().filter(|f| f.status() == s).count();
-    let checked = report.all().count();
-    let code = report.code();
-    if as_json {
-        cli::print_json(&json!({
-            "clean": code == Code::Success,
-            "exit_code": code.as_i32(),
-            "state": match (&report.state, state_path) {
-                (Some(s), _) => Value::String(s.status().into()),
-                (None, Some(_)) => Value::String("missing".into()),
-                (None, None) => Value::Null,
-            },
-            "files": report.all().map(FileCheck::to_json).collect::<Vec<_>>(),
-            "summary": {
-                "checked": checked,
-                "verified": count("ok"),
-                "unverified": count("unverified"),
-                "corrupt": count("corrupt"),
-                "unreadable": count("unreadable"),
-                "invalid": count("invalid"),
-            },
-        }));
-    } else {
-        let mut out = String::new();
-        if let (None, Some(p)) = (&report.state, state_path) {
-            out.push_str(&format!("note: no state file at {}\n", p.display()));
-        }
-        for f in report.all() {
-            for p in &f.problems {
-                out.push_str(&format!(
-                    "{:<10}  {}: {}\n",
-                    p.severity().to_uppercase(),
-                    f.path.display(),
-                    p.message
-                ));
-            }
-            if f.status() == "unverified" {
-                out.push_str(&format!(
-                    "{:<10}  {}: no checksum (written by hand or by an older toolkit; the next write adds one)\n",
-                    "UNVERIFIED",
-                    f.path.display()
-                ));
-            }
-        }
-        let mut parts = vec![format!("{} verified", count("ok"))];
-        for s in ["unverified", "corrupt", "unreadable", "invalid"] {
-            if count(s) > 0 {
-                parts.push(format!("{} {s}", count(s)));
-            }
-        }
-        out.push_str(&format!(
-            "checked {checked} file(s): {}\n",
-            parts.join(", ")
-        ));
-        cli::print(&out);
+impl Report {
+    /// How many files have this status (`ok`, `unverified`, `corrupt`, ...).
+    pub fn count(&self, status: &str) -> usize {
+        self.all().filter(|f| f.status() == status).count()
     }
-    let bad = checked - count("ok") - count("unverified");
-    let what = |n: usize, how: &str| {
-        format!("integrity check failed: {n} {how} file(s), {bad} with problems in all")
-    };
-    match code {
-        Code::Success => Ok(Code::Success),
-        Code::StateCorruption => {
-            Err(Error::corruption(what(count("corrupt"), "corrupt")).hint(corruption_hint(report)))
+
+    /// The failure a check with problems ends with (`None` when clean).
+    pub fn error(&self) -> Option<Error> {
+        let checked = self.all().count();
+        let bad = checked - self.count("ok") - self.count("unverified");
+        let what = |n: usize, how: &str| {
+            format!("integrity check failed: {n} {how} file(s), {bad} with problems in all")
+        };
+        match self.code() {
+            Code::Success => None,
+            Code::StateCorruption => Some(
+                Error::corruption(what(self.count("corrupt"), "corrupt"))
+                    .hint(corruption_hint(self)),
+            ),
+            Code::ValidationFailed => Some(
+                Error::validation(what(self.count("invalid"), "invalid")).hint(
+                    "see the list above; 'state-manager repair' fixes what it can without guessing",
+                ),
+            ),
+            other => Some(
+                Error::new(kind_of(other), what(self.count("unreadable"), "unreadable"))
+                    .hint("see the list above; check the owner and mode of those files"),
+            ),
         }
-        Code::ValidationFailed => Err(Error::validation(what(count("invalid"), "invalid"))
-            .hint("see the list above; 'state-manager repair' fixes what it can without guessing")),
-        other => Err(
-            Error::new(kind_of(other), what(count("unreadable"), "unreadable"))
-                .hint("see the list above; check the owner and mode of those files"),
-        ),
     }
 }
 
@@ -650,43 +527,6 @@ pub fn kind_of(code: Code) -> Kind {
         Code::ResourceExhausted => Kind::ResourceExhausted,
         Code::Success | Code::GeneralError => Kind::General,
     }
-}
-
-/// `verify-integrity [--json]`: 0 clean, 3 anything corrupt, 4 only schema problems.
-pub fn verify_integrity(ctx: &Ctx, as_json: bool) -> Result<Code> {
-    ctx.audited_state("verify-integrity", |detail| {
-        let store = ctx.store()?;
-        let report = verify_all(&ctx.cfg, store.path());
-        detail["checked"] = json!(report.all().count());
-        detail["problems"] = json!(report.all().filter(|f| !f.problems.is_empty()).count());
-        finish_report(&report, as_json, Some(store.path()))
-    })
-}
-
-/// `validate-backup ID [--json]`: the checks of `verify-integrity` for one
-/// backup, named by its file name (with or without `.json`) or path.
-pub fn validate_backup(ctx: &Ctx, id: &str, as_json: bool) -> Result<Code> {
-    let found = backup::find(&ctx.cfg, id);
-    let target = found
-        .as_ref()
-        .map_or_else(|_| id.to_string(), |b| b.name.clone());
-    let rec = Recorder::start(&ctx.cfg, TOOL, "validate-backup", target);
-    let mut detail = json!({});
-    let result = found.and_then(|b| {
-        let check = check_document_file(&b.path, "backup");
-        detail["status"] = json!(check.status());
-        let report = Report {
-            state: None,
-            files: vec![check],
-        };
-        let result = finish_report(&report, as_json, None);
-        if result.is_ok() && !as_json {
-            cli::println(&format!("valid: {}", b.name));
-        }
-        result
-    });
-    rec.finish(&result, detail);
-    result
 }
 
 #[cfg(test)]

@@ -24,19 +24,22 @@
 use serde_json::{Map, Value, json};
 
 use super::backup;
-use super::commands::{self, Ctx};
+use super::commands;
 use super::document;
 use super::integrity::{self, Seal};
 use super::schema;
-use crate::cmd as cli;
+use super::store::{Store, Txn};
 use crate::config::{Config, MAX_INPUT_BYTES};
 use crate::durable;
 use crate::error::{Error, Result};
-use crate::exit::Code;
 
 /// What `repair` did or would do.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, serde::Serialize)]
 pub struct Outcome {
+    pub path: String,
+    pub dry_run: bool,
+    /// Whether a new revision was written.
+    pub changed: bool,
     pub changes: Vec<String>,
     /// Problems left that only a person can fix.
     pub unfixable: Vec<String>,
@@ -249,19 +252,21 @@ pub fn repair_document(top: &mut Map<String, Value>, base_revision: u64) -> Resu
 /// `repair [--dry-run] [--json]`: see the module docs. Exit 0 repaired or
 /// nothing to do, 1 no state, 3 does not parse and no valid backup, 4
 /// problems only a person can fix (nothing written).
-pub fn repair(ctx: &Ctx, dry_run: bool, as_json: bool) -> Result<Code> {
-    ctx.audited_state("repair", |detail| {
+pub fn repair(
+    cfg: &Config,
+    store: &Store<'_>,
+    txn: Option<&Txn<'_, '_>>,
+    detail: &mut Value,
+) -> Result<Outcome> {
+    {
+        let dry_run = txn.is_none();
         detail["dry_run"] = json!(dry_run);
-        let store = ctx.store()?;
-        let owner = ctx.owner_identity()?;
-        // A dry run changes nothing, not even the lock folder.
-        let txn = if dry_run {
-            None
-        } else {
-            Some(store.begin(owner.as_ref())?)
-        };
         let bytes = store.load_bytes()?.ok_or_else(|| store.missing())?;
-        let mut out = Outcome::default();
+        let mut out = Outcome {
+            path: store.path().display().to_string(),
+            dry_run,
+            ..Outcome::default()
+        };
         let parsed: std::result::Result<Value, String> =
             serde_json::from_slice(&bytes).map_err(|e| e.to_string());
         let old = match parsed {
@@ -271,19 +276,21 @@ pub fn repair(ctx: &Ctx, dry_run: bool, as_json: bool) -> Result<Code> {
                     Err(e) => format!("the state does not parse ({e})"),
                     Ok(v) => format!("the state is {}, not an object", super::path::type_name(&v)),
                 };
-                let Some((b, doc)) = commands::newest_valid_backup(&ctx.cfg, None)? else {
-                    return Err(Error::corruption(format!("{why} and no valid backup exists"))
-                        .with_path(store.path())
-                        .hint("'state-manager init' keeps it aside and starts a fresh state"));
+                let Some((b, doc)) = commands::newest_valid_backup(cfg, None)? else {
+                    return Err(
+                        Error::corruption(format!("{why} and no valid backup exists"))
+                            .with_path(store.path())
+                            .hint("'state-manager init' keeps it aside and starts a fresh state"),
+                    );
                 };
                 out.recovered_from = Some(b.name.clone());
                 detail["recovered_from"] = json!(b.name);
-                if let Some(txn) = &txn {
+                if let Some(txn) = txn {
                     out.changes.push(format!(
                         "{why}: restored the newest valid backup {} (as 'recover' does)",
                         b.name
                     ));
-                    let commit = commands::recover_into(txn, &store, doc, detail)?;
+                    let commit = commands::recover_into(txn, store, doc, detail)?;
                     out.revision = Some(commit.revision);
                     out.backup = commit
                         .backup
@@ -295,7 +302,7 @@ pub fn repair(ctx: &Ctx, dry_run: bool, as_json: bool) -> Result<Code> {
                         b.name
                     ));
                 }
-                return report(&out, &store, dry_run, as_json, detail);
+                return Ok(finish(out, detail));
             }
         };
         let mut new = old.clone();
@@ -306,7 +313,7 @@ pub fn repair(ctx: &Ctx, dry_run: bool, as_json: bool) -> Result<Code> {
                 "metadata.checksum did not match the content (changed outside the toolkit or corrupted): recorded a new one for the content as it is; the previous version stays in the backup".into(),
             ),
         }
-        let base = highest_backup_revision(&ctx.cfg);
+        let base = highest_backup_revision(cfg);
         let top = new.as_object_mut().expect("matched an object above");
         out.changes.extend(repair_document(top, base)?);
         // Judge what is left on the document exactly as it would be written.
@@ -322,88 +329,48 @@ pub fn repair(ctx: &Ctx, dry_run: bool, as_json: bool) -> Result<Code> {
         detail["changes"] = json!(out.changes.len());
         if !out.unfixable.is_empty() {
             detail["unfixable"] = json!(out.unfixable.len());
-            print_outcome(&out, &store, true, as_json);
-            return Err(Error::validation(format!(
-                "{} problem(s) cannot be repaired without guessing content; nothing was changed",
-                out.unfixable.len()
-            ))
-            .with_path(store.path())
-            .hint("fix the listed values with 'state-manager set', then run 'state-manager repair' again"));
+            // Nothing is written: reported as a dry run.
+            out.dry_run = true;
+            return Ok(out);
         }
-        if let (Some(txn), false) = (&txn, out.changes.is_empty()) {
+        if let (Some(txn), false) = (txn, out.changes.is_empty()) {
             let repaired = new.clone();
             let commit = txn.commit(Some(&repaired), new, "pre-repair")?;
             out.revision = Some(commit.revision);
             out.backup = commit.backup.map(|p| p.display().to_string());
         }
-        report(&out, &store, dry_run, as_json, detail)
-    })
+        Ok(finish(out, detail))
+    }
 }
 
-fn report(
-    out: &Outcome,
-    store: &super::Store<'_>,
-    dry_run: bool,
-    as_json: bool,
-    detail: &mut Value,
-) -> Result<Code> {
+fn finish(mut out: Outcome, detail: &mut Value) -> Outcome {
     if let Some(r) = out.revision {
         detail["revision"] = json!(r);
     }
-    print_outcome(out, store, dry_run, as_json);
-    Ok(Code::Success)
+    out.changed = out.revision.is_some();
+    out
 }
 
-fn print_outcome(out: &Outcome, store: &super::Store<'_>, dry_run: bool, as_json: bool) {
-    if as_json {
-        cli::print_json(&json!({
-            "path": store.path().display().to_string(),
-            "dry_run": dry_run,
-            "changed": out.revision.is_some(),
-            "changes": out.changes,
-            "unfixable": out.unfixable,
-            "recovered_from": out.recovered_from,
-            "revision": out.revision,
-            "backup": out.backup,
-        }));
-        return;
-    }
-    let mut text = String::new();
-    let verb = if dry_run || !out.unfixable.is_empty() {
-        "would fix"
-    } else {
-        "fixed"
-    };
-    for c in &out.changes {
-        text.push_str(&format!("{verb}: {c}\n"));
-    }
-    for u in &out.unfixable {
-        text.push_str(&format!("cannot fix: {u}\n"));
-    }
-    if out.unfixable.is_empty() {
-        if out.changes.is_empty() {
-            text.push_str(&format!(
-                "nothing to repair: {} is valid and its checksum verified\n",
-                store.path().display()
-            ));
-        } else if dry_run {
-            text.push_str("dry run: nothing was changed\n");
-        } else if let Some(r) = out.revision {
-            let kept = out.backup.as_deref().map_or(String::new(), |b| {
-                format!("; the previous version is kept as {b}")
-            });
-            text.push_str(&format!(
-                "repaired {} (revision {r}{kept})\n",
-                store.path().display()
-            ));
+impl Outcome {
+    /// The failure when problems are left that only a person can fix
+    /// (nothing was written then).
+    pub fn error(&self) -> Option<Error> {
+        if self.unfixable.is_empty() {
+            return None;
         }
+        Some(Error::validation(format!(
+                "{} problem(s) cannot be repaired without guessing content; nothing was changed",
+                self.unfixable.len()
+            ))
+            .with_path(&self.path)
+            .hint("fix the listed values with 'state-manager set', then run 'state-manager repair' again"))
     }
-    cli::print(&text);
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::exit::Code;
 
     fn repaired(doc: Value) -> (Value, Vec<String>) {
         let mut doc = doc;

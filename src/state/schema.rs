@@ -11,7 +11,7 @@ use serde_json::Value;
 pub const WORKFLOW_STATE: &str = include_str!("../../schemas/workflow-state.schema.json");
 
 /// One way a document breaks the schema.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct Violation {
     /// JSON pointer to the offending value ("" is the document itself).
     pub pointer: String,

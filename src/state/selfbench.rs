@@ -26,16 +26,13 @@ use std::time::{Duration, Instant};
 use serde_json::{Map, Value, json};
 
 use super::backup::Retention;
-use super::commands::Ctx;
 use super::document;
 use super::path::{self, Seg};
 use super::store::Store;
 use crate::audit::Recorder;
-use crate::cmd as cli;
 use crate::config::Config;
 use crate::durable::{self, Durability};
 use crate::error::{Error, Result};
-use crate::exit::Code;
 use crate::lock::Identity;
 use crate::lock::record::{self, Holder, LockType, Mutex, Record};
 
@@ -75,11 +72,11 @@ impl Stats {
         }
     }
 
-    fn per_sec(&self) -> f64 {
+    pub fn per_sec(&self) -> f64 {
         self.ops as f64 / self.total.as_secs_f64().max(1e-9)
     }
 
-    fn to_json(&self) -> Value {
+    pub fn to_json(&self) -> Value {
         let ms = |d: Duration| (d.as_secs_f64() * 1e6).round() / 1e3;
         json!({
             "ops": self.ops,
@@ -209,8 +206,8 @@ fn run(cfg: &Config, retention: Retention, n: usize) -> Result<Vec<(&'static str
 
 /// `benchmark [--operations N] [--json]`: see the module docs. Exit 4 for N
 /// out of 1..=100000.
-pub fn benchmark(ctx: &Ctx, operations: usize, as_json: bool) -> Result<Code> {
-    ctx.audited_state("benchmark", |detail| {
+pub fn benchmark(live: &Store<'_>, operations: usize, detail: &mut Value) -> Result<Bench> {
+    {
         if !(1..=MAX_OPERATIONS).contains(&operations) {
             return Err(Error::validation(format!(
                 "cannot run {operations} operations of each kind"
@@ -219,59 +216,58 @@ pub fn benchmark(ctx: &Ctx, operations: usize, as_json: bool) -> Result<Code> {
         }
         detail["operations"] = json!(operations);
         // Only read: a missing or damaged state is benchmarked as a fresh one.
-        let live = ctx.store()?;
         let doc = live
             .load_opt()
             .ok()
             .flatten()
             .filter(|d| super::schema::violations(d).is_empty())
             .unwrap_or_else(document::fresh);
-        let dir = scratch(&ctx.cfg.root)?;
+        let dir = scratch(&live.cfg.root)?;
         let mut cfg = Config::new(dir.0.join(".workflow-state.json"));
         cfg.audit_log = dir.0.join(".workflow-audit.jsonl");
-        cfg.lock_timeout = ctx.cfg.lock_timeout;
+        cfg.lock_timeout = live.cfg.lock_timeout;
         cfg.run_id = None;
         let mut bytes = serde_json::to_vec_pretty(&doc).expect("JSON serializes");
         bytes.push(b'\n');
         durable::replace(&cfg.state_file, &bytes, Durability::Durable)?;
-        let results = run(&cfg, ctx.retention, operations)?;
+        let results = run(&cfg, live.retention, operations)?;
         let mut map = Map::new();
         for (kind, s) in &results {
             map.insert((*kind).into(), s.to_json());
         }
         detail["results"] = Value::Object(map.clone());
-        if as_json {
-            cli::print_json(&json!({
-                "operations": operations,
-                "dir": dir.0.display().to_string(),
-                "state_bytes": bytes.len(),
-                "results": map,
-            }));
-        } else {
-            let mut out = format!(
-                "{operations} operation(s) of each kind on a copy of the state ({} bytes) in {} (removed afterwards)\n",
-                bytes.len(),
-                dir.0.display()
-            );
-            out.push_str(&format!(
-                "{:<6} {:>10} {:>9} {:>9} {:>9}\n",
-                "kind", "ops/s", "p50 ms", "p95 ms", "max ms"
-            ));
-            let ms = |d: Duration| d.as_secs_f64() * 1e3;
-            for (kind, s) in &results {
-                out.push_str(&format!(
-                    "{kind:<6} {:>10.1} {:>9.3} {:>9.3} {:>9.3}\n",
-                    s.per_sec(),
-                    ms(s.p50),
-                    ms(s.p95),
-                    ms(s.max)
-                ));
-            }
-            out.push_str("(in-process: process start-up is not included; a lock cycle is one acquire and one release)\n");
-            cli::print(&out);
+        Ok(Bench {
+            operations,
+            dir: dir.0.clone(),
+            state_bytes: bytes.len(),
+            results,
+        })
+    }
+}
+
+/// What `benchmark` measured.
+pub struct Bench {
+    pub operations: usize,
+    /// Where the copy was (removed by now).
+    pub dir: PathBuf,
+    pub state_bytes: usize,
+    pub results: Vec<(&'static str, Stats)>,
+}
+
+impl Bench {
+    /// The report `benchmark --json` prints.
+    pub fn to_json(&self) -> Value {
+        let mut map = Map::new();
+        for (kind, s) in &self.results {
+            map.insert((*kind).into(), s.to_json());
         }
-        Ok(Code::Success)
-    })
+        json!({
+            "operations": self.operations,
+            "dir": self.dir.display().to_string(),
+            "state_bytes": self.state_bytes,
+            "results": map,
+        })
+    }
 }
 
 #[cfg(test)]

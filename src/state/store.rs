@@ -18,7 +18,6 @@ use serde_json::Value;
 
 use super::backup::{self, Retention};
 use super::document;
-use super::integrity;
 use super::schema;
 use crate::config::{Config, MAX_INPUT_BYTES};
 use crate::durable::{self, Durability};
@@ -105,10 +104,18 @@ impl<'a> Store<'a> {
     pub fn begin(&self, owner: Option<&Identity>) -> Result<Txn<'_, 'a>> {
         let started = Instant::now();
         let mutex = lock::transaction(self.cfg, "state", owner, self.cfg.lock_timeout)?;
+        let waited = started.elapsed();
+        crate::debug::log(|| {
+            format!(
+                "state lock taken after {:.3}ms (state file {})",
+                waited.as_secs_f64() * 1e3,
+                self.path.display()
+            )
+        });
         Ok(Txn {
             store: self,
             _mutex: mutex,
-            waited: started.elapsed(),
+            waited,
         })
     }
 }
@@ -160,9 +167,10 @@ impl Txn<'_, '_> {
         reason: &str,
         keep_old: bool,
     ) -> Result<Commit> {
+        let started = Instant::now();
         document::stamp(&mut new, old)?;
         // After the stamp, so the checksum covers the new revision and time.
-        integrity::seal(&mut new);
+        document::seal(&mut new);
         check_schema(&new)?;
         let mut bytes = serde_json::to_vec_pretty(&new).expect("a JSON value always serializes");
         bytes.push(b'\n');
@@ -177,14 +185,23 @@ impl Txn<'_, '_> {
         } else {
             None
         };
+        if let Some(b) = &backup {
+            crate::debug::log(|| format!("backup made: {}", b.display()));
+        }
         durable::replace(&self.store.path, &bytes, Durability::Durable)?;
         if let Err(e) = backup::prune(cfg, self.store.retention) {
             eprintln!("state-manager: warning: cannot prune backups: {e}");
         }
-        Ok(Commit {
-            revision: document::revision(&new),
-            backup,
-        })
+        let revision = document::revision(&new);
+        crate::debug::log(|| {
+            format!(
+                "committed revision {revision} ({} bytes) to {} in {:.3}ms",
+                bytes.len(),
+                self.store.path.display(),
+                started.elapsed().as_secs_f64() * 1e3
+            )
+        });
+        Ok(Commit { revision, backup })
     }
 }
 

@@ -7,6 +7,7 @@ mod haudit;
 mod hlock;
 mod hooks;
 mod hrec;
+mod hstate;
 mod lock;
 mod ops;
 mod props;

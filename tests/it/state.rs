@@ -433,7 +433,7 @@ fn status_reports_the_state_and_its_exit_code_says_how_it_is() {
     let j = env.run("state-manager", &["status", "--json"]).ok().json();
     assert_eq!(j["valid"], json!(true));
     assert_eq!(j["revision"], json!(1));
-    assert_eq!(j["degradedMode"], json!(false));
+    assert_eq!(j["degraded_mode"]["enabled"], json!(false));
     fs::write(env.state_file(), b"{").unwrap();
     assert_eq!(
         env.run("state-manager", &["status", "--json"])

@@ -1,1 +1,84 @@
-//! The `state` subcommands: parsing results rendered as text or JSON.
+//! The `state-manager` subcommands (all but `audit` and `hook`): each runs
+//! one operation of `crate::state` and prints its result as text or, with
+//! `--json`, as one JSON value (snake_case keys; `-c` on one line), with one
+//! audit event per call.
+//!
+//! - [`document`]: `init`, `read`, `write`, `set`, `merge`, `append`,
+//!   `signal`, `migrate`.
+//! - [`backups`]: `backup`, `list-backups`, `recover`.
+//! - [`check`]: `status`, `validate`, `verify-integrity`,
+//!   `validate-backup`, `health`.
+//! - [`maintain`]: `repair`, `export`, `import`, `cleanup`, `diagnostics`,
+//!   `benchmark`.
+
+pub mod backups;
+pub mod check;
+pub mod document;
+pub mod maintain;
+
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use crate::audit::event::ms;
+use crate::cmd::Ctx;
+use crate::error::Result;
+use crate::state::Commit;
+
+pub(crate) const TOOL: &str = "state-manager";
+
+impl Ctx {
+    /// Runs `f` as operation `op` on the state file, recording one audit event.
+    pub(crate) fn audited_state<T>(
+        &self,
+        op: &str,
+        f: impl FnOnce(&mut Value) -> Result<T>,
+    ) -> Result<T> {
+        self.audited(op, self.state_target(), f)
+    }
+
+    /// A read-modify-write under the `state` lock, through the backend:
+    /// `change` edits the current document; the result is committed as the
+    /// next revision.
+    pub(crate) fn update(
+        &self,
+        op: &str,
+        change: impl FnOnce(&mut Value) -> Result<()>,
+    ) -> Result<Commit> {
+        self.audited_state(op, |detail| {
+            let owner = self.owner_identity()?;
+            let mut change = Some(change);
+            let commit = self.backend.state().update(
+                owner.as_ref(),
+                self.retention,
+                op,
+                &mut |doc| change.take().expect("called once")(doc),
+                &mut |waited| detail["lock_wait_ms"] = json!(ms(waited)),
+            )?;
+            detail["revision"] = json!(commit.revision);
+            Ok(commit)
+        })
+    }
+
+    /// Prints `value` as one JSON value (`--json`; `-c` on one line).
+    pub(crate) fn print_json(&self, value: &impl Serialize) {
+        self.output
+            .json(&serde_json::to_value(value).expect("reports serialize"));
+    }
+}
+
+/// What a commit made, as mutations print it under `--json`.
+#[derive(Serialize)]
+pub struct Committed {
+    pub revision: u64,
+    /// The backup of the version it replaced.
+    pub backup: Option<String>,
+}
+
+impl From<&Commit> for Committed {
+    fn from(c: &Commit) -> Committed {
+        Committed {
+            revision: c.revision,
+            backup: c.backup.as_ref().map(|p| p.display().to_string()),
+        }
+    }
+}

@@ -1,0 +1,388 @@
+//! `init`, `read`, `write`, `set`, `merge`, `append`, `signal`, `migrate`:
+//! the commands that read or change the document. A change prints nothing
+//! in text; under `--json` it prints what it committed
+//! (`{"revision": N, "backup": PATH|null, ...}`).
+
+use std::fs;
+use std::os::unix::fs::DirBuilderExt;
+
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use super::{Committed, TOOL};
+use crate::audit::event::ms;
+use crate::cmd::{self as cli, Ctx};
+use crate::config::MAX_INPUT_BYTES;
+use crate::durable;
+use crate::error::{Error, Result};
+use crate::exit::Code;
+use crate::lock;
+use crate::state::commands::{
+    keep_aside, newest_valid_backup, non_root_path, parse_json_arg, toolkit_owned, value_arg,
+    value_at, write_signal_file,
+};
+use crate::state::merge::merge_patch;
+use crate::state::{backup, document, path, store};
+
+/// What `init` did.
+#[derive(Serialize)]
+struct Initialized {
+    path: String,
+    /// Whether this call wrote the state (false: it was there already).
+    initialized: bool,
+    revision: u64,
+    recovered_from: Option<String>,
+    corrupt_kept_at: Option<String>,
+}
+
+/// `init`: creates the state, or repairs a corrupt one from backups.
+pub fn init(ctx: &Ctx) -> Result<Code> {
+    let done = ctx.audited_state("init", |detail| {
+        if !ctx.cfg.root.exists() {
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&ctx.cfg.root)
+                .map_err(|e| Error::io(e, "cannot create state folder", &ctx.cfg.root))?;
+        }
+        let store = ctx.store()?;
+        let owner = ctx.owner_identity()?;
+        let txn = store.begin(owner.as_ref())?;
+        backup::ensure_dir(&ctx.cfg)?;
+        let mut done = Initialized {
+            path: store.path().display().to_string(),
+            initialized: true,
+            revision: 0,
+            recovered_from: None,
+            corrupt_kept_at: None,
+        };
+        let Some(bytes) = store.load_bytes()? else {
+            let commit = txn.commit(None, document::fresh(), "init")?;
+            detail["revision"] = json!(commit.revision);
+            done.revision = commit.revision;
+            return Ok(done);
+        };
+        match store::parse_state(&bytes, store.path()) {
+            Ok(doc) => {
+                store::check_schema(&doc).map_err(|e| {
+                    e.hint("the state exists but is not valid: run 'state-manager migrate' (older documents) or 'state-manager repair'")
+                })?;
+                done.initialized = false;
+                done.revision = document::revision(&doc);
+                Ok(done)
+            }
+            Err(_) => {
+                let aside = keep_aside(store.path())?;
+                detail["corrupt_kept_at"] = json!(aside.display().to_string());
+                done.corrupt_kept_at = Some(aside.display().to_string());
+                eprintln!("{TOOL}: the state did not parse; kept it at {}", aside.display());
+                match newest_valid_backup(&ctx.cfg, None)? {
+                    Some((b, doc)) => {
+                        let commit = txn.commit_over_corrupt(doc, "init-recover")?;
+                        detail["recovered_from"] = json!(b.name);
+                        detail["revision"] = json!(commit.revision);
+                        eprintln!("{TOOL}: restored the newest valid backup {}", b.name);
+                        done.recovered_from = Some(b.name);
+                        done.revision = commit.revision;
+                    }
+                    None => {
+                        let commit = txn.commit_over_corrupt(document::fresh(), "init")?;
+                        detail["revision"] = json!(commit.revision);
+                        eprintln!("{TOOL}: no valid backup found; started a fresh state");
+                        done.revision = commit.revision;
+                    }
+                }
+                Ok(done)
+            }
+        }
+    })?;
+    if ctx.output.json {
+        ctx.print_json(&done);
+    } else if done.initialized {
+        cli::println(&format!("initialized {}", done.path));
+    } else {
+        cli::println(&format!(
+            "already initialized: {} (revision {})",
+            done.path, done.revision
+        ));
+    }
+    Ok(Code::Success)
+}
+
+/// `read [PATH] [--raw] [-c]`: the document or one value, as JSON (`--json`
+/// changes nothing); `-c` on one line, `--raw` strings without quotes.
+pub fn read(ctx: &Ctx, path_expr: Option<&str>, raw: bool) -> Result<Code> {
+    ctx.audited_state("read", |_| {
+        let segs = path::parse(path_expr.unwrap_or("."))?;
+        let state = ctx.backend.state();
+        let bytes = state.load_bytes()?.ok_or_else(|| state.missing())?;
+        if segs.is_empty() && !ctx.output.compact {
+            // The whole document: check that it parses without building it,
+            // then print the bytes as stored (the toolkit writes them pretty).
+            serde_json::from_slice::<serde::de::IgnoredAny>(&bytes)
+                .map_err(|_| state.parse(&bytes).unwrap_err())?;
+            let text = String::from_utf8_lossy(&bytes);
+            cli::println(text.trim_end());
+            return Ok(Code::Success);
+        }
+        let doc = state.parse(&bytes)?;
+        let value = path::get(&doc, &segs).unwrap_or(&Value::Null);
+        match value {
+            Value::String(s) if raw => cli::println(s),
+            v if ctx.output.compact => {
+                cli::println(&serde_json::to_string(v).expect("JSON serializes"))
+            }
+            v => cli::println(&serde_json::to_string_pretty(v).expect("JSON serializes")),
+        }
+        Ok(Code::Success)
+    })
+}
+
+/// `write JSON|- [REASON] [--expect-revision N] [--force]`: replaces the
+/// document. Exit 4 when the document carries a `metadata.revision` older
+/// than the live state's (the serial rule of `import`), unless `--force` or
+/// `--expect-revision` (which names the revision the change is based on).
+pub fn write(
+    ctx: &Ctx,
+    input: &str,
+    reason: Option<&str>,
+    expect_revision: Option<u64>,
+    force: bool,
+) -> Result<Code> {
+    let commit = ctx.audited_state("write", |detail| {
+        let text = if input == "-" {
+            let bytes = durable::read_stdin_limited(MAX_INPUT_BYTES)?;
+            String::from_utf8(bytes).map_err(|_| {
+                Error::validation("the document on standard input is not UTF-8")
+                    .hint("pass a UTF-8 JSON document")
+            })?
+        } else {
+            input.to_owned()
+        };
+        let new = parse_json_arg(&text, "the document")?;
+        if !new.is_object() {
+            return Err(Error::validation(format!(
+                "the document is {}, not an object",
+                path::type_name(&new)
+            ))
+            .hint("pass a JSON object like {\"phase\": \"...\", ...}"));
+        }
+        document::check_metadata(&new, "the document's")?;
+        let incoming = new.pointer("/metadata/revision").and_then(Value::as_u64);
+        let owner = ctx.owner_identity()?;
+        let mut new = Some(new);
+        let mut lock_wait = None;
+        let commit = ctx.backend.state().transact(
+            owner.as_ref(),
+            ctx.retention,
+            reason.unwrap_or("write"),
+            &mut |old| {
+                let actual = old.map(document::revision).unwrap_or(0);
+                if let Some(expected) = expect_revision
+                    && expected != actual
+                {
+                    detail["conflict"] = json!("revision");
+                    detail["expected"] = json!(expected);
+                    detail["actual"] = json!(actual);
+                    return Err(Error::validation(format!(
+                        "revision conflict: expected revision {expected}, the state is at {actual}"
+                    ))
+                    .hint("someone else wrote first: read the state again and reapply your change"));
+                }
+                // The serial rule of `import`: a document read at an older revision
+                // would silently undo whatever was committed since. An explicit
+                // --expect-revision already says which revision the change is based on.
+                if let Some(inc) = incoming
+                    && inc < actual
+                    && old.is_some()
+                    && expect_revision.is_none()
+                {
+                    detail["conflict"] = json!("revision");
+                    detail["incoming"] = json!(inc);
+                    detail["live"] = json!(actual);
+                    if !force {
+                        return Err(Error::validation(format!(
+                            "the document is at revision {inc}, older than the live state's {actual}"
+                        ))
+                        .hint("the state changed since you read it: read it again and reapply your change, or pass --force to overwrite it (it is backed up first)"));
+                    }
+                }
+                detail["force"] = json!(force);
+                Ok(new.take())
+            },
+            &mut |waited| lock_wait = Some(waited),
+        );
+        if let Some(w) = lock_wait {
+            detail["lock_wait_ms"] = json!(ms(w));
+        }
+        let commit = commit?.expect("write always commits");
+        detail["revision"] = json!(commit.revision);
+        Ok(commit)
+    })?;
+    committed(ctx, &commit)
+}
+
+/// Prints what a mutation committed under `--json` (nothing in text).
+fn committed(ctx: &Ctx, commit: &crate::state::Commit) -> Result<Code> {
+    if ctx.output.json {
+        ctx.print_json(&Committed::from(commit));
+    }
+    Ok(Code::Success)
+}
+
+/// `set PATH VALUE`
+pub fn set(ctx: &Ctx, path_expr: &str, value: &str, as_string: bool) -> Result<Code> {
+    let segs = non_root_path(path_expr);
+    let value = value_arg(value, as_string);
+    let commit = ctx.update("set", |doc| {
+        let segs = segs?;
+        path::set(doc, &segs, value_at(&segs, value?)?)
+    })?;
+    committed(ctx, &commit)
+}
+
+/// `append PATH VALUE`
+pub fn append(ctx: &Ctx, path_expr: &str, value: &str, as_string: bool) -> Result<Code> {
+    let segs = non_root_path(path_expr);
+    let value = value_arg(value, as_string);
+    let commit = ctx.update("append", |doc| {
+        let (segs, value) = (segs?, value?);
+        // An element sits one level below the array at `segs`.
+        document::check_depth(&value, segs.len() + 1, "the appended value")?;
+        path::append(doc, &segs, value)
+    })?;
+    committed(ctx, &commit)
+}
+
+/// `merge PATCH`: RFC 7396 merge patch.
+pub fn merge(ctx: &Ctx, patch: &str) -> Result<Code> {
+    let patch = parse_json_arg(patch, "the merge patch").and_then(|p| {
+        if p.get("metadata").is_some() {
+            Err(toolkit_owned("metadata"))
+        } else if p.is_object() {
+            Ok(p)
+        } else {
+            Err(Error::validation("a merge patch must be a JSON object")
+                .hint("pass an object like {\"phase\": \"impl\"}; use 'write' to replace the document"))
+        }
+    });
+    let commit = ctx.update("merge", |doc| {
+        merge_patch(doc, &patch?);
+        Ok(())
+    })?;
+    committed(ctx, &commit)
+}
+
+/// What `signal` recorded.
+#[derive(Serialize)]
+struct Signalled {
+    signal: String,
+    /// Epoch seconds, as `signals.NAME` holds it.
+    timestamp: f64,
+    revision: u64,
+    backup: Option<String>,
+}
+
+/// `signal NAME`: records `signals.NAME` = now and `.signals/NAME.json`.
+pub fn signal(ctx: &Ctx, name: &str) -> Result<Code> {
+    let valid = lock::name::validate(name).map_err(|_| {
+        Error::validation(format!("bad signal name '{}'", name.escape_debug()))
+            .hint("use 1-128 letters, digits, '.', '_' or '-', not starting with '.'")
+    });
+    let now = document::now_epoch();
+    let commit = ctx.update("signal", |doc| {
+        valid?;
+        path::set(
+            doc,
+            &[
+                path::Seg::Key("signals".into()),
+                path::Seg::Key(name.into()),
+            ],
+            json!(now),
+        )?;
+        Ok(())
+    })?;
+    write_signal_file(&ctx.cfg, name, now, json!({}))?;
+    if ctx.output.json {
+        let c = Committed::from(&commit);
+        ctx.print_json(&Signalled {
+            signal: name.to_string(),
+            timestamp: now,
+            revision: c.revision,
+            backup: c.backup,
+        });
+    }
+    Ok(Code::Success)
+}
+
+/// What `migrate` did.
+#[derive(Serialize)]
+struct Migrated {
+    /// Whether the document changed (false: it was current).
+    migrated: bool,
+    schema_version: &'static str,
+    changes: Vec<String>,
+    revision: Option<u64>,
+    backup: Option<String>,
+}
+
+/// `migrate`: upgrades an older document to the current schema version.
+pub fn migrate(ctx: &Ctx) -> Result<Code> {
+    let done = ctx.audited_state("migrate", |detail| {
+        let owner = ctx.owner_identity()?;
+        let mut changes = Vec::new();
+        let commit = ctx.backend.state().transact(
+            owner.as_ref(),
+            ctx.retention,
+            "migrate",
+            &mut |old| {
+                let old = old.ok_or_else(|| ctx.backend.state().missing())?;
+                Ok(document::migrate(old)?.map(|(new, c)| {
+                    changes = c;
+                    new
+                }))
+            },
+            &mut |_| {},
+        )?;
+        let mut done = Migrated {
+            migrated: false,
+            schema_version: document::SCHEMA_VERSION,
+            changes: Vec::new(),
+            revision: None,
+            backup: None,
+        };
+        if let Some(commit) = commit {
+            detail["changes"] = json!(changes);
+            detail["revision"] = json!(commit.revision);
+            let c = Committed::from(&commit);
+            done = Migrated {
+                migrated: true,
+                changes,
+                revision: Some(c.revision),
+                backup: c.backup,
+                ..done
+            };
+        }
+        Ok(done)
+    })?;
+    if ctx.output.json {
+        ctx.print_json(&done);
+    } else if let Some(revision) = done.revision {
+        let mut out = String::new();
+        for c in &done.changes {
+            out.push_str(c);
+            out.push('\n');
+        }
+        out.push_str(&format!(
+            "migrated to schema version {} (revision {revision}; previous version backed up)\n",
+            document::SCHEMA_VERSION
+        ));
+        cli::print(&out);
+    } else {
+        cli::println(&format!(
+            "already at schema version {}",
+            document::SCHEMA_VERSION
+        ));
+    }
+    Ok(Code::Success)
+}

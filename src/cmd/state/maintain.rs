@@ -1,0 +1,396 @@
+//! `repair`, `export`, `import`, `cleanup`, `diagnostics`, `benchmark`:
+//! upkeep of the state and its folders.
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde_json::json;
+
+use super::TOOL;
+use crate::audit::stats;
+use crate::audit::table::ms;
+use crate::cmd::{self as cli, Ctx, JsonArgs};
+use crate::config::MAX_INPUT_BYTES;
+use crate::durable;
+use crate::error::{Error, Result};
+use crate::exit::Code;
+use crate::state::exchange::{self, Format, parse, render};
+use crate::state::health::human_bytes;
+use crate::state::integrity::{self, Seal};
+use crate::state::{cleanup, diagnostics, document, repair, selfbench, store};
+
+/// `repair [--dry-run] [--json]`: see [`crate::state::repair`]. Exit 0
+/// repaired or nothing to do, 1 no state, 3 does not parse and no valid
+/// backup, 4 problems only a person can fix (listed; nothing written).
+pub fn repair(ctx: &Ctx, dry_run: bool) -> Result<Code> {
+    ctx.audited_state("repair", |detail| {
+        let store = ctx.store()?;
+        let owner = ctx.owner_identity()?;
+        // A dry run changes nothing, not even the lock folder.
+        let txn = if dry_run {
+            None
+        } else {
+            Some(store.begin(owner.as_ref())?)
+        };
+        let out = repair::repair(&ctx.cfg, &store, txn.as_ref(), detail)?;
+        detail["changes"] = json!(out.changes.len());
+        if !out.unfixable.is_empty() {
+            detail["unfixable"] = json!(out.unfixable.len());
+        }
+        print_repair(ctx, &out);
+        match out.error() {
+            None => Ok(Code::Success),
+            Some(e) => Err(e),
+        }
+    })
+}
+
+fn print_repair(ctx: &Ctx, out: &repair::Outcome) {
+    if ctx.output.json {
+        ctx.print_json(out);
+        return;
+    }
+    let dry_run = out.dry_run;
+    let mut text = String::new();
+    let verb = if dry_run || !out.unfixable.is_empty() {
+        "would fix"
+    } else {
+        "fixed"
+    };
+    for c in &out.changes {
+        text.push_str(&format!("{verb}: {c}\n"));
+    }
+    for u in &out.unfixable {
+        text.push_str(&format!("cannot fix: {u}\n"));
+    }
+    if out.unfixable.is_empty() {
+        if out.changes.is_empty() {
+            text.push_str(&format!(
+                "nothing to repair: {} is valid and its checksum verified\n",
+                out.path
+            ));
+        } else if dry_run {
+            text.push_str("dry run: nothing was changed\n");
+        } else if let Some(r) = out.revision {
+            let kept = out.backup.as_deref().map_or(String::new(), |b| {
+                format!("; the previous version is kept as {b}")
+            });
+            text.push_str(&format!("repaired {} (revision {r}{kept})\n", out.path));
+        }
+    }
+    cli::print(&text);
+}
+
+/// `export [--format json|yaml] [--output FILE] [--json]`.
+///
+/// Without `--output`, the document goes to stdout (and `--json` means
+/// `--format json`); with it, the file is replaced atomically and durably
+/// (a device or FIFO is written through) and a summary is printed (as JSON
+/// with `--json`).
+pub fn export(ctx: &Ctx, format: Option<Format>, output: Option<&Path>) -> Result<Code> {
+    let as_json = ctx.output.json;
+    ctx.audited_state("export", |detail| {
+        let format = match (format, as_json, output) {
+            (Some(Format::Yaml), true, None) => {
+                return Err(Error::validation("--json asks for JSON on stdout, --format yaml for YAML")
+                    .hint("drop one of them, or add --output FILE to get a JSON summary of a YAML export"));
+            }
+            (Some(f), _, _) => f,
+            (None, _, Some(p)) => Format::detect(Some(p), b"{"),
+            (None, _, None) => Format::Json,
+        };
+        detail["format"] = json!(format.name());
+        let store = ctx.store()?;
+        let doc = store.load()?;
+        if let Seal::Mismatch { .. } = integrity::check_seal(&doc) {
+            eprintln!(
+                "{TOOL}: warning: the state's checksum does not match its content (changed outside the toolkit or corrupted); exporting it as it is — see 'state-manager verify-integrity'"
+            );
+        }
+        let Some(out) = output else {
+            if ctx.output.compact && format == Format::Json {
+                // `--json -c`: the document on one line.
+                cli::println(&serde_json::to_string(&doc).expect("JSON serializes"));
+            } else {
+                cli::print(&String::from_utf8_lossy(&render(&doc, format)?));
+            }
+            return Ok(Code::Success);
+        };
+        let bytes = render(&doc, format)?;
+        durable::write_output(out, |w| {
+            w.write_all(&bytes)
+                .map_err(|e| Error::io(e, "cannot write the export", out))
+        })?;
+        detail["output"] = json!(out.display().to_string());
+        let revision = document::revision(&doc);
+        if durable::is_stdout(out) {
+            // `--output /dev/stdout`: the document is the output, whole.
+        } else if as_json {
+            ctx.output.json(&json!({
+                "output": out.display().to_string(),
+                "format": format.name(),
+                "bytes": bytes.len(),
+                "revision": revision,
+            }));
+        } else {
+            cli::println(&format!(
+                "exported revision {revision} of {} to {} ({}, {} bytes)",
+                store.path().display(),
+                out.display(),
+                format.name(),
+                bytes.len()
+            ));
+        }
+        Ok(Code::Success)
+    })
+}
+
+/// `import --file FILE|- [--force] [--json]`: see the module docs. Exit 3 the
+/// live state does not parse (without --force), 4 invalid document or
+/// older revision (without --force).
+pub fn import(ctx: &Ctx, file: &str, force: bool) -> Result<Code> {
+    ctx.audited_state("import", |detail| {
+        detail["file"] = json!(file);
+        detail["force"] = json!(force);
+        let (bytes, path, source) = if file == "-" {
+            (
+                durable::read_stdin_limited(MAX_INPUT_BYTES)?,
+                None,
+                "the document on standard input".to_string(),
+            )
+        } else {
+            let p = Path::new(file);
+            (
+                durable::read_input_limited(p, MAX_INPUT_BYTES)?,
+                Some(p),
+                file.to_string(),
+            )
+        };
+        let format = Format::detect(path, &bytes);
+        detail["format"] = json!(format.name());
+        let doc = parse(&bytes, format, &source)?;
+        document::check_depth(&doc, 0, &source)?;
+        document::check_metadata(&doc, &format!("{source}'s"))?;
+        store::check_schema(&doc).map_err(|e| {
+            e.hint(format!(
+                "fix {source} ('state-manager validate' on a copy lists every problem); nothing was changed"
+            ))
+        })?;
+        if let Seal::Mismatch { .. } = integrity::check_seal(&doc) {
+            eprintln!(
+                "{TOOL}: note: {source} was edited after export (its checksum no longer matches); importing it as it is"
+            );
+        }
+        let store = ctx.store()?;
+        let owner = ctx.owner_identity()?;
+        let txn = store.begin(owner.as_ref())?;
+        detail["lock_wait_ms"] = json!(crate::audit::event::ms(txn.waited));
+        let done = exchange::import(&txn, &store, doc, &source, format, force, detail)?;
+        detail["revision"] = json!(done.revision);
+        if ctx.output.json {
+            ctx.print_json(&done);
+        } else {
+            let kept = done.backup.as_ref().map_or(String::new(), |b| {
+                format!("; the previous version is kept as {b}")
+            });
+            cli::println(&format!(
+                "imported {source} into {} (revision {}{kept})",
+                done.path, done.revision
+            ));
+        }
+        Ok(Code::Success)
+    })
+}
+
+/// `cleanup`'s command line: what to clean, and how to print.
+#[derive(Clone, Debug, Default, clap::Args)]
+pub struct CleanupCommand {
+    #[command(flatten)]
+    pub what: cleanup::CleanupArgs,
+    #[command(flatten)]
+    pub json: JsonArgs,
+}
+
+/// `cleanup`: see [`crate::state::cleanup`]. Exit 4 bad duration, 6 a file
+/// could not be removed for lack of permission.
+pub fn cleanup(ctx: &Ctx, args: &cleanup::CleanupArgs) -> Result<Code> {
+    let out = ctx.audited_state("cleanup", |detail| {
+        let store = ctx.store()?;
+        let out = cleanup::cleanup(&store, || ctx.owner_identity(), args, detail)?;
+        detail["removed"] = json!(out.removed.len());
+        detail["bytes"] = json!(out.bytes);
+        Ok(out)
+    })?;
+    if ctx.output.json {
+        ctx.print_json(&out);
+        return Ok(Code::Success);
+    }
+    let verb = if out.dry_run {
+        "would remove"
+    } else {
+        "removed"
+    };
+    let mut text = String::new();
+    for i in &out.removed {
+        text.push_str(&format!(
+            "{verb} {} {} ({})\n",
+            i.kind,
+            i.path.display(),
+            i.reason
+        ));
+    }
+    for i in &out.kept {
+        text.push_str(&format!(
+            "kept {} {}: {}\n",
+            i.kind,
+            i.path.display(),
+            i.reason
+        ));
+    }
+    if out.removed.is_empty() {
+        text.push_str("nothing to clean up\n");
+    } else {
+        text.push_str(&format!(
+            "{verb} {} item(s), {} bytes{}\n",
+            out.removed.len(),
+            out.bytes,
+            if out.dry_run {
+                " (dry run: nothing was changed)"
+            } else {
+                ""
+            }
+        ));
+    }
+    cli::print(&text);
+    Ok(Code::Success)
+}
+
+/// `benchmark [--operations N] [--json]`: see [`crate::state::selfbench`].
+/// Exit 4 for N out of 1..=100000.
+pub fn benchmark(ctx: &Ctx, operations: usize) -> Result<Code> {
+    let bench = ctx.audited_state("benchmark", |detail| {
+        let store = ctx.store()?;
+        selfbench::benchmark(&store, operations, detail)
+    })?;
+    if ctx.output.json {
+        ctx.output.json(&bench.to_json());
+        return Ok(Code::Success);
+    }
+    let mut out = format!(
+        "{operations} operation(s) of each kind on a copy of the state ({} bytes) in {} (removed afterwards)\n",
+        bench.state_bytes,
+        bench.dir.display()
+    );
+    out.push_str(&format!(
+        "{:<6} {:>10} {:>9} {:>9} {:>9}\n",
+        "kind", "ops/s", "p50 ms", "p95 ms", "max ms"
+    ));
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    for (kind, s) in &bench.results {
+        out.push_str(&format!(
+            "{kind:<6} {:>10.1} {:>9.3} {:>9.3} {:>9.3}\n",
+            s.per_sec(),
+            ms(s.p50),
+            ms(s.p95),
+            ms(s.max)
+        ));
+    }
+    out.push_str("(in-process: process start-up is not included; a lock cycle is one acquire and one release)\n");
+    cli::print(&out);
+    Ok(Code::Success)
+}
+
+/// `diagnostics [--json] [--verbose]`
+pub fn diagnostics(ctx: &Ctx, verbose: bool) -> Result<Code> {
+    let d = diagnostics::gather(&ctx.cfg)?;
+    let report = d.to_json(verbose);
+    if ctx.output.json {
+        ctx.output.json(&report);
+        return Ok(Code::Success);
+    }
+    let (st, totals) = (&d.stats, &d.totals);
+    let ops = d.operations();
+    let t = &st.total;
+    let (takeovers, lock_timeouts) = (d.takeovers, d.lock_timeouts);
+    let (state_size, backup_bytes, checkpoint_bytes, log_bytes) = (
+        d.state_bytes,
+        d.backup_bytes,
+        d.checkpoint_bytes,
+        d.audit_log_bytes,
+    );
+    let rate = |failed: u64, events: u64| {
+        if events == 0 {
+            0.0
+        } else {
+            100.0 * failed as f64 / events as f64
+        }
+    };
+    let mut out = format!(
+        "audit log:        {} events in {} file(s){}\nerror rate:       {:.1}% ({} failed)\nlock waits ms:    p50 {}  p95 {}  max {}\nlock timeouts:    {}\nstale takeovers:  {}\n\n",
+        t.events,
+        totals.files.len(),
+        if totals.malformed > 0 {
+            format!(", {} malformed line(s) skipped", totals.malformed)
+        } else {
+            String::new()
+        },
+        rate(t.failed, t.events),
+        t.failed,
+        ms(t.wait.quantile(0.5)),
+        ms(t.wait.quantile(0.95)),
+        ms(t.wait.max()),
+        lock_timeouts,
+        takeovers,
+    );
+    if !ops.is_empty() {
+        let w = ops.iter().map(|(k, _)| k.len()).max().unwrap_or(2).max(9);
+        out.push_str(&format!(
+            "{:<w$}  {:>7}  {:>6}  {:>8}  {:>8}  {:>8}\n",
+            "OPERATION", "EVENTS", "ERR%", "P50 ms", "P95 ms", "MAX ms"
+        ));
+        for (k, g) in &ops {
+            out.push_str(&format!(
+                "{:<w$}  {:>7}  {:>6.1}  {:>8}  {:>8}  {:>8}\n",
+                k,
+                g.events,
+                rate(g.failed, g.events),
+                ms(g.duration.quantile(0.5)),
+                ms(g.duration.quantile(0.95)),
+                ms(g.duration.max())
+            ));
+            if verbose && !g.by_exit.is_empty() {
+                let codes: Vec<String> = g
+                    .by_exit
+                    .iter()
+                    .map(|(c, n)| format!("{}×{n}", stats::code_name(*c)))
+                    .collect();
+                out.push_str(&format!("{:<w$}    failures: {}\n", "", codes.join(", ")));
+            }
+        }
+        out.push('\n');
+    }
+    out.push_str(&format!(
+        "state:            {}\nbackups:          {} ({})\ncheckpoints:      {} ({})\naudit log:        {} in {} file(s)\n",
+        human_bytes(state_size),
+        d.backups,
+        human_bytes(backup_bytes),
+        d.checkpoints,
+        human_bytes(checkpoint_bytes),
+        human_bytes(log_bytes),
+        d.audit_log_files,
+    ));
+    if let Some(d) = &report["disk"]["filesystem"].as_object() {
+        out.push_str(&format!(
+            "disk free:        {} of {}\n",
+            human_bytes(d["free_bytes"].as_u64().unwrap_or(0)),
+            human_bytes(d["total_bytes"].as_u64().unwrap_or(0))
+        ));
+    }
+    if verbose {
+        for f in &totals.files {
+            out.push_str(&format!("read:             {}\n", f.display()));
+        }
+    }
+    cli::print(&out);
+    Ok(Code::Success)
+}
