@@ -164,7 +164,7 @@ fn plan_checkpoints(cfg: &Config, policy: &Policy) -> Result<Vec<(Item, checkpoi
             policy.why(i, backup::age_of(c.made)).map(|reason| {
                 let item = Item {
                     kind: "checkpoint",
-                    bytes: size_of(&c.path),
+                    bytes: checkpoint::size_of(&c.path),
                     path: c.path.clone(),
                     reason,
                 };
@@ -213,13 +213,10 @@ fn plan_temp(cfg: &Config, locked: bool) -> Vec<Item> {
             reason: "temp file left by a writer that was killed".into(),
         })
         .collect();
+    let _ = locked;
     for path in checkpoint::leftovers(&cfg.checkpoints_dir()) {
-        let owner = path.file_name().and_then(|n| {
-            n.to_string_lossy()
-                .rsplit_once('-')
-                .and_then(|(_, pid)| pid.parse::<u32>().ok())
-        });
-        if !locked && owner.is_some_and(pid_runs) {
+        // Never one whose writer runs, with the lock or without.
+        if checkpoint::in_progress(&path) {
             continue;
         }
         let removing = path
@@ -332,6 +329,9 @@ fn remove(cfg: &Config, item: &Item, cp: Option<&checkpoint::Checkpoint>) -> Res
             Some(cp) => checkpoint::remove(cp),
             None => Ok(false),
         },
+        _ if checkpoint::leftovers(&cfg.checkpoints_dir()).contains(&item.path) => {
+            checkpoint::remove_leftover(&item.path)
+        }
         _ if item.path.is_dir() => {
             remove_tree(&item.path)?;
             Ok(true)

@@ -30,7 +30,7 @@
 
 use std::fs;
 use std::io;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 use serde_json::{Value, json};
 
@@ -251,46 +251,52 @@ pub fn check_lock_file(path: &Path) -> FileCheck {
 }
 
 /// Checks one checkpoint folder: its metadata.json parses, each file it
-/// lists hashes to the recorded SHA-256, and its state.json is a sound document.
+/// lists hashes to the recorded SHA-256 ([`checkpoint::inspect`], the
+/// checkpoint's own rule), and its state.json is a sound document.
 pub fn check_checkpoint(dir: &Path) -> Vec<FileCheck> {
-    let meta_path = dir.join("metadata.json");
-    let mut meta_check = FileCheck::new(&meta_path, "checkpoint");
+    use checkpoint::{Listed, MetaFile};
+    let found = checkpoint::inspect(dir);
+    let parsed = matches!(found.metadata, MetaFile::Parsed(_));
+    let mut meta_check = FileCheck::new(&found.metadata_path, "checkpoint");
+    match &found.metadata {
+        MetaFile::Parsed(_) => {}
+        MetaFile::Missing => meta_check.problems.push(Problem::corrupt(
+            "missing: a checkpoint without metadata.json cannot be trusted",
+        )),
+        MetaFile::Unparsed(why) => meta_check
+            .problems
+            .push(Problem::corrupt(format!("does not parse: {why}"))),
+        MetaFile::Unreadable(e) => meta_check.problems.push(Problem::unreadable(e)),
+    }
+    let mut state_check = found
+        .has_state
+        .then(|| check_document_file(&found.state_path, "checkpoint-file"));
     let mut out = Vec::new();
-    let meta: Option<Value> = match durable::read_limited(&meta_path, MAX_INPUT_BYTES) {
-        Ok(bytes) => match serde_json::from_slice(&bytes) {
-            Ok(m) => Some(m),
-            Err(e) => {
-                meta_check
-                    .problems
-                    .push(Problem::corrupt(format!("does not parse: {e}")));
-                None
-            }
-        },
-        Err(e) if e.io_kind() == Some(io::ErrorKind::NotFound) => {
-            meta_check.problems.push(Problem::corrupt(
-                "missing: a checkpoint without metadata.json cannot be trusted",
-            ));
-            None
-        }
-        Err(e) => {
-            meta_check.problems.push(Problem::unreadable(&e));
-            None
-        }
-    };
-    let state_path = dir.join("state.json");
-    let mut state_check = if state_path.exists() {
-        Some(check_document_file(&state_path, "checkpoint-file"))
-    } else {
-        None
-    };
-    let files = meta.as_ref().and_then(|m| m.get("files"));
-    match files {
-        Some(Value::Object(files)) => {
+    match found.files {
+        Some(Ok(files)) => {
             meta_check.checksum = Some("verified");
-            for (rel, sum) in files {
-                let path = dir.join(rel);
+            for (rel, path, listed) in files {
                 let mut check = FileCheck::new(&path, "checkpoint-file");
-                check_listed_file(&mut check, dir, rel, sum);
+                match listed {
+                    Listed::Verified => check.checksum = Some("verified"),
+                    Listed::Mismatch { recorded, actual } => {
+                        check.checksum = Some("mismatch");
+                        check.problems.push(Problem::corrupt(mismatch_message(
+                            &format!("{PREFIX}{recorded}"),
+                            &format!("{PREFIX}{actual}"),
+                        )));
+                    }
+                    Listed::Missing => check.problems.push(Problem::corrupt(
+                        "missing: listed in the checkpoint's metadata.json",
+                    )),
+                    Listed::Unreadable(e) => check.problems.push(Problem::unreadable(&e)),
+                    Listed::Outside => check.problems.push(Problem::corrupt(format!(
+                        "metadata.json lists '{rel}', which is not a path inside the checkpoint"
+                    ))),
+                    Listed::NotASum(v) => check.problems.push(Problem::invalid(format!(
+                        "metadata.json records {v} for it, not a SHA-256 string"
+                    ))),
+                }
                 if rel == "state.json"
                     && let Some(sc) = state_check.as_mut()
                 {
@@ -304,13 +310,13 @@ pub fn check_checkpoint(dir: &Path) -> Vec<FileCheck> {
                 out.push(check);
             }
         }
-        Some(other) => meta_check.problems.push(Problem::invalid(format!(
+        Some(Err(other)) => meta_check.problems.push(Problem::invalid(format!(
             "/files: expected an object of SHA-256 sums, found {other}"
         ))),
-        None if meta.is_some() => meta_check.checksum = Some("missing"),
+        None if parsed => meta_check.checksum = Some("missing"),
         None => {}
     }
-    if meta.is_some() && state_check.is_none() {
+    if parsed && state_check.is_none() {
         meta_check
             .problems
             .push(Problem::corrupt("the checkpoint has no state.json"));
@@ -319,44 +325,6 @@ pub fn check_checkpoint(dir: &Path) -> Vec<FileCheck> {
     all.extend(state_check);
     all.extend(out);
     all
-}
-
-/// Hashes one file a checkpoint lists and compares it with `sum`.
-fn check_listed_file(check: &mut FileCheck, dir: &Path, rel: &str, sum: &Value) {
-    let escapes = Path::new(rel)
-        .components()
-        .any(|c| !matches!(c, Component::Normal(_)));
-    if escapes || rel.is_empty() {
-        check.problems.push(Problem::corrupt(format!(
-            "metadata.json lists '{rel}', which is not a path inside the checkpoint"
-        )));
-        return;
-    }
-    let Some(recorded) = sum.as_str() else {
-        check.problems.push(Problem::invalid(format!(
-            "metadata.json records {sum} for it, not a SHA-256 string"
-        )));
-        return;
-    };
-    let recorded = recorded.strip_prefix(PREFIX).unwrap_or(recorded);
-    let path = dir.join(rel);
-    match durable::read_limited(&path, MAX_INPUT_BYTES) {
-        Ok(bytes) => {
-            let actual = sha256_hex(&bytes);
-            check.checksum = Some("verified");
-            if !actual.eq_ignore_ascii_case(recorded) {
-                check.checksum = Some("mismatch");
-                check.problems.push(Problem::corrupt(mismatch_message(
-                    &format!("{PREFIX}{recorded}"),
-                    &format!("{PREFIX}{actual}"),
-                )));
-            }
-        }
-        Err(e) if e.io_kind() == Some(io::ErrorKind::NotFound) => check.problems.push(
-            Problem::corrupt("missing: listed in the checkpoint's metadata.json"),
-        ),
-        Err(e) => check.problems.push(Problem::unreadable(&e)),
-    }
 }
 
 /// This state file's checkpoint folders, as [`checkpoint::list`] sees them
