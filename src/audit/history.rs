@@ -17,7 +17,7 @@ use super::event::ms_text;
 use super::scan::{self, Events, Filter, Totals};
 use crate::config::Config;
 use crate::error::Result;
-use crate::lock::record;
+use crate::lock::record::{self, Standing};
 
 /// Ops that only look at their target.
 const READS: &[&str] = &[
@@ -315,14 +315,17 @@ fn now_of(cfg: &Config, target: &str, kind: Option<What>) -> (bool, String) {
         .unwrap_or_else(|| PathBuf::from(target));
     if kind == What::Lock {
         return match record::load(&path) {
-            Ok(Some(r)) if r.is_held() => {
+            Ok(Some(r)) if r.standing() == Standing::Held => {
                 let pids: Vec<String> = r.live_holders().map(|h| h.id.pid.to_string()).collect();
                 (
                     true,
                     format!("held now ({}) by pid {}", r.kind.as_str(), pids.join(", ")),
                 )
             }
-            Ok(Some(_)) => (false, "not held now (stale record)".to_string()),
+            Ok(Some(r)) if r.standing() == Standing::Stale => {
+                (false, "not held now (stale record)".to_string())
+            }
+            Ok(Some(_)) => (false, "not held now".to_string()),
             Ok(None) => (false, "not held now".to_string()),
             Err(_) => (true, "its record does not parse now".to_string()),
         };

@@ -38,7 +38,6 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use super::backup::{self, Retention};
-use super::integrity;
 use crate::config::{self, Config};
 use crate::durable;
 use crate::error::{Error, Result};
@@ -258,7 +257,7 @@ fn plan_temp(cfg: &Config, locked: bool) -> Vec<Item> {
 
 /// Why a record is stale, or `None` when it is held or waited for.
 fn stale_reason(rec: &record::Record) -> Option<String> {
-    if rec.is_held() || rec.waiters.iter().any(|w| w.id.is_live()) {
+    if !rec.standing().is_removable() {
         return None;
     }
     let pids: Vec<String> = rec.holders.iter().map(|h| h.id.pid.to_string()).collect();
@@ -273,10 +272,11 @@ fn stale_reason(rec: &record::Record) -> Option<String> {
 fn plan_stale(cfg: &Config) -> (Vec<Item>, Vec<Item>) {
     let mut remove = Vec::new();
     let mut kept = Vec::new();
-    for path in integrity::lock_files(cfg) {
+    for e in lock::manager::scan(cfg).unwrap_or_default() {
+        let path = record::record_path(cfg, &e.name);
         let bytes = fs::metadata(&path).map_or(0, |m| m.len());
-        match record::load(&path) {
-            Ok(Some(rec)) => {
+        match e.record {
+            Ok(rec) => {
                 if let Some(reason) = stale_reason(&rec) {
                     remove.push(Item {
                         kind: "lock",
@@ -286,7 +286,6 @@ fn plan_stale(cfg: &Config) -> (Vec<Item>, Vec<Item>) {
                     });
                 }
             }
-            Ok(None) => {}
             Err(e) => kept.push(Item {
                 kind: "lock",
                 path,
@@ -315,15 +314,8 @@ fn remove(cfg: &Config, item: &Item, cp: Option<&checkpoint::Checkpoint>) -> Res
             if lock::name::validate(&name).is_err() {
                 return Ok(false);
             }
-            // Checked again under the mutex: no acquire can slip in between.
-            let _mutex = record::Mutex::lock(cfg, &name)?;
-            match record::load(&item.path)? {
-                Some(rec) if stale_reason(&rec).is_some() => {
-                    record::remove(&item.path)?;
-                    Ok(true)
-                }
-                _ => Ok(false),
-            }
+            // Judged again under the record's mutex by the one sweep `clean` uses.
+            Ok(lock::manager::sweep(cfg, &name, false, false)? == lock::manager::Swept::Removed)
         }
         "checkpoint" => match cp {
             Some(cp) => checkpoint::remove(cp),

@@ -37,7 +37,7 @@ use super::store;
 use crate::config::Config;
 use crate::error::Error;
 use crate::exit::Code;
-use crate::lock::record;
+use crate::lock::record::Standing;
 
 /// Below this much free space a write of the state can fail (plus twice the state's size).
 const MIN_FREE: u64 = 64 * 1024;
@@ -184,23 +184,20 @@ fn check_locks(cfg: &Config) -> Check {
     let mut held = Vec::new();
     let mut stale = Vec::new();
     let mut corrupt = Vec::new();
-    for path in integrity::lock_files(cfg) {
-        let name = path
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        match record::load(&path) {
-            Ok(Some(r)) if r.is_held() => {
+    for e in crate::lock::manager::scan(cfg).unwrap_or_default() {
+        match (&e.record, e.standing()) {
+            (Ok(r), Some(Standing::Held)) => {
                 let pids: Vec<String> = r.live_holders().map(|h| h.id.pid.to_string()).collect();
                 held.push(format!(
-                    "{name} ({}, pid {})",
+                    "{} ({}, pid {})",
+                    e.name,
                     r.kind.as_str(),
                     pids.join(",")
                 ));
             }
-            Ok(Some(_)) => stale.push(name),
-            Ok(None) => {}
-            Err(_) => corrupt.push(name),
+            (Ok(_), Some(Standing::Stale)) => stale.push(e.name),
+            (Ok(_), _) => {}
+            (Err(_), _) => corrupt.push(e.name),
         }
     }
     if !corrupt.is_empty() {
@@ -719,20 +716,12 @@ pub fn status(cfg: &Config, path: &Path, bytes: Option<&[u8]>, backups: usize) -
 
 /// Live lock records in `.locks/`, by name.
 fn live_locks(cfg: &Config) -> Vec<String> {
-    let Ok(entries) = fs::read_dir(cfg.locks_dir()) else {
-        return Vec::new();
-    };
-    let mut names: Vec<String> = entries
-        .flatten()
-        .filter_map(|e| {
-            let n = e.file_name().to_string_lossy().into_owned();
-            let name = n.strip_suffix(".lock")?.to_owned();
-            let rec = record::load(&e.path()).ok()??;
-            rec.is_held().then_some(name)
-        })
-        .collect();
-    names.sort();
-    names
+    crate::lock::manager::scan(cfg)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|e| e.standing() == Some(Standing::Held))
+        .map(|e| e.name)
+        .collect()
 }
 
 #[cfg(test)]

@@ -28,7 +28,6 @@
 //! can write the file can recompute it; and ordinary reads (`read`, `set`)
 //! do not verify it, to keep the hot path to what it needs.
 
-use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
@@ -341,16 +340,7 @@ fn checkpoint_dirs(cfg: &Config) -> Vec<PathBuf> {
 
 /// Every lock record file, in name order.
 pub fn lock_files(cfg: &Config) -> Vec<PathBuf> {
-    let Ok(entries) = fs::read_dir(cfg.locks_dir()) else {
-        return Vec::new();
-    };
-    let mut files: Vec<PathBuf> = entries
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "lock"))
-        .collect();
-    files.sort();
-    files
+    crate::lock::manager::record_files(cfg)
 }
 
 /// What `verify-integrity` found.
