@@ -70,7 +70,7 @@ impl GlobalArgs {
             cfg.audit_log = log;
         }
         if let Some(t) = self.lock_timeout.as_deref().filter(|t| !t.is_empty()) {
-            cfg.lock_timeout = parse_seconds(t, "lock timeout")?;
+            cfg.lock_timeout = parse_duration(t, "lock timeout")?;
         }
         cfg.debug = self.debug || crate::debug::from_env();
         Ok(cfg)
@@ -167,14 +167,9 @@ impl Config {
 /// as `99999999999999999999d` is reported instead of meaning "forever".
 pub const MAX_DURATION: Duration = Duration::from_secs(36_525 * 86_400);
 
-/// Parses a number of seconds such as `30`, `0.5` or `0` — or any duration
-/// [`parse_duration`] reads (`2m`): one parser for every duration input.
-/// `what` names the input in the error (`--timeout`, `lock timeout`).
-pub fn parse_seconds(text: &str, what: &str) -> Result<Duration> {
-    parse_duration_named(text, what)
-}
-
-/// Parses a duration such as `7d`, `12h`, `30m`, `45s` or `1500ms`.
+/// Parses a duration such as `30`, `0.5`, `7d`, `12h`, `30m`, `45s` or
+/// `1500ms`; `what` names the input in the error (`--timeout`, `lock
+/// timeout`).
 ///
 /// The one parser behind every duration the toolkit reads (flags,
 /// environment variables, positional arguments, in every binary and the
@@ -182,12 +177,7 @@ pub fn parse_seconds(text: &str, what: &str) -> Result<Duration> {
 /// timeout(1) and `flock -w`; the units are `ms`, `s`, `m`, `h`, `d` and
 /// `w`. Negative, non-finite and over-long values (beyond [`MAX_DURATION`])
 /// are refused with exit 4 and never panic.
-pub fn parse_duration(text: &str) -> Result<Duration> {
-    parse_duration_named(text, "duration")
-}
-
-/// [`parse_duration`] with `what` naming the input in the error.
-pub fn parse_duration_named(text: &str, what: &str) -> Result<Duration> {
+pub fn parse_duration(text: &str, what: &str) -> Result<Duration> {
     let t = text.trim();
     let shown = text.escape_debug();
     let bad = || {
@@ -273,36 +263,48 @@ mod tests {
             "5 d",
             "d",
         ] {
-            let e = parse_duration(bad).unwrap_err();
+            let e = parse_duration(bad, "duration").unwrap_err();
             assert_eq!(e.code(), crate::exit::Code::ValidationFailed, "{bad:?}");
-            assert!(parse_seconds(bad, "--timeout").is_err(), "{bad:?}");
+            assert!(parse_duration(bad, "--timeout").is_err(), "{bad:?}");
         }
     }
 
     #[test]
     fn durations_parse_with_units() {
         assert_eq!(
-            parse_duration("7d").unwrap(),
+            parse_duration("7d", "duration").unwrap(),
             Duration::from_secs(7 * 86400)
         );
         assert_eq!(
-            parse_duration("12h").unwrap(),
+            parse_duration("12h", "duration").unwrap(),
             Duration::from_secs(12 * 3600)
         );
-        assert_eq!(parse_duration("30m").unwrap(), Duration::from_secs(1800));
-        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
-        assert_eq!(parse_duration("45").unwrap(), Duration::from_secs(45));
-        assert!(parse_duration("7x").is_err());
         assert_eq!(
-            parse_duration("2w").unwrap(),
+            parse_duration("30m", "duration").unwrap(),
+            Duration::from_secs(1800)
+        );
+        assert_eq!(
+            parse_duration("500ms", "duration").unwrap(),
+            Duration::from_millis(500)
+        );
+        assert_eq!(
+            parse_duration("45", "duration").unwrap(),
+            Duration::from_secs(45)
+        );
+        assert!(parse_duration("7x", "duration").is_err());
+        assert_eq!(
+            parse_duration("2w", "duration").unwrap(),
             Duration::from_secs(14 * 86400)
         );
-        assert_eq!(parse_duration("0.5").unwrap(), Duration::from_millis(500));
-        assert_eq!(parse_duration("36525d").unwrap(), MAX_DURATION);
-        assert!(parse_duration("").is_err());
-        assert!(parse_seconds("-1", "t").is_err());
         assert_eq!(
-            parse_seconds("0.25", "t").unwrap(),
+            parse_duration("0.5", "duration").unwrap(),
+            Duration::from_millis(500)
+        );
+        assert_eq!(parse_duration("36525d", "duration").unwrap(), MAX_DURATION);
+        assert!(parse_duration("", "duration").is_err());
+        assert!(parse_duration("-1", "t").is_err());
+        assert_eq!(
+            parse_duration("0.25", "t").unwrap(),
             Duration::from_millis(250)
         );
     }

@@ -11,7 +11,6 @@
 //! nothing more. Reviewing never fails on a bad line: it is counted and
 //! skipped.
 
-pub mod cli;
 pub mod event;
 pub mod export;
 pub mod history;
@@ -21,6 +20,5 @@ pub mod recent;
 pub mod rotate;
 pub mod scan;
 pub mod stats;
-pub mod table;
 
 pub use event::{Event, Recorder};

@@ -355,7 +355,7 @@ pub fn format_micros(at: i64) -> String {
 
 /// The instant `--since DUR` names: now minus the duration.
 pub fn since(dur: &str) -> Result<i64> {
-    let d = crate::config::parse_duration(dur)?;
+    let d = crate::config::parse_duration(dur, "--since")?;
     Ok(now_micros() - i64::try_from(d.as_micros()).unwrap_or(i64::MAX / 2))
 }
 

@@ -8,29 +8,17 @@ use std::process::ExitCode;
 use crate::cmd as cli;
 use crate::cmd::Ctx;
 use crate::cmd::state::{backups, check, document, maintain};
-use crate::config::GlobalArgs;
 use crate::hooks::{self, HookArgs};
 use crate::state::exchange;
 use crate::{Code, Result};
-use clap::{Parser, Subcommand};
+use clap::Subcommand;
 
 const TOOL: &str = "state-manager";
 
-/// Keeps .workflow-state.json valid, atomic and backed up.
-#[derive(Parser)]
-#[command(
-    name = "state-manager",
-    after_help = crate::exit::HELP_TABLE,
-    version,
-    max_term_width = 100,
-    args_override_self = true
-)]
-pub struct Cli {
-    #[command(flatten)]
-    global: GlobalArgs,
-
-    #[command(subcommand)]
-    command: Option<Command>,
+cli::binary_cli! {
+    /// Keeps .workflow-state.json valid, atomic and backed up.
+    "state-manager",
+    Command
 }
 
 #[derive(Subcommand)]
@@ -265,7 +253,7 @@ enum Command {
     },
     /// Review the audit log
     #[command(subcommand)]
-    Audit(crate::audit::cli::AuditCommand),
+    Audit(cli::audit::AuditCommand),
     /// Run as a Claude Code hook, with the hook's JSON payload on stdin
     ///
     /// post-tool-use records workflow signals and the phase by the tracker rules;
@@ -286,7 +274,11 @@ fn run(cli: Cli) -> Result<Code> {
     if let Some(Command::Hook(args)) = &cli.command {
         // Before the settings are checked: a hook reports a bad setting in the
         // audit log and exits 0 rather than fail the session it serves.
-        return Ok(hooks::run(args, &cli.global));
+        let done = hooks::call(args, &cli.global);
+        if !done.stdout.is_empty() {
+            cli::print(&done.stdout);
+        }
+        return Ok(done.code);
     }
     let ctx = Ctx::new(TOOL, &cli.global)?;
     let command = cli.command.unwrap_or(Command::Status {

@@ -114,18 +114,6 @@ pub struct Hooked {
     pub stdout: String,
 }
 
-/// Runs hook `args.event` on the payload on standard input and prints what
-/// it has to say. Always [`Code::Success`] (see [`call`]).
-// The printing belongs to the command layer: once state-manager calls
-// `call` and prints `Hooked::stdout` itself, this goes.
-pub fn run(args: &HookArgs, global: &GlobalArgs) -> Code {
-    let done = call(args, global);
-    if !done.stdout.is_empty() {
-        crate::cmd::print(&done.stdout);
-    }
-    done.code
-}
-
 /// Runs hook `args.event` on the payload on standard input. Always
 /// [`Code::Success`]: failures are recorded, not returned (see the module
 /// docs); one warning line on stderr says so.

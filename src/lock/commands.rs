@@ -42,7 +42,7 @@ pub struct AcquireArgs {
 pub fn request(cfg: &Config, a: &AcquireArgs) -> Result<Request> {
     name::validate(&a.name)?;
     let timeout = match a.timeout.as_deref() {
-        Some(t) => config::parse_seconds(t, "timeout")?,
+        Some(t) => config::parse_duration(t, "timeout")?,
         None => cfg.lock_timeout,
     };
     let kind = match a.kind.as_deref() {
@@ -53,7 +53,7 @@ pub fn request(cfg: &Config, a: &AcquireArgs) -> Result<Request> {
     let ttl = a
         .ttl
         .as_deref()
-        .map(|t| config::parse_duration(t).map(|d| d.as_secs_f64()))
+        .map(|t| config::parse_duration(t, "--ttl").map(|d| d.as_secs_f64()))
         .transpose()?;
     Ok(Request {
         name: a.name.clone(),

@@ -87,7 +87,7 @@ fn run_inner(
     child_pid: &mut Option<u32>,
 ) -> Result<u8> {
     let timeout = match a.timeout.as_deref() {
-        Some(t) => config::parse_seconds(t, "timeout")?,
+        Some(t) => config::parse_duration(t, "timeout")?,
         None => cfg.lock_timeout,
     };
     let Some((program, args)) = a.command.split_first() else {

@@ -39,46 +39,8 @@ pub fn parse_features(text: Option<&str>) -> Result<Vec<String>> {
         .map_err(|_| Error::validation("FEATURES_JSON is not an array of strings").hint(hint))
 }
 
-/// Degraded mode as a report shows it: the state's `degradedMode` object
-/// with snake_case keys (`since` is its `timestamp`, `features` its
-/// `disabledFeatures`). Off when there is no state.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
-pub struct DegradedMode {
-    pub enabled: bool,
-    pub reason: Option<String>,
-    /// When it was turned on (RFC 3339).
-    pub since: Option<String>,
-    /// The features turned off.
-    pub features: Vec<String>,
-}
-
-impl DegradedMode {
-    /// The degraded mode document `doc` records.
-    pub fn of(doc: Option<&Value>) -> DegradedMode {
-        let dm = doc.and_then(|d| d.get("degradedMode"));
-        let text = |k: &str| {
-            dm.and_then(|m| m.get(k))
-                .and_then(Value::as_str)
-                .filter(|s| !s.is_empty())
-                .map(str::to_owned)
-        };
-        DegradedMode {
-            enabled: dm.and_then(|m| m.get("enabled")) == Some(&json!(true)),
-            reason: text("reason"),
-            since: text("timestamp"),
-            features: dm
-                .and_then(|m| m.get("disabledFeatures"))
-                .and_then(Value::as_array)
-                .map(|a| {
-                    a.iter()
-                        .filter_map(Value::as_str)
-                        .map(str::to_owned)
-                        .collect()
-                })
-                .unwrap_or_default(),
-        }
-    }
-}
+/// The degraded-mode object of every report: the state document's.
+pub use crate::state::document::DegradedMode;
 
 /// What `degrade` or `recover-mode` did.
 #[derive(Clone, Debug, Serialize)]

@@ -40,7 +40,7 @@ use serde_json::json;
 use super::TOOL;
 use crate::audit::Recorder;
 use crate::child::{self, Running, exit_code, poll_until};
-use crate::config::{Config, parse_seconds};
+use crate::config::{Config, parse_duration};
 use crate::error::{Error, Kind, Result};
 
 /// How long a child has between SIGTERM and SIGKILL at the deadline.
@@ -158,15 +158,15 @@ impl RetryArgs {
         }
         Ok(Options {
             attempts: self.attempts,
-            delay: parse_seconds(&self.delay, "--delay")?,
-            max_delay: parse_seconds(&self.max_delay, "--max-delay")?,
+            delay: parse_duration(&self.delay, "--delay")?,
+            max_delay: parse_duration(&self.max_delay, "--max-delay")?,
             multiplier: self.multiplier,
             jitter: self.jitter,
             retry_on: self.retry_on.as_deref().map(parse_codes).transpose()?,
             timeout: self
                 .timeout
                 .as_deref()
-                .map(|t| parse_seconds(t, "--timeout"))
+                .map(|t| parse_duration(t, "--timeout"))
                 .transpose()?,
             foreground: self.foreground,
         })

@@ -384,8 +384,7 @@ impl RetentionArgs {
             r.keep = k;
         }
         if let Some(age) = self.backup_max_age.as_deref().filter(|s| !s.is_empty()) {
-            r.max_age =
-                crate::config::parse_duration_named(age, "backup max age (BACKUP_MAX_AGE)")?;
+            r.max_age = crate::config::parse_duration(age, "backup max age (BACKUP_MAX_AGE)")?;
         }
         Ok(r)
     }

@@ -46,7 +46,7 @@ use crate::lock::{self, record};
 use crate::recovery::checkpoint;
 use crate::state::Store;
 
-/// Checkpoints are kept 7 days unless told otherwise (design.md §8).
+/// Checkpoints are kept 7 days unless told otherwise.
 const CHECKPOINT_MAX_AGE: Duration = Duration::from_secs(7 * 86400);
 
 /// What to clean up.
@@ -359,7 +359,7 @@ pub fn cleanup(
         detail["dry_run"] = json!(args.dry_run);
         let older_than = match args.older_than.as_deref() {
             Some(t) => Some((
-                config::parse_duration_named(t, "--older-than")?,
+                config::parse_duration(t, "--older-than")?,
                 t.trim().to_string(),
             )),
             None => None,

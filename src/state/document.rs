@@ -10,7 +10,7 @@
 //! toolkit adds around a value (a lock record puts metadata 3 levels down,
 //! a checkpoint's metadata.json 1, an audit event its detail 1).
 //!
-//! Metadata: `metadata.*` belongs to the toolkit (design.md §3). `set`,
+//! Metadata: `metadata.*` belongs to the toolkit (docs/architecture.md, "The document"). `set`,
 //! `append` and `merge` may not touch it; a whole document (`write`,
 //! `import`) may carry it, but `metadata` must be an object and
 //! `metadata.revision`, when present, an integer in 0..=[`MAX_REVISION`].

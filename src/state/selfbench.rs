@@ -77,14 +77,14 @@ impl Stats {
     }
 
     pub fn to_json(&self) -> Value {
-        let ms = |d: Duration| (d.as_secs_f64() * 1e6).round() / 1e3;
+        use crate::audit::event::ms;
         json!({
             "ops": self.ops,
             "ops_per_sec": (self.per_sec() * 10.0).round() / 10.0,
             "p50_ms": ms(self.p50),
             "p95_ms": ms(self.p95),
             "max_ms": ms(self.max),
-            "total_s": (self.total.as_secs_f64() * 1e3).round() / 1e3,
+            "total_ms": ms(self.total),
         })
     }
 }

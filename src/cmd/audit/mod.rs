@@ -416,8 +416,5 @@ fn monitor_cmd(ctx: &Ctx, a: MonitorArgs, detail: &mut serde_json::Value) -> Res
 
 /// Seconds, or a duration with a unit (`90`, `1.5`, `2m`).
 fn seconds(text: &str, what: &str) -> Result<Duration> {
-    config::parse_duration(text).map_err(|_| {
-        Error::validation(format!("bad {what} '{text}'"))
-            .hint("give seconds, such as 60 or 0.5, or a unit: 2m, 1h")
-    })
+    config::parse_duration(text, what)
 }

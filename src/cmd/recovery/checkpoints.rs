@@ -180,7 +180,7 @@ pub fn cleanup(ctx: &Ctx, age: Option<&str>, keep: usize, dry_run: bool) -> Resu
         "cleanup",
         ctx.cfg.checkpoints_dir().display().to_string(),
         |detail| {
-            let max_age = crate::config::parse_duration_named(age.unwrap_or("7d"), "age")?;
+            let max_age = crate::config::parse_duration(age.unwrap_or("7d"), "age")?;
             let owner = ctx.owner_identity()?;
             let done = ctx.backend.checkpoints().cleanup(
                 max_age,

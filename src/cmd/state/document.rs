@@ -285,10 +285,7 @@ struct Signalled {
 
 /// `signal NAME`: records `signals.NAME` = now and `.signals/NAME.json`.
 pub fn signal(ctx: &Ctx, name: &str) -> Result<Code> {
-    let valid = lock::name::validate(name).map_err(|_| {
-        Error::validation(format!("bad signal name '{}'", name.escape_debug()))
-            .hint("use 1-128 letters, digits, '.', '_' or '-', not starting with '.'")
-    });
+    let valid = lock::name::validate_as("signal name", name);
     let now = document::now_epoch();
     let commit = ctx.update("signal", |doc| {
         valid?;

@@ -7,8 +7,8 @@ use std::time::Duration;
 use serde_json::json;
 
 use super::TOOL;
+use crate::audit::event::ms_text as ms;
 use crate::audit::stats;
-use crate::audit::table::ms;
 use crate::cmd::{self as cli, Ctx, JsonArgs};
 use crate::config::MAX_INPUT_BYTES;
 use crate::durable;
