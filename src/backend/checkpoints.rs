@@ -14,20 +14,11 @@ use serde::Serialize;
 
 use super::FileBackend;
 use crate::error::Result;
-use crate::lock::Identity;
 use crate::recovery::checkpoint::{self, Checkpoint, Cleaned, Created, Entry, Request, Verified};
 use crate::recovery::restore::{self, Restored};
 use crate::state::Store;
-use crate::state::backup::Retention;
 
-/// Who asks, for the operations that take the `state` lock.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct Access<'a> {
-    /// The lock owner (`--owner`, `LOCK_OWNER_PID`, the calling shell).
-    pub owner: Option<&'a Identity>,
-    /// Backup retention for the state commits a restore makes.
-    pub retention: Retention,
-}
+pub use super::Access;
 
 /// What `cleanup` removed (or, dry, would remove).
 #[derive(Clone, Debug, Default, Serialize)]

@@ -28,6 +28,15 @@ pub use checkpoints::CheckpointStore;
 pub use locks::LockRegistry;
 pub use state::StateStore;
 
+/// Who asks, for the operations that take the `state` lock.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Access<'a> {
+    /// The lock owner (`--owner`, `LOCK_OWNER_PID`, the calling shell).
+    pub owner: Option<&'a crate::lock::Identity>,
+    /// Backup retention for the state commits the operation makes.
+    pub retention: crate::state::backup::Retention,
+}
+
 /// One storage engine: where the state, locks, checkpoints and audit live.
 pub trait Backend {
     /// The engine's name as `status` and `health` print it: `file`.

@@ -10,9 +10,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::FileBackend;
+use super::{Access, FileBackend};
 use crate::error::Result;
-use crate::lock::Identity;
 use crate::state::backup::{self, Backup, Retention};
 use crate::state::{Commit, commands, store};
 
@@ -40,8 +39,7 @@ pub trait StateStore {
     /// `change` runs.
     fn transact(
         &self,
-        owner: Option<&Identity>,
-        retention: Retention,
+        access: Access<'_>,
         reason: &str,
         change: Transform<'_>,
         waited: &mut dyn FnMut(Duration),
@@ -50,15 +48,13 @@ pub trait StateStore {
     /// (exit 1 when there is none).
     fn update(
         &self,
-        owner: Option<&Identity>,
-        retention: Retention,
+        access: Access<'_>,
         reason: &str,
         change: Change<'_>,
         waited: &mut dyn FnMut(Duration),
     ) -> Result<Commit> {
         let commit = self.transact(
-            owner,
-            retention,
+            access,
             reason,
             &mut |old| {
                 let mut new = old.ok_or_else(|| self.missing())?.clone();
@@ -77,12 +73,7 @@ pub trait StateStore {
     /// Restores the newest valid backup whose name contains `pattern`
     /// under the `state` lock, keeping the current version first (as a
     /// backup, or aside when it does not parse). Exit 3 when none matches.
-    fn recover(
-        &self,
-        owner: Option<&Identity>,
-        retention: Retention,
-        pattern: Option<&str>,
-    ) -> Result<Recovered>;
+    fn recover(&self, access: Access<'_>, pattern: Option<&str>) -> Result<Recovered>;
 }
 
 /// What [`StateStore::recover`] did.
@@ -128,14 +119,13 @@ impl StateStore for FileBackend {
 
     fn transact(
         &self,
-        owner: Option<&Identity>,
-        retention: Retention,
+        access: Access<'_>,
         reason: &str,
         change: Transform<'_>,
         waited: &mut dyn FnMut(Duration),
     ) -> Result<Option<Commit>> {
-        let st = self.open_state(retention)?;
-        let txn = st.begin(owner)?;
+        let st = self.open_state(access.retention)?;
+        let txn = st.begin(access.owner)?;
         waited(txn.waited);
         let old = txn.load_opt()?;
         match change(old.as_ref())? {
@@ -164,14 +154,9 @@ impl StateStore for FileBackend {
         Ok(made)
     }
 
-    fn recover(
-        &self,
-        owner: Option<&Identity>,
-        retention: Retention,
-        pattern: Option<&str>,
-    ) -> Result<Recovered> {
-        let st = self.open_state(retention)?;
-        let txn = st.begin(owner)?;
+    fn recover(&self, access: Access<'_>, pattern: Option<&str>) -> Result<Recovered> {
+        let st = self.open_state(access.retention)?;
+        let txn = st.begin(access.owner)?;
         let Some((b, doc)) = commands::newest_valid_backup(&self.cfg, pattern)? else {
             let what = match pattern {
                 Some(p) => format!("no valid backup matches '{p}'"),

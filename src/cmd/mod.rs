@@ -125,6 +125,14 @@ impl Ctx {
         crate::lock::process::caller(self.owner)
     }
 
+    /// Who asks, for a backend operation that takes the `state` lock.
+    pub fn access<'a>(&self, owner: Option<&'a Identity>) -> backend::Access<'a> {
+        backend::Access {
+            owner,
+            retention: self.retention,
+        }
+    }
+
     /// The state file as configured, the audit target of state operations.
     pub fn state_target(&self) -> String {
         self.cfg.state_file.display().to_string()
@@ -223,8 +231,14 @@ impl Output {
         let args: Vec<OsString> = args.into_iter().collect();
         Output {
             json: wants_json(&args),
-            compact: args.iter().any(|a| a == "-c" || a == "--compact"),
-            jsonl: args.iter().any(|a| a == "--jsonl"),
+            compact: args
+                .iter()
+                .take_while(|a| *a != "--")
+                .any(|a| a == "-c" || a == "--compact"),
+            jsonl: args
+                .iter()
+                .take_while(|a| *a != "--")
+                .any(|a| a == "--jsonl"),
             color: false,
         }
     }
@@ -398,13 +412,27 @@ pub fn parse<C: clap::Parser>(
     runs_command: impl Fn(&str) -> Option<usize>,
 ) -> std::result::Result<C, Code> {
     let args = hoist_globals(std::env::args_os().collect(), runs_command);
-    C::try_parse_from(args).map_err(|e| {
+    C::try_parse_from(&args).map_err(|e| {
         let _ = e.print();
-        if e.use_stderr() {
-            Code::GeneralError
-        } else {
-            Code::Success
+        if !e.use_stderr() {
+            return Code::Success;
         }
+        let output = Output::from_args(args.iter().cloned());
+        if output.json {
+            // A usage error is a failure too: one object, as any other under --json.
+            let text = e.to_string();
+            let first = text.lines().next().unwrap_or_default();
+            let message = first.strip_prefix("error: ").unwrap_or(first);
+            let code = Code::GeneralError;
+            let value =
+                json!({"error": {"code": code.as_i32(), "name": code.name(), "message": message}});
+            Output {
+                compact: output.compact || output.jsonl,
+                ..output
+            }
+            .json(&value);
+        }
+        Code::GeneralError
     })
 }
 
@@ -439,7 +467,10 @@ pub fn error_json(e: &Error) -> Value {
 /// shell library's `list json`): used to print a failure as JSON when it
 /// happens before a [`Ctx`] exists.
 pub fn wants_json(args: &[OsString]) -> bool {
-    args.iter().any(|a| a == "--json" || a == "--jsonl")
+    // Nothing after `--` is ours: it is the command `run` or `retry` executes.
+    args.iter()
+        .take_while(|a| *a != "--")
+        .any(|a| a == "--json" || a == "--jsonl")
 }
 
 /// Whether this call has printed anything on stdout: a failure is printed

@@ -464,7 +464,7 @@ fn corruption_hint(report: &Report) -> String {
     }
     if kinds(&["lock"]) {
         steps.push(
-            "a corrupt lock record: 'lock-manager release NAME --force' once no one holds it"
+            "a corrupt lock record: inspect it, then remove it with 'lock-manager clean --force'"
                 .into(),
         );
     }

@@ -19,7 +19,7 @@ pub fn degrade(ctx: &Ctx, reason: &str, features: Option<&str>) -> Result<Code> 
         let owner = ctx.owner_identity()?;
         let done = degraded::degrade(&ctx.cfg, ctx.retention, owner.as_ref(), reason, features);
         if let Ok(d) = &done {
-            detail["disabledFeatures"] = json!(d.features);
+            detail["disabled_features"] = json!(d.features);
             detail["lock_wait_ms"] = json!(d.lock_wait_ms);
             detail["revision"] = json!(d.revision);
         }

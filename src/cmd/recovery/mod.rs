@@ -22,10 +22,7 @@ pub const TOOL: &str = crate::recovery::TOOL;
 
 /// The owner identity and retention a call that takes the `state` lock uses.
 pub(crate) fn access<'a>(ctx: &Ctx, owner: Option<&'a Identity>) -> Access<'a> {
-    Access {
-        owner,
-        retention: ctx.retention,
-    }
+    ctx.access(owner)
 }
 
 /// A typed result as a JSON value.

@@ -103,7 +103,7 @@ pub fn recover(ctx: &Ctx, pattern: Option<&str>) -> Result<Code> {
         let done = ctx
             .backend
             .state()
-            .recover(owner.as_ref(), ctx.retention, pattern)?;
+            .recover(ctx.access(owner.as_ref()), pattern)?;
         detail["recovered_from"] = json!(done.recovered_from);
         if let Some(aside) = &done.corrupt_kept_at {
             detail["corrupt_kept_at"] = json!(aside);

@@ -173,8 +173,7 @@ pub fn write(
         let mut new = Some(new);
         let mut lock_wait = None;
         let commit = ctx.backend.state().transact(
-            owner.as_ref(),
-            ctx.retention,
+            ctx.access(owner.as_ref()),
             reason.unwrap_or("write"),
             &mut |old| {
                 let actual = old.map(document::revision).unwrap_or(0);
@@ -329,8 +328,7 @@ pub fn migrate(ctx: &Ctx) -> Result<Code> {
         let owner = ctx.owner_identity()?;
         let mut changes = Vec::new();
         let commit = ctx.backend.state().transact(
-            owner.as_ref(),
-            ctx.retention,
+            ctx.access(owner.as_ref()),
             "migrate",
             &mut |old| {
                 let old = old.ok_or_else(|| ctx.backend.state().missing())?;

@@ -48,8 +48,7 @@ impl Ctx {
             let owner = self.owner_identity()?;
             let mut change = Some(change);
             let commit = self.backend.state().update(
-                owner.as_ref(),
-                self.retention,
+                self.access(owner.as_ref()),
                 op,
                 &mut |doc| change.take().expect("called once")(doc),
                 &mut |waited| detail["lock_wait_ms"] = json!(ms(waited)),
