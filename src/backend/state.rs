@@ -10,10 +10,13 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use std::fs;
+use std::os::unix::fs::DirBuilderExt;
+
 use super::{Access, FileBackend};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::state::backup::{self, Backup, Retention};
-use crate::state::{Commit, commands, store};
+use crate::state::{Commit, commands, document, store};
 
 /// A change to the document inside a transaction, in place.
 pub type Change<'f> = &'f mut dyn FnMut(&mut Value) -> Result<()>;
@@ -21,8 +24,26 @@ pub type Change<'f> = &'f mut dyn FnMut(&mut Value) -> Result<()>;
 /// (`None`: no state) to the next (`None`: leave it as it is).
 pub type Transform<'f> = &'f mut dyn FnMut(Option<&Value>) -> Result<Option<Value>>;
 
+/// What [`StateStore::init`] did.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Initialized {
+    pub path: String,
+    /// Whether this call wrote the state (false: it was there already).
+    pub initialized: bool,
+    pub revision: u64,
+    /// The backup a corrupt state was replaced by.
+    pub recovered_from: Option<String>,
+    /// Where a corrupt state was kept.
+    pub corrupt_kept_at: Option<String>,
+}
+
 /// Where the state document lives and how it changes.
 pub trait StateStore {
+    /// Creates the state if there is none (idempotent: a valid one is left
+    /// as it is, exit 4 for one that breaks the schema); a state that does
+    /// not parse is kept aside and replaced by the newest valid backup, or
+    /// a fresh document. Under the `state` lock.
+    fn init(&self, access: Access<'_>) -> Result<Initialized>;
     /// The stored document's bytes as they are; `None` when there is no state.
     fn load_bytes(&self) -> Result<Option<Vec<u8>>>;
     /// The error for a state that does not exist (exit 1, naming `init`).
@@ -96,6 +117,50 @@ impl FileBackend {
 }
 
 impl StateStore for FileBackend {
+    fn init(&self, access: Access<'_>) -> Result<Initialized> {
+        let cfg = &self.cfg;
+        if !cfg.root.exists() {
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&cfg.root)
+                .map_err(|e| Error::io(e, "cannot create state folder", &cfg.root))?;
+        }
+        let st = self.open_state(access.retention)?;
+        let txn = st.begin(access.owner)?;
+        backup::ensure_dir(cfg)?;
+        let mut done = Initialized {
+            path: st.path().display().to_string(),
+            initialized: true,
+            revision: 0,
+            recovered_from: None,
+            corrupt_kept_at: None,
+        };
+        let Some(bytes) = st.load_bytes()? else {
+            done.revision = txn.commit(None, document::fresh(), "init")?.revision;
+            return Ok(done);
+        };
+        if let Ok(doc) = store::parse_state(&bytes, st.path()) {
+            store::check_schema(&doc).map_err(|e| {
+                e.hint("the state exists but is not valid: run 'state-manager migrate' (older documents) or 'state-manager repair'")
+            })?;
+            done.initialized = false;
+            done.revision = document::revision(&doc);
+            return Ok(done);
+        }
+        let aside = commands::keep_aside(st.path())?;
+        done.corrupt_kept_at = Some(aside.display().to_string());
+        let commit = match commands::newest_valid_backup(cfg, None)? {
+            Some((b, doc)) => {
+                done.recovered_from = Some(b.name);
+                txn.commit_over_corrupt(doc, "init-recover")?
+            }
+            None => txn.commit_over_corrupt(document::fresh(), "init")?,
+        };
+        done.revision = commit.revision;
+        Ok(done)
+    }
+
     fn load_bytes(&self) -> Result<Option<Vec<u8>>> {
         let st = self.open_state(Retention::default())?;
         crate::debug::log(|| format!("state file {}", st.path().display()));

@@ -3,9 +3,6 @@
 //! in text; under `--json` it prints what it committed
 //! (`{"revision": N, "backup": PATH|null, ...}`).
 
-use std::fs;
-use std::os::unix::fs::DirBuilderExt;
-
 use serde::Serialize;
 use serde_json::{Value, json};
 
@@ -18,83 +15,31 @@ use crate::error::{Error, Result};
 use crate::exit::Code;
 use crate::lock;
 use crate::state::commands::{
-    keep_aside, newest_valid_backup, non_root_path, parse_json_arg, toolkit_owned, value_arg,
-    value_at, write_signal_file,
+    non_root_path, parse_json_arg, toolkit_owned, value_arg, value_at, write_signal_file,
 };
 use crate::state::merge::merge_patch;
-use crate::state::{backup, document, path, store};
-
-/// What `init` did.
-#[derive(Serialize)]
-struct Initialized {
-    path: String,
-    /// Whether this call wrote the state (false: it was there already).
-    initialized: bool,
-    revision: u64,
-    recovered_from: Option<String>,
-    corrupt_kept_at: Option<String>,
-}
+use crate::state::{document, path};
 
 /// `init`: creates the state, or repairs a corrupt one from backups.
 pub fn init(ctx: &Ctx) -> Result<Code> {
     let done = ctx.audited_state("init", |detail| {
-        if !ctx.cfg.root.exists() {
-            fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(&ctx.cfg.root)
-                .map_err(|e| Error::io(e, "cannot create state folder", &ctx.cfg.root))?;
-        }
-        let store = ctx.store()?;
         let owner = ctx.owner_identity()?;
-        let txn = store.begin(owner.as_ref())?;
-        backup::ensure_dir(&ctx.cfg)?;
-        let mut done = Initialized {
-            path: store.path().display().to_string(),
-            initialized: true,
-            revision: 0,
-            recovered_from: None,
-            corrupt_kept_at: None,
-        };
-        let Some(bytes) = store.load_bytes()? else {
-            let commit = txn.commit(None, document::fresh(), "init")?;
-            detail["revision"] = json!(commit.revision);
-            done.revision = commit.revision;
-            return Ok(done);
-        };
-        match store::parse_state(&bytes, store.path()) {
-            Ok(doc) => {
-                store::check_schema(&doc).map_err(|e| {
-                    e.hint("the state exists but is not valid: run 'state-manager migrate' (older documents) or 'state-manager repair'")
-                })?;
-                done.initialized = false;
-                done.revision = document::revision(&doc);
-                Ok(done)
-            }
-            Err(_) => {
-                let aside = keep_aside(store.path())?;
-                detail["corrupt_kept_at"] = json!(aside.display().to_string());
-                done.corrupt_kept_at = Some(aside.display().to_string());
-                eprintln!("{TOOL}: the state did not parse; kept it at {}", aside.display());
-                match newest_valid_backup(&ctx.cfg, None)? {
-                    Some((b, doc)) => {
-                        let commit = txn.commit_over_corrupt(doc, "init-recover")?;
-                        detail["recovered_from"] = json!(b.name);
-                        detail["revision"] = json!(commit.revision);
-                        eprintln!("{TOOL}: restored the newest valid backup {}", b.name);
-                        done.recovered_from = Some(b.name);
-                        done.revision = commit.revision;
-                    }
-                    None => {
-                        let commit = txn.commit_over_corrupt(document::fresh(), "init")?;
-                        detail["revision"] = json!(commit.revision);
-                        eprintln!("{TOOL}: no valid backup found; started a fresh state");
-                        done.revision = commit.revision;
-                    }
+        let done = ctx.backend.state().init(ctx.access(owner.as_ref()))?;
+        if let Some(aside) = &done.corrupt_kept_at {
+            detail["corrupt_kept_at"] = json!(aside);
+            eprintln!("{TOOL}: the state did not parse; kept it at {aside}");
+            match &done.recovered_from {
+                Some(b) => {
+                    detail["recovered_from"] = json!(b);
+                    eprintln!("{TOOL}: restored the newest valid backup {b}");
                 }
-                Ok(done)
+                None => eprintln!("{TOOL}: no valid backup found; started a fresh state"),
             }
         }
+        if done.initialized || done.corrupt_kept_at.is_some() {
+            detail["revision"] = json!(done.revision);
+        }
+        Ok(done)
     })?;
     if ctx.output.json {
         ctx.print_json(&done);
