@@ -87,8 +87,12 @@ enum Command {
     },
     /// Exit 0 when degraded mode is on, 1 when it is off (for `if`)
     ///
-    /// Prints nothing. Exit 1 also when there is no state; 3 if it does not parse.
-    IsDegraded,
+    /// Prints nothing (with --json: {"degraded": BOOL}). Exit 1 also when
+    /// there is no state; 3 if it does not parse.
+    IsDegraded {
+        #[command(flatten)]
+        json: JsonArgs,
+    },
     /// Degraded mode, checkpoints and recent failures (default)
     Status {
         #[command(flatten)]
@@ -148,6 +152,7 @@ impl Command {
             | Command::Cleanup { json, .. }
             | Command::Degrade { json, .. }
             | Command::RecoverMode { json }
+            | Command::IsDegraded { json }
             | Command::Status { json }
             | Command::Suggest { json, .. }
             | Command::Handle { json, .. } => *json,
@@ -187,7 +192,7 @@ fn run(ctx: Ctx, command: Command) -> Result<ExitCode> {
             ..
         } => degraded::degrade(&ctx, &reason, features_json.as_deref())?,
         Command::RecoverMode { .. } => degraded::recover_mode(&ctx)?,
-        Command::IsDegraded => degraded::is_degraded(&ctx)?,
+        Command::IsDegraded { .. } => degraded::is_degraded(&ctx)?,
         Command::Status { .. } => degraded::status(&ctx)?,
         Command::Retry(args) => return retry::run(&ctx.cfg, &args).map(ExitCode::from),
         Command::Suggest { code, .. } => suggest::suggest(&ctx, &code)?,

@@ -63,6 +63,9 @@ pub fn is_degraded(ctx: &Ctx) -> Result<Code> {
         let answer = degraded::is_degraded(&ctx.cfg)?;
         detail["degraded"] = json!(answer == degraded::Degraded::Yes);
         detail["answer_exit"] = json!(answer.code().as_i32());
+        if ctx.output.json {
+            ctx.output.json(&json!({"degraded": answer == degraded::Degraded::Yes}));
+        }
         Ok(answer.code())
     })
 }
