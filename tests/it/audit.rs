@@ -2,65 +2,17 @@
 //! concurrent writers, rotation that loses nothing, the review commands on
 //! staged logs, and the schema of every event the binaries write.
 
-use std::fs::{self, OpenOptions};
-use std::io::{BufRead, BufReader, Write};
+use std::fs;
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::harness::{Env, assert_audit_valid, audit_schema_errors};
-
-/// An RFC 3339 time `ago` before now (µs, UTC), as the writer formats it.
-fn ts_ago(ago: Duration) -> String {
-    let t = chrono::Utc::now() - chrono::Duration::from_std(ago).unwrap();
-    t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
-}
-
-/// A staged event: the required fields with plausible values, overridden by `fields`.
-fn event(fields: Value) -> Value {
-    let mut ev = json!({
-        "ts": ts_ago(Duration::from_secs(60)),
-        "tool": "state-manager",
-        "op": "read",
-        "target": "/w/.workflow-state.json",
-        "pid": 4000,
-        "ppid": 300,
-        "host": "h1",
-        "user": "ci",
-        "duration_ms": 1.5,
-        "exit_code": 0,
-        "outcome": "ok",
-        "detail": {},
-    });
-    for (k, v) in fields.as_object().expect("fields are an object") {
-        ev[k] = v.clone();
-    }
-    if ev["exit_code"] != 0 {
-        ev["outcome"] = json!("error");
-    }
-    ev
-}
-
-/// Appends events (and raw lines) to a log as the writers would.
-fn append(log: &Path, lines: &[String]) {
-    let mut f = OpenOptions::new()
-        .append(true)
-        .create(true)
-        .open(log)
-        .unwrap();
-    for l in lines {
-        f.write_all(format!("{l}\n").as_bytes()).unwrap();
-    }
-}
-
-fn stage(env: &Env, events: &[Value]) {
-    append(
-        &env.audit_log(),
-        &events.iter().map(Value::to_string).collect::<Vec<_>>(),
-    );
-}
+use crate::harness::{
+    Env, append, assert_audit_valid, audit_schema_errors, event, json_lines, stage, ts_ago,
+};
 
 /// The `pid`s of `audit recent --json ARGS`, in order.
 fn recent_pids(env: &Env, args: &[&str]) -> Vec<u64> {
@@ -692,11 +644,7 @@ fn monitor_alerts_on_a_slow_event_and_stops_at_its_duration() {
         rest.lines().any(|l| l.contains("events ")),
         "summary lines: {rest}"
     );
-    let exported: Vec<Value> = fs::read_to_string(&alerts)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let exported = json_lines(&fs::read_to_string(&alerts).unwrap());
     assert_eq!(exported.len(), 1);
     assert_eq!(exported[0]["kind"], "latency");
     assert_eq!(exported[0]["value"], 900.0);

@@ -7,7 +7,7 @@ use std::fs;
 use serde_json::Value;
 use wfstate::exit::{Code, HELP_TABLE};
 
-use crate::harness::{Env, Owner, repo_root};
+use crate::harness::{Env, Owner, dead_record, hold, on_a_tty, repo_root};
 
 const BINARIES: [&str; 3] = ["state-manager", "lock-manager", "error-recovery"];
 
@@ -159,11 +159,7 @@ fn debug_lines_go_to_stderr_only_when_asked() {
 fn a_lock_wait_shows_in_the_debug_lines() {
     let env = Env::new();
     let owner = Owner::new();
-    env.run(
-        "lock-manager",
-        &["acquire", "res", "0", "--owner", &owner.pid()],
-    )
-    .ok();
+    hold(&env, "res", &owner, &["0"]);
     let other = Owner::new();
     let run = env
         .run(
@@ -179,35 +175,12 @@ fn a_lock_wait_shows_in_the_debug_lines() {
     );
 }
 
-/// Runs `bin args` under a pseudo-terminal (script(1)), so stdout is a TTY.
-fn on_a_tty(env: &Env, no_color: bool, cmdline: &str) -> String {
-    let mut c = std::process::Command::new("script");
-    env.clean_env(&mut c);
-    c.env_remove("NO_COLOR");
-    if no_color {
-        c.env("NO_COLOR", "1");
-    }
-    c.env(
-        "PATH",
-        format!("{}:/usr/bin:/bin", crate::harness::bin_dir().display()),
-    );
-    c.args(["-qec", cmdline, "/dev/null"]);
-    let out = c.output().expect("script(1)");
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 #[test]
 fn colour_only_on_a_terminal_and_never_with_no_color() {
     let env = Env::new();
     env.init();
     // A stale lock shows in colour in the list.
-    let owner = Owner::new();
-    env.run(
-        "lock-manager",
-        &["acquire", "old", "0", "--owner", &owner.pid()],
-    )
-    .ok();
-    drop(owner);
+    dead_record(&env, "old");
     let tty = on_a_tty(&env, false, "state-manager health; lock-manager list");
     assert!(tty.contains("\x1b["), "colour on a terminal: {tty:?}");
     let no_color = on_a_tty(&env, true, "state-manager health; lock-manager list");

@@ -4,11 +4,14 @@
 
 #![allow(dead_code)]
 
-use std::fs;
+use std::fmt::Display;
+use std::fs::{self, OpenOptions};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::time::Duration;
 
-use serde_json::Value;
+use serde_json::{Value, json};
 use tempfile::TempDir;
 
 /// A live process that only sleeps, to act as a lock owner via `--owner`;
@@ -148,11 +151,7 @@ impl Env {
 
     /// Every audit event written so far.
     pub fn audit_events(&self) -> Vec<Value> {
-        fs::read_to_string(self.audit_log())
-            .unwrap_or_default()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("audit line {l:?}: {e}")))
-            .collect()
+        json_lines(&fs::read_to_string(self.audit_log()).unwrap_or_default())
     }
 
     /// File names in a folder under the root, sorted.
@@ -249,14 +248,182 @@ impl Run {
     }
 }
 
+/// `error-recovery ARGS`.
+pub fn er(env: &Env, args: &[&str]) -> Run {
+    env.run("error-recovery", args)
+}
+
+/// Acquires lock `name` for `owner` (extra args after the name), asserting success.
+pub fn hold(env: &Env, name: &str, owner: &Owner, args: &[&str]) {
+    let pid = owner.pid();
+    let mut all = vec!["acquire", name];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&["--owner", &pid]);
+    env.run("lock-manager", &all).ok();
+}
+
+/// A record of lock `name` whose owner has died; returns the dead pid.
+pub fn dead_record(env: &Env, name: &str) -> u32 {
+    let owner = Owner::new();
+    let pid = owner.0.id();
+    hold(env, name, &owner, &["0"]);
+    drop(owner);
+    pid
+}
+
+/// stdout of `cmdline` run by script(1) on a pseudo-terminal, NO_COLOR set only if `no_color`.
+pub fn on_a_tty(env: &Env, no_color: bool, cmdline: &str) -> String {
+    let mut c = Command::new("script");
+    env.clean_env(&mut c);
+    c.env_remove("NO_COLOR");
+    if no_color {
+        c.env("NO_COLOR", "1");
+    }
+    c.env("PATH", format!("{}:/usr/bin:/bin", bin_dir().display()));
+    c.args(["-qec", cmdline, "/dev/null"]);
+    let out = c.output().expect("script(1)");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Each line of `text` (JSON Lines) parsed as JSON; fails on a line that is not.
+pub fn json_lines(text: &str) -> Vec<Value> {
+    text.lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l:?}")))
+        .collect()
+}
+
+/// Every key below `v` as (JSON pointer, key, value), not entering the values of `opaque` keys.
+pub fn keys<'a>(v: &'a Value, opaque: &[&str]) -> Vec<(String, &'a str, &'a Value)> {
+    fn walk<'a>(
+        v: &'a Value,
+        at: &str,
+        opaque: &[&str],
+        out: &mut Vec<(String, &'a str, &'a Value)>,
+    ) {
+        match v {
+            Value::Object(m) => {
+                for (k, x) in m {
+                    let path = format!("{at}/{k}");
+                    out.push((path.clone(), k.as_str(), x));
+                    if !opaque.contains(&k.as_str()) {
+                        walk(x, &path, opaque, out);
+                    }
+                }
+            }
+            Value::Array(a) => {
+                for (i, x) in a.iter().enumerate() {
+                    walk(x, &format!("{at}/{i}"), opaque, out);
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    walk(v, "", opaque, &mut out);
+    out
+}
+
+/// The JSON pointer of every key below `v` holding an upper-case letter.
+pub fn camel_case_keys(v: &Value) -> Vec<String> {
+    keys(v, &[])
+        .into_iter()
+        .filter(|(_, k, _)| k.chars().any(|c| c.is_ascii_uppercase()))
+        .map(|(path, _, _)| path)
+        .collect()
+}
+
+/// The JSON Schema of one audit event, under the repository root.
+const AUDIT_EVENT_SCHEMA: &str = "schemas/audit-event.schema.json";
+
+/// The JSON Schema at `rel` under the repository root, compiled with formats checked.
+pub fn schema_validator(rel: &str) -> jsonschema::Validator {
+    let path = repo_root().join(rel);
+    let text = fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let schema: Value =
+        serde_json::from_slice(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    jsonschema::draft202012::options()
+        .should_validate_formats(true)
+        .build(&schema)
+        .unwrap_or_else(|e| panic!("{rel} does not compile: {e}"))
+}
+
+/// Every way `value` breaks `validator`, as `instance path: why`.
+pub fn schema_errors(validator: &jsonschema::Validator, value: &Value) -> Vec<String> {
+    validator
+        .iter_errors(value)
+        .map(|e| format!("{}: {e}", e.instance_path()))
+        .collect()
+}
+
+/// Asserts that `value` validates against schemas/output/`name`, formats included.
+#[track_caller]
+pub fn assert_schema(name: &str, value: &Value) {
+    let errors = schema_errors(&schema_validator(&format!("schemas/output/{name}")), value);
+    assert!(errors.is_empty(), "{name}: {errors:#?}\n{value:#}");
+}
+
+/// Asserts that `value` is one audit event by schemas/audit-event.schema.json, formats included.
+#[track_caller]
+pub fn assert_audit_event(value: &Value) {
+    let errors = schema_errors(&schema_validator(AUDIT_EVENT_SCHEMA), value);
+    assert!(
+        errors.is_empty(),
+        "not an audit event: {errors:#?}\n{value:#}"
+    );
+}
+
+/// An RFC 3339 time `ago` before now (µs, UTC), as the writer formats it.
+pub fn ts_ago(ago: Duration) -> String {
+    let t = chrono::Utc::now() - chrono::Duration::from_std(ago).unwrap();
+    t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+}
+
+/// A staged audit event: the required fields with plausible values, overridden by `fields`.
+pub fn event(fields: Value) -> Value {
+    let mut ev = json!({
+        "ts": ts_ago(Duration::from_secs(60)),
+        "tool": "state-manager",
+        "op": "read",
+        "target": "/w/.workflow-state.json",
+        "pid": 4000,
+        "ppid": 300,
+        "host": "h1",
+        "user": "ci",
+        "duration_ms": 1.5,
+        "exit_code": 0,
+        "outcome": "ok",
+        "detail": {},
+    });
+    for (k, v) in fields.as_object().expect("fields are an object") {
+        ev[k] = v.clone();
+    }
+    if ev["exit_code"] != 0 {
+        ev["outcome"] = json!("error");
+    }
+    ev
+}
+
+/// Appends lines (events, or raw text) to a log as the writers would.
+pub fn append(log: &Path, lines: &[impl Display]) {
+    let mut f = OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(log)
+        .unwrap();
+    for l in lines {
+        f.write_all(format!("{l}\n").as_bytes()).unwrap();
+    }
+}
+
+/// Appends staged `events` to this root's audit log.
+pub fn stage(env: &Env, events: &[Value]) {
+    append(&env.audit_log(), events);
+}
+
 /// Every line of an audit log and its rotated files (`LOG.1` … `LOG.5`) that
 /// breaks schemas/audit-event.schema.json or is not JSON, as `file:line: why`.
 pub fn audit_schema_errors(log: &Path) -> Vec<String> {
-    let schema: Value = serde_json::from_slice(
-        &fs::read(repo_root().join("schemas/audit-event.schema.json")).expect("audit schema"),
-    )
-    .expect("audit schema parses");
-    let validator = jsonschema::validator_for(&schema).expect("audit schema compiles");
+    let validator = schema_validator(AUDIT_EVENT_SCHEMA);
     let mut files: Vec<PathBuf> = (1..=5)
         .rev()
         .map(|n| PathBuf::from(format!("{}.{n}", log.display())))
@@ -270,8 +437,8 @@ pub fn audit_schema_errors(log: &Path) -> Vec<String> {
             match serde_json::from_str::<Value>(line) {
                 Err(e) => errors.push(format!("{at}: not JSON ({e}): {line}")),
                 Ok(event) => errors.extend(
-                    validator
-                        .iter_errors(&event)
+                    schema_errors(&validator, &event)
+                        .into_iter()
                         .map(|e| format!("{at}: {e}: {line}")),
                 ),
             }

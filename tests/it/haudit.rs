@@ -6,58 +6,20 @@
 //! events as they arrive; `export` writes through the one atomic write;
 //! `--debug` says what the review read and how long it took.
 
-use std::fs::{self, OpenOptions};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::fs;
+use std::io::{BufRead, BufReader, Read};
 use std::os::unix::fs::MetadataExt;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::harness::{Env, repo_root};
+use crate::harness::{
+    Env, append, assert_audit_event, assert_schema, camel_case_keys, event, json_lines, keys,
+    stage, ts_ago,
+};
 
 const SM: &str = "state-manager";
-
-fn ts_ago(ago: Duration) -> String {
-    let t = chrono::Utc::now() - chrono::Duration::from_std(ago).unwrap();
-    t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
-}
-
-/// A staged event: the required fields, overridden by `fields`.
-fn event(fields: Value) -> Value {
-    let mut ev = json!({
-        "ts": ts_ago(Duration::from_secs(60)),
-        "tool": "state-manager",
-        "op": "read",
-        "target": "/w/.workflow-state.json",
-        "pid": 4000,
-        "ppid": 300,
-        "host": "h1",
-        "user": "ci",
-        "duration_ms": 1.5,
-        "exit_code": 0,
-        "outcome": "ok",
-        "detail": {},
-    });
-    for (k, v) in fields.as_object().unwrap() {
-        ev[k] = v.clone();
-    }
-    if ev["exit_code"] != 0 {
-        ev["outcome"] = json!("error");
-    }
-    ev
-}
-
-fn stage(env: &Env, events: &[Value]) {
-    let mut f = OpenOptions::new()
-        .append(true)
-        .create(true)
-        .open(env.audit_log())
-        .unwrap();
-    for e in events {
-        f.write_all(format!("{e}\n").as_bytes()).unwrap();
-    }
-}
 
 /// A log with something for every review: a race, a lock's life, failures, a bad line.
 fn staged() -> Env {
@@ -90,29 +52,8 @@ fn staged() -> Env {
             ),
         ],
     );
-    fs::OpenOptions::new()
-        .append(true)
-        .open(env.audit_log())
-        .unwrap()
-        .write_all(b"{broken\n")
-        .unwrap();
+    append(&env.audit_log(), &["{broken"]);
     env
-}
-
-fn validator(name: &str) -> jsonschema::Validator {
-    let path = repo_root().join("schemas/output").join(name);
-    let schema: Value = serde_json::from_slice(
-        &fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())),
-    )
-    .unwrap();
-    jsonschema::validator_for(&schema).unwrap_or_else(|e| panic!("{name}: {e}"))
-}
-
-#[track_caller]
-fn assert_valid(name: &str, value: &Value) {
-    let v = validator(name);
-    let errors: Vec<String> = v.iter_errors(value).map(|e| e.to_string()).collect();
-    assert!(errors.is_empty(), "{name}: {errors:#?}\n{value:#}");
 }
 
 /// The report commands, each with `--json`, and the schema of its output.
@@ -148,16 +89,15 @@ fn reports_validate_against_their_schemas() {
     let env = staged();
     for (args, schema) in REPORTS {
         let out = env.run(SM, args).ok().json();
-        assert_valid(schema, &out);
+        assert_schema(schema, &out);
     }
     // An empty log: the reports are still whole.
     let empty = Env::new();
     for (args, schema) in REPORTS {
         let out = empty.run(SM, args).ok().json();
-        assert_valid(schema, &out);
+        assert_schema(schema, &out);
     }
     // The events inside the reports are audit events as the log holds them.
-    let events = validator_for_events();
     let recent = env.run(SM, &["audit", "recent", "--json"]).ok().json();
     let races = env.run(SM, &["audit", "races", "--json"]).ok().json();
     let history = env
@@ -173,16 +113,8 @@ fn reports_validate_against_their_schemas() {
     }
     assert!(all.len() > 8);
     for e in all {
-        assert!(events.is_valid(e), "{e}");
+        assert_audit_event(e);
     }
-}
-
-fn validator_for_events() -> jsonschema::Validator {
-    let schema: Value = serde_json::from_slice(
-        &fs::read(repo_root().join("schemas/audit-event.schema.json")).unwrap(),
-    )
-    .unwrap();
-    jsonschema::validator_for(&schema).unwrap()
 }
 
 #[test]
@@ -204,10 +136,7 @@ fn recent_json_is_an_array_and_jsonl_one_event_per_line() {
     );
 
     let lines = env.run(SM, &["audit", "recent", "--jsonl"]).ok().stdout;
-    let objs: Vec<Value> = lines
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
-        .collect();
+    let objs = json_lines(&lines);
     assert_eq!(objs.len(), 6, "{lines}");
     assert!(objs.iter().all(Value::is_object));
     assert_eq!(objs, *arr.as_array().unwrap());
@@ -244,23 +173,19 @@ fn compact_prints_one_line() {
     }
 }
 
-/// Every key of `v`, recursively, with the path to it; event records are
-/// included (their keys are snake_case too).
-fn keys<'a>(v: &'a Value, path: String, out: &mut Vec<(String, &'a Value)>) {
-    match v {
-        Value::Object(m) => {
-            for (k, x) in m {
-                let p = format!("{path}.{k}");
-                out.push((p.clone(), x));
-                keys(x, p, out);
-            }
+/// Asserts that no key below `v` holds an upper-case letter (event records
+/// included: their keys are snake_case too) and that every `*_ms` is a number.
+#[track_caller]
+fn assert_snake_case_with_ms_numbers(v: &Value, what: &str) {
+    let camel = camel_case_keys(v);
+    assert!(camel.is_empty(), "{what}: camelCase keys {camel:?}");
+    for (path, key, value) in keys(v, &[]) {
+        if key.ends_with("_ms") {
+            assert!(
+                value.is_number() || value.is_null(),
+                "{what}: {path} is not a number of milliseconds: {value}"
+            );
         }
-        Value::Array(a) => {
-            for (i, x) in a.iter().enumerate() {
-                keys(x, format!("{path}[{i}]"), out);
-            }
-        }
-        _ => {}
     }
 }
 
@@ -269,20 +194,8 @@ fn report_keys_are_snake_case_and_every_ms_is_a_number() {
     let env = staged();
     for (args, _) in REPORTS {
         let out = env.run(SM, args).ok().json();
-        let mut all = Vec::new();
-        keys(&out, String::new(), &mut all);
-        for (path, value) in all {
-            let key = path.rsplit('.').next().unwrap();
-            assert!(
-                !key.chars().any(|c| c.is_ascii_uppercase()),
-                "{args:?}: camelCase key {path}"
-            );
-            if key.ends_with("_ms") {
-                assert!(
-                    value.is_number() || value.is_null(),
-                    "{args:?}: {path} is not a number of milliseconds: {value}"
-                );
-            }
+        assert_snake_case_with_ms_numbers(&out, &format!("{args:?}"));
+        for (path, key, value) in keys(&out, &[]) {
             // A count is a number (`*_count`), `events` always a list of events.
             if key.ends_with("_count") || ["failed", "malformed", "count", "total"].contains(&key) {
                 assert!(value.is_u64(), "{args:?}: {path} is not a count: {value}");
@@ -372,10 +285,7 @@ fn monitor_jsonl_streams_each_event_as_it_arrives() {
         assert!(Instant::now() < deadline, "monitor did not stop");
         std::thread::sleep(Duration::from_millis(50));
     }
-    let records: Vec<Value> = rest
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
-        .collect();
+    let records = json_lines(&rest);
     assert!(
         records
             .iter()
@@ -390,15 +300,7 @@ fn monitor_jsonl_streams_each_event_as_it_arrives() {
         "{session}"
     );
     for r in std::iter::once(&start).chain(&records) {
-        let mut all = Vec::new();
-        keys(r, String::new(), &mut all);
-        for (path, value) in all {
-            let key = path.rsplit('.').next().unwrap();
-            assert!(!key.chars().any(|c| c.is_ascii_uppercase()), "{path}: {r}");
-            if key.ends_with("_ms") {
-                assert!(value.is_number() || value.is_null(), "{path}: {r}");
-            }
-        }
+        assert_snake_case_with_ms_numbers(r, &r.to_string());
     }
     let summary = records.iter().find(|r| r["type"] == "summary").unwrap();
     assert!(summary["duration"]["p50_ms"].is_number(), "{summary}");
@@ -432,7 +334,7 @@ fn export_writes_through_the_one_atomic_write() {
         "no temp file left, the leftover swept"
     );
     // The export's stats are the stats report.
-    assert_valid("state-manager-audit-stats.schema.json", &doc["stats"]);
+    assert_schema("state-manager-audit-stats.schema.json", &doc["stats"]);
 
     // --json -c: the summary on one line.
     let s = env

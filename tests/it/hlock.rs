@@ -4,51 +4,11 @@
 //! failures as a JSON error object, one staleness rule for check, list,
 //! status and clean, and the `--debug` lines of a lock wait.
 
-use std::fs;
-
 use serde_json::Value;
 
-use crate::harness::{Env, Owner, Run, repo_root};
+use crate::harness::{Env, Owner, Run, assert_schema, dead_record, hold, json_lines};
 
 const LM: &str = "lock-manager";
-
-/// Asserts that `value` validates against schemas/output/`schema`.
-#[track_caller]
-fn assert_valid(schema: &str, value: &Value) {
-    let path = repo_root().join("schemas/output").join(schema);
-    let schema: Value =
-        serde_json::from_slice(&fs::read(&path).expect("schema file")).expect("schema parses");
-    let validator = jsonschema::validator_for(&schema).expect("schema compiles");
-    let errors: Vec<String> = validator
-        .iter_errors(value)
-        .map(|e| format!("{} at {}", e, e.instance_path()))
-        .collect();
-    assert!(
-        errors.is_empty(),
-        "{} breaks {}:\n{}\n{value:#}",
-        "output",
-        path.display(),
-        errors.join("\n")
-    );
-}
-
-/// Acquires `name` for `owner` (extra args after the name).
-fn hold(env: &Env, name: &str, owner: &Owner, args: &[&str]) {
-    let pid = owner.pid();
-    let mut all = vec!["acquire", name];
-    all.extend_from_slice(args);
-    all.extend_from_slice(&["--owner", &pid]);
-    env.run(LM, &all).ok();
-}
-
-/// A record of lock `name` whose owner has died.
-fn dead_record(env: &Env, name: &str) -> u32 {
-    let owner = Owner::new();
-    let pid = owner.0.id();
-    hold(env, name, &owner, &["0"]);
-    drop(owner);
-    pid
-}
 
 #[test]
 fn list_prints_one_array_compact_with_c_and_one_object_per_line_with_jsonl() {
@@ -67,7 +27,7 @@ fn list_prints_one_array_compact_with_c_and_one_object_per_line_with_jsonl() {
 
     let pretty = env.run(LM, &["list", "--json"]).ok();
     let list = pretty.json();
-    assert_valid("lock-manager-list.schema.json", &list);
+    assert_schema("lock-manager-list.schema.json", &list);
     let names: Vec<&str> = list
         .as_array()
         .unwrap()
@@ -88,10 +48,7 @@ fn list_prints_one_array_compact_with_c_and_one_object_per_line_with_jsonl() {
     assert_eq!(compact.stdout.lines().count(), 1, "{}", compact.stdout);
 
     let lines = env.run(LM, &["list", "--jsonl"]).ok().stdout;
-    let items: Vec<Value> = lines
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
-        .collect();
+    let items = json_lines(&lines);
     assert_eq!(items.len(), 3, "{lines}");
     assert!(items.iter().all(Value::is_object));
     assert_eq!(Value::Array(items), list);
@@ -120,21 +77,21 @@ fn check_keeps_its_text_and_answers_with_its_exit_code_also_under_json() {
     assert_eq!(r.stdout, "stale\n");
 
     let held = env.run(LM, &["check", "held", "--json"]).ok().json();
-    assert_valid("lock-manager-check.schema.json", &held);
+    assert_schema("lock-manager-check.schema.json", &held);
     assert_eq!(held["name"], "held");
     assert_eq!(held["status"], "locked");
     assert_eq!(held["type"], "shared");
     assert_eq!(held["pid"], owner.0.id());
 
     let free = env.run(LM, &["check", "nothing", "--json"]).code(1).json();
-    assert_valid("lock-manager-check.schema.json", &free);
+    assert_schema("lock-manager-check.schema.json", &free);
     assert_eq!(free["status"], "unlocked");
     assert_eq!(free["pid"], Value::Null);
 
     let stale = env.run(LM, &["check", "gone", "--json", "-c"]).code(2);
     assert_eq!(stale.stdout.lines().count(), 1, "{}", stale.stdout);
     let stale = stale.json();
-    assert_valid("lock-manager-check.schema.json", &stale);
+    assert_schema("lock-manager-check.schema.json", &stale);
     assert_eq!(stale["status"], "stale");
 }
 
@@ -186,7 +143,7 @@ fn a_dead_owners_record_is_stale_to_check_list_and_status_and_clean_removes_exac
     assert_eq!(list[1]["status"], "valid");
 
     let status = env.run(LM, &["status", "--json"]).ok().json();
-    assert_valid("lock-manager-status.schema.json", &status);
+    assert_schema("lock-manager-status.schema.json", &status);
     assert_eq!(
         (status["held"].as_u64(), status["stale"].as_u64()),
         (Some(1), Some(1))
@@ -195,7 +152,7 @@ fn a_dead_owners_record_is_stale_to_check_list_and_status_and_clean_removes_exac
     assert_eq!(status["locks"][0]["name"], "live");
 
     let cleaned = env.run(LM, &["clean", "--json"]).ok().json();
-    assert_valid("lock-manager-clean.schema.json", &cleaned);
+    assert_schema("lock-manager-clean.schema.json", &cleaned);
     assert_eq!(cleaned["removed"], 1);
     assert_eq!(cleaned["names"], serde_json::json!(["gone"]));
     assert!(!env.path(".locks/gone.lock").exists());
@@ -233,7 +190,7 @@ fn acquire_release_and_status_json_follow_their_schemas() {
         .ok();
     assert!(got.stdout.lines().count() > 1, "pretty by default");
     let got = got.json();
-    assert_valid("lock-manager-acquire.schema.json", &got);
+    assert_schema("lock-manager-acquire.schema.json", &got);
     assert_eq!(got["owner_pid"], owner.0.id());
     assert_eq!(got["holders"][0]["metadata"]["n"], 1);
 
@@ -245,20 +202,20 @@ fn acquire_release_and_status_json_follow_their_schemas() {
         .ok();
     assert_eq!(again.stdout.lines().count(), 1, "{}", again.stdout);
     let again = again.json();
-    assert_valid("lock-manager-acquire.schema.json", &again);
+    assert_schema("lock-manager-acquire.schema.json", &again);
     assert_eq!(again["already_held"], true);
 
     let status = env.run(LM, &["status", "--json", "-c"]).ok();
     assert_eq!(status.stdout.lines().count(), 1);
     let status = status.json();
-    assert_valid("lock-manager-status.schema.json", &status);
+    assert_schema("lock-manager-status.schema.json", &status);
     assert_eq!(status["locks"][0]["holders"][0]["pid"], owner.0.id());
 
     let released = env
         .run(LM, &["release", "job", "--json", "--owner", &pid])
         .ok()
         .json();
-    assert_valid("lock-manager-release.schema.json", &released);
+    assert_schema("lock-manager-release.schema.json", &released);
     assert_eq!(released["name"], "job");
     assert_eq!(released["held"], true);
     // Without --json release prints nothing, as before.

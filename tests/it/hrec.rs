@@ -8,51 +8,16 @@ use std::fs;
 
 use serde_json::{Value, json};
 
-use crate::harness::{Env, Run, repo_root};
+use crate::harness::{Env, assert_schema, er, json_lines, keys};
 
 const ER: &str = "error-recovery";
 const LM: &str = "lock-manager";
 
-fn er(env: &Env, args: &[&str]) -> Run {
-    env.run(ER, args)
-}
-
-/// Validates `value` against schemas/output/`name`, formats included.
-fn assert_schema(name: &str, value: &Value) {
-    let path = repo_root().join("schemas/output").join(name);
-    let schema: Value = serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
-    let validator = jsonschema::draft202012::options()
-        .should_validate_formats(true)
-        .build(&schema)
-        .unwrap_or_else(|e| panic!("{name} does not compile: {e}"));
-    let errors: Vec<String> = validator
-        .iter_errors(value)
-        .map(|e| format!("{}: {e}", e.instance_path()))
-        .collect();
-    assert!(errors.is_empty(), "{name}: {errors:?}\n{value:#}");
-}
-
-/// Every key of every object in `v`, recursively, except inside `metadata`
-/// (the caller's own METADATA_JSON, stored as given).
-fn keys(v: &Value, out: &mut Vec<String>) {
-    match v {
-        Value::Object(m) => {
-            for (k, v) in m {
-                out.push(k.clone());
-                if k != "metadata" {
-                    keys(v, out);
-                }
-            }
-        }
-        Value::Array(a) => a.iter().for_each(|v| keys(v, out)),
-        _ => {}
-    }
-}
-
+/// Asserts that every key is snake_case, but inside `metadata` (the caller's
+/// own METADATA_JSON, stored as given).
+#[track_caller]
 fn assert_snake_case(v: &Value) {
-    let mut all = Vec::new();
-    keys(v, &mut all);
-    for k in all {
+    for (_, k, _) in keys(v, &["metadata"]) {
         assert!(
             k.chars()
                 .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'),
@@ -140,11 +105,7 @@ fn list_json_is_an_array_valid_by_its_schema_in_every_spelling() {
     assert_eq!(compact.json(), v);
 
     let lines = er(&env, &["list", "--jsonl"]).ok();
-    let items: Vec<Value> = lines
-        .stdout
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let items = json_lines(&lines.stdout);
     assert_eq!(Value::Array(items), v, "--jsonl: one item per line");
 
     // The table is still the default, and a bad FORMAT still exit 4.

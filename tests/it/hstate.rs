@@ -8,7 +8,7 @@ use std::fs;
 
 use serde_json::{Value, json};
 
-use crate::harness::{Env, Run, repo_root};
+use crate::harness::{Env, Run, assert_schema, camel_case_keys, on_a_tty};
 
 const SM: &str = "state-manager";
 
@@ -83,26 +83,6 @@ fn one_value(r: &Run, what: &str) -> Value {
     })
 }
 
-/// Every object key below `v` that is not snake_case, as `pointer`.
-fn camel_keys(v: &Value, at: &str, out: &mut Vec<String>) {
-    match v {
-        Value::Object(m) => {
-            for (k, x) in m {
-                if k.chars().any(|c| c.is_ascii_uppercase()) {
-                    out.push(format!("{at}/{k}"));
-                }
-                camel_keys(x, &format!("{at}/{k}"), out);
-            }
-        }
-        Value::Array(a) => {
-            for (i, x) in a.iter().enumerate() {
-                camel_keys(x, &format!("{at}/{i}"), out);
-            }
-        }
-        _ => {}
-    }
-}
-
 #[test]
 fn every_data_command_prints_exactly_one_json_value_with_snake_case_keys() {
     let env = populated();
@@ -116,8 +96,7 @@ fn every_data_command_prints_exactly_one_json_value_with_snake_case_keys() {
         );
         let v = one_value(&r, &what);
         assert!(v.is_object() || v.is_array(), "{what}: {v}");
-        let mut bad = Vec::new();
-        camel_keys(&v, "", &mut bad);
+        let bad = camel_case_keys(&v);
         assert!(bad.is_empty(), "{what}: camelCase keys {bad:?} in {v:#}");
     }
 }
@@ -227,28 +206,11 @@ fn a_failure_under_json_is_one_error_object_on_stdout() {
     check(&["export", "--json"], 3, "STATE_CORRUPTION");
 }
 
-fn validator(name: &str) -> jsonschema::Validator {
-    let path = repo_root().join(format!("schemas/output/{name}.schema.json"));
-    let schema: Value =
-        serde_json::from_slice(&fs::read(&path).expect("schema file")).expect("schema parses");
-    jsonschema::validator_for(&schema).expect("schema compiles")
-}
-
-#[track_caller]
-fn assert_valid(v: &jsonschema::Validator, value: &Value, what: &str) {
-    let errors: Vec<String> = v
-        .iter_errors(value)
-        .map(|e| format!("{}: {e}", e.instance_path()))
-        .collect();
-    assert!(errors.is_empty(), "{what}: {errors:?}\n{value:#}");
-}
-
 #[test]
 fn status_output_matches_its_schema_whatever_the_state() {
-    let schema = validator("state-manager-status");
     let env = Env::new();
     let r = env.run(SM, &["status", "--json"]).code(1);
-    assert_valid(&schema, &r.json(), "missing");
+    assert_schema("state-manager-status.schema.json", &r.json());
     assert_eq!(r.json()["state"], "missing");
     env.init();
     env.sm(&[
@@ -256,7 +218,7 @@ fn status_output_matches_its_schema_whatever_the_state() {
         r#"{"degradedMode":{"enabled":true,"reason":"api down","timestamp":"2026-01-01T00:00:00Z"}}"#,
     ]);
     let v = env.run(SM, &["status", "--json"]).ok().json();
-    assert_valid(&schema, &v, "valid");
+    assert_schema("state-manager-status.schema.json", &v);
     assert_eq!(v["degraded_mode"]["enabled"], json!(true));
     assert_eq!(v["degraded_mode"]["reason"], "api down");
     assert_eq!(v["degraded_mode"]["since"], "2026-01-01T00:00:00Z");
@@ -268,62 +230,54 @@ fn status_output_matches_its_schema_whatever_the_state() {
     doc["completedTasks"] = json!("no");
     fs::write(env.state_file(), serde_json::to_vec(&doc).unwrap()).unwrap();
     let v = env.run(SM, &["status", "--json"]).code(4).json();
-    assert_valid(&schema, &v, "invalid");
+    assert_schema("state-manager-status.schema.json", &v);
     assert_eq!(v["violation_count"], json!(2));
     assert_eq!(v["violations"].as_array().unwrap().len(), 2);
     fs::write(env.state_file(), b"{").unwrap();
     let v = env.run(SM, &["status", "--json"]).code(3).json();
-    assert_valid(&schema, &v, "corrupt");
+    assert_schema("state-manager-status.schema.json", &v);
 }
 
 #[test]
 fn validate_and_list_backups_output_match_their_schemas() {
-    let validate = validator("state-manager-validate");
-    let list = validator("state-manager-list-backups");
     let env = Env::new();
     env.init();
-    assert_valid(
-        &list,
+    assert_schema(
+        "state-manager-list-backups.schema.json",
         &env.run(SM, &["list-backups", "--json"]).ok().json(),
-        "no backups",
     );
-    assert_valid(
-        &validate,
+    assert_schema(
+        "state-manager-validate.schema.json",
         &env.run(SM, &["validate", "--json"]).ok().json(),
-        "valid",
     );
     env.sm(&["set", ".phase", r#""a""#]);
     env.sm(&["set", ".phase", r#""b""#]);
     let backups = env.run(SM, &["list-backups", "--json"]).ok().json();
     assert_eq!(backups.as_array().unwrap().len(), 2);
-    assert_valid(&list, &backups, "two backups");
+    assert_schema("state-manager-list-backups.schema.json", &backups);
     let mut doc = env.state();
     doc["phase"] = json!(7);
     fs::write(env.state_file(), serde_json::to_vec(&doc).unwrap()).unwrap();
     let v = env.run(SM, &["validate", "--json"]).code(4).json();
-    assert_valid(&validate, &v, "invalid");
+    assert_schema("state-manager-validate.schema.json", &v);
     assert_eq!(v["violation_count"], json!(1));
 }
 
 #[test]
 fn health_and_verify_integrity_output_match_their_schemas() {
-    let health = validator("state-manager-health");
-    let verify = validator("state-manager-verify-integrity");
     let env = Env::new();
     env.init();
     env.sm(&["set", ".phase", r#""a""#]);
     let h = env.run(SM, &["health", "--json"]).json();
-    assert_valid(&health, &h, "healthy");
-    assert_valid(
-        &verify,
+    assert_schema("state-manager-health.schema.json", &h);
+    assert_schema(
+        "state-manager-verify-integrity.schema.json",
         &env.run(SM, &["verify-integrity", "--json"]).ok().json(),
-        "clean",
     );
     let b = newest_backup(&env);
-    assert_valid(
-        &verify,
+    assert_schema(
+        "state-manager-verify-integrity.schema.json",
         &env.run(SM, &["validate-backup", &b, "--json"]).ok().json(),
-        "validate-backup",
     );
     // A backup changed outside the toolkit, then a corrupt state.
     let path = env.run(SM, &["list-backups", "--json"]).ok().json()[0]["path"]
@@ -334,21 +288,20 @@ fn health_and_verify_integrity_output_match_their_schemas() {
     doc["phase"] = json!("tampered");
     fs::write(&path, serde_json::to_vec(&doc).unwrap()).unwrap();
     let v = env.run(SM, &["verify-integrity", "--json"]).code(3).json();
-    assert_valid(&verify, &v, "corrupt backup");
-    assert_valid(
-        &verify,
+    assert_schema("state-manager-verify-integrity.schema.json", &v);
+    assert_schema(
+        "state-manager-verify-integrity.schema.json",
         &env.run(SM, &["validate-backup", &b, "--json"])
             .code(3)
             .json(),
-        "validate-backup, corrupt",
     );
     fs::write(env.state_file(), b"{").unwrap();
     let h = env.run(SM, &["health", "--json"]).code(3).json();
-    assert_valid(&health, &h, "unhealthy");
+    assert_schema("state-manager-health.schema.json", &h);
     assert_eq!(h["checks"]["state"]["exit_code"], json!(3));
     fs::remove_file(env.state_file()).unwrap();
     let v = env.run(SM, &["verify-integrity", "--json"]).code(3).json();
-    assert_valid(&verify, &v, "no state");
+    assert_schema("state-manager-verify-integrity.schema.json", &v);
     assert_eq!(v["state"], "missing");
 }
 
@@ -373,10 +326,6 @@ fn debug_lines_name_the_state_file_the_lock_wait_and_the_commit() {
 
 #[test]
 fn repair_cleanup_import_and_changes_match_their_schemas() {
-    let repair = validator("state-manager-repair");
-    let cleanup = validator("state-manager-cleanup");
-    let import = validator("state-manager-import");
-    let commit = validator("state-manager-commit");
     let env = populated();
     for args in [
         &["set", ".phase", r#""s""#][..],
@@ -386,36 +335,37 @@ fn repair_cleanup_import_and_changes_match_their_schemas() {
     ] {
         let mut a = args.to_vec();
         a.push("--json");
-        assert_valid(&commit, &env.run(SM, &a).ok().json(), &args.join(" "));
+        assert_schema(
+            "state-manager-commit.schema.json",
+            &env.run(SM, &a).ok().json(),
+        );
     }
-    assert_valid(
-        &repair,
+    assert_schema(
+        "state-manager-repair.schema.json",
         &env.run(SM, &["repair", "--json"]).ok().json(),
-        "nothing to do",
     );
     let mut doc = env.state();
     doc["metadata"].as_object_mut().unwrap().remove("checksum");
     doc["phase"] = json!(7);
     fs::write(env.state_file(), serde_json::to_vec(&doc).unwrap()).unwrap();
     let v = env.run(SM, &["repair", "--json"]).code(4).json();
-    assert_valid(&repair, &v, "unfixable");
+    assert_schema("state-manager-repair.schema.json", &v);
     doc["phase"] = json!("p");
     fs::write(env.state_file(), serde_json::to_vec(&doc).unwrap()).unwrap();
     let v = env.run(SM, &["repair", "--json"]).ok().json();
-    assert_valid(&repair, &v, "repaired");
+    assert_schema("state-manager-repair.schema.json", &v);
     assert_eq!(v["changed"], json!(true));
-    assert_valid(
-        &cleanup,
+    assert_schema(
+        "state-manager-cleanup.schema.json",
         &env.run(SM, &["cleanup", "--keep", "1", "--dry-run", "--json"])
             .ok()
             .json(),
-        "dry run",
     );
     let v = env
         .run(SM, &["cleanup", "--keep", "1", "--json"])
         .ok()
         .json();
-    assert_valid(&cleanup, &v, "cleanup");
+    assert_schema("state-manager-cleanup.schema.json", &v);
     assert!(!v["removed"].as_array().unwrap().is_empty(), "{v}");
     let v = env
         .run(
@@ -424,7 +374,7 @@ fn repair_cleanup_import_and_changes_match_their_schemas() {
         )
         .ok()
         .json();
-    assert_valid(&import, &v, "import");
+    assert_schema("state-manager-import.schema.json", &v);
     fs::write(env.state_file(), b"{").unwrap();
     let v = env
         .run(
@@ -433,25 +383,8 @@ fn repair_cleanup_import_and_changes_match_their_schemas() {
         )
         .ok()
         .json();
-    assert_valid(&import, &v, "import over a corrupt state");
+    assert_schema("state-manager-import.schema.json", &v);
     assert_eq!(v["previous_revision"], Value::Null);
-}
-
-/// stdout of `cmdline` run under a pseudo-terminal (script(1)).
-fn on_a_tty(env: &Env, no_color: bool, cmdline: &str) -> String {
-    let mut c = std::process::Command::new("script");
-    env.clean_env(&mut c);
-    c.env_remove("NO_COLOR");
-    if no_color {
-        c.env("NO_COLOR", "1");
-    }
-    c.env(
-        "PATH",
-        format!("{}:/usr/bin:/bin", crate::harness::bin_dir().display()),
-    );
-    c.args(["-qec", cmdline, "/dev/null"]);
-    let out = c.output().expect("script(1)");
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 #[test]

@@ -10,6 +10,7 @@ mod hrec;
 mod hstate;
 mod lock;
 mod ops;
+mod outputs;
 mod props;
 mod recovery;
 mod reliability;

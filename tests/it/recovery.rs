@@ -8,13 +8,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::harness::{Env, Run};
+use crate::harness::{Env, er, schema_validator};
 
 const ER: &str = "error-recovery";
-
-fn er(env: &Env, args: &[&str]) -> Run {
-    env.run(ER, args)
-}
 
 /// Makes a checkpoint and returns its id.
 fn checkpoint(env: &Env, args: &[&str]) -> String {
@@ -866,14 +862,7 @@ fn checkpoint_metadata_satisfies_its_schema() {
     env.sm(&["signal", "A"]);
     fs::create_dir(env.path("config")).unwrap();
     fs::write(env.path("config/c"), "c").unwrap();
-    let schema: Value = serde_json::from_slice(
-        &fs::read(crate::harness::repo_root().join("schemas/checkpoint.schema.json")).unwrap(),
-    )
-    .unwrap();
-    let validator = jsonschema::draft202012::options()
-        .should_validate_formats(true)
-        .build(&schema)
-        .unwrap();
+    let validator = schema_validator("schemas/checkpoint.schema.json");
     for _ in 0..2 {
         let id = checkpoint(&env, &["op.x", "phase", r#"["any", 1]"#]);
         let meta: Value =
