@@ -180,6 +180,7 @@ pub struct Created {
     pub operation: String,
     pub phase: String,
     /// How many files it holds besides `metadata.json`.
+    #[serde(rename = "file_count")]
     pub files: usize,
     /// `metadata.revision` of the state it holds.
     pub revision: u64,
@@ -742,6 +743,7 @@ pub struct Entry {
     pub made: String,
     pub revision: Option<u64>,
     /// How many files its metadata lists.
+    #[serde(rename = "file_count")]
     pub files: Option<usize>,
     /// Total size of its files in bytes.
     pub size: u64,

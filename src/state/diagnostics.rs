@@ -21,11 +21,11 @@ use crate::error::Result;
 pub fn group_json(name: &str, g: &Group, verbose: bool) -> Value {
     let mut v = json!({
         "op": name,
-        "events": g.events,
+        "event_count": g.events,
         "failed": g.failed,
         "error_rate": if g.events == 0 { 0.0 } else { g.failed as f64 / g.events as f64 },
-        "duration_ms": g.duration.summary(),
-        "lock_wait_ms": g.wait.summary(),
+        "duration": g.duration.figures(),
+        "lock_wait": g.wait.figures(),
     });
     if verbose {
         v["by_exit"] = json!(
@@ -115,15 +115,15 @@ impl Diagnostics {
         let t = &st.total;
         json!({
             "audit": {
-                "events": t.events,
+                "event_count": t.events,
                 "malformed_lines": totals.malformed,
                 "files": totals.files.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
                 "first": st.first.map(crate::audit::scan::format_micros),
                 "last": st.last.map(crate::audit::scan::format_micros),
                 "failed": t.failed,
                 "error_rate": if t.events == 0 { 0.0 } else { t.failed as f64 / t.events as f64 },
-                "duration_ms": t.duration.summary(),
-                "lock_wait_ms": t.wait.summary(),
+                "duration": t.duration.figures(),
+                "lock_wait": t.wait.figures(),
                 "lock_timeouts": self.lock_timeouts,
                 "stale_takeovers": self.takeovers,
                 "operations": self.operations().iter().map(|(k, g)| group_json(k, g, verbose)).collect::<Vec<_>>(),
@@ -132,7 +132,7 @@ impl Diagnostics {
                 "state_bytes": self.state_bytes,
                 "backups": self.backups,
                 "backup_bytes": self.backup_bytes,
-                "checkpoints": self.checkpoints,
+                "checkpoint_count": self.checkpoints,
                 "checkpoint_bytes": self.checkpoint_bytes,
                 "audit_log_files": self.audit_log_files,
                 "audit_log_bytes": self.audit_log_bytes,

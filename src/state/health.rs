@@ -529,6 +529,8 @@ fn rank(code: Code) -> u8 {
 pub struct CheckReport {
     /// `healthy`, `degraded`, `unhealthy` or `unknown`.
     pub status: &'static str,
+    /// What it saw (`detail` is an object everywhere else: audit events).
+    #[serde(rename = "message")]
     pub detail: String,
     /// The exit code an operation would fail with (unhealthy only).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -657,7 +659,9 @@ impl Condition {
 #[derive(Clone, Debug, Serialize)]
 pub struct StatusReport {
     pub path: String,
-    pub state: Condition,
+    /// valid, missing, corrupt or invalid: what `error-recovery status`
+    /// calls `state.condition`.
+    pub condition: Condition,
     /// Bytes of the state file.
     pub size: Option<usize>,
     pub schema_version: Value,
@@ -676,7 +680,7 @@ pub struct StatusReport {
 impl StatusReport {
     /// 0 valid, 1 missing, 3 corrupt, 4 invalid.
     pub fn code(&self) -> Code {
-        self.state.code()
+        self.condition.code()
     }
 }
 
@@ -699,7 +703,7 @@ pub fn status(cfg: &Config, path: &Path, bytes: Option<&[u8]>, backups: usize) -
     };
     StatusReport {
         path: path.display().to_string(),
-        state,
+        condition: state,
         size: bytes.map(<[u8]>::len),
         schema_version: get("/schemaVersion"),
         phase: get("/phase"),

@@ -354,3 +354,109 @@ fn under_json_a_failure_is_also_a_json_object_on_stdout() {
         .code(4);
     assert_eq!(plain.stdout, "");
 }
+
+/// The JSON type of a value, for comparing fields across outputs.
+fn type_of(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
+}
+
+#[test]
+fn one_field_has_one_type_in_every_report() {
+    use crate::harness::{dead_record, keys};
+    use std::collections::BTreeMap;
+    let env = Env::new();
+    env.init();
+    env.sm(&["set", ".phase", "build", "--string"]);
+    env.sm(&["backup", "manual"]);
+    env.run("error-recovery", &["checkpoint", "pre-deploy"])
+        .ok();
+    env.run("error-recovery", &["degrade", "disk", "[\"a\"]"])
+        .ok();
+    dead_record(&env, "gone");
+    let owner = Owner::new();
+    env.run(
+        "lock-manager",
+        &["acquire", "held", "0", "--owner", &owner.pid()],
+    )
+    .ok();
+    let runs: &[(&str, &[&str])] = &[
+        ("state-manager", &["status"]),
+        ("state-manager", &["validate"]),
+        ("state-manager", &["list-backups"]),
+        ("state-manager", &["verify-integrity"]),
+        ("state-manager", &["health"]),
+        ("state-manager", &["diagnostics"]),
+        ("state-manager", &["cleanup", "--dry-run"]),
+        ("state-manager", &["repair", "--dry-run"]),
+        ("state-manager", &["audit", "recent"]),
+        ("state-manager", &["audit", "stats"]),
+        ("state-manager", &["audit", "races"]),
+        ("state-manager", &["audit", "history", "state"]),
+        ("lock-manager", &["list"]),
+        ("lock-manager", &["status"]),
+        ("lock-manager", &["check", "held"]),
+        ("error-recovery", &["status"]),
+        ("error-recovery", &["list"]),
+        ("error-recovery", &["suggest", "3"]),
+        ("error-recovery", &["is-degraded"]),
+    ];
+    // Key name → (type, where first seen). Null is "unknown", any type's twin.
+    let mut seen: BTreeMap<String, (&'static str, String)> = BTreeMap::new();
+    let mut clashes = Vec::new();
+    for (bin, args) in runs {
+        let mut all = args.to_vec();
+        all.push("--json");
+        let run = env.run(bin, &all);
+        let v: Value = serde_json::from_str(&run.stdout)
+            .unwrap_or_else(|e| panic!("{bin} {args:?}: not one JSON value ({e}): {}", run.stdout));
+        // Audit events and the state document are data, not report fields.
+        for (at, key, value) in keys(&v, &["detail", "event", "events", "document", "doc"]) {
+            let t = type_of(value);
+            // Keys of a map (health's checks by name, failures by exit code)
+            // are names, not fields.
+            let parent = at.rsplit('/').nth(1).unwrap_or_default();
+            if t == "null" || ["checks", "by_exit", "by_op", "by_tool"].contains(&parent) {
+                continue;
+            }
+            let here = format!("{bin} {} {at}", args.join(" "));
+            match seen.get(key) {
+                Some((first, there)) if *first != t => {
+                    clashes.push(format!("'{key}': {first} at {there}, {t} at {here}"))
+                }
+                Some(_) => {}
+                None => {
+                    seen.insert(key.to_string(), (t, here));
+                }
+            }
+        }
+    }
+    assert!(
+        clashes.is_empty(),
+        "fields with two types:\n{}",
+        clashes.join("\n")
+    );
+}
+
+#[test]
+fn is_degraded_answers_in_json_too_and_its_exit_code_stays_the_answer() {
+    let env = Env::new();
+    env.init();
+    let off = env
+        .run("error-recovery", &["is-degraded", "--json", "-c"])
+        .code(1);
+    assert_eq!(off.stdout, "{\"degraded\":false}\n");
+    env.run("error-recovery", &["degrade", "disk"]).ok();
+    let on = env
+        .run("error-recovery", &["is-degraded", "--json"])
+        .code(0);
+    assert_eq!(on.json()["degraded"], true);
+    let plain = env.run("error-recovery", &["is-degraded"]).code(0);
+    assert_eq!(plain.stdout, "", "prints nothing without --json");
+}

@@ -211,7 +211,7 @@ fn status_output_matches_its_schema_whatever_the_state() {
     let env = Env::new();
     let r = env.run(SM, &["status", "--json"]).code(1);
     assert_schema("state-manager-status.schema.json", &r.json());
-    assert_eq!(r.json()["state"], "missing");
+    assert_eq!(r.json()["condition"], "missing");
     env.init();
     env.sm(&[
         "merge",
@@ -302,7 +302,7 @@ fn health_and_verify_integrity_output_match_their_schemas() {
     fs::remove_file(env.state_file()).unwrap();
     let v = env.run(SM, &["verify-integrity", "--json"]).code(3).json();
     assert_schema("state-manager-verify-integrity.schema.json", &v);
-    assert_eq!(v["state"], "missing");
+    assert_eq!(v["state_status"], "missing");
 }
 
 #[test]

@@ -866,11 +866,11 @@ fn diagnostics_reports_operations_errors_takeovers_and_sizes() {
         .find(|o| o["op"] == "set")
         .unwrap()
         .clone();
-    assert_eq!(set["events"], 3);
+    assert_eq!(set["event_count"], 3);
     assert_eq!(set["failed"], 1);
-    assert!(set["duration_ms"]["p95"].as_f64().unwrap() > 0.0);
+    assert!(set["duration"]["p95_ms"].as_f64().unwrap() > 0.0);
     assert_eq!(j["disk"]["backups"], 2);
-    assert_eq!(j["disk"]["checkpoints"], 1);
+    assert_eq!(j["disk"]["checkpoint_count"], 1);
     assert!(j["disk"]["checkpoint_bytes"].as_u64().unwrap() > 0);
     assert_eq!(
         j["disk"]["state_bytes"].as_u64().unwrap(),

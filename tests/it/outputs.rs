@@ -216,7 +216,7 @@ fn diagnostics_output_empty_busy_and_verbose() {
     const S: &str = "state-manager-diagnostics.schema.json";
     let env = Env::new();
     let v = checked(&env, SM, &["diagnostics", "--json"], 0, S);
-    assert_eq!(v["audit"]["events"], 0);
+    assert_eq!(v["audit"]["event_count"], 0);
     assert_eq!(v["audit"]["first"], Value::Null);
 
     env.init();
@@ -232,7 +232,7 @@ fn diagnostics_output_empty_busy_and_verbose() {
     let v = checked(&env, SM, &["diagnostics", "--json"], 0, S);
     assert!(v["audit"]["failed"].as_u64().unwrap() >= 1);
     assert_eq!(v["audit"]["malformed_lines"], 1);
-    assert_eq!(v["disk"]["checkpoints"], 1);
+    assert_eq!(v["disk"]["checkpoint_count"], 1);
     let ops = v["audit"]["operations"].as_array().unwrap();
     assert!(ops.iter().all(|o| o.get("by_exit").is_none()));
 

@@ -438,7 +438,7 @@ fn status_reports_the_state_and_its_exit_code_says_how_it_is() {
     assert_eq!(
         env.run("state-manager", &["status", "--json"])
             .code(3)
-            .json()["state"],
+            .json()["condition"],
         "corrupt"
     );
 }

@@ -247,7 +247,7 @@ fn revisions_outside_the_integer_range_are_refused_on_input_and_never_read_as_0(
     fs::write(env.state_file(), &edited).unwrap();
     env.run(SM, &["validate"]).code(4);
     assert_eq!(
-        env.run(SM, &["status", "--json"]).json()["state"],
+        env.run(SM, &["status", "--json"]).json()["condition"],
         "invalid"
     );
     env.run(SM, &["set", ".phase", "\"two\""])

@@ -64,7 +64,8 @@ pub fn is_degraded(ctx: &Ctx) -> Result<Code> {
         detail["degraded"] = json!(answer == degraded::Degraded::Yes);
         detail["answer_exit"] = json!(answer.code().as_i32());
         if ctx.output.json {
-            ctx.output.json(&json!({"degraded": answer == degraded::Degraded::Yes}));
+            ctx.output
+                .json(&json!({"degraded": answer == degraded::Degraded::Yes}));
         }
         Ok(answer.code())
     })

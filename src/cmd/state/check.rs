@@ -47,8 +47,8 @@ fn status_text(ctx: &Ctx, r: &StatusReport) -> String {
         "off".into()
     };
     let state = ctx.output.paint(
-        r.state.name(),
-        match r.state {
+        r.condition.name(),
+        match r.condition {
             health::Condition::Valid => Paint::Good,
             health::Condition::Invalid => Paint::Warn,
             _ => Paint::Bad,
@@ -125,7 +125,7 @@ struct IntegrityJson<'r> {
     exit_code: i32,
     /// The state file's status; `missing` when there is none; null for
     /// `validate-backup`.
-    state: Option<&'static str>,
+    state_status: Option<&'static str>,
     files: Vec<&'r FileCheck>,
     summary: Summary,
 }
@@ -148,7 +148,7 @@ fn finish_report(ctx: &Ctx, report: &Report, state_path: Option<&std::path::Path
         ctx.print_json(&IntegrityJson {
             clean: code == Code::Success,
             exit_code: code.as_i32(),
-            state: match (&report.state, state_path) {
+            state_status: match (&report.state, state_path) {
                 (Some(s), _) => Some(s.status()),
                 (None, Some(_)) => Some("missing"),
                 (None, None) => None,
