@@ -208,7 +208,20 @@ fn run(ctx: Ctx, command: Command) -> Result<ExitCode> {
 }
 
 pub fn main() -> ExitCode {
-    match cli::parse::<Cli>(|sub| (sub == "retry").then_some(0)) {
+    match cli::parse::<Cli>(|sub| {
+        (sub == "retry").then_some(cli::RunsCommand {
+            positionals: 0,
+            valued: &[
+                "--attempts",
+                "--delay",
+                "--max-delay",
+                "--multiplier",
+                "--jitter",
+                "--retry-on",
+                "--timeout",
+            ],
+        })
+    }) {
         Ok(cli) => {
             let command = cli.command.unwrap_or(Command::Status {
                 json: JsonArgs::default(),

@@ -231,7 +231,12 @@ fn dispatch(global: &GlobalArgs, command: Command) -> ExitCode {
 }
 
 pub fn main() -> ExitCode {
-    match cli::parse::<Cli>(|sub| (sub == "run").then_some(1)) {
+    match cli::parse::<Cli>(|sub| {
+        (sub == "run").then_some(cli::RunsCommand {
+            positionals: 1,
+            valued: &["-w", "--timeout", "-E", "--conflict-exit-code"],
+        })
+    }) {
         Ok(cli) => dispatch(
             &cli.global,
             cli.command.unwrap_or(Command::Status {

@@ -313,15 +313,24 @@ const GLOBAL_VALUED: &[&str] = &[
 /// The global flags.
 const GLOBAL_FLAGS: &[&str] = &["--debug", "--no-color"];
 
+/// The command line of a subcommand that runs a command (`run NAME CMD…`,
+/// `retry CMD…`): how many positionals come before the command, and which of
+/// its own options take a value (so that value is not taken for the command).
+#[derive(Clone, Copy, Debug)]
+pub struct RunsCommand {
+    pub positionals: usize,
+    pub valued: &'static [&'static str],
+}
+
 /// Moves the global options found after the subcommand to just before it,
 /// so `state-manager read --state-file F` means `state-manager --state-file F
 /// read`. One pass, no allocation beyond the new vector. Nothing is moved
 /// from after `--`, nor from the command line of a subcommand that runs a
-/// command (`runs_command(sub)` gives how many positionals it takes before
-/// the command starts: `run NAME CMD…` is 1) — those belong to the command.
+/// command (`runs_command(sub)` describes its command line: `run NAME CMD…`
+/// has 1 positional) — those belong to the command.
 pub fn hoist_globals(
     args: Vec<OsString>,
-    runs_command: impl Fn(&str) -> Option<usize>,
+    runs_command: impl Fn(&str) -> Option<RunsCommand>,
 ) -> Vec<OsString> {
     // Find the subcommand: the first token that is not a global option or its value.
     let mut i = 1;
@@ -351,7 +360,9 @@ pub fn hoist_globals(
             continue;
         }
         if a == "--"
-            || limit.is_some_and(|n| positionals >= n && !a.as_encoded_bytes().starts_with(b"-"))
+            || limit.is_some_and(|r| {
+                positionals >= r.positionals && !a.as_encoded_bytes().starts_with(b"-")
+            })
         {
             tail_from = j;
             break;
@@ -360,6 +371,12 @@ pub fn hoist_globals(
             let n = if takes_value(a) { 2 } else { 1 };
             front.extend(args[j..(j + n).min(args.len())].iter().cloned());
             j += n;
+            continue;
+        }
+        if limit.is_some_and(|r| r.valued.iter().any(|v| a == *v)) {
+            // The subcommand's own option and its value (`--timeout 5`).
+            rest.extend(args[j..(j + 2).min(args.len())].iter().cloned());
+            j += 2;
             continue;
         }
         if !a.as_encoded_bytes().starts_with(b"-") {
@@ -409,7 +426,7 @@ fn takes_value(a: &OsStr) -> bool {
 /// on `--help`/`--version` prints and returns `Err(Success)`, on a usage
 /// error prints it and returns `Err(GeneralError)`.
 pub fn parse<C: clap::Parser>(
-    runs_command: impl Fn(&str) -> Option<usize>,
+    runs_command: impl Fn(&str) -> Option<RunsCommand>,
 ) -> std::result::Result<C, Code> {
     let args = hoist_globals(std::env::args_os().collect(), runs_command);
     C::try_parse_from(&args).map_err(|e| {

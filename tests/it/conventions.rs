@@ -98,6 +98,68 @@ fn options_of_the_command_run_by_run_and_retry_are_left_to_it() {
 }
 
 #[test]
+fn a_global_option_after_run_s_and_retry_s_own_valued_options_is_still_global() {
+    let env = Env::new();
+    let other = env.path("other.json");
+    let other = other.to_str().unwrap();
+    // `--timeout 5` is run's own option: its value does not start the command.
+    let run = env
+        .run(
+            "lock-manager",
+            &[
+                "run",
+                "job",
+                "--timeout",
+                "5",
+                "--state-file",
+                other,
+                "--",
+                "true",
+            ],
+        )
+        .ok();
+    assert_eq!(run.stderr, "");
+    let run = env
+        .run(
+            "lock-manager",
+            &["run", "-w", "5", "job", "--debug", "true"],
+        )
+        .ok();
+    assert!(
+        run.stderr.contains("lock-manager: debug:"),
+        "{}",
+        run.stderr
+    );
+    let retry = env
+        .run(
+            "error-recovery",
+            &[
+                "retry",
+                "--attempts",
+                "2",
+                "--delay",
+                "0",
+                "--debug",
+                "--state-file",
+                other,
+                "--",
+                "true",
+            ],
+        )
+        .ok();
+    assert!(
+        retry.stderr.contains("error-recovery: debug:"),
+        "{}",
+        retry.stderr
+    );
+    assert!(
+        retry.stderr.contains(other),
+        "names the state file given after: {}",
+        retry.stderr
+    );
+}
+
+#[test]
 fn a_repeated_global_option_takes_the_last_value() {
     let env = Env::new();
     let a = env.path("a.json");
