@@ -4,6 +4,7 @@
 //!
 //! Any module may call [`log`]; the line is built only when debugging is on.
 
+use std::io::Write;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
@@ -30,7 +31,8 @@ pub fn log(line: impl FnOnce() -> String) {
     }
     let (tool, start) = TOOL.get().copied().unwrap_or(("wfstate", Instant::now()));
     let ms = crate::audit::event::ms(start.elapsed());
-    eprintln!("{tool}: debug: +{ms:.3}ms: {}", line());
+    // A debug line never changes the outcome: a closed or full stderr is ignored.
+    let _ = writeln!(std::io::stderr(), "{tool}: debug: +{ms:.3}ms: {}", line());
 }
 
 /// Whether `DEBUG` in the environment asks for debug lines (`1` or `true`).

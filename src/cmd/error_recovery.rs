@@ -156,7 +156,12 @@ impl Command {
             | Command::Status { json }
             | Command::Suggest { json, .. }
             | Command::Handle { json, .. } => *json,
-            Command::List { json, .. } => (*json).into(),
+            Command::List { json, format } => {
+                let mut args = JsonArgs::from(*json);
+                // The shell library's `list json`.
+                args.json |= format == "json";
+                args
+            }
             _ => JsonArgs::default(),
         }
     }
@@ -226,9 +231,18 @@ pub fn main() -> ExitCode {
             let command = cli.command.unwrap_or(Command::Status {
                 json: JsonArgs::default(),
             });
+            // How a failure prints: as the command prints (`list json`
+            // included; `retry` prints no JSON of its own).
+            let args = command.output();
+            let output = cli::Output {
+                json: args.json || args.jsonl,
+                compact: args.compact,
+                jsonl: args.jsonl,
+                color: false,
+            };
             match Ctx::new(TOOL, &cli.global).and_then(|ctx| run(ctx, command)) {
                 Ok(code) => code,
-                Err(e) => cli::finish(TOOL, cli::Output::from_args(std::env::args_os()), Err(e)),
+                Err(e) => cli::finish(TOOL, output, Err(e)),
             }
         }
         Err(code) => code.into(),

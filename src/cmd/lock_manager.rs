@@ -154,12 +154,14 @@ enum ListFormat {
 
 fn dispatch(global: &GlobalArgs, command: Command) -> ExitCode {
     let mut output = cli::Output::from_args(std::env::args_os());
-    if let Command::List {
-        format: Some(ListFormat::Json),
-        ..
-    } = &command
-    {
-        output.json = true;
+    match &command {
+        Command::List {
+            format: Some(ListFormat::Json),
+            ..
+        } => output.json = true,
+        // `run` prints no JSON: a --json on its command line is the command's.
+        Command::Run { .. } => output = cli::Output::default(),
+        _ => {}
     }
     let ctx = match Ctx::new(TOOL, global) {
         Ok(ctx) => ctx,

@@ -367,13 +367,14 @@ pub fn hoist_globals(
             tail_from = j;
             break;
         }
-        if is_global(a) {
+        if is_global(a) && !(takes_value(a) && j + 1 >= args.len()) {
+            // (A valued one with nothing after it stays, for clap to say so.)
             let n = if takes_value(a) { 2 } else { 1 };
             front.extend(args[j..(j + n).min(args.len())].iter().cloned());
             j += n;
             continue;
         }
-        if limit.is_some_and(|r| r.valued.iter().any(|v| a == *v)) {
+        if limit.is_some_and(|r| r.valued.iter().any(|v| takes_next(a, v))) {
             // The subcommand's own option and its value (`--timeout 5`).
             rest.extend(args[j..(j + 2).min(args.len())].iter().cloned());
             j += 2;
@@ -398,6 +399,23 @@ pub fn hoist_globals(
     out.extend(rest);
     out.extend(args[tail_from..].iter().cloned());
     out
+}
+
+/// Whether token `a` is the subcommand's valued option `v` waiting for its
+/// value in the next token: `--timeout`, `-w`, or `-w` ending a bundle of
+/// short flags (`-sw`).
+fn takes_next(a: &OsStr, v: &str) -> bool {
+    let (a, v) = (a.as_encoded_bytes(), v.as_bytes());
+    if a == v {
+        return true;
+    }
+    v.len() == 2
+        && v[0] == b'-'
+        && a.len() > 2
+        && a[0] == b'-'
+        && a[1] != b'-'
+        && a[1..].iter().all(u8::is_ascii_alphabetic)
+        && a.last() == v.last()
 }
 
 fn flag_name(a: &OsStr) -> &[u8] {

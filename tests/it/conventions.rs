@@ -522,3 +522,94 @@ fn is_degraded_answers_in_json_too_and_its_exit_code_stays_the_answer() {
     let plain = env.run("error-recovery", &["is-degraded"]).code(0);
     assert_eq!(plain.stdout, "", "prints nothing without --json");
 }
+
+#[test]
+fn a_valued_global_option_given_last_without_its_value_is_a_usage_error() {
+    let env = Env::new();
+    env.init();
+    for (bin, args) in [
+        ("lock-manager", &["list", "--audit-log"][..]),
+        ("state-manager", &["read", "--state-file"][..]),
+        ("error-recovery", &["status", "--state-file"][..]),
+        ("state-manager", &["set", ".note", "-s", "--owner"][..]),
+    ] {
+        let run = env.run(bin, args).code(1);
+        assert!(
+            run.stderr.contains(args[args.len() - 1]),
+            "{bin} {args:?}: {}",
+            run.stderr
+        );
+    }
+    // Nothing was taken for the missing value: no file named after a subcommand.
+    for name in ["list", "read", "status", ".note"] {
+        assert!(!env.path(name).exists(), "{name} created");
+    }
+}
+
+#[test]
+fn the_json_flags_of_the_command_run_or_retry_execute_are_the_command_s() {
+    let env = Env::new();
+    for (bin, args) in [
+        (
+            "lock-manager",
+            &["run", "job", "no-such-command-x", "--json"][..],
+        ),
+        (
+            "lock-manager",
+            &["run", "job", "--", "no-such-command-x", "--json"][..],
+        ),
+        (
+            "error-recovery",
+            &[
+                "retry",
+                "--attempts",
+                "1",
+                "no-such-command-x",
+                "-c",
+                "--jsonl",
+            ][..],
+        ),
+    ] {
+        let run = env.run(bin, args).code(5);
+        assert_eq!(run.stdout, "", "{bin} {args:?} prints no JSON of its own");
+        assert!(run.stderr.contains("no-such-command-x"), "{}", run.stderr);
+    }
+}
+
+#[test]
+fn a_bundle_of_run_s_short_flags_ending_in_one_that_takes_a_value() {
+    let env = Env::new();
+    let run = env
+        .run(
+            "lock-manager",
+            &["run", "-sw", "5", "job", "--debug", "echo", "child"],
+        )
+        .ok();
+    assert_eq!(run.stdout, "child\n");
+    assert!(
+        run.stderr.contains("lock-manager: debug:"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn the_legacy_list_json_prints_its_failure_as_json_too() {
+    let env = Env::new();
+    env.init();
+    fs::write(env.path(".checkpoints"), "not a folder").unwrap();
+    let run = env.run("error-recovery", &["list", "json"]).code(1);
+    let v: Value = serde_json::from_str(&run.stdout).expect("one JSON value");
+    assert_eq!(v["error"]["code"], 1);
+}
+
+#[test]
+fn a_debug_line_that_cannot_be_written_changes_nothing() {
+    let env = Env::new();
+    env.init();
+    let mut c = env.cmd("state-manager");
+    c.args(["set", ".note", "-s", "kept", "--debug"])
+        .stderr(fs::File::create("/dev/full").unwrap());
+    assert_eq!(c.status().unwrap().code(), Some(0));
+    assert_eq!(env.state()["note"], "kept");
+}
