@@ -26,7 +26,7 @@ pub struct Pruned {
     #[serde(flatten)]
     pub cleaned: Cleaned,
     /// Checkpoints left.
-    pub kept: usize,
+    pub kept_count: usize,
     pub dry_run: bool,
 }
 
@@ -124,7 +124,7 @@ impl CheckpointStore for FileBackend {
         let left = checkpoint::list(cfg)?.len();
         drop(txn);
         Ok(Pruned {
-            kept: if dry_run {
+            kept_count: if dry_run {
                 left - cleaned.checkpoints.len()
             } else {
                 left

@@ -104,7 +104,7 @@ pub struct Restored {
     /// The folders replaced: `signals`, `config`.
     pub folders: Vec<String>,
     /// Where the files of the replaced folders are kept.
-    pub kept: Option<PathBuf>,
+    pub kept_at: Option<PathBuf>,
     /// The live files that the checkpoint did not have, as `.signals/NAME`.
     pub removed: Vec<String>,
     /// How long the `state` lock took (ms).
@@ -127,7 +127,7 @@ impl Restored {
         if let Some(c) = &self.corrupt_kept_at {
             d["corrupt_kept_at"] = json!(c.display().to_string());
         }
-        if let Some(k) = &self.kept {
+        if let Some(k) = &self.kept_at {
             d["kept"] = json!(k.display().to_string());
         }
         d
@@ -306,7 +306,7 @@ fn apply(cfg: &Config, txn: &Txn<'_, '_>, st: &Store<'_>, v: &Verified) -> Resul
     durable::sync_dir(&cfg.root)?;
     done.folders = replaced;
     done.removed = removed;
-    done.kept = kept_dir;
+    done.kept_at = kept_dir;
     Ok(done)
 }
 

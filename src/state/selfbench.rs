@@ -262,7 +262,7 @@ impl Bench {
             map.insert((*kind).into(), s.to_json());
         }
         json!({
-            "operations": self.operations,
+            "operation_count": self.operations,
             "dir": self.dir.display().to_string(),
             "state_bytes": self.state_bytes,
             "results": map,

@@ -468,6 +468,37 @@ fn one_field_has_one_type_in_every_report() {
         ("error-recovery", &["list"]),
         ("error-recovery", &["suggest", "3"]),
         ("error-recovery", &["is-degraded"]),
+        // What the changes print.
+        ("state-manager", &["set", ".phase", "next", "--string"]),
+        (
+            "state-manager",
+            &["append", ".completedTasks", "t1", "--string"],
+        ),
+        ("state-manager", &["merge", "{\"x\":1}"]),
+        ("state-manager", &["signal", "DONE"]),
+        ("state-manager", &["backup", "mark"]),
+        ("state-manager", &["migrate"]),
+        ("state-manager", &["recover", "mark"]),
+        ("state-manager", &["init"]),
+        ("state-manager", &["export", "--output", "out.json"]),
+        ("state-manager", &["import", "out.json", "--force"]),
+        ("state-manager", &["repair"]),
+        ("state-manager", &["cleanup", "--stale"]),
+        ("state-manager", &["benchmark", "--operations", "2"]),
+        ("lock-manager", &["clean"]),
+        ("lock-manager", &["acquire", "other", "0"]),
+        ("lock-manager", &["release", "other"]),
+        ("error-recovery", &["checkpoint", "again"]),
+        ("error-recovery", &["restore", "latest"]),
+        ("error-recovery", &["cleanup", "0", "--keep", "1"]),
+        ("error-recovery", &["recover-mode"]),
+        ("error-recovery", &["degrade", "again"]),
+        ("error-recovery", &["handle", "2"]),
+        ("error-recovery", &["handle", "2", "--apply"]),
+        (
+            "state-manager",
+            &["audit", "export", "--output", "audit.json"],
+        ),
     ];
     // Key name → (type, where first seen). Null is "unknown", any type's twin.
     let mut seen: BTreeMap<String, (&'static str, String)> = BTreeMap::new();

@@ -153,8 +153,8 @@ fn a_dead_owners_record_is_stale_to_check_list_and_status_and_clean_removes_exac
 
     let cleaned = env.run(LM, &["clean", "--json"]).ok().json();
     assert_schema("lock-manager-clean.schema.json", &cleaned);
-    assert_eq!(cleaned["removed"], 1);
-    assert_eq!(cleaned["names"], serde_json::json!(["gone"]));
+    assert_eq!(cleaned["removed_count"], 1);
+    assert_eq!(cleaned["removed"], serde_json::json!(["gone"]));
     assert!(!env.path(".locks/gone.lock").exists());
     assert!(env.path(".locks/live.lock").exists());
     env.run(LM, &["check", "live"]).ok();
@@ -217,7 +217,7 @@ fn acquire_release_and_status_json_follow_their_schemas() {
         .json();
     assert_schema("lock-manager-release.schema.json", &released);
     assert_eq!(released["name"], "job");
-    assert_eq!(released["held"], true);
+    assert_eq!(released["was_held"], true);
     // Without --json release prints nothing, as before.
     let r = env.run(LM, &["release", "job", "--owner", &pid]).ok();
     assert_eq!(r.stdout, "");

@@ -192,7 +192,7 @@ fn mutations_print_a_small_object_under_json() {
     assert_eq!(dry["dry_run"], true);
     assert_eq!(dry["removed"].as_array().unwrap().len(), 1);
     assert!(dry["temps"].is_array());
-    assert_eq!(dry["kept"], 1);
+    assert_eq!(dry["kept_count"], 1);
     assert_snake_case(&dry);
 
     let s = er(&env, &["suggest", "3", "--json"]).ok().json();

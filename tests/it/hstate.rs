@@ -146,7 +146,7 @@ fn mutations_under_json_print_what_they_committed_and_nothing_in_text() {
     let sig = env.run(SM, &["signal", "GO", "--json"]).ok().json();
     assert_eq!(sig["signal"], "GO");
     assert_eq!(sig["revision"], json!(4));
-    assert!(sig["timestamp"].is_number());
+    assert!(sig["epoch"].is_number());
     let b = env.run(SM, &["backup", "--json"]).ok().json();
     assert!(
         b["backup"]

@@ -258,7 +258,7 @@ fn benchmark_output_with_few_operations() {
         0,
         "state-manager-benchmark.schema.json",
     );
-    assert_eq!(v["operations"], 3);
+    assert_eq!(v["operation_count"], 3);
     for kind in ["read", "write", "set", "lock"] {
         assert_eq!(v["results"][kind]["ops"], 3, "{kind}");
     }
@@ -321,7 +321,7 @@ fn restore_output_plain_and_over_a_corrupt_state_with_folders() {
     let v = checked(&env, ER, &["restore", "--json", "-c"], 0, S);
     assert_eq!(v["backup"], Value::Null);
     assert!(v["corrupt_kept_at"].is_string());
-    assert!(v["kept"].is_string());
+    assert!(v["kept_at"].is_string());
     let removed: Vec<&str> = v["removed"]
         .as_array()
         .unwrap()
@@ -369,12 +369,12 @@ fn checkpoint_cleanup_output_with_old_checkpoints_and_a_leftover() {
     assert_eq!(v["dry_run"], true);
     assert_eq!(v["removed"].as_array().unwrap().len(), 1);
     assert_eq!(v["temps"].as_array().unwrap().len(), 1);
-    assert_eq!(v["kept"], 1);
+    assert_eq!(v["kept_count"], 1);
 
     let v = checked(&env, ER, &["cleanup", "0", "--json"], 0, S);
     assert_eq!(v["dry_run"], false);
     assert_eq!(v["removed"].as_array().unwrap().len(), 2);
-    assert_eq!(v["kept"], 0);
+    assert_eq!(v["kept_count"], 0);
     let v = checked(&env, ER, &["cleanup", "--json", "-c"], 0, S);
     assert_eq!(v["removed"], json!([]));
     assert_eq!(v["temps"], json!([]));

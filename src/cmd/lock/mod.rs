@@ -119,6 +119,9 @@ pub fn release(ctx: &Ctx, name: &str, force: bool) -> Result<Code> {
     rec.finish(&result, detail.clone());
     result?;
     if ctx.output.json {
+        // `held` is a count in `status`: here it is whether it was held.
+        let was_held = detail.as_object_mut().and_then(|d| d.remove("held"));
+        detail["was_held"] = was_held.unwrap_or(json!(false));
         detail["name"] = json!(name);
         detail["forced_pids"] = detail.get("forced_pids").cloned().unwrap_or(json!([]));
         ctx.output.json(&detail);
@@ -222,6 +225,7 @@ fn warn_corrupt(ctx: &Ctx, entries: &[Entry]) {
 pub fn clean(ctx: &Ctx, force: bool) -> Result<Code> {
     let rec = Recorder::start(&ctx.cfg, ctx.tool, "clean", "*");
     let result = ctx.backend.locks().clean(force);
+    // The audit event keeps its count and names; the report, one field one type.
     let detail = match &result {
         Ok(c) => json!({
             "removed": c.removed.len(),
@@ -232,10 +236,16 @@ pub fn clean(ctx: &Ctx, force: bool) -> Result<Code> {
         }),
         Err(_) => json!({ "forced": force }),
     };
-    rec.finish(&result, detail.clone());
+    rec.finish(&result, detail);
     let cleaned = result?;
     if ctx.output.json {
-        ctx.output.json(&detail);
+        ctx.output.json(&json!({
+            "removed": cleaned.removed,
+            "removed_count": cleaned.removed.len(),
+            "pruned": cleaned.pruned,
+            "corrupt_kept": cleaned.corrupt,
+            "forced": force,
+        }));
     } else {
         let n = cleaned.removed.len();
         cli::println(&format!(

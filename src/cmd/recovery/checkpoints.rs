@@ -89,7 +89,7 @@ pub fn summary(done: &Restored) -> String {
             }
         })
         .collect();
-    if let Some(kept) = &done.kept {
+    if let Some(kept) = &done.kept_at {
         out.push_str(&format!(
             "  replaced {}; the previous files are kept in {}\n",
             folders.join(", "),
@@ -218,7 +218,7 @@ fn cleanup_text(done: &Pruned) -> String {
         "{verb} {} checkpoint(s) and {} leftover temp folder(s); {} kept\n",
         done.cleaned.checkpoints.len(),
         done.cleaned.temps.len(),
-        done.kept
+        done.kept_count
     ));
     out
 }

@@ -222,7 +222,8 @@ pub fn merge(ctx: &Ctx, patch: &str) -> Result<Code> {
 struct Signalled {
     signal: String,
     /// Epoch seconds, as `signals.NAME` holds it.
-    timestamp: f64,
+    /// signals.NAME: epoch seconds (`timestamp` is a time string everywhere else).
+    epoch: f64,
     revision: u64,
     backup: Option<String>,
 }
@@ -248,7 +249,7 @@ pub fn signal(ctx: &Ctx, name: &str) -> Result<Code> {
         let c = Committed::from(&commit);
         ctx.print_json(&Signalled {
             signal: name.to_string(),
-            timestamp: now,
+            epoch: now,
             revision: c.revision,
             backup: c.backup,
         });
