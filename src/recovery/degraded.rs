@@ -236,7 +236,11 @@ pub fn state_summary(cfg: &Config) -> Result<StateSummary> {
     Ok(StateSummary {
         path: st.path().to_path_buf(),
         condition,
-        phase: get("/phase").and_then(Value::as_str).map(str::to_owned),
+        // A phase that is not a string (the schema would say so) is shown as it is.
+        phase: get("/phase").filter(|v| !v.is_null()).map(|v| match v {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        }),
         revision: get("/metadata/revision").and_then(Value::as_u64),
         degraded_mode: DegradedMode::of(doc.as_ref()),
     })

@@ -139,7 +139,7 @@ fn status_text(ctx: &Ctx, r: &Status) -> String {
             "{} since {} ({}){}",
             ctx.output.paint("ON", Paint::Warn),
             dash(dm.since.clone()),
-            dm.reason.clone().unwrap_or_default(),
+            dash(dm.reason.clone()),
             if dm.features.is_empty() {
                 String::new()
             } else {
