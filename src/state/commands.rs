@@ -19,8 +19,6 @@ use crate::durable::{self, Durability};
 use crate::error::{Error, Result};
 use crate::exit::Code;
 
-const TOOL: &str = "state-manager";
-
 /// Parses a JSON argument (exit 4 with where it broke).
 pub fn parse_json_arg(text: &str, what: &str) -> Result<Value> {
     if text.len() as u64 > MAX_INPUT_BYTES {
@@ -177,8 +175,8 @@ pub(crate) fn recover_into(
         Ok(current) => txn.commit(current.as_ref(), doc, "pre-recover"),
         Err(e) if e.code() == Code::StateCorruption => {
             let aside = keep_aside(store.path())?;
+            // The command says so, with its own name (`detail` tells it where).
             detail["corrupt_kept_at"] = json!(aside.display().to_string());
-            eprintln!("{TOOL}: kept the corrupt state at {}", aside.display());
             txn.commit_over_corrupt(doc, "recover")
         }
         Err(e) => Err(e),

@@ -644,3 +644,31 @@ fn a_debug_line_that_cannot_be_written_changes_nothing() {
     assert_eq!(c.status().unwrap().code(), Some(0));
     assert_eq!(env.state()["note"], "kept");
 }
+
+#[test]
+fn every_message_carries_the_name_of_the_binary_that_printed_it() {
+    let env = Env::new();
+    env.init();
+    env.sm(&["set", ".phase", "a", "--string"]);
+    fs::write(env.state_file(), b"{").unwrap();
+    let handled = env.run("error-recovery", &["handle", "3", "--apply"]).ok();
+    assert!(
+        !handled.stderr.contains("state-manager:"),
+        "{}",
+        handled.stderr
+    );
+    assert!(
+        handled.stdout.contains("kept the damaged state"),
+        "{}",
+        handled.stdout
+    );
+    fs::write(env.state_file(), b"{").unwrap();
+    let recovered = env.run("state-manager", &["recover"]).ok();
+    assert!(
+        recovered
+            .stderr
+            .contains("state-manager: kept the corrupt state at"),
+        "{}",
+        recovered.stderr
+    );
+}

@@ -108,6 +108,7 @@ pub fn recover(ctx: &Ctx, pattern: Option<&str>) -> Result<Code> {
         if let Some(aside) = &done.corrupt_kept_at {
             detail["corrupt_kept_at"] = json!(aside);
         }
+        super::note_corrupt_kept(detail);
         detail["revision"] = json!(done.revision);
         Ok(done)
     })?;

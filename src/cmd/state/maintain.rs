@@ -33,6 +33,7 @@ pub fn repair(ctx: &Ctx, dry_run: bool) -> Result<Code> {
             Some(store.begin(owner.as_ref())?)
         };
         let out = repair::repair(&ctx.cfg, &store, txn.as_ref(), detail)?;
+        super::note_corrupt_kept(detail);
         detail["changes"] = json!(out.changes.len());
         if !out.unfixable.is_empty() {
             detail["unfixable"] = json!(out.unfixable.len());
@@ -186,6 +187,7 @@ pub fn import(ctx: &Ctx, file: &str, force: bool) -> Result<Code> {
         let txn = store.begin(owner.as_ref())?;
         detail["lock_wait_ms"] = json!(crate::audit::event::ms(txn.waited));
         let done = exchange::import(&txn, &store, doc, &source, format, force, detail)?;
+        super::note_corrupt_kept(detail);
         detail["revision"] = json!(done.revision);
         if ctx.output.json {
             ctx.print_json(&done);

@@ -65,6 +65,14 @@ impl Ctx {
     }
 }
 
+/// Says on stderr where a corrupt state that a recovery replaced was kept,
+/// when `detail` (filled by the domain) names the place.
+pub(crate) fn note_corrupt_kept(detail: &Value) {
+    if let Some(aside) = detail["corrupt_kept_at"].as_str() {
+        eprintln!("{TOOL}: kept the corrupt state at {aside}");
+    }
+}
+
 /// What a commit made, as mutations print it under `--json`.
 #[derive(Serialize)]
 pub struct Committed {
