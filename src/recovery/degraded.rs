@@ -84,7 +84,8 @@ pub fn degrade(
     Ok(Switched {
         enabled: true,
         changed: true,
-        reason: Some(reason.to_string()),
+        // An empty reason is no reason, as DegradedMode reads it back.
+        reason: Some(reason.to_string()).filter(|r| !r.is_empty()),
         features,
         revision: Some(commit.revision),
         lock_wait_ms,
