@@ -447,7 +447,16 @@ pub fn parse<C: clap::Parser>(
     runs_command: impl Fn(&str) -> Option<RunsCommand>,
 ) -> std::result::Result<C, Code> {
     let args = hoist_globals(std::env::args_os().collect(), runs_command);
-    C::try_parse_from(&args).map_err(|e| {
+    // Clap's parser and matches live until the process exits: they are not
+    // freed (dropping the tree of every subcommand cost more than parsing).
+    let mut cmd = C::command();
+    let parsed = cmd.try_get_matches_from_mut(&args).and_then(|mut m| {
+        let c = C::from_arg_matches_mut(&mut m);
+        std::mem::forget(m);
+        c.map_err(|e| e.format(&mut cmd))
+    });
+    std::mem::forget(cmd);
+    parsed.map_err(|e| {
         let _ = e.print();
         if !e.use_stderr() {
             return Code::Success;
