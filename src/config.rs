@@ -153,13 +153,6 @@ impl Config {
     pub fn config_dir(&self) -> PathBuf {
         self.root.join("config")
     }
-
-    /// Prints a debug line on stderr when debugging is on.
-    pub fn debug(&self, tool: &str, msg: impl AsRef<str>) {
-        if self.debug {
-            eprintln!("{tool}: debug: {}", msg.as_ref());
-        }
-    }
 }
 
 /// The longest duration any flag, variable or argument may give: 100 years.

@@ -233,13 +233,7 @@ pub fn main() -> ExitCode {
             });
             // How a failure prints: as the command prints (`list json`
             // included; `retry` prints no JSON of its own).
-            let args = command.output();
-            let output = cli::Output {
-                json: args.json || args.jsonl,
-                compact: args.compact,
-                jsonl: args.jsonl,
-                color: false,
-            };
+            let output = cli::Output::of(&command.output());
             match Ctx::new(TOOL, &cli.global).and_then(|ctx| run(ctx, command)) {
                 Ok(code) => code,
                 Err(e) => cli::finish(TOOL, output, Err(e)),

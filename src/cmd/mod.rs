@@ -154,10 +154,17 @@ impl Ctx {
 
     /// Sets how this call prints its data (`--json`, `-c`, `--jsonl`).
     pub fn with_output(mut self, args: &JsonArgs) -> Ctx {
-        self.output.json = args.json || args.jsonl;
-        self.output.compact = args.compact;
-        self.output.jsonl = args.jsonl;
+        self.output = Output {
+            color: self.output.color,
+            ..Output::of(args)
+        };
         self
+    }
+
+    /// Prints a typed report as one JSON value (`--json`; `-c` on one line).
+    pub fn print_json(&self, value: &impl serde::Serialize) {
+        self.output
+            .json(&serde_json::to_value(value).expect("reports serialize"));
     }
 }
 
@@ -224,6 +231,16 @@ pub enum Paint {
 }
 
 impl Output {
+    /// What `--json`, `-c` and `--jsonl` ask for (no colour).
+    pub fn of(args: &JsonArgs) -> Output {
+        Output {
+            json: args.json || args.jsonl,
+            compact: args.compact,
+            jsonl: args.jsonl,
+            color: false,
+        }
+    }
+
     /// The output a command line asks for, read from argv before (or
     /// without) a [`Ctx`]: how a failure is printed when parsing the
     /// settings fails.
@@ -351,7 +368,6 @@ pub fn hoist_globals(
     let mut positionals = 0;
     let mut j = sub;
     let mut tail_from = args.len();
-    let mut nested = false;
     while j < args.len() {
         let a = &args[j];
         if j == sub {
@@ -384,12 +400,10 @@ pub fn hoist_globals(
             // Nested subcommands (`audit recent`) count as positionals too:
             // that only makes `runs_command` stop earlier, never later.
             positionals += 1;
-            nested = true;
         }
         rest.push(a.clone());
         j += 1;
     }
-    let _ = nested;
     if front.is_empty() {
         return args;
     }
@@ -537,9 +551,4 @@ pub fn println(text: &str) {
         .write_all(text.as_bytes())
         .and_then(|_| out.write_all(b"\n"))
         .and_then(|_| out.flush());
-}
-
-/// Writes a JSON value, pretty-printed, to stdout.
-pub fn print_json(value: &serde_json::Value) {
-    println(&serde_json::to_string_pretty(value).expect("JSON values always serialize"));
 }

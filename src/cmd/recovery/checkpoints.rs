@@ -30,7 +30,7 @@ pub fn create(ctx: &Ctx, req: &Request<'_>) -> Result<Code> {
     rec.finish(&result, detail);
     let made = result?;
     if ctx.output.json {
-        ctx.output.json(&to_json(&made));
+        ctx.print_json(&made);
     } else {
         cli::println(&made.id);
     }
@@ -55,7 +55,7 @@ pub fn restore(ctx: &Ctx, id: Option<&str>) -> Result<Code> {
     rec.finish(&result, detail);
     let done = result?;
     if ctx.output.json {
-        ctx.output.json(&to_json(&done));
+        ctx.print_json(&done);
     } else {
         cli::print(&summary(&done));
     }
@@ -192,7 +192,7 @@ pub fn cleanup(ctx: &Ctx, age: Option<&str>, keep: usize, dry_run: bool) -> Resu
             detail["temps"] = json!(done.cleaned.temps.len());
             detail["dry_run"] = json!(dry_run);
             if ctx.output.json {
-                ctx.output.json(&to_json(&done));
+                ctx.print_json(&done);
             } else {
                 cli::print(&cleanup_text(&done));
             }

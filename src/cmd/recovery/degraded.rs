@@ -3,7 +3,6 @@
 use serde::Serialize;
 use serde_json::json;
 
-use super::to_json;
 use crate::cmd::{self as cli, Ctx, Paint};
 use crate::error::Result;
 use crate::exit::Code;
@@ -25,7 +24,7 @@ pub fn degrade(ctx: &Ctx, reason: &str, features: Option<&str>) -> Result<Code> 
         }
         let done = done?;
         if ctx.output.json {
-            ctx.output.json(&to_json(&done));
+            ctx.print_json(&done);
         } else {
             cli::println(&format!("degraded mode on: {reason}"));
         }
@@ -45,7 +44,7 @@ pub fn recover_mode(ctx: &Ctx) -> Result<Code> {
             detail["revision"] = json!(done.revision);
         }
         if ctx.output.json {
-            ctx.output.json(&to_json(&done));
+            ctx.print_json(&done);
         } else if done.changed {
             cli::println("degraded mode off");
         } else {
@@ -124,7 +123,7 @@ pub fn status(ctx: &Ctx) -> Result<Code> {
         recent_failures,
     };
     if ctx.output.json {
-        ctx.output.json(&to_json(&report));
+        ctx.print_json(&report);
     } else {
         cli::print(&status_text(ctx, &report));
     }

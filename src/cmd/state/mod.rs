@@ -57,12 +57,6 @@ impl Ctx {
             Ok(commit)
         })
     }
-
-    /// Prints `value` as one JSON value (`--json`; `-c` on one line).
-    pub(crate) fn print_json(&self, value: &impl Serialize) {
-        self.output
-            .json(&serde_json::to_value(value).expect("reports serialize"));
-    }
 }
 
 /// Says on stderr where a corrupt state that a recovery replaced was kept,
