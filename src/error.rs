@@ -82,6 +82,24 @@ pub struct Error {
     source: Option<io::Error>,
 }
 
+impl Clone for Error {
+    /// A copy for a computation that runs again (an optimistic transaction's
+    /// retry); an OS error is copied as its kind and text.
+    fn clone(&self) -> Error {
+        Error {
+            kind: self.kind,
+            what: self.what.clone(),
+            path: self.path.clone(),
+            cause: self.cause.clone(),
+            hint: self.hint.clone(),
+            source: self.source.as_ref().map(|e| match e.raw_os_error() {
+                Some(n) => io::Error::from_raw_os_error(n),
+                None => io::Error::new(e.kind(), e.to_string()),
+            }),
+        }
+    }
+}
+
 /// The library's result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 

@@ -16,6 +16,7 @@
 //! blocks. The one exception is `AUDIT_LOG=/dev/null`, the usual way to turn
 //! auditing off: events are dropped silently (`health` reports it).
 
+use std::cell::RefCell;
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
@@ -50,6 +51,64 @@ pub struct Event {
     pub run_id: Option<String>,
 }
 
+/// Where an event goes instead of the audit file (a backend's own log);
+/// returns an error when it could not take it.
+pub type RemoteSink = Box<dyn FnMut(&[u8]) -> Result<()>>;
+
+/// An operation being recorded, as a backend's commit script may log it.
+struct Pending {
+    id: u64,
+    tool: &'static str,
+    op: String,
+    target: String,
+    started: Instant,
+    run_id: Option<String>,
+    /// Its success was logged by the commit that made it.
+    logged: bool,
+}
+
+thread_local! {
+    static REMOTE: RefCell<Option<RemoteSink>> = const { RefCell::new(None) };
+    static UNREACHED: RefCell<Option<Error>> = const { RefCell::new(None) };
+    static PENDING: RefCell<Vec<Pending>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Sends every later event of this process to `sink` (the Redis stream);
+/// an event it cannot take goes to the audit file, and [`take_unreached`]
+/// says so.
+pub fn set_remote(sink: RemoteSink) {
+    REMOTE.with(|r| *r.borrow_mut() = Some(sink));
+}
+
+/// The first failure of the remote sink, if an event went to the local
+/// file instead (the command then exits 8).
+pub fn take_unreached() -> Option<Error> {
+    UNREACHED.with(|u| u.borrow_mut().take())
+}
+
+/// The success event of the operation being recorded (the innermost
+/// [`Recorder`]), for a backend that writes it in the same script as the
+/// change it describes; that recorder then logs only a failure. `None`
+/// when nothing is being recorded.
+pub fn commit_event(detail: Value) -> Option<Vec<u8>> {
+    PENDING.with(|p| {
+        let mut p = p.borrow_mut();
+        let pending = p.last_mut()?;
+        pending.logged = true;
+        let event = event_of(
+            pending.tool,
+            pending.op.clone(),
+            pending.target.clone(),
+            pending.started,
+            pending.run_id.clone(),
+            (0, "ok", detail),
+        );
+        serde_json::to_vec(&event).ok()
+    })
+}
+
+static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// Times one operation and appends its event when done.
 pub struct Recorder<'a> {
     cfg: &'a Config,
@@ -57,6 +116,7 @@ pub struct Recorder<'a> {
     op: String,
     target: String,
     started: Instant,
+    id: u64,
 }
 
 impl<'a> Recorder<'a> {
@@ -67,18 +127,37 @@ impl<'a> Recorder<'a> {
         op: impl Into<String>,
         target: impl Into<String>,
     ) -> Self {
-        Recorder {
+        let rec = Recorder {
             cfg,
             tool,
             op: op.into(),
             target: target.into(),
             started: Instant::now(),
-        }
+            id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+        };
+        PENDING.with(|p| {
+            p.borrow_mut().push(Pending {
+                id: rec.id,
+                tool,
+                op: rec.op.clone(),
+                target: rec.target.clone(),
+                started: rec.started,
+                run_id: cfg.run_id.clone(),
+                logged: false,
+            })
+        });
+        rec
     }
 
     /// Changes the target once it is known (e.g. the id of a new checkpoint).
     pub fn set_target(&mut self, target: impl Into<String>) {
         self.target = target.into();
+        let (id, target) = (self.id, self.target.clone());
+        PENDING.with(|p| {
+            if let Some(e) = p.borrow_mut().iter_mut().find(|e| e.id == id) {
+                e.target = target;
+            }
+        });
     }
 
     /// Appends the event for a finished operation; `detail` adds fields of the operation's own.
@@ -110,22 +189,50 @@ impl<'a> Recorder<'a> {
             Value::Null => Value::Object(serde_json::Map::new()),
             other => serde_json::json!({ "info": other }),
         };
-        let event = Event {
-            ts: now_rfc3339_micros(),
-            tool: self.tool.to_string(),
-            op: self.op,
-            target: self.target,
-            pid: std::process::id(),
-            ppid: rustix::process::getppid().map_or(0, |p| p.as_raw_nonzero().get() as u32),
-            host: hostname(),
-            user: user_name(),
-            duration_ms: ms(self.started.elapsed()),
-            exit_code,
-            outcome: outcome.to_string(),
-            detail,
-            run_id: self.cfg.run_id.clone(),
-        };
+        let id = self.id;
+        let logged = PENDING.with(|p| {
+            let mut p = p.borrow_mut();
+            let at = p.iter().position(|e| e.id == id)?;
+            Some(p.remove(at).logged)
+        });
+        if logged == Some(true) && exit_code == 0 {
+            // The commit that made the change logged it, in the same script.
+            return;
+        }
+        let event = event_of(
+            self.tool,
+            self.op,
+            self.target,
+            self.started,
+            self.cfg.run_id.clone(),
+            (exit_code, outcome, detail),
+        );
         append(self.cfg, &event);
+    }
+}
+
+fn event_of(
+    tool: &str,
+    op: String,
+    target: String,
+    started: Instant,
+    run_id: Option<String>,
+    (exit_code, outcome, detail): (i32, &str, Value),
+) -> Event {
+    Event {
+        ts: now_rfc3339_micros(),
+        tool: tool.to_string(),
+        op,
+        target,
+        pid: std::process::id(),
+        ppid: rustix::process::getppid().map_or(0, |p| p.as_raw_nonzero().get() as u32),
+        host: hostname(),
+        user: user_name(),
+        duration_ms: ms(started.elapsed()),
+        exit_code,
+        outcome: outcome.to_string(),
+        detail,
+        run_id,
     }
 }
 
@@ -138,6 +245,21 @@ pub fn append(cfg: &Config, event: &Event) {
             return;
         }
     };
+    let remote = REMOTE.with(|r| r.borrow_mut().as_mut().map(|send| send(&line)));
+    match remote {
+        None => {}
+        Some(Ok(())) => return,
+        Some(Err(e)) => {
+            eprintln!(
+                "{}: warning: {e}; the audit event goes to {} instead",
+                event.tool,
+                cfg.audit_log.display()
+            );
+            UNREACHED.with(|u| {
+                u.borrow_mut().get_or_insert(e);
+            });
+        }
+    }
     line.push(b'\n');
     let res = match sink(&cfg.audit_log) {
         Ok(None) => return,

@@ -93,6 +93,24 @@ fn nap(d: Duration) {
     let _ = rustix::event::poll(&mut [], Some(&ts));
 }
 
+/// Where a monitor's new events come from.
+pub trait Feed {
+    /// Hands every event appended since the last call to `each`.
+    fn read_new(&mut self, each: &mut dyn FnMut(&[u8]));
+    /// Waits up to `d` for more (a feed that can block on the source hands
+    /// what arrives to `each` at once).
+    fn wait(&mut self, d: Duration, each: &mut dyn FnMut(&[u8]));
+}
+
+impl Feed for Follower {
+    fn read_new(&mut self, each: &mut dyn FnMut(&[u8])) {
+        Follower::read_new(self, each)
+    }
+    fn wait(&mut self, d: Duration, _each: &mut dyn FnMut(&[u8])) {
+        nap(d)
+    }
+}
+
 /// Follows one path across rotations.
 struct Follower {
     path: PathBuf,
@@ -405,6 +423,18 @@ impl Monitor<'_, '_> {
 /// Runs a monitoring session until `--duration` passes or a signal arrives,
 /// handing what happens to `report` as it happens.
 pub fn run(cfg: &Config, opts: &Options, report: &mut dyn FnMut(Report)) -> Result<Session> {
+    crate::debug::log(|| format!("audit: following {}", cfg.audit_log.display()));
+    let mut follower = Follower::at_end(&cfg.audit_log);
+    run_on(&mut follower, &cfg.audit_log, opts, report)
+}
+
+/// [`run`] on events from `feed`, named `log` in the report.
+pub fn run_on(
+    follower: &mut dyn Feed,
+    log: &Path,
+    opts: &Options,
+    report: &mut dyn FnMut(Report),
+) -> Result<Session> {
     if opts.interval.is_zero() {
         return Err(
             Error::validation("bad --interval '0'").hint("give a number of seconds above 0")
@@ -422,12 +452,7 @@ pub fn run(cfg: &Config, opts: &Options, report: &mut dyn FnMut(Report)) -> Resu
         None => None,
     };
     catch_signals();
-    crate::debug::log(|| format!("audit: following {}", cfg.audit_log.display()));
-    let mut follower = Follower::at_end(&cfg.audit_log);
-    report(Report::Start {
-        log: &cfg.audit_log,
-        opts,
-    });
+    report(Report::Start { log, opts });
     let mut m = Monitor {
         opts,
         filter: Filter::default(),
@@ -460,7 +485,7 @@ pub fn run(cfg: &Config, opts: &Options, report: &mut dyn FnMut(Report)) -> Resu
         if let Some(e) = end {
             wake = wake.min(e);
         }
-        nap(wake.saturating_duration_since(now));
+        follower.wait(wake.saturating_duration_since(now), &mut |raw| m.line(raw));
     }
     follower.read_new(&mut |raw| m.line(raw));
     // The last, partial interval gets its line too when anything happened in it.

@@ -10,14 +10,18 @@
 //!   restore, remove.
 //! - [`audit::AuditSink`]: appending audit events and reading them back.
 //!
-//! [`FileBackend`] is the only backend today: the state file and the folders
-//! beside it (`.state-backups/`, `.locks/`, `.checkpoints/`, `.signals/`,
-//! the audit file), as docs/architecture.md describes. [`open`] chooses the
-//! backend from `--backend` / `WFSTATE_BACKEND`.
+//! [`FileBackend`] is the default: the state file and the folders beside it
+//! (`.state-backups/`, `.locks/`, `.checkpoints/`, `.signals/`, the audit
+//! file), as docs/architecture.md describes. [`redis::RedisBackend`] keeps
+//! the state, backups, checkpoints and audit on a Redis server
+//! (docs/redis.md). [`open`] chooses the backend from `--backend` /
+//! `WFSTATE_BACKEND`.
 
 pub mod audit;
 pub mod checkpoints;
 pub mod locks;
+#[cfg(feature = "redis")]
+pub mod redis;
 pub mod state;
 
 use crate::config::Config;
@@ -41,8 +45,18 @@ pub struct Access<'a> {
 pub trait Backend {
     /// The engine's name as `status` and `health` print it: `file`.
     fn kind(&self) -> &'static str;
-    /// Where it keeps things, for people: the state file's path.
+    /// Where it keeps things, for people: the state file's path, or the
+    /// server (password masked) and namespace.
     fn location(&self) -> String;
+    /// The namespace (`WFSTATE_NAMESPACE`) of a shared backend.
+    fn namespace(&self) -> Option<&str> {
+        None
+    }
+    /// The Redis backend's own view (health, list-states, migrate-backend).
+    #[cfg(feature = "redis")]
+    fn redis(&self) -> Option<&redis::RedisBackend> {
+        None
+    }
     fn state(&self) -> &dyn StateStore;
     fn locks(&self) -> &dyn LockRegistry;
     fn checkpoints(&self) -> &dyn CheckpointStore;
@@ -92,13 +106,33 @@ pub fn open(cfg: &Config, spec: Option<&str>) -> Result<Box<dyn Backend>> {
                 || s.starts_with("rediss://")
                 || s.starts_with("redis+unix://") =>
         {
-            Err(Error::new(
-                crate::error::Kind::DependencyMissing,
-                format!("backend {s}: this build has no Redis backend"),
-            )
-            .hint("leave WFSTATE_BACKEND unset (or set it to file) to use the state file"))
+            open_redis(cfg, s)
         }
         Some(s) => Err(Error::validation(format!("unknown backend '{s}'"))
             .hint("use file, redis://HOST:PORT/DB or redis+unix:///PATH?db=N")),
+    }
+}
+
+#[cfg(feature = "redis")]
+fn open_redis(cfg: &Config, url: &str) -> Result<Box<dyn Backend>> {
+    let backend = redis::open(cfg, url)?;
+    backend.install_audit_sink();
+    Ok(Box::new(backend))
+}
+
+#[cfg(not(feature = "redis"))]
+fn open_redis(_cfg: &Config, url: &str) -> Result<Box<dyn Backend>> {
+    Err(Error::new(
+        crate::error::Kind::DependencyMissing,
+        format!("backend {}: this build has no Redis backend", mask(url)),
+    )
+    .hint("build with the default features (cargo install --path .), or leave WFSTATE_BACKEND unset to use the state file"))
+}
+
+#[cfg(not(feature = "redis"))]
+fn mask(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => format!("{}***{}", &url[..s + 3], &url[at..]),
+        _ => url.to_string(),
     }
 }

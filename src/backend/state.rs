@@ -88,13 +88,16 @@ pub trait StateStore {
     }
     /// The backups, newest first.
     fn list_backups(&self) -> Result<Vec<Backup>>;
+    /// The document backup `b` holds, as stored.
+    fn backup_bytes(&self, b: &Backup) -> Result<Vec<u8>>;
     /// A backup of the current state named for `reason`; old backups are
     /// then pruned by `retention` (keeping at least this one).
     fn backup(&self, reason: &str, retention: Retention) -> Result<PathBuf>;
     /// Restores the newest valid backup whose name contains `pattern`
     /// under the `state` lock, keeping the current version first (as a
     /// backup, or aside when it does not parse). Exit 3 when none matches.
-    fn recover(&self, access: Access<'_>, pattern: Option<&str>) -> Result<Recovered>;
+    /// Exit 4 when that backup holds another state's lineage, unless `force`.
+    fn recover(&self, access: Access<'_>, pattern: Option<&str>, force: bool) -> Result<Recovered>;
 }
 
 /// What [`StateStore::recover`] did.
@@ -203,6 +206,10 @@ impl StateStore for FileBackend {
         backup::list(&self.cfg)
     }
 
+    fn backup_bytes(&self, b: &Backup) -> Result<Vec<u8>> {
+        crate::durable::read_limited(&b.path, crate::config::MAX_INPUT_BYTES)
+    }
+
     fn backup(&self, reason: &str, retention: Retention) -> Result<PathBuf> {
         let st = self.open_state(retention)?;
         // A backup that would not restore is no backup.
@@ -219,7 +226,7 @@ impl StateStore for FileBackend {
         Ok(made)
     }
 
-    fn recover(&self, access: Access<'_>, pattern: Option<&str>) -> Result<Recovered> {
+    fn recover(&self, access: Access<'_>, pattern: Option<&str>, force: bool) -> Result<Recovered> {
         let st = self.open_state(access.retention)?;
         let txn = st.begin(access.owner)?;
         let Some((b, doc)) = commands::newest_valid_backup(&self.cfg, pattern)? else {
@@ -233,6 +240,9 @@ impl StateStore for FileBackend {
                     "see 'state-manager list-backups'; 'state-manager init' starts a fresh state",
                 ));
         };
+        if let Ok(current) = txn.load_opt() {
+            document::check_lineage(current.as_ref(), &doc, &format!("backup {}", b.name), force)?;
+        }
         let mut detail = serde_json::json!({});
         let commit = commands::recover_into(&txn, &st, doc, &mut detail)?;
         Ok(Recovered {

@@ -115,8 +115,26 @@ impl Ctx {
 
     /// The file store of the state (the file backend's own view; commands
     /// that work on any backend go through [`Ctx::backend`]).
+    /// Exit 5 on another backend: the command has no implementation there.
     pub fn store(&self) -> Result<Store<'_>> {
+        self.file_only()?;
         Store::open(&self.cfg, self.retention)
+    }
+
+    /// Exit 5 unless the backend is the file backend: for the commands that
+    /// work on the state file itself.
+    pub fn file_only(&self) -> Result<()> {
+        if self.backend.kind() == "file" {
+            return Ok(());
+        }
+        Err(Error::new(
+            crate::error::Kind::DependencyMissing,
+            format!(
+                "this command works on the file backend only, not on {}",
+                self.backend.location()
+            ),
+        )
+        .hint("see docs/redis.md for what the Redis backend does; 'state-manager export' then work on a copy, or unset WFSTATE_BACKEND"))
     }
 
     /// The owner for the `state` lock: `--owner`, `LOCK_OWNER_PID`, else the
@@ -133,9 +151,21 @@ impl Ctx {
         }
     }
 
-    /// The state file as configured, the audit target of state operations.
+    /// The state file as configured (on Redis: the server and namespace),
+    /// the audit target of state operations.
     pub fn state_target(&self) -> String {
-        self.cfg.state_file.display().to_string()
+        match self.backend.kind() {
+            "file" => self.cfg.state_file.display().to_string(),
+            _ => self.backend.location(),
+        }
+    }
+
+    /// Where checkpoints are, as messages and audit events name them.
+    pub fn checkpoints_target(&self) -> String {
+        match self.backend.kind() {
+            "file" => self.cfg.checkpoints_dir().display().to_string(),
+            _ => format!("{} checkpoints", self.backend.location()),
+        }
     }
 
     /// Runs `f` as operation `op` on `target`, recording one audit event.
@@ -498,6 +528,17 @@ pub fn parse<C: clap::Parser>(
 /// error once as `tool: what failed: why — what to do` on stderr, and under
 /// `--json` also as `{"error": {"code", "name", "message"}}` on stdout.
 pub fn finish(tool: &str, output: Output, result: Result<Code>) -> ExitCode {
+    // An audit event that could not reach the backend's log went to the
+    // local file: the operation is done, but its record is not where every
+    // host reads it.
+    let result = match (result, crate::audit::event::take_unreached()) {
+        (Ok(_), Some(e)) => Err(Error::new(
+            crate::error::Kind::Network,
+            format!("the operation is done, but its audit event could not be written: {e}"),
+        )
+        .hint("the event is in the local audit file; check the server")),
+        (result, _) => result,
+    };
     match result {
         Ok(code) => code.into(),
         Err(e) => {

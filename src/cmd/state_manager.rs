@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use crate::cmd as cli;
 use crate::cmd::Ctx;
-use crate::cmd::state::{backups, check, document, maintain};
+use crate::cmd::state::{backups, check, document, maintain, states};
 use crate::hooks::{self, HookArgs};
 use crate::state::exchange;
 use crate::{Code, Result};
@@ -129,6 +129,9 @@ enum Command {
     Recover {
         /// Only backups whose name contains this
         pattern: Option<String>,
+        /// Restore a backup of another state's lineage too
+        #[arg(long)]
+        force: bool,
         #[command(flatten)]
         json: cli::JsonArgs,
     },
@@ -244,6 +247,13 @@ enum Command {
         #[command(flatten)]
         json: cli::JsonArgs,
     },
+    /// List the states: the namespaces on a Redis server, or the state files under a folder
+    ListStates {
+        /// The folder to search (file backend; default: the current one)
+        dir: Option<std::path::PathBuf>,
+        #[command(flatten)]
+        json: cli::StreamArgs,
+    },
     /// Summarize the state (default)
     ///
     /// Exit 0 valid, 1 missing, 3 corrupt, 4 invalid.
@@ -331,11 +341,16 @@ fn run(cli: Cli) -> Result<Code> {
             backups::backup(&ctx.with_output(&json), reason.as_deref())
         }
         Command::ListBackups { json } => backups::list_backups(&ctx.with_output(&json)),
-        Command::Recover { pattern, json } => {
-            backups::recover(&ctx.with_output(&json), pattern.as_deref())
-        }
+        Command::Recover {
+            pattern,
+            force,
+            json,
+        } => backups::recover(&ctx.with_output(&json), pattern.as_deref(), force),
         Command::Migrate { json } => document::migrate(&ctx.with_output(&json)),
         Command::Status { json } => check::status(&ctx.with_output(&json)),
+        Command::ListStates { dir, json } => {
+            states::list_states(&ctx.with_output(&json.into()), dir.as_deref())
+        }
         Command::Audit(cmd) => cli::audit::run(&ctx, cmd),
         Command::VerifyIntegrity { json } => check::verify_integrity(&ctx.with_output(&json)),
         Command::ValidateBackup { id, json } => {

@@ -20,12 +20,12 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::checkpoint;
+use crate::audit::scan::Events;
+use crate::backend::{Access, StateStore};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::exit::Code;
-use crate::lock::Identity;
-use crate::state::backup::Retention;
-use crate::state::{Store, document, schema, store};
+use crate::state::{document, schema};
 
 /// Parses FEATURES_JSON: a JSON array of strings (exit 4 otherwise).
 pub fn parse_features(text: Option<&str>) -> Result<Vec<String>> {
@@ -62,25 +62,27 @@ pub struct Switched {
 /// `degrade REASON [FEATURES_JSON]`: turns degraded mode on, one commit
 /// under the `state` lock taken for `owner`.
 pub fn degrade(
-    cfg: &Config,
-    retention: Retention,
-    owner: Option<&Identity>,
+    state: &dyn StateStore,
+    access: Access<'_>,
     reason: &str,
     features: Option<&str>,
 ) -> Result<Switched> {
     let features = parse_features(features)?;
-    let st = Store::open(cfg, retention)?;
-    let txn = st.begin(owner)?;
-    let lock_wait_ms = crate::audit::event::ms(txn.waited);
-    let old = txn.load()?;
-    let mut new = old.clone();
-    new["degradedMode"] = json!({
-        "enabled": true,
-        "reason": reason,
-        "timestamp": document::now_rfc3339(),
-        "disabledFeatures": features,
-    });
-    let commit = txn.commit(Some(&old), new, "degrade")?;
+    let mut lock_wait_ms = 0.0;
+    let commit = state.update(
+        access,
+        "degrade",
+        &mut |doc| {
+            doc["degradedMode"] = json!({
+                "enabled": true,
+                "reason": reason,
+                "timestamp": document::now_rfc3339(),
+                "disabledFeatures": features,
+            });
+            Ok(())
+        },
+        &mut |w| lock_wait_ms = crate::audit::event::ms(w),
+    )?;
     Ok(Switched {
         enabled: true,
         changed: true,
@@ -92,38 +94,43 @@ pub fn degrade(
     })
 }
 
-/// `recover-mode`: turns degraded mode off (nothing is written when it is off).
-pub fn recover_mode(
-    cfg: &Config,
-    retention: Retention,
-    owner: Option<&Identity>,
-) -> Result<Switched> {
-    let st = Store::open(cfg, retention)?;
-    let txn = st.begin(owner)?;
-    let lock_wait_ms = crate::audit::event::ms(txn.waited);
-    let old = txn.load()?;
-    let was = DegradedMode::of(Some(&old));
+/// Turns degraded mode off, as one transaction (nothing is written when it
+/// is off already).
+pub fn recover_mode(state: &dyn StateStore, access: Access<'_>) -> Result<Switched> {
     let mut done = Switched {
         enabled: false,
         changed: false,
-        reason: was.reason,
+        reason: None,
         features: Vec::new(),
-        revision: Some(document::revision(&old)),
-        lock_wait_ms,
+        revision: None,
+        lock_wait_ms: 0.0,
     };
-    if !was.enabled {
-        return Ok(done);
+    let commit = state.transact(
+        access,
+        "recover-mode",
+        &mut |old| {
+            let old = old.ok_or_else(|| state.missing())?;
+            let was = DegradedMode::of(Some(old));
+            done.reason = was.reason;
+            done.revision = Some(document::revision(old));
+            if !was.enabled {
+                return Ok(None);
+            }
+            let mut new = old.clone();
+            new["degradedMode"] = json!({
+                "enabled": false,
+                "reason": "",
+                "timestamp": "",
+                "disabledFeatures": [],
+            });
+            Ok(Some(new))
+        },
+        &mut |w| done.lock_wait_ms = crate::audit::event::ms(w),
+    )?;
+    if let Some(c) = commit {
+        done.changed = true;
+        done.revision = Some(c.revision);
     }
-    let mut new = old.clone();
-    new["degradedMode"] = json!({
-        "enabled": false,
-        "reason": "",
-        "timestamp": "",
-        "disabledFeatures": [],
-    });
-    let commit = txn.commit(Some(&old), new, "recover-mode")?;
-    done.changed = true;
-    done.revision = Some(commit.revision);
     Ok(done)
 }
 
@@ -149,11 +156,11 @@ impl Degraded {
 
 /// `is-degraded`: whether degraded mode is on (no state: not); exit 3 when
 /// the state does not parse.
-pub fn is_degraded(cfg: &Config) -> Result<Degraded> {
-    let st = Store::open(cfg, Retention::default())?;
-    let on = st
-        .load_opt()?
-        .is_some_and(|doc| DegradedMode::of(Some(&doc)).enabled);
+pub fn is_degraded(state: &dyn StateStore) -> Result<Degraded> {
+    let on = match state.load_bytes()? {
+        Some(bytes) => DegradedMode::of(Some(&state.parse(&bytes)?)).enabled,
+        None => false,
+    };
     Ok(if on { Degraded::Yes } else { Degraded::No })
 }
 
@@ -181,31 +188,62 @@ pub fn recent_failures(cfg: &Config, n: usize) -> (Vec<Failure>, usize) {
     let Ok(file) = crate::durable::open_kept(&cfg.audit_log) else {
         return (Vec::new(), 0);
     };
-    let mut last: VecDeque<Failure> = VecDeque::with_capacity(n + 1);
-    let mut total = 0;
+    let mut tally = Failures::new(n);
     for line in BufReader::new(file).split(b'\n').map_while(|l| l.ok()) {
+        tally.add(&line);
+    }
+    tally.done()
+}
+
+/// [`recent_failures`] of any backend's audit log.
+pub fn recent_failures_in(events: &dyn Events, n: usize) -> Result<(Vec<Failure>, usize)> {
+    let mut tally = Failures::new(n);
+    events.scan_events(&mut |l| tally.add(l.raw))?;
+    Ok(tally.done())
+}
+
+/// The last `n` failures seen, and how many there were.
+struct Failures {
+    n: usize,
+    last: VecDeque<Failure>,
+    total: usize,
+}
+
+impl Failures {
+    fn new(n: usize) -> Failures {
+        Failures {
+            n,
+            last: VecDeque::with_capacity(n + 1),
+            total: 0,
+        }
+    }
+
+    fn add(&mut self, line: &[u8]) {
         // Most events succeeded: skip them without parsing the whole line.
         if line.windows(14).any(|w| w == b"\"outcome\":\"ok\"") {
-            continue;
+            return;
         }
-        let Ok(mut ev) = serde_json::from_slice::<Failure>(&line) else {
-            continue;
+        let Ok(mut ev) = serde_json::from_slice::<Failure>(line) else {
+            return;
         };
         if ev.exit_code == 0 && ev.outcome == "ok" {
-            continue;
+            return;
         }
         ev.error = ev
             .detail
             .get("error")
             .and_then(Value::as_str)
             .map(str::to_owned);
-        total += 1;
-        last.push_back(ev);
-        if last.len() > n {
-            last.pop_front();
+        self.total += 1;
+        self.last.push_back(ev);
+        if self.last.len() > self.n {
+            self.last.pop_front();
         }
     }
-    (last.into(), total)
+
+    fn done(self) -> (Vec<Failure>, usize) {
+        (self.last.into(), self.total)
+    }
 }
 
 /// The state as `status` reports it.
@@ -221,12 +259,16 @@ pub struct StateSummary {
 }
 
 /// The state file's condition, phase, revision and degraded mode.
-pub fn state_summary(cfg: &Config) -> Result<StateSummary> {
-    let st = Store::open(cfg, Retention::default())?;
-    let bytes = st.load_bytes()?;
+pub fn state_summary(state: &dyn StateStore, location: String) -> Result<StateSummary> {
+    let bytes = match state.load_bytes() {
+        Ok(b) => b,
+        // Bytes that fail their checksum: corrupt, which is the answer.
+        Err(e) if e.code() == Code::StateCorruption => Some(Vec::new()),
+        Err(e) => return Err(e),
+    };
     let doc = bytes
         .as_ref()
-        .and_then(|b| store::parse_state(b, st.path()).ok());
+        .and_then(|b| serde_json::from_slice::<Value>(b).ok());
     let condition = match (&bytes, &doc) {
         (None, _) => "missing",
         (Some(_), None) => "corrupt",
@@ -235,7 +277,7 @@ pub fn state_summary(cfg: &Config) -> Result<StateSummary> {
     };
     let get = |p: &str| doc.as_ref().and_then(|d| d.pointer(p));
     Ok(StateSummary {
-        path: st.path().to_path_buf(),
+        path: location.into(),
         condition,
         // A phase that is not a string (the schema would say so) is shown as it is.
         phase: get("/phase").filter(|v| !v.is_null()).map(|v| match v {

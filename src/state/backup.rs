@@ -259,16 +259,21 @@ pub fn list(cfg: &Config) -> Result<Vec<Backup>> {
 /// The backup named `id`: its file name, the name without `.json`, or its
 /// path. Exit 1 naming `list-backups` when there is none.
 pub fn find(cfg: &Config, id: &str) -> Result<Backup> {
+    find_in(list(cfg)?, id).map_err(|e| e.with_path(cfg.backups_dir()))
+}
+
+/// Backup `id` (its name, with or without `.json`, or a path ending in it)
+/// among `backups`; exit 1 when none is.
+pub fn find_in(backups: Vec<Backup>, id: &str) -> Result<Backup> {
     let wanted = Path::new(id)
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    list(cfg)?
+    backups
         .into_iter()
         .find(|b| b.name == wanted || b.name.strip_suffix(".json") == Some(wanted.as_str()))
         .ok_or_else(|| {
             Error::general(format!("no backup '{id}'"))
-                .with_path(cfg.backups_dir())
                 .hint("see 'state-manager list-backups' for the names")
         })
 }

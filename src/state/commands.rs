@@ -120,11 +120,22 @@ pub fn keep_aside(path: &Path) -> Result<PathBuf> {
 /// The newest backup (whose name contains `pattern`, if given) that parses,
 /// satisfies the schema and whose checksum, if it has one, matches.
 pub fn newest_valid_backup(cfg: &Config, pattern: Option<&str>) -> Result<Option<(Backup, Value)>> {
-    for b in backup::list(cfg)? {
+    newest_valid(backup::list(cfg)?, pattern, |b| {
+        durable::read_limited(&b.path, MAX_INPUT_BYTES)
+    })
+}
+
+/// [`newest_valid_backup`] among `backups` (newest first), each read by `read`.
+pub fn newest_valid(
+    backups: Vec<Backup>,
+    pattern: Option<&str>,
+    read: impl Fn(&Backup) -> Result<Vec<u8>>,
+) -> Result<Option<(Backup, Value)>> {
+    for b in backups {
         if pattern.is_some_and(|p| !b.name.contains(p)) {
             continue;
         }
-        let Ok(bytes) = durable::read_limited(&b.path, MAX_INPUT_BYTES) else {
+        let Ok(bytes) = read(&b) else {
             continue;
         };
         let Ok(doc) = serde_json::from_slice::<Value>(&bytes) else {

@@ -115,9 +115,77 @@ pub fn fresh() -> Value {
         "completedTasks": [],
         "signals": {},
         "lastActivation": null,
-        "metadata": { "created": now, "lastModified": now, "revision": 0 },
+        "metadata": { "created": now, "lastModified": now, "revision": 0, "lineage": new_lineage() },
         "degradedMode": { "enabled": false, "reason": "", "timestamp": "", "disabledFeatures": [] }
     })
+}
+
+/// A new lineage: a random (version 4) UUID naming one state's history, as
+/// Terraform's state has. `init` sets it; every later version keeps it, on
+/// every backend, so `import`, `recover` and `restore` can tell a document
+/// of another state from an older version of this one.
+pub fn new_lineage() -> String {
+    use std::io::Read;
+    let mut b = [0u8; 16];
+    let read = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut b));
+    if read.is_err() {
+        // No /dev/urandom (a bare container): the clock, the pid and the
+        // address of a stack value are enough to keep two states apart.
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos();
+        let mix = t ^ (u128::from(std::process::id()) << 64) ^ (&b as *const _ as usize as u128);
+        b = mix.to_le_bytes();
+    }
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let hex = hex(&b);
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[0..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..32]
+    )
+}
+
+/// `bytes` as lowercase hex.
+pub fn hex(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(char::from_digit(u32::from(b >> 4), 16).expect("a nibble"));
+        out.push(char::from_digit(u32::from(b & 0xf), 16).expect("a nibble"));
+    }
+    out
+}
+
+/// `metadata.lineage`, when the document has one.
+pub fn lineage(doc: &Value) -> Option<&str> {
+    doc.pointer("/metadata/lineage").and_then(Value::as_str)
+}
+
+/// Refuses (exit 4) `incoming`, named `what`, when it carries another
+/// lineage than `live` — a document of another state, not an older version
+/// of this one — unless `force`. A side without a lineage (written before
+/// lineages existed) passes.
+pub fn check_lineage(
+    live: Option<&Value>,
+    incoming: &Value,
+    what: &str,
+    force: bool,
+) -> Result<()> {
+    let (Some(ours), Some(theirs)) = (live.and_then(lineage), lineage(incoming)) else {
+        return Ok(());
+    };
+    if ours == theirs || force {
+        return Ok(());
+    }
+    Err(Error::validation(format!(
+        "{what} belongs to another state (lineage {theirs}; this state's is {ours})"
+    ))
+    .hint("check that you picked the right file or state; pass --force to replace this state with it anyway"))
 }
 
 /// `metadata.revision`, 0 when absent.
@@ -132,6 +200,12 @@ pub fn revision(doc: &Value) -> u64 {
 /// or `old` breaks [`check_metadata`] (an unreadable revision is never taken
 /// for 0) or `doc` nests deeper than [`MAX_DEPTH`].
 pub fn stamp(doc: &mut Value, old: Option<&Value>) -> Result<()> {
+    stamp_at(doc, old, now_rfc3339())
+}
+
+/// [`stamp`] with `now` (RFC 3339, seconds) as the time: a backend whose
+/// server keeps the time passes the server's.
+pub fn stamp_at(doc: &mut Value, old: Option<&Value>, now: String) -> Result<()> {
     if !doc.is_object() {
         return Err(Error::validation("the state must be a JSON object")
             .hint("pass a document like {\"phase\": \"...\", ...}"));
@@ -146,7 +220,6 @@ pub fn stamp(doc: &mut Value, old: Option<&Value>) -> Result<()> {
     let Value::Object(top) = doc else {
         unreachable!("checked above");
     };
-    let now = now_rfc3339();
     let old_rev = old.map(revision).unwrap_or(0);
     let created = old
         .and_then(|o| o.pointer("/metadata/created"))
@@ -162,6 +235,15 @@ pub fn stamp(doc: &mut Value, old: Option<&Value>) -> Result<()> {
     m.insert("created".into(), Value::String(created));
     m.insert("lastModified".into(), Value::String(now));
     m.insert("revision".into(), json!(old_rev.max(revision_of(m)) + 1));
+    // The lineage stays with the state: the document's own (an import of
+    // another state's, let through by --force), else the old one's, else a
+    // new one (a document from before lineages existed gets one now).
+    if !m.get("lineage").is_some_and(Value::is_string) {
+        let kept = old
+            .and_then(lineage)
+            .map_or_else(new_lineage, str::to_owned);
+        m.insert("lineage".into(), Value::String(kept));
+    }
     Ok(())
 }
 
@@ -287,13 +369,7 @@ pub const PREFIX: &str = "sha256:";
 
 /// The lowercase hex SHA-256 of `bytes`.
 pub fn sha256_hex(bytes: &[u8]) -> String {
-    let digest = Sha256::digest(bytes);
-    let mut out = String::with_capacity(64);
-    for b in digest.iter() {
-        out.push(char::from_digit(u32::from(b >> 4), 16).expect("a nibble"));
-        out.push(char::from_digit(u32::from(b & 0xf), 16).expect("a nibble"));
-    }
-    out
+    hex(&Sha256::digest(bytes))
 }
 
 /// The checksum of a document with no `metadata.checksum` in it.

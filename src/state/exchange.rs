@@ -133,7 +133,6 @@ pub fn import(
     force: bool,
     detail: &mut Value,
 ) -> Result<Imported> {
-    let incoming = document::revision(&doc);
     let done = |previous_revision, commit: Commit, detail: &Value| Imported {
         path: store.path().display().to_string(),
         from: source.to_string(),
@@ -158,8 +157,27 @@ pub fn import(
         }
         Err(e) => return Err(e),
     };
-    let live_revision = live.as_ref().map(document::revision);
-    if let Some(lr) = live_revision
+    admit(live.as_ref(), &doc, source, force, detail)?;
+    let commit = txn.commit(live.as_ref(), doc, "pre-import")?;
+    Ok(done(live.as_ref().map(document::revision), commit, detail))
+}
+
+/// The rules an import passes on any backend: `doc` (from `source`) must
+/// be of the live state's lineage and not older than it, unless `force`
+/// (exit 4 otherwise; `detail` says why).
+pub fn admit(
+    live: Option<&Value>,
+    doc: &Value,
+    source: &str,
+    force: bool,
+    detail: &mut Value,
+) -> Result<()> {
+    if let Err(e) = document::check_lineage(live, doc, source, force) {
+        detail["conflict"] = json!("lineage");
+        return Err(e);
+    }
+    let incoming = document::revision(doc);
+    if let Some(lr) = live.map(document::revision)
         && incoming < lr
     {
         detail["conflict"] = json!("revision");
@@ -172,8 +190,7 @@ pub fn import(
             .hint("the state changed since that export: export it again and reapply your edits, or pass --force to overwrite it (it is backed up first)"));
         }
     }
-    let commit = txn.commit(live.as_ref(), doc, "pre-import")?;
-    Ok(done(live_revision, commit, detail))
+    Ok(())
 }
 
 #[cfg(test)]

@@ -55,7 +55,7 @@ pub enum Status {
 }
 
 impl Status {
-    fn name(self) -> &'static str {
+    pub fn name(self) -> &'static str {
         match self {
             Status::Healthy => "healthy",
             Status::Degraded => "degraded",
@@ -73,7 +73,7 @@ pub struct Check {
     pub hint: Option<String>,
 }
 
-fn healthy(detail: impl Into<String>) -> Check {
+pub(crate) fn healthy(detail: impl Into<String>) -> Check {
     Check {
         status: Status::Healthy,
         detail: detail.into(),
@@ -81,7 +81,7 @@ fn healthy(detail: impl Into<String>) -> Check {
     }
 }
 
-fn degraded(detail: impl Into<String>, hint: &str) -> Check {
+pub(crate) fn degraded(detail: impl Into<String>, hint: &str) -> Check {
     Check {
         status: Status::Degraded,
         detail: detail.into(),
@@ -89,7 +89,7 @@ fn degraded(detail: impl Into<String>, hint: &str) -> Check {
     }
 }
 
-fn unhealthy(code: Code, detail: impl Into<String>, hint: &str) -> Check {
+pub(crate) fn unhealthy(code: Code, detail: impl Into<String>, hint: &str) -> Check {
     Check {
         status: Status::Unhealthy(code),
         detail: detail.into(),
@@ -119,29 +119,40 @@ fn check_state(cfg: &Config) -> (Check, Option<Value>, u64) {
         Ok(s) => s,
         Err(e) => return (unhealthy(e.code(), e.summary(), "see the error"), None, 0),
     };
-    let bytes = match store.load_bytes() {
+    let where_ = format!("no state file at {}", store.path().display());
+    check_document(store.load_bytes(), &where_, |b| {
+        store::parse_state(b, store.path())
+    })
+}
+
+/// The `state` check of a backend's stored document: `loaded` as the
+/// backend's `load_bytes` gave it, `missing` what to say when there is
+/// none, `parse` its parser. Also returns the document and its size.
+pub fn check_document(
+    loaded: crate::error::Result<Option<Vec<u8>>>,
+    missing: &str,
+    parse: impl Fn(&[u8]) -> crate::error::Result<Value>,
+) -> (Check, Option<Value>, u64) {
+    let bytes = match loaded {
         Ok(Some(b)) => b,
         Ok(None) => {
             return (
-                unhealthy(
-                    Code::GeneralError,
-                    format!("no state file at {}", store.path().display()),
-                    "run 'state-manager init'",
-                ),
+                unhealthy(Code::GeneralError, missing, "run 'state-manager init'"),
                 None,
                 0,
             );
         }
         Err(e) => {
-            return (
-                unhealthy(e.code(), e.summary(), "check the file's owner and mode"),
-                None,
-                0,
-            );
+            let hint = if e.code() == Code::StateCorruption {
+                "run 'state-manager recover' to restore the newest valid backup"
+            } else {
+                "see the error"
+            };
+            return (unhealthy(e.code(), e.summary(), hint), None, 0);
         }
     };
     let size = bytes.len() as u64;
-    let doc = match store::parse_state(&bytes, store.path()) {
+    let doc = match parse(&bytes) {
         Ok(d) => d,
         Err(e) => {
             return (
@@ -465,7 +476,7 @@ fn check_audit_log(cfg: &Config) -> Check {
     }
 }
 
-fn check_degraded_mode(doc: Option<&Value>) -> Check {
+pub(crate) fn check_degraded_mode(doc: Option<&Value>) -> Check {
     let Some(doc) = doc else {
         return Check {
             status: Status::Unknown,
@@ -544,6 +555,10 @@ pub struct CheckReport {
 pub struct Report {
     /// The worst check's: `healthy`, `degraded` or `unhealthy`.
     pub status: &'static str,
+    /// The storage engine: `file` or `redis`.
+    pub backend: &'static str,
+    /// The namespace of a shared backend (`WFSTATE_NAMESPACE`); null on files.
+    pub namespace: Option<String>,
     /// By name, in report order (a JSON object).
     #[serde(serialize_with = "as_map")]
     pub checks: Vec<(&'static str, CheckReport)>,
@@ -580,7 +595,15 @@ fn as_map<S: serde::Serializer>(
 
 /// Runs every check (see the module docs).
 pub fn report(cfg: &Config) -> Report {
-    let checks = checks(cfg);
+    summarize(checks(cfg), "file", None)
+}
+
+/// The report of `checks` run on backend `backend` (namespace `namespace`).
+pub fn summarize(
+    checks: Vec<(&'static str, Check)>,
+    backend: &'static str,
+    namespace: Option<String>,
+) -> Report {
     let worst = checks
         .iter()
         .filter_map(|(name, c)| match c.status {
@@ -598,6 +621,8 @@ pub fn report(cfg: &Config) -> Report {
     };
     Report {
         status,
+        backend,
+        namespace,
         checks: checks
             .into_iter()
             .map(|(name, c)| {
@@ -658,7 +683,12 @@ impl Condition {
 /// What `status` reports.
 #[derive(Clone, Debug, Serialize)]
 pub struct StatusReport {
+    /// The state file, or the server (password masked) and namespace.
     pub path: String,
+    /// The storage engine: `file` or `redis`.
+    pub backend: &'static str,
+    /// The namespace of a shared backend; null on files.
+    pub namespace: Option<String>,
     /// valid, missing, corrupt or invalid: what `error-recovery status`
     /// calls `state.condition`.
     pub condition: Condition,
@@ -684,10 +714,17 @@ impl StatusReport {
     }
 }
 
-/// The summary of the state file at `path` whose bytes are `bytes`, with
+/// Where a state is kept, as `status` names it.
+pub struct Place {
+    pub backend: &'static str,
+    pub namespace: Option<String>,
+    pub location: String,
+}
+
+/// The summary of the state at `place` whose bytes are `bytes`, with
 /// `backups` backups.
-pub fn status(cfg: &Config, path: &Path, bytes: Option<&[u8]>, backups: usize) -> StatusReport {
-    let doc = bytes.and_then(|b| store::parse_state(b, path).ok());
+pub fn status(cfg: &Config, place: Place, bytes: Option<&[u8]>, backups: usize) -> StatusReport {
+    let doc = bytes.and_then(|b| serde_json::from_slice::<Value>(b).ok());
     let violations = doc.as_ref().map(schema::violations).unwrap_or_default();
     let state = match (bytes, &doc) {
         (None, _) => Condition::Missing,
@@ -702,7 +739,9 @@ pub fn status(cfg: &Config, path: &Path, bytes: Option<&[u8]>, backups: usize) -
             .unwrap_or(Value::Null)
     };
     StatusReport {
-        path: path.display().to_string(),
+        path: place.location,
+        backend: place.backend,
+        namespace: place.namespace,
         condition: state,
         size: bytes.map(<[u8]>::len),
         schema_version: get("/schemaVersion"),
@@ -719,7 +758,7 @@ pub fn status(cfg: &Config, path: &Path, bytes: Option<&[u8]>, backups: usize) -
 }
 
 /// Live lock records in `.locks/`, by name.
-fn live_locks(cfg: &Config) -> Vec<String> {
+pub fn live_locks(cfg: &Config) -> Vec<String> {
     crate::lock::manager::scan(cfg)
         .unwrap_or_default()
         .into_iter()

@@ -34,9 +34,11 @@ impl Drop for Owner {
     }
 }
 
-/// A temp state root with the toolkit's environment pointed at it.
+/// A temp state root with the toolkit's environment pointed at it, and,
+/// for the Redis backend, a server of its own.
 pub struct Env {
     pub dir: TempDir,
+    pub redis: Option<crate::server::Server>,
 }
 
 /// The path of a built binary, for spawning many at once.
@@ -63,7 +65,26 @@ impl Env {
     pub fn new() -> Env {
         Env {
             dir: tempfile::tempdir().expect("temp dir"),
+            redis: None,
         }
+    }
+
+    /// An environment whose backend is a fresh redis-server of its own
+    /// (`WFSTATE_BACKEND` set in every command).
+    pub fn redis() -> Env {
+        Env {
+            redis: Some(crate::server::Server::start()),
+            ..Env::new()
+        }
+    }
+
+    /// The Redis server of a Redis environment.
+    pub fn server(&self) -> &crate::server::Server {
+        self.redis.as_ref().expect("a Redis environment")
+    }
+
+    pub fn server_mut(&mut self) -> &mut crate::server::Server {
+        self.redis.as_mut().expect("a Redis environment")
     }
 
     pub fn root(&self) -> &Path {
@@ -102,8 +123,14 @@ impl Env {
             "WFSTATE_BIN",
             "NO_COLOR",
             "CLAUDE_PROJECT_DIR",
+            "WFSTATE_BACKEND",
+            "WFSTATE_NAMESPACE",
+            "WFSTATE_REDIS_TIMEOUT",
         ] {
             c.env_remove(var);
+        }
+        if let Some(r) = &self.redis {
+            c.env("WFSTATE_BACKEND", r.url());
         }
         c.env("STATE_FILE", self.state_file())
             .env("AUDIT_LOG", self.audit_log())
@@ -140,6 +167,9 @@ impl Env {
 
     /// The state document as JSON.
     pub fn state(&self) -> Value {
+        if self.redis.is_some() {
+            return serde_json::from_str(&self.sm(&["read"])).expect("state parses");
+        }
         serde_json::from_slice(&fs::read(self.state_file()).expect("state file"))
             .expect("state parses")
     }

@@ -1,6 +1,7 @@
 //! The one integration-test binary: drives the real binaries in temp dirs.
 
 mod audit;
+mod backends;
 mod conventions;
 mod harness;
 mod haudit;
@@ -13,7 +14,9 @@ mod ops;
 mod outputs;
 mod props;
 mod recovery;
+mod redis_faults;
 mod reliability;
+mod server;
 mod shims;
 mod state;
 mod trust_files;

@@ -406,7 +406,18 @@ fn monitor_cmd(ctx: &Ctx, a: MonitorArgs, detail: &mut serde_json::Value) -> Res
     } else {
         monitor::Mode::Text
     };
-    let s = crate::audit::monitor::run(&ctx.cfg, &opts, &mut |r| monitor::print(mode, r))?;
+    let print: &mut dyn FnMut(crate::audit::monitor::Report) = &mut |r| monitor::print(mode, r);
+    #[cfg(feature = "redis")]
+    let s = match ctx.backend.redis() {
+        Some(r) => {
+            let mut feed = crate::backend::redis::audit::StreamFeed::at_end(r)?;
+            let name = feed.name();
+            crate::audit::monitor::run_on(&mut feed, &name, &opts, print)?
+        }
+        None => crate::audit::monitor::run(&ctx.cfg, &opts, print)?,
+    };
+    #[cfg(not(feature = "redis"))]
+    let s = crate::audit::monitor::run(&ctx.cfg, &opts, print)?;
     *detail = json!({
         "events": s.events, "failed": s.failed, "intervals": s.intervals,
         "latency_alerts": s.latency_alerts, "failure_alerts": s.failure_alerts,

@@ -107,36 +107,29 @@ pub fn summary(done: &Restored) -> String {
 /// `list [table|json] [--json|--jsonl]`: every checkpoint, newest first,
 /// with whether it verifies. `json` as FORMAT is the legacy spelling of `--json`.
 pub fn list(ctx: &Ctx, format: &str) -> Result<Code> {
-    ctx.audited(
-        "list",
-        ctx.cfg.checkpoints_dir().display().to_string(),
-        |detail| {
-            let as_json = match format {
-                "json" => true,
-                "table" => ctx.output.json,
-                other => {
-                    return Err(Error::validation(format!("bad list format '{other}'"))
-                        .hint("use 'table' or 'json' (or --json, --jsonl)"));
-                }
-            };
-            let all = ctx.backend.checkpoints().entries()?;
-            detail["count"] = json!(all.len());
-            if as_json {
-                let rows: Vec<Value> = all.iter().map(to_json).collect();
-                ctx.output.list(&rows);
-                return Ok(Code::Success);
+    ctx.audited("list", ctx.checkpoints_target(), |detail| {
+        let as_json = match format {
+            "json" => true,
+            "table" => ctx.output.json,
+            other => {
+                return Err(Error::validation(format!("bad list format '{other}'"))
+                    .hint("use 'table' or 'json' (or --json, --jsonl)"));
             }
-            if all.is_empty() {
-                cli::println(&format!(
-                    "no checkpoints in {}",
-                    ctx.cfg.checkpoints_dir().display()
-                ));
-                return Ok(Code::Success);
-            }
-            cli::print(&table(ctx, &all));
-            Ok(Code::Success)
-        },
-    )
+        };
+        let all = ctx.backend.checkpoints().entries()?;
+        detail["count"] = json!(all.len());
+        if as_json {
+            let rows: Vec<Value> = all.iter().map(to_json).collect();
+            ctx.output.list(&rows);
+            return Ok(Code::Success);
+        }
+        if all.is_empty() {
+            cli::println(&format!("no checkpoints in {}", ctx.checkpoints_target()));
+            return Ok(Code::Success);
+        }
+        cli::print(&table(ctx, &all));
+        Ok(Code::Success)
+    })
 }
 
 fn table(ctx: &Ctx, all: &[Entry]) -> String {
@@ -176,29 +169,25 @@ fn table(ctx: &Ctx, all: &[Entry]) -> String {
 /// `cleanup [AGE=7d] [--keep N] [--dry-run]`: AGE is any duration
 /// [`crate::config::parse_duration`] reads (a bare number is seconds).
 pub fn cleanup(ctx: &Ctx, age: Option<&str>, keep: usize, dry_run: bool) -> Result<Code> {
-    ctx.audited(
-        "cleanup",
-        ctx.cfg.checkpoints_dir().display().to_string(),
-        |detail| {
-            let max_age = crate::config::parse_duration(age.unwrap_or("7d"), "age")?;
-            let owner = ctx.owner_identity()?;
-            let done = ctx.backend.checkpoints().cleanup(
-                max_age,
-                keep,
-                dry_run,
-                access(ctx, owner.as_ref()),
-            )?;
-            detail["removed"] = json!(done.cleaned.checkpoints.len());
-            detail["temps"] = json!(done.cleaned.temps.len());
-            detail["dry_run"] = json!(dry_run);
-            if ctx.output.json {
-                ctx.print_json(&done);
-            } else {
-                cli::print(&cleanup_text(&done));
-            }
-            Ok(Code::Success)
-        },
-    )
+    ctx.audited("cleanup", ctx.checkpoints_target(), |detail| {
+        let max_age = crate::config::parse_duration(age.unwrap_or("7d"), "age")?;
+        let owner = ctx.owner_identity()?;
+        let done = ctx.backend.checkpoints().cleanup(
+            max_age,
+            keep,
+            dry_run,
+            access(ctx, owner.as_ref()),
+        )?;
+        detail["removed"] = json!(done.cleaned.checkpoints.len());
+        detail["temps"] = json!(done.cleaned.temps.len());
+        detail["dry_run"] = json!(dry_run);
+        if ctx.output.json {
+            ctx.print_json(&done);
+        } else {
+            cli::print(&cleanup_text(&done));
+        }
+        Ok(Code::Success)
+    })
 }
 
 fn cleanup_text(done: &Pruned) -> String {

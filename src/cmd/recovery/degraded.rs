@@ -16,7 +16,12 @@ pub fn degrade(ctx: &Ctx, reason: &str, features: Option<&str>) -> Result<Code> 
     ctx.audited("degrade", ctx.state_target(), |detail| {
         detail["reason"] = json!(reason);
         let owner = ctx.owner_identity()?;
-        let done = degraded::degrade(&ctx.cfg, ctx.retention, owner.as_ref(), reason, features);
+        let done = degraded::degrade(
+            ctx.backend.state(),
+            ctx.access(owner.as_ref()),
+            reason,
+            features,
+        );
         if let Ok(d) = &done {
             detail["disabled_features"] = json!(d.features);
             detail["lock_wait_ms"] = json!(d.lock_wait_ms);
@@ -36,7 +41,7 @@ pub fn degrade(ctx: &Ctx, reason: &str, features: Option<&str>) -> Result<Code> 
 pub fn recover_mode(ctx: &Ctx) -> Result<Code> {
     ctx.audited("recover-mode", ctx.state_target(), |detail| {
         let owner = ctx.owner_identity()?;
-        let done = degraded::recover_mode(&ctx.cfg, ctx.retention, owner.as_ref())?;
+        let done = degraded::recover_mode(ctx.backend.state(), ctx.access(owner.as_ref()))?;
         detail["lock_wait_ms"] = json!(done.lock_wait_ms);
         detail["changed"] = json!(done.changed);
         if done.changed {
@@ -59,7 +64,7 @@ pub fn recover_mode(ctx: &Ctx) -> Result<Code> {
 /// outcome `ok` and exit 0 in the event either way, the answer in `detail`.
 pub fn is_degraded(ctx: &Ctx) -> Result<Code> {
     ctx.audited("is-degraded", ctx.state_target(), |detail| {
-        let answer = degraded::is_degraded(&ctx.cfg)?;
+        let answer = degraded::is_degraded(ctx.backend.state())?;
         detail["degraded"] = json!(answer == degraded::Degraded::Yes);
         detail["answer_exit"] = json!(answer.code().as_i32());
         if ctx.output.json {
@@ -101,7 +106,7 @@ struct Status {
 
 /// `status [--json]`: degraded mode, checkpoints and recent failures.
 pub fn status(ctx: &Ctx) -> Result<Code> {
-    let state = degraded::state_summary(&ctx.cfg)?;
+    let state = degraded::state_summary(ctx.backend.state(), ctx.state_target())?;
     let store = ctx.backend.checkpoints();
     let all = store.list()?;
     let latest = all.first().map(|c| Latest {
@@ -109,7 +114,11 @@ pub fn status(ctx: &Ctx) -> Result<Code> {
         phase: c.meta.as_ref().map(|m| m.phase.clone()),
         valid: store.verify(c).is_ok(),
     });
-    let (recent_failures, failure_count) = degraded::recent_failures(&ctx.cfg, RECENT_FAILURES);
+    let (recent_failures, failure_count) = match ctx.backend.kind() {
+        // The file's own reader skips successful events without parsing them.
+        "file" => degraded::recent_failures(&ctx.cfg, RECENT_FAILURES),
+        _ => degraded::recent_failures_in(ctx.backend.audit(), RECENT_FAILURES)?,
+    };
     let report = Status {
         degraded_mode: state.degraded_mode.clone(),
         state,
@@ -118,7 +127,10 @@ pub fn status(ctx: &Ctx) -> Result<Code> {
             latest,
         },
         interrupted_restore: store.interrupted_restore(),
-        audit_log: ctx.cfg.audit_log.display().to_string(),
+        audit_log: match ctx.backend.kind() {
+            "file" => ctx.cfg.audit_log.display().to_string(),
+            _ => format!("{} audit stream", ctx.backend.location()),
+        },
         failure_count,
         recent_failures,
     };

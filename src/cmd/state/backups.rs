@@ -42,15 +42,17 @@ pub struct Listed {
 }
 
 impl Listed {
-    fn of(b: &Backup) -> Listed {
+    fn of(b: &Backup, state: &dyn crate::backend::StateStore) -> Listed {
         Listed {
             name: b.name.clone(),
             path: b.path.display().to_string(),
             made: b.made.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
             size: b.size,
-            valid: integrity::check_document_file(&b.path, "backup")
-                .problems
-                .is_empty(),
+            valid: state.backup_bytes(b).is_ok_and(|bytes| {
+                integrity::check_document_bytes(&b.path, "backup", &bytes)
+                    .problems
+                    .is_empty()
+            }),
         }
     }
 }
@@ -61,7 +63,7 @@ pub fn list_backups(ctx: &Ctx) -> Result<Code> {
     if ctx.output.json {
         let items: Vec<serde_json::Value> = backups
             .iter()
-            .map(|b| serde_json::to_value(Listed::of(b)).expect("serializes"))
+            .map(|b| serde_json::to_value(Listed::of(b, ctx.backend.state())).expect("serializes"))
             .collect();
         ctx.output.list(&items);
     } else if backups.is_empty() {
@@ -78,7 +80,7 @@ pub fn list_backups(ctx: &Ctx) -> Result<Code> {
             .max(4);
         let mut out = format!("{:<width$}  {:>8}  {:<20}  VALID\n", "NAME", "SIZE", "MADE");
         for b in &backups {
-            let l = Listed::of(b);
+            let l = Listed::of(b, ctx.backend.state());
             out.push_str(&format!(
                 "{:<width$}  {:>8}  {:<20}  {}\n",
                 b.name,
@@ -97,13 +99,13 @@ pub fn list_backups(ctx: &Ctx) -> Result<Code> {
 }
 
 /// `recover [PATTERN]`: restores the newest valid (matching) backup.
-pub fn recover(ctx: &Ctx, pattern: Option<&str>) -> Result<Code> {
+pub fn recover(ctx: &Ctx, pattern: Option<&str>, force: bool) -> Result<Code> {
     let done = ctx.audited_state("recover", |detail| {
         let owner = ctx.owner_identity()?;
         let done = ctx
             .backend
             .state()
-            .recover(ctx.access(owner.as_ref()), pattern)?;
+            .recover(ctx.access(owner.as_ref()), pattern, force)?;
         detail["recovered_from"] = json!(done.recovered_from);
         if let Some(aside) = &done.corrupt_kept_at {
             detail["corrupt_kept_at"] = json!(aside);

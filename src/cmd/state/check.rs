@@ -14,10 +14,22 @@ use crate::state::{backup, schema};
 
 /// `status [--json]`: a summary; exit 0 valid, 1 missing, 3 corrupt, 4 invalid.
 pub fn status(ctx: &Ctx) -> Result<Code> {
-    let store = ctx.store()?;
-    let bytes = store.load_bytes()?;
-    let backups = ctx.backend.state().list_backups()?.len();
-    let report = health::status(&ctx.cfg, store.path(), bytes.as_deref(), backups);
+    let b = &ctx.backend;
+    let bytes = match b.state().load_bytes() {
+        Ok(bytes) => bytes,
+        // Stored bytes that fail their checksum: the state is corrupt, which
+        // is status's answer (exit 3), not a failure to give one. No bytes
+        // parse as a document, so the report says corrupt.
+        Err(e) if e.code() == Code::StateCorruption => Some(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let backups = b.state().list_backups()?.len();
+    let place = health::Place {
+        backend: b.kind(),
+        namespace: b.namespace().map(str::to_owned),
+        location: ctx.state_target(),
+    };
+    let report = health::status(&ctx.cfg, place, bytes.as_deref(), backups);
     if ctx.output.json {
         ctx.print_json(&report);
     } else {
@@ -25,8 +37,8 @@ pub fn status(ctx: &Ctx) -> Result<Code> {
     }
     if report.code() == Code::GeneralError {
         eprintln!(
-            "{TOOL}: no state file at {} — run 'state-manager init'",
-            store.path().display()
+            "{TOOL}: no state at {} — run 'state-manager init'",
+            report.path
         );
     }
     Ok(report.code())
@@ -60,7 +72,11 @@ fn status_text(ctx: &Ctx, r: &StatusReport) -> String {
         r.live_locks.join(", ")
     };
     format!(
-        "state file:     {}\nstate:          {}\nsize:           {}\nschema version: {}\nphase:          {}\nlast modified:  {}\nrevision:       {}\nbackups:        {}\nlive locks:     {}\ndegraded mode:  {}\n",
+        "backend:        {}\nstate file:     {}\nstate:          {}\nsize:           {}\nschema version: {}\nphase:          {}\nlast modified:  {}\nrevision:       {}\nbackups:        {}\nlive locks:     {}\ndegraded mode:  {}\n",
+        match &r.namespace {
+            Some(ns) => format!("{} (namespace {ns})", r.backend),
+            None => r.backend.to_string(),
+        },
         r.path,
         state,
         r.size.map_or("-".into(), |n| format!("{n} bytes")),
@@ -86,13 +102,14 @@ struct Validated {
 /// `validate [--json]`: 0 valid, 3 unparseable, 4 schema violations.
 pub fn validate(ctx: &Ctx) -> Result<Code> {
     ctx.audited_state("validate", |detail| {
-        let store = ctx.store()?;
-        let doc = store.load()?;
+        let state = ctx.backend.state();
+        let bytes = state.load_bytes()?.ok_or_else(|| state.missing())?;
+        let doc = state.parse(&bytes)?;
         let v = schema::violations(&doc);
         detail["violation_count"] = json!(v.len());
         let report = Validated {
             valid: v.is_empty(),
-            path: store.path().display().to_string(),
+            path: ctx.state_target(),
             violation_count: v.len(),
             violations: v,
         };
@@ -112,7 +129,6 @@ pub fn validate(ctx: &Ctx) -> Result<Code> {
             Ok(Code::Success)
         } else {
             Err(Error::validation(format!("the state breaks the schema in {} place(s)", report.violation_count))
-                .with_path(store.path())
                 .hint("fix them with 'state-manager set', or run 'state-manager migrate' for an older document"))
         }
     })
@@ -212,24 +228,42 @@ fn finish_report(ctx: &Ctx, report: &Report, state_path: Option<&std::path::Path
 /// `verify-integrity [--json]`: 0 clean, 3 anything corrupt, 4 only schema problems.
 pub fn verify_integrity(ctx: &Ctx) -> Result<Code> {
     ctx.audited_state("verify-integrity", |detail| {
-        let store = ctx.store()?;
-        let report = integrity::verify_all(&ctx.cfg, store.path());
+        let (report, place) = if ctx.backend.kind() == "file" {
+            let store = ctx.store()?;
+            (
+                integrity::verify_all(&ctx.cfg, store.path()),
+                store.path().to_path_buf(),
+            )
+        } else {
+            let place = std::path::PathBuf::from(ctx.state_target());
+            (
+                integrity::verify_stored(ctx.backend.as_ref(), &place)?,
+                place,
+            )
+        };
         detail["checked"] = json!(report.all().count());
         detail["problems"] = json!(report.all().filter(|f| !f.problems.is_empty()).count());
-        finish_report(ctx, &report, Some(store.path()))
+        finish_report(ctx, &report, Some(&place))
     })
 }
 
 /// `validate-backup ID [--json]`: the checks of `verify-integrity` for one
 /// backup, named by its file name (with or without `.json`) or path.
 pub fn validate_backup(ctx: &Ctx, id: &str) -> Result<Code> {
-    let found = backup::find(&ctx.cfg, id);
+    let state = ctx.backend.state();
+    let found = state
+        .list_backups()
+        .and_then(|all| backup::find_in(all, id));
     let target = found
         .as_ref()
         .map_or_else(|_| id.to_string(), |b| b.name.clone());
     ctx.audited("validate-backup", target, |detail| {
         let b = found?;
-        let check = integrity::check_document_file(&b.path, "backup");
+        let check = match state.backup_bytes(&b) {
+            Ok(bytes) => integrity::check_document_bytes(&b.path, "backup", &bytes),
+            // Unreadable: the file check says how.
+            Err(_) => integrity::check_document_file(&b.path, "backup"),
+        };
         detail["status"] = json!(check.status());
         let report = Report {
             state: None,
@@ -255,6 +289,12 @@ fn health_paint(status: &str) -> Paint {
 
 /// `health [--json]`: see [`crate::state::health`].
 pub fn health(ctx: &Ctx) -> Result<Code> {
+    #[cfg(feature = "redis")]
+    let report = match ctx.backend.redis() {
+        Some(r) => health::summarize(r.health_checks(), "redis", Some(r.namespace().to_owned())),
+        None => health::report(&ctx.cfg),
+    };
+    #[cfg(not(feature = "redis"))]
     let report = health::report(&ctx.cfg);
     if ctx.output.json {
         ctx.print_json(&report);

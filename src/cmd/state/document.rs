@@ -115,7 +115,6 @@ pub fn write(
         document::check_metadata(&new, "the document's")?;
         let incoming = new.pointer("/metadata/revision").and_then(Value::as_u64);
         let owner = ctx.owner_identity()?;
-        let mut new = Some(new);
         let mut lock_wait = None;
         let commit = ctx.backend.state().transact(
             ctx.access(owner.as_ref()),
@@ -152,7 +151,7 @@ pub fn write(
                     }
                 }
                 detail["force"] = json!(force);
-                Ok(new.take())
+                Ok(Some(new.clone()))
             },
             &mut |waited| lock_wait = Some(waited),
         );
@@ -179,8 +178,8 @@ pub fn set(ctx: &Ctx, path_expr: &str, value: &str, as_string: bool) -> Result<C
     let segs = non_root_path(path_expr);
     let value = value_arg(value, as_string);
     let commit = ctx.update("set", |doc| {
-        let segs = segs?;
-        path::set(doc, &segs, value_at(&segs, value?)?)
+        let segs = segs.clone()?;
+        path::set(doc, &segs, value_at(&segs, value.clone()?)?)
     })?;
     committed(ctx, &commit)
 }
@@ -190,7 +189,7 @@ pub fn append(ctx: &Ctx, path_expr: &str, value: &str, as_string: bool) -> Resul
     let segs = non_root_path(path_expr);
     let value = value_arg(value, as_string);
     let commit = ctx.update("append", |doc| {
-        let (segs, value) = (segs?, value?);
+        let (segs, value) = (segs.clone()?, value.clone()?);
         // An element sits one level below the array at `segs`.
         document::check_depth(&value, segs.len() + 1, "the appended value")?;
         path::append(doc, &segs, value)
@@ -211,7 +210,7 @@ pub fn merge(ctx: &Ctx, patch: &str) -> Result<Code> {
         }
     });
     let commit = ctx.update("merge", |doc| {
-        merge_patch(doc, &patch?);
+        merge_patch(doc, patch.as_ref().map_err(Clone::clone)?);
         Ok(())
     })?;
     committed(ctx, &commit)
@@ -233,7 +232,7 @@ pub fn signal(ctx: &Ctx, name: &str) -> Result<Code> {
     let valid = lock::name::validate_as("signal name", name);
     let now = document::now_epoch();
     let commit = ctx.update("signal", |doc| {
-        valid?;
+        valid.clone()?;
         path::set(
             doc,
             &[
@@ -244,7 +243,11 @@ pub fn signal(ctx: &Ctx, name: &str) -> Result<Code> {
         )?;
         Ok(())
     })?;
-    write_signal_file(&ctx.cfg, name, now, json!({}))?;
+    if ctx.backend.kind() == "file" {
+        // The shell library's mirror of a signal; a shared backend keeps
+        // signals in the document only (one host's files are not shared).
+        write_signal_file(&ctx.cfg, name, now, json!({}))?;
+    }
     if ctx.output.json {
         let c = Committed::from(&commit);
         ctx.print_json(&Signalled {

@@ -101,8 +101,9 @@ pub fn export(ctx: &Ctx, format: Option<Format>, output: Option<&Path>) -> Resul
             (None, _, None) => Format::Json,
         };
         detail["format"] = json!(format.name());
-        let store = ctx.store()?;
-        let doc = store.load()?;
+        let state = ctx.backend.state();
+        let bytes = state.load_bytes()?.ok_or_else(|| state.missing())?;
+        let doc = state.parse(&bytes)?;
         if let Seal::Mismatch { .. } = integrity::check_seal(&doc) {
             eprintln!(
                 "{TOOL}: warning: the state's checksum does not match its content (changed outside the toolkit or corrupted); exporting it as it is — see 'state-manager verify-integrity'"
@@ -136,7 +137,7 @@ pub fn export(ctx: &Ctx, format: Option<Format>, output: Option<&Path>) -> Resul
         } else {
             cli::println(&format!(
                 "exported revision {revision} of {} to {} ({}, {} bytes)",
-                store.path().display(),
+                ctx.state_target(),
                 out.display(),
                 format.name(),
                 bytes.len()
@@ -182,11 +183,39 @@ pub fn import(ctx: &Ctx, file: &str, force: bool) -> Result<Code> {
                 "{TOOL}: note: {source} was edited after export (its checksum no longer matches); importing it as it is"
             );
         }
-        let store = ctx.store()?;
         let owner = ctx.owner_identity()?;
-        let txn = store.begin(owner.as_ref())?;
-        detail["lock_wait_ms"] = json!(crate::audit::event::ms(txn.waited));
-        let done = exchange::import(&txn, &store, doc, &source, format, force, detail)?;
+        let done = if ctx.backend.kind() == "file" {
+            // The file backend also replaces a live file that does not parse
+            // (--force), keeping it aside.
+            let store = ctx.store()?;
+            let txn = store.begin(owner.as_ref())?;
+            detail["lock_wait_ms"] = json!(crate::audit::event::ms(txn.waited));
+            exchange::import(&txn, &store, doc, &source, format, force, detail)?
+        } else {
+            let mut previous_revision = None;
+            let commit = ctx
+                .backend
+                .state()
+                .transact(
+                    ctx.access(owner.as_ref()),
+                    "pre-import",
+                    &mut |live| {
+                        previous_revision = live.map(document::revision);
+                        exchange::admit(live, &doc, &source, force, detail)?;
+                        Ok(Some(doc.clone()))
+                    },
+                    &mut |_| {},
+                )?
+                .expect("an import always commits");
+            exchange::Imported {
+                path: ctx.state_target(),
+                from: source.clone(),
+                format: format.name(),
+                previous_revision,
+                revision: commit.revision,
+                backup: commit.backup.map(|p| p.display().to_string()),
+            }
+        };
         super::note_corrupt_kept(detail);
         detail["revision"] = json!(done.revision);
         if ctx.output.json {
@@ -304,6 +333,7 @@ pub fn benchmark(ctx: &Ctx, operations: usize) -> Result<Code> {
 
 /// `diagnostics [--json] [--verbose]`
 pub fn diagnostics(ctx: &Ctx, verbose: bool) -> Result<Code> {
+    ctx.file_only()?;
     let d = diagnostics::gather(&ctx.cfg)?;
     let report = d.to_json(verbose);
     if ctx.output.json {

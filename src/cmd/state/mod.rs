@@ -15,6 +15,7 @@ pub mod backups;
 pub mod check;
 pub mod document;
 pub mod maintain;
+pub mod states;
 
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -38,19 +39,20 @@ impl Ctx {
 
     /// A read-modify-write under the `state` lock, through the backend:
     /// `change` edits the current document; the result is committed as the
-    /// next revision.
+    /// next revision. `change` may run more than once (an optimistic
+    /// backend computes it again after a conflict), each time on the
+    /// document as it then is.
     pub(crate) fn update(
         &self,
         op: &str,
-        change: impl FnOnce(&mut Value) -> Result<()>,
+        mut change: impl FnMut(&mut Value) -> Result<()>,
     ) -> Result<Commit> {
         self.audited_state(op, |detail| {
             let owner = self.owner_identity()?;
-            let mut change = Some(change);
             let commit = self.backend.state().update(
                 self.access(owner.as_ref()),
                 op,
-                &mut |doc| change.take().expect("called once")(doc),
+                &mut change,
                 &mut |waited| detail["lock_wait_ms"] = json!(ms(waited)),
             )?;
             detail["revision"] = json!(commit.revision);

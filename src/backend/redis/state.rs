@@ -1,0 +1,605 @@
+//! The state on Redis: the hash `state` and its backups (see the module
+//! docs of [`super`]).
+//!
+//! A transaction is optimistic: one round trip reads the document, its
+//! revision and the server's `TIME`; the change is computed here, stamped
+//! with that time, sealed and checked against the schema; then one script
+//! ([`COMMIT`]) writes it only if the revision is still the one read, keeps
+//! the replaced version as a backup, prunes backups by count and age and
+//! appends the audit event. A conflict computes the change again on the new
+//! document, at most [`ATTEMPTS`] times, then exits 2. Every transaction
+//! carries an id stored as `last_txn`: a commit whose reply was lost (a
+//! timeout after sending) is found applied when sent again, never applied
+//! twice.
+//!
+//! When the host also uses local locks (`.locks/` exists beside the state
+//! file), the transaction holds the local `state` mutex as on files, so a
+//! shell holding `lock-manager acquire state` on this host keeps other
+//! writers of this host out, as it always did.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use serde_json::{Value, json};
+
+use super::RedisBackend;
+use crate::backend::Backend;
+use crate::backend::state::{Initialized, Recovered, Transform};
+use crate::backend::{Access, StateStore};
+use crate::config::MAX_INPUT_BYTES;
+use crate::error::{Error, Kind, Result};
+use crate::state::backup::{self, Backup, Order, Retention};
+use crate::state::{Commit, commands, document, store};
+
+/// How often a transaction computes its change again after a conflict.
+const ATTEMPTS: u32 = 64;
+
+/// Shared by the scripts: keeps the current document as backup
+/// `ARGV[7] .. SEQ .. '-' .. ARGV[8] .. '.json'` and prunes to `ARGV[6]`
+/// backups, none made before `ARGV[12]` but the newest.
+/// KEYS: state, backups, backups:seq, backups:made.
+const KEEP: &str = r"
+local function prune(keep, cutoff)
+  local n = redis.call('ZCARD', KEYS[3])
+  if n > keep then
+    for _, g in ipairs(redis.call('ZRANGE', KEYS[3], 0, n - keep - 1)) do
+      redis.call('HDEL', KEYS[2], g); redis.call('ZREM', KEYS[3], g); redis.call('ZREM', KEYS[4], g)
+    end
+  end
+  local newest = redis.call('ZRANGE', KEYS[3], -1, -1)[1]
+  for _, g in ipairs(redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', '(' .. cutoff)) do
+    if g ~= newest then
+      redis.call('HDEL', KEYS[2], g); redis.call('ZREM', KEYS[3], g); redis.call('ZREM', KEYS[4], g)
+    end
+  end
+end
+local function keep_current(now)
+  local old = redis.call('HGET', KEYS[1], 'doc')
+  if not old then return '' end
+  local seq = redis.call('HINCRBY', KEYS[1], 'backup_seq', 1)
+  local name = ARGV[7] .. string.format('%06d', seq) .. '-' .. ARGV[8] .. '.json'
+  redis.call('HSET', KEYS[2], name, old)
+  redis.call('ZADD', KEYS[3], seq, name)
+  redis.call('ZADD', KEYS[4], now, name)
+  prune(math.max(tonumber(ARGV[6]), 1), ARGV[12])
+  return name
+end
+local t = redis.call('TIME')
+local now = t[1] .. string.rep('0', 6 - #t[2]) .. t[2]
+";
+
+/// Writes ARGV[2] as revision ARGV[3] if the state is at revision ARGV[1]
+/// (`-1`: no state). ARGV: 4 lineage, 5 transaction id, 6 backups to keep
+/// (`0`: keep no backup of the replaced version), 7-8 the backup name,
+/// 9 the audit event (empty: none), 10 the stream's MAXLEN, 11 the
+/// document's SHA-256, 12 the age cutoff (µs). KEYS 5: the audit stream.
+/// Returns {'ok', backup} | {'dup', rev} | {'conflict', rev}.
+const COMMIT: &str = r"
+local cur = redis.call('HMGET', KEYS[1], 'rev', 'last_txn')
+if cur[2] and cur[2] == ARGV[5] then return {'dup', cur[1]} end
+local rev = cur[1] or '-1'
+if rev ~= ARGV[1] then return {'conflict', rev} end
+local name = ''
+if rev ~= '-1' and ARGV[6] ~= '0' then name = keep_current(now) end
+redis.call('HSET', KEYS[1], 'doc', ARGV[2], 'rev', ARGV[3], 'lineage', ARGV[4],
+  'last_txn', ARGV[5], 'sum', ARGV[11], 'modified', now)
+if ARGV[9] ~= '' then
+  redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[10], '*', 'us', now, 'event', ARGV[9])
+end
+return {'ok', name}
+";
+
+/// `backup`: keeps the current document (ARGV 6-8, 12 as for COMMIT).
+const BACKUP: &str = r"
+if redis.call('HEXISTS', KEYS[1], 'doc') == 0 then return '' end
+return keep_current(now)
+";
+
+/// `init` / `recover` over a document that does not parse: keeps it in
+/// `corrupt` (KEYS[6]) as ARGV[13] before the commit replaces it.
+const KEEP_CORRUPT: &str = r"
+local old = redis.call('HGET', KEYS[1], 'doc')
+if old then redis.call('HSET', KEYS[6], ARGV[13], old) end
+redis.call('HSET', KEYS[1], 'rev', '-2')
+";
+
+/// `doc`, `rev` and `sum` of the state hash.
+type Fields = (Option<Vec<u8>>, Option<String>, Option<String>);
+/// Members of a sorted set with their scores.
+type Scored = Vec<(String, f64)>;
+
+/// What one round trip read: the document, its revision and checksum, and
+/// the server's time.
+struct Snapshot {
+    doc: Option<Vec<u8>>,
+    /// `-1`: no state.
+    rev: String,
+    sum: Option<String>,
+    /// The server's time, µs since the epoch.
+    now_us: i64,
+}
+
+impl Snapshot {
+    fn now(&self) -> DateTime<Utc> {
+        DateTime::from_timestamp_micros(self.now_us).unwrap_or_else(Utc::now)
+    }
+}
+
+/// One script argument.
+fn arg(v: impl ToString) -> Vec<u8> {
+    v.to_string().into_bytes()
+}
+
+/// A new transaction id: this process and a random part.
+fn txn_id() -> String {
+    format!("{}-{}", std::process::id(), &document::new_lineage()[..18])
+}
+
+impl RedisBackend {
+    fn snapshot(&self) -> Result<Snapshot> {
+        let key = self.keys.key("state");
+        let ((doc, rev, sum), (secs, micros)): (Fields, (i64, i64)) =
+            self.with("read the state", |c| {
+                redis::pipe()
+                    .cmd("HMGET")
+                    .arg(&key)
+                    .arg("doc")
+                    .arg("rev")
+                    .arg("sum")
+                    .cmd("TIME")
+                    .query(c)
+            })?;
+        Ok(Snapshot {
+            rev: rev.unwrap_or_else(|| "-1".into()),
+            doc,
+            sum,
+            now_us: secs * 1_000_000 + micros,
+        })
+    }
+
+    /// Where things of this backend are, as messages and reports name them.
+    fn place(&self, key: &str) -> PathBuf {
+        PathBuf::from(format!("{} {}", self.shown, self.keys.key(key)))
+    }
+
+    /// The document of `snap`: `None` for no state; exit 3 when it does not
+    /// parse or fails the checksum it was stored with.
+    fn document(&self, snap: &Snapshot) -> Result<Option<Value>> {
+        let Some(bytes) = &snap.doc else {
+            return Ok(None);
+        };
+        self.check_sum(bytes, snap.sum.as_deref())?;
+        self.parse(bytes).map(Some)
+    }
+
+    fn check_sum(&self, bytes: &[u8], sum: Option<&str>) -> Result<()> {
+        match sum {
+            Some(s) if s != document::sha256_hex(bytes) => Err(Error::corruption(format!(
+                "the state in {} fails its checksum (stored {}, content is {})",
+                self.location(),
+                &s[..s.len().min(12)],
+                &document::sha256_hex(bytes)[..12]
+            ))
+            .hint("something changed the key outside wfstate; run 'state-manager recover' to restore the newest valid backup")),
+            _ => Ok(()),
+        }
+    }
+
+    /// Stamps `new` (the next version after `old`) with the server's time,
+    /// seals it and checks it; returns its bytes.
+    fn prepare(&self, new: &mut Value, old: Option<&Value>, snap: &Snapshot) -> Result<Vec<u8>> {
+        let now = snap
+            .now()
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        document::stamp_at(new, old, now)?;
+        document::seal(new);
+        store::check_schema(new)?;
+        let mut bytes = serde_json::to_vec_pretty(new).expect("a JSON value always serializes");
+        bytes.push(b'\n');
+        if bytes.len() as u64 > MAX_INPUT_BYTES {
+            return Err(
+                crate::durable::too_large(bytes.len() as u64, MAX_INPUT_BYTES)
+                    .with_path(self.place("state")),
+            );
+        }
+        Ok(bytes)
+    }
+
+    /// Runs the commit script over `snap`, backing up the replaced version
+    /// unless `snap` is marked as over a document kept in `corrupt` (its
+    /// revision `-2`). `Ok(None)`: the revision moved on (a conflict).
+    fn commit(
+        &self,
+        snap: &Snapshot,
+        new: &Value,
+        bytes: &[u8],
+        reason: &str,
+        retention: Retention,
+        txn: &str,
+    ) -> Result<Option<Commit>> {
+        let revision = document::revision(new);
+        let event = crate::audit::event::commit_event(json!({
+            "revision": revision,
+            "txn": txn,
+            "backend": "redis",
+        }))
+        .unwrap_or_default();
+        let keep_n = if snap.rev == "-2" {
+            0
+        } else {
+            retention.keep.max(1)
+        };
+        let reply: (String, String) = self.eval(
+            "commit the state",
+            COMMIT,
+            &snap.rev,
+            vec![
+                bytes.to_vec(),
+                arg(revision),
+                arg(document::lineage(new).unwrap_or("")),
+                arg(txn),
+                arg(keep_n),
+                arg(backup_prefix(snap)),
+                arg(backup::sanitize_reason(reason)),
+                event,
+                arg(super::audit::MAX_EVENTS),
+                arg(document::sha256_hex(bytes)),
+                arg(age_cutoff(snap, retention)),
+            ],
+        )?;
+        match reply.0.as_str() {
+            "conflict" => Ok(None),
+            // "dup": an earlier send of this same transaction was applied.
+            _ => Ok(Some(Commit {
+                revision,
+                backup: (!reply.1.is_empty() && reply.0 == "ok")
+                    .then(|| self.backup_place(&reply.1)),
+            })),
+        }
+    }
+
+    /// Runs script `body` (after [`KEEP`]) with the common KEYS, `rev` as
+    /// ARGV[1] and `args` as ARGV[2..].
+    fn eval<T: redis::FromRedisValue>(
+        &self,
+        doing: &str,
+        body: &str,
+        rev: &str,
+        args: Vec<Vec<u8>>,
+    ) -> Result<T> {
+        let script = redis::Script::new(&format!("{KEEP}{body}"));
+        let keys = [
+            "state",
+            "backups",
+            "backups:seq",
+            "backups:made",
+            "audit",
+            "corrupt",
+        ]
+        .map(|k| self.keys.key(k));
+        self.with(doing, |c| {
+            let mut inv = script.prepare_invoke();
+            for k in &keys {
+                inv.key(k);
+            }
+            inv.arg(rev);
+            for a in &args {
+                inv.arg(a.as_slice());
+            }
+            inv.invoke(c)
+        })
+    }
+
+    fn backup_place(&self, name: &str) -> PathBuf {
+        PathBuf::from(format!("{}/{name}", self.keys.key("backups")))
+    }
+
+    /// Keeps a document that does not parse in `corrupt`, marking the state
+    /// so that the next commit expects revision `-2`.
+    fn keep_corrupt(&self, snap: &mut Snapshot) -> Result<String> {
+        let name = format!("state-{}.corrupt", snap.now().format("%Y%m%dT%H%M%S%.6fZ"));
+        let mut args = vec![Vec::new(); 11];
+        args.push(arg(&name));
+        self.eval::<()>(
+            "keep the corrupt state aside",
+            KEEP_CORRUPT,
+            &snap.rev,
+            args,
+        )?;
+        snap.rev = "-2".into();
+        Ok(format!("{}/{name}", self.keys.key("corrupt")))
+    }
+
+    /// Commits `next` over `snap` as one transaction, the corrupt document
+    /// kept aside first when `old` did not parse. Exit 2 on a conflict.
+    fn replace(
+        &self,
+        mut snap: Snapshot,
+        old: Option<&Value>,
+        mut next: Value,
+        reason: &str,
+        retention: Retention,
+        corrupt: bool,
+    ) -> Result<(Commit, Option<String>)> {
+        let bytes = self.prepare(&mut next, old, &snap)?;
+        let aside = if corrupt {
+            Some(self.keep_corrupt(&mut snap)?)
+        } else {
+            None
+        };
+        let commit = self
+            .commit(&snap, &next, &bytes, reason, retention, &txn_id())?
+            .ok_or_else(|| conflict(1))?;
+        Ok((commit, aside))
+    }
+
+    /// The backups, newest first, with their contents' sizes.
+    fn backups(&self) -> Result<Vec<Backup>> {
+        let (seq_key, made_key, key) = (
+            self.keys.key("backups:seq"),
+            self.keys.key("backups:made"),
+            self.keys.key("backups"),
+        );
+        let (by_seq, by_made): (Scored, Scored) = self.with("list backups", |c| {
+            redis::pipe()
+                .cmd("ZREVRANGE")
+                .arg(&seq_key)
+                .arg(0)
+                .arg(-1)
+                .arg("WITHSCORES")
+                .cmd("ZRANGE")
+                .arg(&made_key)
+                .arg(0)
+                .arg(-1)
+                .arg("WITHSCORES")
+                .query(c)
+        })?;
+        let mut sizes: Vec<u64> = Vec::new();
+        if !by_seq.is_empty() {
+            sizes = self.with("list backups", |c| {
+                let mut p = redis::pipe();
+                for (name, _) in &by_seq {
+                    p.cmd("HSTRLEN").arg(&key).arg(name);
+                }
+                p.query(c)
+            })?;
+        }
+        Ok(by_seq
+            .into_iter()
+            .zip(sizes)
+            .map(|((name, seq), size)| {
+                let made_us = by_made
+                    .iter()
+                    .find(|(n, _)| *n == name)
+                    .map_or(0, |(_, us)| *us as i64);
+                let made = DateTime::from_timestamp_micros(made_us).unwrap_or_default();
+                Backup {
+                    path: self.backup_place(&name),
+                    name,
+                    made,
+                    modified: made.into(),
+                    size,
+                    order: Order::Seq(seq as u64),
+                }
+            })
+            .collect())
+    }
+
+    fn missing_error(&self) -> Error {
+        Error::general(format!("no state in {}", self.location()))
+            .hint("run 'state-manager init' first, or check WFSTATE_BACKEND and WFSTATE_NAMESPACE")
+    }
+
+    /// Holds the local `state` mutex when this host uses local locks.
+    fn local_mutex(&self, access: Access<'_>) -> Result<(Option<crate::lock::Mutex>, Duration)> {
+        if !self.cfg.locks_dir().is_dir() {
+            return Ok((None, Duration::ZERO));
+        }
+        let started = Instant::now();
+        let m = crate::lock::transaction(&self.cfg, "state", access.owner, self.cfg.lock_timeout)?;
+        Ok((Some(m), started.elapsed()))
+    }
+}
+
+/// `state-YYYYMMDDTHHMMSSZ-`, the server's time: the name of a backup made
+/// by a commit over `snap`, before its SEQ.
+fn backup_prefix(snap: &Snapshot) -> String {
+    format!("state-{}-", snap.now().format("%Y%m%dT%H%M%SZ"))
+}
+
+/// Backups made before this (µs) are pruned, but the newest.
+fn age_cutoff(snap: &Snapshot, retention: Retention) -> i64 {
+    snap.now_us
+        .saturating_sub(i64::try_from(retention.max_age.as_micros()).unwrap_or(i64::MAX))
+}
+
+fn conflict(attempts: u32) -> Error {
+    Error::new(
+        Kind::LockTimeout,
+        format!("the state kept changing under this transaction ({attempts} attempts)"),
+    )
+    .hint("other writers commit faster than this change can be computed: try again, or serialise them with 'lock-manager run state -- ...'")
+}
+
+impl StateStore for RedisBackend {
+    fn init(&self, access: Access<'_>) -> Result<Initialized> {
+        let (_mutex, _) = self.local_mutex(access)?;
+        let snap = self.snapshot()?;
+        let mut done = Initialized {
+            path: self.location(),
+            initialized: true,
+            revision: 0,
+            recovered_from: None,
+            corrupt_kept_at: None,
+        };
+        match self.document(&snap) {
+            Ok(None) => {
+                let (commit, _) = self.replace(
+                    snap,
+                    None,
+                    document::fresh(),
+                    "init",
+                    access.retention,
+                    false,
+                )?;
+                done.revision = commit.revision;
+            }
+            Ok(Some(doc)) => {
+                store::check_schema(&doc).map_err(|e| {
+                    e.hint("the state exists but is not valid: run 'state-manager migrate' (older documents) or 'state-manager repair'")
+                })?;
+                done.initialized = false;
+                done.revision = document::revision(&doc);
+            }
+            Err(e) if e.code() == crate::exit::Code::StateCorruption => {
+                let found =
+                    commands::newest_valid(self.backups()?, None, |b| self.backup_bytes(b))?;
+                let (next, reason) = match found {
+                    Some((b, doc)) => {
+                        done.recovered_from = Some(b.name);
+                        (doc, "init-recover")
+                    }
+                    None => (document::fresh(), "init"),
+                };
+                let (commit, aside) =
+                    self.replace(snap, None, next, reason, access.retention, true)?;
+                done.corrupt_kept_at = aside;
+                done.revision = commit.revision;
+            }
+            Err(e) => return Err(e),
+        }
+        Ok(done)
+    }
+
+    fn load_bytes(&self) -> Result<Option<Vec<u8>>> {
+        let key = self.keys.key("state");
+        let (doc, sum): (Option<Vec<u8>>, Option<String>) = self.with("read the state", |c| {
+            redis::cmd("HMGET").arg(&key).arg("doc").arg("sum").query(c)
+        })?;
+        if let Some(bytes) = &doc {
+            self.check_sum(bytes, sum.as_deref())?;
+        }
+        Ok(doc)
+    }
+
+    fn missing(&self) -> Error {
+        self.missing_error()
+    }
+
+    fn parse(&self, bytes: &[u8]) -> Result<Value> {
+        serde_json::from_slice(bytes).map_err(|e| {
+            Error::corruption(format!("the state in {} does not parse", self.location()))
+                .because(e)
+                .hint("run 'state-manager recover' to restore the newest valid backup")
+        })
+    }
+
+    fn transact(
+        &self,
+        access: Access<'_>,
+        reason: &str,
+        change: Transform<'_>,
+        waited: &mut dyn FnMut(Duration),
+    ) -> Result<Option<Commit>> {
+        let (_mutex, wait) = self.local_mutex(access)?;
+        waited(wait);
+        let txn = txn_id();
+        for attempt in 1..=ATTEMPTS {
+            let snap = self.snapshot()?;
+            let old = self.document(&snap)?;
+            let Some(mut next) = change(old.as_ref())? else {
+                return Ok(None);
+            };
+            let bytes = self.prepare(&mut next, old.as_ref(), &snap)?;
+            if let Some(commit) =
+                self.commit(&snap, &next, &bytes, reason, access.retention, &txn)?
+            {
+                crate::debug::log(|| {
+                    format!(
+                        "redis: committed revision {} (attempt {attempt})",
+                        commit.revision
+                    )
+                });
+                return Ok(Some(commit));
+            }
+            // Someone committed in between: back off a little, then again.
+            std::thread::sleep(Duration::from_micros(200 * u64::from(attempt.min(25))));
+        }
+        Err(conflict(ATTEMPTS))
+    }
+
+    fn list_backups(&self) -> Result<Vec<Backup>> {
+        self.backups()
+    }
+
+    fn backup_bytes(&self, b: &Backup) -> Result<Vec<u8>> {
+        let key = self.keys.key("backups");
+        let bytes: Option<Vec<u8>> = self.with("read a backup", |c| {
+            redis::cmd("HGET").arg(&key).arg(&b.name).query(c)
+        })?;
+        bytes.ok_or_else(|| {
+            Error::general(format!("backup {} is gone", b.name))
+                .hint("see 'state-manager list-backups'")
+        })
+    }
+
+    fn backup(&self, reason: &str, retention: Retention) -> Result<PathBuf> {
+        let snap = self.snapshot()?;
+        // A backup that would not restore is no backup.
+        self.document(&snap)?.ok_or_else(|| self.missing_error())?;
+        let mut args = vec![Vec::new(); 4];
+        args.extend([
+            arg(retention.keep.max(1)),
+            arg(backup_prefix(&snap)),
+            arg(backup::sanitize_reason(reason)),
+            Vec::new(),
+            arg(0),
+            Vec::new(),
+            arg(age_cutoff(&snap, retention)),
+        ]);
+        let name: String = self.eval("make a backup", BACKUP, &snap.rev, args)?;
+        if name.is_empty() {
+            return Err(self.missing_error());
+        }
+        Ok(self.backup_place(&name))
+    }
+
+    fn recover(&self, access: Access<'_>, pattern: Option<&str>, force: bool) -> Result<Recovered> {
+        let (_mutex, _) = self.local_mutex(access)?;
+        let found = commands::newest_valid(self.backups()?, pattern, |b| self.backup_bytes(b))?;
+        let Some((b, doc)) = found else {
+            let what = match pattern {
+                Some(p) => format!("no valid backup matches '{p}'"),
+                None => "no valid backup to recover from".to_string(),
+            };
+            return Err(
+                Error::corruption(format!("{what} in {}", self.location())).hint(
+                    "see 'state-manager list-backups'; 'state-manager init' starts a fresh state",
+                ),
+            );
+        };
+        let snap = self.snapshot()?;
+        let (old, corrupt) = match self.document(&snap) {
+            Ok(old) => (old, false),
+            Err(e) if e.code() == crate::exit::Code::StateCorruption => (None, true),
+            Err(e) => return Err(e),
+        };
+        document::check_lineage(old.as_ref(), &doc, &format!("backup {}", b.name), force)?;
+        let (commit, aside) = self.replace(
+            snap,
+            old.as_ref(),
+            doc,
+            "pre-recover",
+            access.retention,
+            corrupt,
+        )?;
+        Ok(Recovered {
+            path: self.location(),
+            recovered_from: b.name,
+            revision: commit.revision,
+            backup: commit.backup.map(|p| p.display().to_string()),
+            corrupt_kept_at: aside,
+        })
+    }
+}
