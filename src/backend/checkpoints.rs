@@ -43,8 +43,9 @@ pub trait CheckpointStore {
     fn find(&self, id: Option<&str>) -> Result<Checkpoint>;
     /// Checks every file of `cp` against its checksum (exit 3 otherwise).
     fn verify(&self, cp: &Checkpoint) -> Result<Verified>;
-    /// Puts checkpoint `id` (`None`: the newest) back.
-    fn restore(&self, id: Option<&str>, access: Access<'_>) -> Result<Restored>;
+    /// Puts checkpoint `id` (`None`: the newest) back; exit 4 when it holds
+    /// another state's lineage, unless `force`.
+    fn restore(&self, id: Option<&str>, access: Access<'_>, force: bool) -> Result<Restored>;
     /// Removes one checkpoint; `false` when it was gone already.
     fn remove(&self, cp: &Checkpoint, access: Access<'_>) -> Result<bool>;
     /// Removes checkpoints older than `max_age` but the newest `keep`, and
@@ -92,8 +93,8 @@ impl CheckpointStore for FileBackend {
         checkpoint::verify(cp)
     }
 
-    fn restore(&self, id: Option<&str>, access: Access<'_>) -> Result<Restored> {
-        restore::restore(&self.cfg, access.retention, access.owner, id)
+    fn restore(&self, id: Option<&str>, access: Access<'_>, force: bool) -> Result<Restored> {
+        restore::restore(&self.cfg, access.retention, access.owner, id, force)
     }
 
     fn remove(&self, cp: &Checkpoint, access: Access<'_>) -> Result<bool> {

@@ -46,6 +46,9 @@ enum Command {
         /// A checkpoint id from 'error-recovery list', or latest
         #[arg(default_value = "latest")]
         id: String,
+        /// Restore a checkpoint of another state's lineage too
+        #[arg(long)]
+        force: bool,
         #[command(flatten)]
         json: JsonArgs,
     },
@@ -183,7 +186,7 @@ fn run(ctx: Ctx, command: Command) -> Result<ExitCode> {
                 metadata: metadata_json.as_deref(),
             },
         )?,
-        Command::Restore { id, .. } => checkpoints::restore(&ctx, Some(&id))?,
+        Command::Restore { id, force, .. } => checkpoints::restore(&ctx, Some(&id), force)?,
         Command::List { format, .. } => checkpoints::list(&ctx, &format)?,
         Command::Cleanup {
             days,

@@ -142,6 +142,7 @@ pub fn restore(
     retention: Retention,
     owner: Option<&Identity>,
     id: Option<&str>,
+    force: bool,
 ) -> Result<Restored> {
     let st = Store::open(cfg, retention)?;
     let txn = st.begin(owner)?;
@@ -150,9 +151,27 @@ pub fn restore(
     let cp = checkpoint::find(cfg, id)?;
     crate::debug::log(|| format!("restore: verifying {}", cp.path.display()));
     let verified = checkpoint::verify(&cp)?;
+    check_lineage(&txn, &verified, force)?;
     let mut done = apply(cfg, &txn, &st, &verified)?;
     done.lock_wait_ms = waited;
     Ok(done)
+}
+
+/// Exit 4 when checkpoint `v` holds another state's lineage than the live
+/// one (which may not parse: then there is nothing to compare), unless `force`.
+fn check_lineage(txn: &Txn<'_, '_>, v: &Verified, force: bool) -> Result<()> {
+    let (Ok(Some(live)), Ok(theirs)) = (
+        txn.load_opt(),
+        serde_json::from_slice::<Value>(&v.files[checkpoint::STATE]),
+    ) else {
+        return Ok(());
+    };
+    crate::state::document::check_lineage(
+        Some(&live),
+        &theirs,
+        &format!("checkpoint {}", v.meta.id),
+        force,
+    )
 }
 
 /// Replaces the state and folders with a verified checkpoint's (steps 1–6 of

@@ -257,6 +257,23 @@ fn import_and_recover_refuse_another_lineage(env: Env) {
         .stderr_has("lineage");
     env.run("state-manager", &["recover", "--force"]).ok();
     assert_eq!(read(&env, ".metadata.lineage"), ours);
+    // A checkpoint of the other lineage: restore refuses it the same way.
+    env.run(
+        "state-manager",
+        &["import", "--file", theirs.to_str().unwrap(), "--force"],
+    )
+    .ok();
+    let id = er(&env, &["checkpoint", "theirs"])
+        .ok()
+        .stdout
+        .trim()
+        .to_string();
+    env.run("state-manager", &["recover", "--force"]).ok();
+    assert_eq!(read(&env, ".metadata.lineage"), ours);
+    er(&env, &["restore", &id]).code(4).stderr_has("lineage");
+    assert_eq!(read(&env, ".metadata.lineage"), ours);
+    er(&env, &["restore", &id, "--force"]).ok();
+    assert_eq!(read(&env, ".phase"), json!("theirs"));
 }
 
 fn checkpoints_restore_the_state(env: Env) {

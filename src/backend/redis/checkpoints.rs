@@ -267,7 +267,7 @@ impl CheckpointStore for RedisBackend {
         })
     }
 
-    fn restore(&self, id: Option<&str>, access: Access<'_>) -> Result<Restored> {
+    fn restore(&self, id: Option<&str>, access: Access<'_>, force: bool) -> Result<Restored> {
         let cp = CheckpointStore::find(self, id)?;
         let verified = self.verify(&cp)?;
         let doc: Value = serde_json::from_slice(&verified.files[STATE]).map_err(|e| {
@@ -278,7 +278,10 @@ impl CheckpointStore for RedisBackend {
             self,
             access,
             "pre-restore",
-            &mut |_| Ok(Some(doc.clone())),
+            &mut |live| {
+                document::check_lineage(live, &doc, &format!("checkpoint {}", cp.id), force)?;
+                Ok(Some(doc.clone()))
+            },
             &mut |w| waited = w,
         )?
         .expect("a restore always commits");

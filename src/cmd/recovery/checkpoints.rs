@@ -38,12 +38,12 @@ pub fn create(ctx: &Ctx, req: &Request<'_>) -> Result<Code> {
 }
 
 /// `restore [ID|latest]`.
-pub fn restore(ctx: &Ctx, id: Option<&str>) -> Result<Code> {
+pub fn restore(ctx: &Ctx, id: Option<&str>, force: bool) -> Result<Code> {
     let mut rec = Recorder::start(&ctx.cfg, TOOL, "restore", id.unwrap_or("latest"));
     let result = ctx.owner_identity().and_then(|owner| {
         ctx.backend
             .checkpoints()
-            .restore(id, access(ctx, owner.as_ref()))
+            .restore(id, access(ctx, owner.as_ref()), force)
     });
     let detail = match &result {
         Ok(done) => {
