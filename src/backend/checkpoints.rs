@@ -59,6 +59,9 @@ pub trait CheckpointStore {
     ) -> Result<Pruned>;
     /// The checkpoint of a restore that was interrupted, if one was.
     fn interrupted_restore(&self) -> Option<String>;
+    /// Stores a copy of checkpoint `v` of another backend, under its id
+    /// (`migrate-backend`); exit 1 when that id exists here.
+    fn adopt(&self, v: &Verified) -> Result<Created>;
 }
 
 impl FileBackend {
@@ -137,5 +140,9 @@ impl CheckpointStore for FileBackend {
 
     fn interrupted_restore(&self) -> Option<String> {
         restore::interrupted(&self.cfg)
+    }
+
+    fn adopt(&self, v: &Verified) -> Result<Created> {
+        checkpoint::adopt(&self.cfg, v)
     }
 }

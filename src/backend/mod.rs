@@ -99,6 +99,16 @@ impl Backend for FileBackend {
 /// `file` is the file backend). Exit 5 for an engine this build lacks, 4 for
 /// a spec that names no engine.
 pub fn open(cfg: &Config, spec: Option<&str>) -> Result<Box<dyn Backend>> {
+    open_as(cfg, spec, true)
+}
+
+/// A second backend, beside the one this process's audit events go to
+/// (`migrate-backend --to`).
+pub fn open_other(cfg: &Config, spec: &str) -> Result<Box<dyn Backend>> {
+    open_as(cfg, Some(spec), false)
+}
+
+fn open_as(cfg: &Config, spec: Option<&str>, audit_here: bool) -> Result<Box<dyn Backend>> {
     match spec.map(str::trim).filter(|s| !s.is_empty()) {
         None | Some("file") => Ok(Box::new(FileBackend::new(cfg))),
         Some(s)
@@ -106,7 +116,7 @@ pub fn open(cfg: &Config, spec: Option<&str>) -> Result<Box<dyn Backend>> {
                 || s.starts_with("rediss://")
                 || s.starts_with("redis+unix://") =>
         {
-            open_redis(cfg, s)
+            open_redis(cfg, s, audit_here)
         }
         Some(s) => Err(Error::validation(format!("unknown backend '{s}'"))
             .hint("use file, redis://HOST:PORT/DB or redis+unix:///PATH?db=N")),
@@ -114,14 +124,16 @@ pub fn open(cfg: &Config, spec: Option<&str>) -> Result<Box<dyn Backend>> {
 }
 
 #[cfg(feature = "redis")]
-fn open_redis(cfg: &Config, url: &str) -> Result<Box<dyn Backend>> {
+fn open_redis(cfg: &Config, url: &str, audit_here: bool) -> Result<Box<dyn Backend>> {
     let backend = redis::open(cfg, url)?;
-    backend.install_audit_sink();
+    if audit_here {
+        backend.install_audit_sink();
+    }
     Ok(Box::new(backend))
 }
 
 #[cfg(not(feature = "redis"))]
-fn open_redis(_cfg: &Config, url: &str) -> Result<Box<dyn Backend>> {
+fn open_redis(_cfg: &Config, url: &str, _audit_here: bool) -> Result<Box<dyn Backend>> {
     Err(Error::new(
         crate::error::Kind::DependencyMissing,
         format!("backend {}: this build has no Redis backend", mask(url)),
@@ -135,4 +147,12 @@ fn mask(url: &str) -> String {
         (Some(s), Some(at)) if at > s => format!("{}***{}", &url[..s + 3], &url[at..]),
         _ => url.to_string(),
     }
+}
+
+/// `url` with any password masked, for messages and audit events.
+pub fn mask_url(url: &str) -> String {
+    #[cfg(feature = "redis")]
+    return redis::mask_password(url);
+    #[cfg(not(feature = "redis"))]
+    return mask(url);
 }

@@ -90,6 +90,9 @@ pub trait StateStore {
     fn list_backups(&self) -> Result<Vec<Backup>>;
     /// The document backup `b` holds, as stored.
     fn backup_bytes(&self, b: &Backup) -> Result<Vec<u8>>;
+    /// Stores `bytes` as backup `b` of another backend, under its name
+    /// (`migrate-backend`), not pruned.
+    fn put_backup(&self, b: &Backup, bytes: &[u8]) -> Result<()>;
     /// A backup of the current state named for `reason`; old backups are
     /// then pruned by `retention` (keeping at least this one).
     fn backup(&self, reason: &str, retention: Retention) -> Result<PathBuf>;
@@ -208,6 +211,18 @@ impl StateStore for FileBackend {
 
     fn backup_bytes(&self, b: &Backup) -> Result<Vec<u8>> {
         crate::durable::read_limited(&b.path, crate::config::MAX_INPUT_BYTES)
+    }
+
+    fn put_backup(&self, b: &Backup, bytes: &[u8]) -> Result<()> {
+        let dir = backup::ensure_dir(&self.cfg)?;
+        let name = std::path::Path::new(&b.name);
+        if name.components().count() != 1 || !b.name.starts_with("state-") {
+            return Err(Error::validation(format!(
+                "'{}' is not a backup name",
+                b.name
+            )));
+        }
+        crate::durable::replace(&dir.join(name), bytes, crate::durable::Durability::Durable)
     }
 
     fn backup(&self, reason: &str, retention: Retention) -> Result<PathBuf> {

@@ -254,6 +254,20 @@ enum Command {
         #[command(flatten)]
         json: cli::StreamArgs,
     },
+    /// Copy the state, its backups and checkpoints to another backend, and verify them
+    ///
+    /// Exit 4 when the target has a state already (unless --force), 3 when a
+    /// copy does not read back equal, 8 when a server cannot be reached.
+    MigrateBackend {
+        /// The backend to copy to: redis://HOST:PORT/DB, redis+unix:///PATH?db=N, or file
+        #[arg(long, value_name = "URL")]
+        to: String,
+        /// Replace a state the target has already (it is backed up there first)
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        json: cli::JsonArgs,
+    },
     /// Summarize the state (default)
     ///
     /// Exit 0 valid, 1 missing, 3 corrupt, 4 invalid.
@@ -348,6 +362,9 @@ fn run(cli: Cli) -> Result<Code> {
         } => backups::recover(&ctx.with_output(&json), pattern.as_deref(), force),
         Command::Migrate { json } => document::migrate(&ctx.with_output(&json)),
         Command::Status { json } => check::status(&ctx.with_output(&json)),
+        Command::MigrateBackend { to, force, json } => {
+            states::migrate_backend(&ctx.with_output(&json), &to, force)
+        }
         Command::ListStates { dir, json } => {
             states::list_states(&ctx.with_output(&json.into()), dir.as_deref())
         }

@@ -275,6 +275,64 @@ pub fn create(cfg: &Config, state_path: &Path, bytes: &[u8], req: &Request<'_>) 
     result
 }
 
+/// Makes a copy of checkpoint `v` (from another backend) under its own id
+/// and metadata, built aside and renamed into place as [`create`] does.
+/// Exit 1 when a checkpoint of that id exists already.
+pub fn adopt(cfg: &Config, v: &Verified) -> Result<Created> {
+    let dir = cfg.checkpoints_dir();
+    crate::state::backup::ensure_own_dir(&dir, &cfg.root)?;
+    validate_operation(&v.meta.operation)?;
+    if parse_name(&v.meta.id).is_none() {
+        return Err(Error::validation(format!(
+            "'{}' is not a checkpoint id",
+            v.meta.id
+        )));
+    }
+    let dest = dir.join(&v.meta.id);
+    let tmp = dir.join(format!("{MAKING}adopt-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&tmp);
+    make_dir(&tmp)?;
+    let result = (|| {
+        for (rel, bytes) in &v.files {
+            if !is_plain_relative(rel) {
+                return Err(corrupt(
+                    &tmp,
+                    format!("a path outside the checkpoint: {rel:?}"),
+                ));
+            }
+            let path = tmp.join(rel);
+            if let Some(parent) = path.parent() {
+                fs::create_dir_all(parent).map_err(|e| Error::io(e, "cannot create", parent))?;
+            }
+            durable::replace(&path, bytes, Durability::Durable)?;
+        }
+        let mut text = serde_json::to_vec_pretty(&v.meta).expect("metadata serializes");
+        text.push(b'\n');
+        durable::replace(&tmp.join(METADATA), &text, Durability::Durable)?;
+        sync_tree(&tmp)?;
+        rename_noreplace(&tmp, &dest).map_err(|e| {
+            if e.kind() == io::ErrorKind::AlreadyExists {
+                Error::general(format!("checkpoint {} exists already", v.meta.id)).with_path(&dest)
+            } else {
+                Error::io(e, "cannot rename checkpoint into place", &dest)
+            }
+        })?;
+        durable::sync_dir(&dir)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_dir_all(&tmp);
+    }
+    result?;
+    Ok(Created {
+        id: v.meta.id.clone(),
+        path: dest,
+        operation: v.meta.operation.clone(),
+        phase: v.meta.phase.clone(),
+        files: v.meta.files.len(),
+        revision: v.meta.revision,
+    })
+}
+
 /// Replaces the hint of a bad-JSON error (not of an over-size one).
 pub fn json_hint(e: Error, hint: &str) -> Error {
     if e.kind() == crate::error::Kind::Validation {

@@ -480,3 +480,75 @@ fn file_and_redis_round_trips_are_equal() {
         "an import is a new revision"
     );
 }
+
+/// `migrate-backend`: a file state with backups and checkpoints copied to
+/// Redis and back, each copy verified; a target with a state is refused.
+#[test]
+fn migrate_backend_copies_state_backups_and_checkpoints_both_ways() {
+    let file = Env::new();
+    file.init();
+    file.sm(&["set", ".phase", "\"one\""]);
+    file.sm(&["set", ".phase", "\"two\""]);
+    er(&file, &["checkpoint", "moved"]).ok();
+    let redis = Env::redis();
+    let url = redis.server().url();
+    let out = file
+        .run(
+            "state-manager",
+            &["migrate-backend", "--to", &url, "--json"],
+        )
+        .ok()
+        .json();
+    assert_schema("state-manager-migrate-backend.schema.json", &out);
+    assert_eq!(out["backups"], json!(2));
+    assert_eq!(out["checkpoints"], json!(1));
+    assert_eq!(read(&redis, ".phase"), json!("two"));
+    assert_eq!(
+        read(&redis, ".metadata.lineage"),
+        read(&file, ".metadata.lineage")
+    );
+    let names = |env: &Env| -> Vec<String> {
+        let list = env
+            .run("state-manager", &["list-backups", "--json"])
+            .ok()
+            .json();
+        list.as_array()
+            .unwrap()
+            .iter()
+            .map(|b| b["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(names(&redis), names(&file));
+    let ids = er(&redis, &["list", "--json"]).ok().json();
+    assert_eq!(ids[0]["valid"], json!(true));
+    // The copied checkpoint restores on Redis.
+    redis.sm(&["set", ".phase", "\"three\""]);
+    er(&redis, &["restore"]).ok();
+    assert_eq!(read(&redis, ".phase"), json!("two"));
+    // Again: the target has a state now.
+    file.run("state-manager", &["migrate-backend", "--to", &url])
+        .code(4)
+        .stderr_has("--force");
+    file.run(
+        "state-manager",
+        &["migrate-backend", "--to", &url, "--force"],
+    )
+    .ok();
+    // And back, into a new folder.
+    let back = Env::new();
+    let to_file = format!("--state-file={}", back.state_file().display());
+    let mut c = redis.cmd("state-manager");
+    c.args(["migrate-backend", "--to", "file", &to_file]);
+    let run = crate::harness::Run::of(c.output().unwrap()).ok();
+    assert!(run.stdout.contains("verified"), "{run:?}");
+    assert_eq!(read(&back, ".phase"), json!("two"));
+    assert_eq!(
+        er(&back, &["list", "--json"])
+            .ok()
+            .json()
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+}

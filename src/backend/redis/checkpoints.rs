@@ -341,6 +341,65 @@ impl CheckpointStore for RedisBackend {
         })
     }
 
+    fn adopt(&self, v: &Verified) -> Result<Created> {
+        let state = v
+            .files
+            .get(STATE)
+            .ok_or_else(|| Error::corruption(format!("checkpoint {} holds no state", v.meta.id)))?;
+        let text = String::from_utf8(state.clone()).map_err(|_| {
+            Error::corruption(format!("checkpoint {}: its state is not UTF-8", v.meta.id))
+        })?;
+        // Its SEQ, the number before the operation in its id.
+        let seq: u64 = v
+            .meta
+            .id
+            .rsplitn(2, '-')
+            .nth(1)
+            .and_then(|head| head.rsplit('-').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
+        let mut meta = v.meta.clone();
+        // The host's folders stay on the host (see the module docs).
+        meta.files.retain(|k, _| k == STATE);
+        meta.folders.clear();
+        let value = json!({ "meta": meta, "state": text });
+        let (key, seq_key, next) = (
+            self.keys.key("checkpoints"),
+            self.keys.key("checkpoints:seq"),
+            self.keys.key("checkpoints:next"),
+        );
+        let added: bool = self.with("store a checkpoint", |c| {
+            redis::cmd("HSETNX")
+                .arg(&key)
+                .arg(&meta.id)
+                .arg(value.to_string())
+                .query(c)
+        })?;
+        if !added {
+            return Err(Error::general(format!(
+                "checkpoint {} exists already in {}",
+                meta.id,
+                self.location()
+            )));
+        }
+        self.with("store a checkpoint", |c| {
+            redis::pipe()
+                .cmd("ZADD").arg(&seq_key).arg(seq).arg(&meta.id).ignore()
+                .cmd("EVAL")
+                .arg("local n = tonumber(redis.call('GET', KEYS[1]) or '0'); if tonumber(ARGV[1]) > n then redis.call('SET', KEYS[1], ARGV[1]) end")
+                .arg(1).arg(&next).arg(seq).ignore()
+                .query::<()>(c)
+        })?;
+        Ok(Created {
+            path: self.cp_place(&meta.id),
+            id: meta.id.clone(),
+            operation: meta.operation.clone(),
+            phase: meta.phase.clone(),
+            files: meta.files.len(),
+            revision: meta.revision,
+        })
+    }
+
     fn interrupted_restore(&self) -> Option<String> {
         // A restore is one script: it cannot stop half-way.
         None

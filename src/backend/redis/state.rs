@@ -96,6 +96,16 @@ if redis.call('HEXISTS', KEYS[1], 'doc') == 0 then return '' end
 return keep_current(now)
 ";
 
+/// `migrate-backend`: stores ARGV[2] as backup ARGV[13] with SEQ ARGV[14],
+/// made at ARGV[15] (µs); the SEQ counter moves past it.
+const PUT_BACKUP: &str = r"
+redis.call('HSET', KEYS[2], ARGV[13], ARGV[2])
+redis.call('ZADD', KEYS[3], ARGV[14], ARGV[13])
+redis.call('ZADD', KEYS[4], ARGV[15], ARGV[13])
+local cur = tonumber(redis.call('HGET', KEYS[1], 'backup_seq') or '0')
+if tonumber(ARGV[14]) > cur then redis.call('HSET', KEYS[1], 'backup_seq', ARGV[14]) end
+";
+
 /// `init` / `recover` over a document that does not parse: keeps it in
 /// `corrupt` (KEYS[6]) as ARGV[13] before the commit replaces it.
 const KEEP_CORRUPT: &str = r"
@@ -542,6 +552,18 @@ impl StateStore for RedisBackend {
             Error::general(format!("backup {} is gone", b.name))
                 .hint("see 'state-manager list-backups'")
         })
+    }
+
+    fn put_backup(&self, b: &Backup, bytes: &[u8]) -> Result<()> {
+        let seq = match b.order {
+            Order::Seq(n) => n,
+            // A name of an earlier version: after every SEQ name here.
+            Order::Legacy { .. } => 0,
+        };
+        let mut args = vec![bytes.to_vec()];
+        args.resize(11, Vec::new());
+        args.extend([arg(&b.name), arg(seq), arg(b.made.timestamp_micros())]);
+        self.eval::<()>("store a backup", PUT_BACKUP, "", args)
     }
 
     fn backup(&self, reason: &str, retention: Retention) -> Result<PathBuf> {
