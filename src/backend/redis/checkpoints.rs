@@ -353,9 +353,8 @@ impl CheckpointStore for RedisBackend {
         let seq: u64 = v
             .meta
             .id
-            .rsplitn(2, '-')
-            .nth(1)
-            .and_then(|head| head.rsplit('-').next())
+            .rsplit_once('-')
+            .and_then(|(head, _)| head.rsplit('-').next())
             .and_then(|n| n.parse().ok())
             .unwrap_or(0);
         let mut meta = v.meta.clone();
