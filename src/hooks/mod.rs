@@ -44,7 +44,7 @@ use crate::durable;
 use crate::error::{Error, Kind, Result};
 use crate::exit::Code;
 use crate::lock::process::resolve_owner;
-use crate::state::{Store, document};
+use crate::state::document;
 use payload::Payload;
 
 const TOOL: &str = "state-manager";
@@ -216,32 +216,40 @@ fn config(global: &GlobalArgs, state_file: PathBuf) -> (Config, Option<Error>) {
 }
 
 impl Hook {
-    fn store(&self) -> Result<Store<'_>> {
-        self.ctx.store()
-    }
-
-    /// Whether the state file exists.
+    /// Whether the state exists.
     pub fn state_exists(&self) -> bool {
-        self.ctx.cfg.state_file.exists()
+        match self.ctx.backend.kind() {
+            "file" => self.ctx.cfg.state_file.exists(),
+            _ => self
+                .ctx
+                .backend
+                .state()
+                .load_bytes()
+                .is_ok_and(|b| b.is_some()),
+        }
     }
 
     /// The state, read without a lock (it is only ever replaced whole).
     pub fn load_state(&self) -> Result<Option<Value>> {
-        self.store()?.load_opt()
+        let state = self.ctx.backend.state();
+        state.load_bytes()?.map(|b| state.parse(&b)).transpose()
     }
 
-    /// One read-modify-write of the state under the `state` lock: `change`
+    /// One read-modify-write of the state, through the backend: `change`
     /// edits the document (a fresh one when there is no state yet) and says
     /// whether it changed it. Commits when it did or the state was missing;
-    /// returns the document as it now is.
+    /// returns the document as it now is. `change` may run again on a newer
+    /// document (an optimistic backend's retry): it starts from the
+    /// document each time.
     pub fn update(
         &self,
         reason: &str,
         detail: &mut Value,
-        change: impl FnOnce(&mut Value) -> Result<bool>,
+        mut change: impl FnMut(&mut Value) -> Result<bool>,
     ) -> Result<Value> {
+        let file = self.ctx.backend.kind() == "file";
         let root = &self.ctx.cfg.root;
-        if !root.exists() {
+        if file && !root.exists() {
             // The state folder (.claude) is made, not the folders above it: a
             // payload's cwd that does not exist is no project to write into.
             DirBuilder::new().mode(0o700).create(root).map_err(|e| {
@@ -250,28 +258,41 @@ impl Hook {
                 )
             })?;
         }
-        let store = self.store()?;
         let owner = match resolve_owner(self.ctx.owner) {
             Ok(id) => Some(id),
             Err(e) if self.ctx.owner.is_some() => return Err(e),
             Err(_) => None,
         };
-        let txn = store.begin(owner.as_ref())?;
-        detail["lock_wait_ms"] = json!(crate::audit::event::ms(txn.waited));
-        let old = txn.load_opt()?;
-        let mut doc = old.clone().unwrap_or_else(document::fresh);
-        let changed = change(&mut doc)?;
-        if old.is_some() && !changed {
-            return Ok(doc);
-        }
-        if old.is_none() {
-            crate::state::backup::ensure_dir(&self.ctx.cfg)?;
-            detail["created"] = json!(true);
-        }
-        let commit = txn.commit(old.as_ref(), doc.clone(), reason)?;
-        detail["revision"] = json!(commit.revision);
-        if let Some(meta) = doc.get_mut("metadata").and_then(Value::as_object_mut) {
-            meta.insert("revision".into(), json!(commit.revision));
+        let mut result = None;
+        let mut created = false;
+        let commit = self.ctx.backend.state().transact(
+            self.ctx.access(owner.as_ref()),
+            reason,
+            &mut |old| {
+                let mut doc = old.cloned().unwrap_or_else(document::fresh);
+                let changed = change(&mut doc)?;
+                created = old.is_none();
+                let keep = old.is_some() && !changed;
+                result = Some(doc.clone());
+                if keep {
+                    return Ok(None);
+                }
+                if created && file {
+                    crate::state::backup::ensure_dir(&self.ctx.cfg)?;
+                }
+                Ok(Some(doc))
+            },
+            &mut |waited| detail["lock_wait_ms"] = json!(crate::audit::event::ms(waited)),
+        )?;
+        let mut doc = result.expect("the change ran");
+        if let Some(commit) = commit {
+            if created {
+                detail["created"] = json!(true);
+            }
+            detail["revision"] = json!(commit.revision);
+            if let Some(meta) = doc.get_mut("metadata").and_then(Value::as_object_mut) {
+                meta.insert("revision".into(), json!(commit.revision));
+            }
         }
         Ok(doc)
     }

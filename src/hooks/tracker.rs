@@ -317,6 +317,9 @@ pub(crate) fn run(hook: &Hook, payload: &Payload, detail: &mut Value) -> Result<
     let mut matched: Vec<&str> = Vec::new();
     let mut phase: Option<&str> = None;
     hook.update("hook-post-tool-use", detail, |doc| {
+        recorded.clear();
+        matched.clear();
+        phase = None;
         for rule in &candidates {
             let have = |s: &String| doc.pointer(&format!("/signals/{s}")).is_some();
             if !rule.requires_signals.iter().all(have) {
@@ -351,7 +354,9 @@ pub(crate) fn run(hook: &Hook, payload: &Payload, detail: &mut Value) -> Result<
     if let Some(p) = phase {
         detail["phase"] = json!(p);
     }
-    if !recorded.is_empty() {
+    if !recorded.is_empty() && hook.ctx.backend.kind() == "file" {
+        // The shell library's mirrors; a shared backend keeps the signals
+        // in the document only.
         write_signal_files(hook, &recorded, now, phase)?;
     }
     Ok(())

@@ -38,6 +38,7 @@ both!(
     status_and_health_name_the_backend,
     concurrent_appends_lose_nothing,
     shims_work_unchanged,
+    hooks_work_unchanged,
 );
 
 fn read(env: &Env, path: &str) -> Value {
@@ -551,4 +552,26 @@ fn migrate_backend_copies_state_backups_and_checkpoints_both_ways() {
             .len(),
         1
     );
+}
+
+fn hooks_work_unchanged(env: Env) {
+    env.init();
+    let payload =
+        std::fs::read(repo_root().join("tests/fixtures/hooks/write-tasks-json.json")).unwrap();
+    let mut c = Command::new("bash");
+    c.arg(repo_root().join("hooks/post-tool-use-tracker.sh"));
+    env.clean_env(&mut c);
+    c.env("WFSTATE_BIN", bin_dir())
+        .env_remove("WFSTATE_TRACKER_RULES")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(&payload).unwrap();
+    let out = crate::harness::Run::of(child.wait_with_output().unwrap()).ok();
+    assert_eq!(out.stderr, "", "the hook worked silently");
+    assert!(read(&env, ".signals.PHASE1_START").is_f64());
+    assert_eq!(read(&env, ".phase"), json!("phase1-complete"));
+    assert_eq!(revision(&env), 2, "two signals and a phase: one commit");
 }
