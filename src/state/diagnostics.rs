@@ -10,11 +10,10 @@
 
 use serde_json::{Value, json};
 
-use super::backup;
 use super::health::existing_ancestor;
 use crate::audit::rotate;
 use crate::audit::scan::{Filter, Totals};
-use crate::audit::stats::{self, By, Group, Stats};
+use crate::audit::stats::{By, Group, Stats};
 use crate::config::Config;
 use crate::error::Result;
 
@@ -57,37 +56,63 @@ pub struct Diagnostics {
     pub filesystem: Option<Value>,
 }
 
-/// Reads the audit log (once) and sizes the state's files.
-pub fn gather(cfg: &Config) -> Result<Diagnostics> {
-    let (st, totals) = stats::collect(cfg, &Filter::default(), By::Op)?;
+/// Reads the audit log (once) of `backend` and sizes its state, backups
+/// and checkpoints (and, on files, the audit files and the filesystem).
+pub fn gather_from(backend: &dyn crate::backend::Backend, cfg: &Config) -> Result<Diagnostics> {
+    let file = backend.kind() == "file";
+    let mut st = Stats::new(By::Op);
+    let mut event_bytes = 0u64;
+    let filter = Filter::default();
+    let totals = backend.audit().scan_events(&mut |line| {
+        event_bytes += line.raw.len() as u64 + 1;
+        if filter.matches(line) {
+            st.add(line);
+        }
+    })?;
     let takeovers = st.groups.get("takeover").map_or(0, |g| g.events);
     let lock_timeouts: u64 = st
         .groups
         .values()
         .map(|g| g.by_exit.get(&2).copied().unwrap_or(0))
         .sum();
-    let backups = backup::list(cfg)?;
-    let checkpoints = crate::recovery::checkpoint::list(cfg)?;
-    let log_files = rotate::log_files(&cfg.audit_log);
-    Ok(Diagnostics {
-        takeovers,
-        lock_timeouts,
-        state_bytes: std::fs::metadata(&cfg.state_file).map_or(0, |m| m.len()),
-        backups: backups.len(),
-        backup_bytes: backups.iter().map(|b| b.size).sum(),
-        checkpoints: checkpoints.len(),
-        checkpoint_bytes: checkpoints
-            .iter()
-            .map(|c| super::cleanup::size_of(&c.path))
-            .sum(),
-        audit_log_files: log_files.len(),
-        audit_log_bytes: log_files
+    let backups = backend.state().list_backups()?;
+    let (checkpoints, checkpoint_bytes) = if file {
+        let all = crate::recovery::checkpoint::list(cfg)?;
+        let bytes = all.iter().map(|c| super::cleanup::size_of(&c.path)).sum();
+        (all.len(), bytes)
+    } else {
+        let all = backend.checkpoints().entries()?;
+        (all.len(), all.iter().map(|c| c.size).sum())
+    };
+    let (audit_log_files, audit_log_bytes) = if file {
+        let log_files = rotate::log_files(&cfg.audit_log);
+        let bytes = log_files
             .iter()
             .filter_map(|p| std::fs::metadata(p).ok())
             .map(|m| m.len())
-            .sum(),
-        filesystem: rustix::fs::statvfs(existing_ancestor(&cfg.root))
+            .sum();
+        (log_files.len(), bytes)
+    } else {
+        (totals.files.len(), event_bytes)
+    };
+    Ok(Diagnostics {
+        takeovers,
+        lock_timeouts,
+        state_bytes: backend
+            .state()
+            .load_bytes()
             .ok()
+            .flatten()
+            .map_or(0, |b| b.len() as u64),
+        backups: backups.len(),
+        backup_bytes: backups.iter().map(|b| b.size).sum(),
+        checkpoints,
+        checkpoint_bytes,
+        audit_log_files,
+        audit_log_bytes,
+        filesystem: file
+            .then(|| rustix::fs::statvfs(existing_ancestor(&cfg.root)).ok())
+            .flatten()
             .map(|v| {
                 json!({
                     "free_bytes": v.f_bavail.saturating_mul(v.f_frsize),

@@ -59,7 +59,7 @@ pub struct Stats {
 }
 
 impl Stats {
-    fn of(mut samples: Vec<Duration>) -> Stats {
+    pub fn of(mut samples: Vec<Duration>) -> Stats {
         samples.sort();
         let n = samples.len();
         let at = |q: usize| samples[((n * q).div_ceil(100)).clamp(1, n) - 1];

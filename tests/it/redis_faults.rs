@@ -188,6 +188,8 @@ done"#
                 .env("WFSTATE_REDIS_TIMEOUT", "500ms")
                 .args(["-c", &script])
                 .stdout(Stdio::piped())
+                // Each call during the outage says so on stderr: expected.
+                .stderr(Stdio::null())
                 .spawn()
                 .unwrap()
         })
@@ -317,9 +319,50 @@ fn audit_monitor_follows_the_stream_without_polling_the_file() {
 fn commands_with_no_redis_implementation_say_so_with_exit_5() {
     let env = Env::redis();
     env.init();
-    for args in [&["repair"][..], &["diagnostics"], &["benchmark"]] {
+    for args in [&["repair"][..], &["cleanup"]] {
         env.run("state-manager", args)
             .code(5)
             .stderr_has("file backend only");
     }
+}
+
+#[test]
+fn diagnostics_and_benchmark_run_on_redis_and_leave_no_trace() {
+    let env = Env::redis();
+    env.init();
+    env.sm(&["set", ".phase", "\"impl\""]);
+    let keys = |env: &Env| {
+        let mut k: Vec<String> = env
+            .server()
+            .cli(&["KEYS", "*"])
+            .lines()
+            .map(str::to_owned)
+            .collect();
+        k.sort();
+        k
+    };
+    let before = keys(&env);
+    let d = env
+        .run("state-manager", &["diagnostics", "--json"])
+        .ok()
+        .json();
+    crate::harness::assert_schema("state-manager-diagnostics.schema.json", &d);
+    let b = env
+        .run(
+            "state-manager",
+            &["benchmark", "--operations", "5", "--json"],
+        )
+        .ok()
+        .json();
+    crate::harness::assert_schema("state-manager-benchmark.schema.json", &b);
+    assert_eq!(b["results"]["set"]["ops"], json!(5));
+    // The scratch namespace is gone; the live state only gained its event.
+    assert_eq!(keys(&env), before);
+    let recent = env
+        .run("state-manager", &["audit", "recent", "-n", "1", "--json"])
+        .ok()
+        .json();
+    assert_eq!(recent[0]["op"], json!("benchmark"), "{recent}");
+    assert_eq!(read(&env, ".phase"), json!("impl"));
+    assert!(!env.audit_log().exists());
 }

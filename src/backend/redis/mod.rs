@@ -28,6 +28,7 @@
 //! without its password.
 
 pub mod audit;
+mod bench;
 mod checkpoints;
 mod health;
 mod state;

@@ -130,6 +130,11 @@ fn handle_inner(
         detail["recovered"] = json!(false);
         return Ok(code);
     }
+    if code != Code::LockTimeout {
+        // The strategies for 3, 4 and 7 repair files (locks are on this
+        // host on every backend).
+        ctx.file_only()?;
+    }
     let caller = Caller {
         cfg: &ctx.cfg,
         retention: ctx.retention,

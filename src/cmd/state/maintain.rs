@@ -300,6 +300,10 @@ pub fn cleanup(ctx: &Ctx, args: &cleanup::CleanupArgs) -> Result<Code> {
 /// Exit 4 for N out of 1..=100000.
 pub fn benchmark(ctx: &Ctx, operations: usize) -> Result<Code> {
     let bench = ctx.audited_state("benchmark", |detail| {
+        #[cfg(feature = "redis")]
+        if let Some(r) = ctx.backend.redis() {
+            return r.benchmark(operations, detail);
+        }
         let store = ctx.store()?;
         selfbench::benchmark(&store, operations, detail)
     })?;
@@ -333,8 +337,7 @@ pub fn benchmark(ctx: &Ctx, operations: usize) -> Result<Code> {
 
 /// `diagnostics [--json] [--verbose]`
 pub fn diagnostics(ctx: &Ctx, verbose: bool) -> Result<Code> {
-    ctx.file_only()?;
-    let d = diagnostics::gather(&ctx.cfg)?;
+    let d = diagnostics::gather_from(ctx.backend.as_ref(), &ctx.cfg)?;
     let report = d.to_json(verbose);
     if ctx.output.json {
         ctx.output.json(&report);
