@@ -812,6 +812,26 @@ pub struct Entry {
     pub path: PathBuf,
 }
 
+impl Entry {
+    /// The listing of checkpoint `c`, whose files take `size` bytes.
+    pub fn of(c: Checkpoint, size: u64, valid: bool) -> Entry {
+        let m = c.meta.as_ref();
+        Entry {
+            operation: m.map(|m| m.operation.clone()),
+            phase: m.map(|m| m.phase.clone()),
+            timestamp: m.map(|m| m.timestamp.clone()),
+            made: c.made.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            revision: m.map(|m| m.revision),
+            files: m.map(|m| m.files.len()),
+            size,
+            metadata: m.map(|m| m.metadata.clone()),
+            valid,
+            id: c.id,
+            path: c.path,
+        }
+    }
+}
+
 /// Every checkpoint, newest first, each verified; one removed while it was
 /// being read is gone, not invalid.
 pub fn entries(cfg: &Config) -> Result<Vec<Entry>> {
@@ -820,20 +840,8 @@ pub fn entries(cfg: &Config) -> Result<Vec<Entry>> {
         .filter_map(|c| {
             let valid = verify(&c).is_ok();
             (valid || c.path.exists()).then(|| {
-                let m = c.meta.as_ref();
-                Entry {
-                    operation: m.map(|m| m.operation.clone()),
-                    phase: m.map(|m| m.phase.clone()),
-                    timestamp: m.map(|m| m.timestamp.clone()),
-                    made: c.made.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-                    revision: m.map(|m| m.revision),
-                    files: m.map(|m| m.files.len()),
-                    size: size_of(&c.path),
-                    metadata: m.map(|m| m.metadata.clone()),
-                    valid,
-                    id: c.id,
-                    path: c.path,
-                }
+                let size = size_of(&c.path);
+                Entry::of(c, size, valid)
             })
         })
         .collect())

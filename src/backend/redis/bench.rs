@@ -139,15 +139,7 @@ struct Scratch(RedisBackend);
 
 impl Drop for Scratch {
     fn drop(&mut self) {
-        let keys = [
-            "state",
-            "backups",
-            "backups:seq",
-            "backups:made",
-            "audit",
-            "corrupt",
-        ]
-        .map(|k| self.0.keys.key(k));
+        let keys = super::STATE_KEYS.map(|k| self.0.keys.key(k));
         let _ = self.0.with("remove the benchmark's keys", |c| {
             redis::cmd("DEL").arg(&keys).query::<()>(c)
         });

@@ -207,20 +207,7 @@ impl CheckpointStore for RedisBackend {
                     .map_or(0, |s| s.len() as u64);
                 let c = self.checkpoint_of(id, seq, v.as_ref());
                 let valid = self.verify(&c).is_ok();
-                let m = c.meta.as_ref();
-                Entry {
-                    operation: m.map(|m| m.operation.clone()),
-                    phase: m.map(|m| m.phase.clone()),
-                    timestamp: m.map(|m| m.timestamp.clone()),
-                    made: c.made.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-                    revision: m.map(|m| m.revision),
-                    files: m.map(|m| m.files.len()),
-                    size,
-                    metadata: m.map(|m| m.metadata.clone()),
-                    valid,
-                    id: c.id,
-                    path: c.path,
-                }
+                Entry::of(c, size, valid)
             })
             .collect())
     }

@@ -47,6 +47,17 @@ use crate::error::{Error, Kind, Result};
 /// (`WFSTATE_REDIS_TIMEOUT`).
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// The keys of the state and its backups, in the order the scripts take
+/// them as KEYS.
+pub(crate) const STATE_KEYS: [&str; 6] = [
+    "state",
+    "backups",
+    "backups:seq",
+    "backups:made",
+    "audit",
+    "corrupt",
+];
+
 /// The keys of one namespace.
 #[derive(Clone, Debug)]
 pub(crate) struct Keys {
@@ -229,20 +240,17 @@ impl RedisBackend {
         pairs.get(1).cloned()
     }
 
-    /// The keys of this namespace that carry a TTL (none should).
-    pub fn keys_with_ttl(&self) -> Result<Vec<String>> {
-        let pattern = format!(
-            "{}*",
-            self.keys.prefix.replace('{', "\\{").replace('}', "\\}")
-        );
-        let keys: Vec<String> = self.with("list keys", |c| {
+    /// Every key matching `pattern` (`SCAN`, so the server is never
+    /// blocked the way `KEYS` would block it).
+    fn scan(&self, pattern: &str) -> Result<Vec<String>> {
+        self.with("list keys", |c| {
             let mut out = Vec::new();
             let mut cursor = 0u64;
             loop {
                 let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
                     .arg(cursor)
                     .arg("MATCH")
-                    .arg(&pattern)
+                    .arg(pattern)
                     .arg("COUNT")
                     .arg(500)
                     .query(c)?;
@@ -252,9 +260,17 @@ impl RedisBackend {
                 }
                 cursor = next;
             }
-        })?;
+        })
+    }
+
+    /// The keys of this namespace that carry a TTL (none should).
+    pub fn keys_with_ttl(&self) -> Result<Vec<String>> {
+        let pattern = format!(
+            "{}*",
+            self.keys.prefix.replace('{', "\\{").replace('}', "\\}")
+        );
         let mut with_ttl = Vec::new();
-        for k in keys {
+        for k in self.scan(&pattern)? {
             let ttl: i64 = self.with("read a TTL", |c| redis::cmd("PTTL").arg(&k).query(c))?;
             if ttl >= 0 {
                 with_ttl.push(k);
@@ -265,31 +281,18 @@ impl RedisBackend {
 
     /// The namespaces that have a state on this server.
     pub fn namespaces(&self) -> Result<Vec<String>> {
-        self.with("list namespaces", |c| {
-            let mut out = Vec::new();
-            let mut cursor = 0u64;
-            loop {
-                let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
-                    .arg(cursor)
-                    .arg("MATCH")
-                    .arg("wfstate:{*}:state")
-                    .arg("COUNT")
-                    .arg(500)
-                    .query(c)?;
-                out.extend(batch.into_iter().filter_map(|k| {
-                    k.strip_prefix("wfstate:{")
-                        .and_then(|r| r.strip_suffix("}:state"))
-                        .map(str::to_owned)
-                }));
-                if next == 0 {
-                    break;
-                }
-                cursor = next;
-            }
-            out.sort();
-            out.dedup();
-            Ok(out)
-        })
+        let mut out: Vec<String> = self
+            .scan("wfstate:{*}:state")?
+            .into_iter()
+            .filter_map(|k| {
+                k.strip_prefix("wfstate:{")
+                    .and_then(|r| r.strip_suffix("}:state"))
+                    .map(str::to_owned)
+            })
+            .collect();
+        out.sort();
+        out.dedup();
+        Ok(out)
     }
 
     /// The same server, another namespace.

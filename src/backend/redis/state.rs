@@ -279,15 +279,7 @@ impl RedisBackend {
         args: Vec<Vec<u8>>,
     ) -> Result<T> {
         let script = redis::Script::new(&format!("{KEEP}{body}"));
-        let keys = [
-            "state",
-            "backups",
-            "backups:seq",
-            "backups:made",
-            "audit",
-            "corrupt",
-        ]
-        .map(|k| self.keys.key(k));
+        let keys = super::STATE_KEYS.map(|k| self.keys.key(k));
         self.with(doing, |c| {
             let mut inv = script.prepare_invoke();
             for k in &keys {
