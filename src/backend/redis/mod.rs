@@ -409,13 +409,12 @@ fn fail(e: RedisError, shown: &str, doing: &str, timeout: Duration, sent: bool) 
         ),
         "WRONGTYPE" => (
             Kind::Corruption,
-            "a key under wfstate:{NAMESPACE}: holds another type: something else wrote it; rename it away (RENAME) — wfstate does not overwrite it",
+            "a key under wfstate:{NS}: holds another type: something else wrote it; rename it away (RENAME) — wfstate does not overwrite it",
         ),
         _ if e.kind() == redis::ErrorKind::AuthenticationFailed => (
             Kind::PermissionDenied,
             "put the right user and password in the URL (redis://USER:PASS@HOST:PORT/DB)",
         ),
-        _ if e.is_timeout() => (Kind::Network, ""),
         _ if e.is_io_error() || e.is_connection_refusal() || e.is_connection_dropped() => (
             Kind::Network,
             "check that redis-server runs there and that WFSTATE_BACKEND names it",
@@ -439,15 +438,9 @@ fn fail(e: RedisError, shown: &str, doing: &str, timeout: Duration, sent: bool) 
         )
         .hint("check that the server is up and not paused; WFSTATE_REDIS_TIMEOUT sets the limit");
     }
-    let detail = e
-        .detail()
-        .map(str::to_owned)
-        .unwrap_or_else(|| e.to_string());
-    let detail = detail.replace(
-        shown, "the URL", // redis-rs sometimes repeats the URL; never with a password
-    );
+    let detail = e.detail().map(str::to_owned).unwrap_or(text);
     Error::new(kind, format!("redis {shown}: cannot {doing}: {detail}"))
-        .hint(hint.replace("{NAMESPACE}", "NS"))
+        .hint(hint)
 }
 
 impl Backend for RedisBackend {
