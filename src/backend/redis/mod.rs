@@ -439,8 +439,7 @@ fn fail(e: RedisError, shown: &str, doing: &str, timeout: Duration, sent: bool) 
         .hint("check that the server is up and not paused; WFSTATE_REDIS_TIMEOUT sets the limit");
     }
     let detail = e.detail().map(str::to_owned).unwrap_or(text);
-    Error::new(kind, format!("redis {shown}: cannot {doing}: {detail}"))
-        .hint(hint)
+    Error::new(kind, format!("redis {shown}: cannot {doing}: {detail}")).hint(hint)
 }
 
 impl Backend for RedisBackend {
