@@ -93,6 +93,8 @@ pub trait StateStore {
     /// Stores `bytes` as backup `b` of another backend, under its name
     /// (`migrate-backend`), not pruned.
     fn put_backup(&self, b: &Backup, bytes: &[u8]) -> Result<()>;
+    /// Removes backup `b`; `false` when it was gone already.
+    fn remove_backup(&self, b: &Backup) -> Result<bool>;
     /// A backup of the current state named for `reason`; old backups are
     /// then pruned by `retention` (keeping at least this one).
     fn backup(&self, reason: &str, retention: Retention) -> Result<PathBuf>;
@@ -211,6 +213,14 @@ impl StateStore for FileBackend {
 
     fn backup_bytes(&self, b: &Backup) -> Result<Vec<u8>> {
         crate::durable::read_limited(&b.path, crate::config::MAX_INPUT_BYTES)
+    }
+
+    fn remove_backup(&self, b: &Backup) -> Result<bool> {
+        match fs::remove_file(&b.path) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(Error::io(e, "cannot remove", &b.path)),
+        }
     }
 
     fn put_backup(&self, b: &Backup, bytes: &[u8]) -> Result<()> {

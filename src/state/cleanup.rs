@@ -38,6 +38,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use super::backup::{self, Retention};
+use crate::backend::{Access, Backend, CheckpointStore, StateStore};
 use crate::config::{self, Config};
 use crate::durable;
 use crate::error::{Error, Result};
@@ -45,6 +46,7 @@ use crate::lock::Identity;
 use crate::lock::{self, record};
 use crate::recovery::checkpoint;
 use crate::state::Store;
+use crate::state::backup::Backup;
 
 /// Checkpoints are kept 7 days unless told otherwise.
 const CHECKPOINT_MAX_AGE: Duration = Duration::from_secs(7 * 86400);
@@ -140,30 +142,39 @@ pub(crate) fn size_of(path: &Path) -> u64 {
         .sum()
 }
 
-fn plan_backups(cfg: &Config, policy: &Policy) -> Result<Vec<Item>> {
-    Ok(backup::list(cfg)?
+fn plan_backups(state: &dyn StateStore, policy: &Policy) -> Result<Vec<(Item, Backup)>> {
+    Ok(state
+        .list_backups()?
         .into_iter()
         .enumerate()
         .filter_map(|(i, b)| {
-            policy.why(i, backup::age_of(b.made)).map(|reason| Item {
-                kind: "backup",
-                bytes: b.size,
-                path: b.path,
-                reason,
+            policy.why(i, backup::age_of(b.made)).map(|reason| {
+                let item = Item {
+                    kind: "backup",
+                    bytes: b.size,
+                    path: b.path.clone(),
+                    reason,
+                };
+                (item, b)
             })
         })
         .collect())
 }
 
-fn plan_checkpoints(cfg: &Config, policy: &Policy) -> Result<Vec<(Item, checkpoint::Checkpoint)>> {
-    Ok(checkpoint::list(cfg)?
+fn plan_checkpoints(
+    store: &dyn CheckpointStore,
+    policy: &Policy,
+) -> Result<Vec<(Item, checkpoint::Checkpoint)>> {
+    let sizes = store.entries()?;
+    Ok(store
+        .list()?
         .into_iter()
         .enumerate()
         .filter_map(|(i, c)| {
             policy.why(i, backup::age_of(c.made)).map(|reason| {
                 let item = Item {
                     kind: "checkpoint",
-                    bytes: checkpoint::size_of(&c.path),
+                    bytes: sizes.iter().find(|e| e.id == c.id).map_or(0, |e| e.size),
                     path: c.path.clone(),
                     reason,
                 };
@@ -302,7 +313,7 @@ fn plan_stale(cfg: &Config) -> (Vec<Item>, Vec<Item>) {
 
 /// Removes one planned item; `Ok(false)` when it was gone already or is no
 /// longer stale. The caller holds the `state` lock unless only locks are planned.
-fn remove(cfg: &Config, item: &Item, cp: Option<&checkpoint::Checkpoint>) -> Result<bool> {
+fn remove(cfg: &Config, item: &Item) -> Result<bool> {
     let gone = |e: &io::Error| e.kind() == io::ErrorKind::NotFound;
     match item.kind {
         "lock" => {
@@ -317,10 +328,6 @@ fn remove(cfg: &Config, item: &Item, cp: Option<&checkpoint::Checkpoint>) -> Res
             // Judged again under the record's mutex by the one sweep `clean` uses.
             Ok(lock::manager::sweep(cfg, &name, false, false)? == lock::manager::Swept::Removed)
         }
-        "checkpoint" => match cp {
-            Some(cp) => checkpoint::remove(cp),
-            None => Ok(false),
-        },
         _ if checkpoint::leftovers(&cfg.checkpoints_dir()).contains(&item.path) => {
             checkpoint::remove_leftover(&item.path)
         }
@@ -350,7 +357,9 @@ fn remove_tree(path: &Path) -> Result<()> {
 ///
 /// `owner` is asked for the `state` lock's owner only when the lock is taken.
 pub fn cleanup(
-    store: &Store<'_>,
+    backend: &dyn Backend,
+    cfg: &Config,
+    retention: Retention,
     owner: impl FnOnce() -> Result<Option<Identity>>,
     args: &CleanupArgs,
     detail: &mut Value,
@@ -376,40 +385,54 @@ pub fn cleanup(
                 default
             }
         };
-        let cfg = store.cfg;
+        let file = backend.kind() == "file";
         // Under the `state` lock, like checkpoint, restore and
         // `error-recovery cleanup`: nothing is made, restored or removed
         // meanwhile. Stale lock records need only their own mutex.
         // `--temp` alone needs no lock (see `plan_temp`), so a shell holding
-        // a lower-priority lock can still sweep temp files.
-        let txn = if args.dry_run || !(all || args.backups || args.checkpoints) {
-            None
+        // a lower-priority lock can still sweep temp files. On a shared
+        // backend each removal is one step on the server.
+        let locked = !args.dry_run && (all || args.backups || args.checkpoints);
+        let owner = if locked { owner()? } else { None };
+        let store = if file {
+            Some(Store::open(cfg, retention)?)
         } else {
-            let owner = owner()?;
-            Some(store.begin(owner.as_ref())?)
+            None
+        };
+        let txn = match &store {
+            Some(st) if locked => Some(st.begin(owner.as_ref())?),
+            _ => None,
+        };
+        let access = Access {
+            owner: owner.as_ref(),
+            retention,
         };
         let mut plan = Vec::new();
+        let mut backups = Vec::new();
         let mut checkpoints = Vec::new();
         let mut kept = Vec::new();
         if all || args.backups {
-            let Retention { keep, max_age } = store.retention;
+            let Retention { keep, max_age } = retention;
             let policy = policy_for(Policy {
                 keep: Some(keep),
                 max_age: Some((max_age, show_duration(max_age))),
             });
-            plan.extend(plan_backups(cfg, &policy)?);
+            for (item, b) in plan_backups(backend.state(), &policy)? {
+                plan.push(item);
+                backups.push(b);
+            }
         }
         if all || args.checkpoints {
             let policy = policy_for(Policy {
                 keep: None,
                 max_age: Some((CHECKPOINT_MAX_AGE, show_duration(CHECKPOINT_MAX_AGE))),
             });
-            for (item, cp) in plan_checkpoints(cfg, &policy)? {
+            for (item, cp) in plan_checkpoints(backend.checkpoints(), &policy)? {
                 plan.push(item);
                 checkpoints.push(cp);
             }
         }
-        if all || args.temp {
+        if file && (all || args.temp) {
             plan.extend(plan_temp(cfg, txn.is_some()));
         }
         if all || args.stale {
@@ -422,15 +445,29 @@ pub fn cleanup(
             removed = plan;
         } else {
             for item in plan {
-                let cp = checkpoints.iter().find(|c| c.path == item.path);
-                if remove(cfg, &item, cp)? {
+                let done = match item.kind {
+                    "backup" => match backups.iter().find(|b| b.path == item.path) {
+                        Some(b) => backend.state().remove_backup(b)?,
+                        None => false,
+                    },
+                    "checkpoint" => match checkpoints.iter().find(|c| c.path == item.path) {
+                        // On files this call already holds the `state` lock
+                        // that the store's `remove` would take again.
+                        Some(cp) if file => checkpoint::remove(cp)?,
+                        Some(cp) => backend.checkpoints().remove(cp, access)?,
+                        None => false,
+                    },
+                    _ => remove(cfg, &item)?,
+                };
+                if done {
                     removed.push(item);
                 }
             }
-            if removed.iter().any(|i| i.kind == "backup") {
+            if file && removed.iter().any(|i| i.kind == "backup") {
                 durable::sync_dir(&cfg.backups_dir())?;
             }
         }
+        drop(txn);
         let bytes: u64 = removed.iter().map(|i| i.bytes).sum();
         detail["removed"] = json!(removed.len());
         detail["bytes"] = json!(bytes);

@@ -305,27 +305,9 @@ pub fn repair(
                 return Ok(finish(out, detail));
             }
         };
-        let mut new = old.clone();
-        match integrity::check_seal(&old) {
-            Seal::Verified => {}
-            Seal::Missing => out.changes.push("added metadata.checksum (there was none)".into()),
-            Seal::Mismatch { .. } => out.changes.push(
-                "metadata.checksum did not match the content (changed outside the toolkit or corrupted): recorded a new one for the content as it is; the previous version stays in the backup".into(),
-            ),
-        }
-        let base = highest_backup_revision(cfg);
-        let top = new.as_object_mut().expect("matched an object above");
-        out.changes.extend(repair_document(top, base)?);
-        // Judge what is left on the document exactly as it would be written.
-        // Stamped against the repaired document, so a repaired `created`
-        // is kept rather than the broken one copied back.
-        let mut preview = new.clone();
-        document::stamp(&mut preview, Some(&new))?;
-        integrity::seal(&mut preview);
-        out.unfixable = schema::violations(&preview)
-            .iter()
-            .map(ToString::to_string)
-            .collect();
+        let (new, changes, unfixable) = plan(&old, highest_backup_revision(cfg))?;
+        out.changes = changes;
+        out.unfixable = unfixable;
         detail["changes"] = json!(out.changes.len());
         if !out.unfixable.is_empty() {
             detail["unfixable"] = json!(out.unfixable.len());
@@ -341,6 +323,126 @@ pub fn repair(
         }
         Ok(finish(out, detail))
     }
+}
+
+/// The repair of the object `old`: the repaired document, each change, and
+/// the problems left that only a person can fix. `base`: the highest
+/// revision among the backups.
+fn plan(old: &Value, base: u64) -> Result<(Value, Vec<String>, Vec<String>)> {
+    let mut changes = Vec::new();
+    let mut new = old.clone();
+    match integrity::check_seal(old) {
+        Seal::Verified => {}
+        Seal::Missing => changes.push("added metadata.checksum (there was none)".into()),
+        Seal::Mismatch { .. } => changes.push(
+            "metadata.checksum did not match the content (changed outside the toolkit or corrupted): recorded a new one for the content as it is; the previous version stays in the backup".into(),
+        ),
+    }
+    let top = new.as_object_mut().expect("an object");
+    changes.extend(repair_document(top, base)?);
+    // Judge what is left on the document exactly as it would be written.
+    // Stamped against the repaired document, so a repaired `created`
+    // is kept rather than the broken one copied back.
+    let mut preview = new.clone();
+    document::stamp(&mut preview, Some(&new))?;
+    integrity::seal(&mut preview);
+    let unfixable = schema::violations(&preview)
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    Ok((new, changes, unfixable))
+}
+
+/// `repair` on a backend that keeps documents rather than files (Redis):
+/// the same plan, committed as one transaction; a stored document that does
+/// not parse or fails the server's checksum is replaced by the newest valid
+/// backup, as `recover` does.
+pub fn repair_stored(
+    state: &dyn crate::backend::StateStore,
+    access: crate::backend::Access<'_>,
+    location: String,
+    dry_run: bool,
+    detail: &mut Value,
+) -> Result<Outcome> {
+    detail["dry_run"] = json!(dry_run);
+    let mut out = Outcome {
+        path: location,
+        dry_run,
+        ..Outcome::default()
+    };
+    let loaded = state
+        .load_bytes()
+        .and_then(|b| b.ok_or_else(|| state.missing()))
+        .and_then(|b| state.parse(&b));
+    let old = match loaded {
+        Ok(doc @ Value::Object(_)) => doc,
+        Err(e) if e.code() != crate::exit::Code::StateCorruption => return Err(e),
+        other => {
+            let why = match other {
+                Err(e) => e.summary(),
+                Ok(v) => format!("the state is {}, not an object", super::path::type_name(&v)),
+            };
+            let backups = state.list_backups()?;
+            let Some((b, _)) = commands::newest_valid(backups, None, |b| state.backup_bytes(b))?
+            else {
+                return Err(
+                    Error::corruption(format!("{why}, and no valid backup exists"))
+                        .hint("'state-manager init' keeps it aside and starts a fresh state"),
+                );
+            };
+            detail["recovered_from"] = json!(b.name);
+            out.recovered_from = Some(b.name.clone());
+            if dry_run {
+                out.changes.push(format!(
+                    "{why}: would restore the newest valid backup {} (as 'recover' does)",
+                    b.name
+                ));
+            } else {
+                out.changes.push(format!(
+                    "{why}: restored the newest valid backup {} (as 'recover' does)",
+                    b.name
+                ));
+                let done = state.recover(access, Some(&b.name), false)?;
+                out.revision = Some(done.revision);
+                out.backup = done.backup.or(done.corrupt_kept_at);
+            }
+            return Ok(finish(out, detail));
+        }
+    };
+    let base = state
+        .list_backups()?
+        .iter()
+        .filter_map(|b| state.backup_bytes(b).ok())
+        .filter_map(|bytes| serde_json::from_slice::<Value>(&bytes).ok())
+        .map(|d| document::revision(&d))
+        .max()
+        .unwrap_or(0);
+    let (_, changes, unfixable) = plan(&old, base)?;
+    out.changes = changes;
+    out.unfixable = unfixable;
+    detail["changes"] = json!(out.changes.len());
+    if !out.unfixable.is_empty() {
+        detail["unfixable"] = json!(out.unfixable.len());
+        out.dry_run = true;
+        return Ok(out);
+    }
+    if !dry_run && !out.changes.is_empty() {
+        // Planned again on the document as it is when the commit runs.
+        let commit = state.transact(
+            access,
+            "pre-repair",
+            &mut |live| {
+                let live = live.ok_or_else(|| state.missing())?;
+                Ok(Some(plan(live, base)?.0))
+            },
+            &mut |_| {},
+        )?;
+        if let Some(c) = commit {
+            out.revision = Some(c.revision);
+            out.backup = c.backup.map(|p| p.display().to_string());
+        }
+    }
+    Ok(finish(out, detail))
 }
 
 fn finish(mut out: Outcome, detail: &mut Value) -> Outcome {

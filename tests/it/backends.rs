@@ -39,6 +39,7 @@ both!(
     concurrent_appends_lose_nothing,
     shims_work_unchanged,
     hooks_work_unchanged,
+    cleanup_prunes_backups_and_checkpoints,
 );
 
 fn read(env: &Env, path: &str) -> Value {
@@ -574,4 +575,64 @@ fn hooks_work_unchanged(env: Env) {
     assert!(read(&env, ".signals.PHASE1_START").is_f64());
     assert_eq!(read(&env, ".phase"), json!("phase1-complete"));
     assert_eq!(revision(&env), 2, "two signals and a phase: one commit");
+}
+
+fn cleanup_prunes_backups_and_checkpoints(env: Env) {
+    env.init();
+    for i in 0..4 {
+        env.sm(&["set", ".n", &i.to_string()]);
+    }
+    er(&env, &["checkpoint", "one"]).ok();
+    er(&env, &["checkpoint", "two"]).ok();
+    let count = |args: &[&str]| -> usize {
+        let v = env.run(args[0], &args[1..]).ok().json();
+        v.as_array().unwrap().len()
+    };
+    assert_eq!(count(&["state-manager", "list-backups", "--json"]), 4);
+    let dry = env
+        .run(
+            "state-manager",
+            &["cleanup", "--backups", "--keep", "1", "--dry-run", "--json"],
+        )
+        .ok()
+        .json();
+    assert_schema("state-manager-cleanup.schema.json", &dry);
+    assert_eq!(dry["removed"].as_array().unwrap().len(), 3);
+    assert_eq!(
+        count(&["state-manager", "list-backups", "--json"]),
+        4,
+        "a dry run removes nothing"
+    );
+    let out = env
+        .run(
+            "state-manager",
+            &[
+                "cleanup",
+                "--backups",
+                "--checkpoints",
+                "--keep",
+                "1",
+                "--json",
+            ],
+        )
+        .ok()
+        .json();
+    let kinds: Vec<&str> = out["removed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds.iter().filter(|k| **k == "backup").count(), 3, "{out}");
+    assert_eq!(
+        kinds.iter().filter(|k| **k == "checkpoint").count(),
+        1,
+        "{out}"
+    );
+    assert_eq!(count(&["state-manager", "list-backups", "--json"]), 1);
+    let left = er(&env, &["list", "--json"]).ok().json();
+    assert!(left[0]["id"].as_str().unwrap().ends_with("-two"), "{left}");
+    // What is left still restores.
+    env.run("state-manager", &["recover"]).ok();
+    assert_eq!(read(&env, ".n"), json!(2));
 }

@@ -106,6 +106,12 @@ local cur = tonumber(redis.call('HGET', KEYS[1], 'backup_seq') or '0')
 if tonumber(ARGV[14]) > cur then redis.call('HSET', KEYS[1], 'backup_seq', ARGV[14]) end
 ";
 
+/// `cleanup`: removes backup ARGV[13]; returns how many were removed.
+const REMOVE_BACKUP: &str = r"
+redis.call('ZREM', KEYS[3], ARGV[13]); redis.call('ZREM', KEYS[4], ARGV[13])
+return redis.call('HDEL', KEYS[2], ARGV[13])
+";
+
 /// `init` / `recover` over a document that does not parse: keeps it in
 /// `corrupt` (KEYS[6]) as ARGV[13] before the commit replaces it.
 const KEEP_CORRUPT: &str = r"
@@ -544,6 +550,13 @@ impl StateStore for RedisBackend {
             Error::general(format!("backup {} is gone", b.name))
                 .hint("see 'state-manager list-backups'")
         })
+    }
+
+    fn remove_backup(&self, b: &Backup) -> Result<bool> {
+        let mut args = vec![Vec::new(); 11];
+        args.push(arg(&b.name));
+        let n: u64 = self.eval("remove a backup", REMOVE_BACKUP, "", args)?;
+        Ok(n > 0)
     }
 
     fn put_backup(&self, b: &Backup, bytes: &[u8]) -> Result<()> {

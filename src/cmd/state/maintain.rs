@@ -24,6 +24,22 @@ use crate::state::{cleanup, diagnostics, document, repair, selfbench, store};
 /// backup, 4 problems only a person can fix (listed; nothing written).
 pub fn repair(ctx: &Ctx, dry_run: bool) -> Result<Code> {
     ctx.audited_state("repair", |detail| {
+        if ctx.backend.kind() != "file" {
+            let owner = ctx.owner_identity()?;
+            let out = repair::repair_stored(
+                ctx.backend.state(),
+                ctx.access(owner.as_ref()),
+                ctx.state_target(),
+                dry_run,
+                detail,
+            )?;
+            detail["changes"] = json!(out.changes.len());
+            print_repair(ctx, &out);
+            return match out.error() {
+                None => Ok(Code::Success),
+                Some(e) => Err(e),
+            };
+        }
         let store = ctx.store()?;
         let owner = ctx.owner_identity()?;
         // A dry run changes nothing, not even the lock folder.
@@ -246,8 +262,14 @@ pub struct CleanupCommand {
 /// could not be removed for lack of permission.
 pub fn cleanup(ctx: &Ctx, args: &cleanup::CleanupArgs) -> Result<Code> {
     let out = ctx.audited_state("cleanup", |detail| {
-        let store = ctx.store()?;
-        let out = cleanup::cleanup(&store, || ctx.owner_identity(), args, detail)?;
+        let out = cleanup::cleanup(
+            ctx.backend.as_ref(),
+            &ctx.cfg,
+            ctx.retention,
+            || ctx.owner_identity(),
+            args,
+            detail,
+        )?;
         detail["removed"] = json!(out.removed.len());
         detail["bytes"] = json!(out.bytes);
         Ok(out)
