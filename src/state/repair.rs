@@ -305,16 +305,9 @@ pub fn repair(
                 return Ok(finish(out, detail));
             }
         };
-        let (new, changes, unfixable) = plan(&old, highest_backup_revision(cfg))?;
-        out.changes = changes;
-        out.unfixable = unfixable;
-        detail["changes"] = json!(out.changes.len());
-        if !out.unfixable.is_empty() {
-            detail["unfixable"] = json!(out.unfixable.len());
-            // Nothing is written: reported as a dry run.
-            out.dry_run = true;
+        let Some(new) = plan_into(&mut out, &old, highest_backup_revision(cfg), detail)? else {
             return Ok(out);
-        }
+        };
         if let (Some(txn), false) = (txn, out.changes.is_empty()) {
             let repaired = new.clone();
             let commit = txn.commit(Some(&repaired), new, "pre-repair")?;
@@ -351,6 +344,27 @@ fn plan(old: &Value, base: u64) -> Result<(Value, Vec<String>, Vec<String>)> {
         .map(ToString::to_string)
         .collect();
     Ok((new, changes, unfixable))
+}
+
+/// [`plan`] recorded in `out` and `detail`: the repaired document, or
+/// `None` when problems are left that only a person can fix (nothing is
+/// written then: reported as a dry run).
+fn plan_into(
+    out: &mut Outcome,
+    old: &Value,
+    base: u64,
+    detail: &mut Value,
+) -> Result<Option<Value>> {
+    let (new, changes, unfixable) = plan(old, base)?;
+    out.changes = changes;
+    out.unfixable = unfixable;
+    detail["changes"] = json!(out.changes.len());
+    if out.unfixable.is_empty() {
+        return Ok(Some(new));
+    }
+    detail["unfixable"] = json!(out.unfixable.len());
+    out.dry_run = true;
+    Ok(None)
 }
 
 /// `repair` on a backend that keeps documents rather than files (Redis):
@@ -417,13 +431,7 @@ pub fn repair_stored(
         .map(|d| document::revision(&d))
         .max()
         .unwrap_or(0);
-    let (_, changes, unfixable) = plan(&old, base)?;
-    out.changes = changes;
-    out.unfixable = unfixable;
-    detail["changes"] = json!(out.changes.len());
-    if !out.unfixable.is_empty() {
-        detail["unfixable"] = json!(out.unfixable.len());
-        out.dry_run = true;
+    if plan_into(&mut out, &old, base, detail)?.is_none() {
         return Ok(out);
     }
     if !dry_run && !out.changes.is_empty() {

@@ -204,17 +204,23 @@ fn run(cfg: &Config, retention: Retention, n: usize) -> Result<Vec<(&'static str
     ])
 }
 
+/// Exit 4 for N out of 1..=100000; records N in `detail`.
+pub fn check_operations(operations: usize, detail: &mut Value) -> Result<()> {
+    if !(1..=MAX_OPERATIONS).contains(&operations) {
+        return Err(
+            Error::validation(format!("cannot run {operations} operations of each kind"))
+                .hint(format!("pass --operations from 1 to {MAX_OPERATIONS}")),
+        );
+    }
+    detail["operations"] = json!(operations);
+    Ok(())
+}
+
 /// `benchmark [--operations N] [--json]`: see the module docs. Exit 4 for N
 /// out of 1..=100000.
 pub fn benchmark(live: &Store<'_>, operations: usize, detail: &mut Value) -> Result<Bench> {
     {
-        if !(1..=MAX_OPERATIONS).contains(&operations) {
-            return Err(Error::validation(format!(
-                "cannot run {operations} operations of each kind"
-            ))
-            .hint(format!("pass --operations from 1 to {MAX_OPERATIONS}")));
-        }
-        detail["operations"] = json!(operations);
+        check_operations(operations, detail)?;
         // Only read: a missing or damaged state is benchmarked as a fresh one.
         let doc = live
             .load_opt()

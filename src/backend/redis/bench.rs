@@ -12,20 +12,14 @@ use serde_json::{Value, json};
 use super::RedisBackend;
 use crate::audit::Recorder;
 use crate::backend::{Access, Backend, StateStore};
-use crate::error::{Error, Result};
-use crate::state::selfbench::{Bench, MAX_OPERATIONS, Stats};
+use crate::error::Result;
+use crate::state::selfbench::{Bench, Stats};
 use crate::state::{document, path};
 
 impl RedisBackend {
     /// See the module docs. Exit 4 for N out of 1..=100000.
     pub fn benchmark(&self, operations: usize, detail: &mut Value) -> Result<Bench> {
-        if !(1..=MAX_OPERATIONS).contains(&operations) {
-            return Err(Error::validation(format!(
-                "cannot run {operations} operations of each kind"
-            ))
-            .hint(format!("pass --operations from 1 to {MAX_OPERATIONS}")));
-        }
-        detail["operations"] = json!(operations);
+        crate::state::selfbench::check_operations(operations, detail)?;
         let doc = self
             .load_bytes()
             .ok()
