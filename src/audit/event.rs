@@ -135,17 +135,21 @@ impl<'a> Recorder<'a> {
             started: Instant::now(),
             id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         };
-        PENDING.with(|p| {
-            p.borrow_mut().push(Pending {
-                id: rec.id,
-                tool,
-                op: rec.op.clone(),
-                target: rec.target.clone(),
-                started: rec.started,
-                run_id: cfg.run_id.clone(),
-                logged: false,
-            })
-        });
+        // Only a backend with its own log (a remote sink) writes events in
+        // its commit scripts; on files nothing is registered.
+        if REMOTE.with(|r| r.borrow().is_some()) {
+            PENDING.with(|p| {
+                p.borrow_mut().push(Pending {
+                    id: rec.id,
+                    tool,
+                    op: rec.op.clone(),
+                    target: rec.target.clone(),
+                    started: rec.started,
+                    run_id: cfg.run_id.clone(),
+                    logged: false,
+                })
+            });
+        }
         rec
     }
 

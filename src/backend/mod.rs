@@ -136,23 +136,75 @@ fn open_redis(cfg: &Config, url: &str, audit_here: bool) -> Result<Box<dyn Backe
 fn open_redis(_cfg: &Config, url: &str, _audit_here: bool) -> Result<Box<dyn Backend>> {
     Err(Error::new(
         crate::error::Kind::DependencyMissing,
-        format!("backend {}: this build has no Redis backend", mask(url)),
+        format!("backend {}: this build has no Redis backend", mask_url(url)),
     )
     .hint("build with the default features (cargo install --path .), or leave WFSTATE_BACKEND unset to use the state file"))
 }
 
-#[cfg(not(feature = "redis"))]
-fn mask(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => format!("{}***{}", &url[..s + 3], &url[at..]),
-        _ => url.to_string(),
+/// `url` with any password masked, for messages and audit events: between
+/// `:` and `@` after the scheme, and a `pass=` / `password=` query
+/// parameter (`redis+unix://…?pass=`).
+pub fn mask_url(url: &str) -> String {
+    let (url, query) = match url.split_once('?') {
+        Some((u, q)) => (u, Some(q)),
+        None => (url, None),
+    };
+    let masked = mask_authority(url);
+    match query {
+        None => masked,
+        Some(q) => {
+            let q: Vec<String> = q
+                .split('&')
+                .map(|kv| match kv.split_once('=') {
+                    Some((k, _)) if k == "pass" || k == "password" => format!("{k}=***"),
+                    _ => kv.to_string(),
+                })
+                .collect();
+            format!("{masked}?{}", q.join("&"))
+        }
     }
 }
 
-/// `url` with any password masked, for messages and audit events.
-pub fn mask_url(url: &str) -> String {
-    #[cfg(feature = "redis")]
-    return redis::mask_password(url);
-    #[cfg(not(feature = "redis"))]
-    return mask(url);
+fn mask_authority(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => {
+            let user = rest[..at].split(':').next().unwrap_or("");
+            let masked = if rest[..at].contains(':') {
+                format!("{user}:***")
+            } else {
+                // `redis://secret@host`: the one part is the password.
+                "***".to_string()
+            };
+            format!("{scheme}://{masked}{}", &rest[at..])
+        }
+        None => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_never_show() {
+        assert_eq!(
+            mask_url("redis://u:s3cret@h:6379/0"),
+            "redis://u:***@h:6379/0"
+        );
+        assert_eq!(mask_url("redis://s3cret@h:1/2"), "redis://***@h:1/2");
+        assert_eq!(mask_url("redis://:p@h"), "redis://:***@h");
+        assert_eq!(mask_url("redis://h:6379/0"), "redis://h:6379/0");
+        assert_eq!(
+            mask_url("redis+unix:///tmp/r.sock?db=1"),
+            "redis+unix:///tmp/r.sock?db=1"
+        );
+        assert_eq!(
+            mask_url("redis+unix:///tmp/r.sock?db=1&pass=s3cret"),
+            "redis+unix:///tmp/r.sock?db=1&pass=***"
+        );
+    }
 }

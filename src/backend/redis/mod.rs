@@ -104,7 +104,7 @@ pub struct RedisBackend {
 /// The Redis backend `url` names, for namespace `WFSTATE_NAMESPACE`. Nothing
 /// is connected until the first command that needs the server.
 pub fn open(cfg: &Config, url: &str) -> Result<RedisBackend> {
-    let shown = mask_password(url);
+    let shown = crate::backend::mask_url(url);
     if url.starts_with("rediss://") {
         return Err(Error::new(
             Kind::DependencyMissing,
@@ -134,49 +134,6 @@ pub fn open(cfg: &Config, url: &str) -> Result<RedisBackend> {
         conn: Rc::new(RefCell::new(Link::default())),
         file: FileBackend::new(cfg),
     })
-}
-
-/// `url` with the password masked: between `:` and `@` after the scheme,
-/// and a `pass=` / `password=` query parameter (`redis+unix://…?pass=`).
-pub fn mask_password(url: &str) -> String {
-    let (url, query) = match url.split_once('?') {
-        Some((u, q)) => (u, Some(q)),
-        None => (url, None),
-    };
-    let masked = mask_authority(url);
-    match query {
-        None => masked,
-        Some(q) => {
-            let q: Vec<String> = q
-                .split('&')
-                .map(|kv| match kv.split_once('=') {
-                    Some((k, _)) if k == "pass" || k == "password" => format!("{k}=***"),
-                    _ => kv.to_string(),
-                })
-                .collect();
-            format!("{masked}?{}", q.join("&"))
-        }
-    }
-}
-
-fn mask_authority(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_string();
-    };
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    match rest[..authority_end].rfind('@') {
-        Some(at) => {
-            let user = rest[..at].split(':').next().unwrap_or("");
-            let masked = if rest[..at].contains(':') {
-                format!("{user}:***")
-            } else {
-                // `redis://secret@host`: the one part is the password.
-                "***".to_string()
-            };
-            format!("{scheme}://{masked}{}", &rest[at..])
-        }
-        None => url.to_string(),
-    }
 }
 
 impl RedisBackend {
@@ -472,25 +429,6 @@ impl Backend for RedisBackend {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn passwords_never_show() {
-        assert_eq!(
-            mask_password("redis://u:s3cret@h:6379/0"),
-            "redis://u:***@h:6379/0"
-        );
-        assert_eq!(mask_password("redis://s3cret@h:1/2"), "redis://***@h:1/2");
-        assert_eq!(mask_password("redis://:p@h"), "redis://:***@h");
-        assert_eq!(mask_password("redis://h:6379/0"), "redis://h:6379/0");
-        assert_eq!(
-            mask_password("redis+unix:///tmp/r.sock?db=1"),
-            "redis+unix:///tmp/r.sock?db=1"
-        );
-        assert_eq!(
-            mask_password("redis+unix:///tmp/r.sock?db=1&pass=s3cret"),
-            "redis+unix:///tmp/r.sock?db=1&pass=***"
-        );
-    }
 
     #[test]
     fn keys_share_one_cluster_slot() {

@@ -115,6 +115,9 @@ pub fn write(
         document::check_metadata(&new, "the document's")?;
         let incoming = new.pointer("/metadata/revision").and_then(Value::as_u64);
         let owner = ctx.owner_identity()?;
+        // Handed over whole on the first attempt; an optimistic backend's
+        // retry parses the input again rather than every write cloning it.
+        let mut new = Some(new);
         let mut lock_wait = None;
         let commit = ctx.backend.state().transact(
             ctx.access(owner.as_ref()),
@@ -151,7 +154,10 @@ pub fn write(
                     }
                 }
                 detail["force"] = json!(force);
-                Ok(Some(new.clone()))
+                match new.take() {
+                    Some(doc) => Ok(Some(doc)),
+                    None => parse_json_arg(&text, "the document").map(Some),
+                }
             },
             &mut |waited| lock_wait = Some(waited),
         );
