@@ -45,6 +45,10 @@ pub struct GlobalArgs {
     #[arg(long)]
     pub no_color: bool,
 
+    /// Print tables without their header line (for awk, cut, while read)
+    #[arg(long)]
+    pub no_header: bool,
+
     /// Act for this lock owner [default: LOCK_OWNER_PID, else the calling shell]
     #[arg(long, value_name = "PID")]
     pub owner: Option<u32>,

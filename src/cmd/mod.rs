@@ -66,6 +66,7 @@ pub mod lock_manager;
 pub mod recovery;
 pub mod state;
 pub mod state_manager;
+pub mod table;
 
 /// What every subcommand of every binary needs.
 pub struct Ctx {
@@ -106,6 +107,7 @@ impl Ctx {
             owner: global.owner,
             output: Output {
                 color: !global.no_color,
+                no_header: global.no_header,
                 ..Output::default()
             },
             backend,
@@ -186,6 +188,7 @@ impl Ctx {
     pub fn with_output(mut self, args: &JsonArgs) -> Ctx {
         self.output = Output {
             color: self.output.color,
+            no_header: self.output.no_header,
             ..Output::of(args)
         };
         self
@@ -249,6 +252,10 @@ pub struct Output {
     /// stdout be a terminal and `NO_COLOR` unset, the first time it paints
     /// (a call that prints no colour never checks).
     pub color: bool,
+    /// `--no-header`: tables without their header line. Every table's header
+    /// is single words (NAME, TYPE, PID, ...), so `awk '{print $1}'` and
+    /// `cut` see one column per word either way.
+    pub no_header: bool,
 }
 
 /// Colours for human output.
@@ -268,6 +275,7 @@ impl Output {
             compact: args.compact,
             jsonl: args.jsonl,
             color: false,
+            no_header: false,
         }
     }
 
@@ -287,6 +295,7 @@ impl Output {
                 .take_while(|a| *a != "--")
                 .any(|a| a == "--jsonl"),
             color: false,
+            no_header: false,
         }
     }
 
@@ -358,7 +367,7 @@ const GLOBAL_VALUED: &[&str] = &[
     "--backup-max-age",
 ];
 /// The global flags.
-const GLOBAL_FLAGS: &[&str] = &["--debug", "--no-color"];
+const GLOBAL_FLAGS: &[&str] = &["--debug", "--no-color", "--no-header"];
 
 /// The command line of a subcommand that runs a command (`run NAME CMD…`,
 /// `retry CMD…`): how many positionals come before the command, and which of

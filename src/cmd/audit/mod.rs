@@ -10,7 +10,6 @@
 //! `--op`, so a review never counts the reviews before it.
 
 pub mod monitor;
-pub mod table;
 pub mod text;
 
 use std::io::Write;
@@ -230,7 +229,7 @@ fn warn_malformed(out: &Output, totals: &Totals) {
     if out.json && totals.malformed > 0 {
         eprintln!(
             "state-manager: warning: {}",
-            table::malformed_note(totals.malformed)
+            malformed_note(totals.malformed)
         );
     }
 }
@@ -363,7 +362,7 @@ fn export_cmd(
                     s.findings,
                     path.display(),
                     if s.malformed > 0 {
-                        format!(" ({})", table::malformed_note(s.malformed))
+                        format!(" ({})", malformed_note(s.malformed))
                     } else {
                         String::new()
                     }
@@ -428,4 +427,12 @@ fn monitor_cmd(ctx: &Ctx, a: MonitorArgs, detail: &mut serde_json::Value) -> Res
 /// Seconds, or a duration with a unit (`90`, `1.5`, `2m`).
 fn seconds(text: &str, what: &str) -> Result<Duration> {
     config::parse_duration(text, what)
+}
+
+/// `1 malformed line skipped`, `3 malformed lines skipped`.
+pub fn malformed_note(n: u64) -> String {
+    format!(
+        "{n} malformed line{} skipped",
+        if n == 1 { "" } else { "s" }
+    )
 }

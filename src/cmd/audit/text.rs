@@ -3,12 +3,13 @@
 
 use serde_json::Value;
 
-use super::table::{Table, malformed_note};
+use super::malformed_note;
 use crate::audit::event::ms_text as ms;
 use crate::audit::history::{History, What};
 use crate::audit::races::{self, Finding};
 use crate::audit::scan::{self, Totals};
 use crate::audit::stats::{Stats, code_name};
+use crate::cmd::table::Table;
 
 /// `audit recent`: one aligned row per event.
 pub fn recent(lines: &[Vec<u8>], totals: &Totals) -> String {
