@@ -9,6 +9,7 @@ mod hlock;
 mod hooks;
 mod hrec;
 mod hstate;
+mod install;
 mod lock;
 mod ops;
 mod outputs;
