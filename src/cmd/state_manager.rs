@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use crate::cmd as cli;
 use crate::cmd::Ctx;
-use crate::cmd::state::{backups, check, document, maintain, states};
+use crate::cmd::state::{backups, check, document, maintain, metrics, states};
 use crate::hooks::{self, HookArgs};
 use crate::state::exchange;
 use crate::{Code, Result};
@@ -234,6 +234,23 @@ enum Command {
         #[arg(short, long)]
         verbose: bool,
     },
+    /// Print the figures for Prometheus: operations, durations, lock waits, state, backups, locks
+    ///
+    /// The Prometheus text exposition format, for node_exporter's textfile collector or any
+    /// scraper: operations by tool, op and exit code; duration and lock-wait histograms;
+    /// stale-lock takeovers; the state's size, revision and condition; backups, checkpoints,
+    /// held and stale locks; degraded mode. Counts come from the audit log, so they go down
+    /// when rotation drops its oldest file. Read-only: takes no lock, creates and writes
+    /// nothing but --output. --json prints the same samples as an array of
+    /// {name, type, help, labels, value}.
+    Metrics {
+        /// Write to FILE instead of stdout, replacing it atomically (a *.prom file of the
+        /// textfile collector is never seen half-written)
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<PathBuf>,
+        #[command(flatten)]
+        json: cli::JsonArgs,
+    },
     /// Time reads, writes, sets and lock cycles on a temporary copy of the state
     ///
     /// The copy lives in .benchmark-PID/ in the state root (same filesystem, so fsync costs
@@ -386,6 +403,9 @@ fn run(cli: Cli) -> Result<Code> {
         Command::Health { json } => check::health(&ctx.with_output(&json)),
         Command::Diagnostics { json, verbose } => {
             maintain::diagnostics(&ctx.with_output(&json), verbose)
+        }
+        Command::Metrics { output, json } => {
+            metrics::metrics(&ctx.with_output(&json), output.as_deref())
         }
         Command::Benchmark { operations, json } => {
             maintain::benchmark(&ctx.with_output(&json), operations)
