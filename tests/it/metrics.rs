@@ -210,7 +210,8 @@ fn expected_session_ops() -> BTreeMap<(String, String, String), f64> {
 
 /// A real session: init, two sets and one refused, a lock taken and given
 /// back, a dead owner's lock taken over (and kept by its live taker), a
-/// lock wait that times out, a checkpoint. Returns the live owner.
+/// lock wait that times out, a checkpoint, a review of the log. Returns
+/// the live owner.
 fn session(env: &Env) -> Owner {
     env.init();
     env.sm(&["set", ".phase", r#""build""#]);
@@ -235,6 +236,8 @@ fn session(env: &Env) -> Owner {
     )
     .code(2);
     er(env, &["checkpoint", "release-1"]).ok();
+    // A review logs itself, and is left out of the counts.
+    env.sm(&["audit", "stats", "--json"]);
     live
 }
 
@@ -522,6 +525,10 @@ fn on_redis_the_figures_come_from_the_server() {
     assert_eq!(value(&s, "wfstate_backups", &[]), 1.0);
     assert_eq!(value(&s, "wfstate_state_revision", &[]), 2.0);
     assert_eq!(value(&s, "wfstate_checkpoints", &[]), 1.0);
+    // Sized on the server: nothing of them is on this host's disk.
+    assert!(value(&s, "wfstate_checkpoint_bytes", &[]) > 0.0);
+    assert!(value(&s, "wfstate_backup_bytes", &[]) > 0.0);
+    assert_eq!(env.list(".checkpoints"), Vec::<String>::new());
     assert_eq!(
         value(&s, "wfstate_locks_held", &[("type", "exclusive")]),
         1.0
