@@ -248,6 +248,10 @@ enum Command {
         /// textfile collector is never seen half-written)
         #[arg(short, long, value_name = "FILE")]
         output: Option<PathBuf>,
+        /// Add NAME="VALUE" to every sample, to tell apart several states scraped on one
+        /// host (repeatable; exit 4 for a bad or repeated NAME)
+        #[arg(long = "label", value_name = "NAME=VALUE")]
+        labels: Vec<String>,
         #[command(flatten)]
         json: cli::JsonArgs,
     },
@@ -404,9 +408,11 @@ fn run(cli: Cli) -> Result<Code> {
         Command::Diagnostics { json, verbose } => {
             maintain::diagnostics(&ctx.with_output(&json), verbose)
         }
-        Command::Metrics { output, json } => {
-            metrics::metrics(&ctx.with_output(&json), output.as_deref())
-        }
+        Command::Metrics {
+            output,
+            labels,
+            json,
+        } => metrics::metrics(&ctx.with_output(&json), output.as_deref(), &labels),
         Command::Benchmark { operations, json } => {
             maintain::benchmark(&ctx.with_output(&json), operations)
         }

@@ -540,3 +540,72 @@ fn on_redis_the_figures_come_from_the_server() {
     assert_eq!(value(&s, "wfstate_degraded_mode", &[]), 1.0);
     assert_eq!(value(&s, "wfstate_state_revision", &[]), 3.0);
 }
+
+#[test]
+fn labels_given_go_on_every_sample_and_bad_ones_are_refused() {
+    let env = Env::new();
+    env.init();
+    let text = env
+        .run(
+            SM,
+            &[
+                "metrics",
+                "--label",
+                "pipeline=deploy",
+                "--label",
+                "team=a\"b\\c",
+            ],
+        )
+        .ok()
+        .stdout;
+    promtool_accepts(&text);
+    let s = parse(&text);
+    assert!(!s.is_empty());
+    for x in &s {
+        assert_eq!(
+            x.labels.get("pipeline").map(String::as_str),
+            Some("deploy"),
+            "{x:?}"
+        );
+        assert_eq!(
+            x.labels.get("team").map(String::as_str),
+            Some("a\"b\\c"),
+            "{x:?}"
+        );
+    }
+    let v = env
+        .run(SM, &["metrics", "--json", "--label", "pipeline=deploy"])
+        .ok()
+        .json();
+    assert_schema("state-manager-metrics.schema.json", &v);
+    assert!(
+        v.as_array()
+            .unwrap()
+            .iter()
+            .all(|x| x["labels"]["pipeline"] == "deploy")
+    );
+
+    // The class of bad names: each refused with exit 4, one line, no output.
+    for bad in [
+        &["noequals"][..],
+        &["=v"],
+        &["1x=v"],
+        &["a-b=v"],
+        &["__name__=v"],
+        &["le=v"],
+        &["op=v"],
+        &["p=1", "p=2"],
+    ] {
+        let mut args = vec!["metrics", "--output", "m.prom"];
+        for b in bad {
+            args.extend(["--label", b]);
+        }
+        let r = env
+            .run(SM, &args)
+            .code(4)
+            .one_line_error(SM)
+            .stderr_has("--label");
+        assert!(r.stdout.is_empty(), "{bad:?}");
+        assert!(!env.path("m.prom").exists(), "{bad:?}");
+    }
+}

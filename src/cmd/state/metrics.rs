@@ -371,17 +371,24 @@ fn escape_help(v: &str) -> String {
     v.replace('\\', "\\\\").replace('\n', "\\n")
 }
 
-/// The families in the text exposition format, ending with a line feed.
-pub fn text(families: &[Family]) -> String {
+/// The families in the text exposition format, ending with a line feed;
+/// `extra` (`--label`) goes first on every sample.
+pub fn text(families: &[Family], extra: &[(String, String)]) -> String {
     let mut out = String::new();
     for f in families {
         let _ = writeln!(out, "# HELP {} {}", f.name, escape_help(f.help));
         let _ = writeln!(out, "# TYPE {} {}", f.name, f.kind.name());
         for s in &f.samples {
             out.push_str(&s.name);
-            if !s.labels.is_empty() {
+            let all = || {
+                extra
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v))
+                    .chain(s.labels.iter().map(|(k, v)| (*k, v)))
+            };
+            if all().next().is_some() {
                 out.push('{');
-                for (i, (k, v)) in s.labels.iter().enumerate() {
+                for (i, (k, v)) in all().enumerate() {
                     if i > 0 {
                         out.push(',');
                     }
@@ -395,16 +402,62 @@ pub fn text(families: &[Family]) -> String {
     out
 }
 
+/// The labels the families use themselves: `--label` may not name them.
+const OWN_LABELS: [&str; 8] = [
+    "tool",
+    "op",
+    "exit_code",
+    "le",
+    "type",
+    "condition",
+    "version",
+    "backend",
+];
+
+/// Parses `--label NAME=VALUE` arguments (exit 4 for a bad or repeated name).
+pub fn parse_labels(args: &[String]) -> Result<Vec<(String, String)>> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    for arg in args {
+        let bad = |why: String| {
+            Error::validation(format!("bad --label '{arg}'"))
+                .because(why)
+                .hint("write --label NAME=VALUE, NAME of letters, digits and _ not starting with a digit or __ (e.g. --label pipeline=deploy)")
+        };
+        let Some((name, value)) = arg.split_once('=') else {
+            return Err(bad("it has no '='".into()));
+        };
+        let mut chars = name.chars();
+        let well_formed = chars
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !well_formed {
+            return Err(bad(format!("'{name}' is not a label name")));
+        }
+        if name.starts_with("__") {
+            return Err(bad("names starting with __ are Prometheus' own".into()));
+        }
+        if OWN_LABELS.contains(&name) {
+            return Err(bad(format!("'{name}' is a label metrics sets itself")));
+        }
+        if out.iter().any(|(n, _)| n == name) {
+            return Err(bad(format!("'{name}' is given twice")));
+        }
+        out.push((name.to_string(), value.to_string()));
+    }
+    Ok(out)
+}
+
 /// The samples as JSON: `[{name, type, help, labels, value}]`, one per line
 /// of the text format (a whole number as an integer).
-pub fn json_samples(families: &[Family]) -> Value {
+pub fn json_samples(families: &[Family], extra: &[(String, String)]) -> Value {
     let mut out = Vec::new();
     for f in families {
         for s in &f.samples {
-            let labels: Map<String, Value> = s
-                .labels
+            let labels: Map<String, Value> = extra
                 .iter()
-                .map(|(k, v)| (k.to_string(), json!(v)))
+                .map(|(k, v)| (k.clone(), json!(v)))
+                .chain(s.labels.iter().map(|(k, v)| (k.to_string(), json!(v))))
                 .collect();
             let value = if s.value.fract() == 0.0 && s.value.abs() < 9.0e15 {
                 json!(s.value as i64)
@@ -423,13 +476,14 @@ pub fn json_samples(families: &[Family]) -> Value {
     Value::Array(out)
 }
 
-/// `metrics [--output FILE] [--json]`: see the module docs. Takes no lock
-/// and records no audit event.
-pub fn metrics(ctx: &Ctx, output: Option<&Path>) -> Result<Code> {
+/// `metrics [--output FILE] [--label NAME=VALUE]... [--json]`: see the
+/// module docs. Takes no lock and records no audit event.
+pub fn metrics(ctx: &Ctx, output: Option<&Path>, labels: &[String]) -> Result<Code> {
+    let extra = parse_labels(labels)?;
     let m = metrics::gather(ctx.backend.as_ref(), &ctx.cfg)?;
     let families = families(&m);
     let body = if ctx.output.json {
-        let v = json_samples(&families);
+        let v = json_samples(&families, &extra);
         let mut s = if ctx.output.compact {
             serde_json::to_string(&v)
         } else {
@@ -439,7 +493,7 @@ pub fn metrics(ctx: &Ctx, output: Option<&Path>) -> Result<Code> {
         s.push('\n');
         s
     } else {
-        text(&families)
+        text(&families, &extra)
     };
     match output {
         None => cli::print(&body),
@@ -463,6 +517,20 @@ mod tests {
     }
 
     #[test]
+    fn labels_parse_and_bad_names_are_refused() {
+        let ok = parse_labels(&["pipeline=a=b".into(), "_x=".into()]).unwrap();
+        assert_eq!(
+            ok,
+            vec![("pipeline".into(), "a=b".into()), ("_x".into(), "".into())]
+        );
+        for bad in ["x", "=v", "9a=v", "a b=v", "__a=v", "le=1", "tool=t"] {
+            let e = parse_labels(&[bad.to_string()]).unwrap_err();
+            assert_eq!(e.code(), Code::ValidationFailed, "{bad}");
+        }
+        assert!(parse_labels(&["a=1".into(), "a=2".into()]).is_err());
+    }
+
+    #[test]
     fn numbers_read_back_in_go_syntax() {
         assert_eq!(number(3.0), "3");
         assert_eq!(number(0.005), "0.005");
@@ -479,19 +547,19 @@ mod tests {
         b.observe(7.0);
         let mut f = Family::new("x_seconds", Type::Histogram, "h");
         f.histogram(vec![("op", "set".into())], &b);
-        let t = text(&[f]);
+        let t = text(&[f], &[("pipeline".into(), "a\"b".into())]);
         assert!(
-            t.contains("x_seconds_bucket{op=\"set\",le=\"0.001\"} 0\n"),
+            t.contains("x_seconds_bucket{pipeline=\"a\\\"b\",op=\"set\",le=\"0.001\"} 0\n"),
             "{t}"
         );
         assert!(
-            t.contains("x_seconds_bucket{op=\"set\",le=\"0.0025\"} 1\n"),
+            t.contains("x_seconds_bucket{pipeline=\"a\\\"b\",op=\"set\",le=\"0.0025\"} 1\n"),
             "{t}"
         );
         assert!(
-            t.contains("x_seconds_bucket{op=\"set\",le=\"10\"} 2\n"),
+            t.contains("x_seconds_bucket{pipeline=\"a\\\"b\",op=\"set\",le=\"10\"} 2\n"),
             "{t}"
         );
-        assert!(t.contains("x_seconds_bucket{op=\"set\",le=\"+Inf\"} 2\nx_seconds_sum{op=\"set\"} 7.002\nx_seconds_count{op=\"set\"} 2\n"), "{t}");
+        assert!(t.contains("x_seconds_bucket{pipeline=\"a\\\"b\",op=\"set\",le=\"+Inf\"} 2\nx_seconds_sum{pipeline=\"a\\\"b\",op=\"set\"} 7.002\nx_seconds_count{pipeline=\"a\\\"b\",op=\"set\"} 2\n"), "{t}");
     }
 }
