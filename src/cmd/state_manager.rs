@@ -242,7 +242,8 @@ enum Command {
     /// held and stale locks; degraded mode. Counts come from the audit log, so they go down
     /// when rotation drops its oldest file. Read-only: takes no lock, creates and writes
     /// nothing but --output. --json prints the same samples as an array of
-    /// {name, type, help, labels, value}.
+    /// {name, type, help, labels, value}. Exit 0 whatever the state's condition (it is a
+    /// figure), 4 bad --label.
     Metrics {
         /// Write to FILE instead of stdout, replacing it atomically (a *.prom file of the
         /// textfile collector is never seen half-written)
