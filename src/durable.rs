@@ -72,6 +72,18 @@ pub fn replace_with<T>(
     durability: Durability,
     fill: impl FnOnce(&mut dyn Write) -> Result<T>,
 ) -> Result<T> {
+    replace_as(path, durability, false, fill)
+}
+
+/// [`replace_with`]; when `shared`, the new file gets the mode a shell
+/// redirection would give it (the replaced file's, else 0644 less the
+/// umask) instead of 0600, set before the rename.
+fn replace_as<T>(
+    path: &Path,
+    durability: Durability,
+    shared: bool,
+    fill: impl FnOnce(&mut dyn Write) -> Result<T>,
+) -> Result<T> {
     refuse_special(path)?;
     let dir = parent_of(path);
     let name = path
@@ -86,10 +98,17 @@ pub fn replace_with<T>(
     let file = OpenOptions::new()
         .write(true)
         .create_new(true)
-        .mode(0o600)
+        .mode(if shared { 0o644 } else { 0o600 })
         .custom_flags(rustix::fs::OFlags::CLOEXEC.bits() as i32)
         .open(&tmp)
         .map_err(|e| Error::io(e, "cannot create a temp file", &tmp))?;
+    if shared && let Ok(old) = fs::metadata(path) {
+        let mode = fs::Permissions::from_mode(old.permissions().mode() & 0o7777);
+        if let Err(e) = file.set_permissions(mode) {
+            let _ = fs::remove_file(&tmp);
+            return Err(Error::io(e, "cannot set the mode of", &tmp));
+        }
+    }
     // Marks the temp file as in use; released by the kernel if we are killed.
     let _ = file.try_lock();
     let mut w = io::BufWriter::with_capacity(1 << 16, file);
@@ -269,6 +288,25 @@ pub fn not_regular(path: &Path, t: fs::FileType) -> Error {
 /// renamed over; opening it never blocks (a FIFO with no reader is an
 /// error, not a hang). A socket cannot be opened and is refused.
 pub fn write_output<T>(path: &Path, fill: impl FnOnce(&mut dyn Write) -> Result<T>) -> Result<T> {
+    write_output_as(path, false, fill)
+}
+
+/// [`write_output`] for a file other users' programs read (`metrics
+/// --output` for a scraper running as its own user): a replaced file keeps
+/// its mode and a new one is 0644 less the umask, as `> FILE` makes it,
+/// instead of 0600. Still atomic: the mode is set before the rename.
+pub fn write_output_shared<T>(
+    path: &Path,
+    fill: impl FnOnce(&mut dyn Write) -> Result<T>,
+) -> Result<T> {
+    write_output_as(path, true, fill)
+}
+
+fn write_output_as<T>(
+    path: &Path,
+    shared: bool,
+    fill: impl FnOnce(&mut dyn Write) -> Result<T>,
+) -> Result<T> {
     match fs::metadata(path) {
         Ok(m) if is_special(m.file_type()) => return write_through(path, fill),
         Ok(m) if m.is_dir() => {
@@ -294,7 +332,7 @@ pub fn write_output<T>(path: &Path, fill: impl FnOnce(&mut dyn Write) -> Result<
     } else {
         path.to_path_buf()
     };
-    replace_with(&target, Durability::Durable, fill)
+    replace_as(&target, Durability::Durable, shared, fill)
 }
 
 /// Whether `path` names the file our standard output is (`/dev/stdout`, a

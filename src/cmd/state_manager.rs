@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use crate::cmd as cli;
 use crate::cmd::Ctx;
-use crate::cmd::state::{backups, check, document, maintain, states};
+use crate::cmd::state::{backups, check, document, maintain, metrics, states};
 use crate::hooks::{self, HookArgs};
 use crate::state::exchange;
 use crate::{Code, Result};
@@ -234,6 +234,28 @@ enum Command {
         #[arg(short, long)]
         verbose: bool,
     },
+    /// Print the figures for Prometheus: operations, durations, lock waits, state, backups, locks
+    ///
+    /// The Prometheus text exposition format, for node_exporter's textfile collector or any
+    /// scraper: operations by tool, op and exit code; duration and lock-wait histograms;
+    /// stale-lock takeovers; the state's size, revision and condition; backups, checkpoints,
+    /// held and stale locks; degraded mode. Counts come from the audit log, so they go down
+    /// when rotation drops its oldest file. Read-only: takes no lock, creates and writes
+    /// nothing but --output. --json prints the same samples as an array of
+    /// {name, type, help, labels, value}. Exit 0 whatever the state's condition (it is a
+    /// figure), 4 bad --label.
+    Metrics {
+        /// Write to FILE instead of stdout, replacing it atomically (a *.prom file of the
+        /// textfile collector is never seen half-written)
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<PathBuf>,
+        /// Add NAME="VALUE" to every sample, to tell apart several states scraped on one
+        /// host (repeatable; exit 4 for a bad or repeated NAME)
+        #[arg(long = "label", value_name = "NAME=VALUE")]
+        labels: Vec<String>,
+        #[command(flatten)]
+        json: cli::JsonArgs,
+    },
     /// Time reads, writes, sets and lock cycles on a temporary copy of the state
     ///
     /// The copy lives in .benchmark-PID/ in the state root (same filesystem, so fsync costs
@@ -387,6 +409,11 @@ fn run(cli: Cli) -> Result<Code> {
         Command::Diagnostics { json, verbose } => {
             maintain::diagnostics(&ctx.with_output(&json), verbose)
         }
+        Command::Metrics {
+            output,
+            labels,
+            json,
+        } => metrics::metrics(&ctx.with_output(&json), output.as_deref(), &labels),
         Command::Benchmark { operations, json } => {
             maintain::benchmark(&ctx.with_output(&json), operations)
         }

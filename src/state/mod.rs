@@ -10,6 +10,7 @@ pub mod exchange;
 pub mod health;
 pub mod integrity;
 pub mod merge;
+pub mod metrics;
 pub mod path;
 pub mod repair;
 pub mod schema;

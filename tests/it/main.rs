@@ -11,6 +11,7 @@ mod hrec;
 mod hstate;
 mod install;
 mod lock;
+mod metrics;
 mod ops;
 mod outputs;
 mod props;

@@ -10,11 +10,13 @@
 //!   `validate-backup`, `health`.
 //! - [`maintain`]: `repair`, `export`, `import`, `cleanup`, `diagnostics`,
 //!   `benchmark`.
+//! - [`metrics`]: `metrics` (the Prometheus text format).
 
 pub mod backups;
 pub mod check;
 pub mod document;
 pub mod maintain;
+pub mod metrics;
 pub mod states;
 
 use serde::Serialize;
