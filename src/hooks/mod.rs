@@ -19,9 +19,15 @@
 //! read-modify-write under the `state` lock (one commit per call); a call
 //! that changes nothing takes no lock.
 //!
-//! The state file is `STATE_FILE` (or `--state-file`) when set, else
-//! `$CLAUDE_PROJECT_DIR/.claude/.workflow-state.json`, else the same under
-//! the payload's `cwd`; it is created, as `init` would, when missing. The
+//! The state file is found by the rule every binary follows
+//! ([`crate::config::locate_state`]): `STATE_FILE` (or `--state-file`) when
+//! set, else the nearest `.workflow-state.json` (or, from earlier versions,
+//! `.claude/.workflow-state.json`) up the tree from the payload's `cwd`, else
+//! a new `.workflow-state.json` at the project root. The walk starts from the
+//! payload's `cwd` when it lies inside `CLAUDE_PROJECT_DIR` (or that is
+//! unset), else from `CLAUDE_PROJECT_DIR`: a session that wandered out of its
+//! project still records into the project. The state is created, as `init`
+//! would, when missing. The
 //! state lock is waited for at most `LOCK_TIMEOUT`, 5 s when unset (not 30:
 //! the session waits on the hook).
 
@@ -39,7 +45,7 @@ use serde_json::{Value, json};
 
 use crate::audit::Recorder;
 use crate::cmd::{Ctx, Output};
-use crate::config::{Config, DEFAULT_STATE_FILE, GlobalArgs, MAX_INPUT_BYTES};
+use crate::config::{Config, GlobalArgs, MAX_INPUT_BYTES, Search, locate_state};
 use crate::durable;
 use crate::error::{Error, Kind, Result};
 use crate::exit::Code;
@@ -128,9 +134,14 @@ pub fn call(args: &HookArgs, global: &GlobalArgs) -> Hooked {
     let project = non_empty(&args.project_dir)
         .or_else(|| parsed.and_then(|p| p.cwd.clone()))
         .unwrap_or_else(|| PathBuf::from("."));
-    let state_file = non_empty(&global.state_file)
-        .unwrap_or_else(|| project.join(".claude").join(DEFAULT_STATE_FILE));
-    let (mut cfg, cfg_err) = config(global, state_file);
+    let search = Search::from_env(
+        Some(start_folder(
+            parsed.and_then(|p| p.cwd.as_deref()),
+            non_empty(&args.project_dir).as_deref(),
+        )),
+        non_empty(&args.project_dir),
+    );
+    let (mut cfg, cfg_err) = config(global, &search);
     if let Some(id) = parsed
         .and_then(|p| p.session_id.clone())
         .filter(|s| !s.is_empty())
@@ -150,9 +161,10 @@ pub fn call(args: &HookArgs, global: &GlobalArgs) -> Hooked {
         payload.check_event(event.name())?;
         crate::debug::log(|| {
             format!(
-                "hook {}: state {}, project {}",
+                "hook {}: state {} ({}), project {}",
                 event.name(),
                 cfg.state_file.display(),
+                cfg.found_by.describe(),
                 project.display()
             )
         });
@@ -194,15 +206,31 @@ fn non_empty(p: &Option<PathBuf>) -> Option<PathBuf> {
     p.clone().filter(|p| !p.as_os_str().is_empty())
 }
 
-/// The configuration for `state_file`, and the error of a bad setting (the
-/// configuration is still usable for the audit event that reports it).
-fn config(global: &GlobalArgs, state_file: PathBuf) -> (Config, Option<Error>) {
-    let mut args = global.clone();
-    args.state_file = Some(state_file.clone());
-    let (mut cfg, err) = match args.config() {
+/// Where a hook's walk for the state starts: the payload's `cwd` when it is
+/// inside the project folder (or there is none), else the project folder,
+/// else the current folder.
+fn start_folder(cwd: Option<&Path>, project_dir: Option<&Path>) -> PathBuf {
+    let canonical = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+    match (cwd, project_dir) {
+        (Some(cwd), Some(project)) if canonical(cwd).starts_with(canonical(project)) => {
+            cwd.to_path_buf()
+        }
+        (_, Some(project)) => project.to_path_buf(),
+        (Some(cwd), None) => cwd.to_path_buf(),
+        (None, None) => PathBuf::from("."),
+    }
+}
+
+/// The configuration the flags describe with the state found by `search`,
+/// and the error of a bad setting (the configuration is still usable for
+/// the audit event that reports it).
+fn config(global: &GlobalArgs, search: &Search) -> (Config, Option<Error>) {
+    let (mut cfg, err) = match global.config_from(search) {
         Ok(cfg) => (cfg, None),
         Err(e) => {
+            let (state_file, found_by) = locate_state(global.state_file.as_deref(), search);
             let mut cfg = Config::new(state_file);
+            cfg.found_by = found_by;
             if let Some(log) = non_empty(&global.audit_log) {
                 cfg.audit_log = log;
             }
@@ -250,8 +278,8 @@ impl Hook {
         let file = self.ctx.backend.kind() == "file";
         let root = &self.ctx.cfg.root;
         if file && !root.exists() {
-            // The state folder (.claude) is made, not the folders above it: a
-            // payload's cwd that does not exist is no project to write into.
+            // The state folder is made, not the folders above it: a payload's
+            // cwd that does not exist is no project to write into.
             DirBuilder::new().mode(0o700).create(root).map_err(|e| {
                 Error::io(e, "cannot create the state folder", root).or_hint(
                     "check the project folder (CLAUDE_PROJECT_DIR or the payload's cwd) exists",

@@ -189,7 +189,9 @@ fn the_state_is_created_under_the_claude_project_dir() {
         .env_remove("AUDIT_LOG")
         .env("CLAUDE_PROJECT_DIR", &project);
     feed(c, &fixture("bash-npm-test.json")).ok();
-    let state = project.join(".claude/.workflow-state.json");
+    // At the project root, where the CLI and the shims look (issue 15; it
+    // was .claude/.workflow-state.json).
+    let state = project.join(".workflow-state.json");
     let doc: Value = serde_json::from_slice(&fs::read(&state).unwrap()).unwrap();
     assert_eq!(doc["schemaVersion"], "1.0");
     assert_eq!(
@@ -197,7 +199,7 @@ fn the_state_is_created_under_the_claude_project_dir() {
         "created and signalled in one commit"
     );
     assert!(doc["signals"]["TESTS_EXECUTED"].is_number());
-    assert!(project.join(".claude/.workflow-audit.jsonl").exists());
+    assert!(project.join(".workflow-audit.jsonl").exists());
     env.run(
         "state-manager",
         &["--state-file", state.to_str().unwrap(), "validate"],
@@ -214,8 +216,7 @@ fn without_a_project_dir_the_payloads_cwd_is_the_project() {
     c.env_remove("STATE_FILE").env_remove("AUDIT_LOG");
     feed(c, &fixture_with_cwd("read-architecture.json", &project)).ok();
     let doc: Value =
-        serde_json::from_slice(&fs::read(project.join(".claude/.workflow-state.json")).unwrap())
-            .unwrap();
+        serde_json::from_slice(&fs::read(project.join(".workflow-state.json")).unwrap()).unwrap();
     assert!(doc["signals"]["ARCHITECTURE_REVIEWED"].is_number());
 }
 

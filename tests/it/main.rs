@@ -9,6 +9,7 @@ mod hlock;
 mod hooks;
 mod hrec;
 mod hstate;
+mod location;
 mod lock;
 mod ops;
 mod outputs;
