@@ -7,6 +7,9 @@
 //! - [`skills`]: UserPromptSubmit — `[ACTIVATE:CODE]` blocks, `lastActivation`,
 //!   and a status section on request.
 //! - [`glob`]: the small wildcard language of both rule files.
+//! - [`doctor`]: `hook doctor` checks an installation; the notice by which
+//!   `user-prompt-submit` tells the session, once, that the hooks cannot
+//!   record (a state root that is not a writable folder, a failed write).
 //!
 //! What a hook guarantees: it never fails the session it serves. Whatever
 //! the input — not JSON, empty, wrong types, over 16 MiB, a bad rules file,
@@ -31,6 +34,7 @@
 //! state lock is waited for at most `LOCK_TIMEOUT`, 5 s when unset (not 30:
 //! the session waits on the hook).
 
+pub mod doctor;
 pub mod glob;
 pub mod payload;
 pub mod skills;
@@ -44,8 +48,10 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::audit::Recorder;
+use crate::cmd::JsonArgs;
+use crate::cmd::table::Table;
 use crate::cmd::{Ctx, Output};
-use crate::config::{Config, GlobalArgs, MAX_INPUT_BYTES, Search, locate_state};
+use crate::config::{Config, Found, GlobalArgs, MAX_INPUT_BYTES, Search, locate_state};
 use crate::durable;
 use crate::error::{Error, Kind, Result};
 use crate::exit::Code;
@@ -80,6 +86,10 @@ pub struct HookArgs {
     /// or .claude/config/skill-rules.json in the project]
     #[arg(long, env = "WFSTATE_SKILL_RULES", value_name = "FILE")]
     pub skill_rules: Option<PathBuf>,
+
+    /// doctor only: the report as JSON
+    #[command(flatten)]
+    pub json: JsonArgs,
 }
 
 /// The hook events `state-manager hook` serves.
@@ -89,6 +99,9 @@ pub enum HookEvent {
     PostToolUse,
     /// UserPromptSubmit: activate skills, print the status when asked
     UserPromptSubmit,
+    /// Check this installation: binary, PATH, settings, state location and
+    /// permissions; one line per check (exit 5 or 6 when one fails)
+    Doctor,
 }
 
 impl HookEvent {
@@ -97,6 +110,7 @@ impl HookEvent {
         match self {
             HookEvent::PostToolUse => "PostToolUse",
             HookEvent::UserPromptSubmit => "UserPromptSubmit",
+            HookEvent::Doctor => "doctor",
         }
     }
 }
@@ -125,6 +139,9 @@ pub struct Hooked {
 /// docs); one warning line on stderr says so.
 pub fn call(args: &HookArgs, global: &GlobalArgs) -> Hooked {
     let event = args.event;
+    if event == HookEvent::Doctor {
+        return doctor(args, global);
+    }
     let mut detail = json!({ "event": event.name() });
     let payload = durable::read_stdin_limited(MAX_INPUT_BYTES).and_then(|bytes| {
         detail["payload_bytes"] = json!(bytes.len());
@@ -186,6 +203,7 @@ pub fn call(args: &HookArgs, global: &GlobalArgs) -> Hooked {
                 tracker::run(&hook, &payload, &mut detail).map(|()| String::new())
             }
             HookEvent::UserPromptSubmit => skills::run(&hook, &payload, &mut detail),
+            HookEvent::Doctor => unreachable!("answered before the payload is read"),
         }
     })();
     if let Err(e) = &result {
@@ -195,10 +213,133 @@ pub fn call(args: &HookArgs, global: &GlobalArgs) -> Hooked {
             cfg.audit_log.display()
         );
     }
+    // UserPromptSubmit's stdout is the session's context: the one place a
+    // broken installation can be seen without verbose mode.
+    let notice = (event == HookEvent::UserPromptSubmit && is_file_backend(global))
+        .then(|| {
+            let problem = doctor::state_problem(&cfg).or_else(|| {
+                result
+                    .as_ref()
+                    .err()
+                    .filter(|e| is_installation_problem(e))
+                    .map(|e| {
+                        let copy = Error::new(e.kind(), e.summary());
+                        match e.hint_text() {
+                            Some(h) => copy.hint(h),
+                            None => copy,
+                        }
+                    })
+            });
+            doctor::Notice::of(&cfg.state_file).tell(problem.as_ref())
+        })
+        .flatten();
+    if notice.is_some() {
+        detail["notice"] = json!(true);
+    }
     rec.finish(&result, detail);
+    let mut stdout = notice.unwrap_or_default();
+    stdout.push_str(&result.unwrap_or_default());
     Hooked {
         code: Code::Success,
-        stdout: result.unwrap_or_default(),
+        stdout,
+    }
+}
+
+/// A failure the user must fix in the installation, not in the input: the
+/// kind a session should be told about.
+fn is_installation_problem(e: &Error) -> bool {
+    matches!(
+        e.kind(),
+        Kind::PermissionDenied | Kind::DiskFull | Kind::DependencyMissing | Kind::ResourceExhausted
+    )
+}
+
+fn is_file_backend(global: &GlobalArgs) -> bool {
+    global
+        .backend
+        .as_deref()
+        .is_none_or(|b| b.is_empty() || b == "file")
+}
+
+/// `hook doctor`: [`doctor::examine`] from the current folder, printed as
+/// a table or JSON; its exit code is the first failed check's.
+fn doctor(args: &HookArgs, global: &GlobalArgs) -> Hooked {
+    let project_dir = non_empty(&args.project_dir);
+    let search = Search::from_env(None, project_dir.clone());
+    let (cfg, cfg_err) = config(global, &search);
+    if let Some(e) = cfg_err {
+        eprintln!("{TOOL}: hook doctor: {e}");
+        return Hooked {
+            code: e.code(),
+            stdout: String::new(),
+        };
+    }
+    let project = project_dir.unwrap_or_else(|| project_root(&cfg, &search));
+    let home = std::env::var_os("HOME")
+        .filter(|h| !h.is_empty())
+        .map(PathBuf::from);
+    let path = std::env::var_os("PATH");
+    let bin = std::env::var_os("WFSTATE_BIN")
+        .filter(|b| !b.is_empty())
+        .map(PathBuf::from);
+    let report = doctor::examine(
+        &cfg,
+        &doctor::Setup {
+            project: &project,
+            home: home.as_deref(),
+            path: path.as_deref(),
+            wfstate_bin: bin.as_deref(),
+            file_backend: is_file_backend(global),
+        },
+    );
+    let output = Output {
+        no_header: global.no_header,
+        ..Output::of(&args.json)
+    };
+    let stdout = if output.json {
+        let v = serde_json::to_value(&report).expect("reports serialize");
+        let mut text = if output.compact {
+            serde_json::to_string(&v)
+        } else {
+            serde_json::to_string_pretty(&v)
+        }
+        .expect("JSON values always serialize");
+        text.push('\n');
+        text
+    } else {
+        let mut t = Table::for_output(&["status", "check", "detail"], &output);
+        for c in &report.checks {
+            let detail = match &c.fix {
+                Some(fix) => format!("{} — {fix}", c.detail),
+                None => c.detail.clone(),
+            };
+            t.row(vec![c.status.name().into(), c.check.into(), detail]);
+        }
+        t.render()
+    };
+    if !report.ok {
+        eprintln!(
+            "{TOOL}: hook doctor: {} check(s) failed — do what their lines say, then run 'state-manager hook doctor' again",
+            report.failures()
+        );
+    }
+    Hooked {
+        code: report.code(),
+        stdout,
+    }
+}
+
+/// The project a state belongs to: the folder of a new state, or of a
+/// found one (above `.claude/` for a state the old hooks made), or the
+/// start folder for a given one.
+fn project_root(cfg: &Config, search: &Search) -> PathBuf {
+    match cfg.found_by {
+        Found::Given => search.start.clone(),
+        _ if cfg.root.file_name().is_some_and(|n| n == ".claude") => cfg
+            .root
+            .parent()
+            .map_or_else(|| cfg.root.clone(), Path::to_path_buf),
+        _ => cfg.root.clone(),
     }
 }
 

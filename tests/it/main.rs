@@ -6,6 +6,7 @@ mod conventions;
 mod harness;
 mod haudit;
 mod hlock;
+mod hook_doctor;
 mod hooks;
 mod hrec;
 mod hstate;
