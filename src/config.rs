@@ -102,7 +102,18 @@ impl GlobalArgs {
     /// The configuration these flags and the environment describe.
     /// The state file is found by [`locate_state`] from the current folder.
     pub fn config(&self) -> Result<Config> {
+        if self.names_state_file() {
+            // No walk, so no search: nothing to stat.
+            return self.config_from(&Search::default());
+        }
         self.config_from(&Search::from_env(None, None))
+    }
+
+    /// Whether `--state-file`/`STATE_FILE` names the state (set, not empty).
+    pub fn names_state_file(&self) -> bool {
+        self.state_file
+            .as_ref()
+            .is_some_and(|p| !p.as_os_str().is_empty())
     }
 
     /// The configuration these flags and the environment describe, the state

@@ -151,13 +151,17 @@ pub fn call(args: &HookArgs, global: &GlobalArgs) -> Hooked {
     let project = non_empty(&args.project_dir)
         .or_else(|| parsed.and_then(|p| p.cwd.clone()))
         .unwrap_or_else(|| PathBuf::from("."));
-    let search = Search::from_env(
-        Some(start_folder(
-            parsed.and_then(|p| p.cwd.as_deref()),
-            non_empty(&args.project_dir).as_deref(),
-        )),
-        non_empty(&args.project_dir),
-    );
+    let search = if global.names_state_file() {
+        Search::default()
+    } else {
+        Search::from_env(
+            Some(start_folder(
+                parsed.and_then(|p| p.cwd.as_deref()),
+                non_empty(&args.project_dir).as_deref(),
+            )),
+            non_empty(&args.project_dir),
+        )
+    };
     let (mut cfg, cfg_err) = config(global, &search);
     if let Some(id) = parsed
         .and_then(|p| p.session_id.clone())

@@ -250,12 +250,12 @@ fn post_tool_use(t: &Tree, cwd: &Path, project_dir: Option<&Path>) -> Run {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    child
+    // The hook reads its whole input; the payload fits in the pipe's buffer.
+    let _ = child
         .stdin
         .take()
         .unwrap()
-        .write_all(payload.to_string().as_bytes())
-        .unwrap();
+        .write_all(payload.to_string().as_bytes());
     Run::of(child.wait_with_output().unwrap())
 }
 
