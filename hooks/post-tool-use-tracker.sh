@@ -6,8 +6,10 @@
 # `state-manager hook post-tool-use`; this wrapper only finds the binary:
 # WFSTATE_BIN (a folder), else PATH, else ../target/release from here.
 # It never fails the session: without the binary it warns once and exits 0.
-# Register it in .claude/settings.json (see settings.example.json and
-# README.md, 'Claude Code hooks').
+# Register it in .claude/settings.json as "$CLAUDE_PROJECT_DIR"/.claude/hooks/
+# post-tool-use-tracker.sh, or skip the bash start and register the binary
+# itself, as settings.example.json does: state-manager hook post-tool-use
+# (docs/hooks.md, 'Two ways to register a hook').
 
 case ${BASH_SOURCE[0]} in
   */*) here=${BASH_SOURCE[0]%/*} ;;

@@ -7,8 +7,11 @@
 # any number of times. Needs bash 4+.
 #
 # Defines the exit-code table (EXIT_* and ERROR_CODES, equal to the binaries'
-# table) and _wfstate_run, which finds a binary and runs it with the shims'
-# default STATE_FILE.
+# table) and _wfstate_run, which finds a binary and runs it. The state file is
+# STATE_FILE when set, else the binaries' own rule (the nearest
+# .workflow-state.json up from the current folder, else a new one at the
+# project root; see docs/architecture.md, 'Where the state is'): the shims,
+# the CLI and the Claude Code hooks always agree on it.
 
 if [[ -z "${_WFSTATE_COMMON_LOADED:-}" ]]; then
   _WFSTATE_COMMON_LOADED=1
@@ -34,7 +37,8 @@ if [[ -z "${_WFSTATE_COMMON_LOADED:-}" ]]; then
     [DISK_FULL]=7 [NETWORK_ERROR]=8 [TIMEOUT]=9 [RESOURCE_EXHAUSTED]=10
   )
 
-  # The folder holding lib/ (the project using the shims).
+  # The folder holding lib/: its target/release is the last place binaries
+  # are looked for (never where the state lives).
   _WFSTATE_LIB_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
   _WFSTATE_HOME="$(dirname "$_WFSTATE_LIB_DIR")"
 fi
@@ -61,13 +65,12 @@ _wfstate_bin() {
   return "$EXIT_DEPENDENCY_MISSING"
 }
 
-# _wfstate_run NAME ARGS...: runs binary NAME with ARGS, with STATE_FILE
-# defaulting (for the shims only) to <folder holding lib/>/.workflow-state.json.
+# _wfstate_run NAME ARGS...: runs binary NAME with ARGS.
 _wfstate_run() {
   local name="$1" bin
   shift
   bin="$(_wfstate_bin "$name")" || return
-  STATE_FILE="${STATE_FILE:-$_WFSTATE_HOME/.workflow-state.json}" "$bin" "$@"
+  "$bin" "$@"
 }
 
 # _wfstate_exec NAME ARGS...: replaces the current process with binary NAME,
@@ -76,7 +79,7 @@ _wfstate_exec() {
   local name="$1" bin
   shift
   bin="$(_wfstate_bin "$name")" || exit
-  STATE_FILE="${STATE_FILE:-$_WFSTATE_HOME/.workflow-state.json}" exec "$bin" "$@"
+  exec "$bin" "$@"
 }
 
 # error_code_name CODE: prints the name of an exit code (e.g. LOCK_TIMEOUT).

@@ -95,9 +95,10 @@ impl Ctx {
         let backend = backend::open(&cfg, global.backend.as_deref())?;
         crate::debug::log(|| {
             format!(
-                "backend {} at {}; audit log {}",
+                "backend {} at {} ({}); audit log {}",
                 backend.kind(),
                 backend.location(),
+                cfg.found_by.describe(),
                 cfg.audit_log.display()
             )
         });

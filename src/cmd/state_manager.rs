@@ -305,8 +305,10 @@ enum Command {
     /// post-tool-use records workflow signals and the phase by the tracker rules;
     /// user-prompt-submit prints the [ACTIVATE:CODE] block of the skill the prompt
     /// calls for (and a status section when the prompt asks for the status) and
-    /// records lastActivation. The state is STATE_FILE, else
-    /// $CLAUDE_PROJECT_DIR/.claude/.workflow-state.json, created when missing.
+    /// records lastActivation. The state is STATE_FILE, else the nearest
+    /// .workflow-state.json up from the payload's cwd, else a new one at the
+    /// project root (CLAUDE_PROJECT_DIR); created when missing. doctor checks an
+    /// installation.
     ///
     /// Always exits 0 so the session goes on: bad input, a bad rules file or a
     /// lock timeout leaves the state unchanged, prints one line on stderr and is

@@ -7,6 +7,9 @@
 //! - [`skills`]: UserPromptSubmit — `[ACTIVATE:CODE]` blocks, `lastActivation`,
 //!   and a status section on request.
 //! - [`glob`]: the small wildcard language of both rule files.
+//! - [`doctor`]: `hook doctor` checks an installation; the notice by which
+//!   `user-prompt-submit` tells the session, once, that the hooks cannot
+//!   record (a state root that is not a writable folder, a failed write).
 //!
 //! What a hook guarantees: it never fails the session it serves. Whatever
 //! the input — not JSON, empty, wrong types, over 16 MiB, a bad rules file,
@@ -19,12 +22,19 @@
 //! read-modify-write under the `state` lock (one commit per call); a call
 //! that changes nothing takes no lock.
 //!
-//! The state file is `STATE_FILE` (or `--state-file`) when set, else
-//! `$CLAUDE_PROJECT_DIR/.claude/.workflow-state.json`, else the same under
-//! the payload's `cwd`; it is created, as `init` would, when missing. The
+//! The state file is found by the rule every binary follows
+//! ([`crate::config::locate_state`]): `STATE_FILE` (or `--state-file`) when
+//! set, else the nearest `.workflow-state.json` (or, from earlier versions,
+//! `.claude/.workflow-state.json`) up the tree from the payload's `cwd`, else
+//! a new `.workflow-state.json` at the project root. The walk starts from the
+//! payload's `cwd` when it lies inside `CLAUDE_PROJECT_DIR` (or that is
+//! unset), else from `CLAUDE_PROJECT_DIR`: a session that wandered out of its
+//! project still records into the project. The state is created, as `init`
+//! would, when missing. The
 //! state lock is waited for at most `LOCK_TIMEOUT`, 5 s when unset (not 30:
 //! the session waits on the hook).
 
+pub mod doctor;
 pub mod glob;
 pub mod payload;
 pub mod skills;
@@ -38,8 +48,10 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::audit::Recorder;
+use crate::cmd::JsonArgs;
+use crate::cmd::table::Table;
 use crate::cmd::{Ctx, Output};
-use crate::config::{Config, DEFAULT_STATE_FILE, GlobalArgs, MAX_INPUT_BYTES};
+use crate::config::{Config, Found, GlobalArgs, MAX_INPUT_BYTES, Search, locate_state};
 use crate::durable;
 use crate::error::{Error, Kind, Result};
 use crate::exit::Code;
@@ -74,6 +86,10 @@ pub struct HookArgs {
     /// or .claude/config/skill-rules.json in the project]
     #[arg(long, env = "WFSTATE_SKILL_RULES", value_name = "FILE")]
     pub skill_rules: Option<PathBuf>,
+
+    /// doctor only: the report as JSON
+    #[command(flatten)]
+    pub json: JsonArgs,
 }
 
 /// The hook events `state-manager hook` serves.
@@ -83,6 +99,9 @@ pub enum HookEvent {
     PostToolUse,
     /// UserPromptSubmit: activate skills, print the status when asked
     UserPromptSubmit,
+    /// Check this installation: binary, PATH, settings, state location and
+    /// permissions; one line per check (exit 5 or 6 when one fails)
+    Doctor,
 }
 
 impl HookEvent {
@@ -91,6 +110,7 @@ impl HookEvent {
         match self {
             HookEvent::PostToolUse => "PostToolUse",
             HookEvent::UserPromptSubmit => "UserPromptSubmit",
+            HookEvent::Doctor => "doctor",
         }
     }
 }
@@ -119,6 +139,9 @@ pub struct Hooked {
 /// docs); one warning line on stderr says so.
 pub fn call(args: &HookArgs, global: &GlobalArgs) -> Hooked {
     let event = args.event;
+    if event == HookEvent::Doctor {
+        return doctor(args, global);
+    }
     let mut detail = json!({ "event": event.name() });
     let payload = durable::read_stdin_limited(MAX_INPUT_BYTES).and_then(|bytes| {
         detail["payload_bytes"] = json!(bytes.len());
@@ -128,9 +151,18 @@ pub fn call(args: &HookArgs, global: &GlobalArgs) -> Hooked {
     let project = non_empty(&args.project_dir)
         .or_else(|| parsed.and_then(|p| p.cwd.clone()))
         .unwrap_or_else(|| PathBuf::from("."));
-    let state_file = non_empty(&global.state_file)
-        .unwrap_or_else(|| project.join(".claude").join(DEFAULT_STATE_FILE));
-    let (mut cfg, cfg_err) = config(global, state_file);
+    let search = if global.names_state_file() {
+        Search::default()
+    } else {
+        Search::from_env(
+            Some(start_folder(
+                parsed.and_then(|p| p.cwd.as_deref()),
+                non_empty(&args.project_dir).as_deref(),
+            )),
+            non_empty(&args.project_dir),
+        )
+    };
+    let (mut cfg, cfg_err) = config(global, &search);
     if let Some(id) = parsed
         .and_then(|p| p.session_id.clone())
         .filter(|s| !s.is_empty())
@@ -150,9 +182,10 @@ pub fn call(args: &HookArgs, global: &GlobalArgs) -> Hooked {
         payload.check_event(event.name())?;
         crate::debug::log(|| {
             format!(
-                "hook {}: state {}, project {}",
+                "hook {}: state {} ({}), project {}",
                 event.name(),
                 cfg.state_file.display(),
+                cfg.found_by.describe(),
                 project.display()
             )
         });
@@ -174,6 +207,7 @@ pub fn call(args: &HookArgs, global: &GlobalArgs) -> Hooked {
                 tracker::run(&hook, &payload, &mut detail).map(|()| String::new())
             }
             HookEvent::UserPromptSubmit => skills::run(&hook, &payload, &mut detail),
+            HookEvent::Doctor => unreachable!("answered before the payload is read"),
         }
     })();
     if let Err(e) = &result {
@@ -183,10 +217,133 @@ pub fn call(args: &HookArgs, global: &GlobalArgs) -> Hooked {
             cfg.audit_log.display()
         );
     }
+    // UserPromptSubmit's stdout is the session's context: the one place a
+    // broken installation can be seen without verbose mode.
+    let notice = (event == HookEvent::UserPromptSubmit && is_file_backend(global))
+        .then(|| {
+            let problem = doctor::state_problem(&cfg).or_else(|| {
+                result
+                    .as_ref()
+                    .err()
+                    .filter(|e| is_installation_problem(e))
+                    .map(|e| {
+                        let copy = Error::new(e.kind(), e.summary());
+                        match e.hint_text() {
+                            Some(h) => copy.hint(h),
+                            None => copy,
+                        }
+                    })
+            });
+            doctor::Notice::of(&cfg.state_file).tell(problem.as_ref())
+        })
+        .flatten();
+    if notice.is_some() {
+        detail["notice"] = json!(true);
+    }
     rec.finish(&result, detail);
+    let mut stdout = notice.unwrap_or_default();
+    stdout.push_str(&result.unwrap_or_default());
     Hooked {
         code: Code::Success,
-        stdout: result.unwrap_or_default(),
+        stdout,
+    }
+}
+
+/// A failure the user must fix in the installation, not in the input: the
+/// kind a session should be told about.
+fn is_installation_problem(e: &Error) -> bool {
+    matches!(
+        e.kind(),
+        Kind::PermissionDenied | Kind::DiskFull | Kind::DependencyMissing | Kind::ResourceExhausted
+    )
+}
+
+fn is_file_backend(global: &GlobalArgs) -> bool {
+    global
+        .backend
+        .as_deref()
+        .is_none_or(|b| b.is_empty() || b == "file")
+}
+
+/// `hook doctor`: [`doctor::examine`] from the current folder, printed as
+/// a table or JSON; its exit code is the first failed check's.
+fn doctor(args: &HookArgs, global: &GlobalArgs) -> Hooked {
+    let project_dir = non_empty(&args.project_dir);
+    let search = Search::from_env(None, project_dir.clone());
+    let (cfg, cfg_err) = config(global, &search);
+    if let Some(e) = cfg_err {
+        eprintln!("{TOOL}: hook doctor: {e}");
+        return Hooked {
+            code: e.code(),
+            stdout: String::new(),
+        };
+    }
+    let project = project_dir.unwrap_or_else(|| project_root(&cfg, &search));
+    let home = std::env::var_os("HOME")
+        .filter(|h| !h.is_empty())
+        .map(PathBuf::from);
+    let path = std::env::var_os("PATH");
+    let bin = std::env::var_os("WFSTATE_BIN")
+        .filter(|b| !b.is_empty())
+        .map(PathBuf::from);
+    let report = doctor::examine(
+        &cfg,
+        &doctor::Setup {
+            project: &project,
+            home: home.as_deref(),
+            path: path.as_deref(),
+            wfstate_bin: bin.as_deref(),
+            file_backend: is_file_backend(global),
+        },
+    );
+    let output = Output {
+        no_header: global.no_header,
+        ..Output::of(&args.json)
+    };
+    let stdout = if output.json {
+        let v = serde_json::to_value(&report).expect("reports serialize");
+        let mut text = if output.compact {
+            serde_json::to_string(&v)
+        } else {
+            serde_json::to_string_pretty(&v)
+        }
+        .expect("JSON values always serialize");
+        text.push('\n');
+        text
+    } else {
+        let mut t = Table::for_output(&["status", "check", "detail"], &output);
+        for c in &report.checks {
+            let detail = match &c.fix {
+                Some(fix) => format!("{} — {fix}", c.detail),
+                None => c.detail.clone(),
+            };
+            t.row(vec![c.status.name().into(), c.check.into(), detail]);
+        }
+        t.render()
+    };
+    if !report.ok {
+        eprintln!(
+            "{TOOL}: hook doctor: {} check(s) failed — do what their lines say, then run 'state-manager hook doctor' again",
+            report.failures()
+        );
+    }
+    Hooked {
+        code: report.code(),
+        stdout,
+    }
+}
+
+/// The project a state belongs to: the folder of a new state, or of a
+/// found one (above `.claude/` for a state the old hooks made), or the
+/// start folder for a given one.
+fn project_root(cfg: &Config, search: &Search) -> PathBuf {
+    match cfg.found_by {
+        Found::Given => search.start.clone(),
+        _ if cfg.root.file_name().is_some_and(|n| n == ".claude") => cfg
+            .root
+            .parent()
+            .map_or_else(|| cfg.root.clone(), Path::to_path_buf),
+        _ => cfg.root.clone(),
     }
 }
 
@@ -194,15 +351,31 @@ fn non_empty(p: &Option<PathBuf>) -> Option<PathBuf> {
     p.clone().filter(|p| !p.as_os_str().is_empty())
 }
 
-/// The configuration for `state_file`, and the error of a bad setting (the
-/// configuration is still usable for the audit event that reports it).
-fn config(global: &GlobalArgs, state_file: PathBuf) -> (Config, Option<Error>) {
-    let mut args = global.clone();
-    args.state_file = Some(state_file.clone());
-    let (mut cfg, err) = match args.config() {
+/// Where a hook's walk for the state starts: the payload's `cwd` when it is
+/// inside the project folder (or there is none), else the project folder,
+/// else the current folder.
+fn start_folder(cwd: Option<&Path>, project_dir: Option<&Path>) -> PathBuf {
+    let canonical = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+    match (cwd, project_dir) {
+        (Some(cwd), Some(project)) if canonical(cwd).starts_with(canonical(project)) => {
+            cwd.to_path_buf()
+        }
+        (_, Some(project)) => project.to_path_buf(),
+        (Some(cwd), None) => cwd.to_path_buf(),
+        (None, None) => PathBuf::from("."),
+    }
+}
+
+/// The configuration the flags describe with the state found by `search`,
+/// and the error of a bad setting (the configuration is still usable for
+/// the audit event that reports it).
+fn config(global: &GlobalArgs, search: &Search) -> (Config, Option<Error>) {
+    let (mut cfg, err) = match global.config_from(search) {
         Ok(cfg) => (cfg, None),
         Err(e) => {
+            let (state_file, found_by) = locate_state(global.state_file.as_deref(), search);
             let mut cfg = Config::new(state_file);
+            cfg.found_by = found_by;
             if let Some(log) = non_empty(&global.audit_log) {
                 cfg.audit_log = log;
             }
@@ -250,8 +423,8 @@ impl Hook {
         let file = self.ctx.backend.kind() == "file";
         let root = &self.ctx.cfg.root;
         if file && !root.exists() {
-            // The state folder (.claude) is made, not the folders above it: a
-            // payload's cwd that does not exist is no project to write into.
+            // The state folder is made, not the folders above it: a payload's
+            // cwd that does not exist is no project to write into.
             DirBuilder::new().mode(0o700).create(root).map_err(|e| {
                 Error::io(e, "cannot create the state folder", root).or_hint(
                     "check the project folder (CLAUDE_PROJECT_DIR or the payload's cwd) exists",

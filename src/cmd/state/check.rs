@@ -6,6 +6,7 @@ use serde_json::{Value, json};
 
 use super::TOOL;
 use crate::cmd::{self as cli, Ctx, Paint};
+use crate::config::Found;
 use crate::error::{Error, Result};
 use crate::exit::Code;
 use crate::state::health::{self, StatusReport};
@@ -30,10 +31,14 @@ pub fn status(ctx: &Ctx) -> Result<Code> {
         location: ctx.state_target(),
     };
     let report = health::status(&ctx.cfg, place, bytes.as_deref(), backups);
+    let found_by = (b.kind() == "file").then_some(ctx.cfg.found_by);
     if ctx.output.json {
-        ctx.print_json(&report);
+        ctx.print_json(&StatusJson {
+            report: &report,
+            found_by,
+        });
     } else {
-        cli::print(&status_text(ctx, &report));
+        cli::print(&status_text(ctx, &report, found_by));
     }
     if report.code() == Code::GeneralError {
         eprintln!(
@@ -44,7 +49,17 @@ pub fn status(ctx: &Ctx) -> Result<Code> {
     Ok(report.code())
 }
 
-fn status_text(ctx: &Ctx, r: &StatusReport) -> String {
+/// `status --json`: the report and how the state file was chosen.
+#[derive(Serialize)]
+struct StatusJson<'r> {
+    #[serde(flatten)]
+    report: &'r StatusReport,
+    /// How the state file was chosen (see [`crate::config::locate_state`]);
+    /// null on a server backend.
+    found_by: Option<Found>,
+}
+
+fn status_text(ctx: &Ctx, r: &StatusReport, found_by: Option<Found>) -> String {
     let s = |v: &Value| match v {
         Value::String(s) => s.clone(),
         Value::Null => "-".into(),
@@ -72,12 +87,16 @@ fn status_text(ctx: &Ctx, r: &StatusReport) -> String {
         r.live_locks.join(", ")
     };
     format!(
-        "backend:        {}\nstate file:     {}\nstate:          {}\nsize:           {}\nschema version: {}\nphase:          {}\nlast modified:  {}\nrevision:       {}\nbackups:        {}\nlive locks:     {}\ndegraded mode:  {}\n",
+        "backend:        {}\nstate file:     {}{}\nstate:          {}\nsize:           {}\nschema version: {}\nphase:          {}\nlast modified:  {}\nrevision:       {}\nbackups:        {}\nlive locks:     {}\ndegraded mode:  {}\n",
         match &r.namespace {
             Some(ns) => format!("{} (namespace {ns})", r.backend),
             None => r.backend.to_string(),
         },
         r.path,
+        found_by.map_or(String::new(), |f| format!(
+            "\nfound by:       {}",
+            f.describe()
+        )),
         state,
         r.size.map_or("-".into(), |n| format!("{n} bytes")),
         s(&r.schema_version),
