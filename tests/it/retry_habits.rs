@@ -477,3 +477,81 @@ fn the_timeout_suggestion_names_the_command_that_exits_9_and_says_run_exits_2() 
     env.run("lock-manager", &["run", "-w", "0.2", "busy", "--", "true"])
         .code(2);
 }
+
+/// The lines of `text` split into fields as awk splits them.
+fn fields(text: &str) -> Vec<Vec<&str>> {
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| l.split_whitespace().collect())
+        .collect()
+}
+
+#[test]
+fn checkpoint_and_audit_tables_have_one_word_titles_and_drop_them_under_no_header() {
+    let env = Env::new();
+    env.init();
+    er(&env, &["checkpoint", "pre-deploy"]).ok();
+    er(&env, &["checkpoint", "second", "build"]).ok();
+    // `list`: a title per column, as many fields in each row, none empty.
+    let table = er(&env, &["list"]).ok().stdout;
+    let rows = fields(&table);
+    assert_eq!(
+        rows[0],
+        [
+            "ID",
+            "OPERATION",
+            "PHASE",
+            "MADE",
+            "REVISION",
+            "SIZE",
+            "FILES",
+            "VALID"
+        ]
+    );
+    assert_eq!(rows.len(), 3, "{table}");
+    for r in &rows[1..] {
+        assert_eq!(r.len(), rows[0].len(), "{table}");
+        assert!(r[0].starts_with("checkpoint-"), "{table}");
+    }
+    let bare = er(&env, &["--no-header", "list"]).ok().stdout;
+    assert_eq!(fields(&bare), rows[1..].to_vec(), "{bare}");
+    let after = er(&env, &["list", "--no-header"]).ok().stdout;
+    assert_eq!(after, bare);
+
+    // The audit tables: the header is one word per column, and goes.
+    for (args, title) in [
+        (&["audit", "recent"][..], "TIME"),
+        (&["audit", "stats"], "TOOL"),
+        (&["audit", "stats", "--by", "op"], "OP"),
+        (&["audit", "history", ".workflow-state.json"], "TIME"),
+    ] {
+        let with = env.run("state-manager", args).ok().stdout;
+        let header = with
+            .lines()
+            .find(|l| l.starts_with(title))
+            .unwrap_or_else(|| panic!("{args:?}: no header: {with}"));
+        let titles = header.split_whitespace().count();
+        let table_rows: Vec<&str> = with
+            .lines()
+            .skip_while(|l| !l.starts_with(title))
+            .skip(1)
+            .filter(|l| !l.is_empty())
+            .collect();
+        assert!(!table_rows.is_empty(), "{args:?}: {with}");
+        if title != "TIME" || args[1] == "recent" {
+            for r in &table_rows {
+                assert_eq!(r.split_whitespace().count(), titles, "{args:?}: {with}");
+            }
+        }
+        let mut no_header = args.to_vec();
+        no_header.push("--no-header");
+        let without = env.run("state-manager", &no_header).ok().stdout;
+        assert!(
+            !without.lines().any(|l| l.starts_with(title)),
+            "{args:?}: {without}"
+        );
+        for r in &table_rows {
+            assert!(without.contains(r.split_whitespace().next().unwrap()));
+        }
+    }
+}

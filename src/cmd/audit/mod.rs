@@ -254,7 +254,7 @@ fn recent_cmd(
         out.list(&recent::values(&lines));
         warn_malformed(&out, &totals);
     } else {
-        cli::print(&text::recent(&lines, &totals));
+        cli::print(&text::recent(&lines, &totals, &out));
     }
     *detail = json!({ "shown": lines.len(), "malformed": totals.malformed, "lines": totals.lines });
     Ok(Code::Success)
@@ -274,7 +274,7 @@ fn stats_cmd(
     if out.json {
         out.json(&serde_json::to_value(st.report(&totals)).expect("the stats report serializes"));
     } else {
-        cli::print(&text::stats(&st, &totals));
+        cli::print(&text::stats(&st, &totals, &out));
     }
     *detail = json!({ "malformed": totals.malformed, "lines": totals.lines });
     Ok(Code::Success)
@@ -320,7 +320,7 @@ fn history_cmd(
     if out.json {
         out.json(&serde_json::to_value(h.report(&totals)).expect("the history report serializes"));
     } else {
-        cli::print(&text::history(&h, &totals));
+        cli::print(&text::history(&h, &totals, &out));
     }
     *detail = json!({ "steps": h.steps.len() });
     Ok(Code::Success)
