@@ -6,7 +6,7 @@
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use serde_json::Value;
@@ -554,4 +554,76 @@ fn checkpoint_and_audit_tables_have_one_word_titles_and_drop_them_under_no_heade
             assert!(without.contains(r.split_whitespace().next().unwrap()));
         }
     }
+}
+/// A log of about `mib` MiB of valid events.
+fn big_log(path: &Path, mib: usize) {
+    let line = crate::harness::event(serde_json::json!({})).to_string();
+    let n = mib * (1 << 20) / (line.len() + 1) + 1;
+    let mut text = String::with_capacity(n * (line.len() + 1));
+    for _ in 0..n {
+        text.push_str(&line);
+        text.push('\n');
+    }
+    fs::write(path, text).unwrap();
+}
+
+/// The size of a log and its rotated files, as the progress line shows it.
+fn shown_size(env: &Env) -> String {
+    let mut bytes = 0;
+    for p in [env.audit_log(), env.path(".workflow-audit.jsonl.1")] {
+        bytes += fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+    }
+    format!("of {:.1} MB)", bytes as f64 / 1e6)
+}
+
+#[test]
+fn reviews_of_a_big_log_show_progress_on_a_terminal_only() {
+    let env = Env::new();
+    // 18 MiB in all, over the live log and a rotated file (both are read).
+    big_log(&env.path(".workflow-audit.jsonl.1"), 9);
+    big_log(&env.audit_log(), 9);
+    let size = shown_size(&env);
+    let tty = on_a_tty(&env, true, "state-manager audit stats > stats.out");
+    assert!(tty.contains("reading audit log: "), "{tty:?}");
+    assert!(tty.contains(&size), "{size} in {tty:?}");
+    // Redrawn in place and erased at the end: the last thing drawn is the erase.
+    assert!(tty.contains('%') && tty.contains('\r'), "{tty:?}");
+    assert!(
+        tty.trim_end_matches(['\n', '\r']).ends_with("\r\x1b[K"),
+        "{tty:?}"
+    );
+    let report = fs::read_to_string(env.path("stats.out")).unwrap();
+    assert!(report.starts_with("events "), "{report}");
+    assert!(!report.contains("reading audit log"), "on stdout: {report}");
+    // Every review over the log shows it.
+    for review in [
+        "audit recent -n 1",
+        "audit races",
+        "audit history deploy",
+        "audit export -o export.json",
+        "audit stats --json",
+    ] {
+        let tty = on_a_tty(&env, true, &format!("state-manager {review} > review.out"));
+        assert!(tty.contains("reading audit log: "), "{review}: {tty:?}");
+        let out = fs::read_to_string(env.path("review.out")).unwrap();
+        assert!(!out.contains("reading audit log"), "{review}: {out}");
+    }
+    // Not a terminal: nothing on stderr.
+    let piped = env.run("state-manager", &["audit", "stats"]).ok();
+    assert!(
+        !piped.stderr.contains("reading audit log"),
+        "{}",
+        piped.stderr
+    );
+    assert!(!piped.stdout.contains("reading audit log"));
+}
+
+#[test]
+fn reviews_of_a_small_log_show_no_progress_even_on_a_terminal() {
+    let env = Env::new();
+    big_log(&env.audit_log(), 2);
+    let tty = on_a_tty(&env, true, "state-manager audit stats > stats.out");
+    assert!(!tty.contains("reading audit log"), "{tty:?}");
+    let report = fs::read_to_string(env.path("stats.out")).unwrap();
+    assert!(report.starts_with("events "), "{report}");
 }
