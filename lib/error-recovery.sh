@@ -37,10 +37,15 @@ restore_checkpoint() {
 # retry_with_backoff FN [MAX=3] [BASE_DELAY=1] [ARGS...]: runs FN (a shell
 # function or a command) until it succeeds, at most MAX times, waiting a
 # random time in [0, min(60, BASE_DELAY * 2^(n-1))] after failure n (full
-# jitter, as `error-recovery retry`). Exit codes 4, 6 and 7 are not retried:
-# retrying cannot help. Returns the last attempt's own code. FN runs as the
-# condition of an `if` (so under set -e a failing attempt is retried, not
-# fatal; as for any condition, bash does not apply set -e inside FN).
+# jitter, as `error-recovery retry`). When FN speaks wfstate's exit codes —
+# a shell function of the calling script (as in the library this replaces),
+# a builtin, or one of wfstate's binaries (state-manager, lock-manager,
+# error-recovery, after PATH lookup with symlinks resolved) — exit codes 4, 6
+# and 7 are not retried: retrying cannot help. Any other command's codes are
+# its own (curl's 6 and 7 are transient), so every failure is retried.
+# Returns the last attempt's own code. FN runs as the condition of an `if`
+# (so under set -e a failing attempt is retried, not fatal; as for any
+# condition, bash does not apply set -e inside FN).
 retry_with_backoff() {
   local fn="${1:-}" max="${2:-3}" base="${3:-1}"
   if [[ -z "$fn" ]]; then
@@ -56,16 +61,26 @@ retry_with_backoff() {
     printf 'retry_with_backoff: bad BASE_DELAY %q — give seconds, such as 1 or 0.5\n' "$base" >&2
     return "$EXIT_VALIDATION_FAILED"
   fi
-  local attempt=1 rc cap_ms delay_ms
+  local attempt=1 rc cap_ms delay_ms ours=1 exe
+  if [[ "$(type -t "$fn")" == file ]]; then
+    exe="$(type -P "$fn")"
+    exe="$(readlink -f -- "$exe" 2>/dev/null)" || exe="$(type -P "$fn")"
+    case "${exe##*/}" in
+      state-manager | lock-manager | error-recovery) ;;
+      *) ours=0 ;;
+    esac
+  fi
   while :; do
     if WFSTATE_ATTEMPT=$attempt "$fn" "$@"; then
       return 0
     else
       rc=$?
     fi
-    case "$rc" in
-      4 | 6 | 7) return "$rc" ;;
-    esac
+    if ((ours)); then
+      case "$rc" in
+        4 | 6 | 7) return "$rc" ;;
+      esac
+    fi
     if ((attempt >= max)); then
       return "$rc"
     fi

@@ -10,8 +10,14 @@
 //! Review commands log themselves (op `audit-recent`, `audit-stats`, …); the
 //! [`Filter`] leaves those events out unless asked for, so a review never
 //! counts the reviews that came before it.
+//!
+//! A scan can report how far it has read through a [`Progress`] the caller
+//! passes ([`Metered`]): the bytes read of the bytes the files held when it
+//! began, at most once per [`PROGRESS_STEP`]. What to show, if anything, is
+//! the command layer's choice; nothing here prints.
 
 use std::borrow::Cow;
+use std::cell::RefCell;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 
@@ -216,14 +222,93 @@ impl Events for Config {
     }
 }
 
+/// How far a scan has read, told to the caller (who may show it).
+pub trait Progress {
+    /// `read` bytes of `total` have been read (`total`: what the files held
+    /// when the scan began; a log that grows meanwhile may pass it).
+    fn advance(&mut self, read: u64, total: u64);
+    /// The scan is over, read to the end or failed.
+    fn finish(&mut self);
+}
+
+/// The bytes read between two calls of [`Progress::advance`]: often enough
+/// for a line redrawn a few times a second, rare enough to cost nothing.
+pub const PROGRESS_STEP: u64 = 1 << 20;
+
+/// The audit log at a path, scanned with a [`Progress`] told along the way:
+/// the file backend's events ([`scan`]) for a command that shows progress.
+pub struct Metered<'a> {
+    log: &'a Path,
+    progress: RefCell<&'a mut dyn Progress>,
+}
+
+impl<'a> Metered<'a> {
+    pub fn new(log: &'a Path, progress: &'a mut dyn Progress) -> Metered<'a> {
+        Metered {
+            log,
+            progress: RefCell::new(progress),
+        }
+    }
+}
+
+impl Events for Metered<'_> {
+    fn scan_events(&self, each: &mut dyn FnMut(&Line)) -> Result<Totals> {
+        let mut progress = self.progress.borrow_mut();
+        scan_files(self.log, Some(&mut **progress), each)
+    }
+}
+
+/// The bytes the log and its rotated files hold now (0 when there is none).
+pub fn log_bytes(log: &Path) -> u64 {
+    rotate::open_log_files(log)
+        .iter()
+        .filter_map(|(_, f)| f.metadata().ok())
+        .map(|m| m.len())
+        .sum()
+}
+
 /// Streams every event of `log` (rotated files first) to `each`, in log order.
 /// Returns what was read. A missing log is an empty one.
 pub fn scan(log: &Path, mut each: impl FnMut(&Line)) -> Result<Totals> {
+    scan_files(log, None, &mut each)
+}
+
+/// [`scan`], telling `progress` (if any) how far it has read.
+fn scan_files(
+    log: &Path,
+    mut progress: Option<&mut dyn Progress>,
+    each: &mut dyn FnMut(&Line),
+) -> Result<Totals> {
+    match progress.as_mut() {
+        Some(p) => {
+            let result = scan_told(log, Some(&mut **p), each);
+            p.finish();
+            result
+        }
+        None => scan_told(log, None, each),
+    }
+}
+
+fn scan_told(
+    log: &Path,
+    mut progress: Option<&mut dyn Progress>,
+    each: &mut dyn FnMut(&Line),
+) -> Result<Totals> {
     let started = std::time::Instant::now();
     crate::debug::log(|| format!("audit: scanning {}", log.display()));
     let mut totals = Totals::default();
     let mut buf = Vec::with_capacity(4096);
-    for (path, file) in rotate::open_log_files(log) {
+    let files = rotate::open_log_files(log);
+    let total: u64 = match progress {
+        Some(_) => files
+            .iter()
+            .filter_map(|(_, f)| f.metadata().ok())
+            .map(|m| m.len())
+            .sum(),
+        None => 0,
+    };
+    let (mut read, mut told) = (0u64, 0u64);
+    for (path, file) in files {
         let mut reader = BufReader::with_capacity(1 << 20, file);
         loop {
             buf.clear();
@@ -235,6 +320,13 @@ pub fn scan(log: &Path, mut each: impl FnMut(&Line)) -> Result<Totals> {
             }
             if let Some(line) = parse_line(&buf, &mut totals) {
                 each(&line);
+            }
+            read += n as u64;
+            if let Some(p) = progress.as_deref_mut()
+                && read - told >= PROGRESS_STEP
+            {
+                told = read;
+                p.advance(read, total);
             }
         }
         totals.files.push(path);
@@ -416,6 +508,49 @@ mod tests {
         )
         .unwrap();
         assert_eq!(l.ev.owner(), 7);
+    }
+
+    #[test]
+    fn progress_is_told_in_steps_up_to_the_files_size_then_finished() {
+        #[derive(Default)]
+        struct Told {
+            steps: Vec<(u64, u64)>,
+            finished: u32,
+        }
+        impl Progress for Told {
+            fn advance(&mut self, read: u64, total: u64) {
+                self.steps.push((read, total));
+            }
+            fn finish(&mut self) {
+                self.finished += 1;
+            }
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("a.jsonl");
+        let line = "{\"ts\":\"2024-05-01T10:00:00Z\",\"tool\":\"a\",\"op\":\"b\"}\n";
+        let n = 3 * PROGRESS_STEP as usize / line.len() + 10;
+        std::fs::write(&log, line.repeat(n)).unwrap();
+        std::fs::write(dir.path().join("a.jsonl.1"), line.repeat(n)).unwrap();
+        let size = log_bytes(&log);
+        assert_eq!(size, 2 * (n * line.len()) as u64);
+        let mut told = Told::default();
+        let mut seen = 0;
+        let totals = Metered::new(&log, &mut told)
+            .scan_events(&mut |_| seen += 1)
+            .unwrap();
+        assert_eq!((seen, totals.lines), (2 * n, 2 * n as u64));
+        assert_eq!(told.finished, 1);
+        assert!(told.steps.len() >= 5, "{:?}", told.steps);
+        for w in told.steps.windows(2) {
+            assert!(w[1].0 - w[0].0 >= PROGRESS_STEP);
+        }
+        assert!(told.steps.iter().all(|&(r, t)| t == size && r <= size));
+        // A missing log is told nothing but its end.
+        let mut none = Told::default();
+        Metered::new(&dir.path().join("none"), &mut none)
+            .scan_events(&mut |_| {})
+            .unwrap();
+        assert_eq!((none.steps.len(), none.finished), (0, 1));
     }
 
     #[test]

@@ -105,8 +105,12 @@ enum Command {
     ///
     /// Exits with the last attempt's own code (128+N after signal N), 9 when
     /// --timeout ended it (the command's process group gets SIGTERM, then
-    /// SIGKILL 2 s later), 5 when the command is not found. Exit codes 4, 6
-    /// and 7 are not retried unless --retry-on lists them. Each attempt sees
+    /// SIGKILL 2 s later), 5 when the command is not found, 4 for bad
+    /// options. Every non-zero exit is retried, except that exit codes 4, 6
+    /// and 7 of wfstate's own binaries (or of any command under --codes
+    /// wfstate) are not: retrying cannot fix bad input, a refused permission
+    /// or a full disk. --no-retry-on adds codes not to retry; --retry-on
+    /// retries only the codes it lists (not both). Each attempt sees
     /// WFSTATE_ATTEMPT=1, 2, ...
     Retry(RetryArgs),
     /// What an exit code means and what to run about it
@@ -226,6 +230,8 @@ pub fn main() -> ExitCode {
                 "--multiplier",
                 "--jitter",
                 "--retry-on",
+                "--no-retry-on",
+                "--codes",
                 "--timeout",
             ],
         })

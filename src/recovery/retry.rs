@@ -4,10 +4,23 @@
 //! Guarantees:
 //! - The exit status is the last attempt's own code (128+N when a signal
 //!   killed it), never 0 after a failure; 9 when `--timeout` ended the run;
-//!   5 when the command is not found. Codes 4, 6 and 7 are not retried
-//!   (retrying cannot fix bad input, a refused permission or a full disk)
-//!   unless `--retry-on` lists them; with `--retry-on` only the listed codes
-//!   are retried.
+//!   5 when the command is not found.
+//! - Which codes are retried depends on whose codes they are ([`Codes`]).
+//!   A command that is one of wfstate's binaries (its file name, after the
+//!   PATH lookup and with symlinks resolved, is `state-manager`,
+//!   `lock-manager` or `error-recovery`), or any command under
+//!   `--codes wfstate`, speaks wfstate's table: 4, 6 and 7 are not retried
+//!   (retrying cannot fix bad input, a refused permission or a full disk).
+//!   Any other command (or `--codes any`) has codes of its own — curl's 6
+//!   and 7 are its most common transient failures — so every non-zero exit
+//!   is retried. `--no-retry-on` adds codes that are not retried;
+//!   `--retry-on` retries only the codes it lists, whoever's they are. The
+//!   two cannot be given together (exit 4): one names what is retried, the
+//!   other what is not.
+//! - Between attempts a line says what happened: on a terminal (stderr is
+//!   a TTY) or with `--verbose`, `attempt 2/5 failed (exit 7); next in
+//!   1.4 s`; otherwise the line it always printed, `attempt 2 of 5 exited
+//!   7; retrying in 1.400s`.
 //! - The wait after failed attempt n (0-based) is [`delay`]: with `full`
 //!   jitter (the default, as AWS recommends) uniform in [0, cap], with
 //!   `equal` in [cap/2, cap], with `none` exactly cap, where
@@ -29,9 +42,11 @@
 //! its children, is signalled at the deadline). A `retry` killed with
 //! SIGKILL cannot stop its child.
 
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::fs::File;
-use std::io::Read;
+use std::io::{IsTerminal, Read};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus};
 use std::time::{Duration, Instant};
 
@@ -46,8 +61,128 @@ use crate::error::{Error, Kind, Result};
 /// How long a child has between SIGTERM and SIGKILL at the deadline.
 pub const GRACE: Duration = child::GRACE;
 
-/// Exit codes that retrying cannot help: bad input, refused permission, full disk.
+/// Exit codes of wfstate's table that retrying cannot help: bad input,
+/// refused permission, full disk.
 pub const NOT_RETRIED: [i32; 3] = [4, 6, 7];
+
+/// The file names of wfstate's own binaries, whose exit codes are its table.
+pub const OUR_BINARIES: [&str; 3] = ["state-manager", "lock-manager", "error-recovery"];
+
+/// Whose meanings the command's exit codes have.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Codes {
+    /// wfstate's when the command is one of its binaries, else any
+    Auto,
+    /// wfstate's table: 4, 6 and 7 are not retried (for a script that speaks it)
+    Wfstate,
+    /// The command's own: every non-zero exit is retried
+    Any,
+}
+
+/// Which exit codes are retried, once the command is known.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Rule {
+    /// `--retry-on`: only these.
+    Only(Vec<i32>),
+    /// Every non-zero code except `except` (`--no-retry-on`) and, when
+    /// `ours` says why wfstate's table applies, 4, 6 and 7.
+    AllBut {
+        ours: Option<&'static str>,
+        except: Vec<i32>,
+    },
+}
+
+impl Rule {
+    /// The rule for `program` under these options: `--retry-on` wins, else
+    /// `--codes`, else whether `program` is one of wfstate's binaries.
+    pub fn of(opts: &Options, program: &OsStr) -> Rule {
+        if let Some(only) = &opts.retry_on {
+            return Rule::Only(only.clone());
+        }
+        let ours = match opts.codes {
+            Codes::Wfstate => Some("--codes wfstate"),
+            Codes::Any => None,
+            Codes::Auto => is_ours(program, std::env::var_os("PATH").as_deref())
+                .then_some("it is a wfstate binary"),
+        };
+        Rule::AllBut {
+            ours,
+            except: opts.no_retry_on.clone(),
+        }
+    }
+
+    /// Whether exit `code` is retried.
+    pub fn retries(&self, code: i32) -> bool {
+        match self {
+            Rule::Only(list) => list.contains(&code),
+            Rule::AllBut { ours, except } => {
+                code != 0
+                    && !except.contains(&code)
+                    && !(ours.is_some() && NOT_RETRIED.contains(&code))
+            }
+        }
+    }
+
+    /// Whose codes: `wfstate` or `any` (`--retry-on`: `listed`), for the audit log.
+    pub fn codes(&self) -> &'static str {
+        match self {
+            Rule::Only(_) => "listed",
+            Rule::AllBut { ours: Some(_), .. } => "wfstate",
+            Rule::AllBut { ours: None, .. } => "any",
+        }
+    }
+
+    /// Why exit `code` (not retried) is not retried, with what to do.
+    pub fn why_not(&self, code: i32) -> String {
+        match self {
+            Rule::Only(_) => format!("it is not in --retry-on; add {code} to retry it"),
+            Rule::AllBut { except, .. } if except.contains(&code) => {
+                "it is in --no-retry-on".to_string()
+            }
+            Rule::AllBut { ours, .. } => {
+                let name = crate::exit::Code::from_i32(code).map_or("?", |c| c.name());
+                format!(
+                    "exit {code} is {name} in wfstate's table ({}), which retrying cannot fix; pass --retry-on {code} to retry anyway",
+                    ours.unwrap_or("--codes wfstate")
+                )
+            }
+        }
+    }
+}
+
+/// Whether `program` is one of wfstate's binaries: its file name, after
+/// the lookup in `path` (when it names no folder) and with every symlink
+/// resolved, is one of [`OUR_BINARIES`]. A copy or a link named after one
+/// is judged by what it really is.
+pub fn is_ours(program: &OsStr, path: Option<&OsStr>) -> bool {
+    let Some(found) = locate(program, path) else {
+        return false;
+    };
+    std::fs::canonicalize(&found)
+        .ok()
+        .and_then(|p| p.file_name().map(|n| n.to_os_string()))
+        .is_some_and(|n| OUR_BINARIES.iter().any(|b| n == OsStr::new(b)))
+}
+
+/// The file `program` runs, as execvp(3) finds it: as given when it names a
+/// folder, else the first executable regular file of that name in `path`
+/// (an empty entry is the current folder).
+fn locate(program: &OsStr, path: Option<&OsStr>) -> Option<PathBuf> {
+    if program.as_encoded_bytes().contains(&b'/') {
+        return Some(PathBuf::from(program));
+    }
+    std::env::split_paths(path?)
+        .map(|dir| {
+            if dir.as_os_str().is_empty() {
+                Path::new(".").join(program)
+            } else {
+                dir.join(program)
+            }
+        })
+        .find(|p| {
+            std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+}
 
 /// How the wait is randomized.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -110,9 +245,22 @@ pub struct RetryArgs {
     /// How waits are randomized
     #[arg(long, value_enum, default_value = "full")]
     pub jitter: Jitter,
-    /// Retry only on these exit codes, e.g. 1,2,4 or 1-3,75 (default: all but 4, 6, 7)
+    /// Retry only on these exit codes, e.g. 1,2,4 or 1-3,75
     #[arg(long, value_name = "CODES")]
     pub retry_on: Option<String>,
+    /// Never retry these exit codes, e.g. 6 or 2,64-78 (not with --retry-on)
+    #[arg(long, value_name = "CODES")]
+    pub no_retry_on: Option<String>,
+    /// Whose exit codes the command returns: wfstate's table (4, 6, 7 are
+    /// not retried) or its own (every non-zero exit is retried); auto:
+    /// wfstate's when the command is state-manager, lock-manager or
+    /// error-recovery (after PATH lookup, symlinks resolved)
+    #[arg(long, value_enum, default_value = "auto", value_name = "WHOSE")]
+    pub codes: Codes,
+    /// Say after each failed attempt what happened and when the next one
+    /// starts, also when stderr is not a terminal
+    #[arg(short, long)]
+    pub verbose: bool,
     /// Give up after this many seconds in all: exit 9, the child terminated
     #[arg(long, value_name = "SECONDS")]
     pub timeout: Option<String>,
@@ -139,8 +287,11 @@ pub struct Options {
     pub multiplier: f64,
     pub jitter: Jitter,
     pub retry_on: Option<Vec<i32>>,
+    pub no_retry_on: Vec<i32>,
+    pub codes: Codes,
     pub timeout: Option<Duration>,
     pub foreground: bool,
+    pub verbose: bool,
 }
 
 impl RetryArgs {
@@ -156,27 +307,46 @@ impl RetryArgs {
                     .hint("give a factor of 1 or more, e.g. 2"),
             );
         }
+        if self.retry_on.is_some() && self.no_retry_on.is_some() {
+            return Err(Error::validation(
+                "--retry-on and --no-retry-on cannot be given together",
+            )
+            .hint("use --retry-on for the only codes to retry, or --no-retry-on for the codes not to retry"));
+        }
         Ok(Options {
             attempts: self.attempts,
             delay: parse_duration(&self.delay, "--delay")?,
             max_delay: parse_duration(&self.max_delay, "--max-delay")?,
             multiplier: self.multiplier,
             jitter: self.jitter,
-            retry_on: self.retry_on.as_deref().map(parse_codes).transpose()?,
+            retry_on: self
+                .retry_on
+                .as_deref()
+                .map(|t| parse_codes(t, "--retry-on"))
+                .transpose()?,
+            no_retry_on: self
+                .no_retry_on
+                .as_deref()
+                .map(|t| parse_codes(t, "--no-retry-on"))
+                .transpose()?
+                .unwrap_or_default(),
+            codes: self.codes,
             timeout: self
                 .timeout
                 .as_deref()
                 .map(|t| parse_duration(t, "--timeout"))
                 .transpose()?,
             foreground: self.foreground,
+            verbose: self.verbose,
         })
     }
 }
 
-/// Parses `1,2,4` or `1-3,75` into exit codes 1–255 (exit 4 otherwise).
-pub fn parse_codes(text: &str) -> Result<Vec<i32>> {
+/// Parses `1,2,4` or `1-3,75` (the value of option `what`) into exit codes
+/// 1–255 (exit 4 otherwise).
+pub fn parse_codes(text: &str, what: &str) -> Result<Vec<i32>> {
     let bad = || {
-        Error::validation(format!("bad --retry-on '{text}'"))
+        Error::validation(format!("bad {what} '{text}'"))
             .hint("list exit codes 1-255 separated by commas, ranges allowed: 1,2,4-6")
     };
     let code = |s: &str| -> Result<i32> {
@@ -199,14 +369,6 @@ pub fn parse_codes(text: &str) -> Result<Vec<i32>> {
         }
     }
     Ok(out)
-}
-
-/// Whether exit `code` is retried under `retry_on`.
-pub fn is_retried(code: i32, retry_on: Option<&[i32]>) -> bool {
-    match retry_on {
-        Some(list) => list.contains(&code),
-        None => code != 0 && !NOT_RETRIED.contains(&code),
-    }
 }
 
 /// Random numbers in [0, 1] from /dev/urandom (falling back to the clock,
@@ -266,6 +428,8 @@ struct Outcome {
     code: i32,
     outcome: &'static str,
     attempts: u32,
+    /// [`Rule::codes`].
+    codes: &'static str,
 }
 
 /// `retry [OPTIONS] -- CMD [ARGS...]`: returns the exit status to exit with.
@@ -282,7 +446,7 @@ pub fn run(cfg: &Config, args: &RetryArgs) -> Result<u8> {
         Ok(o) => rec.finish_with(
             o.code,
             if o.code == 0 { "ok" } else { "error" },
-            json!({ "attempts": o.attempts, "outcome": o.outcome }),
+            json!({ "attempts": o.attempts, "outcome": o.outcome, "codes": o.codes }),
         ),
         Err(e) => {
             let outcome = if e.kind() == Kind::DependencyMissing {
@@ -312,6 +476,11 @@ fn run_attempts(
         let _ = rustix::process::set_child_subreaper(Some(rustix::process::getpid()));
     }
     let mut random = Random::open();
+    let rule = Rule::of(opts, program);
+    let codes = rule.codes();
+    // The friendly line between attempts is for a person watching.
+    let feedback = opts.verbose || std::io::stderr().is_terminal();
+    crate::debug::log(|| format!("retry: codes {codes}: {rule:?}"));
     let mut attempt = 0;
     loop {
         attempt += 1;
@@ -358,6 +527,7 @@ fn run_attempts(
                     code,
                     outcome: "interrupted",
                     attempts: attempt,
+                    codes,
                 });
             }
             Waited::Deadline => {
@@ -372,6 +542,7 @@ fn run_attempts(
                     code: 9,
                     outcome: "timeout",
                     attempts: attempt,
+                    codes,
                 });
             }
         };
@@ -381,22 +552,20 @@ fn run_attempts(
                 code: 0,
                 outcome: "success",
                 attempts: attempt,
+                codes,
             });
         }
-        if !is_retried(code, opts.retry_on.as_deref()) {
+        if !rule.retries(code) {
             finish_attempt(rec, attempt, code, 0.0);
-            let why = if opts.retry_on.is_some() {
-                "it is not in --retry-on".to_string()
-            } else {
-                format!(
-                    "retrying cannot help with exit {code}; pass --retry-on {code} to retry anyway"
-                )
-            };
-            eprintln!("{TOOL}: {target} exited {code}; not retried: {why}");
+            eprintln!(
+                "{TOOL}: {target} exited {code}; not retried: {}",
+                rule.why_not(code)
+            );
             return Ok(Outcome {
                 code,
                 outcome: "not-retried",
                 attempts: attempt,
+                codes,
             });
         }
         if attempt >= opts.attempts {
@@ -406,6 +575,7 @@ fn run_attempts(
                 code,
                 outcome: "exhausted",
                 attempts: attempt,
+                codes,
             });
         }
         let wait = delay(
@@ -425,14 +595,23 @@ fn run_attempts(
                 code: 9,
                 outcome: "timeout",
                 attempts: attempt,
+                codes,
             });
         }
         finish_attempt(rec, attempt, code, crate::audit::event::ms(wait));
-        eprintln!(
-            "{TOOL}: attempt {attempt} of {} exited {code}; retrying in {:.3}s",
-            opts.attempts,
-            wait.as_secs_f64()
-        );
+        if feedback {
+            eprintln!(
+                "{TOOL}: attempt {attempt}/{} failed (exit {code}); next in {}",
+                opts.attempts,
+                seconds(wait)
+            );
+        } else {
+            eprintln!(
+                "{TOOL}: attempt {attempt} of {} exited {code}; retrying in {:.3}s",
+                opts.attempts,
+                wait.as_secs_f64()
+            );
+        }
         if poll_until(&[signals.fd()], Some(Instant::now() + wait))?
             && let Some(sig) = signals.take()
         {
@@ -441,8 +620,21 @@ fn run_attempts(
                 code: 128 + sig,
                 outcome: "interrupted",
                 attempts: attempt,
+                codes,
             });
         }
+    }
+}
+
+/// A wait for a person to read: `0.25 s`, `1.4 s`, `42 s`.
+fn seconds(d: Duration) -> String {
+    let s = d.as_secs_f64();
+    if s >= 10.0 {
+        format!("{s:.0} s")
+    } else if s >= 1.0 {
+        format!("{s:.1} s")
+    } else {
+        format!("{s:.2} s")
     }
 }
 
@@ -586,22 +778,64 @@ mod tests {
 
     #[test]
     fn codes_parse_with_ranges() {
-        assert_eq!(parse_codes("1,2,4-6").unwrap(), vec![1, 2, 4, 5, 6]);
-        assert_eq!(parse_codes("75").unwrap(), vec![75]);
+        assert_eq!(parse_codes("1,2,4-6", "x").unwrap(), vec![1, 2, 4, 5, 6]);
+        assert_eq!(parse_codes("75", "x").unwrap(), vec![75]);
         for bad in ["", "0", "256", "a", "3-1", "1,,2"] {
-            assert!(parse_codes(bad).is_err(), "{bad}");
+            assert!(parse_codes(bad, "x").is_err(), "{bad}");
         }
     }
 
     #[test]
-    fn four_six_and_seven_are_not_retried_unless_listed() {
+    fn four_six_and_seven_are_not_retried_only_under_wfstate_s_table() {
+        let ours = Rule::AllBut {
+            ours: Some("--codes wfstate"),
+            except: vec![],
+        };
+        let any = Rule::AllBut {
+            ours: None,
+            except: vec![],
+        };
         for c in [1, 2, 3, 5, 9, 137] {
-            assert!(is_retried(c, None), "{c}");
+            assert!(ours.retries(c), "{c}");
+            assert!(any.retries(c), "{c}");
         }
-        for c in [0, 4, 6, 7] {
-            assert!(!is_retried(c, None), "{c}");
+        for c in [4, 6, 7] {
+            assert!(!ours.retries(c), "{c}");
+            assert!(any.retries(c), "{c}");
         }
-        assert!(is_retried(4, Some(&[4])));
-        assert!(!is_retried(1, Some(&[4])));
+        assert!(!ours.retries(0) && !any.retries(0));
+        let except = Rule::AllBut {
+            ours: None,
+            except: vec![6, 9],
+        };
+        assert!(!except.retries(6) && !except.retries(9) && except.retries(7));
+        assert!(Rule::Only(vec![4]).retries(4));
+        assert!(!Rule::Only(vec![4]).retries(1));
+    }
+
+    #[test]
+    fn our_binaries_are_known_by_their_real_file_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let exe = |name: &str| {
+            let p = dir.path().join(name);
+            std::fs::write(&p, "#!/bin/sh\n").unwrap();
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+            p
+        };
+        let real = exe("state-manager");
+        let other = exe("curl");
+        std::os::unix::fs::symlink(&real, dir.path().join("sm")).unwrap();
+        std::os::unix::fs::symlink(&other, dir.path().join("lock-manager")).unwrap();
+        let path = Some(dir.path().as_os_str());
+        assert!(is_ours(OsStr::new("state-manager"), path));
+        assert!(is_ours(OsStr::new("sm"), path), "a link to one is one");
+        assert!(is_ours(real.as_os_str(), None));
+        assert!(
+            !is_ours(OsStr::new("lock-manager"), path),
+            "a link named like one is not"
+        );
+        assert!(!is_ours(OsStr::new("curl"), path));
+        assert!(!is_ours(OsStr::new("state-manager"), None));
+        assert!(!is_ours(OsStr::new("no-such"), path));
     }
 }

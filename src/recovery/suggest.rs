@@ -102,17 +102,21 @@ pub fn suggestion(code: Code) -> (&'static str, &'static [&'static str]) {
             &[
                 "df -h .",
                 "error-recovery handle 7 --apply        # prune backups, checkpoints, temp files",
-                "error-recovery cleanup 1 --keep 1      # remove checkpoints older than a day",
+                "error-recovery cleanup 1d --keep 1     # remove checkpoints older than a day",
             ],
         ),
         Code::NetworkError => (
-            "a network backend failed (reserved: the toolkit itself uses no network)",
-            &["error-recovery retry --attempts 5 -- <your command>"],
+            "the Redis backend (WFSTATE_BACKEND) could not be reached, did not answer in time, or is a read-only or loading server",
+            &[
+                "state-manager health                   # is the backend reachable?",
+                "error-recovery retry --attempts 5 -- <your command>   # ride out a short outage",
+            ],
         ),
         Code::Timeout => (
-            "an overall deadline passed (retry --timeout, run --timeout)",
+            "an overall deadline passed: 'error-recovery retry --timeout S' stopped the command at S seconds (a lock not had in time is exit 2, also in 'lock-manager run -w S')",
             &[
-                "raise --timeout, or find out why the command is slow",
+                "error-recovery retry --timeout 600 -- <your command>   # a longer deadline; exit 9 again if it passes",
+                "state-manager audit recent --failed    # what failed before, and how long it ran",
                 "error-recovery status                  # recent failures",
             ],
         ),

@@ -20,6 +20,7 @@ mod props;
 mod recovery;
 mod redis_faults;
 mod reliability;
+mod retry_habits;
 mod server;
 mod shims;
 mod state;

@@ -555,12 +555,16 @@ fn retry_does_not_retry_4_6_7_unless_retry_on_lists_them() {
     let env = Env::new();
     for code in ["4", "6", "7"] {
         let log = env.path(&format!("log{code}"));
+        // See issue 15: only a command that speaks wfstate's codes (one of
+        // its binaries, or --codes wfstate) keeps 4, 6 and 7 final.
         er(
             &env,
             &[
                 "retry",
                 "--delay",
                 "0.01",
+                "--codes",
+                "wfstate",
                 "--",
                 "sh",
                 "-c",

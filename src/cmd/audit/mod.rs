@@ -8,8 +8,12 @@
 //! itself as one event (op `audit-recent`, `audit-stats`, …, target the
 //! audit log). Those events are left out of every review unless asked for by
 //! `--op`, so a review never counts the reviews before it.
+//!
+//! Over a big log (16 MiB or more) on the file backend, a person watching
+//! stderr on a terminal sees how far the reading has got ([`progress`]).
 
 pub mod monitor;
+pub mod progress;
 pub mod text;
 
 use std::io::Write;
@@ -18,7 +22,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::audit::scan::{self, Events, Filter, Totals};
+use crate::audit::scan::{self, Events, Filter, Metered, Totals};
 use crate::audit::stats::By;
 use crate::audit::{export, history, races, recent, stats};
 use crate::cmd::{self as cli, Ctx, JsonArgs, Output, StreamArgs};
@@ -170,8 +174,22 @@ pub struct MonitorArgs {
 /// Runs one review command; the binary maps the result to its exit code.
 pub fn run(ctx: &Ctx, cmd: AuditCommand) -> Result<Code> {
     let log = ctx.cfg.audit_log.display().to_string();
+    // A big log on the file backend, read while a person watches stderr,
+    // gets a progress line (see `progress`); `monitor` follows the log live.
+    let streams = matches!(&cmd, AuditCommand::Export(a) if a.output.is_none());
+    let mut meter = match &cmd {
+        AuditCommand::Monitor(_) => None,
+        _ => progress::Meter::for_review(ctx, streams),
+    };
+    let metered;
     // The backend's audit sink is where the reviews read the events back.
-    let events: &dyn Events = ctx.backend.audit();
+    let events: &dyn Events = match meter.as_mut() {
+        Some(m) => {
+            metered = Metered::new(&ctx.cfg.audit_log, m);
+            &metered
+        }
+        None => ctx.backend.audit(),
+    };
     match cmd {
         AuditCommand::Recent(a) => ctx.audited("audit-recent", log, |detail| {
             recent_cmd(output(ctx, a.out.into()), events, a, detail)
@@ -254,7 +272,7 @@ fn recent_cmd(
         out.list(&recent::values(&lines));
         warn_malformed(&out, &totals);
     } else {
-        cli::print(&text::recent(&lines, &totals));
+        cli::print(&text::recent(&lines, &totals, &out));
     }
     *detail = json!({ "shown": lines.len(), "malformed": totals.malformed, "lines": totals.lines });
     Ok(Code::Success)
@@ -274,7 +292,7 @@ fn stats_cmd(
     if out.json {
         out.json(&serde_json::to_value(st.report(&totals)).expect("the stats report serializes"));
     } else {
-        cli::print(&text::stats(&st, &totals));
+        cli::print(&text::stats(&st, &totals, &out));
     }
     *detail = json!({ "malformed": totals.malformed, "lines": totals.lines });
     Ok(Code::Success)
@@ -320,7 +338,7 @@ fn history_cmd(
     if out.json {
         out.json(&serde_json::to_value(h.report(&totals)).expect("the history report serializes"));
     } else {
-        cli::print(&text::history(&h, &totals));
+        cli::print(&text::history(&h, &totals, &out));
     }
     *detail = json!({ "steps": h.steps.len() });
     Ok(Code::Success)

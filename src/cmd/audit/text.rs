@@ -9,13 +9,17 @@ use crate::audit::history::{History, What};
 use crate::audit::races::{self, Finding};
 use crate::audit::scan::{self, Totals};
 use crate::audit::stats::{Stats, code_name};
+use crate::cmd::Output;
 use crate::cmd::table::Table;
 
 /// `audit recent`: one aligned row per event.
-pub fn recent(lines: &[Vec<u8>], totals: &Totals) -> String {
-    let mut t = Table::new(&[
-        "time", "tool", "op", "target", "pid", "owner", "ms", "exit", "run",
-    ]);
+pub fn recent(lines: &[Vec<u8>], totals: &Totals, output: &Output) -> String {
+    let mut t = Table::for_output(
+        &[
+            "time", "tool", "op", "target", "pid", "owner", "ms", "exit", "run",
+        ],
+        output,
+    );
     for c in [4, 5, 6, 7] {
         t.right(c);
     }
@@ -48,7 +52,7 @@ pub fn recent(lines: &[Vec<u8>], totals: &Totals) -> String {
 }
 
 /// `audit stats`: the overall figures, then a table of the groups.
-pub fn stats(st: &Stats, totals: &Totals) -> String {
+pub fn stats(st: &Stats, totals: &Totals, output: &Output) -> String {
     let t = &st.total;
     let mut out = String::new();
     let malformed = if totals.malformed > 0 {
@@ -92,17 +96,21 @@ pub fn stats(st: &Stats, totals: &Totals) -> String {
         ms(t.wait.max()),
         t.wait.count()
     ));
-    let mut table = Table::new(&[
-        st.by.name(),
-        "EVENTS",
-        "FAILED",
-        "P50 MS",
-        "P95 MS",
-        "MAX MS",
-        "WAIT P50",
-        "WAIT P95",
-        "PER MIN",
-    ]);
+    // Single words (one field each for awk): `P50_MS`, not `P50 MS`.
+    let mut table = Table::for_output(
+        &[
+            st.by.name(),
+            "events",
+            "failed",
+            "p50_ms",
+            "p95_ms",
+            "max_ms",
+            "wait_p50",
+            "wait_p95",
+            "per_min",
+        ],
+        output,
+    );
     table.right_from(1);
     for (k, g) in st.sorted_groups() {
         table.row(vec![
@@ -159,7 +167,12 @@ pub fn races(findings: &[Finding], totals: &Totals) -> String {
             },
             f.summary
         ));
-        for line in recent(&f.events, &Totals::default()).lines().skip(1) {
+        // The events behind a finding, indented, without a header of their own.
+        let bare = Output {
+            no_header: true,
+            ..Output::default()
+        };
+        for line in recent(&f.events, &Totals::default(), &bare).lines() {
             out.push_str("    ");
             out.push_str(line);
             out.push('\n');
@@ -198,7 +211,7 @@ fn by(ev: &Value) -> String {
 }
 
 /// `audit history`: the verdict, a table of the steps, what removed it.
-pub fn history(h: &History, totals: &Totals) -> String {
+pub fn history(h: &History, totals: &Totals, output: &Output) -> String {
     let mut out = format!(
         "history of {} '{}': {}\n",
         h.kind.map_or("target", What::name),
@@ -207,7 +220,10 @@ pub fn history(h: &History, totals: &Totals) -> String {
     );
     if !h.steps.is_empty() {
         out.push('\n');
-        let mut t = Table::new(&["time", "what", "by", "tool", "op", "run", "detail"]);
+        let mut t = Table::for_output(
+            &["time", "what", "by", "tool", "op", "run", "detail"],
+            output,
+        );
         for s in &h.steps {
             let e = &s.event();
             t.row(vec![

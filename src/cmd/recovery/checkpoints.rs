@@ -5,6 +5,7 @@ use serde_json::{Value, json};
 use super::{TOOL, access, to_json};
 use crate::audit::Recorder;
 use crate::backend::checkpoints::Pruned;
+use crate::cmd::table::Table;
 use crate::cmd::{self as cli, Ctx, Paint};
 use crate::error::{Error, Result};
 use crate::exit::Code;
@@ -132,38 +133,46 @@ pub fn list(ctx: &Ctx, format: &str) -> Result<Code> {
     })
 }
 
+/// The checkpoints as the toolkit's one table: single-word titles (one
+/// field per column for `awk`), times in RFC 3339 (one field too), the
+/// header left out under `--no-header`.
 fn table(ctx: &Ctx, all: &[Entry]) -> String {
-    let dash = |v: Option<String>| v.unwrap_or_else(|| "-".into());
-    let width = all.iter().map(|c| c.id.len()).max().unwrap_or(2).max(2);
-    let pw = all
-        .iter()
-        .map(|c| c.phase.as_deref().unwrap_or("-").len())
-        .max()
-        .unwrap_or(5)
-        .max(5);
-    let mut out = format!(
-        "{:<width$}  {:<pw$}  {:<20}  {:>8}  {:>5}  VALID\n",
-        "ID", "PHASE", "MADE", "REVISION", "FILES"
+    // An empty cell would shift every later field for awk.
+    let dash = |v: Option<String>| v.filter(|s| !s.is_empty()).unwrap_or_else(|| "-".into());
+    let mut t = Table::for_output(
+        &[
+            "id",
+            "operation",
+            "phase",
+            "made",
+            "revision",
+            "size",
+            "files",
+            "valid",
+        ],
+        &ctx.output,
     );
+    for col in [4, 5, 6] {
+        t.right(col);
+    }
     for c in all {
-        let made = chrono::DateTime::parse_from_rfc3339(&c.made)
-            .map(|t| t.format("%Y-%m-%d %H:%M:%SZ").to_string())
-            .unwrap_or_else(|_| c.made.clone());
-        out.push_str(&format!(
-            "{:<width$}  {:<pw$}  {:<20}  {:>8}  {:>5}  {}\n",
-            c.id,
+        t.row(vec![
+            c.id.clone(),
+            dash(c.operation.clone()),
             dash(c.phase.clone()),
-            made,
+            c.made.clone(),
             dash(c.revision.map(|r| r.to_string())),
+            c.size.to_string(),
             dash(c.files.map(|f| f.to_string())),
+            // The last column: its colour codes pad nothing after it.
             if c.valid {
                 ctx.output.paint("yes", Paint::Good)
             } else {
                 ctx.output.paint("NO", Paint::Bad)
-            }
-        ));
+            },
+        ]);
     }
-    out
+    t.render()
 }
 
 /// `cleanup [AGE=7d] [--keep N] [--dry-run]`: AGE is any duration
