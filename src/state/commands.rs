@@ -68,6 +68,18 @@ pub fn non_root_path(p: &str) -> Result<Vec<path::Seg>> {
     Ok(segs)
 }
 
+/// A path `del` or `mv` (`verb`) may change: as [`non_root_path`], with
+/// the verb in the refusal of `.`.
+pub fn edited_path(p: &str, verb: &str) -> Result<Vec<path::Seg>> {
+    if path::parse(p)?.is_empty() {
+        return Err(
+            Error::validation(format!("cannot {verb} the whole document"))
+                .hint("name a path below it, such as .context.NAME; 'state-manager write' replaces the document"),
+        );
+    }
+    non_root_path(p)
+}
+
 /// The refusal of a change to `metadata.*`, which the toolkit sets itself.
 pub fn toolkit_owned(what: &str) -> Error {
     Error::validation(format!(
@@ -75,6 +87,58 @@ pub fn toolkit_owned(what: &str) -> Error {
     ))
     .because("the toolkit sets created, lastModified, revision and checksum on every write")
     .hint("keep your own fields elsewhere, e.g. .context.NAME; nothing was changed")
+}
+
+/// The refusal of `del`/`mv` of a path that holds nothing (exit 1, as
+/// `terraform state rm` of a missing address).
+pub fn no_value(segs: &[path::Seg]) -> Error {
+    Error::general(format!(
+        "no value at {}; nothing changed",
+        path::display(segs)
+    ))
+    .hint("check the path with 'state-manager read'; 'del --missing-ok' accepts a missing path")
+}
+
+/// `mv`: moves the value at `from` to `to` in `doc`; returns whether `to`
+/// held a value that was replaced. `from` is removed first (as `del`), then
+/// `to` is set (as `set`) in what remains, so `to` names a place in the
+/// document without `from`. Refused, `doc` then left as it was: `to` the
+/// same place as `from` or inside it (exit 4), nothing at `from` (exit 1),
+/// a value at `to` unless `force` (exit 4), a `to` that cannot be set
+/// (exit 4). After a refusal `doc` may be half changed: callers edit a copy
+/// (a transaction's next document) and drop it.
+pub fn move_value(
+    doc: &mut Value,
+    from: &[path::Seg],
+    to: &[path::Seg],
+    force: bool,
+) -> Result<bool> {
+    let (f, t) = (path::resolve(doc, from), path::resolve(doc, to));
+    if t.starts_with(&f) {
+        let why = if t.len() == f.len() {
+            "FROM and TO are the same place".to_string()
+        } else {
+            format!("{} is inside {}", path::display(to), path::display(from))
+        };
+        return Err(Error::validation(format!(
+            "cannot move {} to {}",
+            path::display(from),
+            path::display(to)
+        ))
+        .because(why)
+        .hint("name a TO outside FROM; nothing was changed"));
+    }
+    let value = path::remove(doc, from)?.ok_or_else(|| no_value(from))?;
+    let replaced = path::get(doc, to).is_some();
+    if replaced && !force {
+        return Err(
+            Error::validation(format!("{} already holds a value", path::display(to))).hint(
+                "pass --force to replace it, or 'state-manager del' it first; nothing was changed",
+            ),
+        );
+    }
+    path::set(doc, to, value_at(to, value)?)?;
+    Ok(replaced)
 }
 
 /// A value for `segs`: exit 4 when it would nest deeper than

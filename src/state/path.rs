@@ -154,6 +154,80 @@ pub fn append(doc: &mut Value, segs: &[Seg], value: Value) -> Result<()> {
     Ok(())
 }
 
+/// Removes the value at `segs` and returns it, as jq's `del` does: a key
+/// leaves its object, an element its array (later elements move up one).
+/// `Ok(None)` when there is no value there (a missing key, an index out of
+/// range, a step into null); exit 4 when a step goes into a value that is
+/// neither null nor of the kind the step needs (`.phase.x` of a string).
+pub fn remove(doc: &mut Value, segs: &[Seg]) -> Result<Option<Value>> {
+    let Some((last, parents)) = segs.split_last() else {
+        return Err(Error::validation("cannot delete the whole document")
+            .hint("name a path such as .context.NAME; nothing was changed"));
+    };
+    let mut cur = doc;
+    for (depth, seg) in parents.iter().enumerate() {
+        cur = match (seg, cur) {
+            (_, Value::Null) => return Ok(None),
+            (Seg::Key(k), Value::Object(m)) => match m.get_mut(k) {
+                Some(v) => v,
+                None => return Ok(None),
+            },
+            (Seg::Index(n), Value::Array(a)) => {
+                let len = a.len();
+                match index_of(*n, len).filter(|&i| i < len) {
+                    Some(i) => &mut a[i],
+                    None => return Ok(None),
+                }
+            }
+            (seg, other) => return Err(step_error(segs, depth, seg, other)),
+        };
+    }
+    match (last, cur) {
+        (_, Value::Null) => Ok(None),
+        (Seg::Key(k), Value::Object(m)) => Ok(m.shift_remove(k)),
+        (Seg::Index(n), Value::Array(a)) => {
+            let len = a.len();
+            Ok(index_of(*n, len).filter(|&i| i < len).map(|i| a.remove(i)))
+        }
+        (seg, other) => Err(step_error(segs, parents.len(), seg, other)),
+    }
+}
+
+/// `segs` with each negative index made absolute against `doc` as far as
+/// the path exists there (`.a[-1]` of a 3-element `a` is `.a[2]`), so two
+/// spellings of one place compare equal.
+pub fn resolve(doc: &Value, segs: &[Seg]) -> Vec<Seg> {
+    let mut out = Vec::with_capacity(segs.len());
+    let mut cur = Some(doc);
+    for seg in segs {
+        let seg = match (seg, cur) {
+            (Seg::Index(n), Some(Value::Array(a))) if *n < 0 => {
+                index_of(*n, a.len()).map_or(seg.clone(), |i| Seg::Index(i as i64))
+            }
+            _ => seg.clone(),
+        };
+        cur = cur.and_then(|v| get(v, std::slice::from_ref(&seg)));
+        out.push(seg);
+    }
+    out
+}
+
+/// The refusal of a step into a value of the wrong kind.
+fn step_error(segs: &[Seg], depth: usize, seg: &Seg, other: &Value) -> Error {
+    let want = if matches!(seg, Seg::Key(_)) {
+        "an object"
+    } else {
+        "an array"
+    };
+    Error::validation(format!(
+        "cannot step into {} at {}: it is {}, not {want}",
+        display(&segs[..=depth]),
+        display(&segs[..depth]),
+        type_name(other)
+    ))
+    .hint("check the path against 'state-manager read'")
+}
+
 /// The slot at `segs`, created as null when missing (if `create`).
 fn slot<'v>(doc: &'v mut Value, segs: &[Seg], create: bool) -> Result<&'v mut Value> {
     let mut cur = doc;
@@ -184,20 +258,7 @@ fn slot<'v>(doc: &'v mut Value, segs: &[Seg], create: bool) -> Result<&'v mut Va
                     }
                 }
             }
-            (seg, other) => {
-                let want = if matches!(seg, Seg::Key(_)) {
-                    "an object"
-                } else {
-                    "an array"
-                };
-                return Err(Error::validation(format!(
-                    "cannot step into {} at {}: it is {}, not {want}",
-                    display(&segs[..=depth]),
-                    display(here),
-                    type_name(other)
-                ))
-                .hint("check the path against 'state-manager read'"));
-            }
+            (seg, other) => return Err(step_error(segs, depth, seg, other)),
         };
     }
     Ok(cur)
