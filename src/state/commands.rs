@@ -257,3 +257,43 @@ pub(crate) fn recover_into(
         Err(e) => Err(e),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::exit::Code;
+
+    fn p(t: &str) -> Vec<path::Seg> {
+        path::parse(t).unwrap()
+    }
+
+    #[test]
+    fn move_value_removes_then_sets_and_refuses_what_mv_refuses() {
+        let base = json!({"a": {"x": 1}, "b": 2, "l": ["p", "q", "r"]});
+        let mut d = base.clone();
+        assert!(!move_value(&mut d, &p(".a.x"), &p(".c.y"), false).unwrap());
+        assert_eq!(
+            d,
+            json!({"a": {}, "b": 2, "l": ["p", "q", "r"], "c": {"y": 1}})
+        );
+        let mut d = base.clone();
+        assert!(move_value(&mut d, &p(".b"), &p(".a"), true).unwrap());
+        assert_eq!(d, json!({"a": 2, "l": ["p", "q", "r"]}));
+        // TO is set in what remains after FROM is removed.
+        let mut d = base.clone();
+        move_value(&mut d, &p(".l[0]"), &p(".l[2]"), false).unwrap();
+        assert_eq!(d["l"], json!(["q", "r", "p"]));
+        let code = |from: &str, to: &str, force: bool| {
+            let mut d = base.clone();
+            move_value(&mut d, &p(from), &p(to), force)
+                .unwrap_err()
+                .code()
+        };
+        assert_eq!(code(".nope", ".z", false), Code::GeneralError);
+        assert_eq!(code(".b", ".a", false), Code::ValidationFailed);
+        assert_eq!(code(".a", ".a.x2", true), Code::ValidationFailed);
+        assert_eq!(code(".a", ".a", true), Code::ValidationFailed);
+        assert_eq!(code(".l[2]", ".l[-1]", true), Code::ValidationFailed);
+        assert_eq!(code(".a", ".b.c", true), Code::ValidationFailed);
+    }
+}

@@ -342,4 +342,28 @@ mod tests {
         assert_eq!(display(&parse(".[\"c d\"]").unwrap()), ".[\"c d\"]");
         assert_eq!(display(&parse(".[1]").unwrap()), ".[1]");
     }
+
+    #[test]
+    fn remove_as_jq_del_and_resolve_negative_indexes() {
+        let mut d = json!({"a": {"b": [1, 2, 3], "k": "v"}, "s": "x"});
+        let p = |t: &str| parse(t).unwrap();
+        assert_eq!(remove(&mut d, &p(".a.b[-1]")).unwrap(), Some(json!(3)));
+        assert_eq!(remove(&mut d, &p(".a.b[0]")).unwrap(), Some(json!(1)));
+        assert_eq!(d["a"]["b"], json!([2]));
+        assert_eq!(remove(&mut d, &p(".a.b[5]")).unwrap(), None);
+        assert_eq!(remove(&mut d, &p(".a.b[-5]")).unwrap(), None);
+        assert_eq!(remove(&mut d, &p(".a.nope")).unwrap(), None);
+        assert_eq!(remove(&mut d, &p(".x.y.z")).unwrap(), None);
+        assert!(remove(&mut d, &p(".s.k")).is_err(), "a key of a string");
+        assert!(
+            remove(&mut d, &p(".a[0]")).is_err(),
+            "an index of an object"
+        );
+        assert!(remove(&mut d, &p(".")).is_err());
+        assert_eq!(remove(&mut d, &p(".a.k")).unwrap(), Some(json!("v")));
+        assert_eq!(d, json!({"a": {"b": [2]}, "s": "x"}));
+        let d = json!({"a": [[0, 1], 2]});
+        assert_eq!(resolve(&d, &p(".a[-2][-1]")), p(".a[0][1]"));
+        assert_eq!(resolve(&d, &p(".a[-9].x[-1]")), p(".a[-9].x[-1]"));
+    }
 }

@@ -19,6 +19,7 @@ mod reliability;
 mod server;
 mod shims;
 mod state;
+mod state_habits;
 mod trust_files;
 mod trust_locks;
 mod trust_recovery;

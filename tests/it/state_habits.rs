@@ -1,0 +1,344 @@
+//! state-manager's jq, git and Terraform habits (issue 15): `read -e` as
+//! `jq -e`, `-c` on one line for every kind of value, `del` and `mv` as
+//! transactions on both backends, tables for `awk` (`--no-header`, one word
+//! per title), and read-only commands that create nothing where there is no
+//! state.
+
+use std::fs;
+
+use serde_json::{Value, json};
+
+use crate::harness::{Env, assert_schema};
+
+const SM: &str = "state-manager";
+
+/// Generates `file::NAME` and `redis::NAME` for every suite function NAME,
+/// as tests/it/backends.rs does: the same command lines on both backends.
+macro_rules! both {
+    ($($name:ident),* $(,)?) => {
+        mod file {
+            $( #[test] fn $name() { super::$name(crate::harness::Env::new()) } )*
+        }
+        mod redis {
+            $( #[test] fn $name() { super::$name(crate::harness::Env::redis()) } )*
+        }
+    };
+}
+
+both!(
+    read_e_exits_1_for_null_false_and_missing_as_an_answer,
+    del_removes_keys_and_elements_in_one_commit,
+    del_refuses_what_it_must_and_changes_nothing,
+    mv_moves_in_one_commit_and_refuses_what_it_must,
+);
+
+fn read(env: &Env, path: &str) -> Value {
+    serde_json::from_str(&env.sm(&["read", path, "-c"])).expect("read prints JSON")
+}
+
+fn revision(env: &Env) -> u64 {
+    read(env, ".metadata.revision")
+        .as_u64()
+        .expect("a revision")
+}
+
+/// The audit events of the state, oldest first, on either backend.
+fn events(env: &Env) -> Vec<Value> {
+    let v = env
+        .run(SM, &["audit", "recent", "-n", "1000", "--json"])
+        .ok()
+        .json();
+    v.as_array().expect("an array").clone()
+}
+
+/// A state with a little of everything for the value kinds `read` prints.
+fn populated(env: &Env) {
+    env.init();
+    env.sm(&["merge", r#"{"context": {"s": "text", "n": 0, "f": false, "t": true, "o": {"k": [1, {"x": "y"}]}, "e": ""}}"#]);
+    // (A merge patch's null deletes: set stores one.)
+    env.sm(&["set", ".context.z", "null"]);
+    for task in ["a", "b", "c", "d"] {
+        env.sm(&["append", ".completedTasks", "--string", task]);
+    }
+}
+
+// See: issue 15 — `if state-manager read -e .signals.DONE; then` as with jq -e.
+fn read_e_exits_1_for_null_false_and_missing_as_an_answer(env: Env) {
+    populated(&env);
+    // jq's manual: -e sets the exit status to 1 if the last output value
+    // was false or null; every other value (0, "", [], {}) is 0.
+    for (path, code, printed) in [
+        (".signals.DONE", 1, "null"),
+        (".context.z", 1, "null"),
+        (".context.f", 1, "false"),
+        (".context.o.k[9]", 1, "null"),
+        (".nope.deeper", 1, "null"),
+        (".context.t", 0, "true"),
+        (".context.n", 0, "0"),
+        (".context.e", 0, "\"\""),
+        (".completedTasks", 0, r#"["a","b","c","d"]"#),
+        (".signals", 0, "{}"),
+        (".", 0, ""),
+    ] {
+        let run = env.run(SM, &["read", "-e", path, "-c"]).code(code);
+        assert_eq!(run.stderr, "", "{path}: an answer says nothing on stderr");
+        if !printed.is_empty() {
+            assert_eq!(run.stdout.trim_end(), printed, "{path}");
+        }
+        // The long form and the pretty output answer alike.
+        env.run(SM, &["read", path, "--exit-status"]).code(code);
+    }
+    // Without -e a missing value is null and exit 0, as before.
+    env.run(SM, &["read", ".signals.DONE"])
+        .ok()
+        .stdout_has("null");
+    env.sm(&["signal", "DONE"]);
+    env.run(SM, &["read", "-e", ".signals.DONE"]).ok();
+    // A failure stays a failure: a bad path is 4, whatever -e says.
+    env.run(SM, &["read", "-e", ".a["]).code(4);
+
+    // Answers are not failures in the audit log (design.md §12): exit 0,
+    // outcome ok, the answer in detail.answer_exit.
+    let reads: Vec<Value> = events(&env)
+        .into_iter()
+        .filter(|e| e["op"] == "read" && e["detail"].get("answer_exit").is_some())
+        .collect();
+    assert!(reads.len() >= 20, "{reads:?}");
+    assert!(
+        reads
+            .iter()
+            .all(|e| e["exit_code"] == 0 && e["outcome"] == "ok"),
+        "{reads:#?}"
+    );
+    assert!(reads.iter().any(|e| e["detail"]["answer_exit"] == 1));
+    assert!(reads.iter().any(|e| e["detail"]["answer_exit"] == 0));
+    let stats = env
+        .run(SM, &["audit", "stats", "--by", "op", "--json"])
+        .ok()
+        .json();
+    let failed: Vec<&String> = stats["failures"]["by_exit"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .collect();
+    assert_eq!(failed, ["4"], "only the bad path failed: {stats:#}");
+    let read_group = stats["groups"]
+        .as_array()
+        .and_then(|g| g.iter().find(|g| g["key"] == "read"))
+        .unwrap_or_else(|| panic!("no read group in {stats:#}"));
+    assert_eq!(read_group["failed"], 1, "{read_group}");
+}
+
+fn del_removes_keys_and_elements_in_one_commit(env: Env) {
+    populated(&env);
+    let before = env.run(SM, &["list-backups", "--json"]).ok().json();
+    let r0 = revision(&env);
+    let out = env
+        .run(SM, &["del", ".context.o.k[1].x", "--json"])
+        .ok()
+        .json();
+    assert_schema("state-manager-del.schema.json", &out);
+    assert_eq!(out["path"], ".context.o.k[1].x");
+    assert_eq!(out["deleted"], true);
+    assert_eq!(out["revision"], r0 + 1);
+    assert!(out["backup"].is_string(), "{out}");
+    assert_eq!(read(&env, ".context.o"), json!({"k": [1, {}]}));
+    // Elements: by index and from the end, as jq; later ones move up.
+    assert_eq!(env.sm(&["del", ".completedTasks[1]"]), "", "quiet in text");
+    env.sm(&["del", ".completedTasks[-1]"]);
+    assert_eq!(read(&env, ".completedTasks"), json!(["a", "c"]));
+    // A key of any value, other keys and their order kept.
+    env.sm(&["del", ".context.s"]);
+    env.sm(&["del", r#".context["e"]"#]);
+    assert_eq!(
+        read(&env, ".context"),
+        json!({"n": 0, "f": false, "t": true, "z": null, "o": {"k": [1, {}]}})
+    );
+    // A key holding null is a value: deleted, not "missing".
+    env.sm(&["del", ".context.z"]);
+    assert!(read(&env, ".context").get("z").is_none());
+    // One revision, one backup and one audit event per del.
+    assert_eq!(revision(&env), r0 + 6);
+    let after = env.run(SM, &["list-backups", "--json"]).ok().json();
+    let made = after.as_array().unwrap().len() - before.as_array().unwrap().len();
+    // Retention keeps 5 by default: count the newest names instead when pruned.
+    let newest: Vec<&str> = after
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        made == 6 || newest.iter().filter(|n| n.contains("-del")).count() == 5,
+        "{newest:?}"
+    );
+    let dels: Vec<Value> = events(&env)
+        .into_iter()
+        .filter(|e| e["op"] == "del")
+        .collect();
+    assert_eq!(dels.len(), 6, "{dels:#?}");
+    assert!(dels.iter().all(|e| e["exit_code"] == 0), "{dels:#?}");
+    assert_eq!(dels[0]["detail"]["revision"], r0 + 1);
+    if env.redis.is_none() {
+        // (Redis: the commit script writes the event, with the revision.)
+        assert_eq!(dels[0]["detail"]["path"], ".context.o.k[1].x");
+    }
+    assert_eq!(env.run(SM, &["validate"]).code, 0);
+}
+
+fn del_refuses_what_it_must_and_changes_nothing(env: Env) {
+    populated(&env);
+    let doc = read(&env, ".");
+    // Nothing there: exit 1 with what to do, nothing committed.
+    for missing in [
+        ".nope",
+        ".context.nope",
+        ".context.o.k[7]",
+        ".completedTasks[-9]",
+        ".nope.deeper[0]",
+    ] {
+        let run = env.run(SM, &["del", missing]).code(1).one_line_error(SM);
+        assert!(
+            run.stderr
+                .contains(&format!("no value at {missing}; nothing changed")),
+            "{}",
+            run.stderr
+        );
+        assert!(run.stderr.contains("--missing-ok"), "{}", run.stderr);
+        // --missing-ok: exit 0, still nothing committed.
+        let ok = env
+            .run(SM, &["del", missing, "--missing-ok", "--json"])
+            .ok()
+            .json();
+        assert_schema("state-manager-del.schema.json", &ok);
+        assert_eq!(ok["deleted"], false);
+        assert_eq!(ok["backup"], Value::Null);
+        assert_eq!(ok["revision"], doc["metadata"]["revision"]);
+    }
+    // Refused with exit 4: the document itself, the toolkit's metadata,
+    // fields the schema requires, a step into a value of the wrong kind.
+    for (path, says) in [
+        (".", "cannot delete the whole document"),
+        (".metadata", "metadata.* belongs to the toolkit"),
+        (".metadata.revision", "metadata.* belongs to the toolkit"),
+        (".metadata.checksum", "metadata.* belongs to the toolkit"),
+        (".phase", "\"phase\" is a required property"),
+        (".schemaVersion", "required"),
+        (".signals", "required"),
+        (".degradedMode.enabled", "required"),
+        (".context.s.x", "it is a string, not an object"),
+        (".context.o[0]", "it is an object, not an array"),
+    ] {
+        for extra in [&[][..], &["--missing-ok"][..]] {
+            let mut args = vec!["del", path];
+            args.extend_from_slice(extra);
+            env.run(SM, &args)
+                .code(4)
+                .one_line_error(SM)
+                .stderr_has(says);
+        }
+    }
+    // A bad path is 4, and --json prints the error object.
+    let run = env.run(SM, &["del", ".a[", "--json"]).code(4);
+    assert_eq!(run.json()["error"]["code"], 4);
+    assert_eq!(read(&env, "."), doc, "nothing changed");
+}
+
+fn mv_moves_in_one_commit_and_refuses_what_it_must(env: Env) {
+    populated(&env);
+    let r0 = revision(&env);
+    let out = env
+        .run(SM, &["mv", ".context.o", ".moved.here", "--json"])
+        .ok()
+        .json();
+    assert_schema("state-manager-mv.schema.json", &out);
+    assert_eq!(
+        (&out["from"], &out["to"], &out["replaced"], &out["revision"]),
+        (
+            &json!(".context.o"),
+            &json!(".moved.here"),
+            &json!(false),
+            &json!(r0 + 1)
+        )
+    );
+    assert!(out["backup"].is_string());
+    assert_eq!(
+        read(&env, ".moved"),
+        json!({"here": {"k": [1, {"x": "y"}]}})
+    );
+    assert!(read(&env, ".context").get("o").is_none());
+    // An element out of an array into a key; the array closes up.
+    assert_eq!(env.sm(&["mv", ".completedTasks[-1]", ".context.last"]), "");
+    assert_eq!(read(&env, ".completedTasks"), json!(["a", "b", "c"]));
+    assert_eq!(read(&env, ".context.last"), json!("d"));
+    let doc = read(&env, ".");
+
+    // Refusals change nothing.
+    let run = env
+        .run(SM, &["mv", ".context.nope", ".context.x"])
+        .code(1)
+        .one_line_error(SM);
+    assert!(
+        run.stderr.contains("no value at .context.nope"),
+        "{}",
+        run.stderr
+    );
+    for (from, to, says) in [
+        (".context.s", ".context.n", "already holds a value"),
+        (".context.s", ".context.z", "already holds a value"),
+        (".context", ".context.inner", "is inside .context"),
+        (".context", ".context", "the same place"),
+        (
+            ".completedTasks[2]",
+            ".completedTasks[-1]",
+            "the same place",
+        ),
+        (".context.s", ".metadata.s", "belongs to the toolkit"),
+        (".metadata.lineage", ".context.l", "belongs to the toolkit"),
+        (".phase", ".context.phase", "required"),
+        (
+            ".context.s",
+            ".context.n.x",
+            "it is a number, not an object",
+        ),
+        (".", ".x", "cannot move the whole document"),
+        (".context", ".", "cannot move to the whole document"),
+    ] {
+        env.run(SM, &["mv", from, to])
+            .code(4)
+            .one_line_error(SM)
+            .stderr_has(says);
+    }
+    assert_eq!(read(&env, "."), doc, "nothing changed");
+
+    // --force replaces TO, in one commit.
+    let out = env
+        .run(
+            SM,
+            &["mv", ".context.s", ".context.n", "--force", "--json", "-c"],
+        )
+        .ok();
+    assert_eq!(out.stdout.lines().count(), 1);
+    let out = out.json();
+    assert_eq!(out["replaced"], true);
+    assert_eq!(
+        out["revision"],
+        doc["metadata"]["revision"].as_u64().unwrap() + 1
+    );
+    assert_eq!(read(&env, ".context.n"), json!("text"));
+    assert!(read(&env, ".context").get("s").is_none());
+
+    let mvs: Vec<Value> = events(&env)
+        .into_iter()
+        .filter(|e| e["op"] == "mv")
+        .collect();
+    let ok: Vec<&Value> = mvs.iter().filter(|e| e["exit_code"] == 0).collect();
+    assert_eq!(ok.len(), 3, "one event per move: {mvs:#?}");
+    assert_eq!(ok[0]["detail"]["revision"], r0 + 1);
+    if env.redis.is_none() {
+        assert_eq!(ok[0]["detail"]["from"], ".context.o");
+        assert_eq!(ok[0]["detail"]["to"], ".moved.here");
+        assert_eq!(ok[2]["detail"]["replaced"], true);
+    }
+    assert_eq!(mvs.len(), 3 + 12, "and one per refusal");
+}
