@@ -342,3 +342,134 @@ fn mv_moves_in_one_commit_and_refuses_what_it_must(env: Env) {
     }
     assert_eq!(mvs.len(), 3 + 12, "and one per refusal");
 }
+
+/// Every command that only reads, of all three binaries: the command line,
+/// and the `op` of its audit event (`None`: it writes no event).
+const READ_ONLY: &[(&str, &[&str], Option<&str>)] = &[
+    (SM, &["read"], Some("read")),
+    (SM, &["read", ".phase", "-c"], Some("read")),
+    (SM, &["read", "-e", ".signals.DONE"], Some("read")),
+    (SM, &["validate"], Some("validate")),
+    (SM, &["validate", "--json"], Some("validate")),
+    (SM, &["status"], None),
+    (SM, &["status", "--json"], None),
+    (SM, &["list-backups"], None),
+    (SM, &["verify-integrity"], Some("verify-integrity")),
+    (SM, &["validate-backup", "no-such"], Some("validate-backup")),
+    (SM, &["health"], None),
+    (SM, &["diagnostics", "-v"], None),
+    (SM, &["list-states"], None),
+    (SM, &["export"], Some("export")),
+    (SM, &["audit", "recent"], Some("audit-recent")),
+    // (Text: its table has titles of two words, which debug builds refuse.)
+    (SM, &["audit", "stats", "--json"], Some("audit-stats")),
+    (SM, &["audit", "races"], Some("audit-races")),
+    (
+        SM,
+        &["audit", "history", ".workflow-state.json"],
+        Some("audit-history"),
+    ),
+    (SM, &["audit", "export"], Some("audit-export")),
+    (
+        SM,
+        &["audit", "monitor", "--duration", "0.1"],
+        Some("audit-monitor"),
+    ),
+    (LM, &["list"], Some("list")),
+    (LM, &["list", "json"], Some("list")),
+    (LM, &["check", "deploy"], Some("check")),
+    (LM, &["status"], Some("status")),
+    (ER, &["list"], Some("list")),
+    (ER, &["status"], None),
+    (ER, &["is-degraded"], Some("is-degraded")),
+    (ER, &["suggest", "3"], Some("suggest")),
+];
+
+const LM: &str = "lock-manager";
+const ER: &str = "error-recovery";
+
+/// The names in `dir`, sorted.
+fn names(dir: &std::path::Path) -> Vec<String> {
+    let mut v: Vec<String> = fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+// See: issue 15 — a read in the wrong folder left an audit log behind.
+#[test]
+fn read_only_commands_create_nothing_where_there_is_no_state() {
+    for (bin, args, _) in READ_ONLY {
+        let env = Env::new();
+        let run = env.run(bin, args);
+        assert!(
+            [0, 1, 3, 4].contains(&run.code),
+            "{bin} {args:?}: exit {}: {}",
+            run.code,
+            run.stderr
+        );
+        let left = names(env.root());
+        if *bin == LM {
+            // (lock-manager's .locks/ is another change's: only the log here.)
+            assert!(
+                !left.iter().any(|n| n.contains("audit")),
+                "{bin} {args:?} left {left:?}"
+            );
+        } else {
+            assert_eq!(left, Vec::<String>::new(), "{bin} {args:?} left files");
+        }
+    }
+    // The same holds from the folder itself, with no variable set: the
+    // default state file and log are in the current folder.
+    let dir = tempfile::tempdir().unwrap();
+    for (bin, args, _) in READ_ONLY.iter().filter(|(b, ..)| *b != LM) {
+        let env = Env::new();
+        let mut c = env.cmd(bin);
+        c.env_remove("STATE_FILE")
+            .env_remove("AUDIT_LOG")
+            .current_dir(dir.path());
+        let out = c.args(*args).output().unwrap();
+        assert!(out.status.code().is_some(), "{bin} {args:?}");
+        assert_eq!(names(dir.path()), Vec::<String>::new(), "{bin} {args:?}");
+    }
+}
+
+#[test]
+fn read_only_commands_still_append_their_event_to_a_log_that_exists() {
+    let env = Env::new();
+    env.init();
+    let log = env.audit_log();
+    for (bin, args, op) in READ_ONLY {
+        let before = env.audit_events().len();
+        env.run(bin, args);
+        let events = env.audit_events();
+        match op {
+            Some(op) => {
+                assert_eq!(events.len(), before + 1, "{bin} {args:?}");
+                let e = events.last().unwrap();
+                assert_eq!((&e["tool"], &e["op"]), (&json!(bin), &json!(op)));
+            }
+            None => assert_eq!(events.len(), before, "{bin} {args:?}"),
+        }
+    }
+    // A log rotated away is started anew by the next event, a read's too.
+    fs::rename(&log, env.path(".workflow-audit.jsonl.1")).unwrap();
+    env.sm(&["read", ".phase"]);
+    let events = env.audit_events();
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0]["op"], "read");
+    // A write creates the log where there is none, as it always did.
+    fs::remove_file(&log).unwrap();
+    fs::remove_file(env.path(".workflow-audit.jsonl.1")).unwrap();
+    env.sm(&["set", ".phase", "\"impl\""]);
+    assert_eq!(env.audit_events().len(), 1);
+    let empty = Env::new();
+    empty.run(
+        LM,
+        &["acquire", "job", "--owner", &std::process::id().to_string()],
+    );
+    assert_eq!(empty.audit_events()[0]["op"], "acquire");
+}
