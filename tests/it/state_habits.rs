@@ -473,3 +473,158 @@ fn read_only_commands_still_append_their_event_to_a_log_that_exists() {
     );
     assert_eq!(empty.audit_events()[0]["op"], "acquire");
 }
+
+/// The whitespace-separated fields of each line, as `awk` splits them.
+fn fields(text: &str) -> Vec<Vec<String>> {
+    text.lines()
+        .map(|l| l.split_whitespace().map(str::to_string).collect())
+        .collect()
+}
+
+/// Runs `state-manager args` with and without `--no-header` (given after
+/// the subcommand, a global option); returns both stdouts.
+fn with_and_without_header(env: &Env, args: &[&str]) -> (String, String) {
+    let with = env.sm(args);
+    let mut bare = args.to_vec();
+    bare.push("--no-header");
+    (with, env.sm(&bare))
+}
+
+// See: issue 15 — tables for awk and cut: one word per title and per cell,
+// and --no-header.
+#[test]
+fn list_backups_and_list_states_are_tables_for_awk() {
+    let env = Env::new();
+    env.init();
+    // Empty: a message for people, no line for a script.
+    let (with, bare) = with_and_without_header(&env, &["list-backups"]);
+    assert!(with.starts_with("no backups in"), "{with}");
+    assert_eq!(bare, "");
+    env.sm(&["set", ".phase", "\"impl\""]);
+    env.sm(&["backup", "manual"]);
+    env.sm(&["set", ".context.x", "1"]);
+
+    let listed = env.run(SM, &["list-backups", "--json"]).ok().json();
+    let names: Vec<String> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["name"].as_str().unwrap().to_string())
+        .collect();
+    assert!(names.len() >= 3, "{names:?}");
+    let (with, bare) = with_and_without_header(&env, &["list-backups"]);
+    let (with, bare) = (fields(&with), fields(&bare));
+    assert_eq!(with[0], ["NAME", "SIZE", "MADE", "VALID"]);
+    assert_eq!(&with[1..], &bare[..], "--no-header drops only the titles");
+    for (row, b) in bare.iter().zip(listed.as_array().unwrap()) {
+        assert_eq!(row.len(), 4, "{row:?}");
+        assert_eq!(row[0], b["name"].as_str().unwrap());
+        assert_eq!(row[1], b["size"].to_string());
+        assert_eq!(row[2], b["made"].as_str().unwrap(), "MADE is one word");
+        assert_eq!(row[3], "yes");
+    }
+    // The global flag before the subcommand too.
+    assert_eq!(
+        fields(&env.sm(&["--no-header", "list-backups"])),
+        bare,
+        "before the subcommand"
+    );
+
+    // list-states: a phase with a space would be two fields, so keep to
+    // one-word values here and check the shape.
+    let (with, bare) = with_and_without_header(&env, &["list-states"]);
+    let (with, bare) = (fields(&with), fields(&bare));
+    assert_eq!(
+        with[0],
+        [
+            "NAME",
+            "CONDITION",
+            "PHASE",
+            "REVISION",
+            "MODIFIED",
+            "LOCKS"
+        ]
+    );
+    assert_eq!(&with[1..], &bare[..]);
+    assert_eq!(bare.len(), 1, "{bare:?}");
+    let state = env.state();
+    assert_eq!(bare[0][1], "valid");
+    assert_eq!(bare[0][2], "impl");
+    assert_eq!(bare[0][3], state["metadata"]["revision"].to_string());
+    assert_eq!(
+        bare[0][4],
+        state["metadata"]["lastModified"].as_str().unwrap()
+    );
+    let empty = tempfile::tempdir().unwrap();
+    let dir = empty.path().to_str().unwrap();
+    let (with, bare) = with_and_without_header(&env, &["list-states", dir]);
+    assert!(with.starts_with("no states in"), "{with}");
+    assert_eq!(bare, "");
+}
+
+#[test]
+fn diagnostics_and_benchmark_tables_have_one_word_titles_and_drop_them_on_request() {
+    let env = Env::new();
+    env.init();
+    env.sm(&["set", ".phase", "\"impl\""]);
+    env.run(SM, &["set", ".phase", "bad"]).code(4);
+
+    for (args, titles) in [
+        (
+            &["diagnostics"][..],
+            &["OPERATION", "EVENTS", "ERR%", "P50_MS", "P95_MS", "MAX_MS"][..],
+        ),
+        (
+            &["diagnostics", "-v"][..],
+            &[
+                "OPERATION",
+                "EVENTS",
+                "ERR%",
+                "P50_MS",
+                "P95_MS",
+                "MAX_MS",
+                "FAILURES",
+            ][..],
+        ),
+    ] {
+        let (with, bare) = with_and_without_header(&env, args);
+        let rows = fields(&with);
+        let at = rows
+            .iter()
+            .position(|r| r == titles)
+            .unwrap_or_else(|| panic!("{args:?}: no title line {titles:?} in\n{with}"));
+        let table: Vec<&Vec<String>> = rows[at + 1..]
+            .iter()
+            .take_while(|r| !r.is_empty())
+            .collect();
+        assert!(table.len() >= 2, "{with}");
+        assert!(table.iter().all(|r| r.len() == titles.len()), "{with}");
+        let set = table.iter().find(|r| r[0] == "set").expect("a set row");
+        if args.len() == 2 {
+            assert_eq!(set[6], "VALIDATION_FAILED×1", "{with}");
+        }
+        // --no-header: the same report without the title line.
+        let mut want: Vec<&str> = with.lines().collect();
+        want.remove(at);
+        let got: Vec<&str> = bare.lines().collect();
+        assert_eq!(got.len(), want.len(), "{bare}");
+        let same = |a: &str, b: &str| {
+            // (A duration or a size may differ between the two runs.)
+            a.split_whitespace().next() == b.split_whitespace().next()
+        };
+        assert!(got.iter().zip(&want).all(|(a, b)| same(a, b)), "{bare}");
+    }
+
+    let (with, bare) = with_and_without_header(&env, &["benchmark", "--operations", "2"]);
+    let rows = fields(&with);
+    let at = rows
+        .iter()
+        .position(|r| r == &["KIND", "OPS_PER_S", "P50_MS", "P95_MS", "MAX_MS"])
+        .unwrap_or_else(|| panic!("{with}"));
+    assert!(rows[at + 1..at + 5].iter().all(|r| r.len() == 5), "{with}");
+    // --no-header: the rows only, no caption or note.
+    let bare = fields(&bare);
+    let kinds: Vec<&str> = bare.iter().map(|r| r[0].as_str()).collect();
+    assert_eq!(kinds, ["read", "write", "set", "lock"], "{bare:?}");
+    assert!(bare.iter().all(|r| r.len() == 5), "{bare:?}");
+}
