@@ -628,3 +628,46 @@ fn diagnostics_and_benchmark_tables_have_one_word_titles_and_drop_them_on_reques
     assert_eq!(kinds, ["read", "write", "set", "lock"], "{bare:?}");
     assert!(bare.iter().all(|r| r.len() == 5), "{bare:?}");
 }
+
+#[test]
+fn read_c_prints_one_line_for_every_kind_of_value_with_or_without_json() {
+    let env = Env::new();
+    populated(&env);
+    env.sm(&["set", ".context.lines", "--string", "one\ntwo"]);
+    for path in [
+        ".",
+        ".context",
+        ".completedTasks",
+        ".context.s",
+        ".context.lines",
+        ".context.n",
+        ".context.f",
+        ".context.z",
+        ".nope",
+    ] {
+        let want: Value = {
+            let doc = env.state();
+            let mut v = &doc;
+            for k in path.split('.').filter(|k| !k.is_empty()) {
+                v = v.get(k).unwrap_or(&Value::Null);
+            }
+            v.clone()
+        };
+        for flags in [&["-c"][..], &["--json", "-c"], &["--compact", "--json"]] {
+            let mut args = vec!["read", path];
+            args.extend_from_slice(flags);
+            let out = env.run(SM, &args).ok().stdout;
+            assert_eq!(out.lines().count(), 1, "{args:?}: {out}");
+            assert_eq!(
+                serde_json::from_str::<Value>(&out).unwrap(),
+                want,
+                "{args:?}"
+            );
+        }
+        // Pretty without -c: the same value.
+        let out = env.run(SM, &["read", path, "--json"]).ok().stdout;
+        assert_eq!(serde_json::from_str::<Value>(&out).unwrap(), want, "{path}");
+    }
+    // --raw prints a string as it is, as jq -r does (its newline included).
+    assert_eq!(env.sm(&["read", ".context.lines", "-r"]), "one\ntwo\n");
+}
