@@ -362,6 +362,10 @@ mod tests {
         assert!(remove(&mut d, &p(".")).is_err());
         assert_eq!(remove(&mut d, &p(".a.k")).unwrap(), Some(json!("v")));
         assert_eq!(d, json!({"a": {"b": [2]}, "s": "x"}));
+        let mut d = json!({"x": 1, "y": 2, "z": 3});
+        remove(&mut d, &p(".x")).unwrap();
+        let keys: Vec<&String> = d.as_object().unwrap().keys().collect();
+        assert_eq!(keys, ["y", "z"], "the other keys keep their order");
         let d = json!({"a": [[0, 1], 2]});
         assert_eq!(resolve(&d, &p(".a[-2][-1]")), p(".a[0][1]"));
         assert_eq!(resolve(&d, &p(".a[-9].x[-1]")), p(".a[-9].x[-1]"));
