@@ -671,3 +671,51 @@ fn read_c_prints_one_line_for_every_kind_of_value_with_or_without_json() {
     // --raw prints a string as it is, as jq -r does (its newline included).
     assert_eq!(env.sm(&["read", ".context.lines", "-r"]), "one\ntwo\n");
 }
+
+#[test]
+fn audit_history_names_del_and_mv_as_changes_and_leaves_reads_out() {
+    let env = Env::new();
+    env.init();
+    env.sm(&["set", ".context.a", "1"]);
+    env.sm(&["mv", ".context.a", ".context.b"]);
+    env.sm(&["del", ".context.b"]);
+    env.sm(&["read", ".phase"]);
+    env.run(SM, &["read", "-e", ".nope"]).code(1);
+    env.sm(&["verify-integrity"]);
+    let target = env.state_file().display().to_string();
+    let steps = |all: bool| -> Vec<(String, String)> {
+        let mut args = vec!["audit", "history", target.as_str(), "--json"];
+        if all {
+            args.push("--all");
+        }
+        env.run(SM, &args).ok().json()["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| {
+                (
+                    s["what"].as_str().unwrap().to_string(),
+                    s["detail"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    };
+    let changes: Vec<(String, String)> = steps(false);
+    let ops: Vec<(&str, &str)> = changes
+        .iter()
+        .map(|(w, d)| (w.as_str(), d.as_str()))
+        .collect();
+    assert_eq!(
+        ops,
+        [
+            ("created", ""),
+            ("changed", "by set, revision 2"),
+            ("changed", "by mv, revision 3"),
+            ("changed", "by del, revision 4"),
+        ],
+        "reads (read, read -e, verify-integrity) are left out"
+    );
+    let all = steps(true);
+    assert_eq!(all.len(), changes.len() + 3, "{all:?}");
+    assert!(all.contains(&("read".into(), "by verify-integrity".into())));
+}
