@@ -719,3 +719,47 @@ fn audit_history_names_del_and_mv_as_changes_and_leaves_reads_out() {
     assert_eq!(all.len(), changes.len() + 3, "{all:?}");
     assert!(all.contains(&("read".into(), "by verify-integrity".into())));
 }
+
+/// Runs `script` in bash with lib/state-manager.sh sourced from the repo.
+fn sourced(env: &Env, script: &str) -> crate::harness::Run {
+    let mut c = std::process::Command::new("bash");
+    env.clean_env(&mut c);
+    let lib = crate::harness::repo_root().join("lib/state-manager.sh");
+    c.env("WFSTATE_BIN", crate::harness::bin_dir())
+        .env("LOCK_TIMEOUT", "5")
+        .arg("-c")
+        .arg(format!("source '{}'; {script}", lib.display()));
+    crate::harness::Run::of(c.output().unwrap())
+}
+
+#[test]
+fn the_shim_s_delete_state_and_move_state_act_for_the_sourcing_shell() {
+    let env = Env::new();
+    env.init();
+    env.sm(&["set", ".context.a", "1"]);
+    env.sm(&["append", ".completedTasks", "\"t\""]);
+    // Under the shell's own state lock, from a subshell too (the functions
+    // act for $$, as every function of the shim does): no wait, no timeout;
+    // the binary's exit codes come back.
+    let run = sourced(
+        &env,
+        r#"set -e
+        lock_state 5
+        x=$(move_state .context.a .context.b --json -c)
+        echo "$x"
+        delete_state '.completedTasks[-1]'
+        delete_state .context.nope --missing-ok
+        rc=0; delete_state .context.nope 2>/dev/null || rc=$?
+        echo "missing:$rc"
+        rc=0; move_state .context.b 2>/dev/null || rc=$?
+        echo "usage:$rc"
+        unlock_state"#,
+    )
+    .ok();
+    let lines: Vec<&str> = run.stdout.lines().collect();
+    let moved: Value = serde_json::from_str(lines[0]).unwrap();
+    assert_eq!(moved["to"], ".context.b");
+    assert_eq!(&lines[1..], ["missing:1", "usage:1"], "{}", run.stderr);
+    assert_eq!(env.state()["context"], json!({"b": 1}));
+    assert_eq!(env.state()["completedTasks"], json!([]));
+}
