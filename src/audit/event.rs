@@ -17,8 +17,9 @@
 //! auditing off: events are dropped silently (`health` reports it).
 //!
 //! Who creates the log: an operation that changes something creates it (in
-//! a state root that exists). An operation that only looks ([`READ_ONLY_OPS`])
-//! appends to a log that exists and never creates one (no `O_CREAT`), so
+//! a state root that exists). An operation that only looks ([`only_looked`]:
+//! the ops of [`READ_ONLY_OPS`], dry runs, a `handle` not applied) appends
+//! to a log that exists and never creates one (no `O_CREAT`), so
 //! `read`, `status` or `lock-manager list` run in the wrong folder leave it
 //! as it was. The exception: a log rotated away (`LOG.1` exists) is started
 //! anew by whoever writes next, reads included, so no event is lost there.
@@ -74,6 +75,17 @@ pub const READ_ONLY_OPS: &[&str] = &[
 /// Whether operation `op` only looks ([`READ_ONLY_OPS`]).
 pub fn is_read_only(op: &str) -> bool {
     READ_ONLY_OPS.contains(&op)
+}
+
+/// Whether the operation `event` records only looked: a read-only op
+/// ([`is_read_only`]), or one that says in its detail that it changed
+/// nothing by request — a dry run (`repair`/`cleanup --dry-run`,
+/// `"dry_run": true`) or a suggestion not applied (`handle` without
+/// `--apply`, `"applied": false`). The sink creates no log for it.
+pub fn only_looked(event: &Event) -> bool {
+    is_read_only(&event.op)
+        || event.detail["dry_run"] == Value::Bool(true)
+        || event.detail["applied"] == Value::Bool(false)
 }
 
 /// One line of the audit log.
@@ -312,7 +324,7 @@ pub fn append(cfg: &Config, event: &Event) {
     line.push(b'\n');
     let res = match sink(&cfg.audit_log) {
         Ok(None) => return,
-        Ok(Some(path)) if is_read_only(&event.op) => {
+        Ok(Some(path)) if only_looked(event) => {
             match durable::open_kept_append_existing(&path) {
                 Ok(Some(f)) => Ok(f),
                 // A log rotated away is started anew (see the module docs).
