@@ -1,7 +1,7 @@
 //! `init`, `read`, `write`, `set`, `merge`, `append`, `del`, `mv`,
-//! `signal`, `migrate`: the commands that read or change the document. A change prints nothing
-//! in text; under `--json` it prints what it committed
-//! (`{"revision": N, "backup": PATH|null, ...}`).
+//! `signal`, `migrate`: the commands that read or change the document. A
+//! change prints nothing in text; under `--json` it prints what it
+//! committed (`{"revision": N, "backup": PATH|null, ...}`).
 
 use serde::Serialize;
 use serde_json::{Value, json};
