@@ -1,8 +1,8 @@
 //! What the `state-manager` subcommands share below the command layer:
 //! parsing JSON arguments, the paths `set`/`append`/`del`/`mv` may change,
 //! moving a value (`mv`), keeping a corrupt state aside, finding the newest
-//! valid backup, restoring one, and the signal files. Nothing here prints on stdout; the subcommands
-//! themselves are in `crate::cmd::state`.
+//! valid backup, restoring one, and the signal files. Nothing here prints
+//! on stdout; the subcommands themselves are in `crate::cmd::state`.
 
 use std::fs;
 use std::path::{Path, PathBuf};
