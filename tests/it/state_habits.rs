@@ -30,6 +30,7 @@ both!(
     del_removes_keys_and_elements_in_one_commit,
     del_refuses_what_it_must_and_changes_nothing,
     mv_moves_in_one_commit_and_refuses_what_it_must,
+    concurrent_dels_and_mvs_lose_no_update,
 );
 
 fn read(env: &Env, path: &str) -> Value {
@@ -771,4 +772,39 @@ fn the_shim_s_delete_state_and_move_state_act_for_the_sourcing_shell() {
     assert_eq!(&lines[1..], ["missing:1", "usage:1"], "{}", run.stderr);
     assert_eq!(env.state()["context"], json!({"b": 1}));
     assert_eq!(env.state()["completedTasks"], json!([]));
+}
+
+/// Read-modify-write under the `state` lock (file) or an optimistic
+/// transaction (Redis): N processes at once lose nothing.
+fn concurrent_dels_and_mvs_lose_no_update(env: Env) {
+    env.init();
+    const N: usize = 6;
+    let keys: serde_json::Map<String, Value> =
+        (0..N).map(|i| (format!("k{i}"), json!(i))).collect();
+    env.sm(&["merge", &json!({"context": keys, "from": keys}).to_string()]);
+    let r0 = revision(&env);
+    let children: Vec<std::process::Child> = (0..N)
+        .flat_map(|i| {
+            let del = env
+                .cmd(SM)
+                .args(["del", &format!(".context.k{i}")])
+                .spawn()
+                .unwrap();
+            let mv = env
+                .cmd(SM)
+                .args(["mv", &format!(".from.k{i}"), &format!(".to.k{i}")])
+                .spawn()
+                .unwrap();
+            [del, mv]
+        })
+        .collect();
+    for mut c in children {
+        // Each waits for the lock at most LOCK_TIMEOUT (30 s): bounded.
+        assert!(c.wait().unwrap().success());
+    }
+    let doc = env.state();
+    assert_eq!(doc["context"], json!({}));
+    assert_eq!(doc["from"], json!({}));
+    assert_eq!(doc["to"].as_object().unwrap().len(), N, "{doc}");
+    assert_eq!(revision(&env), r0 + 2 * N as u64);
 }
