@@ -3,8 +3,8 @@
 #
 # Executed (./lib/state-manager.sh read .phase): execs the state-manager binary
 # with the same arguments. Sourced: defines lock_state, unlock_state,
-# read_state, write_state, backup_state, validate_state, recover_state and
-# init_state_manager. Locks taken through these functions belong to the
+# read_state, write_state, backup_state, validate_state, recover_state,
+# delete_state, move_state and init_state_manager. Locks taken through these functions belong to the
 # sourcing shell ($$), and every function acts for it (--owner $$), so
 # `lock_state; read_state; write_state; unlock_state` works without deadlock,
 # also inside $( ), pipelines and subshells. Each function behaves the same
@@ -72,4 +72,24 @@ validate_state() {
 # recover_state [PATTERN]: restores the newest valid (matching) backup.
 recover_state() {
   _wfstate_run state-manager --owner "$$" recover ${1:+"$1"}
+}
+
+# delete_state PATH [--missing-ok]: deletes a key or array element (jq's del);
+# 1 when there is nothing at PATH (0 with --missing-ok), 4 when refused.
+delete_state() {
+  if [[ -z "${1:-}" ]]; then
+    printf 'delete_state: no path given — usage: delete_state PATH [--missing-ok]\n' >&2
+    return "$EXIT_GENERAL_ERROR"
+  fi
+  _wfstate_run state-manager --owner "$$" del "$@"
+}
+
+# move_state FROM TO [--force]: moves a value (terraform state mv); 1 when
+# there is nothing at FROM, 4 when TO holds a value (unless --force).
+move_state() {
+  if [[ -z "${1:-}" || -z "${2:-}" ]]; then
+    printf 'move_state: two paths needed — usage: move_state FROM TO [--force]\n' >&2
+    return "$EXIT_GENERAL_ERROR"
+  fi
+  _wfstate_run state-manager --owner "$$" mv "$@"
 }

@@ -219,6 +219,21 @@ pub fn open_kept_append(path: &Path) -> Result<File> {
     )
 }
 
+/// [`open_kept_append`] of a file that exists already: opened without
+/// `O_CREAT`, so nothing is created; `None` when there is no such file.
+pub fn open_kept_append_existing(path: &Path) -> Result<Option<File>> {
+    match open_regular(
+        path,
+        OpenOptions::new().append(true),
+        rustix::fs::OFlags::NOFOLLOW.bits() as i32,
+        "cannot open for appending",
+    ) {
+        Ok(f) => Ok(Some(f)),
+        Err(e) if e.io_kind() == Some(io::ErrorKind::NotFound) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 fn open_regular(path: &Path, opts: &mut OpenOptions, extra: i32, what: &str) -> Result<File> {
     // stat first: opening a device can have effects of its own (a tty, a tape).
     match fs::metadata(path) {

@@ -15,6 +15,14 @@
 //! skipped, and nothing is opened for writing or created outside. No open
 //! blocks. The one exception is `AUDIT_LOG=/dev/null`, the usual way to turn
 //! auditing off: events are dropped silently (`health` reports it).
+//!
+//! Who creates the log: an operation that changes something creates it (in
+//! a state root that exists). An operation that only looks ([`only_looked`]:
+//! the ops of [`READ_ONLY_OPS`], dry runs, a `handle` not applied) appends
+//! to a log that exists and never creates one (no `O_CREAT`), so
+//! `read`, `status` or `lock-manager list` run in the wrong folder leave it
+//! as it was. The exception: a log rotated away (`LOG.1` exists) is started
+//! anew by whoever writes next, reads included, so no event is lost there.
 
 use std::cell::RefCell;
 use std::fs;
@@ -30,6 +38,55 @@ use super::rotate;
 use crate::config::Config;
 use crate::durable;
 use crate::error::{Error, Result};
+
+/// Operations that only look at their target, by their `op` name in the
+/// log. The one list: the sink creates no log for them ([`append`]), `audit
+/// history` leaves them out unless `--all`, and two of them overlapping is
+/// not a race (`audit races`). Answers (`check`, `is-degraded`, `read -e`)
+/// are reads too.
+pub const READ_ONLY_OPS: &[&str] = &[
+    "read",
+    "status",
+    "check",
+    "list",
+    "validate",
+    "suggest",
+    "is-degraded",
+    "verify-integrity",
+    "validate-backup",
+    "export",
+    "list-backups",
+    "list-states",
+    "health",
+    "diagnostics",
+    "audit-recent",
+    "audit-stats",
+    "audit-races",
+    "audit-history",
+    "audit-export",
+    "audit-monitor",
+    // Names older logs may hold.
+    "get",
+    "show",
+    "diagnose",
+    "doctor",
+];
+
+/// Whether operation `op` only looks ([`READ_ONLY_OPS`]).
+pub fn is_read_only(op: &str) -> bool {
+    READ_ONLY_OPS.contains(&op)
+}
+
+/// Whether the operation `event` records only looked: a read-only op
+/// ([`is_read_only`]), or one that says in its detail that it changed
+/// nothing by request — a dry run (`repair`/`cleanup --dry-run`,
+/// `"dry_run": true`) or a suggestion not applied (`handle` without
+/// `--apply`, `"applied": false`). The sink creates no log for it.
+pub fn only_looked(event: &Event) -> bool {
+    is_read_only(&event.op)
+        || event.detail["dry_run"] == Value::Bool(true)
+        || event.detail["applied"] == Value::Bool(false)
+}
 
 /// One line of the audit log.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -267,6 +324,17 @@ pub fn append(cfg: &Config, event: &Event) {
     line.push(b'\n');
     let res = match sink(&cfg.audit_log) {
         Ok(None) => return,
+        Ok(Some(path)) if only_looked(event) => {
+            match durable::open_kept_append_existing(&path) {
+                Ok(Some(f)) => Ok(f),
+                // A log rotated away is started anew (see the module docs).
+                Ok(None) if rotate::rotated(&cfg.audit_log, 1).exists() => {
+                    durable::open_kept_append(&path)
+                }
+                Ok(None) => return,
+                Err(e) => Err(e),
+            }
+        }
         Ok(Some(path)) => durable::open_kept_append(&path),
         Err(e) => Err(e),
     }

@@ -13,16 +13,12 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 use serde_json::Value;
 
-use super::event::ms_text;
+use super::event::{is_read_only, ms_text};
 use super::scan::{self, Events, Filter, Totals};
 use crate::config::Config;
 use crate::error::Result;
 use crate::lock::record::{self, Standing};
 
-/// Ops that only look at their target.
-const READS: &[&str] = &[
-    "read", "status", "check", "list", "validate", "suggest", "get", "show", "diagnose", "doctor",
-];
 /// Ops that change a state file or a checkpoint's target in place.
 const CHANGES: &[&str] = &[
     "write",
@@ -36,6 +32,8 @@ const CHANGES: &[&str] = &[
     "repair",
     "degrade",
     "recover-mode",
+    "del",
+    "mv",
     "update",
     "complete",
     "phase",
@@ -255,7 +253,7 @@ fn classify(event: &Value, listed_in_removed: bool, all: bool) -> Option<(String
                         .unwrap_or_default()
                 ),
             ),
-            o if READS.contains(&o) => {
+            o if is_read_only(o) => {
                 if !all {
                     return None;
                 }

@@ -24,7 +24,7 @@ use std::io::Write;
 use serde::Serialize;
 use serde_json::Value;
 
-use super::event::ms_text;
+use super::event::{is_read_only, ms_text};
 use super::recent;
 use super::scan::{self, Events, Filter, Line, Totals};
 use crate::error::Result;
@@ -33,11 +33,6 @@ use crate::error::Result;
 pub const MAX_EVENTS: usize = 20;
 /// `--window` when not given: lock waits longer than this are findings.
 pub const DEFAULT_WINDOW_MS: f64 = 500.0;
-
-/// Operations that only look: two of them overlapping is not a race.
-const READ_ONLY: &[&str] = &[
-    "read", "status", "check", "list", "validate", "suggest", "get", "show", "diagnose", "doctor",
-];
 
 /// One timing conflict.
 #[derive(Clone, Debug)]
@@ -91,7 +86,7 @@ impl Episode {
         if !self.ops.iter().any(|o| *o == ev.op) {
             self.ops.push(ev.op.to_string());
         }
-        self.writes |= !READ_ONLY.contains(&&*ev.op);
+        self.writes |= !is_read_only(&ev.op);
         self.count += 1;
         if self.events.len() < MAX_EVENTS {
             self.events.push(line.raw.to_vec());

@@ -30,13 +30,20 @@ enum Command {
     },
     /// Print the document, or one value by a jq-style path
     ///
-    /// Exit 3 if the state does not parse (run `state-manager recover`).
+    /// A missing path prints null. With -e (as jq -e), exit 1 when the value is
+    /// null, false or missing, so `if state-manager read -e .signals.DONE; then`
+    /// works; that answer is not a failure (the audit event records exit 0).
+    /// Exit 1 also when there is no state (a message on stderr says so), 3 if
+    /// the state does not parse (run `state-manager recover`).
     Read {
         /// A path such as .phase or .degradedMode.enabled [default: .]
         path: Option<String>,
         /// Print strings without quotes
         #[arg(short, long)]
         raw: bool,
+        /// Exit 1 when the value is null, false or missing (as jq -e)
+        #[arg(short = 'e', long)]
+        exit_status: bool,
         /// Accepted for symmetry: the output is JSON already (unless --raw)
         #[arg(long)]
         json: bool,
@@ -93,6 +100,39 @@ enum Command {
         /// Take VALUE as a plain string
         #[arg(short, long)]
         string: bool,
+        #[command(flatten)]
+        json: cli::JsonArgs,
+    },
+    /// Delete a key or an array element (atomic, under the state lock), as jq's del
+    ///
+    /// `.completedTasks[2]` and `.completedTasks[-1]` name elements (later ones move
+    /// up). Exit 1 when there is no value at PATH (nothing changed; --missing-ok
+    /// accepts that), 4 for `.`, `.metadata…` (the toolkit's) or a field the
+    /// schema requires.
+    Del {
+        /// A path such as .context.ticket or .completedTasks[0]
+        path: String,
+        /// Exit 0 when there is nothing at PATH (nothing is changed or committed)
+        #[arg(long)]
+        missing_ok: bool,
+        #[command(flatten)]
+        json: cli::JsonArgs,
+    },
+    /// Move a value to another path (atomic, under the state lock), as terraform state mv
+    ///
+    /// FROM is removed first, then TO is set in what remains (missing objects on
+    /// the way are created, as `set` does). One backup, one revision, one audit
+    /// event. Exit 1 when there is no value at FROM; 4 when TO holds a value
+    /// (unless --force), TO is FROM or inside it, or either is `.` or `.metadata…`.
+    /// Nothing changes when refused.
+    Mv {
+        /// The path of the value, such as .context.old
+        from: String,
+        /// Where it goes, such as .context.new
+        to: String,
+        /// Replace a value TO holds already
+        #[arg(long)]
+        force: bool,
         #[command(flatten)]
         json: cli::JsonArgs,
     },
@@ -337,6 +377,7 @@ fn run(cli: Cli) -> Result<Code> {
         Command::Read {
             path,
             raw,
+            exit_status,
             json,
             compact,
         } => {
@@ -345,7 +386,7 @@ fn run(cli: Cli) -> Result<Code> {
                 compact,
                 jsonl: false,
             };
-            document::read(&ctx.with_output(&out), path.as_deref(), raw)
+            document::read(&ctx.with_output(&out), path.as_deref(), raw, exit_status)
         }
         Command::Write {
             document: doc,
@@ -373,6 +414,17 @@ fn run(cli: Cli) -> Result<Code> {
             string,
             json,
         } => document::append(&ctx.with_output(&json), &path, &value, string),
+        Command::Del {
+            path,
+            missing_ok,
+            json,
+        } => document::del(&ctx.with_output(&json), &path, missing_ok),
+        Command::Mv {
+            from,
+            to,
+            force,
+            json,
+        } => document::mv(&ctx.with_output(&json), &from, &to, force),
         Command::Signal { name, json } => document::signal(&ctx.with_output(&json), &name),
         Command::Validate { json } => check::validate(&ctx.with_output(&json)),
         Command::Backup { reason, json } => {

@@ -1,8 +1,8 @@
 //! What the `state-manager` subcommands share below the command layer:
-//! parsing JSON arguments, the paths `set`/`append` may change, keeping a
-//! corrupt state aside, finding the newest valid backup, restoring one, and
-//! the signal files. Nothing here prints on stdout; the subcommands
-//! themselves are in `crate::cmd::state`.
+//! parsing JSON arguments, the paths `set`/`append`/`del`/`mv` may change,
+//! moving a value (`mv`), keeping a corrupt state aside, finding the newest
+//! valid backup, restoring one, and the signal files. Nothing here prints
+//! on stdout; the subcommands themselves are in `crate::cmd::state`.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -68,6 +68,18 @@ pub fn non_root_path(p: &str) -> Result<Vec<path::Seg>> {
     Ok(segs)
 }
 
+/// A path `del` or `mv` (`verb`) may change: as [`non_root_path`], with
+/// the verb in the refusal of `.`.
+pub fn edited_path(p: &str, verb: &str) -> Result<Vec<path::Seg>> {
+    if path::parse(p)?.is_empty() {
+        return Err(
+            Error::validation(format!("cannot {verb} the whole document"))
+                .hint("name a path below it, such as .context.NAME; 'state-manager write' replaces the document"),
+        );
+    }
+    non_root_path(p)
+}
+
 /// The refusal of a change to `metadata.*`, which the toolkit sets itself.
 pub fn toolkit_owned(what: &str) -> Error {
     Error::validation(format!(
@@ -75,6 +87,58 @@ pub fn toolkit_owned(what: &str) -> Error {
     ))
     .because("the toolkit sets created, lastModified, revision and checksum on every write")
     .hint("keep your own fields elsewhere, e.g. .context.NAME; nothing was changed")
+}
+
+/// The refusal of `del`/`mv` of a path that holds nothing (exit 1, as
+/// `terraform state rm` of a missing address).
+pub fn no_value(segs: &[path::Seg]) -> Error {
+    Error::general(format!(
+        "no value at {}; nothing changed",
+        path::display(segs)
+    ))
+    .hint("check the path with 'state-manager read'; 'del --missing-ok' accepts a missing path")
+}
+
+/// `mv`: moves the value at `from` to `to` in `doc`; returns whether `to`
+/// held a value that was replaced. `from` is removed first (as `del`), then
+/// `to` is set (as `set`) in what remains, so `to` names a place in the
+/// document without `from`. Refused, `doc` then left as it was: `to` the
+/// same place as `from` or inside it (exit 4), nothing at `from` (exit 1),
+/// a value at `to` unless `force` (exit 4), a `to` that cannot be set
+/// (exit 4). After a refusal `doc` may be half changed: callers edit a copy
+/// (a transaction's next document) and drop it.
+pub fn move_value(
+    doc: &mut Value,
+    from: &[path::Seg],
+    to: &[path::Seg],
+    force: bool,
+) -> Result<bool> {
+    let (f, t) = (path::resolve(doc, from), path::resolve(doc, to));
+    if t.starts_with(&f) {
+        let why = if t.len() == f.len() {
+            "FROM and TO are the same place".to_string()
+        } else {
+            format!("{} is inside {}", path::display(to), path::display(from))
+        };
+        return Err(Error::validation(format!(
+            "cannot move {} to {}",
+            path::display(from),
+            path::display(to)
+        ))
+        .because(why)
+        .hint("name a TO outside FROM; nothing was changed"));
+    }
+    let value = path::remove(doc, from)?.ok_or_else(|| no_value(from))?;
+    let replaced = path::get(doc, to).is_some();
+    if replaced && !force {
+        return Err(
+            Error::validation(format!("{} already holds a value", path::display(to))).hint(
+                "pass --force to replace it, or 'state-manager del' it first; nothing was changed",
+            ),
+        );
+    }
+    path::set(doc, to, value_at(to, value)?)?;
+    Ok(replaced)
 }
 
 /// A value for `segs`: exit 4 when it would nest deeper than
@@ -191,5 +255,45 @@ pub(crate) fn recover_into(
             txn.commit_over_corrupt(doc, "recover")
         }
         Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::exit::Code;
+
+    fn p(t: &str) -> Vec<path::Seg> {
+        path::parse(t).unwrap()
+    }
+
+    #[test]
+    fn move_value_removes_then_sets_and_refuses_what_mv_refuses() {
+        let base = json!({"a": {"x": 1}, "b": 2, "l": ["p", "q", "r"]});
+        let mut d = base.clone();
+        assert!(!move_value(&mut d, &p(".a.x"), &p(".c.y"), false).unwrap());
+        assert_eq!(
+            d,
+            json!({"a": {}, "b": 2, "l": ["p", "q", "r"], "c": {"y": 1}})
+        );
+        let mut d = base.clone();
+        assert!(move_value(&mut d, &p(".b"), &p(".a"), true).unwrap());
+        assert_eq!(d, json!({"a": 2, "l": ["p", "q", "r"]}));
+        // TO is set in what remains after FROM is removed.
+        let mut d = base.clone();
+        move_value(&mut d, &p(".l[0]"), &p(".l[2]"), false).unwrap();
+        assert_eq!(d["l"], json!(["q", "r", "p"]));
+        let code = |from: &str, to: &str, force: bool| {
+            let mut d = base.clone();
+            move_value(&mut d, &p(from), &p(to), force)
+                .unwrap_err()
+                .code()
+        };
+        assert_eq!(code(".nope", ".z", false), Code::GeneralError);
+        assert_eq!(code(".b", ".a", false), Code::ValidationFailed);
+        assert_eq!(code(".a", ".a.x2", true), Code::ValidationFailed);
+        assert_eq!(code(".a", ".a", true), Code::ValidationFailed);
+        assert_eq!(code(".l[2]", ".l[-1]", true), Code::ValidationFailed);
+        assert_eq!(code(".a", ".b.c", true), Code::ValidationFailed);
     }
 }

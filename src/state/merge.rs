@@ -1,5 +1,6 @@
 //! JSON Merge Patch (RFC 7396): objects merge key by key, `null` deletes,
-//! anything else replaces.
+//! anything else replaces. The keys that stay keep their order (a deleted
+//! key's place closes up, as `del` leaves it).
 
 use serde_json::Value;
 
@@ -15,7 +16,8 @@ pub fn merge_patch(target: &mut Value, patch: &Value) {
     let t = target.as_object_mut().expect("made an object above");
     for (k, v) in p {
         if v.is_null() {
-            t.remove(k);
+            // (`remove` would swap the last key into its place.)
+            t.shift_remove(k);
         } else {
             merge_patch(t.entry(k.clone()).or_insert(Value::Null), v);
         }
@@ -63,5 +65,13 @@ mod tests {
             merge_patch(&mut target, &patch);
             assert_eq!(target, want, "patch {patch}");
         }
+    }
+
+    #[test]
+    fn deleting_keeps_the_order_of_the_other_keys() {
+        let mut t = json!({"a": 1, "b": 2, "c": 3, "d": 4});
+        merge_patch(&mut t, &json!({"b": null}));
+        let keys: Vec<&String> = t.as_object().unwrap().keys().collect();
+        assert_eq!(keys, ["a", "c", "d"]);
     }
 }

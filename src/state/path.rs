@@ -154,6 +154,80 @@ pub fn append(doc: &mut Value, segs: &[Seg], value: Value) -> Result<()> {
     Ok(())
 }
 
+/// Removes the value at `segs` and returns it, as jq's `del` does: a key
+/// leaves its object, an element its array (later elements move up one).
+/// `Ok(None)` when there is no value there (a missing key, an index out of
+/// range, a step into null); exit 4 when a step goes into a value that is
+/// neither null nor of the kind the step needs (`.phase.x` of a string).
+pub fn remove(doc: &mut Value, segs: &[Seg]) -> Result<Option<Value>> {
+    let Some((last, parents)) = segs.split_last() else {
+        return Err(Error::validation("cannot delete the whole document")
+            .hint("name a path such as .context.NAME; nothing was changed"));
+    };
+    let mut cur = doc;
+    for (depth, seg) in parents.iter().enumerate() {
+        cur = match (seg, cur) {
+            (_, Value::Null) => return Ok(None),
+            (Seg::Key(k), Value::Object(m)) => match m.get_mut(k) {
+                Some(v) => v,
+                None => return Ok(None),
+            },
+            (Seg::Index(n), Value::Array(a)) => {
+                let len = a.len();
+                match index_of(*n, len).filter(|&i| i < len) {
+                    Some(i) => &mut a[i],
+                    None => return Ok(None),
+                }
+            }
+            (seg, other) => return Err(step_error(segs, depth, seg, other)),
+        };
+    }
+    match (last, cur) {
+        (_, Value::Null) => Ok(None),
+        (Seg::Key(k), Value::Object(m)) => Ok(m.shift_remove(k)),
+        (Seg::Index(n), Value::Array(a)) => {
+            let len = a.len();
+            Ok(index_of(*n, len).filter(|&i| i < len).map(|i| a.remove(i)))
+        }
+        (seg, other) => Err(step_error(segs, parents.len(), seg, other)),
+    }
+}
+
+/// `segs` with each negative index made absolute against `doc` as far as
+/// the path exists there (`.a[-1]` of a 3-element `a` is `.a[2]`), so two
+/// spellings of one place compare equal.
+pub fn resolve(doc: &Value, segs: &[Seg]) -> Vec<Seg> {
+    let mut out = Vec::with_capacity(segs.len());
+    let mut cur = Some(doc);
+    for seg in segs {
+        let seg = match (seg, cur) {
+            (Seg::Index(n), Some(Value::Array(a))) if *n < 0 => {
+                index_of(*n, a.len()).map_or(seg.clone(), |i| Seg::Index(i as i64))
+            }
+            _ => seg.clone(),
+        };
+        cur = cur.and_then(|v| get(v, std::slice::from_ref(&seg)));
+        out.push(seg);
+    }
+    out
+}
+
+/// The refusal of a step into a value of the wrong kind.
+fn step_error(segs: &[Seg], depth: usize, seg: &Seg, other: &Value) -> Error {
+    let want = if matches!(seg, Seg::Key(_)) {
+        "an object"
+    } else {
+        "an array"
+    };
+    Error::validation(format!(
+        "cannot step into {} at {}: it is {}, not {want}",
+        display(&segs[..=depth]),
+        display(&segs[..depth]),
+        type_name(other)
+    ))
+    .hint("check the path against 'state-manager read'")
+}
+
 /// The slot at `segs`, created as null when missing (if `create`).
 fn slot<'v>(doc: &'v mut Value, segs: &[Seg], create: bool) -> Result<&'v mut Value> {
     let mut cur = doc;
@@ -184,20 +258,7 @@ fn slot<'v>(doc: &'v mut Value, segs: &[Seg], create: bool) -> Result<&'v mut Va
                     }
                 }
             }
-            (seg, other) => {
-                let want = if matches!(seg, Seg::Key(_)) {
-                    "an object"
-                } else {
-                    "an array"
-                };
-                return Err(Error::validation(format!(
-                    "cannot step into {} at {}: it is {}, not {want}",
-                    display(&segs[..=depth]),
-                    display(here),
-                    type_name(other)
-                ))
-                .hint("check the path against 'state-manager read'"));
-            }
+            (seg, other) => return Err(step_error(segs, depth, seg, other)),
         };
     }
     Ok(cur)
@@ -280,5 +341,33 @@ mod tests {
         assert_eq!(display(&parse(".a[\"c d\"][0]").unwrap()), ".a[\"c d\"][0]");
         assert_eq!(display(&parse(".[\"c d\"]").unwrap()), ".[\"c d\"]");
         assert_eq!(display(&parse(".[1]").unwrap()), ".[1]");
+    }
+
+    #[test]
+    fn remove_as_jq_del_and_resolve_negative_indexes() {
+        let mut d = json!({"a": {"b": [1, 2, 3], "k": "v"}, "s": "x"});
+        let p = |t: &str| parse(t).unwrap();
+        assert_eq!(remove(&mut d, &p(".a.b[-1]")).unwrap(), Some(json!(3)));
+        assert_eq!(remove(&mut d, &p(".a.b[0]")).unwrap(), Some(json!(1)));
+        assert_eq!(d["a"]["b"], json!([2]));
+        assert_eq!(remove(&mut d, &p(".a.b[5]")).unwrap(), None);
+        assert_eq!(remove(&mut d, &p(".a.b[-5]")).unwrap(), None);
+        assert_eq!(remove(&mut d, &p(".a.nope")).unwrap(), None);
+        assert_eq!(remove(&mut d, &p(".x.y.z")).unwrap(), None);
+        assert!(remove(&mut d, &p(".s.k")).is_err(), "a key of a string");
+        assert!(
+            remove(&mut d, &p(".a[0]")).is_err(),
+            "an index of an object"
+        );
+        assert!(remove(&mut d, &p(".")).is_err());
+        assert_eq!(remove(&mut d, &p(".a.k")).unwrap(), Some(json!("v")));
+        assert_eq!(d, json!({"a": {"b": [2]}, "s": "x"}));
+        let mut d = json!({"x": 1, "y": 2, "z": 3});
+        remove(&mut d, &p(".x")).unwrap();
+        let keys: Vec<&String> = d.as_object().unwrap().keys().collect();
+        assert_eq!(keys, ["y", "z"], "the other keys keep their order");
+        let d = json!({"a": [[0, 1], 2]});
+        assert_eq!(resolve(&d, &p(".a[-2][-1]")), p(".a[0][1]"));
+        assert_eq!(resolve(&d, &p(".a[-9].x[-1]")), p(".a[-9].x[-1]"));
     }
 }

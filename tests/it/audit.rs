@@ -32,6 +32,9 @@ fn recent_pids(env: &Env, args: &[&str]) -> Vec<u64> {
 /// Runs `state-manager audit recent` `runs` times in each of `writers`
 /// concurrent processes chains, each writer with its own WFSTATE_RUN_ID.
 fn concurrent_reviews(env: &Env, writers: usize, runs: usize, extra_env: &[(&str, &str)]) {
+    // A review only reads: it appends to a log that exists and creates none
+    // (issue 15), so the log is there before the writers start.
+    fs::write(env.audit_log(), "").unwrap();
     let handles: Vec<_> = (0..writers)
         .map(|w| {
             let mut cmds: Vec<Command> = (0..runs)

@@ -24,6 +24,7 @@ mod retry_habits;
 mod server;
 mod shims;
 mod state;
+mod state_habits;
 mod trust_files;
 mod trust_locks;
 mod trust_recovery;

@@ -831,7 +831,7 @@ fn benchmark_runs_on_a_copy_and_leaves_the_live_state_alone() {
         .code(4);
     env.run("state-manager", &["benchmark", "--operations", "2"])
         .ok()
-        .stdout_has("ops/s");
+        .stdout_has("OPS_PER_S");
 }
 
 #[test]

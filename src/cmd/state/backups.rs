@@ -4,6 +4,7 @@
 use serde::Serialize;
 use serde_json::json;
 
+use crate::cmd::table::Table;
 use crate::cmd::{self as cli, Ctx, Paint};
 use crate::error::Result;
 use crate::exit::Code;
@@ -67,33 +68,31 @@ pub fn list_backups(ctx: &Ctx) -> Result<Code> {
             .collect();
         ctx.output.list(&items);
     } else if backups.is_empty() {
-        cli::println(&format!(
-            "no backups in {}",
-            ctx.cfg.backups_dir().display()
-        ));
+        // Under --no-header a script reads rows only: an empty table is no line.
+        if !ctx.output.no_header {
+            cli::println(&format!(
+                "no backups in {}",
+                ctx.cfg.backups_dir().display()
+            ));
+        }
     } else {
-        let width = backups
-            .iter()
-            .map(|b| b.name.len())
-            .max()
-            .unwrap_or(4)
-            .max(4);
-        let mut out = format!("{:<width$}  {:>8}  {:<20}  VALID\n", "NAME", "SIZE", "MADE");
+        let mut table = Table::for_output(&["name", "size", "made", "valid"], &ctx.output);
+        table.right(1);
         for b in &backups {
             let l = Listed::of(b, ctx.backend.state());
-            out.push_str(&format!(
-                "{:<width$}  {:>8}  {:<20}  {}\n",
-                b.name,
-                b.size,
-                b.made.format("%Y-%m-%d %H:%M:%SZ"),
+            table.row(vec![
+                l.name,
+                l.size.to_string(),
+                // One word, so `awk` sees one column: RFC 3339, UTC.
+                l.made,
                 if l.valid {
                     "yes".to_string()
                 } else {
                     ctx.output.paint("NO", Paint::Bad)
-                }
-            ));
+                },
+            ]);
         }
-        cli::print(&out);
+        cli::print(&table.render());
     }
     Ok(Code::Success)
 }

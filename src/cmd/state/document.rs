@@ -1,7 +1,7 @@
-//! `init`, `read`, `write`, `set`, `merge`, `append`, `signal`, `migrate`:
-//! the commands that read or change the document. A change prints nothing
-//! in text; under `--json` it prints what it committed
-//! (`{"revision": N, "backup": PATH|null, ...}`).
+//! `init`, `read`, `write`, `set`, `merge`, `append`, `del`, `mv`,
+//! `signal`, `migrate`: the commands that read or change the document. A
+//! change prints nothing in text; under `--json` it prints what it
+//! committed (`{"revision": N, "backup": PATH|null, ...}`).
 
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -15,7 +15,8 @@ use crate::error::{Error, Result};
 use crate::exit::Code;
 use crate::lock;
 use crate::state::commands::{
-    non_root_path, parse_json_arg, toolkit_owned, value_arg, value_at, write_signal_file,
+    edited_path, move_value, no_value, non_root_path, parse_json_arg, toolkit_owned, value_arg,
+    value_at, write_signal_file,
 };
 use crate::state::merge::merge_patch;
 use crate::state::{document, path};
@@ -54,20 +55,27 @@ pub fn init(ctx: &Ctx) -> Result<Code> {
     Ok(Code::Success)
 }
 
-/// `read [PATH] [--raw] [-c]`: the document or one value, as JSON (`--json`
-/// changes nothing); `-c` on one line, `--raw` strings without quotes.
-pub fn read(ctx: &Ctx, path_expr: Option<&str>, raw: bool) -> Result<Code> {
-    ctx.audited_state("read", |_| {
+/// `read [PATH] [--raw] [-c] [-e]`: the document or one value, as JSON
+/// (`--json` changes nothing); `-c` on one line, `--raw` strings without
+/// quotes. With `-e`, as `jq -e`: exit 1 when the value is `null`, `false`
+/// or missing — an answer, audited as a success with `answer_exit` in its
+/// detail (as `check` and `is-degraded` are).
+pub fn read(ctx: &Ctx, path_expr: Option<&str>, raw: bool, exit_status: bool) -> Result<Code> {
+    ctx.audited_state("read", |detail| {
         let segs = path::parse(path_expr.unwrap_or("."))?;
         let state = ctx.backend.state();
         let bytes = state.load_bytes()?.ok_or_else(|| state.missing())?;
         if segs.is_empty() && !ctx.output.compact {
             // The whole document: check that it parses without building it,
             // then print the bytes as stored (the toolkit writes them pretty).
+            // A document is an object, so it is never falsy for `-e`.
             serde_json::from_slice::<serde::de::IgnoredAny>(&bytes)
                 .map_err(|_| state.parse(&bytes).unwrap_err())?;
             let text = String::from_utf8_lossy(&bytes);
             cli::println(text.trim_end());
+            if exit_status {
+                detail["answer_exit"] = json!(0);
+            }
             return Ok(Code::Success);
         }
         let doc = state.parse(&bytes)?;
@@ -79,7 +87,15 @@ pub fn read(ctx: &Ctx, path_expr: Option<&str>, raw: bool) -> Result<Code> {
             }
             v => cli::println(&serde_json::to_string_pretty(v).expect("JSON serializes")),
         }
-        Ok(Code::Success)
+        if !exit_status {
+            return Ok(Code::Success);
+        }
+        let code = match value {
+            Value::Null | Value::Bool(false) => Code::GeneralError,
+            _ => Code::Success,
+        };
+        detail["answer_exit"] = json!(code.as_i32());
+        Ok(code)
     })
 }
 
@@ -201,6 +217,124 @@ pub fn append(ctx: &Ctx, path_expr: &str, value: &str, as_string: bool) -> Resul
         path::append(doc, &segs, value)
     })?;
     committed(ctx, &commit)
+}
+
+/// What `del` did.
+#[derive(Serialize)]
+struct Deleted {
+    path: String,
+    /// False only under `--missing-ok` when there was nothing to delete.
+    deleted: bool,
+    /// The revision committed (or, when nothing was deleted, the current one).
+    revision: u64,
+    backup: Option<String>,
+}
+
+/// `del PATH [--missing-ok]`: removes a key or an array element, as jq's
+/// `del` does, in one transaction under the `state` lock. Exit 1 when there
+/// is no value at PATH (unless `--missing-ok`: then nothing is committed),
+/// 4 for `.`, `.metadata…` or a field the schema requires.
+pub fn del(ctx: &Ctx, path_expr: &str, missing_ok: bool) -> Result<Code> {
+    let segs = edited_path(path_expr, "delete");
+    let done = ctx.audited_state("del", |detail| {
+        let segs = segs?;
+        let shown = path::display(&segs);
+        detail["path"] = json!(shown);
+        let state = ctx.backend.state();
+        let owner = ctx.owner_identity()?;
+        let (mut current, mut lock_wait) = (0, None);
+        let commit = state.transact(
+            ctx.access(owner.as_ref()),
+            "del",
+            &mut |old| {
+                let old = old.ok_or_else(|| state.missing())?;
+                current = document::revision(old);
+                let mut new = old.clone();
+                match path::remove(&mut new, &segs)? {
+                    Some(_) => Ok(Some(new)),
+                    None if missing_ok => Ok(None),
+                    None => Err(no_value(&segs)),
+                }
+            },
+            &mut |waited| lock_wait = Some(waited),
+        );
+        if let Some(w) = lock_wait {
+            detail["lock_wait_ms"] = json!(ms(w));
+        }
+        let commit = commit?;
+        detail["deleted"] = json!(commit.is_some());
+        Ok(match commit {
+            Some(commit) => {
+                detail["revision"] = json!(commit.revision);
+                let c = Committed::from(&commit);
+                Deleted {
+                    path: shown,
+                    deleted: true,
+                    revision: c.revision,
+                    backup: c.backup,
+                }
+            }
+            None => Deleted {
+                path: shown,
+                deleted: false,
+                revision: current,
+                backup: None,
+            },
+        })
+    })?;
+    if ctx.output.json {
+        ctx.print_json(&done);
+    }
+    Ok(Code::Success)
+}
+
+/// What `mv` did.
+#[derive(Serialize)]
+struct Moved {
+    from: String,
+    to: String,
+    /// Whether TO held a value that was replaced (`--force`).
+    replaced: bool,
+    revision: u64,
+    backup: Option<String>,
+}
+
+/// `mv FROM TO [--force]`: moves a value, as `terraform state mv` does an
+/// address, in one transaction under the `state` lock (one backup, one
+/// revision, one audit event). See [`move_value`] for what is refused.
+pub fn mv(ctx: &Ctx, from: &str, to: &str, force: bool) -> Result<Code> {
+    let paths = edited_path(from, "move").and_then(|f| Ok((f, edited_path(to, "move to")?)));
+    let mut replaced = false;
+    let commit = ctx.audited_state("mv", |detail| {
+        let (from, to) = paths.clone()?;
+        detail["from"] = json!(path::display(&from));
+        detail["to"] = json!(path::display(&to));
+        let owner = ctx.owner_identity()?;
+        let commit = ctx.backend.state().update(
+            ctx.access(owner.as_ref()),
+            "mv",
+            &mut |doc| {
+                replaced = move_value(doc, &from, &to, force)?;
+                Ok(())
+            },
+            &mut |waited| detail["lock_wait_ms"] = json!(ms(waited)),
+        )?;
+        detail["replaced"] = json!(replaced);
+        detail["revision"] = json!(commit.revision);
+        Ok(commit)
+    })?;
+    if ctx.output.json {
+        let (from, to) = paths?;
+        let c = Committed::from(&commit);
+        ctx.print_json(&Moved {
+            from: path::display(&from),
+            to: path::display(&to),
+            replaced,
+            revision: c.revision,
+            backup: c.backup,
+        });
+    }
+    Ok(Code::Success)
 }
 
 /// `merge PATCH`: RFC 7396 merge patch.

@@ -9,6 +9,7 @@ use serde_json::json;
 use super::TOOL;
 use crate::audit::event::ms_text as ms;
 use crate::audit::stats;
+use crate::cmd::table::Table;
 use crate::cmd::{self as cli, Ctx, JsonArgs};
 use crate::config::MAX_INPUT_BYTES;
 use crate::durable;
@@ -333,26 +334,34 @@ pub fn benchmark(ctx: &Ctx, operations: usize) -> Result<Code> {
         ctx.output.json(&bench.to_json());
         return Ok(Code::Success);
     }
-    let mut out = format!(
-        "{operations} operation(s) of each kind on a copy of the state ({} bytes) in {} (removed afterwards)\n",
-        bench.state_bytes,
-        bench.dir.display()
-    );
-    out.push_str(&format!(
-        "{:<6} {:>10} {:>9} {:>9} {:>9}\n",
-        "kind", "ops/s", "p50 ms", "p95 ms", "max ms"
-    ));
-    let ms = |d: Duration| d.as_secs_f64() * 1e3;
-    for (kind, s) in &bench.results {
+    // Under --no-header only the rows: the caption and the note go too.
+    let mut out = String::new();
+    if !ctx.output.no_header {
         out.push_str(&format!(
-            "{kind:<6} {:>10.1} {:>9.3} {:>9.3} {:>9.3}\n",
-            s.per_sec(),
-            ms(s.p50),
-            ms(s.p95),
-            ms(s.max)
+            "{operations} operation(s) of each kind on a copy of the state ({} bytes) in {} (removed afterwards)\n",
+            bench.state_bytes,
+            bench.dir.display()
         ));
     }
-    out.push_str("(in-process: process start-up is not included; a lock cycle is one acquire and one release)\n");
+    let mut table = Table::for_output(
+        &["kind", "ops_per_s", "p50_ms", "p95_ms", "max_ms"],
+        &ctx.output,
+    );
+    table.right_from(1);
+    let ms = |d: Duration| format!("{:.3}", d.as_secs_f64() * 1e3);
+    for (kind, s) in &bench.results {
+        table.row(vec![
+            kind.to_string(),
+            format!("{:.1}", s.per_sec()),
+            ms(s.p50),
+            ms(s.p95),
+            ms(s.max),
+        ]);
+    }
+    out.push_str(&table.render());
+    if !ctx.output.no_header {
+        out.push_str("(in-process: process start-up is not included; a lock cycle is one acquire and one release)\n");
+    }
     cli::print(&out);
     Ok(Code::Success)
 }
@@ -400,30 +409,40 @@ pub fn diagnostics(ctx: &Ctx, verbose: bool) -> Result<Code> {
         takeovers,
     );
     if !ops.is_empty() {
-        let w = ops.iter().map(|(k, _)| k.len()).max().unwrap_or(2).max(9);
-        out.push_str(&format!(
-            "{:<w$}  {:>7}  {:>6}  {:>8}  {:>8}  {:>8}\n",
-            "OPERATION", "EVENTS", "ERR%", "P50 ms", "P95 ms", "MAX ms"
-        ));
+        // -v adds each operation's failures as a last column (one word:
+        // NAME×COUNT joined by commas), so every row stays one line.
+        let mut titles = vec!["operation", "events", "err%", "p50_ms", "p95_ms", "max_ms"];
+        if verbose {
+            titles.push("failures");
+        }
+        let mut table = Table::for_output(&titles, &ctx.output);
+        for col in 1..=5 {
+            table.right(col);
+        }
         for (k, g) in &ops {
-            out.push_str(&format!(
-                "{:<w$}  {:>7}  {:>6.1}  {:>8}  {:>8}  {:>8}\n",
-                k,
-                g.events,
-                rate(g.failed, g.events),
+            let mut row = vec![
+                k.to_string(),
+                g.events.to_string(),
+                format!("{:.1}", rate(g.failed, g.events)),
                 ms(g.duration.quantile(0.5)),
                 ms(g.duration.quantile(0.95)),
-                ms(g.duration.max())
-            ));
-            if verbose && !g.by_exit.is_empty() {
+                ms(g.duration.max()),
+            ];
+            if verbose {
                 let codes: Vec<String> = g
                     .by_exit
                     .iter()
                     .map(|(c, n)| format!("{}×{n}", stats::code_name(*c)))
                     .collect();
-                out.push_str(&format!("{:<w$}    failures: {}\n", "", codes.join(", ")));
+                row.push(if codes.is_empty() {
+                    "-".to_string()
+                } else {
+                    codes.join(",")
+                });
             }
+            table.row(row);
         }
+        out.push_str(&table.render());
         out.push('\n');
     }
     out.push_str(&format!(

@@ -4,7 +4,7 @@
 //! audit event per call.
 //!
 //! - [`document`]: `init`, `read`, `write`, `set`, `merge`, `append`,
-//!   `signal`, `migrate`.
+//!   `del`, `mv`, `signal`, `migrate`.
 //! - [`backups`]: `backup`, `list-backups`, `recover`.
 //! - [`check`]: `status`, `validate`, `verify-integrity`,
 //!   `validate-backup`, `health`.

@@ -8,6 +8,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::backend::StateStore;
+use crate::cmd::table::Table;
 use crate::cmd::{self as cli, Ctx};
 use crate::config::Config;
 use crate::error::{Error, Result};
@@ -124,26 +125,35 @@ pub fn list_states(ctx: &Ctx, dir: Option<&Path>) -> Result<Code> {
         return Ok(Code::Success);
     }
     if rows.is_empty() {
-        cli::println(&format!(
-            "no states in {}",
-            match ctx.backend.kind() {
-                "file" => dir.unwrap_or(Path::new(".")).display().to_string(),
-                _ => ctx.backend.location(),
-            }
-        ));
+        // Under --no-header a script reads rows only: an empty table is no line.
+        if !ctx.output.no_header {
+            cli::println(&format!(
+                "no states in {}",
+                match ctx.backend.kind() {
+                    "file" => dir.unwrap_or(Path::new(".")).display().to_string(),
+                    _ => ctx.backend.location(),
+                }
+            ));
+        }
         return Ok(Code::Success);
     }
-    let width = rows.iter().map(|r| r.name.len()).max().unwrap_or(4).max(4);
     let dash = |v: Option<String>| v.unwrap_or_else(|| "-".into());
-    let mut out = format!(
-        "{:<width$}  {:<9}  {:<16}  {:>8}  {:<20}  LOCKS\n",
-        "NAME", "CONDITION", "PHASE", "REVISION", "MODIFIED"
+    let mut table = Table::for_output(
+        &[
+            "name",
+            "condition",
+            "phase",
+            "revision",
+            "modified",
+            "locks",
+        ],
+        &ctx.output,
     );
+    table.right(3);
     for r in &rows {
-        out.push_str(&format!(
-            "{:<width$}  {:<9}  {:<16}  {:>8}  {:<20}  {}\n",
-            r.name,
-            r.condition,
+        table.row(vec![
+            r.name.clone(),
+            r.condition.to_string(),
             dash(r.phase.clone()),
             dash(r.revision.map(|n| n.to_string())),
             dash(r.last_modified.clone()),
@@ -151,10 +161,10 @@ pub fn list_states(ctx: &Ctx, dir: Option<&Path>) -> Result<Code> {
                 None => "-".to_string(),
                 Some(l) if l.is_empty() => "none".to_string(),
                 Some(l) => l.join(","),
-            }
-        ));
+            },
+        ]);
     }
-    cli::print(&out);
+    cli::print(&table.render());
     Ok(Code::Success)
 }
 
