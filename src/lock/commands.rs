@@ -36,19 +36,97 @@ pub struct AcquireArgs {
     pub owner: Option<u32>,
     /// How long the hold lasts at most, such as `30`, `10m`.
     pub ttl: Option<String>,
+    /// `--timeout S`, the flag twin of TIMEOUT (both given: exit 4).
+    pub flag_timeout: Option<String>,
+    /// `--nonblock`: try once, the same as a timeout of 0.
+    pub nonblock: bool,
+    /// `--shared` / `--exclusive`, the flag twin of TYPE (both given and
+    /// different: exit 4).
+    pub flag_kind: Option<LockType>,
+}
+
+/// The usage line the refusals of a misplaced argument quote.
+const ACQUIRE_ORDER: &str = "the order is acquire NAME [TIMEOUT] [TYPE] [METADATA]";
+
+/// The timeout an `acquire` asks for, from TIMEOUT, `--timeout` or
+/// `--nonblock`: at most one of them (exit 4 otherwise), else `None`.
+fn chosen_timeout(a: &AcquireArgs) -> Result<Option<Duration>> {
+    let given: Vec<&str> = [
+        a.timeout.as_ref().map(|_| "TIMEOUT"),
+        a.flag_timeout.as_ref().map(|_| "--timeout"),
+        a.nonblock.then_some("--nonblock"),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    if given.len() > 1 {
+        return Err(Error::validation(format!(
+            "the timeout is given twice: {}",
+            given.join(" and ")
+        ))
+        .hint("give one of them"));
+    }
+    if a.nonblock {
+        return Ok(Some(Duration::ZERO));
+    }
+    let Some(text) = a.timeout.as_deref().or(a.flag_timeout.as_deref()) else {
+        return Ok(None);
+    };
+    match config::parse_duration(text, "timeout") {
+        Ok(d) => Ok(Some(d)),
+        Err(e) if a.timeout.is_some() => Err(misplaced(a, text).unwrap_or(e)),
+        Err(e) => Err(e),
+    }
+}
+
+/// Why a TIMEOUT that is not a duration is in that place, when it is plain:
+/// NAME and TIMEOUT swapped (`acquire 10 build`: a name that reads as a
+/// duration, then a valid name), or a TYPE given without a TIMEOUT.
+fn misplaced(a: &AcquireArgs, timeout: &str) -> Option<Error> {
+    let swapped =
+        config::parse_duration(&a.name, "timeout").is_ok() && name::validate(timeout).is_ok();
+    if swapped {
+        return Some(
+            Error::validation(format!(
+                "'{}' looks like a timeout, not a lock name: {ACQUIRE_ORDER}",
+                a.name
+            ))
+            .hint(format!("did you mean 'acquire {timeout} {}'?", a.name)),
+        );
+    }
+    let kind = LockType::parse(timeout).ok()?;
+    Some(
+        Error::validation(format!(
+            "'{timeout}' is a lock type, not a timeout: {ACQUIRE_ORDER}"
+        ))
+        .hint(format!(
+            "give a timeout first ('acquire {} 30 {timeout}') or use --{}",
+            a.name,
+            kind.as_str()
+        )),
+    )
+}
+
+/// The type an `acquire` asks for, from TYPE or `--shared`/`--exclusive`
+/// (exit 4 when they disagree); exclusive when neither is given.
+fn chosen_kind(a: &AcquireArgs) -> Result<LockType> {
+    let positional = a.kind.as_deref().map(LockType::parse).transpose()?;
+    match (positional, a.flag_kind) {
+        (Some(p), Some(f)) if p != f => Err(Error::validation(format!(
+            "the lock type is given twice: TYPE '{}' and --{}",
+            p.as_str(),
+            f.as_str()
+        ))
+        .hint("give one of them")),
+        (p, f) => Ok(p.or(f).unwrap_or(LockType::Exclusive)),
+    }
 }
 
 /// Builds the request from typed arguments; every refusal is exit 4.
 pub fn request(cfg: &Config, a: &AcquireArgs) -> Result<Request> {
     name::validate(&a.name)?;
-    let timeout = match a.timeout.as_deref() {
-        Some(t) => config::parse_duration(t, "timeout")?,
-        None => cfg.lock_timeout,
-    };
-    let kind = match a.kind.as_deref() {
-        Some(k) => LockType::parse(k)?,
-        None => LockType::Exclusive,
-    };
+    let timeout = chosen_timeout(a)?.unwrap_or(cfg.lock_timeout);
+    let kind = chosen_kind(a)?;
     let metadata = a.metadata.as_deref().map(parse_metadata).transpose()?;
     let ttl = a
         .ttl

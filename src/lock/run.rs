@@ -50,6 +50,10 @@ pub struct RunArgs {
     pub shared: bool,
     /// Seconds to wait for the lock; `None`: LOCK_TIMEOUT.
     pub timeout: Option<String>,
+    /// flock's `-n`: try once (a timeout of 0); refused with `timeout`.
+    pub nonblock: bool,
+    /// flock's `--verbose`: say how long getting the lock took and what runs.
+    pub verbose: bool,
     /// The command and its arguments.
     pub command: Vec<OsString>,
 }
@@ -86,9 +90,16 @@ fn run_inner(
     wait_ms: &mut f64,
     child_pid: &mut Option<u32>,
 ) -> Result<u8> {
-    let timeout = match a.timeout.as_deref() {
-        Some(t) => config::parse_duration(t, "timeout")?,
-        None => cfg.lock_timeout,
+    let timeout = match (a.timeout.as_deref(), a.nonblock) {
+        (Some(_), true) => {
+            return Err(
+                Error::validation("-n/--nonblock and -w/--timeout both given")
+                    .hint("give one of them: -n is a timeout of 0"),
+            );
+        }
+        (Some(t), false) => config::parse_duration(t, "timeout")?,
+        (None, true) => std::time::Duration::ZERO,
+        (None, false) => cfg.lock_timeout,
     };
     let Some((program, args)) = a.command.split_first() else {
         return Err(Error::validation("no command to run")
@@ -102,6 +113,15 @@ fn run_inner(
     let (acquired, log) = acquire_for_self(cfg, &a.name, kind, timeout);
     *wait_ms = log.wait_ms();
     let got = acquired?;
+    if a.verbose {
+        // flock(1)'s own two lines, in its words.
+        eprintln!(
+            "{TOOL}: getting lock '{}' took {:.6} seconds",
+            a.name,
+            log.waited.as_secs_f64()
+        );
+        eprintln!("{TOOL}: executing {}", program.to_string_lossy());
+    }
     let me = Identity::current();
     // This very process held it already (a shell exec'd us in place): that
     // hold is the shell's, and stays with it.

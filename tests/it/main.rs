@@ -10,6 +10,7 @@ mod hooks;
 mod hrec;
 mod hstate;
 mod lock;
+mod lock_habits;
 mod ops;
 mod outputs;
 mod props;
