@@ -122,6 +122,15 @@ fn chosen_kind(a: &AcquireArgs) -> Result<LockType> {
     }
 }
 
+/// Writes `lock-manager: LINE` on stderr in one write(2), so that the lines
+/// of processes sharing one stderr (recipes under `make -j`) never
+/// interleave. For warnings and progress, never for data.
+pub fn say(line: &str) {
+    use std::io::Write;
+    let text = format!("{TOOL}: {line}\n");
+    let _ = std::io::stderr().write_all(text.as_bytes());
+}
+
 /// Builds the request from typed arguments; every refusal is exit 4.
 pub fn request(cfg: &Config, a: &AcquireArgs) -> Result<Request> {
     name::validate(&a.name)?;
@@ -161,6 +170,29 @@ pub fn owner_for(cfg: &Config, name: &str, flag: Option<u32>) -> Result<Identity
         }
     }
     process::resolve_owner(flag)
+}
+
+/// Why the owner `resolve_owner` chose by itself (no `--owner`, no
+/// `LOCK_OWNER_PID`) is unlikely to be the one meant, if it is: a parent
+/// that is not a shell — make, xargs, timeout, a script interpreter — whose
+/// every child would share one re-entrant hold (under `make -j2`, two
+/// recipes inside the same exclusive lock at once). A warning, not a
+/// refusal. Costs one read of `/proc/PID/comm`, and none when the owner was
+/// given or is this very process (a shell that exec'd us in place).
+pub fn owner_note(a: &AcquireArgs, owner: &Identity) -> Option<String> {
+    let given =
+        a.owner.is_some() || std::env::var_os("LOCK_OWNER_PID").is_some_and(|v| !v.is_empty());
+    if given || owner.pid == std::process::id() {
+        return None;
+    }
+    let comm = process::comm(owner.pid)?;
+    if process::is_shell(&comm) {
+        return None;
+    }
+    Some(format!(
+        "the owner of lock '{}' is pid {} ({comm}), which is not a shell: every command it starts shares this hold — use 'lock-manager run {} -- CMD' to hold it for one command, or --owner PID (LOCK_OWNER_PID) to name the shell that releases it",
+        a.name, owner.pid, a.name
+    ))
 }
 
 /// Parses METADATA: any JSON value nested at most

@@ -34,7 +34,7 @@ use std::process::{Child, Command, ExitStatus};
 
 use serde_json::json;
 
-use super::commands::{TOOL, acquire_for_self};
+use super::commands::{TOOL, acquire_for_self, say};
 use super::manager;
 use super::process::Identity;
 use super::record::LockType;
@@ -115,12 +115,12 @@ fn run_inner(
     let got = acquired?;
     if a.verbose {
         // flock(1)'s own two lines, in its words.
-        eprintln!(
-            "{TOOL}: getting lock '{}' took {:.6} seconds",
+        say(&format!(
+            "getting lock '{}' took {:.6} seconds",
             a.name,
             log.waited.as_secs_f64()
-        );
-        eprintln!("{TOOL}: executing {}", program.to_string_lossy());
+        ));
+        say(&format!("executing {}", program.to_string_lossy()));
     }
     let me = Identity::current();
     // This very process held it already (a shell exec'd us in place): that

@@ -5,8 +5,9 @@
 //! for `awk`, and read-only commands that create nothing.
 
 use std::fs;
+use std::process::{Command, Output};
 
-use crate::harness::{Env, Owner, hold};
+use crate::harness::{Env, Owner, bin_dir, hold};
 
 const LM: &str = "lock-manager";
 
@@ -74,6 +75,111 @@ fn run_takes_x_e_s_o_and_verbose() {
         .stdout_has("ran")
         .stderr_has("lock-manager: getting lock 'x' took ")
         .stderr_has("lock-manager: executing echo");
+}
+
+// --- make ------------------------------------------------------------------
+
+/// Runs `make ARGS` in `env`'s root with the binaries on PATH, killed after
+/// 60 s (a hang fails the test instead of stalling the suite).
+fn make(env: &Env, makefile: &str, args: &[&str]) -> Output {
+    fs::write(env.path("Makefile"), makefile).unwrap();
+    let mut c = Command::new("timeout");
+    env.clean_env(&mut c);
+    c.env("PATH", format!("{}:/usr/bin:/bin", bin_dir().display()))
+        .args(["-k", "5", "60", "make", "--no-print-directory"])
+        .args(args);
+    c.output().expect("make")
+}
+
+/// A recipe body that fails, saying OVERLAP, if another one is inside at
+/// the same time: `mkdir` is atomic, so only one recipe can own `inside`.
+const CRITICAL: &str = "mkdir inside || { echo OVERLAP; exit 1; }; sleep 0.05; rmdir inside";
+
+// See: issue 15 — under make -j2 two recipes were inside one exclusive lock.
+#[test]
+fn acquire_under_make_warns_that_make_is_the_owner() {
+    let env = Env::new();
+    let makefile = "all: a b\n\
+        a b:\n\
+        \tlock-manager acquire res 10\n\
+        \t@echo $@ done\n\
+        \tlock-manager release res\n";
+    let out = make(&env, makefile, &["-j2"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let warnings: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("lock-manager: warning: the owner of lock 'res' is pid"))
+        .collect();
+    assert_eq!(warnings.len(), 2, "{stderr}");
+    assert!(
+        warnings[0].contains("(make), which is not a shell"),
+        "{stderr}"
+    );
+    assert!(
+        warnings[0].contains("lock-manager run res -- CMD"),
+        "{stderr}"
+    );
+    assert!(warnings[0].contains("--owner"), "{stderr}");
+}
+
+#[test]
+fn run_under_make_j4_keeps_recipes_apart() {
+    let env = Env::new();
+    let targets = ["t1", "t2", "t3", "t4", "t5", "t6"];
+    let mut makefile = format!("all: {}\n", targets.join(" "));
+    makefile.push_str(&format!(
+        "{}:\n\t@lock-manager run res -w 30 -- sh -c '{CRITICAL}'\n",
+        targets.join(" ")
+    ));
+    let out = make(&env, &makefile, &["-j4"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(!stdout.contains("OVERLAP"), "{stdout}");
+    // `run` names its holder itself: no warning about make.
+    assert!(!stderr.contains("warning"), "{stderr}");
+    // The same body without the lock does overlap: the detector works.
+    let bare = format!(
+        "all: {}\n{}:\n\t@sh -c '{CRITICAL}'\n",
+        targets.join(" "),
+        targets.join(" ")
+    );
+    let out = make(&env, &bare, &["-j4", "-k"]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("OVERLAP"),
+        "without a lock the recipes should have met"
+    );
+}
+
+#[test]
+fn an_owner_given_or_a_shell_owner_gets_no_warning() {
+    let env = Env::new();
+    let owner = Owner::new();
+    let r = env
+        .run(LM, &["acquire", "a", "0", "--owner", &owner.pid()])
+        .ok();
+    assert!(!r.stderr.contains("warning"), "{}", r.stderr);
+    let mut c = env.cmd(LM);
+    c.env("LOCK_OWNER_PID", owner.pid())
+        .args(["acquire", "b", "0"]);
+    let r = crate::harness::Run::of(c.output().unwrap()).ok();
+    assert!(!r.stderr.contains("warning"), "{}", r.stderr);
+    // From a shell (bash runs it as a child here, not by exec).
+    let mut c = Command::new("bash");
+    env.clean_env(&mut c);
+    c.arg("-c").arg(format!(
+        "{} acquire c 0; {} release c",
+        bin_dir().join(LM).display(),
+        bin_dir().join(LM).display()
+    ));
+    let r = crate::harness::Run::of(c.output().unwrap()).ok();
+    assert!(!r.stderr.contains("warning"), "{}", r.stderr);
+    // The test process itself is no shell: warned, and the lock still taken.
+    env.run(LM, &["acquire", "d", "0"])
+        .ok()
+        .stderr_has("which is not a shell");
+    env.run(LM, &["check", "d"]).ok();
 }
 
 // --- acquire: flag twins and misplaced arguments ---------------------------

@@ -23,7 +23,13 @@ pub fn acquire(ctx: &Ctx, a: &AcquireArgs, verbose: bool) -> Result<Code> {
     let (result, log, req) = commands::audited_acquire(
         &ctx.cfg,
         &a.name,
-        || commands::request(&ctx.cfg, a),
+        || {
+            let req = commands::request(&ctx.cfg, a)?;
+            if let Some(note) = commands::owner_note(a, &req.owner) {
+                commands::say(&format!("warning: {note}"));
+            }
+            Ok(req)
+        },
         |req, log| locks.acquire(req, log),
     );
     let got = result?;
