@@ -297,6 +297,11 @@ fn dispatch(global: &GlobalArgs, command: Command) -> ExitCode {
             // `run` exits with the child's code, which is outside the toolkit's table.
             return match run::run(&ctx.cfg, &args) {
                 Ok(code) => ExitCode::from(code),
+                Err(e) if crate::lock::wait::interrupted().is_some() => {
+                    let sig = crate::lock::wait::interrupted().unwrap_or(libc::SIGINT);
+                    let _ = cli::finish(TOOL, output, Err(e));
+                    cmd::end_by_signal(sig)
+                }
                 Err(e) if e.kind() == Kind::LockTimeout && conflict_exit_code.is_some() => {
                     eprintln!("{TOOL}: {e}");
                     ExitCode::from(conflict_exit_code.unwrap_or(2))
@@ -305,7 +310,12 @@ fn dispatch(global: &GlobalArgs, command: Command) -> ExitCode {
             };
         }
     };
-    cli::finish(TOOL, output, result)
+    let code = cli::finish(TOOL, output, result);
+    match crate::lock::wait::interrupted() {
+        // A wait ended by Ctrl-C: said once above, then ended by the signal.
+        Some(sig) => cmd::end_by_signal(sig),
+        None => code,
+    }
 }
 
 pub fn main() -> ExitCode {

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use super::manager::{self, Acquired, Request, WaitLog};
+use super::manager::{self, Acquired, Attend, Request, WaitLog};
 use super::name;
 use super::process::{self, Identity};
 use super::record::LockType;
@@ -215,11 +215,12 @@ pub fn parse_metadata(text: &str) -> Result<Value> {
 pub fn audited_acquire(
     cfg: &Config,
     target: &str,
+    attend: Attend,
     build: impl FnOnce() -> Result<Request>,
     grant: impl FnOnce(&Request, &mut WaitLog) -> Result<Acquired>,
 ) -> (Result<Acquired>, WaitLog, Option<Request>) {
     let rec = Recorder::start(cfg, TOOL, "acquire", target);
-    let mut log = WaitLog::start();
+    let mut log = WaitLog::attended(attend);
     let (req, result) = match build() {
         Ok(req) => {
             let result = grant(&req, &mut log);
@@ -244,7 +245,14 @@ pub fn audited_acquire(
             );
         }
     }
-    rec.finish(&result, detail);
+    match (&result, super::wait::interrupted()) {
+        // Ended by a signal: the process ends by it too (128+N to its shell).
+        (Err(e), Some(sig)) => {
+            detail["error"] = json!(e.summary());
+            rec.finish_with(128 + sig, "interrupted", detail);
+        }
+        _ => rec.finish(&result, detail),
+    }
     (result, log, req)
 }
 
@@ -254,10 +262,12 @@ pub(crate) fn acquire_for_self(
     name: &str,
     kind: LockType,
     timeout: Duration,
+    attend: Attend,
 ) -> (Result<Acquired>, WaitLog) {
     let (result, log, _) = audited_acquire(
         cfg,
         name,
+        attend,
         || {
             name::validate(name)?;
             Ok(Request {

@@ -35,7 +35,7 @@ use std::process::{Child, Command, ExitStatus};
 use serde_json::json;
 
 use super::commands::{TOOL, acquire_for_self, say};
-use super::manager;
+use super::manager::{self, Attend, Progress};
 use super::process::Identity;
 use super::record::LockType;
 use crate::audit::Recorder;
@@ -76,7 +76,14 @@ pub fn run(cfg: &Config, a: &RunArgs) -> Result<u8> {
             let outcome = if *code == 0 { "ok" } else { "error" };
             rec.finish_with(i32::from(*code), outcome, detail);
         }
-        Err(_) => rec.finish(&result, detail),
+        Err(e) => match super::wait::interrupted() {
+            Some(sig) => {
+                let mut detail = detail;
+                detail["error"] = json!(e.summary());
+                rec.finish_with(128 + sig, "interrupted", detail);
+            }
+            None => rec.finish(&result, detail),
+        },
     }
     result
 }
@@ -110,7 +117,11 @@ fn run_inner(
     } else {
         LockType::Exclusive
     };
-    let (acquired, log) = acquire_for_self(cfg, &a.name, kind, timeout);
+    let attend = Attend {
+        signals: true,
+        progress: Progress::choose(a.verbose),
+    };
+    let (acquired, log) = acquire_for_self(cfg, &a.name, kind, timeout, attend);
     *wait_ms = log.wait_ms();
     let got = acquired?;
     if a.verbose {

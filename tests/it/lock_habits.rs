@@ -5,7 +5,11 @@
 //! for `awk`, and read-only commands that create nothing.
 
 use std::fs;
-use std::process::{Command, Output};
+use std::io::{BufRead, BufReader, Read};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+
+use serde_json::Value;
 
 use crate::harness::{Env, Owner, bin_dir, hold};
 
@@ -180,6 +184,248 @@ fn an_owner_given_or_a_shell_owner_gets_no_warning() {
         .ok()
         .stderr_has("which is not a shell");
     env.run(LM, &["check", "d"]).ok();
+}
+
+// --- signals during a wait ---------------------------------------------------
+
+/// The exit status as a shell reads it: the code, or 128+N for signal N.
+fn shell_code(status: ExitStatus) -> i32 {
+    status
+        .code()
+        .unwrap_or_else(|| 128 + status.signal().expect("a code or a signal"))
+}
+
+/// Spawns `lock-manager ARGS` with stderr piped and SIGINT as `sigint`
+/// (`SIG_DFL`, or `SIG_IGN` as a shell gives its background jobs): a test
+/// harness started in the background may itself have inherited it ignored.
+fn spawn_waiter(env: &Env, args: &[&str], sigint: libc::sighandler_t) -> Child {
+    let mut c = env.cmd(LM);
+    c.args(args).stdout(Stdio::null()).stderr(Stdio::piped());
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        c.pre_exec(move || {
+            libc::signal(libc::SIGINT, sigint);
+            Ok(())
+        });
+    }
+    c.spawn().expect("spawn lock-manager")
+}
+
+/// Reads `child`'s stderr until a line holds `text`; returns what was read
+/// (the child's own timeout bounds the wait).
+fn read_until(child: &mut Child, text: &str) -> String {
+    let mut reader = BufReader::new(child.stderr.as_mut().expect("piped stderr"));
+    let mut seen = String::new();
+    let mut line = String::new();
+    while reader.read_line(&mut line).unwrap_or(0) > 0 {
+        seen.push_str(&line);
+        if line.contains(text) {
+            return seen;
+        }
+        line.clear();
+    }
+    panic!("stderr ended without {text:?}: {seen}");
+}
+
+/// The record of lock `name` as stored.
+fn record(env: &Env, name: &str) -> Value {
+    serde_json::from_slice(&fs::read(env.path(&format!(".locks/{name}.lock"))).unwrap()).unwrap()
+}
+
+// See: issue 15 — a killed waiter's entry stayed until a later writer swept it.
+#[test]
+fn a_signal_during_a_wait_ends_it_with_128_plus_n_and_withdraws_the_request() {
+    let env = Env::new();
+    let holder = Owner::new();
+    hold(&env, "res", &holder, &["0"]);
+    let me = Owner::new();
+    let cases: [(&[&str], libc::c_int); 4] = [
+        (
+            &["acquire", "res", "30", "-v", "--owner", &me.pid()],
+            libc::SIGINT,
+        ),
+        (
+            &[
+                "acquire",
+                "res",
+                "--timeout",
+                "30",
+                "--verbose",
+                "--owner",
+                &me.pid(),
+            ],
+            libc::SIGTERM,
+        ),
+        (
+            &["run", "res", "-w", "30", "--verbose", "--", "true"],
+            libc::SIGINT,
+        ),
+        (
+            &["run", "res", "-w", "30", "--verbose", "--", "true"],
+            libc::SIGHUP,
+        ),
+    ];
+    for (args, sig) in cases {
+        let mut waiter = spawn_waiter(&env, args, libc::SIG_DFL);
+        read_until(&mut waiter, "waiting for lock 'res' held by pid");
+        // Queued: an exclusive request is in the record, ahead of new readers.
+        assert_eq!(record(&env, "res")["waiters"].as_array().unwrap().len(), 1);
+        unsafe { libc::kill(waiter.id() as libc::pid_t, sig) };
+        let status = waiter.wait().unwrap();
+        let mut rest = String::new();
+        waiter
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut rest)
+            .unwrap();
+        assert_eq!(shell_code(status), 128 + sig, "{args:?}: {rest}");
+        assert!(rest.contains("interrupted by SIG"), "{args:?}: {rest}");
+        // Left at once, by the waiter itself: no later writer needed.
+        let rec = record(&env, "res");
+        let waiters = rec.get("waiters").and_then(Value::as_array);
+        assert!(waiters.is_none_or(Vec::is_empty), "{args:?}: {rec}");
+        assert_eq!(
+            rec["holders"][0]["pid"].as_u64(),
+            Some(u64::from(holder.0.id()))
+        );
+        let status = env.run(LM, &["status", "--json"]).ok().json();
+        assert_eq!(status["waiting"], 0, "{status}");
+    }
+    // The audit log tells an interruption from a failure.
+    let interrupted: Vec<Value> = env
+        .audit_events()
+        .into_iter()
+        .filter(|e| e["outcome"] == "interrupted")
+        .collect();
+    assert!(
+        interrupted
+            .iter()
+            .any(|e| e["op"] == "acquire" && e["exit_code"] == 130)
+    );
+    assert!(
+        interrupted
+            .iter()
+            .any(|e| e["op"] == "run" && e["exit_code"] == 129)
+    );
+    crate::harness::assert_audit_valid(&env);
+}
+
+#[test]
+fn an_ignored_sigint_is_said_under_verbose_and_the_wait_goes_on() {
+    let env = Env::new();
+    let holder = Owner::new();
+    hold(&env, "res", &holder, &["0"]);
+    let me = Owner::new();
+    for args in [
+        &["acquire", "res", "2", "-v", "--owner", &me.pid()][..],
+        &["run", "res", "-w", "2", "--verbose", "--", "true"][..],
+    ] {
+        let mut waiter = spawn_waiter(&env, args, libc::SIG_IGN);
+        let seen = read_until(&mut waiter, "waiting for lock 'res'");
+        assert!(
+            seen.contains("SIGINT arrives ignored here")
+                && seen.contains("Ctrl-C cannot end this wait"),
+            "{seen}"
+        );
+        // Ctrl-C cannot reach it: it waits on to its timeout.
+        unsafe { libc::kill(waiter.id() as libc::pid_t, libc::SIGINT) };
+        assert_eq!(shell_code(waiter.wait().unwrap()), 2, "{args:?}");
+    }
+    // Not verbose: no note (the timeout error says the rest).
+    let mut waiter = spawn_waiter(
+        &env,
+        &["acquire", "res", "0.2", "--owner", &me.pid()],
+        libc::SIG_IGN,
+    );
+    let mut err = String::new();
+    waiter
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert_eq!(shell_code(waiter.wait().unwrap()), 2);
+    assert!(!err.contains("ignored"), "{err}");
+}
+
+// --- feedback on waits ---------------------------------------------------------
+
+#[test]
+fn a_long_wait_on_a_terminal_says_who_holds_the_lock_and_when_it_was_had() {
+    let env = Env::new();
+    let holder = Owner::new();
+    hold(&env, "state", &holder, &["0"]);
+    let me = Owner::new();
+    // script(1) gives the command a terminal; its output is the terminal's.
+    let mut c = Command::new("script");
+    env.clean_env(&mut c);
+    c.args([
+        "-qec",
+        &format!(
+            "{} acquire state 30 --owner {}",
+            bin_dir().join(LM).display(),
+            me.pid()
+        ),
+        "/dev/null",
+    ])
+    .stdin(Stdio::null())
+    .stdout(Stdio::piped());
+    let mut script = c.spawn().expect("script(1)");
+    let mut out = BufReader::new(script.stdout.take().unwrap());
+    let mut seen = String::new();
+    let mut line = String::new();
+    while !seen.contains("waiting for lock") {
+        line.clear();
+        assert!(out.read_line(&mut line).unwrap() > 0, "ended: {seen}");
+        seen.push_str(&line);
+    }
+    assert!(
+        seen.contains(&format!(
+            "lock-manager: waiting for lock 'state' held by pid {} (sleep, since ",
+            holder.pid()
+        )),
+        "{seen}"
+    );
+    // The holder ends: the waiter takes over at once, and says so.
+    drop(holder);
+    out.read_to_string(&mut seen).unwrap();
+    assert!(script.wait().unwrap().success(), "{seen}");
+    assert!(
+        seen.contains("lock-manager: got lock 'state' after "),
+        "{seen}"
+    );
+    env.run(LM, &["check", "state"])
+        .ok()
+        .stdout_has(&format!("locked:exclusive:{}", me.pid()));
+}
+
+#[test]
+fn a_wait_says_nothing_when_stderr_is_not_a_terminal() {
+    let env = Env::new();
+    let holder = Owner::new();
+    hold(&env, "state", &holder, &["0"]);
+    let me = Owner::new();
+    // Longer than the terminal's threshold, and then a timeout.
+    let r = env
+        .run(LM, &["acquire", "state", "1.5", "--owner", &me.pid()])
+        .code(2)
+        .one_line_error(LM);
+    assert!(
+        !r.stderr.contains("lock-manager: waiting for lock"),
+        "{}",
+        r.stderr
+    );
+    // --verbose says it without a terminal, at once.
+    let mut waiter = spawn_waiter(
+        &env,
+        &["run", "state", "-w", "30", "--verbose", "--", "true"],
+        libc::SIG_DFL,
+    );
+    read_until(&mut waiter, "waiting for lock 'state' held by pid");
+    drop(holder);
+    let seen = read_until(&mut waiter, "got lock 'state' after");
+    assert!(waiter.wait().unwrap().success(), "{seen}");
 }
 
 // --- acquire: flag twins and misplaced arguments ---------------------------
