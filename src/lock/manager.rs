@@ -71,18 +71,28 @@ pub enum Progress {
     Terminal,
     /// `--verbose`: the same at once, and that SIGINT arrives ignored.
     Verbose,
+    /// `Terminal` if stderr is a terminal, else `Quiet`: decided at the
+    /// first wait, so an acquire that does not wait does not ask.
+    IfTerminal,
 }
 
 impl Progress {
     /// `Verbose` when asked, else `Terminal` when stderr is a terminal.
     pub fn choose(verbose: bool) -> Progress {
-        use std::io::IsTerminal;
         if verbose {
             Progress::Verbose
-        } else if io::stderr().is_terminal() {
-            Progress::Terminal
         } else {
-            Progress::Quiet
+            Progress::IfTerminal
+        }
+    }
+
+    /// This, with `IfTerminal` decided.
+    fn resolved(self) -> Progress {
+        use std::io::IsTerminal;
+        match self {
+            Progress::IfTerminal if io::stderr().is_terminal() => Progress::Terminal,
+            Progress::IfTerminal => Progress::Quiet,
+            other => other,
         }
     }
 }
@@ -504,6 +514,7 @@ fn await_turn(
             withdraw(&path, current, me)?;
             return Ok(Turn::TimedOut(blocked));
         }
+        log.attend.progress = log.attend.progress.resolved();
         if log.attend.signals && interrupts.is_none() {
             interrupts = Some(Interrupts::block()?);
             if log.attend.progress == Progress::Verbose && super::wait::sigint_ignored() {
@@ -517,7 +528,7 @@ fn await_turn(
         let slow_at = log.started + SLOW_WAIT;
         let announce = match log.attend.progress {
             _ if log.announced => None,
-            Progress::Quiet => None,
+            Progress::Quiet | Progress::IfTerminal => None,
             Progress::Terminal if Instant::now() < slow_at => None,
             Progress::Terminal | Progress::Verbose => {
                 Some(waiting_line(name, current.as_ref(), &blocked))

@@ -131,7 +131,12 @@ fn run_inner(
             a.name,
             log.waited.as_secs_f64()
         ));
-        say(&format!("executing {}", program.to_string_lossy()));
+        let line: Vec<String> = a
+            .command
+            .iter()
+            .map(|w| w.to_string_lossy().into_owned())
+            .collect();
+        say(&format!("executing {}", line.join(" ")));
     }
     let me = Identity::current();
     // This very process held it already (a shell exec'd us in place): that
