@@ -149,10 +149,12 @@ enum Command {
     /// close), --verbose. In a Makefile, use it on each recipe line that
     /// needs the lock: 'lock-manager run NAME -- CMD'.
     ///
-    /// Exit: the command's own code (128+N if signal N ended it); 2 if the lock
-    /// was not had in time (or --conflict-exit-code); 4 bad name or timeout,
-    /// or -n with -w; 5 the command is not found.
+    /// Exit: the command's own code (128+N if signal N ended it, or ended
+    /// the wait for the lock); 2 if the lock was not had in time (or
+    /// --conflict-exit-code); 4 bad name or timeout, or -n with -w; 5 the
+    /// command is not found.
     Run {
+        /// Lock name: 1-128 of [A-Za-z0-9._-], not starting with '.'
         name: String,
         /// Take a shared lock [default: exclusive]
         #[arg(short, long, overrides_with = "exclusive")]

@@ -96,8 +96,11 @@ fn make(env: &Env, makefile: &str, args: &[&str]) -> Output {
 }
 
 /// A recipe body that fails, saying OVERLAP, if another one is inside at
-/// the same time: `mkdir` is atomic, so only one recipe can own `inside`.
-const CRITICAL: &str = "mkdir inside || { echo OVERLAP; exit 1; }; sleep 0.05; rmdir inside";
+/// the same time (`mkdir` is atomic, so only one recipe can own `inside`),
+/// staying inside for `secs`.
+fn critical(secs: &str) -> String {
+    format!("mkdir inside || {{ echo OVERLAP; exit 1; }}; sleep {secs}; rmdir inside")
+}
 
 // See: issue 15 — under make -j2 two recipes were inside one exclusive lock.
 #[test]
@@ -128,13 +131,36 @@ fn acquire_under_make_warns_that_make_is_the_owner() {
 }
 
 #[test]
+fn acquire_under_xargs_or_timeout_warns_too() {
+    let env = Env::new();
+    let lm = bin_dir().join(LM);
+    let lm = lm.to_str().unwrap();
+    for (parent, line) in [
+        ("xargs", format!("echo one | xargs {lm} acquire")),
+        ("timeout", format!("timeout 10 {lm} acquire two 0")),
+    ] {
+        let mut c = Command::new("bash");
+        env.clean_env(&mut c);
+        c.arg("-c").arg(&line);
+        let r = crate::harness::Run::of(c.output().unwrap()).ok();
+        assert!(
+            r.stderr
+                .contains(&format!("({parent}), which is not a shell")),
+            "{line}: {}",
+            r.stderr
+        );
+    }
+}
+
+#[test]
 fn run_under_make_j4_keeps_recipes_apart() {
     let env = Env::new();
     let targets = ["t1", "t2", "t3", "t4", "t5", "t6"];
     let mut makefile = format!("all: {}\n", targets.join(" "));
     makefile.push_str(&format!(
-        "{}:\n\t@lock-manager run res -w 30 -- sh -c '{CRITICAL}'\n",
-        targets.join(" ")
+        "{}:\n\t@lock-manager run res -w 30 -- sh -c '{}'\n",
+        targets.join(" "),
+        critical("0.05")
     ));
     let out = make(&env, &makefile, &["-j4"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -144,10 +170,12 @@ fn run_under_make_j4_keeps_recipes_apart() {
     // `run` names its holder itself: no warning about make.
     assert!(!stderr.contains("warning"), "{stderr}");
     // The same body without the lock does overlap: the detector works.
+    // (Inside long enough that four recipes started at once surely meet.)
     let bare = format!(
-        "all: {}\n{}:\n\t@sh -c '{CRITICAL}'\n",
+        "all: {}\n{}:\n\t@sh -c '{}'\n",
         targets.join(" "),
-        targets.join(" ")
+        targets.join(" "),
+        critical("1")
     );
     let out = make(&env, &bare, &["-j4", "-k"]);
     assert!(
