@@ -83,9 +83,21 @@ fn chosen_timeout(a: &AcquireArgs) -> Result<Option<Duration>> {
 /// NAME and TIMEOUT swapped (`acquire 10 build`: a name that reads as a
 /// duration, then a valid name), or a TYPE given without a TIMEOUT.
 fn misplaced(a: &AcquireArgs, timeout: &str) -> Option<Error> {
-    let swapped =
-        config::parse_duration(&a.name, "timeout").is_ok() && name::validate(timeout).is_ok();
-    if swapped {
+    let name_is_duration = config::parse_duration(&a.name, "timeout").is_ok();
+    if name_is_duration && LockType::parse(timeout).is_ok() {
+        // `acquire 5 shared`: the name is missing, not misplaced.
+        return Some(
+            Error::validation(format!(
+                "'{}' looks like a timeout, not a lock name: {ACQUIRE_ORDER}",
+                a.name
+            ))
+            .hint(format!(
+                "give the lock's name first: 'acquire NAME {} {timeout}'",
+                a.name
+            )),
+        );
+    }
+    if name_is_duration && name::validate(timeout).is_ok() {
         return Some(
             Error::validation(format!(
                 "'{}' looks like a timeout, not a lock name: {ACQUIRE_ORDER}",
@@ -282,4 +294,66 @@ pub(crate) fn acquire_for_self(
         |req, log| manager::acquire(cfg, req, log),
     );
     (result, log)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(name: &str, timeout: &str) -> AcquireArgs {
+        AcquireArgs {
+            name: name.into(),
+            timeout: Some(timeout.into()),
+            ..AcquireArgs::default()
+        }
+    }
+
+    fn refusal(name: &str, timeout: &str) -> String {
+        let e = chosen_timeout(&args(name, timeout)).unwrap_err();
+        assert_eq!(e.code(), crate::exit::Code::ValidationFailed);
+        e.to_string()
+    }
+
+    #[test]
+    fn swapped_name_and_timeout_are_named_as_such() {
+        for (name, timeout) in [("10", "build"), ("0.5", "state"), ("2m", "x.y-z")] {
+            let text = refusal(name, timeout);
+            assert!(text.contains("looks like a timeout"), "{text}");
+            assert!(
+                text.contains(&format!("'acquire {timeout} {name}'")),
+                "{text}"
+            );
+        }
+        // A missing name is not a swap.
+        let text = refusal("5", "shared");
+        assert!(text.contains("give the lock's name first"), "{text}");
+        // A type where the timeout goes.
+        let text = refusal("build", "exclusive");
+        assert!(text.contains("is a lock type, not a timeout"), "{text}");
+        // Neither: the plain message about a bad timeout.
+        let text = refusal("build", "soon!");
+        assert!(text.contains("bad timeout 'soon!'"), "{text}");
+        // A name of digits with a real timeout is fine.
+        assert!(chosen_timeout(&args("10", "20")).is_ok());
+    }
+
+    #[test]
+    fn a_timeout_or_type_in_two_spellings_is_refused() {
+        let mut a = args("x", "5");
+        a.nonblock = true;
+        assert!(chosen_timeout(&a).is_err());
+        a.timeout = None;
+        assert_eq!(chosen_timeout(&a).unwrap(), Some(Duration::ZERO));
+        a.flag_timeout = Some("1".into());
+        assert!(chosen_timeout(&a).is_err());
+        let mut a = args("x", "5");
+        a.kind = Some("shared".into());
+        a.flag_kind = Some(LockType::Exclusive);
+        assert!(chosen_kind(&a).is_err());
+        a.flag_kind = Some(LockType::Shared);
+        assert_eq!(chosen_kind(&a).unwrap(), LockType::Shared);
+        a.kind = None;
+        a.flag_kind = None;
+        assert_eq!(chosen_kind(&a).unwrap(), LockType::Exclusive);
+    }
 }
