@@ -10,7 +10,9 @@
 //!   TTL passes; never by a sleep loop.
 //! - Writer preference: an exclusive request that has to wait records itself
 //!   in the record's `waiters`, and new shared requests queue behind a live
-//!   exclusive waiter. A waiter whose timeout passes removes its entry.
+//!   exclusive waiter. A waiter whose timeout passes removes its entry; so
+//!   does a waiter of `lock-manager` ended by SIGINT, SIGTERM or SIGHUP,
+//!   before it ends (see [`super::wait::Interrupts`]).
 //! - A holder is dropped only when it is stale (dead, pid reused, other boot,
 //!   TTL passed), never for being old; a record that does not parse is
 //!   corruption (exit 3) and is left alone.
@@ -77,7 +79,8 @@ pub enum Progress {
 }
 
 impl Progress {
-    /// `Verbose` when asked, else `Terminal` when stderr is a terminal.
+    /// `Verbose` when asked, else `Terminal` if stderr turns out to be a
+    /// terminal once the request has to wait.
     pub fn choose(verbose: bool) -> Progress {
         if verbose {
             Progress::Verbose
@@ -467,6 +470,7 @@ fn await_turn(
     let mut watcher: Option<Watcher> = None;
     // Set up at the first wait only: an uncontended acquire pays nothing.
     let mut interrupts: Option<Interrupts> = None;
+    let mut asked_signals = false;
     let mut round = 0u32;
     loop {
         round += 1;
@@ -515,8 +519,11 @@ fn await_turn(
             return Ok(Turn::TimedOut(blocked));
         }
         log.attend.progress = log.attend.progress.resolved();
-        if log.attend.signals && interrupts.is_none() {
-            interrupts = Some(Interrupts::block()?);
+        if log.attend.signals && !asked_signals {
+            asked_signals = true;
+            // Without a signalfd (no descriptor left), the signals keep
+            // their default action: the wait still works, only less tidily.
+            interrupts = Interrupts::block().ok();
             if log.attend.progress == Progress::Verbose && super::wait::sigint_ignored() {
                 super::commands::say(&format!(
                     "note: SIGINT arrives ignored here (a background job?): Ctrl-C cannot end this wait for lock '{name}'; it ends at its timeout ({}s), or on SIGTERM",
