@@ -41,9 +41,9 @@ enum Command {
     /// one spelling of each, not both).
     ///
     /// The owner is the calling process. When that is not a shell (make,
-    /// xargs, timeout, env, nohup, ...), each call may come from another
-    /// shell of the same parent, which would share one hold: a warning says
-    /// so; use 'lock-manager run NAME -- CMD', or --owner PID.
+    /// xargs, timeout, a script interpreter, ...), every command it starts
+    /// would share one hold: the lock is still taken, with a warning that
+    /// names the owner; use 'lock-manager run NAME -- CMD', or --owner PID.
     ///
     /// On a terminal, a wait longer than a second says who holds the lock,
     /// and then when it was had. SIGINT, SIGTERM or SIGHUP during the wait
