@@ -134,12 +134,19 @@ fn chosen_kind(a: &AcquireArgs) -> Result<LockType> {
     }
 }
 
-/// Writes `lock-manager: LINE` on stderr in one write(2), so that the lines
-/// of processes sharing one stderr (recipes under `make -j`) never
-/// interleave. For warnings and progress, never for data.
+/// Writes `TOOL: LINE` on stderr in one write(2), so that the lines of
+/// processes sharing one stderr (recipes under `make -j`) never
+/// interleave. TOOL is this binary's name (a `state-manager` waiting for
+/// the `state` lock says so as itself). For warnings and progress, never
+/// for data.
 pub fn say(line: &str) {
     use std::io::Write;
-    let text = format!("{TOOL}: {line}\n");
+    let arg0 = std::env::args_os().next();
+    let tool = arg0
+        .as_deref()
+        .and_then(|a| std::path::Path::new(a).file_name())
+        .map_or(TOOL.into(), |f| f.to_string_lossy());
+    let text = format!("{tool}: {line}\n");
     let _ = std::io::stderr().write_all(text.as_bytes());
 }
 

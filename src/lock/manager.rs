@@ -691,6 +691,12 @@ pub fn transaction(
     log.waited = log.started.elapsed();
     match turn? {
         Turn::Granted(mutex, current) => {
+            if log.announced {
+                super::commands::say(&format!(
+                    "got lock '{name}' after {:.1} s",
+                    log.waited.as_secs_f64()
+                ));
+            }
             // Our waiter entry, if the wait made one, goes now: we hold the
             // mutex, so nobody can act on it in between.
             if current.as_ref().is_some_and(|r| !r.waiters.is_empty()) {

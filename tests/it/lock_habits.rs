@@ -379,26 +379,16 @@ fn an_ignored_sigint_is_said_under_verbose_and_the_wait_goes_on() {
 
 // --- feedback on waits ---------------------------------------------------------
 
-#[test]
-fn a_long_wait_on_a_terminal_says_who_holds_the_lock_and_when_it_was_had() {
-    let env = Env::new();
-    let holder = Owner::new();
-    hold(&env, "state", &holder, &["0"]);
-    let me = Owner::new();
-    // script(1) gives the command a terminal; its output is the terminal's.
+/// Runs `cmdline` on a terminal (script(1)) while `holder` holds `state`:
+/// once the waiter says it waits, `holder` ends; returns all the terminal
+/// showed and whether the command succeeded.
+fn wait_on_a_tty(env: &Env, cmdline: &str, holder: Owner) -> (String, bool) {
     let mut c = Command::new("script");
     env.clean_env(&mut c);
-    c.args([
-        "-qec",
-        &format!(
-            "{} acquire state 30 --owner {}",
-            bin_dir().join(LM).display(),
-            me.pid()
-        ),
-        "/dev/null",
-    ])
-    .stdin(Stdio::null())
-    .stdout(Stdio::piped());
+    c.env("PATH", format!("{}:/usr/bin:/bin", bin_dir().display()))
+        .args(["-qec", cmdline, "/dev/null"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped());
     let mut script = c.spawn().expect("script(1)");
     let mut out = BufReader::new(script.stdout.take().unwrap());
     let mut seen = String::new();
@@ -408,17 +398,31 @@ fn a_long_wait_on_a_terminal_says_who_holds_the_lock_and_when_it_was_had() {
         assert!(out.read_line(&mut line).unwrap() > 0, "ended: {seen}");
         seen.push_str(&line);
     }
-    assert!(
-        seen.contains(&format!(
-            "lock-manager: waiting for lock 'state' held by pid {} (sleep, since ",
-            holder.pid()
-        )),
-        "{seen}"
-    );
     // The holder ends: the waiter takes over at once, and says so.
     drop(holder);
     out.read_to_string(&mut seen).unwrap();
-    assert!(script.wait().unwrap().success(), "{seen}");
+    (seen, script.wait().unwrap().success())
+}
+
+#[test]
+fn a_long_wait_on_a_terminal_says_who_holds_the_lock_and_when_it_was_had() {
+    let env = Env::new();
+    let holder = Owner::new();
+    let holder_pid = holder.pid();
+    hold(&env, "state", &holder, &["0"]);
+    let me = Owner::new();
+    let (seen, ok) = wait_on_a_tty(
+        &env,
+        &format!("lock-manager acquire state 30 --owner {}", me.pid()),
+        holder,
+    );
+    assert!(ok, "{seen}");
+    assert!(
+        seen.contains(&format!(
+            "lock-manager: waiting for lock 'state' held by pid {holder_pid} (sleep, since "
+        )),
+        "{seen}"
+    );
     assert!(
         seen.contains("lock-manager: got lock 'state' after "),
         "{seen}"
@@ -426,6 +430,28 @@ fn a_long_wait_on_a_terminal_says_who_holds_the_lock_and_when_it_was_had() {
     env.run(LM, &["check", "state"])
         .ok()
         .stdout_has(&format!("locked:exclusive:{}", me.pid()));
+}
+
+#[test]
+fn a_state_manager_write_waiting_on_a_terminal_says_so_too() {
+    let env = Env::new();
+    env.init();
+    let holder = Owner::new();
+    let holder_pid = holder.pid();
+    hold(&env, "state", &holder, &["0"]);
+    let (seen, ok) = wait_on_a_tty(&env, "state-manager set .phase '\"built\"'", holder);
+    assert!(ok, "{seen}");
+    assert!(
+        seen.contains(&format!(
+            "state-manager: waiting for lock 'state' held by pid {holder_pid} (sleep, since "
+        )),
+        "{seen}"
+    );
+    assert!(
+        seen.contains("state-manager: got lock 'state' after "),
+        "{seen}"
+    );
+    assert_eq!(env.state()["phase"], "built");
 }
 
 #[test]
