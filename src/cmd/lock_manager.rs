@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use crate::cmd::{self as cli, Ctx};
 use crate::config::GlobalArgs;
 use crate::lock::commands::AcquireArgs;
+use crate::lock::record::LockType;
 use crate::lock::run::{self, RunArgs};
 use crate::{Code, Kind, Result};
 use clap::{Subcommand, ValueEnum};
@@ -35,12 +36,24 @@ enum Command {
     /// Waits up to TIMEOUT seconds (fractions allowed; 0 tries once). Once an
     /// exclusive request waits, new shared requests queue behind it. The same
     /// owner asking again succeeds without counting twice; a sole shared
-    /// holder asking for exclusive is upgraded.
+    /// holder asking for exclusive is upgraded. --timeout, --nonblock,
+    /// --shared and --exclusive are the flag twins of TIMEOUT and TYPE (give
+    /// one spelling of each, not both).
+    ///
+    /// The owner is the calling process. When that is not a shell (make,
+    /// xargs, timeout, a script interpreter, ...), every command it starts
+    /// would share one hold: the lock is still taken, with a warning that
+    /// names the owner; use 'lock-manager run NAME -- CMD', or --owner PID.
+    ///
+    /// On a terminal, a wait longer than a second says who holds the lock,
+    /// and then when it was had. SIGINT, SIGTERM or SIGHUP during the wait
+    /// end it at once (the process ends by that signal: 128+N to a shell),
+    /// and the request leaves the record.
     ///
     /// Exit 0 held, 2 not had within TIMEOUT, 3 the record does not parse,
-    /// 4 bad name, type or metadata, or a hierarchy violation (an owner holding
-    /// 'user' may not then ask for 'state': order state, config, signals,
-    /// backup, temp, user, others).
+    /// 4 bad name, type or metadata, arguments given twice or out of order,
+    /// or a hierarchy violation (an owner holding 'user' may not then ask for
+    /// 'state': order state, config, signals, backup, temp, user, others).
     Acquire {
         /// Lock name: 1-128 of [A-Za-z0-9._-], not starting with '.'
         name: String,
@@ -51,6 +64,18 @@ enum Command {
         kind: Option<String>,
         /// JSON stored with the holder, such as '{"step":"build"}'
         metadata: Option<String>,
+        /// Seconds to wait, as TIMEOUT (flock's -w)
+        #[arg(short = 'w', long = "timeout", value_name = "SECONDS")]
+        wait: Option<String>,
+        /// Try once and fail at once (exit 2) if the lock is busy: TIMEOUT 0
+        #[arg(short, long)]
+        nonblock: bool,
+        /// Take a shared lock, as TYPE shared
+        #[arg(short, long, overrides_with = "exclusive")]
+        shared: bool,
+        /// Take an exclusive lock, as TYPE exclusive (the default)
+        #[arg(short = 'x', short_alias = 'e', long, overrides_with = "shared")]
+        exclusive: bool,
         /// Let the hold lapse after this long even if the owner lives (30, 10m, 1h)
         #[arg(long, value_name = "DURATION")]
         ttl: Option<String>,
@@ -83,7 +108,7 @@ enum Command {
         #[command(flatten)]
         json: cli::JsonArgs,
     },
-    /// List lock records: LOCK NAME, TYPE, PID, TIMESTAMP, STATUS
+    /// List lock records: NAME, TYPE, PID, TIMESTAMP, STATUS (--no-header: rows only)
     ///
     /// One row per holder (every shared holder shown), STATUS VALID or STALE
     /// (CORRUPT for a record that does not parse). json (or --json): one array
@@ -115,25 +140,54 @@ enum Command {
     /// The command itself holds the lock: killing lock-manager neither frees
     /// it nor stops the command, and its own state-manager/lock-manager calls
     /// act as the holder (it gets LOCK_OWNER_PID and WFSTATE_LOCK_NAME, and no
-    /// lock descriptor). SIGINT, SIGTERM and SIGHUP are forwarded to it.
+    /// lock descriptor). SIGINT, SIGTERM and SIGHUP are forwarded to it; the
+    /// same signals while waiting for the lock end the wait at once.
     ///
-    /// Exit: the command's own code (128+N if signal N ended it); 2 if the lock
-    /// was not had in time (or --conflict-exit-code); 4 bad name or timeout;
-    /// 5 the command is not found.
+    /// flock(1)'s spellings work, so 'flock' can be swapped for 'lock-manager
+    /// run' in a script: -n, -w, -s, -x (-e), -E, -c 'shell command' (run
+    /// by sh -c), -o (accepted: the command holds no lock descriptor to
+    /// close), --verbose. In a Makefile, use it on each recipe line that
+    /// needs the lock: 'lock-manager run NAME -- CMD'.
+    ///
+    /// Exit: the command's own code (128+N if signal N ended it, or ended
+    /// the wait for the lock); 2 if the lock was not had in time (or
+    /// --conflict-exit-code); 4 bad name or timeout, or -n with -w; 5 the
+    /// command is not found.
     Run {
+        /// Lock name: 1-128 of [A-Za-z0-9._-], not starting with '.'
         name: String,
         /// Take a shared lock [default: exclusive]
-        #[arg(short, long)]
+        #[arg(short, long, overrides_with = "exclusive")]
         shared: bool,
+        /// Take an exclusive lock (the default)
+        #[arg(short = 'x', short_alias = 'e', long, overrides_with = "shared")]
+        exclusive: bool,
         /// Seconds to wait for the lock [default: LOCK_TIMEOUT, else 30]
         #[arg(short = 'w', long, value_name = "SECONDS")]
         timeout: Option<String>,
+        /// Fail at once (exit 2, or -E's code) if the lock is busy
+        #[arg(short, long)]
+        nonblock: bool,
         /// Exit with N instead of 2 when the lock is not had in time
         #[arg(short = 'E', long, value_name = "N")]
         conflict_exit_code: Option<u8>,
+        /// Run this shell command by 'sh -c' instead of CMD
+        #[arg(
+            short = 'c',
+            long = "command",
+            value_name = "SHELL_COMMAND",
+            conflicts_with = "command"
+        )]
+        shell: Option<OsString>,
+        /// Accepted for flock(1), and nothing to do: the command holds no lock descriptor
+        #[arg(short = 'o', long)]
+        close: bool,
+        /// Say on stderr how long getting the lock took, and what is executed
+        #[arg(long)]
+        verbose: bool,
         /// The command and its arguments (after --)
         #[arg(
-            required = true,
+            required_unless_present = "shell",
             trailing_var_arg = true,
             allow_hyphen_values = true,
             value_name = "CMD"
@@ -173,11 +227,20 @@ fn dispatch(global: &GlobalArgs, command: Command) -> ExitCode {
             timeout,
             kind,
             metadata,
+            wait,
+            nonblock,
+            shared,
+            exclusive,
             ttl,
             verbose,
             json,
         } => {
             let owner = ctx.owner;
+            let flag_kind = match (shared, exclusive) {
+                (true, _) => Some(LockType::Shared),
+                (_, true) => Some(LockType::Exclusive),
+                _ => None,
+            };
             cmd::acquire(
                 &ctx.with_output(&json),
                 &AcquireArgs {
@@ -187,6 +250,9 @@ fn dispatch(global: &GlobalArgs, command: Command) -> ExitCode {
                     metadata,
                     owner,
                     ttl,
+                    flag_timeout: wait,
+                    nonblock,
+                    flag_kind,
                 },
                 verbose,
             )
@@ -208,19 +274,36 @@ fn dispatch(global: &GlobalArgs, command: Command) -> ExitCode {
         Command::Run {
             name,
             shared,
+            exclusive: _,
             timeout,
+            nonblock,
             conflict_exit_code,
+            shell,
+            close: _,
+            verbose,
             command,
         } => {
+            // flock's -c: one shell command line, run as flock runs it.
+            let command = match shell {
+                Some(line) => vec!["sh".into(), "-c".into(), line],
+                None => command,
+            };
             let args = RunArgs {
                 name,
                 shared,
                 timeout,
+                nonblock,
+                verbose,
                 command,
             };
             // `run` exits with the child's code, which is outside the toolkit's table.
             return match run::run(&ctx.cfg, &args) {
                 Ok(code) => ExitCode::from(code),
+                Err(e) if crate::lock::wait::interrupted().is_some() => {
+                    let sig = crate::lock::wait::interrupted().unwrap_or(libc::SIGINT);
+                    let _ = cli::finish(TOOL, output, Err(e));
+                    cmd::end_by_signal(sig)
+                }
                 Err(e) if e.kind() == Kind::LockTimeout && conflict_exit_code.is_some() => {
                     eprintln!("{TOOL}: {e}");
                     ExitCode::from(conflict_exit_code.unwrap_or(2))
@@ -229,14 +312,26 @@ fn dispatch(global: &GlobalArgs, command: Command) -> ExitCode {
             };
         }
     };
-    cli::finish(TOOL, output, result)
+    let code = cli::finish(TOOL, output, result);
+    match crate::lock::wait::interrupted() {
+        // A wait ended by Ctrl-C: said once above, then ended by the signal.
+        Some(sig) => cmd::end_by_signal(sig),
+        None => code,
+    }
 }
 
 pub fn main() -> ExitCode {
     match cli::parse::<Cli>(|sub| {
         (sub == "run").then_some(cli::RunsCommand {
             positionals: 1,
-            valued: &["-w", "--timeout", "-E", "--conflict-exit-code"],
+            valued: &[
+                "-w",
+                "--timeout",
+                "-E",
+                "--conflict-exit-code",
+                "-c",
+                "--command",
+            ],
         })
     }) {
         Ok(cli) => dispatch(

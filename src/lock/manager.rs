@@ -10,7 +10,9 @@
 //!   TTL passes; never by a sleep loop.
 //! - Writer preference: an exclusive request that has to wait records itself
 //!   in the record's `waiters`, and new shared requests queue behind a live
-//!   exclusive waiter. A waiter whose timeout passes removes its entry.
+//!   exclusive waiter. A waiter whose timeout passes removes its entry; so
+//!   does a waiter of `lock-manager` ended by SIGINT, SIGTERM or SIGHUP,
+//!   before it ends (see [`super::wait::Interrupts`]).
 //! - A holder is dropped only when it is stale (dead, pid reused, other boot,
 //!   TTL passed), never for being old; a record that does not parse is
 //!   corruption (exit 3) and is left alone.
@@ -31,7 +33,7 @@ use serde_json::Value;
 use super::name;
 use super::process::{self, Identity};
 use super::record::{self, Busy, Holder, LockType, Mutex, Record, Standing, Waiter};
-use super::wait::{Wake, Watcher};
+use super::wait::{Interrupts, Wake, Watcher};
 use crate::audit::event::now_rfc3339_micros;
 use crate::config::Config;
 use crate::durable;
@@ -61,6 +63,55 @@ pub struct Takeover {
     pub reason: &'static str,
 }
 
+/// What a waiter says on stderr while it waits.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Progress {
+    /// Nothing (stderr is not a terminal; a state-manager transaction).
+    #[default]
+    Quiet,
+    /// After [`SLOW_WAIT`], who holds the lock; then when it was had.
+    Terminal,
+    /// `--verbose`: the same at once, and that SIGINT arrives ignored.
+    Verbose,
+    /// `Terminal` if stderr is a terminal, else `Quiet`: decided at the
+    /// first wait, so an acquire that does not wait does not ask.
+    IfTerminal,
+}
+
+impl Progress {
+    /// `Verbose` when asked, else `Terminal` if stderr turns out to be a
+    /// terminal once the request has to wait.
+    pub fn choose(verbose: bool) -> Progress {
+        if verbose {
+            Progress::Verbose
+        } else {
+            Progress::IfTerminal
+        }
+    }
+
+    /// This, with `IfTerminal` decided.
+    fn resolved(self) -> Progress {
+        use std::io::IsTerminal;
+        match self {
+            Progress::IfTerminal if io::stderr().is_terminal() => Progress::Terminal,
+            Progress::IfTerminal => Progress::Quiet,
+            other => other,
+        }
+    }
+}
+
+/// How long a wait on a terminal lasts before it says what it waits for.
+pub const SLOW_WAIT: Duration = Duration::from_secs(1);
+
+/// How a waiter of `lock-manager` behaves beyond waiting.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Attend {
+    /// SIGINT, SIGTERM and SIGHUP end the wait: the request leaves the
+    /// record and the call fails ([`super::wait::interrupted`] says by which).
+    pub signals: bool,
+    pub progress: Progress,
+}
+
 /// What happened while a request waited; filled in even when it fails, for
 /// the audit event.
 #[derive(Clone, Debug)]
@@ -70,14 +121,25 @@ pub struct WaitLog {
     pub holders: Vec<u32>,
     /// Time from the start of the request until it was granted or gave up.
     pub waited: Duration,
+    /// What the waiter says and hears while it waits.
+    pub attend: Attend,
+    /// The "waiting for lock" line was printed (so the "got lock" one is due).
+    pub announced: bool,
 }
 
 impl WaitLog {
     pub fn start() -> WaitLog {
+        WaitLog::attended(Attend::default())
+    }
+
+    /// A log for a waiter that attends to signals or says what it waits for.
+    pub fn attended(attend: Attend) -> WaitLog {
         WaitLog {
             started: Instant::now(),
             holders: Vec::new(),
             waited: Duration::ZERO,
+            attend,
+            announced: false,
         }
     }
 
@@ -242,6 +304,13 @@ pub fn acquire(cfg: &Config, req: &Request, log: &mut WaitLog) -> Result<Acquire
     };
     let granted = grant(cfg, req, current)?;
     drop(mutex);
+    if log.announced {
+        super::commands::say(&format!(
+            "got lock '{}' after {:.1} s",
+            req.name,
+            log.waited.as_secs_f64()
+        ));
+    }
     crate::debug::log(|| {
         format!(
             "acquire '{}' {} for pid {}: granted after {:.3} ms waiting, {:.3} ms in all",
@@ -399,6 +468,9 @@ fn await_turn(
     let file_name = format!("{name}.lock");
     let mut me: Option<Identity> = None;
     let mut watcher: Option<Watcher> = None;
+    // Set up at the first wait only: an uncontended acquire pays nothing.
+    let mut interrupts: Option<Interrupts> = None;
+    let mut asked_signals = false;
     let mut round = 0u32;
     loop {
         round += 1;
@@ -418,6 +490,12 @@ fn await_turn(
         durable::check_not_escaping(&path, &cfg.root)?;
         let current = record::load(&path)?;
         let blocked = match decide(current.as_ref()) {
+            Ok(()) if interrupts.as_ref().is_some_and(|i| i.take().is_some()) => {
+                // A signal came with the turn: the request is withdrawn, not granted.
+                let me = me.get_or_insert_with(Identity::current);
+                withdraw(&path, current, me)?;
+                return Err(interrupted_error(name));
+            }
             Ok(()) => {
                 // Closing an inotify descriptor waits for an SRCU grace period
                 // in the kernel (10-20 ms measured here): leave it to process
@@ -440,6 +518,29 @@ fn await_turn(
             withdraw(&path, current, me)?;
             return Ok(Turn::TimedOut(blocked));
         }
+        log.attend.progress = log.attend.progress.resolved();
+        if log.attend.signals && !asked_signals {
+            asked_signals = true;
+            // Without a signalfd (no descriptor left), the signals keep
+            // their default action: the wait still works, only less tidily.
+            interrupts = Interrupts::block().ok();
+            if log.attend.progress == Progress::Verbose && super::wait::sigint_ignored() {
+                super::commands::say(&format!(
+                    "note: SIGINT arrives ignored here (a background job?): Ctrl-C cannot end this wait for lock '{name}'; it ends at its timeout ({}s), or on SIGTERM",
+                    trim_secs(deadline.saturating_duration_since(log.started))
+                ));
+            }
+        }
+        // Said before `current` goes into the waiter registration below.
+        let slow_at = log.started + SLOW_WAIT;
+        let announce = match log.attend.progress {
+            _ if log.announced => None,
+            Progress::Quiet | Progress::IfTerminal => None,
+            Progress::Terminal if Instant::now() < slow_at => None,
+            Progress::Terminal | Progress::Verbose => {
+                Some(waiting_line(name, current.as_ref(), &blocked))
+            }
+        };
         if register == Some(LockType::Exclusive)
             && let Some(mut rec) = current
             && !rec.waiters.iter().any(|w| w.id == *me)
@@ -454,6 +555,11 @@ fn await_turn(
             record::store(&path, &rec)?;
         }
         drop(mutex);
+        // Once the request is in the record: the line means "queued".
+        if let Some(line) = announce {
+            log.announced = true;
+            super::commands::say(&line);
+        }
         let w = match watcher.take() {
             Some(w) if !w.is_lost() => w,
             // Watch before looking again, so that no change is missed.
@@ -462,12 +568,28 @@ fn await_turn(
                 continue;
             }
         };
-        // Until the deadline, or until a blocking holder's TTL passes.
-        let until = blocked.expires.map_or(deadline, |e| e.min(deadline));
-        match w.wait_for(&blocked.watch_list(), Some(until)) {
+        // Until the deadline, or until a blocking holder's TTL passes (or,
+        // on a terminal, until the wait is long enough to say so).
+        let mut until = blocked.expires.map_or(deadline, |e| e.min(deadline));
+        if log.attend.progress == Progress::Terminal && !log.announced {
+            until = until.min(slow_at);
+        }
+        match w.wait_for_or(&blocked.watch_list(), interrupts.as_ref(), Some(until)) {
             // Either way the next turn looks again; past the deadline it
             // decides once more and then gives up.
             Ok(Wake::Changed | Wake::TimedOut) => watcher = Some(w),
+            Ok(Wake::Interrupted) => {
+                if interrupts.as_ref().and_then(Interrupts::take).is_some() {
+                    // Leave the record at once, under its mutex; a mutex kept
+                    // busy by a transaction leaves the entry to be pruned.
+                    let soon = Instant::now() + Duration::from_secs(1);
+                    if let Ok(Ok(_m)) = Mutex::lock_until(cfg, name, soon) {
+                        let _ = record::load(&path).map(|rec| withdraw(&path, rec, me));
+                    }
+                    return Err(interrupted_error(name));
+                }
+                watcher = Some(w);
+            }
             Err(e) => {
                 if let Ok(Ok(_m)) = Mutex::lock_until(cfg, name, Instant::now()) {
                     let _ = record::load(&path).map(|rec| withdraw(&path, rec, me));
@@ -476,6 +598,42 @@ fn await_turn(
             }
         }
     }
+}
+
+/// The error of a wait ended by a signal of [`Interrupts`]; the command
+/// layer ends the process by that signal ([`super::wait::interrupted`]).
+fn interrupted_error(name: &str) -> Error {
+    let sig = super::wait::interrupted().unwrap_or(libc::SIGINT);
+    Error::general(format!(
+        "interrupted by {} while waiting for lock '{name}'",
+        super::wait::signal_name(sig)
+    ))
+    .hint("the request left the record; nothing was acquired")
+}
+
+/// What a waiter says when its wait gets long: the first holder in the way,
+/// its command name and since when (UTC), or the writer it queues behind.
+fn waiting_line(name: &str, rec: Option<&Record>, blocked: &Blocked) -> String {
+    let held = |id: &Identity| {
+        let comm = process::comm(id.pid).unwrap_or_else(|| "?".into());
+        let since = rec
+            .and_then(|r| r.holder(id))
+            .and_then(|h| h.acquired.get(11..19))
+            .map(|t| format!(", since {t} UTC"))
+            .unwrap_or_default();
+        format!("pid {} ({comm}{since})", id.pid)
+    };
+    let mut line = format!("waiting for lock '{name}'");
+    match (blocked.holders.as_slice(), blocked.queued_behind.first()) {
+        ([], Some(w)) => line.push_str(&format!(" behind exclusive waiter {}", held(w))),
+        ([h], _) => line.push_str(&format!(" held by {}", held(h))),
+        ([h, more @ ..], _) => {
+            line.push_str(&format!(" held by {} and {} more", held(h), more.len()))
+        }
+        ([], None) => {}
+    }
+    line.push('…');
+    line
 }
 
 /// Removes `me` from the waiters of `rec` (held mutex), leaving no trace of a
@@ -533,6 +691,12 @@ pub fn transaction(
     log.waited = log.started.elapsed();
     match turn? {
         Turn::Granted(mutex, current) => {
+            if log.announced {
+                super::commands::say(&format!(
+                    "got lock '{name}' after {:.1} s",
+                    log.waited.as_secs_f64()
+                ));
+            }
             // Our waiter entry, if the wait made one, goes now: we hold the
             // mutex, so nobody can act on it in between.
             if current.as_ref().is_some_and(|r| !r.waiters.is_empty()) {

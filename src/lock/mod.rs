@@ -45,12 +45,24 @@ use crate::error::Result;
 /// until the returned guard is dropped. Exit 2 after `timeout` (waiting for
 /// the holders or for the mutex itself), 3 if the lock's record does not
 /// parse, 4 at once if `owner` holds a lock that ranks after `name` in the
-/// hierarchy (the same rule as `acquire`).
+/// hierarchy (the same rule as `acquire`). On a terminal, a wait longer than
+/// a second says what it waits for, and then when it got the lock.
 pub fn transaction(
     cfg: &Config,
     name: &str,
     owner: Option<&Identity>,
     timeout: Duration,
 ) -> Result<Mutex> {
-    manager::transaction(cfg, name, owner, timeout, &mut manager::WaitLog::start())
+    // On a terminal, a long wait says who holds the lock, as `acquire` does.
+    let attend = manager::Attend {
+        signals: false,
+        progress: manager::Progress::IfTerminal,
+    };
+    manager::transaction(
+        cfg,
+        name,
+        owner,
+        timeout,
+        &mut manager::WaitLog::attended(attend),
+    )
 }

@@ -183,6 +183,24 @@ pub fn resolve_owner(flag: Option<u32>) -> Result<Identity> {
     Identity::of_pid(pid)
 }
 
+/// The command name of `pid` (`/proc/PID/comm`, at most 15 bytes), if it runs.
+pub fn comm(pid: u32) -> Option<String> {
+    let text = fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+    Some(text.trim_end_matches('\n').to_string())
+}
+
+/// The command names of the shells a lock owner is expected to be: a script
+/// or a terminal's shell that lives across its `acquire` and `release`.
+const SHELLS: &[&str] = &[
+    "sh", "bash", "dash", "zsh", "ksh", "ksh93", "mksh", "pdksh", "oksh", "loksh", "yash", "posh",
+    "ash", "busybox", "fish", "tcsh", "csh", "rbash", "elvish", "nu", "xonsh",
+];
+
+/// Whether a process of this command name is a shell ([`SHELLS`]).
+pub fn is_shell(comm: &str) -> bool {
+    SHELLS.contains(&comm)
+}
+
 thread_local! {
     /// Start times already read during a [`snapshot`], by pid.
     static SNAPSHOT: RefCell<Option<HashMap<u32, Option<u64>>>> = const { RefCell::new(None) };
@@ -346,6 +364,20 @@ mod tests {
         };
         assert_eq!(legacy, me);
         assert_eq!(legacy.liveness(), Liveness::Live);
+    }
+
+    #[test]
+    fn shells_are_known_by_name_and_others_are_not() {
+        for sh in ["sh", "bash", "dash", "zsh", "busybox", "fish"] {
+            assert!(is_shell(sh), "{sh}");
+        }
+        for other in [
+            "make", "xargs", "timeout", "env", "nohup", "python3", "bash5",
+        ] {
+            assert!(!is_shell(other), "{other}");
+        }
+        assert!(comm(std::process::id()).is_some_and(|c| !c.is_empty()));
+        assert_eq!(comm(u32::MAX - 1), None);
     }
 
     #[test]

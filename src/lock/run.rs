@@ -34,8 +34,8 @@ use std::process::{Child, Command, ExitStatus};
 
 use serde_json::json;
 
-use super::commands::{TOOL, acquire_for_self};
-use super::manager;
+use super::commands::{TOOL, acquire_for_self, say};
+use super::manager::{self, Attend, Progress};
 use super::process::Identity;
 use super::record::LockType;
 use crate::audit::Recorder;
@@ -50,6 +50,10 @@ pub struct RunArgs {
     pub shared: bool,
     /// Seconds to wait for the lock; `None`: LOCK_TIMEOUT.
     pub timeout: Option<String>,
+    /// flock's `-n`: try once (a timeout of 0); refused with `timeout`.
+    pub nonblock: bool,
+    /// flock's `--verbose`: say how long getting the lock took and what runs.
+    pub verbose: bool,
     /// The command and its arguments.
     pub command: Vec<OsString>,
 }
@@ -72,7 +76,14 @@ pub fn run(cfg: &Config, a: &RunArgs) -> Result<u8> {
             let outcome = if *code == 0 { "ok" } else { "error" };
             rec.finish_with(i32::from(*code), outcome, detail);
         }
-        Err(_) => rec.finish(&result, detail),
+        Err(e) => match super::wait::interrupted() {
+            Some(sig) => {
+                let mut detail = detail;
+                detail["error"] = json!(e.summary());
+                rec.finish_with(128 + sig, "interrupted", detail);
+            }
+            None => rec.finish(&result, detail),
+        },
     }
     result
 }
@@ -86,9 +97,16 @@ fn run_inner(
     wait_ms: &mut f64,
     child_pid: &mut Option<u32>,
 ) -> Result<u8> {
-    let timeout = match a.timeout.as_deref() {
-        Some(t) => config::parse_duration(t, "timeout")?,
-        None => cfg.lock_timeout,
+    let timeout = match (a.timeout.as_deref(), a.nonblock) {
+        (Some(_), true) => {
+            return Err(
+                Error::validation("-n/--nonblock and -w/--timeout both given")
+                    .hint("give one of them: -n is a timeout of 0"),
+            );
+        }
+        (Some(t), false) => config::parse_duration(t, "timeout")?,
+        (None, true) => std::time::Duration::ZERO,
+        (None, false) => cfg.lock_timeout,
     };
     let Some((program, args)) = a.command.split_first() else {
         return Err(Error::validation("no command to run")
@@ -99,9 +117,27 @@ fn run_inner(
     } else {
         LockType::Exclusive
     };
-    let (acquired, log) = acquire_for_self(cfg, &a.name, kind, timeout);
+    let attend = Attend {
+        signals: true,
+        progress: Progress::choose(a.verbose),
+    };
+    let (acquired, log) = acquire_for_self(cfg, &a.name, kind, timeout, attend);
     *wait_ms = log.wait_ms();
     let got = acquired?;
+    if a.verbose {
+        // flock(1)'s own two lines, in its words.
+        say(&format!(
+            "getting lock '{}' took {:.6} seconds",
+            a.name,
+            log.waited.as_secs_f64()
+        ));
+        let line: Vec<String> = a
+            .command
+            .iter()
+            .map(|w| w.to_string_lossy().into_owned())
+            .collect();
+        say(&format!("executing {}", line.join(" ")));
+    }
     let me = Identity::current();
     // This very process held it already (a shell exec'd us in place): that
     // hold is the shell's, and stays with it.

@@ -19,6 +19,12 @@
 //! release, never wrong, and it gets the lock. A pidfd that cannot be opened
 //! for want of descriptors is replaced the same way.
 //!
+//! A waiter of `lock-manager` also listens for SIGINT, SIGTERM and SIGHUP
+//! ([`Interrupts`]): blocked while it waits and read from a signalfd in the
+//! same poll(2), so Ctrl-C ends the wait at once, the request leaves the
+//! record under its mutex, and only then does the process end by that
+//! signal (no handler, no thread).
+//!
 //! What this does not promise: that a wake-up means the lock is free. Every
 //! wake-up only says "look again"; the caller re-reads the record under its
 //! mutex and decides. Holders on other hosts cannot be watched by pidfd: for
@@ -27,8 +33,9 @@
 use std::cell::Cell;
 use std::ffi::CString;
 use std::mem::MaybeUninit;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::path::Path;
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::{Duration, Instant};
 
 use rustix::event::{PollFd, PollFlags, Timespec};
@@ -62,6 +69,8 @@ pub enum Wake {
     Changed,
     /// The deadline passed.
     TimedOut,
+    /// A signal of [`Interrupts`] is pending.
+    Interrupted,
 }
 
 impl Watcher {
@@ -138,6 +147,17 @@ impl Watcher {
     /// Blocks until a record changes, one of the `processes` (holders, or
     /// the waiters we queue behind) exits, or `deadline` passes.
     pub fn wait_for(&self, processes: &[Identity], deadline: Option<Instant>) -> Result<Wake> {
+        self.wait_for_or(processes, None, deadline)
+    }
+
+    /// [`Watcher::wait_for`], also woken ([`Wake::Interrupted`]) by a
+    /// signal pending on `interrupts`.
+    pub fn wait_for_or(
+        &self,
+        processes: &[Identity],
+        interrupts: Option<&Interrupts>,
+        deadline: Option<Instant>,
+    ) -> Result<Wake> {
         let mut pidfds: Vec<OwnedFd> = Vec::with_capacity(processes.len());
         let mut unwatched = false;
         for id in processes.iter().filter(|id| id.is_local()) {
@@ -156,13 +176,26 @@ impl Watcher {
             }
             pidfds.push(fd);
         }
-        self.poll(&pidfds, unwatched, deadline)
+        let signals = interrupts.map(|i| i.fd.as_fd());
+        self.poll_or(&pidfds, signals, unwatched, deadline)
     }
 
     /// Polls the watch and `pidfds` until one fires or `deadline` passes;
     /// without a watch, or with a process left `unwatched`, also wakes at
     /// the next timed look.
     fn poll(&self, pidfds: &[OwnedFd], unwatched: bool, deadline: Option<Instant>) -> Result<Wake> {
+        self.poll_or(pidfds, None, unwatched, deadline)
+    }
+
+    /// [`Watcher::poll`], also returning [`Wake::Interrupted`] when `signals`
+    /// (a signalfd) is readable.
+    fn poll_or(
+        &self,
+        pidfds: &[OwnedFd],
+        signals: Option<BorrowedFd<'_>>,
+        unwatched: bool,
+        deadline: Option<Instant>,
+    ) -> Result<Wake> {
         let tick = (self.fd.is_none() || unwatched).then(|| {
             let step = self.interval.get();
             self.interval.set((step * 2).min(FALLBACK_MAX_INTERVAL));
@@ -190,17 +223,24 @@ impl Watcher {
                     })
                 }
             };
-            let mut fds: Vec<PollFd<'_>> = Vec::with_capacity(1 + pidfds.len());
-            let first = usize::from(self.fd.is_some());
+            let mut fds: Vec<PollFd<'_>> = Vec::with_capacity(2 + pidfds.len());
+            if let Some(fd) = &signals {
+                fds.push(PollFd::new(fd, PollFlags::IN));
+            }
+            let first = usize::from(signals.is_some());
             if let Some(fd) = &self.fd {
                 fds.push(PollFd::new(fd, PollFlags::IN));
             }
+            let first = first + usize::from(self.fd.is_some());
             for fd in pidfds {
                 fds.push(PollFd::new(fd, PollFlags::IN));
             }
             match rustix::event::poll(&mut fds, timeout.as_ref()) {
                 Ok(0) => continue, // re-check the deadline and the next look
                 Ok(_) => {
+                    if signals.is_some() && !fds[0].revents().is_empty() {
+                        return Ok(Wake::Interrupted);
+                    }
                     if fds[first..].iter().any(|f| !f.revents().is_empty()) {
                         self.drain();
                         return Ok(Wake::Changed);
@@ -247,6 +287,113 @@ impl Watcher {
             }
         }
         relevant
+    }
+}
+
+/// The signals that end a wait of `lock-manager`.
+pub const INTERRUPTS: [libc::c_int; 3] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP];
+
+/// The signal that ended a wait of this process (0: none).
+static INTERRUPTED: AtomicI32 = AtomicI32::new(0);
+
+/// The signal that ended a wait of this process, if one did: the command
+/// layer then ends the process by it, once the request has left the record
+/// and its audit event is written.
+pub fn interrupted() -> Option<i32> {
+    match INTERRUPTED.load(Ordering::Relaxed) {
+        0 => None,
+        sig => Some(sig),
+    }
+}
+
+/// [`INTERRUPTS`] blocked, and readable from a signalfd that
+/// [`Watcher::wait_for_or`] polls: while it lives, those signals only wake
+/// the waiter. Dropping it restores the signal mask, so a signal not read
+/// by then takes its default action (ends the process).
+pub struct Interrupts {
+    fd: OwnedFd,
+    old_mask: libc::sigset_t,
+}
+
+impl Interrupts {
+    /// Blocks [`INTERRUPTS`] and opens the signalfd.
+    pub fn block() -> Result<Interrupts> {
+        // SAFETY: libc calls on local, initialised sigsets; the fd is new and ours.
+        unsafe {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            // A blocked signal is queued even when ignored: leave the
+            // ignored ones alone (`nohup`'s SIGHUP, a background job's SIGINT).
+            for s in INTERRUPTS.into_iter().filter(|&s| !ignored(s)) {
+                libc::sigaddset(&mut set, s);
+            }
+            let mut old_mask: libc::sigset_t = std::mem::zeroed();
+            libc::pthread_sigmask(libc::SIG_BLOCK, &set, &mut old_mask);
+            let fd = libc::signalfd(-1, &set, libc::SFD_CLOEXEC | libc::SFD_NONBLOCK);
+            if fd < 0 {
+                let e = std::io::Error::last_os_error();
+                libc::pthread_sigmask(libc::SIG_SETMASK, &old_mask, std::ptr::null_mut());
+                return Err(Error::new(Kind::of_io(&e), "cannot watch signals").because(e));
+            }
+            Ok(Interrupts {
+                fd: OwnedFd::from_raw_fd(fd),
+                old_mask,
+            })
+        }
+    }
+
+    /// The signal pending, if any (read, so it is not delivered again);
+    /// remembered for [`interrupted`].
+    pub fn take(&self) -> Option<i32> {
+        let mut info: libc::signalfd_siginfo = unsafe { std::mem::zeroed() };
+        let size = std::mem::size_of::<libc::signalfd_siginfo>();
+        // SAFETY: reads at most one siginfo into a struct of that size.
+        let n = unsafe {
+            libc::read(
+                self.fd.as_raw_fd(),
+                (&mut info as *mut libc::signalfd_siginfo).cast(),
+                size,
+            )
+        };
+        if n != size as isize {
+            return None;
+        }
+        let sig = info.ssi_signo as i32;
+        INTERRUPTED.store(sig, Ordering::Relaxed);
+        Some(sig)
+    }
+}
+
+impl Drop for Interrupts {
+    fn drop(&mut self) {
+        // SAFETY: restores the mask saved by `block`.
+        unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &self.old_mask, std::ptr::null_mut()) };
+    }
+}
+
+/// Whether SIGINT reaches this process ignored (inherited `SIG_IGN`, as a
+/// non-interactive shell gives its background jobs): then Ctrl-C cannot end
+/// a wait, which `--verbose` says.
+pub fn sigint_ignored() -> bool {
+    ignored(libc::SIGINT)
+}
+
+/// Whether signal `sig` is ignored in this process (`SIG_IGN`).
+fn ignored(sig: libc::c_int) -> bool {
+    // SAFETY: sigaction with a null new action only reads the current one.
+    unsafe {
+        let mut old: libc::sigaction = std::mem::zeroed();
+        libc::sigaction(sig, std::ptr::null(), &mut old) == 0 && old.sa_sigaction == libc::SIG_IGN
+    }
+}
+
+/// The name of signal `sig` as shells write it (`SIGINT`).
+pub fn signal_name(sig: i32) -> String {
+    match sig {
+        libc::SIGINT => "SIGINT".into(),
+        libc::SIGTERM => "SIGTERM".into(),
+        libc::SIGHUP => "SIGHUP".into(),
+        n => format!("signal {n}"),
     }
 }
 

@@ -13,6 +13,7 @@ mod hstate;
 mod install;
 mod location;
 mod lock;
+mod lock_habits;
 mod metrics;
 mod ops;
 mod outputs;

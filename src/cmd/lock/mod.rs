@@ -12,7 +12,7 @@ use crate::cmd::{self as cli, Ctx};
 use crate::error::Result;
 use crate::exit::Code;
 use crate::lock::commands::{self, AcquireArgs};
-use crate::lock::manager::{self, Acquired, Check, Entry, Request, WaitLog};
+use crate::lock::manager::{self, Acquired, Attend, Check, Entry, Progress, Request, WaitLog};
 use crate::lock::{name, process};
 
 /// `acquire NAME [TIMEOUT] [TYPE] [METADATA]`: 0 held, 2 timed out, 3 corrupt
@@ -20,10 +20,21 @@ use crate::lock::{name, process};
 /// unless `--verbose` or `--json`.
 pub fn acquire(ctx: &Ctx, a: &AcquireArgs, verbose: bool) -> Result<Code> {
     let locks = ctx.backend.locks();
+    let attend = Attend {
+        signals: true,
+        progress: Progress::choose(verbose),
+    };
     let (result, log, req) = commands::audited_acquire(
         &ctx.cfg,
         &a.name,
-        || commands::request(&ctx.cfg, a),
+        attend,
+        || {
+            let req = commands::request(&ctx.cfg, a)?;
+            if let Some(note) = commands::owner_note(a, &req.owner) {
+                commands::say(&format!("warning: {note}"));
+            }
+            Ok(req)
+        },
         |req, log| locks.acquire(req, log),
     );
     let got = result?;
@@ -36,6 +47,19 @@ pub fn acquire(ctx: &Ctx, a: &AcquireArgs, verbose: bool) -> Result<Code> {
         }
     }
     Ok(Code::Success)
+}
+
+/// Ends this process by `sig`, as a program stopped by Ctrl-C should (a
+/// calling shell or make then stops too, and reads 128+N); the exit code
+/// 128+N if the signal does not end it (it is blocked by the caller).
+pub fn end_by_signal(sig: i32) -> std::process::ExitCode {
+    // SAFETY: restores the default action of a signal and raises it; no
+    // handler of ours runs.
+    unsafe {
+        libc::signal(sig, libc::SIG_DFL);
+        libc::raise(sig);
+    }
+    std::process::ExitCode::from((128 + sig) as u8)
 }
 
 /// `acquire --json`: the record as stored, with the wait and who held it meanwhile.

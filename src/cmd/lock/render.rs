@@ -4,6 +4,7 @@
 
 use serde_json::{Map, Value, json};
 
+use crate::cmd::table::Table;
 use crate::cmd::{Output, Paint};
 use crate::lock::manager::Entry;
 use crate::lock::record::{Holder, Record, Standing};
@@ -19,64 +20,44 @@ fn holder_status(h: &Holder) -> String {
     }
 }
 
-/// The table of `list`: LOCK NAME, TYPE, PID, TIMESTAMP, STATUS, one row per
-/// holder (every shared holder shown); an unparseable record is one CORRUPT row.
+/// The table of `list`: NAME, TYPE, PID, TIMESTAMP, STATUS, one row per
+/// holder (every shared holder shown); an unparseable record is one CORRUPT
+/// row. Single-word titles, so `awk` and `cut` see one field per column;
+/// `--no-header` leaves the title line out.
 pub fn table(entries: &[Entry], out: &Output) -> String {
-    let mut rows: Vec<[String; 5]> = vec![[
-        "LOCK NAME".into(),
-        "TYPE".into(),
-        "PID".into(),
-        "TIMESTAMP".into(),
-        "STATUS".into(),
-    ]];
+    let mut t = Table::for_output(&["name", "type", "pid", "timestamp", "status"], out);
+    // The last column: colour cannot break the alignment.
+    let status = |cell: String| {
+        let paint = match cell.split(' ').next() {
+            Some("STALE") => Paint::Warn,
+            Some("CORRUPT") => Paint::Bad,
+            _ => Paint::Good,
+        };
+        out.paint(&cell, paint)
+    };
     for e in entries {
         match &e.record {
             Ok(rec) => {
                 for h in &rec.holders {
-                    rows.push([
+                    t.row(vec![
                         e.name.clone(),
                         rec.kind.as_str().into(),
                         h.id.pid.to_string(),
                         h.acquired.clone(),
-                        holder_status(h),
+                        status(holder_status(h)),
                     ]);
                 }
             }
-            Err(_) => rows.push([
+            Err(_) => t.row(vec![
                 e.name.clone(),
                 "-".into(),
                 "-".into(),
                 "-".into(),
-                "CORRUPT".into(),
+                status("CORRUPT".into()),
             ]),
         }
     }
-    let mut widths = [0usize; 5];
-    for row in &rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    let mut text = String::new();
-    for (r, row) in rows.iter().enumerate() {
-        let mut line = String::new();
-        for (i, (cell, w)) in row.iter().zip(widths).enumerate() {
-            if i + 1 == row.len() {
-                // The last column: colour cannot break the alignment.
-                line.push_str(&match cell.split(' ').next() {
-                    _ if r == 0 => cell.clone(),
-                    Some("STALE") => out.paint(cell, Paint::Warn),
-                    Some("CORRUPT") => out.paint(cell, Paint::Bad),
-                    _ => out.paint(cell, Paint::Good),
-                });
-            } else {
-                line.push_str(&format!("{cell:<w$}  "));
-            }
-        }
-        text.push_str(line.trim_end());
-        text.push('\n');
-    }
-    text
+    t.render()
 }
 
 /// A record as JSON with `status` added: `valid` (a live holder), `stale`
@@ -232,12 +213,19 @@ mod tests {
         let t = table(&entries(), &Output::default());
         let lines: Vec<&str> = t.lines().collect();
         assert_eq!(lines.len(), 5, "{t}");
-        assert!(lines[0].starts_with("LOCK NAME  TYPE"), "{t}");
+        assert!(lines[0].starts_with("NAME  TYPE"), "{t}");
         assert!(lines[1].starts_with("bad") && lines[1].ends_with("CORRUPT"));
         assert_eq!(lines.iter().filter(|l| l.starts_with("docs")).count(), 2);
         assert!(lines[4].starts_with("old") && lines[4].ends_with("STALE"));
         let col = lines[0].find("TYPE").unwrap();
         assert_eq!(&lines[2][col..col + 6], "shared");
+        let no_header = Output {
+            no_header: true,
+            ..Output::default()
+        };
+        let bare = table(&entries(), &no_header);
+        assert_eq!(bare.lines().count(), 4, "{bare}");
+        assert!(bare.starts_with("bad"), "{bare}");
     }
 
     #[test]
