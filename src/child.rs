@@ -7,13 +7,15 @@
 //!   is not found).
 //! - [`poll_until`]: the one deadline wait on file descriptors (a pidfd, a
 //!   signal pipe or signalfd).
+//! - [`BlockedSignals`]: signals blocked and read from a signalfd (the one
+//!   wrapper for `run`'s forwarding and a lock wait's interrupts).
 //! - [`Running`]: a child watched through its pidfd, optionally leading its
 //!   own process group, which [`Running::terminate`] ends (SIGTERM, a grace
 //!   period, SIGKILL) so that no process of the group outlives it.
 
 use std::ffi::OsStr;
 use std::io;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Child, Command, ExitStatus};
 use std::time::{Duration, Instant};
@@ -26,6 +28,77 @@ use crate::error::{Error, Kind, Result};
 
 /// How long a child has between SIGTERM and SIGKILL in [`Running::terminate`].
 pub const GRACE: Duration = Duration::from_secs(2);
+
+/// Signals blocked for this thread and readable from a signalfd instead of
+/// being delivered; dropping it restores the mask saved by [`block`], so a
+/// signal not read by then takes its action.
+///
+/// [`block`]: BlockedSignals::block
+pub struct BlockedSignals {
+    fd: OwnedFd,
+    old_mask: libc::sigset_t,
+}
+
+impl BlockedSignals {
+    /// Blocks `signals` and opens a non-blocking signalfd for them.
+    pub fn block(signals: impl IntoIterator<Item = libc::c_int>) -> io::Result<BlockedSignals> {
+        // SAFETY: libc calls on local, initialised sigsets; the fd is new and ours.
+        unsafe {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            for s in signals {
+                libc::sigaddset(&mut set, s);
+            }
+            let mut old_mask: libc::sigset_t = std::mem::zeroed();
+            libc::pthread_sigmask(libc::SIG_BLOCK, &set, &mut old_mask);
+            let fd = libc::signalfd(-1, &set, libc::SFD_CLOEXEC | libc::SFD_NONBLOCK);
+            if fd < 0 {
+                let e = io::Error::last_os_error();
+                libc::pthread_sigmask(libc::SIG_SETMASK, &old_mask, std::ptr::null_mut());
+                return Err(e);
+            }
+            Ok(BlockedSignals {
+                fd: OwnedFd::from_raw_fd(fd),
+                old_mask,
+            })
+        }
+    }
+
+    /// The next pending signal, if any (read, so it is not delivered again).
+    pub fn read(&self) -> Option<libc::signalfd_siginfo> {
+        // SAFETY: an all-zero signalfd_siginfo is a valid value.
+        let mut info: libc::signalfd_siginfo = unsafe { std::mem::zeroed() };
+        let size = std::mem::size_of::<libc::signalfd_siginfo>();
+        // SAFETY: reads at most one siginfo into a struct of that size.
+        let n = unsafe {
+            libc::read(
+                self.fd.as_raw_fd(),
+                (&mut info as *mut libc::signalfd_siginfo).cast(),
+                size,
+            )
+        };
+        (n == size as isize).then_some(info)
+    }
+
+    /// The mask before [`BlockedSignals::block`], for a child to restore
+    /// before it execs.
+    pub fn old_mask(&self) -> libc::sigset_t {
+        self.old_mask
+    }
+}
+
+impl AsFd for BlockedSignals {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+impl Drop for BlockedSignals {
+    fn drop(&mut self) {
+        // SAFETY: restores the mask saved by `block`.
+        unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &self.old_mask, std::ptr::null_mut()) };
+    }
+}
 
 /// The exit code of a finished child: its own, or 128+N for signal N.
 pub fn exit_code(status: ExitStatus) -> i32 {

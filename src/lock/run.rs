@@ -28,7 +28,7 @@
 
 use std::ffi::{CString, OsString};
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::AsFd;
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, ExitStatus};
 
@@ -39,7 +39,7 @@ use super::manager::{self, Attend, Progress};
 use super::process::Identity;
 use super::record::LockType;
 use crate::audit::Recorder;
-use crate::child;
+use crate::child::{self, BlockedSignals};
 use crate::config::{self, Config};
 use crate::error::{Error, Kind, Result};
 
@@ -156,7 +156,7 @@ fn run_inner(
     cmd.args(args);
     let name = CString::new(a.name.as_bytes()).expect("a valid lock name has no NUL");
     let (cfg2, lock, from) = (cfg.clone(), a.name.clone(), me.clone());
-    let old_mask = signals.old_mask;
+    let old_mask = signals.0.old_mask();
     // SAFETY: runs in the forked child of this single-threaded process, where
     // the allocator and every lock are free: the transfer is ordinary code.
     // The environment is changed here, in the child, so that the exec sees
@@ -210,57 +210,22 @@ fn run_inner(
 }
 
 /// SIGINT, SIGTERM, SIGHUP (to forward) and SIGCHLD (the child's exit),
-/// blocked and read from a signalfd while the child runs.
-struct Signals {
-    fd: OwnedFd,
-    /// The mask before, restored on drop and in the child.
-    old_mask: libc::sigset_t,
-}
+/// blocked and read from a signalfd while the child runs; the mask before
+/// is restored on drop and in the child.
+struct Signals(BlockedSignals);
 
 /// The signals `run` forwards to its child.
 const FORWARDED: [libc::c_int; 3] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP];
 
 impl Signals {
     fn block() -> io::Result<Signals> {
-        // SAFETY: libc calls on local, initialised sigsets.
-        unsafe {
-            let mut set: libc::sigset_t = std::mem::zeroed();
-            libc::sigemptyset(&mut set);
-            for s in FORWARDED.into_iter().chain([libc::SIGCHLD]) {
-                libc::sigaddset(&mut set, s);
-            }
-            let mut old_mask: libc::sigset_t = std::mem::zeroed();
-            libc::pthread_sigmask(libc::SIG_BLOCK, &set, &mut old_mask);
-            let fd = libc::signalfd(-1, &set, libc::SFD_CLOEXEC | libc::SFD_NONBLOCK);
-            if fd < 0 {
-                let e = io::Error::last_os_error();
-                libc::pthread_sigmask(libc::SIG_SETMASK, &old_mask, std::ptr::null_mut());
-                return Err(e);
-            }
-            Ok(Signals {
-                fd: OwnedFd::from_raw_fd(fd),
-                old_mask,
-            })
-        }
+        BlockedSignals::block(FORWARDED.into_iter().chain([libc::SIGCHLD])).map(Signals)
     }
 
     /// Reads every pending signal; forwards those to forward to `child`
     /// (`None`: discards them).
     fn forward_pending(&self, child: Option<u32>) {
-        loop {
-            let mut info: libc::signalfd_siginfo = unsafe { std::mem::zeroed() };
-            let size = std::mem::size_of::<libc::signalfd_siginfo>();
-            // SAFETY: reads at most one siginfo into a struct of that size.
-            let n = unsafe {
-                libc::read(
-                    self.fd.as_raw_fd(),
-                    (&mut info as *mut libc::signalfd_siginfo).cast(),
-                    size,
-                )
-            };
-            if n != size as isize {
-                return;
-            }
+        while let Some(info) = self.0.read() {
             let sig = info.ssi_signo as libc::c_int;
             // A terminal's signal (SI_KERNEL) already went to the whole
             // foreground process group, the child included.
@@ -281,17 +246,16 @@ impl Signals {
             if let Some(status) = child.try_wait()? {
                 return Ok(status);
             }
-            child::poll_until(&[self.fd.as_fd()], None).map_err(io::Error::other)?;
+            child::poll_until(&[self.0.as_fd()], None).map_err(io::Error::other)?;
         }
     }
 }
 
 impl Drop for Signals {
     fn drop(&mut self) {
-        // Signals that came after the child's exit had no one left to reach.
+        // Signals that came after the child's exit had no one left to reach;
+        // then the inner value restores the mask.
         self.forward_pending(None);
-        // SAFETY: restores the mask saved by `block`.
-        unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &self.old_mask, std::ptr::null_mut()) };
     }
 }
 

@@ -33,7 +33,7 @@
 use std::cell::Cell;
 use std::ffi::CString;
 use std::mem::MaybeUninit;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::{Duration, Instant};
@@ -44,6 +44,7 @@ use rustix::io::Errno;
 use rustix::process::{Pid, PidfdFlags};
 
 use super::process::{Identity, start_time_of};
+use crate::child::BlockedSignals;
 use crate::error::{Error, Kind, Result};
 
 /// The longest step between looks of a waiter that has no inotify watch.
@@ -176,7 +177,7 @@ impl Watcher {
             }
             pidfds.push(fd);
         }
-        let signals = interrupts.map(|i| i.fd.as_fd());
+        let signals = interrupts.map(|i| i.0.as_fd());
         self.poll_or(&pidfds, signals, unwatched, deadline)
     }
 
@@ -310,64 +311,24 @@ pub fn interrupted() -> Option<i32> {
 /// [`Watcher::wait_for_or`] polls: while it lives, those signals only wake
 /// the waiter. Dropping it restores the signal mask, so a signal not read
 /// by then takes its default action (ends the process).
-pub struct Interrupts {
-    fd: OwnedFd,
-    old_mask: libc::sigset_t,
-}
+pub struct Interrupts(BlockedSignals);
 
 impl Interrupts {
-    /// Blocks [`INTERRUPTS`] and opens the signalfd.
+    /// Blocks [`INTERRUPTS`] and opens the signalfd. A blocked signal is
+    /// queued even when ignored: the ignored ones are left alone (`nohup`'s
+    /// SIGHUP, a background job's SIGINT).
     pub fn block() -> Result<Interrupts> {
-        // SAFETY: libc calls on local, initialised sigsets; the fd is new and ours.
-        unsafe {
-            let mut set: libc::sigset_t = std::mem::zeroed();
-            libc::sigemptyset(&mut set);
-            // A blocked signal is queued even when ignored: leave the
-            // ignored ones alone (`nohup`'s SIGHUP, a background job's SIGINT).
-            for s in INTERRUPTS.into_iter().filter(|&s| !ignored(s)) {
-                libc::sigaddset(&mut set, s);
-            }
-            let mut old_mask: libc::sigset_t = std::mem::zeroed();
-            libc::pthread_sigmask(libc::SIG_BLOCK, &set, &mut old_mask);
-            let fd = libc::signalfd(-1, &set, libc::SFD_CLOEXEC | libc::SFD_NONBLOCK);
-            if fd < 0 {
-                let e = std::io::Error::last_os_error();
-                libc::pthread_sigmask(libc::SIG_SETMASK, &old_mask, std::ptr::null_mut());
-                return Err(Error::new(Kind::of_io(&e), "cannot watch signals").because(e));
-            }
-            Ok(Interrupts {
-                fd: OwnedFd::from_raw_fd(fd),
-                old_mask,
-            })
-        }
+        BlockedSignals::block(INTERRUPTS.into_iter().filter(|&s| !ignored(s)))
+            .map(Interrupts)
+            .map_err(|e| Error::new(Kind::of_io(&e), "cannot watch signals").because(e))
     }
 
     /// The signal pending, if any (read, so it is not delivered again);
     /// remembered for [`interrupted`].
     pub fn take(&self) -> Option<i32> {
-        let mut info: libc::signalfd_siginfo = unsafe { std::mem::zeroed() };
-        let size = std::mem::size_of::<libc::signalfd_siginfo>();
-        // SAFETY: reads at most one siginfo into a struct of that size.
-        let n = unsafe {
-            libc::read(
-                self.fd.as_raw_fd(),
-                (&mut info as *mut libc::signalfd_siginfo).cast(),
-                size,
-            )
-        };
-        if n != size as isize {
-            return None;
-        }
-        let sig = info.ssi_signo as i32;
+        let sig = self.0.read()?.ssi_signo as i32;
         INTERRUPTED.store(sig, Ordering::Relaxed);
         Some(sig)
-    }
-}
-
-impl Drop for Interrupts {
-    fn drop(&mut self) {
-        // SAFETY: restores the mask saved by `block`.
-        unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &self.old_mask, std::ptr::null_mut()) };
     }
 }
 

@@ -10,17 +10,7 @@ use serde_json::{Value, json};
 
 use crate::harness::{Env, assert_schema, bin_dir, bin_path, er, repo_root};
 
-/// Generates `file::NAME` and `redis::NAME` for every suite function NAME.
-macro_rules! both {
-    ($($name:ident),* $(,)?) => {
-        mod file {
-            $( #[test] fn $name() { super::$name(crate::harness::Env::new()) } )*
-        }
-        mod redis {
-            $( #[test] fn $name() { super::$name(crate::harness::Env::redis()) } )*
-        }
-    };
-}
+use crate::harness::both;
 
 both!(
     init_sets_a_lineage_and_is_idempotent,

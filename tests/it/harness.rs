@@ -488,3 +488,17 @@ pub fn assert_audit_valid(env: &Env) {
         errors.join("\n")
     );
 }
+
+/// Generates `file::NAME` and `redis::NAME` for every suite function NAME
+/// (`fn NAME(env: Env)`): the same command lines on both backends.
+macro_rules! both {
+    ($($name:ident),* $(,)?) => {
+        mod file {
+            $( #[test] fn $name() { super::$name(crate::harness::Env::new()) } )*
+        }
+        mod redis {
+            $( #[test] fn $name() { super::$name(crate::harness::Env::redis()) } )*
+        }
+    };
+}
+pub(crate) use both;

@@ -12,18 +12,7 @@ use crate::harness::{Env, assert_schema};
 
 const SM: &str = "state-manager";
 
-/// Generates `file::NAME` and `redis::NAME` for every suite function NAME,
-/// as tests/it/backends.rs does: the same command lines on both backends.
-macro_rules! both {
-    ($($name:ident),* $(,)?) => {
-        mod file {
-            $( #[test] fn $name() { super::$name(crate::harness::Env::new()) } )*
-        }
-        mod redis {
-            $( #[test] fn $name() { super::$name(crate::harness::Env::redis()) } )*
-        }
-    };
-}
+use crate::harness::both;
 
 both!(
     read_e_exits_1_for_null_false_and_missing_as_an_answer,
