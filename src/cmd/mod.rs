@@ -534,6 +534,66 @@ pub fn parse<C: clap::Parser>(
     })
 }
 
+/// Runs a binary's `main` in place of std's start-up, and exits with its
+/// status: what each `src/bin/*.rs` C `main` calls (they are `#![no_main]`).
+///
+/// std's own start-up (`lang_start`) also sets up a guard for the main
+/// thread's stack, which parses /proc/self/maps with sscanf: a sixth of a
+/// short call's instructions, for a message on stack overflow (without it, an
+/// overflow is a plain SIGSEGV). What else it did that matters here is
+/// done the same way: standard descriptors 0–2 that are closed are opened on
+/// /dev/null (else the first file we open, say a state temp file, would get
+/// fd 1 and receive what we print), and SIGPIPE is ignored, so a closed
+/// stdout is an `EPIPE` that [`print`] ignores rather than a kill (children
+/// of `run` and `retry` get the default back, as std does for them). Command
+/// line arguments need nothing: std reads them on glibc from `.init_array`.
+/// The exit goes through [`std::process::exit`], which flushes stdout.
+pub fn start(main: fn() -> ExitCode) -> ! {
+    reopen_closed_standard_fds();
+    // SAFETY: setting a signal's disposition to SIG_IGN has no preconditions.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
+    let code = main();
+    // `ExitCode` keeps its number private (`exit_process` is unstable): find it.
+    let status = (0..=u8::MAX)
+        .find(|&n| ExitCode::from(n) == code)
+        .unwrap_or(1);
+    std::process::exit(i32::from(status))
+}
+
+/// Opens /dev/null on each of fds 0, 1 and 2 that is closed, as std's
+/// start-up does; aborts if it cannot (as std does: nothing is safe to open).
+fn reopen_closed_standard_fds() {
+    let mut fds = [0, 1, 2].map(|fd| libc::pollfd {
+        fd,
+        events: 0,
+        revents: 0,
+    });
+    // SAFETY: `fds` is a valid array of 3 pollfd; a zero timeout never blocks.
+    while unsafe { libc::poll(fds.as_mut_ptr(), 3, 0) } == -1 {
+        match io::Error::last_os_error().raw_os_error() {
+            Some(libc::EINTR) => continue,
+            // Too many descriptors or no memory for poll: ask each one.
+            Some(libc::EINVAL | libc::EAGAIN | libc::ENOMEM) => {
+                for fd in fds.iter_mut() {
+                    // SAFETY: F_GETFD on any number is harmless.
+                    let closed = unsafe { libc::fcntl(fd.fd, libc::F_GETFD) } == -1
+                        && io::Error::last_os_error().raw_os_error() == Some(libc::EBADF);
+                    fd.revents = if closed { libc::POLLNVAL } else { 0 };
+                }
+                break;
+            }
+            _ => std::process::abort(),
+        }
+    }
+    for _ in fds.iter().filter(|fd| fd.revents & libc::POLLNVAL != 0) {
+        // SAFETY: a NUL-terminated path. open returns the lowest free fd:
+        // this one, since the lower ones are open or were just opened.
+        if unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDWR) } == -1 {
+            std::process::abort();
+        }
+    }
+}
+
 /// Turns a subcommand's outcome into the process exit status, printing an
 /// error once as `tool: what failed: why — what to do` on stderr, and under
 /// `--json` also as `{"error": {"code", "name", "message"}}` on stdout.
