@@ -54,8 +54,30 @@ macro_rules! binary_cli {
             #[command(subcommand)]
             command: Option<$command>,
         }
+
+        impl crate::cmd::LightCli for Cli {
+            fn top() -> clap::Command {
+                // What the derive's top level parses (not its help: see `parse_with`).
+                <crate::config::GlobalArgs as clap::Args>::augment_args(
+                    clap::Command::new($name)
+                        .version(env!("CARGO_PKG_VERSION"))
+                        .args_override_self(true),
+                )
+            }
+        }
     };
 }
+
+/// The top level of a binary's parser alone — its global options,
+/// `--version` and no subcommand — for [`parse_with`]'s light parse.
+/// [`binary_cli!`] implements it.
+pub trait LightCli {
+    fn top() -> clap::Command;
+}
+
+/// The parser of one subcommand by name, alone (`read`: its arguments), or
+/// None when the binary does not build that one alone: see [`parse_with`].
+pub type OneSubcommand = fn(&str) -> Option<clap::Command>;
 pub(crate) use binary_cli;
 
 pub mod audit;
@@ -389,19 +411,9 @@ pub fn hoist_globals(
     args: Vec<OsString>,
     runs_command: impl Fn(&str) -> Option<RunsCommand>,
 ) -> Vec<OsString> {
-    // Find the subcommand: the first token that is not a global option or its value.
-    let mut i = 1;
-    while i < args.len() {
-        let a = args[i].as_encoded_bytes();
-        if a == b"--" || !a.starts_with(b"-") {
-            break;
-        }
-        i += if takes_value(&args[i]) { 2 } else { 1 };
-    }
-    if i >= args.len() || args[i] == "--" {
+    let Some(sub) = subcommand_at(&args) else {
         return args;
-    }
-    let sub = i;
+    };
     let limit = args[sub].to_str().and_then(&runs_command);
     let mut front: Vec<OsString> = Vec::new();
     let mut rest: Vec<OsString> = Vec::with_capacity(args.len() - sub);
@@ -455,6 +467,20 @@ pub fn hoist_globals(
     out
 }
 
+/// Where the subcommand is in `args`: the first token after the program that
+/// is not a global option or its value (none before `--` or the end).
+fn subcommand_at(args: &[OsString]) -> Option<usize> {
+    let mut i = 1;
+    while i < args.len() {
+        let a = args[i].as_encoded_bytes();
+        if a == b"--" || !a.starts_with(b"-") {
+            break;
+        }
+        i += if takes_value(&args[i]) { 2 } else { 1 };
+    }
+    (i < args.len() && args[i] != "--").then_some(i)
+}
+
 /// Whether token `a` is the subcommand's valued option `v` waiting for its
 /// value in the next token: `--timeout`, `-w`, or `-w` ending a bundle of
 /// short flags (`-sw`).
@@ -497,10 +523,51 @@ fn takes_value(a: &OsStr) -> bool {
 /// Parses the command line, global options before or after the subcommand;
 /// on `--help`/`--version` prints and returns `Err(Success)`, on a usage
 /// error prints it and returns `Err(GeneralError)`.
-pub fn parse<C: clap::Parser>(
+pub fn parse<C: clap::Parser + LightCli>(
     runs_command: impl Fn(&str) -> Option<RunsCommand>,
 ) -> std::result::Result<C, Code> {
+    parse_with(runs_command, |_| None)
+}
+
+/// [`parse`], first with a light parser: the top level ([`LightCli::top`])
+/// and, when the command line names a subcommand, that one alone from
+/// `one_subcommand`. Building clap's tree of every subcommand, only to use
+/// one, was a third of a short call's instructions.
+///
+/// The light parse decides only what it decides as the whole tree would: a
+/// command line it accepts (the same arguments, so the same values), and
+/// `--version`. Anything else — help, `help SUB`, completions, man pages, a
+/// usage error with its suggestions — is parsed again by the whole tree,
+/// which prints exactly what it always did.
+pub fn parse_with<C: clap::Parser + LightCli>(
+    runs_command: impl Fn(&str) -> Option<RunsCommand>,
+    one_subcommand: OneSubcommand,
+) -> std::result::Result<C, Code> {
     let args = hoist_globals(std::env::args_os().collect(), runs_command);
+    let light = match subcommand_at(&args) {
+        None => Some(C::top()),
+        Some(i) => args[i]
+            .to_str()
+            .and_then(one_subcommand)
+            .map(|sub| C::top().subcommand(sub)),
+    };
+    if let Some(mut cmd) = light {
+        match cmd.try_get_matches_from_mut(&args) {
+            Ok(mut m) => {
+                if let Ok(c) = C::from_arg_matches_mut(&mut m) {
+                    // Not freed, as below.
+                    std::mem::forget(m);
+                    std::mem::forget(cmd);
+                    return Ok(c);
+                }
+            }
+            Err(e) if e.kind() == clap::error::ErrorKind::DisplayVersion => {
+                let _ = e.print();
+                return Err(Code::Success);
+            }
+            Err(_) => {}
+        }
+    }
     // Clap's parser and matches live until the process exits: they are not
     // freed (dropping the tree of every subcommand cost more than parsing).
     let mut cmd = C::command();
