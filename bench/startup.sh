@@ -139,8 +139,8 @@ for c in "${cases[@]}"; do
   echo "startup: timing $name" >&2
   extra=()
   if [[ $name == acquire ]]; then
-    # Each run acquires anew: release first (not timed).
-    extra=(--prepare "$bb/lock-manager --state-file $work/before/s.json release bench --owner $sleeper; $ab/lock-manager --state-file $work/after/s.json release bench --owner $sleeper; true")
+    # Each run acquires anew: release first (not timed; -N runs no shell, so sh here).
+    extra=(--prepare "sh -c '$bb/lock-manager --state-file $work/before/s.json release bench --owner $sleeper; $ab/lock-manager --state-file $work/after/s.json release bench --owner $sleeper; true'")
   fi
   before=$(args before "$template") after=$(args after "$template") floor=/bin/true
   if [[ -n $input ]]; then
