@@ -27,31 +27,13 @@ enum Command {
     ///
     /// Exit 4 for a bad OPERATION or METADATA_JSON (nothing is created),
     /// 1 when there is no state, 3 when it does not parse.
-    Checkpoint {
-        /// What is about to happen: letters, digits, '.', '_', '-'
-        operation: String,
-        /// The workflow phase [default: the state's phase]
-        phase: Option<String>,
-        /// Any JSON value, stored exactly as given [default: {}]
-        metadata_json: Option<String>,
-        #[command(flatten)]
-        json: JsonArgs,
-    },
+    Checkpoint(CheckpointArgs),
     /// Put a checkpoint's state, .signals/ and config/ back (atomically)
     ///
     /// Every checksum is verified first: exit 3 if one fails (nothing is
     /// touched). Exit 1 for an unknown id, 4 if its state breaks the schema.
     /// The live state is backed up first and the restored one gets the next revision.
-    Restore {
-        /// A checkpoint id from 'error-recovery list', or latest
-        #[arg(default_value = "latest")]
-        id: String,
-        /// Restore a checkpoint of another state's lineage too
-        #[arg(long)]
-        force: bool,
-        #[command(flatten)]
-        json: JsonArgs,
-    },
+    Restore(RestoreArgs),
     /// List checkpoints, newest first, with whether each verifies
     List {
         /// table or json (json is the same as --json)
@@ -75,32 +57,16 @@ enum Command {
         json: JsonArgs,
     },
     /// Turn degraded mode on in the state
-    Degrade {
-        /// Why
-        reason: String,
-        /// The features turned off, as a JSON array of strings
-        features_json: Option<String>,
-        #[command(flatten)]
-        json: JsonArgs,
-    },
+    Degrade(DegradeArgs),
     /// Turn degraded mode off
-    RecoverMode {
-        #[command(flatten)]
-        json: JsonArgs,
-    },
+    RecoverMode(RecoverModeArgs),
     /// Exit 0 when degraded mode is on, 1 when it is off (for `if`)
     ///
     /// Prints nothing (with --json: {"degraded": BOOL}). Exit 1 also when
     /// there is no state; 3 if it does not parse.
-    IsDegraded {
-        #[command(flatten)]
-        json: JsonArgs,
-    },
+    IsDegraded(IsDegradedArgs),
     /// Degraded mode, checkpoints and recent failures (default)
-    Status {
-        #[command(flatten)]
-        json: JsonArgs,
-    },
+    Status(StatusArgs),
     /// Run a command until it succeeds, with exponential backoff and jitter
     ///
     /// Exits with the last attempt's own code (128+N after signal N), 9 when
@@ -150,17 +116,81 @@ enum Command {
     Docs(cli::docs::Docs),
 }
 
+// The arguments of `Command::Checkpoint` (a type of its own so that
+// `one_subcommand` can build its parser alone).
+#[derive(clap::Args)]
+struct CheckpointArgs {
+    /// What is about to happen: letters, digits, '.', '_', '-'
+    operation: String,
+    /// The workflow phase [default: the state's phase]
+    phase: Option<String>,
+    /// Any JSON value, stored exactly as given [default: {}]
+    metadata_json: Option<String>,
+    #[command(flatten)]
+    json: JsonArgs,
+}
+
+// The arguments of `Command::Restore` (a type of its own so that
+// `one_subcommand` can build its parser alone).
+#[derive(clap::Args)]
+struct RestoreArgs {
+    /// A checkpoint id from 'error-recovery list', or latest
+    #[arg(default_value = "latest")]
+    id: String,
+    /// Restore a checkpoint of another state's lineage too
+    #[arg(long)]
+    force: bool,
+    #[command(flatten)]
+    json: JsonArgs,
+}
+
+// The arguments of `Command::Degrade` (a type of its own so that
+// `one_subcommand` can build its parser alone).
+#[derive(clap::Args)]
+struct DegradeArgs {
+    /// Why
+    reason: String,
+    /// The features turned off, as a JSON array of strings
+    features_json: Option<String>,
+    #[command(flatten)]
+    json: JsonArgs,
+}
+
+// The arguments of `Command::RecoverMode` (a type of its own so that
+// `one_subcommand` can build its parser alone).
+#[derive(clap::Args)]
+struct RecoverModeArgs {
+    #[command(flatten)]
+    json: JsonArgs,
+}
+
+// The arguments of `Command::IsDegraded` (a type of its own so that
+// `one_subcommand` can build its parser alone).
+#[derive(clap::Args)]
+struct IsDegradedArgs {
+    #[command(flatten)]
+    json: JsonArgs,
+}
+
+// The arguments of `Command::Status` (a type of its own so that
+// `one_subcommand` can build its parser alone).
+#[derive(clap::Args)]
+struct StatusArgs {
+    #[command(flatten)]
+    json: JsonArgs,
+}
+
 impl Command {
     /// How this subcommand prints (`--json`, `-c`, `--jsonl`).
     fn output(&self) -> JsonArgs {
         match self {
-            Command::Checkpoint { json, .. }
-            | Command::Restore { json, .. }
+            Command::Checkpoint(CheckpointArgs { json, .. })
+            | Command::Restore(RestoreArgs { json, .. })
             | Command::Cleanup { json, .. }
-            | Command::Degrade { json, .. }
-            | Command::RecoverMode { json }
-            | Command::IsDegraded { json }
-            | Command::Status { json }
+            | Command::Degrade(DegradeArgs { json, .. })
+            | Command::RecoverMode(RecoverModeArgs { json })
+            | Command::IsDegraded(IsDegradedArgs { json })
+            | Command::Status(StatusArgs { json })
             | Command::Suggest { json, .. }
             | Command::Handle { json, .. } => *json,
             Command::List { json, format } => {
@@ -177,12 +207,12 @@ impl Command {
 fn run(ctx: Ctx, command: Command) -> Result<ExitCode> {
     let ctx = ctx.with_output(&command.output());
     let code: Code = match command {
-        Command::Checkpoint {
+        Command::Checkpoint(CheckpointArgs {
             operation,
             phase,
             metadata_json,
             ..
-        } => checkpoints::create(
+        }) => checkpoints::create(
             &ctx,
             &Request {
                 operation: &operation,
@@ -190,7 +220,9 @@ fn run(ctx: Ctx, command: Command) -> Result<ExitCode> {
                 metadata: metadata_json.as_deref(),
             },
         )?,
-        Command::Restore { id, force, .. } => checkpoints::restore(&ctx, Some(&id), force)?,
+        Command::Restore(RestoreArgs { id, force, .. }) => {
+            checkpoints::restore(&ctx, Some(&id), force)?
+        }
         Command::List { format, .. } => checkpoints::list(&ctx, &format)?,
         Command::Cleanup {
             days,
@@ -198,14 +230,14 @@ fn run(ctx: Ctx, command: Command) -> Result<ExitCode> {
             dry_run,
             ..
         } => checkpoints::cleanup(&ctx, Some(&days), keep, dry_run)?,
-        Command::Degrade {
+        Command::Degrade(DegradeArgs {
             reason,
             features_json,
             ..
-        } => degraded::degrade(&ctx, &reason, features_json.as_deref())?,
-        Command::RecoverMode { .. } => degraded::recover_mode(&ctx)?,
-        Command::IsDegraded { .. } => degraded::is_degraded(&ctx)?,
-        Command::Status { .. } => degraded::status(&ctx)?,
+        }) => degraded::degrade(&ctx, &reason, features_json.as_deref())?,
+        Command::RecoverMode(RecoverModeArgs { .. }) => degraded::recover_mode(&ctx)?,
+        Command::IsDegraded(IsDegradedArgs { .. }) => degraded::is_degraded(&ctx)?,
+        Command::Status(StatusArgs { .. }) => degraded::status(&ctx)?,
         Command::Retry(args) => return retry::run(&ctx.cfg, &args).map(ExitCode::from),
         Command::Suggest { code, .. } => suggest::suggest(&ctx, &code)?,
         Command::Handle {
@@ -219,27 +251,46 @@ fn run(ctx: Ctx, command: Command) -> Result<ExitCode> {
     Ok(code.into())
 }
 
+/// The parser of the subcommand `name` alone, for the commands scripts and
+/// hooks call (see [`cli::parse_with`]); the others are parsed by the whole tree.
+fn one_subcommand(name: &str) -> Option<clap::Command> {
+    use clap::{Args, Command as Sub};
+    Some(match name {
+        "checkpoint" => CheckpointArgs::augment_args(Sub::new("checkpoint")),
+        "restore" => RestoreArgs::augment_args(Sub::new("restore")),
+        "degrade" => DegradeArgs::augment_args(Sub::new("degrade")),
+        "recover-mode" => RecoverModeArgs::augment_args(Sub::new("recover-mode")),
+        "is-degraded" => IsDegradedArgs::augment_args(Sub::new("is-degraded")),
+        "status" => StatusArgs::augment_args(Sub::new("status")),
+        "retry" => RetryArgs::augment_args(Sub::new("retry")),
+        _ => return None,
+    })
+}
+
 pub fn main() -> ExitCode {
-    match cli::parse::<Cli>(|sub| {
-        (sub == "retry").then_some(cli::RunsCommand {
-            positionals: 0,
-            valued: &[
-                "--attempts",
-                "--delay",
-                "--max-delay",
-                "--multiplier",
-                "--jitter",
-                "--retry-on",
-                "--no-retry-on",
-                "--codes",
-                "--timeout",
-            ],
-        })
-    }) {
+    match cli::parse_with::<Cli>(
+        |sub| {
+            (sub == "retry").then_some(cli::RunsCommand {
+                positionals: 0,
+                valued: &[
+                    "--attempts",
+                    "--delay",
+                    "--max-delay",
+                    "--multiplier",
+                    "--jitter",
+                    "--retry-on",
+                    "--no-retry-on",
+                    "--codes",
+                    "--timeout",
+                ],
+            })
+        },
+        one_subcommand,
+    ) {
         Ok(cli) => {
-            let command = cli.command.unwrap_or(Command::Status {
+            let command = cli.command.unwrap_or(Command::Status(StatusArgs {
                 json: JsonArgs::default(),
-            });
+            }));
             // How a failure prints: as the command prints (`list json`
             // included; `retry` prints no JSON of its own).
             let output = cli::Output::of(&command.output());

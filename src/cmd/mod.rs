@@ -54,8 +54,30 @@ macro_rules! binary_cli {
             #[command(subcommand)]
             command: Option<$command>,
         }
+
+        impl crate::cmd::LightCli for Cli {
+            fn top() -> clap::Command {
+                // What the derive's top level parses (not its help: see `parse_with`).
+                <crate::config::GlobalArgs as clap::Args>::augment_args(
+                    clap::Command::new($name)
+                        .version(env!("CARGO_PKG_VERSION"))
+                        .args_override_self(true),
+                )
+            }
+        }
     };
 }
+
+/// The top level of a binary's parser alone — its global options,
+/// `--version` and no subcommand — for [`parse_with`]'s light parse.
+/// [`binary_cli!`] implements it.
+pub trait LightCli {
+    fn top() -> clap::Command;
+}
+
+/// The parser of one subcommand by name, alone (`read`: its arguments), or
+/// None when the binary does not build that one alone: see [`parse_with`].
+pub type OneSubcommand = fn(&str) -> Option<clap::Command>;
 pub(crate) use binary_cli;
 
 pub mod audit;
@@ -389,19 +411,9 @@ pub fn hoist_globals(
     args: Vec<OsString>,
     runs_command: impl Fn(&str) -> Option<RunsCommand>,
 ) -> Vec<OsString> {
-    // Find the subcommand: the first token that is not a global option or its value.
-    let mut i = 1;
-    while i < args.len() {
-        let a = args[i].as_encoded_bytes();
-        if a == b"--" || !a.starts_with(b"-") {
-            break;
-        }
-        i += if takes_value(&args[i]) { 2 } else { 1 };
-    }
-    if i >= args.len() || args[i] == "--" {
+    let Some(sub) = subcommand_at(&args) else {
         return args;
-    }
-    let sub = i;
+    };
     let limit = args[sub].to_str().and_then(&runs_command);
     let mut front: Vec<OsString> = Vec::new();
     let mut rest: Vec<OsString> = Vec::with_capacity(args.len() - sub);
@@ -455,6 +467,20 @@ pub fn hoist_globals(
     out
 }
 
+/// Where the subcommand is in `args`: the first token after the program that
+/// is not a global option or its value (none before `--` or the end).
+fn subcommand_at(args: &[OsString]) -> Option<usize> {
+    let mut i = 1;
+    while i < args.len() {
+        let a = args[i].as_encoded_bytes();
+        if a == b"--" || !a.starts_with(b"-") {
+            break;
+        }
+        i += if takes_value(&args[i]) { 2 } else { 1 };
+    }
+    (i < args.len() && args[i] != "--").then_some(i)
+}
+
 /// Whether token `a` is the subcommand's valued option `v` waiting for its
 /// value in the next token: `--timeout`, `-w`, or `-w` ending a bundle of
 /// short flags (`-sw`).
@@ -497,10 +523,51 @@ fn takes_value(a: &OsStr) -> bool {
 /// Parses the command line, global options before or after the subcommand;
 /// on `--help`/`--version` prints and returns `Err(Success)`, on a usage
 /// error prints it and returns `Err(GeneralError)`.
-pub fn parse<C: clap::Parser>(
+pub fn parse<C: clap::Parser + LightCli>(
     runs_command: impl Fn(&str) -> Option<RunsCommand>,
 ) -> std::result::Result<C, Code> {
+    parse_with(runs_command, |_| None)
+}
+
+/// [`parse`], first with a light parser: the top level ([`LightCli::top`])
+/// and, when the command line names a subcommand, that one alone from
+/// `one_subcommand`. Building clap's tree of every subcommand, only to use
+/// one, was a third of a short call's instructions.
+///
+/// The light parse decides only what it decides as the whole tree would: a
+/// command line it accepts (the same arguments, so the same values), and
+/// `--version`. Anything else — help, `help SUB`, completions, man pages, a
+/// usage error with its suggestions — is parsed again by the whole tree,
+/// which prints exactly what it always did.
+pub fn parse_with<C: clap::Parser + LightCli>(
+    runs_command: impl Fn(&str) -> Option<RunsCommand>,
+    one_subcommand: OneSubcommand,
+) -> std::result::Result<C, Code> {
     let args = hoist_globals(std::env::args_os().collect(), runs_command);
+    let light = match subcommand_at(&args) {
+        None => Some(C::top()),
+        Some(i) => args[i]
+            .to_str()
+            .and_then(one_subcommand)
+            .map(|sub| C::top().subcommand(sub)),
+    };
+    if let Some(mut cmd) = light {
+        match cmd.try_get_matches_from_mut(&args) {
+            Ok(mut m) => {
+                if let Ok(c) = C::from_arg_matches_mut(&mut m) {
+                    // Not freed, as below.
+                    std::mem::forget(m);
+                    std::mem::forget(cmd);
+                    return Ok(c);
+                }
+            }
+            Err(e) if e.kind() == clap::error::ErrorKind::DisplayVersion => {
+                let _ = e.print();
+                return Err(Code::Success);
+            }
+            Err(_) => {}
+        }
+    }
     // Clap's parser and matches live until the process exits: they are not
     // freed (dropping the tree of every subcommand cost more than parsing).
     let mut cmd = C::command();
@@ -532,6 +599,66 @@ pub fn parse<C: clap::Parser>(
         }
         Code::GeneralError
     })
+}
+
+/// Runs a binary's `main` in place of std's start-up, and exits with its
+/// status: what each `src/bin/*.rs` C `main` calls (they are `#![no_main]`).
+///
+/// std's own start-up (`lang_start`) also sets up a guard for the main
+/// thread's stack, which parses /proc/self/maps with sscanf: a sixth of a
+/// short call's instructions, for a message on stack overflow (without it, an
+/// overflow is a plain SIGSEGV). What else it did that matters here is
+/// done the same way: standard descriptors 0–2 that are closed are opened on
+/// /dev/null (else the first file we open, say a state temp file, would get
+/// fd 1 and receive what we print), and SIGPIPE is ignored, so a closed
+/// stdout is an `EPIPE` that [`print`] ignores rather than a kill (children
+/// of `run` and `retry` get the default back, as std does for them). Command
+/// line arguments need nothing: std reads them on glibc from `.init_array`.
+/// The exit goes through [`std::process::exit`], which flushes stdout.
+pub fn start(main: fn() -> ExitCode) -> ! {
+    reopen_closed_standard_fds();
+    // SAFETY: setting a signal's disposition to SIG_IGN has no preconditions.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
+    let code = main();
+    // `ExitCode` keeps its number private (`exit_process` is unstable): find it.
+    let status = (0..=u8::MAX)
+        .find(|&n| ExitCode::from(n) == code)
+        .unwrap_or(1);
+    std::process::exit(i32::from(status))
+}
+
+/// Opens /dev/null on each of fds 0, 1 and 2 that is closed, as std's
+/// start-up does; aborts if it cannot (as std does: nothing is safe to open).
+fn reopen_closed_standard_fds() {
+    let mut fds = [0, 1, 2].map(|fd| libc::pollfd {
+        fd,
+        events: 0,
+        revents: 0,
+    });
+    // SAFETY: `fds` is a valid array of 3 pollfd; a zero timeout never blocks.
+    while unsafe { libc::poll(fds.as_mut_ptr(), 3, 0) } == -1 {
+        match io::Error::last_os_error().raw_os_error() {
+            Some(libc::EINTR) => continue,
+            // Too many descriptors or no memory for poll: ask each one.
+            Some(libc::EINVAL | libc::EAGAIN | libc::ENOMEM) => {
+                for fd in fds.iter_mut() {
+                    // SAFETY: F_GETFD on any number is harmless.
+                    let closed = unsafe { libc::fcntl(fd.fd, libc::F_GETFD) } == -1
+                        && io::Error::last_os_error().raw_os_error() == Some(libc::EBADF);
+                    fd.revents = if closed { libc::POLLNVAL } else { 0 };
+                }
+                break;
+            }
+            _ => std::process::abort(),
+        }
+    }
+    for _ in fds.iter().filter(|fd| fd.revents & libc::POLLNVAL != 0) {
+        // SAFETY: a NUL-terminated path. open returns the lowest free fd:
+        // this one, since the lower ones are open or were just opened.
+        if unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDWR) } == -1 {
+            std::process::abort();
+        }
+    }
 }
 
 /// Turns a subcommand's outcome into the process exit status, printing an

@@ -24,10 +24,7 @@ cli::binary_cli! {
 #[derive(Subcommand)]
 enum Command {
     /// Create the state (idempotent); repair a corrupt one from backups
-    Init {
-        #[command(flatten)]
-        json: cli::JsonArgs,
-    },
+    Init(InitArgs),
     /// Print the document, or one value by a jq-style path
     ///
     /// A missing path prints null. With -e (as jq -e), exit 1 when the value is
@@ -35,89 +32,26 @@ enum Command {
     /// works; that answer is not a failure (the audit event records exit 0).
     /// Exit 1 also when there is no state (a message on stderr says so), 3 if
     /// the state does not parse (run `state-manager recover`).
-    Read {
-        /// A path such as .phase or .degradedMode.enabled [default: .]
-        path: Option<String>,
-        /// Print strings without quotes
-        #[arg(short, long)]
-        raw: bool,
-        /// Exit 1 when the value is null, false or missing (as jq -e)
-        #[arg(short = 'e', long)]
-        exit_status: bool,
-        /// Accepted for symmetry: the output is JSON already (unless --raw)
-        #[arg(long)]
-        json: bool,
-        /// The value as JSON on one line
-        #[arg(short = 'c', long)]
-        compact: bool,
-    },
+    Read(ReadArgs),
     /// Replace the document (validated first)
     ///
     /// Exit 4 if it breaks the schema, --expect-revision does not match, or
     /// the document carries a metadata.revision older than the live state's
     /// (it was read before someone else wrote: read again, or --force).
-    Write {
-        /// The JSON document, or - for standard input
-        #[arg(value_name = "JSON")]
-        document: String,
-        /// Why, recorded in the backup's name
-        reason: Option<String>,
-        /// Refuse unless the stored metadata.revision is N
-        #[arg(long, value_name = "N")]
-        expect_revision: Option<u64>,
-        /// Write even if the document's metadata.revision is older than the
-        /// live state's (the live version is backed up first)
-        #[arg(long)]
-        force: bool,
-        #[command(flatten)]
-        json: cli::JsonArgs,
-    },
+    Write(WriteArgs),
     /// Set one value (atomic read-modify-write under the state lock)
-    Set {
-        /// A path such as .phase
-        path: String,
-        /// A JSON value such as '"impl"', 3 or '{"a":1}'
-        value: String,
-        /// Take VALUE as a plain string
-        #[arg(short, long)]
-        string: bool,
-        #[command(flatten)]
-        json: cli::JsonArgs,
-    },
+    Set(SetArgs),
     /// Apply an RFC 7396 merge patch (atomic, under the state lock)
-    Merge {
-        /// A JSON object; null deletes a key
-        patch: String,
-        #[command(flatten)]
-        json: cli::JsonArgs,
-    },
+    Merge(MergeArgs),
     /// Append a value to an array (created if missing; atomic)
-    Append {
-        /// A path such as .completedTasks
-        path: String,
-        /// A JSON value such as '"task-1"'
-        value: String,
-        /// Take VALUE as a plain string
-        #[arg(short, long)]
-        string: bool,
-        #[command(flatten)]
-        json: cli::JsonArgs,
-    },
+    Append(AppendArgs),
     /// Delete a key or an array element (atomic, under the state lock), as jq's del
     ///
     /// `.completedTasks[2]` and `.completedTasks[-1]` name elements (later ones move
     /// up). Exit 1 when there is no value at PATH (nothing changed; --missing-ok
     /// accepts that), 4 for `.`, `.metadata…` (the toolkit's) or a field the
     /// schema requires.
-    Del {
-        /// A path such as .context.ticket or .completedTasks[0]
-        path: String,
-        /// Exit 0 when there is nothing at PATH (nothing is changed or committed)
-        #[arg(long)]
-        missing_ok: bool,
-        #[command(flatten)]
-        json: cli::JsonArgs,
-    },
+    Del(DelArgs),
     /// Move a value to another path (atomic, under the state lock), as terraform state mv
     ///
     /// FROM is removed first, then TO is set in what remains (missing objects on
@@ -125,31 +59,13 @@ enum Command {
     /// event. Exit 1 when there is no value at FROM; 4 when TO holds a value
     /// (unless --force), TO is FROM or inside it, or either is `.` or `.metadata…`.
     /// Nothing changes when refused.
-    Mv {
-        /// The path of the value, such as .context.old
-        from: String,
-        /// Where it goes, such as .context.new
-        to: String,
-        /// Replace a value TO holds already
-        #[arg(long)]
-        force: bool,
-        #[command(flatten)]
-        json: cli::JsonArgs,
-    },
+    Mv(MvArgs),
     /// Record a signal: signals.NAME = now (epoch seconds), and .signals/NAME.json
-    Signal {
-        /// The signal, such as PHASE1_START
-        name: String,
-        #[command(flatten)]
-        json: cli::JsonArgs,
-    },
+    Signal(SignalArgs),
     /// Check the state against the schema
     ///
     /// Exit 0 valid, 3 does not parse, 4 schema violations (each printed with its JSON pointer).
-    Validate {
-        #[command(flatten)]
-        json: cli::JsonArgs,
-    },
+    Validate(ValidateArgs),
     /// Back up the current state
     Backup {
         /// Why, recorded in the backup's name [default: manual]
@@ -333,10 +249,7 @@ enum Command {
     /// Summarize the state (default)
     ///
     /// Exit 0 valid, 1 missing, 3 corrupt, 4 invalid.
-    Status {
-        #[command(flatten)]
-        json: cli::JsonArgs,
-    },
+    Status(StatusArgs),
     /// Review the audit log
     #[command(subcommand)]
     Audit(cli::audit::AuditCommand),
@@ -358,6 +271,148 @@ enum Command {
     Docs(cli::docs::Docs),
 }
 
+// The arguments of `Command::Init` (a type of its own so that
+// `one_subcommand` can build its parser alone).
+#[derive(clap::Args)]
+struct InitArgs {
+    #[command(flatten)]
+    json: cli::JsonArgs,
+}
+
+// The arguments of `Command::Read` (a type of its own so that
+// `one_subcommand` can build its parser alone).
+#[derive(clap::Args)]
+struct ReadArgs {
+    /// A path such as .phase or .degradedMode.enabled [default: .]
+    path: Option<String>,
+    /// Print strings without quotes
+    #[arg(short, long)]
+    raw: bool,
+    /// Exit 1 when the value is null, false or missing (as jq -e)
+    #[arg(short = 'e', long)]
+    exit_status: bool,
+    /// Accepted for symmetry: the output is JSON already (unless --raw)
+    #[arg(long)]
+    json: bool,
+    /// The value as JSON on one line
+    #[arg(short = 'c', long)]
+    compact: bool,
+}
+
+// The arguments of `Command::Write` (a type of its own so that
+// `one_subcommand` can build its parser alone).
+#[derive(clap::Args)]
+struct WriteArgs {
+    /// The JSON document, or - for standard input
+    #[arg(value_name = "JSON")]
+    document: String,
+    /// Why, recorded in the backup's name
+    reason: Option<String>,
+    /// Refuse unless the stored metadata.revision is N
+    #[arg(long, value_name = "N")]
+    expect_revision: Option<u64>,
+    /// Write even if the document's metadata.revision is older than the
+    /// live state's (the live version is backed up first)
+    #[arg(long)]
+    force: bool,
+    #[command(flatten)]
+    json: cli::JsonArgs,
+}
+
+// The arguments of `Command::Set` (a type of its own so that
+// `one_subcommand` can build its parser alone).
+#[derive(clap::Args)]
+struct SetArgs {
+    /// A path such as .phase
+    path: String,
+    /// A JSON value such as '"impl"', 3 or '{"a":1}'
+    value: String,
+    /// Take VALUE as a plain string
+    #[arg(short, long)]
+    string: bool,
+    #[command(flatten)]
+    json: cli::JsonArgs,
+}
+
+// The arguments of `Command::Merge` (a type of its own so that
+// `one_subcommand` can build its parser alone).
+#[derive(clap::Args)]
+struct MergeArgs {
+    /// A JSON object; null deletes a key
+    patch: String,
+    #[command(flatten)]
+    json: cli::JsonArgs,
+}
+
+// The arguments of `Command::Append` (a type of its own so that
+// `one_subcommand` can build its parser alone).
+#[derive(clap::Args)]
+struct AppendArgs {
+    /// A path such as .completedTasks
+    path: String,
+    /// A JSON value such as '"task-1"'
+    value: String,
+    /// Take VALUE as a plain string
+    #[arg(short, long)]
+    string: bool,
+    #[command(flatten)]
+    json: cli::JsonArgs,
+}
+
+// The arguments of `Command::Del` (a type of its own so that
+// `one_subcommand` can build its parser alone).
+#[derive(clap::Args)]
+struct DelArgs {
+    /// A path such as .context.ticket or .completedTasks[0]
+    path: String,
+    /// Exit 0 when there is nothing at PATH (nothing is changed or committed)
+    #[arg(long)]
+    missing_ok: bool,
+    #[command(flatten)]
+    json: cli::JsonArgs,
+}
+
+// The arguments of `Command::Mv` (a type of its own so that
+// `one_subcommand` can build its parser alone).
+#[derive(clap::Args)]
+struct MvArgs {
+    /// The path of the value, such as .context.old
+    from: String,
+    /// Where it goes, such as .context.new
+    to: String,
+    /// Replace a value TO holds already
+    #[arg(long)]
+    force: bool,
+    #[command(flatten)]
+    json: cli::JsonArgs,
+}
+
+// The arguments of `Command::Signal` (a type of its own so that
+// `one_subcommand` can build its parser alone).
+#[derive(clap::Args)]
+struct SignalArgs {
+    /// The signal, such as PHASE1_START
+    name: String,
+    #[command(flatten)]
+    json: cli::JsonArgs,
+}
+
+// The arguments of `Command::Validate` (a type of its own so that
+// `one_subcommand` can build its parser alone).
+#[derive(clap::Args)]
+struct ValidateArgs {
+    #[command(flatten)]
+    json: cli::JsonArgs,
+}
+
+// The arguments of `Command::Status` (a type of its own so that
+// `one_subcommand` can build its parser alone).
+#[derive(clap::Args)]
+struct StatusArgs {
+    #[command(flatten)]
+    json: cli::JsonArgs,
+}
+
 fn run(cli: Cli) -> Result<Code> {
     if let Some(Command::Hook(args)) = &cli.command {
         // Before the settings are checked: a hook reports a bad setting in the
@@ -369,18 +424,18 @@ fn run(cli: Cli) -> Result<Code> {
         return Ok(done.code);
     }
     let ctx = Ctx::new(TOOL, &cli.global)?;
-    let command = cli.command.unwrap_or(Command::Status {
+    let command = cli.command.unwrap_or(Command::Status(StatusArgs {
         json: cli::JsonArgs::default(),
-    });
+    }));
     match command {
-        Command::Init { json } => document::init(&ctx.with_output(&json)),
-        Command::Read {
+        Command::Init(InitArgs { json }) => document::init(&ctx.with_output(&json)),
+        Command::Read(ReadArgs {
             path,
             raw,
             exit_status,
             json,
             compact,
-        } => {
+        }) => {
             let out = cli::JsonArgs {
                 json,
                 compact,
@@ -388,45 +443,49 @@ fn run(cli: Cli) -> Result<Code> {
             };
             document::read(&ctx.with_output(&out), path.as_deref(), raw, exit_status)
         }
-        Command::Write {
+        Command::Write(WriteArgs {
             document: doc,
             reason,
             expect_revision,
             force,
             json,
-        } => document::write(
+        }) => document::write(
             &ctx.with_output(&json),
             &doc,
             reason.as_deref(),
             expect_revision,
             force,
         ),
-        Command::Set {
+        Command::Set(SetArgs {
             path,
             value,
             string,
             json,
-        } => document::set(&ctx.with_output(&json), &path, &value, string),
-        Command::Merge { patch, json } => document::merge(&ctx.with_output(&json), &patch),
-        Command::Append {
+        }) => document::set(&ctx.with_output(&json), &path, &value, string),
+        Command::Merge(MergeArgs { patch, json }) => {
+            document::merge(&ctx.with_output(&json), &patch)
+        }
+        Command::Append(AppendArgs {
             path,
             value,
             string,
             json,
-        } => document::append(&ctx.with_output(&json), &path, &value, string),
-        Command::Del {
+        }) => document::append(&ctx.with_output(&json), &path, &value, string),
+        Command::Del(DelArgs {
             path,
             missing_ok,
             json,
-        } => document::del(&ctx.with_output(&json), &path, missing_ok),
-        Command::Mv {
+        }) => document::del(&ctx.with_output(&json), &path, missing_ok),
+        Command::Mv(MvArgs {
             from,
             to,
             force,
             json,
-        } => document::mv(&ctx.with_output(&json), &from, &to, force),
-        Command::Signal { name, json } => document::signal(&ctx.with_output(&json), &name),
-        Command::Validate { json } => check::validate(&ctx.with_output(&json)),
+        }) => document::mv(&ctx.with_output(&json), &from, &to, force),
+        Command::Signal(SignalArgs { name, json }) => {
+            document::signal(&ctx.with_output(&json), &name)
+        }
+        Command::Validate(ValidateArgs { json }) => check::validate(&ctx.with_output(&json)),
         Command::Backup { reason, json } => {
             backups::backup(&ctx.with_output(&json), reason.as_deref())
         }
@@ -437,7 +496,7 @@ fn run(cli: Cli) -> Result<Code> {
             json,
         } => backups::recover(&ctx.with_output(&json), pattern.as_deref(), force),
         Command::Migrate { json } => document::migrate(&ctx.with_output(&json)),
-        Command::Status { json } => check::status(&ctx.with_output(&json)),
+        Command::Status(StatusArgs { json }) => check::status(&ctx.with_output(&json)),
         Command::MigrateBackend { to, force, json } => {
             states::migrate_backend(&ctx.with_output(&json), &to, force)
         }
@@ -476,8 +535,30 @@ fn run(cli: Cli) -> Result<Code> {
     }
 }
 
+/// The parser of the subcommand `name` alone, for the commands every hook
+/// and script calls (see [`cli::parse_with`]); the others are parsed by the
+/// whole tree.
+fn one_subcommand(name: &str) -> Option<clap::Command> {
+    use clap::{Args, Command as Sub};
+    Some(match name {
+        "init" => InitArgs::augment_args(Sub::new("init")),
+        "read" => ReadArgs::augment_args(Sub::new("read")),
+        "write" => WriteArgs::augment_args(Sub::new("write")),
+        "set" => SetArgs::augment_args(Sub::new("set")),
+        "merge" => MergeArgs::augment_args(Sub::new("merge")),
+        "append" => AppendArgs::augment_args(Sub::new("append")),
+        "del" => DelArgs::augment_args(Sub::new("del")),
+        "mv" => MvArgs::augment_args(Sub::new("mv")),
+        "signal" => SignalArgs::augment_args(Sub::new("signal")),
+        "validate" => ValidateArgs::augment_args(Sub::new("validate")),
+        "status" => StatusArgs::augment_args(Sub::new("status")),
+        "hook" => HookArgs::augment_args(Sub::new("hook")),
+        _ => return None,
+    })
+}
+
 pub fn main() -> ExitCode {
-    match cli::parse::<Cli>(|_| None) {
+    match cli::parse_with::<Cli>(|_| None, one_subcommand) {
         Ok(cli) => {
             let output = cli::Output::from_args(std::env::args_os());
             cli::finish(TOOL, output, run(cli))

@@ -24,6 +24,7 @@ mod reliability;
 mod retry_habits;
 mod server;
 mod shims;
+mod startup;
 mod state;
 mod state_habits;
 mod trust_files;
