@@ -78,8 +78,13 @@ pub fn read(ctx: &Ctx, path_expr: Option<&str>, raw: bool, exit_status: bool) ->
             }
             return Ok(Code::Success);
         }
-        let doc = state.parse(&bytes)?;
-        let value = path::get(&doc, &segs).unwrap_or(&Value::Null);
+        // Only the value asked for is built (the rest is checked as it is
+        // skipped); a document that does not parse gets the error of a whole parse.
+        let value = match path::extract(&bytes, &segs) {
+            Ok(v) => v,
+            Err(_) => path::get(&state.parse(&bytes)?, &segs).cloned(),
+        };
+        let value = &value.unwrap_or(Value::Null);
         match value {
             Value::String(s) if raw => cli::println(s),
             v if ctx.output.compact => {
