@@ -184,7 +184,7 @@ impl StateStore for FileBackend {
 
     fn parse(&self, bytes: &[u8]) -> Result<Value> {
         // The resolved path is wanted only in the message of a failure.
-        serde_json::from_slice(bytes).or_else(|_| {
+        store::parse_json(bytes).or_else(|_| {
             let st = self.open_state(Retention::default())?;
             store::parse_state(bytes, st.path())
         })

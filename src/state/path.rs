@@ -139,6 +139,14 @@ pub fn get<'v>(doc: &'v Value, segs: &[Seg]) -> Option<&'v Value> {
 /// its array while scanning it.
 pub fn extract(bytes: &[u8], segs: &[Seg]) -> serde_json::Result<Option<Value>> {
     use serde::de::DeserializeSeed;
+    // UTF-8 checked once for the whole input, not once per string (as
+    // `store::parse_json`); invalid UTF-8 gets from_slice's error.
+    if let Ok(text) = std::str::from_utf8(bytes) {
+        let mut de = serde_json::Deserializer::from_str(text);
+        let found = At(segs).deserialize(&mut de)?;
+        de.end()?;
+        return Ok(found);
+    }
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let found = At(segs).deserialize(&mut de)?;
     de.end()?;
