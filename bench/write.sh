@@ -43,7 +43,7 @@ bench() {
   hyperfine -N --warmup 5 --runs "$2" --export-json "$out/$1.json" "$3" >/dev/null 2>&1 ||
     echo "bench: $1 failed: $3" >&2
 }
-med() { jq -r '.results[0].median * 1000' "$out/$1.json" 2>/dev/null || echo nan; }
+med() { jq -r '.results[0].median * 100000 | round / 100' "$out/$1.json" 2>/dev/null || echo nan; }
 # count COMMAND...: instructions (callgrind's "Collected" total).
 count() { valgrind --tool=callgrind --callgrind-out-file=/dev/null "$@" 2>&1 >/dev/null | awk '/Collected/ {print $4}'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "nan" }'; }
