@@ -50,19 +50,33 @@ static SEQ: AtomicU32 = AtomicU32::new(0);
 pub fn replace(path: &Path, bytes: &[u8], durability: Durability) -> Result<()> {
     // A cleaner can remove our temp file in the instant between its creation
     // and our flock; the rename then fails with NotFound and one retry suffices.
-    match replace_once(path, bytes, durability) {
+    match replace_once(path, bytes, durability, &[]) {
         Err(e) if e.io_kind() == Some(io::ErrorKind::NotFound) && e.path() == Some(path) => {
-            replace_once(path, bytes, durability)
+            replace_once(path, bytes, durability, &[])
         }
         other => other,
     }
 }
 
-fn replace_once(path: &Path, bytes: &[u8], durability: Durability) -> Result<()> {
-    replace_with(path, durability, |w| {
+fn replace_once(path: &Path, bytes: &[u8], durability: Durability, first: &[&Path]) -> Result<()> {
+    replace_as(path, durability, false, first, |w| {
         w.write_all(bytes)
             .map_err(|e| Error::io(e, "cannot write", path))
     })
+}
+
+/// [`replace`], durable, that also fsyncs the folders `first` after the new
+/// bytes are on disk and before the rename: a change made there earlier (a
+/// backup's link) is durable before the new file can be seen. On ext4 the
+/// new file's fdatasync commits the journal transaction holding that change
+/// too, so each of these fsyncs finds nothing left to write.
+pub fn replace_syncing(path: &Path, bytes: &[u8], first: &[&Path]) -> Result<()> {
+    match replace_once(path, bytes, Durability::Durable, first) {
+        Err(e) if e.io_kind() == Some(io::ErrorKind::NotFound) && e.path() == Some(path) => {
+            replace_once(path, bytes, Durability::Durable, first)
+        }
+        other => other,
+    }
 }
 
 /// [`replace`] with the new bytes streamed by `fill` into the temp file
@@ -72,16 +86,18 @@ pub fn replace_with<T>(
     durability: Durability,
     fill: impl FnOnce(&mut dyn Write) -> Result<T>,
 ) -> Result<T> {
-    replace_as(path, durability, false, fill)
+    replace_as(path, durability, false, &[], fill)
 }
 
 /// [`replace_with`]; when `shared`, the new file gets the mode a shell
 /// redirection would give it (the replaced file's, else 0644 less the
-/// umask) instead of 0600, set before the rename.
+/// umask) instead of 0600, set before the rename; the folders `first` are
+/// fsynced before the rename (see [`replace_syncing`]).
 fn replace_as<T>(
     path: &Path,
     durability: Durability,
     shared: bool,
+    first: &[&Path],
     fill: impl FnOnce(&mut dyn Write) -> Result<T>,
 ) -> Result<T> {
     refuse_special(path)?;
@@ -119,6 +135,9 @@ fn replace_as<T>(
             w.get_ref()
                 .sync_data()
                 .map_err(|e| Error::io(e, "cannot flush to disk", &tmp))?;
+        }
+        for dir in first {
+            sync_dir(dir)?;
         }
         fs::rename(&tmp, path).map_err(|e| Error::io(e, "cannot rename into place", path))?;
         Ok(value)
@@ -347,7 +366,7 @@ fn write_output_as<T>(
     } else {
         path.to_path_buf()
     };
-    replace_as(&target, Durability::Durable, shared, fill)
+    replace_as(&target, Durability::Durable, shared, &[], fill)
 }
 
 /// Whether `path` names the file our standard output is (`/dev/stdout`, a

@@ -184,7 +184,7 @@ impl StateStore for FileBackend {
 
     fn parse(&self, bytes: &[u8]) -> Result<Value> {
         // The resolved path is wanted only in the message of a failure.
-        serde_json::from_slice(bytes).or_else(|_| {
+        store::parse_json(bytes).or_else(|_| {
             let st = self.open_state(Retention::default())?;
             store::parse_state(bytes, st.path())
         })
@@ -201,10 +201,31 @@ impl StateStore for FileBackend {
         let txn = st.begin(access.owner)?;
         waited(txn.waited);
         let old = txn.load_opt()?;
-        match change(old.as_ref())? {
+        let commit = match change(old.as_ref())? {
             Some(new) => txn.commit(old.as_ref(), new, reason).map(Some),
             None => Ok(None),
+        };
+        if let Some(old) = old {
+            store::release(old);
         }
+        commit
+    }
+
+    fn update(
+        &self,
+        access: Access<'_>,
+        reason: &str,
+        change: Change<'_>,
+        waited: &mut dyn FnMut(Duration),
+    ) -> Result<Commit> {
+        let st = self.open_state(access.retention)?;
+        let txn = st.begin(access.owner)?;
+        waited(txn.waited);
+        // Edited in place, not in a copy: the stamp needs only the old metadata.
+        let mut doc = txn.load()?;
+        let basis = document::stamp_basis(&doc);
+        change(&mut doc)?;
+        txn.commit(Some(&basis), doc, reason)
     }
 
     fn list_backups(&self) -> Result<Vec<Backup>> {

@@ -118,6 +118,20 @@ pub fn ensure_dir(cfg: &Config) -> Result<PathBuf> {
 /// Backs up `source` (the state file) with `reason`; `None` when there is no
 /// source. Durable: the link is fsynced into the backups folder.
 pub fn create(cfg: &Config, source: &Path, reason: &str) -> Result<Option<PathBuf>> {
+    let made = link(cfg, source, reason)?;
+    if let Some(p) = &made
+        && let Some(dir) = p.parent()
+    {
+        durable::sync_dir(dir)?;
+    }
+    Ok(made)
+}
+
+/// [`create`] without the fsync of the backups folder: the caller makes
+/// the link durable before it depends on it (a commit does, before its
+/// rename: [`durable::replace_syncing`]). A copy made across filesystems
+/// is durable already.
+pub fn link(cfg: &Config, source: &Path, reason: &str) -> Result<Option<PathBuf>> {
     if !source.exists() {
         return Ok(None);
     }
@@ -135,10 +149,7 @@ pub fn create(cfg: &Config, source: &Path, reason: &str) -> Result<Option<PathBu
         let name = format!("state-{stamp}-{seq:06}-{reason}.json");
         let path = dir.join(&name);
         match fs::hard_link(source, &path) {
-            Ok(()) => {
-                durable::sync_dir(&dir)?;
-                return Ok(Some(path));
-            }
+            Ok(()) => return Ok(Some(path)),
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             // Another filesystem (a mount inside the root): copy instead.

@@ -247,6 +247,16 @@ pub fn stamp_at(doc: &mut Value, old: Option<&Value>, now: String) -> Result<()>
     Ok(())
 }
 
+/// What [`stamp`] reads of the version a document replaces: its `metadata`
+/// alone. A transaction that edits the loaded document in place keeps this
+/// instead of a copy of the whole document.
+pub fn stamp_basis(old: &Value) -> Value {
+    match old.get("metadata") {
+        Some(m) => json!({ "metadata": m.clone() }),
+        None => json!({}),
+    }
+}
+
 fn revision_of(m: &Map<String, Value>) -> u64 {
     m.get("revision").and_then(Value::as_u64).unwrap_or(0)
 }
@@ -393,6 +403,274 @@ pub fn seal(doc: &mut Value) {
     }
 }
 
+/// `doc` sealed (as [`seal`]) and serialized as the state file holds it:
+/// pretty, with a final newline. One serialization pass writes the pretty
+/// bytes and feeds the compact form the checksum covers to the hash (see
+/// [`Tee`]); the checksum is then put in place in those bytes. The result
+/// is byte for byte `to_vec_pretty` of the sealed document, without
+/// serializing it twice or holding its compact form in memory.
+pub fn seal_pretty(doc: &mut Value) -> Vec<u8> {
+    let Some(meta) = doc.get_mut("metadata").and_then(Value::as_object_mut) else {
+        return pretty_line(doc);
+    };
+    meta.shift_remove("checksum");
+    if meta.is_empty() {
+        // No member to put the checksum after (a stamped document always has some).
+        seal(doc);
+        return pretty_line(doc);
+    }
+    let mut tee = Tee::default();
+    let mut bytes = Vec::with_capacity(4096);
+    {
+        let mut ser = serde_json::Serializer::with_formatter(&mut bytes, &mut tee);
+        serde::Serialize::serialize(&*doc, &mut ser).expect("a JSON value always serializes");
+    }
+    let (hash, meta_end) = tee.finish();
+    let sum = format!("{PREFIX}{}", hex(&hash));
+    let Some(at) = meta_end else {
+        unreachable!("a top-level metadata object always ends");
+    };
+    // The member `to_vec_pretty` writes last in `metadata` (at depth 2).
+    let member = format!(",\n    \"checksum\": \"{sum}\"");
+    bytes.splice(at..at, member.into_bytes());
+    bytes.push(b'\n');
+    if let Some(meta) = doc.get_mut("metadata").and_then(Value::as_object_mut) {
+        meta.insert("checksum".into(), Value::String(sum));
+    }
+    bytes
+}
+
+fn pretty_line(doc: &Value) -> Vec<u8> {
+    let mut bytes = serde_json::to_vec_pretty(doc).expect("a JSON value always serializes");
+    bytes.push(b'\n');
+    bytes
+}
+
+/// A serde_json formatter that writes the pretty form (to the serializer's
+/// writer) and the compact form (to a SHA-256, through a 64 KiB buffer) of
+/// one pass over a document, and notes where in the pretty bytes the
+/// top-level `metadata` object's closing starts (where [`seal_pretty`]
+/// puts the checksum). Every method of `Formatter` is forwarded to both
+/// sides: one left to its default would write the pretty side only.
+#[derive(Default)]
+struct Tee {
+    pretty: serde_json::ser::PrettyFormatter<'static>,
+    compact: Vec<u8>,
+    hash: Sha256,
+    /// Bytes written to the pretty side so far.
+    at: usize,
+    /// Nesting of arrays and objects at this point (the document is 1 inside).
+    depth: usize,
+    /// Inside a key of the top-level object, and its text so far.
+    in_top_key: bool,
+    top_key: Vec<u8>,
+    /// Whether the current top-level member is `metadata`.
+    in_meta: bool,
+    meta_end: Option<usize>,
+}
+
+impl Tee {
+    fn finish(mut self) -> (Vec<u8>, Option<usize>) {
+        self.hash.update(&self.compact);
+        (self.hash.finalize().to_vec(), self.meta_end)
+    }
+
+    fn spill(&mut self) {
+        if self.compact.len() >= 1 << 16 {
+            self.hash.update(&self.compact);
+            self.compact.clear();
+        }
+    }
+}
+
+/// A writer that counts what passes through it into `n`.
+struct Counted<'w, W: ?Sized> {
+    inner: &'w mut W,
+    n: &'w mut usize,
+}
+
+impl<W: ?Sized + std::io::Write> std::io::Write for Counted<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let k = self.inner.write(buf)?;
+        *self.n += k;
+        Ok(k)
+    }
+    fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        self.inner.write_all(buf)?;
+        *self.n += buf.len();
+        Ok(())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Forwards one `Formatter` method to both sides of a [`Tee`].
+macro_rules! tee {
+    ($name:ident $(, $arg:ident : $ty:ty)*) => {
+        fn $name<W: ?Sized + std::io::Write>(&mut self, w: &mut W $(, $arg: $ty)*) -> std::io::Result<()> {
+            let mut w = Counted { inner: w, n: &mut self.at };
+            self.pretty.$name(&mut w $(, $arg)*)?;
+            serde_json::ser::CompactFormatter.$name(&mut self.compact $(, $arg)*)?;
+            self.spill();
+            Ok(())
+        }
+    };
+}
+
+impl serde_json::ser::Formatter for &mut Tee {
+    tee!(write_null);
+    tee!(write_bool, v: bool);
+    tee!(write_i8, v: i8);
+    tee!(write_i16, v: i16);
+    tee!(write_i32, v: i32);
+    tee!(write_i64, v: i64);
+    tee!(write_i128, v: i128);
+    tee!(write_u8, v: u8);
+    tee!(write_u16, v: u16);
+    tee!(write_u32, v: u32);
+    tee!(write_u64, v: u64);
+    tee!(write_u128, v: u128);
+    tee!(write_f32, v: f32);
+    tee!(write_f64, v: f64);
+    tee!(write_number_str, v: &str);
+    tee!(begin_string);
+    tee!(end_string);
+    tee!(write_raw_fragment, v: &str);
+    tee!(write_byte_array, v: &[u8]);
+    tee!(end_array_value);
+    tee!(begin_object_value);
+    tee!(end_object_value);
+    tee!(begin_array_value, first: bool);
+
+    fn write_string_fragment<W: ?Sized + std::io::Write>(
+        &mut self,
+        w: &mut W,
+        fragment: &str,
+    ) -> std::io::Result<()> {
+        if self.in_top_key && self.top_key.len() <= 8 {
+            self.top_key.extend_from_slice(fragment.as_bytes());
+        }
+        let mut w = Counted {
+            inner: w,
+            n: &mut self.at,
+        };
+        self.pretty.write_string_fragment(&mut w, fragment)?;
+        self.compact.extend_from_slice(fragment.as_bytes());
+        self.spill();
+        Ok(())
+    }
+
+    fn write_char_escape<W: ?Sized + std::io::Write>(
+        &mut self,
+        w: &mut W,
+        escape: serde_json::ser::CharEscape,
+    ) -> std::io::Result<()> {
+        use serde_json::ser::CharEscape;
+        if self.in_top_key {
+            // No escape is in "metadata": this key is another one.
+            self.top_key.push(0);
+        }
+        // CharEscape is not Copy: make the same escape for the second side.
+        let again = match &escape {
+            CharEscape::Quote => CharEscape::Quote,
+            CharEscape::ReverseSolidus => CharEscape::ReverseSolidus,
+            CharEscape::Solidus => CharEscape::Solidus,
+            CharEscape::Backspace => CharEscape::Backspace,
+            CharEscape::FormFeed => CharEscape::FormFeed,
+            CharEscape::LineFeed => CharEscape::LineFeed,
+            CharEscape::CarriageReturn => CharEscape::CarriageReturn,
+            CharEscape::Tab => CharEscape::Tab,
+            CharEscape::AsciiControl(b) => CharEscape::AsciiControl(*b),
+        };
+        let mut w = Counted {
+            inner: w,
+            n: &mut self.at,
+        };
+        self.pretty.write_char_escape(&mut w, escape)?;
+        serde_json::ser::CompactFormatter.write_char_escape(&mut self.compact, again)?;
+        self.spill();
+        Ok(())
+    }
+
+    fn begin_array<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.depth += 1;
+        let mut w = Counted {
+            inner: w,
+            n: &mut self.at,
+        };
+        self.pretty.begin_array(&mut w)?;
+        serde_json::ser::CompactFormatter.begin_array(&mut self.compact)
+    }
+
+    fn end_array<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.depth -= 1;
+        let mut w = Counted {
+            inner: w,
+            n: &mut self.at,
+        };
+        self.pretty.end_array(&mut w)?;
+        serde_json::ser::CompactFormatter.end_array(&mut self.compact)?;
+        self.spill();
+        Ok(())
+    }
+
+    fn begin_object<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.depth += 1;
+        let mut w = Counted {
+            inner: w,
+            n: &mut self.at,
+        };
+        self.pretty.begin_object(&mut w)?;
+        serde_json::ser::CompactFormatter.begin_object(&mut self.compact)
+    }
+
+    fn end_object<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        if self.depth == 2 && self.in_meta && self.meta_end.is_none() {
+            self.meta_end = Some(self.at);
+        }
+        self.depth -= 1;
+        let mut w = Counted {
+            inner: w,
+            n: &mut self.at,
+        };
+        self.pretty.end_object(&mut w)?;
+        serde_json::ser::CompactFormatter.end_object(&mut self.compact)?;
+        self.spill();
+        Ok(())
+    }
+
+    fn begin_object_key<W: ?Sized + std::io::Write>(
+        &mut self,
+        w: &mut W,
+        first: bool,
+    ) -> std::io::Result<()> {
+        if self.depth == 1 {
+            self.in_top_key = true;
+            self.top_key.clear();
+        }
+        let mut w = Counted {
+            inner: w,
+            n: &mut self.at,
+        };
+        self.pretty.begin_object_key(&mut w, first)?;
+        serde_json::ser::CompactFormatter.begin_object_key(&mut self.compact, first)
+    }
+
+    fn end_object_key<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        if self.depth == 1 {
+            self.in_top_key = false;
+            self.in_meta = self.top_key == b"metadata";
+        }
+        let mut w = Counted {
+            inner: w,
+            n: &mut self.at,
+        };
+        self.pretty.end_object_key(&mut w)?;
+        serde_json::ser::CompactFormatter.end_object_key(&mut self.compact)
+    }
+}
+
 /// What a document's embedded checksum says about it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Seal {
@@ -442,6 +720,49 @@ fn short(sum: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `seal` then `to_vec_pretty`: the two passes `seal_pretty` replaces.
+    fn sealed_twice(doc: &Value) -> (Value, Vec<u8>) {
+        let mut d = doc.clone();
+        seal(&mut d);
+        let mut bytes = serde_json::to_vec_pretty(&d).unwrap();
+        bytes.push(b'\n');
+        (d, bytes)
+    }
+
+    #[test]
+    fn seal_pretty_writes_the_bytes_and_checksum_of_seal_then_pretty() {
+        let docs = [
+            fresh(),
+            json!({"metadata": {"revision": 1, "checksum": "stale"}, "phase": "x"}),
+            // metadata first, last, nested deeper, keys that escape, a key
+            // that starts like it, numbers of every kind, empty containers.
+            json!({"metadata": {"a": 1}, "z": [1, -2, 2.5, 1e300, u64::MAX, {"metadata": {}}]}),
+            json!({"metadatax": {"q": "\"\\\n\t\u{1}é€😀"}, "meta\ndata": 1, "metadata": {"k\"": [[], {}]}}),
+            json!({"a": {"metadata": {"b": 1}}, "metadata": {"created": "t", "checksum": 5}}),
+            json!({"x": [[[{"y": null, "z": true}]]], "metadata": {"m": {"n": [false]}}, "w": ""}),
+        ];
+        for doc in docs {
+            let (want_doc, want_bytes) = sealed_twice(&doc);
+            let mut got = doc.clone();
+            let bytes = seal_pretty(&mut got);
+            assert_eq!(
+                String::from_utf8(bytes).unwrap(),
+                String::from_utf8(want_bytes).unwrap()
+            );
+            assert_eq!(got, want_doc);
+            assert_eq!(check_seal(&got), Seal::Verified);
+        }
+        // Without a metadata object (or with an empty one) it still writes what seal would.
+        for doc in [
+            json!({"a": 1}),
+            json!({"metadata": {}}),
+            json!({"metadata": 3}),
+        ] {
+            let mut got = doc.clone();
+            assert_eq!(seal_pretty(&mut got), sealed_twice(&doc).1);
+        }
+    }
 
     #[test]
     fn stamp_keeps_created_and_bumps_revision() {

@@ -4,6 +4,9 @@
 //!
 //! Only paths, not jq's language: enough for scripts to read and set values
 //! without a jq dependency.
+//!
+//! [`extract`] reads one value out of a document's bytes without building
+//! the rest of it: `read PATH` on a large state pays for a scan, not a tree.
 
 use serde_json::{Map, Value};
 
@@ -125,6 +128,209 @@ pub fn get<'v>(doc: &'v Value, segs: &[Seg]) -> Option<&'v Value> {
         (Seg::Index(n), Value::Array(a)) => index_of(*n, a.len()).and_then(|i| a.get(i)),
         _ => None,
     })
+}
+
+/// The value at `segs` in the JSON document `bytes`, as parsing it whole
+/// and taking [`get`] would give (`None`: no value there), building only
+/// that value: everything else is checked as it is skipped, with the same
+/// errors as a whole parse (syntax, nesting, numbers out of range, trailing
+/// bytes). A key repeated in an object counts once, its last value, as in
+/// a parsed [`Value`]. A negative index keeps only the last |n| elements of
+/// its array while scanning it.
+pub fn extract(bytes: &[u8], segs: &[Seg]) -> serde_json::Result<Option<Value>> {
+    use serde::de::DeserializeSeed;
+    // UTF-8 checked once for the whole input, not once per string (as
+    // `store::parse_json`); invalid UTF-8 gets from_slice's error.
+    if let Ok(text) = std::str::from_utf8(bytes) {
+        let mut de = serde_json::Deserializer::from_str(text);
+        let found = At(segs).deserialize(&mut de)?;
+        de.end()?;
+        return Ok(found);
+    }
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let found = At(segs).deserialize(&mut de)?;
+    de.end()?;
+    Ok(found)
+}
+
+/// The value at the path below the one being read (see [`extract`]).
+struct At<'s>(&'s [Seg]);
+
+/// A value skipped by [`extract`]: read through `deserialize_any` (not
+/// `IgnoredAny`), so nesting is limited as for a [`Value`]; nothing is kept.
+struct Skip;
+
+/// Whether an object key is the one wanted.
+struct KeyIs<'k>(&'k str);
+
+impl<'de> serde::de::DeserializeSeed<'de> for At<'_> {
+    type Value = Option<Value>;
+    fn deserialize<D: serde::Deserializer<'de>>(
+        self,
+        d: D,
+    ) -> std::result::Result<Self::Value, D::Error> {
+        if self.0.is_empty() {
+            return serde::Deserialize::deserialize(d).map(Some);
+        }
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for At<'_> {
+    type Value = Option<Value>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(
+        self,
+        mut map: A,
+    ) -> std::result::Result<Self::Value, A::Error> {
+        let Seg::Key(want) = &self.0[0] else {
+            while map.next_key_seed(Skip)?.is_some() {
+                map.next_value_seed(Skip)?;
+            }
+            return Ok(None);
+        };
+        let mut found = None;
+        while let Some(hit) = map.next_key_seed(KeyIs(want))? {
+            if hit {
+                found = map.next_value_seed(At(&self.0[1..]))?;
+            } else {
+                map.next_value_seed(Skip)?;
+            }
+        }
+        Ok(found)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(
+        self,
+        mut seq: A,
+    ) -> std::result::Result<Self::Value, A::Error> {
+        let (n, rest) = match &self.0[0] {
+            Seg::Index(n) => (*n, &self.0[1..]),
+            Seg::Key(_) => {
+                while seq.next_element_seed(Skip)?.is_some() {}
+                return Ok(None);
+            }
+        };
+        if n >= 0 {
+            let mut found = None;
+            let mut i = 0i64;
+            loop {
+                if i == n {
+                    match seq.next_element_seed(At(rest))? {
+                        Some(v) => found = v,
+                        None => break,
+                    }
+                } else if seq.next_element_seed(Skip)?.is_none() {
+                    break;
+                }
+                i += 1;
+            }
+            return Ok(found);
+        }
+        // From the end: the last |n| elements, the first of them wanted.
+        let keep = n.unsigned_abs() as usize;
+        let mut last = std::collections::VecDeque::new();
+        while let Some(v) = seq.next_element::<Value>()? {
+            if last.len() == keep {
+                last.pop_front();
+            }
+            last.push_back(v);
+        }
+        if last.len() < keep {
+            return Ok(None);
+        }
+        Ok(last.pop_front().and_then(|v| get(&v, rest).cloned()))
+    }
+
+    fn visit_bool<E>(self, _: bool) -> std::result::Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_i64<E>(self, _: i64) -> std::result::Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_u64<E>(self, _: u64) -> std::result::Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_f64<E>(self, _: f64) -> std::result::Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_str<E>(self, _: &str) -> std::result::Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_unit<E>(self) -> std::result::Result<Self::Value, E> {
+        Ok(None)
+    }
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for Skip {
+    type Value = ();
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> std::result::Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Skip {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(
+        self,
+        mut map: A,
+    ) -> std::result::Result<(), A::Error> {
+        while map.next_key_seed(Skip)?.is_some() {
+            map.next_value_seed(Skip)?;
+        }
+        Ok(())
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(
+        self,
+        mut seq: A,
+    ) -> std::result::Result<(), A::Error> {
+        while seq.next_element_seed(Skip)?.is_some() {}
+        Ok(())
+    }
+    fn visit_bool<E>(self, _: bool) -> std::result::Result<(), E> {
+        Ok(())
+    }
+    fn visit_i64<E>(self, _: i64) -> std::result::Result<(), E> {
+        Ok(())
+    }
+    fn visit_u64<E>(self, _: u64) -> std::result::Result<(), E> {
+        Ok(())
+    }
+    fn visit_f64<E>(self, _: f64) -> std::result::Result<(), E> {
+        Ok(())
+    }
+    fn visit_str<E>(self, _: &str) -> std::result::Result<(), E> {
+        Ok(())
+    }
+    fn visit_unit<E>(self) -> std::result::Result<(), E> {
+        Ok(())
+    }
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for KeyIs<'_> {
+    type Value = bool;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> std::result::Result<bool, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for KeyIs<'_> {
+    type Value = bool;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("an object key")
+    }
+    fn visit_str<E>(self, key: &str) -> std::result::Result<bool, E> {
+        Ok(key == self.0)
+    }
 }
 
 /// Sets the value at `segs`, creating missing objects on the way; an index
@@ -301,6 +507,62 @@ pub fn type_name(v: &Value) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn extract_finds_what_a_whole_parse_finds_and_fails_where_it_fails() {
+        let text = r#"{"a": {"b": [10, {"c": "x"}, [1, 2]], "d\"e": null},
+            "dup": 1, "n": 1.5e3, "s": "t\u00e9", "dup": {"k": [true]}, "l": []}"#;
+        let doc: Value = serde_json::from_str(text).unwrap();
+        let paths = [
+            ".",
+            ".a",
+            ".a.b",
+            ".a.b[1].c",
+            ".a.b[-1]",
+            ".a.b[-1][0]",
+            ".a.b[-3]",
+            ".a.b[-4]",
+            ".a.b[3]",
+            ".a.b[0].x",
+            ".a[\"d\\\"e\"]",
+            ".dup",
+            ".dup.k[0]",
+            ".n",
+            ".s",
+            ".s.x",
+            ".l[0]",
+            ".l[-1]",
+            ".missing",
+            ".a.b.c",
+            ".dup[0]",
+        ];
+        for p in paths {
+            let segs = parse(p).unwrap();
+            assert_eq!(
+                extract(text.as_bytes(), &segs).unwrap(),
+                get(&doc, &segs).cloned(),
+                "{p}"
+            );
+        }
+        let deep = format!(
+            "{{\"a\": 1, \"b\": {}{}}}",
+            "[".repeat(200),
+            "]".repeat(200)
+        );
+        for bad in [
+            "{\"a\": 1,}",
+            "{\"a\": 1} x",
+            "{\"b\": [1, 2e999], \"a\": 1}",
+            "{\"b\": \"\\q\", \"a\": 1}",
+            deep.as_str(),
+        ] {
+            assert!(serde_json::from_str::<Value>(bad).is_err(), "{bad}");
+            assert!(
+                extract(bad.as_bytes(), &parse(".a").unwrap()).is_err(),
+                "{bad}"
+            );
+        }
+    }
     use serde_json::json;
 
     #[test]

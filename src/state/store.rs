@@ -4,14 +4,24 @@
 //! A commit validates the document against the schema (an invalid one is
 //! refused with exit 4 and nothing changes), stamps the toolkit-owned
 //! metadata (`revision` + 1, `lastModified`, `checksum` — see
-//! [`super::integrity`]), keeps the previous version as a backup, replaces the file through [`durable::replace`] and prunes old
-//! backups. Readers take no lock: the file is only ever replaced whole.
+//! [`super::integrity`]; computed in the pass that serializes the
+//! document, [`document::seal_pretty`]), keeps the previous version as a
+//! backup (a hard link), replaces the file through
+//! [`durable::replace_syncing`] and prunes old backups. Readers take no
+//! lock: the file is only ever replaced whole.
+//!
+//! The syncs of a commit, in order: the new file's data (fdatasync), the
+//! backups folder (the link of the old version), the rename, the state's
+//! folder. A crash before the rename's fsync leaves the old version with
+//! its backup durable or not yet linked; after it, the new version and the
+//! backup of the old one.
 //!
 //! Read-modify-write happens inside one [`Txn`], which holds the `state`
 //! lock's mutex (see [`crate::lock::transaction`]) from before the read until
 //! after the write, so N concurrent shells lose no update.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -20,7 +30,7 @@ use super::backup::{self, Retention};
 use super::document;
 use super::schema;
 use crate::config::{Config, MAX_INPUT_BYTES};
-use crate::durable::{self, Durability};
+use crate::durable;
 use crate::error::{Error, Result};
 use crate::lock::{self, Identity};
 
@@ -122,12 +132,22 @@ impl<'a> Store<'a> {
 
 /// Parses state bytes; exit 3 naming `recover` when they are not JSON.
 pub fn parse_state(bytes: &[u8], path: &Path) -> Result<Value> {
-    serde_json::from_slice(bytes).map_err(|e| {
+    parse_json(bytes).map_err(|e| {
         Error::corruption("state file does not parse")
             .with_path(path)
             .because(e)
             .hint("run 'state-manager recover' to restore the newest valid backup")
     })
+}
+
+/// Parses JSON `bytes` as `serde_json::from_slice` does, the same value and
+/// the same errors, but checks UTF-8 once for the whole input (a fast scan)
+/// instead of once per string: a large state has hundreds of thousands.
+pub fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> serde_json::Result<T> {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => serde_json::from_str(text),
+        Err(_) => serde_json::from_slice(bytes),
+    }
 }
 
 /// A read-modify-write of the state, holding the `state` lock until dropped.
@@ -169,11 +189,12 @@ impl Txn<'_, '_> {
     ) -> Result<Commit> {
         let started = Instant::now();
         document::stamp(&mut new, old)?;
-        // After the stamp, so the checksum covers the new revision and time.
-        document::seal(&mut new);
+        // After the stamp, so the checksum covers the new revision and time;
+        // sealed in the pass that serializes it.
+        let bytes = document::seal_pretty(&mut new);
         check_schema(&new)?;
-        let mut bytes = serde_json::to_vec_pretty(&new).expect("a JSON value always serializes");
-        bytes.push(b'\n');
+        let revision = document::revision(&new);
+        release(new);
         if bytes.len() as u64 > MAX_INPUT_BYTES {
             return Err(
                 durable::too_large(bytes.len() as u64, MAX_INPUT_BYTES).with_path(&self.store.path)
@@ -181,18 +202,23 @@ impl Txn<'_, '_> {
         }
         let cfg = self.store.cfg;
         let backup = if keep_old {
-            backup::create(cfg, &self.store.path, reason)?
+            backup::link(cfg, &self.store.path, reason)?
         } else {
             None
         };
         if let Some(b) = &backup {
             crate::debug::log(|| format!("backup made: {}", b.display()));
         }
-        durable::replace(&self.store.path, &bytes, Durability::Durable)?;
+        // The backup's link is made durable after the new bytes are and
+        // before the rename: the same guarantee as syncing it first (a crash
+        // never leaves the new state without the old one's backup), but on
+        // ext4 the new file's fdatasync has already committed the journal
+        // transaction holding the link, so that fsync finds nothing to write.
+        let backup_dir = backup.as_deref().and_then(Path::parent);
+        durable::replace_syncing(&self.store.path, &bytes, backup_dir.as_slice())?;
         if let Err(e) = backup::prune(cfg, self.store.retention) {
             eprintln!("state-manager: warning: cannot prune backups: {e}");
         }
-        let revision = document::revision(&new);
         crate::debug::log(|| {
             format!(
                 "committed revision {revision} ({} bytes) to {} in {:.3}ms",
@@ -202,6 +228,24 @@ impl Txn<'_, '_> {
             )
         });
         Ok(Commit { revision, backup })
+    }
+}
+
+static LEAK_DOCUMENTS: AtomicBool = AtomicBool::new(false);
+
+/// Lets commits leave their documents unfreed: for a command that exits
+/// right after its one commit, where freeing a large document's tree node
+/// by node costs more than the rest of the write and the exit returns the
+/// memory anyway. Only the command layer of a binary calls it, never a
+/// library path that commits in a loop (`benchmark`, tests).
+pub fn leak_documents_at_exit() {
+    LEAK_DOCUMENTS.store(true, Ordering::Relaxed);
+}
+
+/// Drops `doc`, or leaves it to the process's exit (see [`leak_documents_at_exit`]).
+pub fn release(doc: Value) {
+    if LEAK_DOCUMENTS.load(Ordering::Relaxed) {
+        std::mem::forget(doc);
     }
 }
 

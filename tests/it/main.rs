@@ -31,3 +31,4 @@ mod trust_files;
 mod trust_locks;
 mod trust_recovery;
 mod trust_stores;
+mod write_path;

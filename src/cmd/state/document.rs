@@ -19,7 +19,7 @@ use crate::state::commands::{
     value_at, write_signal_file,
 };
 use crate::state::merge::merge_patch;
-use crate::state::{document, path};
+use crate::state::{document, path, store};
 
 /// `init`: creates the state, or repairs a corrupt one from backups.
 pub fn init(ctx: &Ctx) -> Result<Code> {
@@ -78,8 +78,13 @@ pub fn read(ctx: &Ctx, path_expr: Option<&str>, raw: bool, exit_status: bool) ->
             }
             return Ok(Code::Success);
         }
-        let doc = state.parse(&bytes)?;
-        let value = path::get(&doc, &segs).unwrap_or(&Value::Null);
+        // Only the value asked for is built (the rest is checked as it is
+        // skipped); a document that does not parse gets the error of a whole parse.
+        let value = match path::extract(&bytes, &segs) {
+            Ok(v) => v,
+            Err(_) => path::get(&state.parse(&bytes)?, &segs).cloned(),
+        };
+        let value = &value.unwrap_or(Value::Null);
         match value {
             Value::String(s) if raw => cli::println(s),
             v if ctx.output.compact => {
@@ -110,6 +115,8 @@ pub fn write(
     expect_revision: Option<u64>,
     force: bool,
 ) -> Result<Code> {
+    // This process ends after its one commit: see leak_documents_at_exit.
+    store::leak_documents_at_exit();
     let commit = ctx.audited_state("write", |detail| {
         let text = if input == "-" {
             let bytes = durable::read_stdin_limited(MAX_INPUT_BYTES)?;
@@ -197,6 +204,8 @@ fn committed(ctx: &Ctx, commit: &crate::state::Commit) -> Result<Code> {
 
 /// `set PATH VALUE`
 pub fn set(ctx: &Ctx, path_expr: &str, value: &str, as_string: bool) -> Result<Code> {
+    // This process ends after its one commit: see leak_documents_at_exit.
+    store::leak_documents_at_exit();
     let segs = non_root_path(path_expr);
     let value = value_arg(value, as_string);
     let commit = ctx.update("set", |doc| {
@@ -208,6 +217,8 @@ pub fn set(ctx: &Ctx, path_expr: &str, value: &str, as_string: bool) -> Result<C
 
 /// `append PATH VALUE`
 pub fn append(ctx: &Ctx, path_expr: &str, value: &str, as_string: bool) -> Result<Code> {
+    // This process ends after its one commit: see leak_documents_at_exit.
+    store::leak_documents_at_exit();
     let segs = non_root_path(path_expr);
     let value = value_arg(value, as_string);
     let commit = ctx.update("append", |doc| {
@@ -235,6 +246,8 @@ struct Deleted {
 /// is no value at PATH (unless `--missing-ok`: then nothing is committed),
 /// 4 for `.`, `.metadata…` or a field the schema requires.
 pub fn del(ctx: &Ctx, path_expr: &str, missing_ok: bool) -> Result<Code> {
+    // This process ends after its one commit: see leak_documents_at_exit.
+    store::leak_documents_at_exit();
     let segs = edited_path(path_expr, "delete");
     let done = ctx.audited_state("del", |detail| {
         let segs = segs?;
@@ -303,6 +316,8 @@ struct Moved {
 /// address, in one transaction under the `state` lock (one backup, one
 /// revision, one audit event). See [`move_value`] for what is refused.
 pub fn mv(ctx: &Ctx, from: &str, to: &str, force: bool) -> Result<Code> {
+    // This process ends after its one commit: see leak_documents_at_exit.
+    store::leak_documents_at_exit();
     let paths = edited_path(from, "move").and_then(|f| Ok((f, edited_path(to, "move to")?)));
     let mut replaced = false;
     let commit = ctx.audited_state("mv", |detail| {
@@ -339,6 +354,8 @@ pub fn mv(ctx: &Ctx, from: &str, to: &str, force: bool) -> Result<Code> {
 
 /// `merge PATCH`: RFC 7396 merge patch.
 pub fn merge(ctx: &Ctx, patch: &str) -> Result<Code> {
+    // This process ends after its one commit: see leak_documents_at_exit.
+    store::leak_documents_at_exit();
     let patch = parse_json_arg(patch, "the merge patch").and_then(|p| {
         if p.get("metadata").is_some() {
             Err(toolkit_owned("metadata"))
@@ -369,6 +386,8 @@ struct Signalled {
 
 /// `signal NAME`: records `signals.NAME` = now and `.signals/NAME.json`.
 pub fn signal(ctx: &Ctx, name: &str) -> Result<Code> {
+    // This process ends after its one commit: see leak_documents_at_exit.
+    store::leak_documents_at_exit();
     let valid = lock::name::validate_as("signal name", name);
     let now = document::now_epoch();
     let commit = ctx.update("signal", |doc| {
