@@ -214,11 +214,23 @@ fn absolute(p: &str) -> Option<PathBuf> {
 pub trait Events {
     /// Hands every event to `each`, oldest first; returns what was read.
     fn scan_events(&self, each: &mut dyn FnMut(&Line)) -> Result<Totals>;
+
+    /// Hands events to `each` newest first, until it returns `false` or the
+    /// oldest has been handed; returns what was read (only the lines read
+    /// are counted). `None` when this place is read forward only: the
+    /// caller then uses [`Events::scan_events`].
+    fn scan_events_back(&self, _each: &mut dyn FnMut(&Line) -> bool) -> Option<Result<Totals>> {
+        None
+    }
 }
 
 impl Events for Config {
     fn scan_events(&self, each: &mut dyn FnMut(&Line)) -> Result<Totals> {
         scan(&self.audit_log, each)
+    }
+
+    fn scan_events_back(&self, each: &mut dyn FnMut(&Line) -> bool) -> Option<Result<Totals>> {
+        Some(scan_back(&self.audit_log, each))
     }
 }
 
@@ -255,6 +267,13 @@ impl Events for Metered<'_> {
     fn scan_events(&self, each: &mut dyn FnMut(&Line)) -> Result<Totals> {
         let mut progress = self.progress.borrow_mut();
         scan_files(self.log, Some(&mut **progress), each)
+    }
+
+    fn scan_events_back(&self, each: &mut dyn FnMut(&Line) -> bool) -> Option<Result<Totals>> {
+        let mut progress = self.progress.borrow_mut();
+        let result = scan_back_told(self.log, Some(&mut **progress), each);
+        progress.finish();
+        Some(result)
     }
 }
 
@@ -334,6 +353,69 @@ fn scan_told(
     crate::debug::log(|| {
         format!(
             "audit: scanned {} lines ({} malformed) in {} files in {} ms",
+            totals.lines,
+            totals.malformed,
+            totals.files.len(),
+            super::event::ms_text(Some(super::event::ms(started.elapsed())))
+        )
+    });
+    Ok(totals)
+}
+
+/// Streams the events of `log` to `each` newest first — the live log read
+/// backwards from its end ([`super::backward`]), then `LOG.1`, `LOG.2`, …
+/// only while `each` asks for more (returns `true`). The events are those
+/// [`scan`] gives, in reverse order. Counts only the lines read; the files
+/// listed are those read, oldest first. A missing log is an empty one.
+pub fn scan_back(log: &Path, mut each: impl FnMut(&Line) -> bool) -> Result<Totals> {
+    scan_back_told(log, None, &mut each)
+}
+
+fn scan_back_told(
+    log: &Path,
+    mut progress: Option<&mut dyn Progress>,
+    each: &mut dyn FnMut(&Line) -> bool,
+) -> Result<Totals> {
+    let started = std::time::Instant::now();
+    crate::debug::log(|| format!("audit: reading {} from its end", log.display()));
+    let mut totals = Totals::default();
+    let mut files = rotate::open_log_files(log);
+    files.reverse();
+    let sizes: Vec<u64> = files
+        .iter()
+        .map(|(_, f)| f.metadata().map_or(0, |m| m.len()))
+        .collect();
+    let total: u64 = sizes.iter().sum();
+    let (mut before, mut told) = (0u64, 0u64);
+    let mut more = true;
+    for ((path, file), size) in files.iter().zip(sizes) {
+        if !more {
+            break;
+        }
+        let mut lines = super::backward::RevLines::with_block(file, size, super::backward::BLOCK);
+        let cannot = |e| Error::io(e, "cannot read the audit log", path);
+        while let Some(raw) = lines.next().map_err(cannot)? {
+            if let Some(line) = parse_line(raw, &mut totals)
+                && !each(&line)
+            {
+                more = false;
+                break;
+            }
+            let read = before + lines.bytes_read();
+            if let Some(p) = progress.as_deref_mut()
+                && read - told >= PROGRESS_STEP
+            {
+                told = read;
+                p.advance(read, total);
+            }
+        }
+        before += lines.bytes_read();
+        totals.files.push(path.clone());
+    }
+    totals.files.reverse();
+    crate::debug::log(|| {
+        format!(
+            "audit: read {} lines ({} malformed) back from the end of {} files in {} ms",
             totals.lines,
             totals.malformed,
             totals.files.len(),
