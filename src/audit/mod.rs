@@ -20,6 +20,7 @@ pub mod races;
 pub mod recent;
 pub mod rotate;
 pub mod scan;
+pub mod spill;
 pub mod stats;
 
 pub use event::{Event, Recorder};

@@ -311,16 +311,26 @@ fn races_cmd(
         since: since(&a.since)?,
         ..Filter::default()
     };
-    let (findings, totals) = races::collect(events, &filter, a.window)?;
-    if out.json {
-        // Streamed one finding at a time: a long log can hold many. A
-        // closed pipe (`| head`) is not a failure.
-        let mut w = std::io::BufWriter::new(std::io::stdout().lock());
-        let _ = races::write_json(&findings, &totals, !out.compact, &mut w)
-            .and_then(|_| w.write_all(b"\n"))
-            .and_then(|_| w.flush());
+    // Each finding is rendered as it is found and kept out of memory
+    // (`races::Findings`), then written out earliest first.
+    let render: races::Render = if out.json {
+        races::json_render(!out.compact)
     } else {
-        cli::print(&text::races(&findings, &totals));
+        Box::new(text::race)
+    };
+    let (findings, totals) = races::collect(events, &filter, a.window, render)?;
+    let mut w = std::io::BufWriter::new(std::io::stdout().lock());
+    let written = if out.json {
+        races::write_json(&findings, &totals, !out.compact, &mut w).and_then(|_| w.write_all(b"\n"))
+    } else {
+        text::races(&findings, &totals, &mut w)
+    };
+    match written.and_then(|_| w.flush()) {
+        // A closed pipe (`| head`) is not a failure.
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            return Err(Error::io(e, "cannot write the race report", "-"));
+        }
+        _ => {}
     }
     *detail =
         json!({ "findings": findings.len(), "malformed": totals.malformed, "lines": totals.lines });

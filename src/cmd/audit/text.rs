@@ -1,12 +1,14 @@
 //! The review commands' text output: aligned tables and summary lines for
 //! a terminal, rendered from what the domain modules return.
 
+use std::io::Write;
+
 use serde_json::Value;
 
 use super::malformed_note;
 use crate::audit::event::ms_text as ms;
 use crate::audit::history::{History, What};
-use crate::audit::races::{self, Finding};
+use crate::audit::races::{Finding, Findings};
 use crate::audit::scan::{self, Totals};
 use crate::audit::stats::{Stats, code_name};
 use crate::cmd::Output;
@@ -146,56 +148,58 @@ pub fn human_span(s: f64) -> String {
     }
 }
 
-/// `audit races`: one line per finding, its events indented below it.
-pub fn races(findings: &[Finding], totals: &Totals) -> String {
-    let mut out = String::new();
+/// `audit races`, one finding: its line, its events indented below it.
+pub fn race(f: &Finding, out: &mut Vec<u8>) {
+    let mut text = format!(
+        "{}  {}  {}: {}\n",
+        scan::format_micros(f.at),
+        f.kind,
+        if f.target.is_empty() {
+            "(no target)"
+        } else {
+            &f.target
+        },
+        f.summary
+    );
+    // The events behind a finding, indented, without a header of their own.
+    let bare = Output {
+        no_header: true,
+        ..Output::default()
+    };
+    for line in recent(&f.events, &Totals::default(), &bare).lines() {
+        text.push_str("    ");
+        text.push_str(line);
+        text.push('\n');
+    }
+    if f.more > 0 {
+        text.push_str(&format!("    … and {} more events\n", f.more));
+    }
+    out.extend_from_slice(text.as_bytes());
+}
+
+/// `audit races`: each finding as [`race`] rendered it, earliest first,
+/// then the counts by kind.
+pub fn races(findings: &Findings, totals: &Totals, out: &mut dyn Write) -> std::io::Result<()> {
     if findings.is_empty() {
-        out.push_str(&format!(
-            "no races found in {} events\n",
+        writeln!(
+            out,
+            "no races found in {} events",
             totals.lines - totals.malformed
-        ));
+        )?;
     }
-    for f in findings {
-        out.push_str(&format!(
-            "{}  {}  {}: {}\n",
-            scan::format_micros(f.at),
-            f.kind,
-            if f.target.is_empty() {
-                "(no target)"
-            } else {
-                &f.target
-            },
-            f.summary
-        ));
-        // The events behind a finding, indented, without a header of their own.
-        let bare = Output {
-            no_header: true,
-            ..Output::default()
-        };
-        for line in recent(&f.events, &Totals::default(), &bare).lines() {
-            out.push_str("    ");
-            out.push_str(line);
-            out.push('\n');
-        }
-        if f.more > 0 {
-            out.push_str(&format!("    … and {} more events\n", f.more));
-        }
-    }
+    findings.each(|f| out.write_all(f))?;
     if !findings.is_empty() {
-        let parts: Vec<String> = races::counts(findings)
+        let parts: Vec<String> = findings
+            .counts()
             .iter()
             .map(|(k, n)| format!("{n} {k}"))
             .collect();
-        out.push_str(&format!(
-            "{} findings: {}\n",
-            findings.len(),
-            parts.join(", ")
-        ));
+        writeln!(out, "{} findings: {}", findings.len(), parts.join(", "))?;
     }
     if totals.malformed > 0 {
-        out.push_str(&format!("({})\n", malformed_note(totals.malformed)));
+        writeln!(out, "({})", malformed_note(totals.malformed))?;
     }
-    out
+    Ok(())
 }
 
 /// Who did it: `owner 42 (pid 43, ana@host)`.
