@@ -158,7 +158,8 @@ mod tests {
             run_id: maybe(rng, &["r1", "r2", "r3"]),
             tool: maybe(rng, TOOLS),
             op: maybe(rng, OPS),
-            target: maybe(rng, &["deploy", "/w/s.json", "/w/x/../s.json", "ck-1"]),
+            target: maybe(rng, &["deploy", "/w/s.json", "/w/x/../s.json", "ck-1"])
+                .map(crate::audit::scan::Target::new),
             since: (rng.below(3) == 0).then(|| {
                 crate::audit::scan::parse_ts("2024-05-01T10:17:00Z").unwrap()
                     + rng.below(60_000_000) as i64

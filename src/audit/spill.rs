@@ -9,7 +9,7 @@
 //! record is whole in memory or whole in the file.
 
 use std::fs::File;
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 
@@ -80,6 +80,53 @@ impl Spill {
         Ok(())
     }
 
+    /// Appends one record written by `write`, to be handed back whole, in
+    /// order, by [`Spill::each_record`] (its length goes before it). A
+    /// spill read by records is not read by offset.
+    pub fn push_record(&mut self, write: impl FnOnce(&mut Vec<u8>)) -> Result<()> {
+        let at = self.mem.len();
+        self.mem.extend_from_slice(&[0; 4]);
+        write(&mut self.mem);
+        let len = u32::try_from(self.mem.len() - at - 4).expect("a record under 4 GiB");
+        self.mem[at..at + 4].copy_from_slice(&len.to_le_bytes());
+        if self.mem.len() > self.limit {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Hands each record of [`Spill::push_record`] to `each`, in order.
+    pub fn each_record(&self, mut each: impl FnMut(&[u8]) -> io::Result<()>) -> io::Result<()> {
+        let mut buf = Vec::new();
+        if let Some(file) = &self.file {
+            let mut r = io::BufReader::with_capacity(
+                1 << 16,
+                At {
+                    file,
+                    pos: 0,
+                    end: self.in_file,
+                },
+            );
+            let mut len = [0u8; 4];
+            loop {
+                match r.read_exact(&mut len) {
+                    Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => break,
+                    other => other?,
+                }
+                buf.resize(u32::from_le_bytes(len) as usize, 0);
+                r.read_exact(&mut buf)?;
+                each(&buf)?;
+            }
+        }
+        let mut rest = &self.mem[..];
+        while rest.len() >= 4 {
+            let len = u32::from_le_bytes(rest[..4].try_into().expect("4 bytes")) as usize;
+            each(&rest[4..4 + len])?;
+            rest = &rest[4 + len..];
+        }
+        Ok(())
+    }
+
     /// Bytes `[from, to)`: one whole record, as pushed.
     pub fn read(&self, from: u64, to: u64, buf: &mut Vec<u8>) -> io::Result<()> {
         buf.clear();
@@ -94,6 +141,23 @@ impl Spill {
             .as_ref()
             .expect("bytes before in_file are in the file");
         file.read_exact_at(buf, from)
+    }
+}
+
+/// The file's first `end` bytes, read from `pos` on (`pread`: the file's
+/// own position, where the next records are written, is left alone).
+struct At<'f> {
+    file: &'f File,
+    pos: u64,
+    end: u64,
+}
+
+impl Read for At<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let want = buf.len().min((self.end - self.pos) as usize);
+        let n = self.file.read_at(&mut buf[..want], self.pos)?;
+        self.pos += n as u64;
+        Ok(n)
     }
 }
 
@@ -152,6 +216,19 @@ mod tests {
                 at.push((off, rec));
             }
             assert_eq!(s.on_disk(), limit < 1 << 20, "limit {limit}");
+            let mut r = Spill::with_limit(limit);
+            for (_, rec) in &at {
+                r.push_record(|b| b.extend_from_slice(rec.as_bytes()))
+                    .unwrap();
+            }
+            let mut back = Vec::new();
+            r.each_record(|b| {
+                back.push(String::from_utf8(b.to_vec()).unwrap());
+                Ok(())
+            })
+            .unwrap();
+            let want: Vec<String> = at.iter().map(|(_, r)| r.clone()).collect();
+            assert_eq!(back, want, "records, limit {limit}");
             let mut buf = Vec::new();
             for (i, (off, rec)) in at.iter().enumerate() {
                 let end = at.get(i + 1).map_or(s.len(), |n| n.0);

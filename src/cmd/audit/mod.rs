@@ -262,7 +262,7 @@ fn recent_cmd(
         run_id: a.run_id,
         tool: a.tool,
         op: a.op,
-        target: a.target,
+        target: a.target.map(scan::Target::new),
         since: since(&a.since)?,
         failed: a.failed,
     };
@@ -307,7 +307,7 @@ fn races_cmd(
     check_window(a.window)?;
     let filter = Filter {
         run_id: a.run_id,
-        target: a.target,
+        target: a.target.map(scan::Target::new),
         since: since(&a.since)?,
         ..Filter::default()
     };
@@ -325,13 +325,7 @@ fn races_cmd(
     } else {
         text::races(&findings, &totals, &mut w)
     };
-    match written.and_then(|_| w.flush()) {
-        // A closed pipe (`| head`) is not a failure.
-        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
-            return Err(Error::io(e, "cannot write the race report", "-"));
-        }
-        _ => {}
-    }
+    report_written(written.and_then(|_| w.flush()), "race")?;
     *detail =
         json!({ "findings": findings.len(), "malformed": totals.malformed, "lines": totals.lines });
     Ok(Code::Success)
@@ -345,11 +339,14 @@ fn history_cmd(
     detail: &mut serde_json::Value,
 ) -> Result<Code> {
     let (h, totals) = history::collect(&ctx.cfg, events, &a.target, a.all)?;
-    if out.json {
-        out.json(&serde_json::to_value(h.report(&totals)).expect("the history report serializes"));
+    let mut w = std::io::BufWriter::new(std::io::stdout().lock());
+    let written = if out.json {
+        h.write_json(&totals, !out.compact, &mut w)
+            .and_then(|_| w.write_all(b"\n"))
     } else {
-        cli::print(&text::history(&h, &totals, &out));
-    }
+        text::history(&h, &totals, &out, &mut w)
+    };
+    report_written(written.and_then(|_| w.flush()), "history")?;
     *detail = json!({ "steps": h.steps.len() });
     Ok(Code::Success)
 }
@@ -455,6 +452,17 @@ fn monitor_cmd(ctx: &Ctx, a: MonitorArgs, detail: &mut serde_json::Value) -> Res
 /// Seconds, or a duration with a unit (`90`, `1.5`, `2m`).
 fn seconds(text: &str, what: &str) -> Result<Duration> {
     config::parse_duration(text, what)
+}
+
+/// The end of a report written to stdout as it streams: a closed pipe
+/// (`| head`) is not a failure, any other error is.
+fn report_written(written: std::io::Result<()>, what: &str) -> Result<()> {
+    match written {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(Error::io(e, format!("cannot write the {what} report"), "-"))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// `1 malformed line skipped`, `3 malformed lines skipped`.

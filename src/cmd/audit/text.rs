@@ -7,7 +7,7 @@ use serde_json::Value;
 
 use super::malformed_note;
 use crate::audit::event::ms_text as ms;
-use crate::audit::history::{History, What};
+use crate::audit::history::{History, Step, What};
 use crate::audit::races::{Finding, Findings};
 use crate::audit::scan::{self, Totals};
 use crate::audit::stats::{Stats, code_name};
@@ -214,34 +214,51 @@ fn by(ev: &Value) -> String {
     format!("owner {owner} (pid {pid}, {user}@{host})")
 }
 
+/// One step as a row of the history table.
+fn step_row(s: &Step) -> Vec<String> {
+    let e = &s.event();
+    vec![
+        e["ts"].as_str().unwrap_or("?").to_string(),
+        s.what.clone(),
+        by(e),
+        e["tool"].as_str().unwrap_or("?").to_string(),
+        e["op"].as_str().unwrap_or("?").to_string(),
+        e["run_id"].as_str().unwrap_or("-").to_string(),
+        s.detail.clone(),
+    ]
+}
+
 /// `audit history`: the verdict, a table of the steps, what removed it.
-pub fn history(h: &History, totals: &Totals, output: &Output) -> String {
-    let mut out = format!(
+/// The steps are read twice from where the history kept them, to size the
+/// columns and then to print the rows, so no step is held in memory.
+pub fn history(
+    h: &History,
+    totals: &Totals,
+    output: &Output,
+    out: &mut dyn Write,
+) -> std::io::Result<()> {
+    write!(
+        out,
         "history of {} '{}': {}\n",
         h.kind.map_or("target", What::name),
         h.target,
         h.verdict
-    );
+    )?;
     if !h.steps.is_empty() {
-        out.push('\n');
+        out.write_all(b"\n")?;
         let mut t = Table::for_output(
             &["time", "what", "by", "tool", "op", "run", "detail"],
             output,
         );
-        for s in &h.steps {
-            let e = &s.event();
-            t.row(vec![
-                e["ts"].as_str().unwrap_or("?").to_string(),
-                s.what.clone(),
-                by(e),
-                e["tool"].as_str().unwrap_or("?").to_string(),
-                e["op"].as_str().unwrap_or("?").to_string(),
-                e["run_id"].as_str().unwrap_or("-").to_string(),
-                s.detail.clone(),
-            ]);
-        }
-        out.push_str(&t.render());
+        h.steps.each(|s| {
+            t.measure(&step_row(s));
+            Ok(())
+        })?;
+        out.write_all(t.header_line().as_bytes())?;
+        h.steps
+            .each(|s| out.write_all(t.line(&step_row(s)).as_bytes()))?;
     }
+    let mut rest = String::new();
     if let Some(r) = &h.removed_by {
         let e = r.event();
         let detail = if r.detail.is_empty() {
@@ -249,7 +266,7 @@ pub fn history(h: &History, totals: &Totals, output: &Output) -> String {
         } else {
             format!(" ({})", r.detail)
         };
-        out.push_str(&format!(
+        rest.push_str(&format!(
             "\nremoved by: {} {}{detail} at {}, {}\n",
             e["tool"].as_str().unwrap_or("?"),
             e["op"].as_str().unwrap_or("?"),
@@ -258,7 +275,7 @@ pub fn history(h: &History, totals: &Totals, output: &Output) -> String {
         ));
     }
     if totals.malformed > 0 {
-        out.push_str(&format!("({})\n", malformed_note(totals.malformed)));
+        rest.push_str(&format!("({})\n", malformed_note(totals.malformed)));
     }
-    out
+    out.write_all(rest.as_bytes())
 }
