@@ -237,9 +237,9 @@ pub fn history(
     output: &Output,
     out: &mut dyn Write,
 ) -> std::io::Result<()> {
-    write!(
+    writeln!(
         out,
-        "history of {} '{}': {}\n",
+        "history of {} '{}': {}",
         h.kind.map_or("target", What::name),
         h.target,
         h.verdict
