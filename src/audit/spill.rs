@@ -1,7 +1,7 @@
 //! Scratch space for what a review finds while the log streams past
 //! (`races` findings, `history` steps): records appended as bytes, read
-//! back later by offset, so what is held in memory does not grow with the
-//! log. Up to [`MEM_LIMIT`] bytes stay in memory; beyond, the records go to
+//! back later by offset (`races`, which sorts them) or in order
+//! (`history`), so what is held in memory does not grow with the log. Up to [`MEM_LIMIT`] bytes stay in memory; beyond, the records go to
 //! an unnamed temporary file (`O_TMPFILE` in `TMPDIR`, else `/tmp`), which
 //! no other process can open and which vanishes with the process.
 //!
