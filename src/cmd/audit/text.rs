@@ -1,6 +1,7 @@
 //! The review commands' text output: aligned tables and summary lines for
 //! a terminal, rendered from what the domain modules return.
 
+use std::borrow::Cow;
 use std::io::Write;
 
 use serde_json::Value;
@@ -214,8 +215,58 @@ fn by(ev: &Value) -> String {
     format!("owner {owner} (pid {pid}, {user}@{host})")
 }
 
-/// One step as a row of the history table.
+/// The fields of an event a history row shows, borrowed from the line: a
+/// long history is rendered twice (to size the columns, then to print), and
+/// a whole `Value` per step costs several times this.
+#[derive(serde::Deserialize)]
+struct RowFields<'a> {
+    #[serde(borrow)]
+    ts: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    tool: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    op: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    run_id: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    user: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    host: Option<Cow<'a, str>>,
+    pid: Option<u64>,
+    ppid: Option<u64>,
+    detail: Option<RowDetail>,
+}
+
+#[derive(serde::Deserialize)]
+struct RowDetail {
+    owner_pid: Option<u64>,
+}
+
+/// One step as a row of the history table. An event whose fields are not
+/// of the usual types is read as a whole value, the same way [`by`] does.
 fn step_row(s: &Step) -> Vec<String> {
+    let Ok(r) = serde_json::from_slice::<RowFields>(&s.raw) else {
+        return step_row_of_value(s);
+    };
+    let text = |v: &Option<Cow<str>>, none: &str| v.as_deref().unwrap_or(none).to_string();
+    let owner = r.detail.and_then(|d| d.owner_pid).or(r.ppid).unwrap_or(0);
+    vec![
+        text(&r.ts, "?"),
+        s.what.clone(),
+        format!(
+            "owner {owner} (pid {}, {}@{})",
+            r.pid.unwrap_or(0),
+            r.user.as_deref().unwrap_or("?"),
+            r.host.as_deref().unwrap_or("?")
+        ),
+        text(&r.tool, "?"),
+        text(&r.op, "?"),
+        text(&r.run_id, "-"),
+        s.detail.clone(),
+    ]
+}
+
+fn step_row_of_value(s: &Step) -> Vec<String> {
     let e = &s.event();
     vec![
         e["ts"].as_str().unwrap_or("?").to_string(),
@@ -278,4 +329,28 @@ pub fn history(
         rest.push_str(&format!("({})\n", malformed_note(totals.malformed)));
     }
     out.write_all(rest.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn history_rows_read_the_same_from_borrowed_fields_as_from_a_value() {
+        for raw in [
+            r#"{"ts":"t","tool":"a","op":"b","pid":3,"ppid":4,"user":"u","host":"h","run_id":"r","detail":{"owner_pid":9}}"#,
+            r#"{"ts":"t","tool":"a","op":"b","pid":3,"ppid":4,"detail":null,"run_id":null}"#,
+            r#"{"ts":"t","tool":"a","op":"b","detail":{}}"#,
+            r#"{"ts":"t\u0041","tool":"a","op":"b","pid":-1,"user":7,"host":["x"],"detail":"s"}"#,
+            r#"{"ts":"t","tool":"a","op":"b","pid":1.0,"ppid":2,"detail":{"owner_pid":"9"}}"#,
+            r#"{"ts":"t","tool":"a","op":"b","ts":"u"}"#,
+        ] {
+            let s = Step {
+                what: "w".into(),
+                detail: "d".into(),
+                raw: raw.as_bytes().to_vec(),
+            };
+            assert_eq!(step_row(&s), step_row_of_value(&s), "{raw}");
+        }
+    }
 }
