@@ -86,7 +86,7 @@ pub fn write_to(
     out.write_all(head.as_bytes()).map_err(io_err)?;
     out.write_all(b",\"events\":[").map_err(io_err)?;
     let mut stats = Stats::new(By::Tool);
-    let mut races = Races::new(window_ms);
+    let mut races = Races::new(window_ms, races::json_render(false));
     let mut n = 0u64;
     let mut failed: Option<io::Error> = None;
     let totals = events.scan_events(&mut |line| {
@@ -104,7 +104,7 @@ pub fn write_to(
     if let Some(e) = failed {
         return Err(io_err(e));
     }
-    let findings = races.finish();
+    let findings = races.finish()?;
     let stats = serde_json::to_string(&stats.report(&totals)).expect("the stats report serializes");
     out.write_all(b"\n],\"stats\":").map_err(io_err)?;
     out.write_all(stats.as_bytes()).map_err(io_err)?;

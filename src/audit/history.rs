@@ -4,17 +4,24 @@
 //!
 //! When the target is missing now, the history names the event that removed
 //! it; when no event ever touched it and it is not there, it was "never
-//! created here". Reads are left out unless `--all` asks for them. Only the
-//! target's own events (and `clean`/`cleanup` events that list it in
-//! `detail.removed`) are kept in memory.
+//! created here". Reads are left out unless `--all` asks for them.
+//!
+//! Only the target's own events (and `clean`/`cleanup` events that list it
+//! in `detail.removed`) become steps, and the steps are kept in a
+//! [`Spill`] as they are found, not in memory: what is held is the first
+//! step, the last removal, and counts — the same whatever the log's size
+//! or the target's share of it. The report is then written out step by step
+//! ([`History::write_json`], or the text table in `cmd::audit::text`).
 
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 use serde_json::Value;
 
 use super::event::{is_read_only, ms_text};
-use super::scan::{self, Events, Filter, Totals};
+use super::scan::{Events, Filter, Target, Totals};
+use super::spill::Spill;
 use crate::config::Config;
 use crate::error::Result;
 use crate::lock::record::{self, Standing};
@@ -51,6 +58,28 @@ pub struct Step {
 }
 
 impl Step {
+    /// Writes the step as one spill record: two lengths, then the three parts.
+    fn encode(&self, b: &mut Vec<u8>) {
+        b.extend_from_slice(&(self.what.len() as u32).to_le_bytes());
+        b.extend_from_slice(&(self.detail.len() as u32).to_le_bytes());
+        b.extend_from_slice(self.what.as_bytes());
+        b.extend_from_slice(self.detail.as_bytes());
+        b.extend_from_slice(&self.raw);
+    }
+
+    /// The step [`Step::encode`] wrote.
+    fn decode(rec: &[u8]) -> Step {
+        let len =
+            |at: usize| u32::from_le_bytes(rec[at..at + 4].try_into().expect("4 bytes")) as usize;
+        let (w, d) = (len(0), len(4));
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        Step {
+            what: text(&rec[8..8 + w]),
+            detail: text(&rec[8 + w..8 + w + d]),
+            raw: rec[8 + w + d..].to_vec(),
+        }
+    }
+
     /// The whole event.
     pub fn event(&self) -> Value {
         serde_json::from_slice(&self.raw).unwrap_or(Value::Null)
@@ -77,15 +106,35 @@ impl What {
     }
 }
 
+/// The steps of a history, in log order, kept in a [`Spill`].
+pub struct Steps {
+    spill: Spill,
+    count: usize,
+}
+
+impl Steps {
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Hands each step to `each`, in log order.
+    pub fn each(&self, mut each: impl FnMut(&Step) -> io::Result<()>) -> io::Result<()> {
+        self.spill.each_record(|rec| each(&Step::decode(rec)))
+    }
+}
+
 /// The history of one target.
-#[derive(Clone, Debug)]
 pub struct History {
     pub target: String,
     pub kind: Option<What>,
     /// What is on disk now, in words (`held by pid 42`, `present`, `absent`).
     pub now: String,
     pub present: bool,
-    pub steps: Vec<Step>,
+    pub steps: Steps,
     /// The event that removed the target, when it is missing now.
     pub removed_by: Option<Step>,
     /// One sentence summing up.
@@ -101,45 +150,57 @@ pub fn collect(
     all: bool,
 ) -> Result<(History, Totals)> {
     let filter = Filter::default();
-    let mut steps = Vec::new();
+    let asked = Target::new(target);
+    let mut steps = Steps {
+        spill: Spill::default(),
+        count: 0,
+    };
+    let (mut first, mut last_removal, mut created) = (None, None, false);
+    let mut failed = None;
     let totals = events.scan_events(&mut |line| {
-        if !filter.matches(line) {
+        if failed.is_some() || !filter.matches(line) {
             return;
         }
         let ev = &line.ev;
-        let own = scan::same_target(target, &ev.target);
+        let own = asked.names(&ev.target);
         if !own && !DELETES.contains(&&*ev.op) {
             return;
         }
         let Ok(event) = serde_json::from_slice::<Value>(line.raw) else {
             return;
         };
-        let listed = event["detail"]["removed"].as_array().is_some_and(|r| {
-            r.iter()
-                .any(|n| n.as_str().is_some_and(|n| scan::same_target(target, n)))
-        });
+        let listed = event["detail"]["removed"]
+            .as_array()
+            .is_some_and(|r| r.iter().any(|n| n.as_str().is_some_and(|n| asked.names(n))));
         if !own && !listed {
             return;
         }
         if let Some((what, detail)) = classify(&event, listed && !own, all) {
-            steps.push(Step {
+            let step = Step {
                 what,
                 detail,
                 raw: line.raw.to_vec(),
-            });
+            };
+            if let Err(e) = steps.spill.push_record(|b| step.encode(b)) {
+                failed = Some(e);
+                return;
+            }
+            steps.count += 1;
+            created |= step.what == "created";
+            if matches!(step.what.as_str(), "deleted" | "released") {
+                last_removal = Some(step.clone());
+            }
+            if first.is_none() {
+                first = Some(step);
+            }
         }
     })?;
-    let kind = kind_of(cfg, target, &steps);
+    if let Some(e) = failed {
+        return Err(e);
+    }
+    let kind = kind_of(cfg, target, first.as_ref());
     let (present, now) = now_of(cfg, target, kind);
-    let removed_by = if present {
-        None
-    } else {
-        steps
-            .iter()
-            .rev()
-            .find(|s| matches!(s.what.as_str(), "deleted" | "released"))
-            .cloned()
-    };
+    let removed_by = if present { None } else { last_removal };
     let verdict = if steps.is_empty() && !present {
         "never created here".to_string()
     } else if steps.is_empty() {
@@ -154,7 +215,7 @@ pub fn collect(
             e["op"].as_str().unwrap_or("?"),
             e["ts"].as_str().unwrap_or("?")
         )
-    } else if steps.iter().any(|s| s.what == "created") {
+    } else if created {
         format!(
             "{now}; no event in the audit log removed it (removed by hand, or its events rotated away)"
         )
@@ -265,8 +326,9 @@ fn classify(event: &Value, listed_in_removed: bool, all: bool) -> Option<(String
     Some((what, detail))
 }
 
-/// What kind of thing `target` is: from what exists now, else from its events.
-fn kind_of(cfg: &Config, target: &str, steps: &[Step]) -> Option<What> {
+/// What kind of thing `target` is: from what exists now, else from its
+/// events (the first step).
+fn kind_of(cfg: &Config, target: &str, first: Option<&Step>) -> Option<What> {
     if let Some(k) = candidates(cfg, target)
         .into_iter()
         .find(|(_, p)| p.exists())
@@ -274,7 +336,7 @@ fn kind_of(cfg: &Config, target: &str, steps: &[Step]) -> Option<What> {
     {
         return Some(k);
     }
-    let ev = &steps.first()?.event();
+    let ev = &first?.event();
     let tool = ev["tool"].as_str().unwrap_or("");
     let op = ev["op"].as_str().unwrap_or("");
     Some(match (tool, op) {
@@ -335,19 +397,23 @@ fn now_of(cfg: &Config, target: &str, kind: Option<What>) -> (bool, String) {
     }
 }
 
-/// `audit history --json` as data.
-#[derive(Clone, Debug, Serialize)]
-pub struct Report {
-    pub target: String,
+/// The head of `audit history --json`: what comes before the steps.
+#[derive(Serialize)]
+struct Head<'a> {
+    target: &'a str,
     /// `state file`, `lock`, `checkpoint` or `backup`; null when nothing is known of it.
-    pub kind: Option<&'static str>,
-    pub present: bool,
-    pub now: String,
-    pub verdict: String,
-    pub steps: Vec<StepReport>,
-    pub step_count: usize,
-    pub removed_by: Option<StepReport>,
-    pub malformed: u64,
+    kind: Option<&'static str>,
+    present: bool,
+    now: &'a str,
+    verdict: &'a str,
+}
+
+/// What follows the steps.
+#[derive(Serialize)]
+struct Tail {
+    step_count: usize,
+    removed_by: Option<StepReport>,
+    malformed: u64,
 }
 
 /// One step: what happened, in words, and the event behind it.
@@ -358,24 +424,79 @@ pub struct StepReport {
     pub event: Value,
 }
 
-impl History {
-    /// The report `audit history --json` prints.
-    pub fn report(&self, totals: &Totals) -> Report {
-        let step = |s: &Step| StepReport {
-            what: s.what.clone(),
-            detail: s.detail.clone(),
-            event: s.event(),
-        };
-        Report {
-            target: self.target.clone(),
-            kind: self.kind.map(What::name),
-            present: self.present,
-            now: self.now.clone(),
-            verdict: self.verdict.clone(),
-            steps: self.steps.iter().map(step).collect(),
-            step_count: self.steps.len(),
-            removed_by: self.removed_by.as_ref().map(step),
-            malformed: totals.malformed,
+impl Step {
+    fn report(&self) -> StepReport {
+        StepReport {
+            what: self.what.clone(),
+            detail: self.detail.clone(),
+            event: self.event(),
         }
+    }
+}
+
+impl History {
+    /// Writes `audit history --json`: `{"target", "kind", "present", "now",
+    /// "verdict", "steps": [...], "step_count", "removed_by", "malformed"}`,
+    /// pretty (as `serde_json` prints it) or on one line, one step at a
+    /// time: a busy target's history can be long.
+    pub fn write_json(&self, totals: &Totals, pretty: bool, out: &mut dyn Write) -> io::Result<()> {
+        fn enc(v: &impl Serialize, pretty: bool) -> String {
+            if pretty {
+                serde_json::to_string_pretty(v)
+            } else {
+                serde_json::to_string(v)
+            }
+            .expect("history reports serialize")
+        }
+        let head = enc(
+            &Head {
+                target: &self.target,
+                kind: self.kind.map(What::name),
+                present: self.present,
+                now: &self.now,
+                verdict: &self.verdict,
+            },
+            pretty,
+        );
+        let tail = enc(
+            &Tail {
+                step_count: self.steps.len(),
+                removed_by: self.removed_by.as_ref().map(Step::report),
+                malformed: totals.malformed,
+            },
+            pretty,
+        );
+        // The head without its closing brace, the steps, the tail without
+        // its opening one. Pretty: the steps are one level deeper (four
+        // spaces); a string in pretty JSON holds no raw newline, so
+        // indenting line by line is exact.
+        let head = head.trim_end_matches('}').trim_end();
+        out.write_all(head.as_bytes())?;
+        out.write_all(if pretty {
+            b",\n  \"steps\": ["
+        } else {
+            b",\"steps\":["
+        })?;
+        let mut first = true;
+        self.steps.each(|s| {
+            if !std::mem::take(&mut first) {
+                out.write_all(b",")?;
+            }
+            let step = enc(&s.report(), pretty);
+            if pretty {
+                for line in step.lines() {
+                    out.write_all(b"\n    ")?;
+                    out.write_all(line.as_bytes())?;
+                }
+            } else {
+                out.write_all(step.as_bytes())?;
+            }
+            Ok(())
+        })?;
+        if pretty && !self.steps.is_empty() {
+            out.write_all(b"\n  ")?;
+        }
+        out.write_all(b"],")?;
+        out.write_all(&tail.as_bytes()[1..])
     }
 }

@@ -3,7 +3,7 @@
 //! (`state-manager audit …`) compute from it.
 //!
 //! [`event`] writes events and [`rotate`] keeps the log's size bounded;
-//! [`scan`] streams them back for the reviews ([`recent`], [`stats`],
+//! [`scan`] streams them back (forward, or newest first with [`backward`]) for the reviews ([`recent`], [`stats`],
 //! [`races`], [`history`], [`export`], [`monitor`]), which return typed
 //! values and print nothing: the arguments, the text and JSON rendering and
 //! the entry point are in `crate::cmd::audit`. Writing never fails the
@@ -11,6 +11,7 @@
 //! nothing more. Reviewing never fails on a bad line: it is counted and
 //! skipped.
 
+pub mod backward;
 pub mod event;
 pub mod export;
 pub mod history;
@@ -19,6 +20,7 @@ pub mod races;
 pub mod recent;
 pub mod rotate;
 pub mod scan;
+pub mod spill;
 pub mod stats;
 
 pub use event::{Event, Recorder};

@@ -19,7 +19,7 @@
 //! target (at most [`MAX_EVENTS`] lines each) and the findings.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::Write;
+use std::io::{self, Write};
 
 use serde::Serialize;
 use serde_json::Value;
@@ -27,7 +27,8 @@ use serde_json::Value;
 use super::event::{is_read_only, ms_text};
 use super::recent;
 use super::scan::{self, Events, Filter, Line, Totals};
-use crate::error::Result;
+use super::spill::Spill;
+use crate::error::{Error, Result};
 
 /// Events listed per finding; the rest are counted.
 pub const MAX_EVENTS: usize = 20;
@@ -124,19 +125,87 @@ fn join(pids: &[u32]) -> String {
         .join(", ")
 }
 
+/// Writes one finding as it will be shown (text, or JSON pretty or compact).
+pub type Render<'r> = Box<dyn FnMut(&Finding, &mut Vec<u8>) + 'r>;
+
 /// The streaming finder.
-pub struct Races {
+pub struct Races<'r> {
     window_ms: f64,
     open: HashMap<String, Episode>,
-    pub findings: Vec<Finding>,
+    found: Findings,
+    render: Render<'r>,
+    /// The first failure to keep a finding (scratch space).
+    failed: Option<Error>,
 }
 
-impl Races {
-    pub fn new(window_ms: f64) -> Races {
+/// The findings of a scan, each kept rendered in a [`Spill`] as it is
+/// made: held in memory are only its time and place (24 bytes each) and the
+/// counts per kind, whatever the findings hold.
+pub struct Findings {
+    spill: Spill,
+    /// (when it began, offset, length) of each finding, in the order made;
+    /// sorted by time (stably: log order within one instant) at the end.
+    index: Vec<(i64, u64, u32)>,
+    counts: BTreeMap<&'static str, u64>,
+}
+
+impl Findings {
+    fn new(spill: Spill) -> Findings {
+        Findings {
+            spill,
+            index: Vec::new(),
+            counts: BTreeMap::new(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.index.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.index.is_empty()
+    }
+
+    /// How many findings of each kind.
+    pub fn counts(&self) -> &BTreeMap<&'static str, u64> {
+        &self.counts
+    }
+
+    /// Hands each finding as rendered to `each`, earliest first.
+    pub fn each(&self, mut each: impl FnMut(&[u8]) -> io::Result<()>) -> io::Result<()> {
+        let mut buf = Vec::new();
+        for &(_, at, len) in &self.index {
+            self.spill.read(at, at + u64::from(len), &mut buf)?;
+            each(&buf)?;
+        }
+        Ok(())
+    }
+}
+
+impl<'r> Races<'r> {
+    /// A finder that renders each finding with `render` as it is made.
+    pub fn new(window_ms: f64, render: Render<'r>) -> Races<'r> {
         Races {
             window_ms,
             open: HashMap::new(),
-            findings: Vec::new(),
+            found: Findings::new(Spill::default()),
+            render,
+            failed: None,
+        }
+    }
+
+    fn keep(&mut self, f: Finding) {
+        if self.failed.is_some() {
+            return;
+        }
+        let render = &mut self.render;
+        match self.found.spill.push(|b| render(&f, b)) {
+            Ok(at) => {
+                let len = (self.found.spill.len() - at) as u32;
+                self.found.index.push((f.at, at, len));
+                *self.found.counts.entry(f.kind).or_default() += 1;
+            }
+            Err(e) => self.failed = Some(e),
         }
     }
 
@@ -145,18 +214,20 @@ impl Races {
         let ev = &line.ev;
         self.single(line);
         let start = line.at - (ev.duration_ms.max(0.0) * 1000.0) as i64;
-        match self.open.get_mut(&*ev.target) {
-            Some(ep) if start < ep.end => ep.add(line, start),
-            Some(ep) => {
-                let done = std::mem::replace(ep, Episode::new(line, start));
-                if let Some(f) = done.into_finding(ev.target.to_string()) {
-                    self.findings.push(f);
-                }
+        let done = match self.open.get_mut(&*ev.target) {
+            Some(ep) if start < ep.end => {
+                ep.add(line, start);
+                None
             }
+            Some(ep) => Some(std::mem::replace(ep, Episode::new(line, start))),
             None => {
                 self.open
                     .insert(ev.target.to_string(), Episode::new(line, start));
+                None
             }
+        };
+        if let Some(f) = done.and_then(|d| d.into_finding(ev.target.to_string())) {
+            self.keep(f);
         }
     }
 
@@ -223,7 +294,7 @@ impl Races {
         } else {
             return;
         };
-        self.findings.push(Finding {
+        self.keep(Finding {
             kind,
             target: ev.target.to_string(),
             at: line.at - (ev.duration_ms.max(0.0) * 1000.0) as i64,
@@ -235,31 +306,35 @@ impl Races {
     }
 
     /// Closes the open episodes and returns every finding, earliest first.
-    pub fn finish(mut self) -> Vec<Finding> {
-        for (target, ep) in self.open.drain() {
+    pub fn finish(mut self) -> Result<Findings> {
+        for (target, ep) in std::mem::take(&mut self.open) {
             if let Some(f) = ep.into_finding(target) {
-                self.findings.push(f);
+                self.keep(f);
             }
         }
+        if let Some(e) = self.failed {
+            return Err(e);
+        }
         // Stable: findings of one instant keep their log order.
-        self.findings.sort_by_key(|f| f.at);
-        self.findings
+        self.found.index.sort_by_key(|&(at, off, _)| (at, off));
+        Ok(self.found)
     }
 }
 
-/// Runs `audit races` over the events.
+/// Runs `audit races` over the events, each finding rendered by `render`.
 pub fn collect(
     events: &dyn Events,
     filter: &Filter,
     window_ms: f64,
-) -> Result<(Vec<Finding>, Totals)> {
-    let mut races = Races::new(window_ms);
+    render: Render<'_>,
+) -> Result<(Findings, Totals)> {
+    let mut races = Races::new(window_ms, render);
     let totals = events.scan_events(&mut |line| {
         if filter.matches(line) {
             races.add(line);
         }
     })?;
-    Ok((races.finish(), totals))
+    Ok((races.finish()?, totals))
 }
 
 /// One finding as `audit races --json` prints it.
@@ -301,51 +376,54 @@ struct Tail<'a> {
     files: &'a [std::path::PathBuf],
 }
 
-/// How many findings of each kind.
-pub fn counts(findings: &[Finding]) -> BTreeMap<&'static str, u64> {
-    let mut counts = BTreeMap::new();
-    for f in findings {
-        *counts.entry(f.kind).or_default() += 1;
-    }
-    counts
+/// Renders a finding as `audit races --json` lists it: pretty, or on one line.
+pub fn json_render<'r>(pretty: bool) -> Render<'r> {
+    Box::new(move |f, b| {
+        if pretty {
+            serde_json::to_writer_pretty(b, &f.report())
+        } else {
+            serde_json::to_writer(b, &f.report())
+        }
+        .expect("race reports serialize")
+    })
 }
 
 /// Writes the JSON form, `{"findings": [...], "finding_count": N, "counts":
-/// {...}, ...}`, one finding at a time: a long log can hold many findings,
-/// and building one value of them all would take many times their size in
-/// memory. Pretty, or on one line.
+/// {...}, ...}`, one finding at a time from where they were kept as made
+/// (rendered by [`json_render`] with the same `pretty`): a long log can
+/// hold many findings, and building one value of them all would take many
+/// times their size in memory.
 pub fn write_json(
-    findings: &[Finding],
+    findings: &Findings,
     totals: &Totals,
     pretty: bool,
     out: &mut dyn Write,
 ) -> std::io::Result<()> {
-    fn enc(v: &impl Serialize, pretty: bool) -> String {
-        if pretty {
-            serde_json::to_string_pretty(v)
-        } else {
-            serde_json::to_string(v)
-        }
-        .expect("race reports serialize")
-    }
     let nl: &[u8] = if pretty { b"\n" } else { b"" };
     out.write_all(b"{\"findings\":[")?;
-    for (i, f) in findings.iter().enumerate() {
-        if i > 0 {
+    let mut first = true;
+    findings.each(|f| {
+        if !std::mem::take(&mut first) {
             out.write_all(b",")?;
         }
         out.write_all(nl)?;
-        out.write_all(enc(&f.report(), pretty).as_bytes())?;
-    }
+        out.write_all(f)
+    })?;
     let tail = Tail {
         finding_count: findings.len(),
-        counts: counts(findings),
+        counts: findings.counts().clone(),
         malformed: totals.malformed,
         files: &totals.files,
     };
+    let tail = if pretty {
+        serde_json::to_string_pretty(&tail)
+    } else {
+        serde_json::to_string(&tail)
+    }
+    .expect("race reports serialize");
     out.write_all(nl)?;
     out.write_all(b"],")?;
-    out.write_all(&enc(&tail, pretty).as_bytes()[1..])?;
+    out.write_all(&tail.as_bytes()[1..])?;
     Ok(())
 }
 
@@ -365,18 +443,46 @@ mod tests {
         }
     }
 
+    fn write(findings: &Findings, pretty: bool) -> Value {
+        let mut out = Vec::new();
+        write_json(findings, &Totals::default(), pretty, &mut out).unwrap();
+        assert_eq!(out.contains(&b'\n'), pretty);
+        serde_json::from_slice(&out).unwrap()
+    }
+
     #[test]
-    fn json_is_one_line_unless_pretty() {
-        let findings = [finding("overlap"), finding("takeover")];
-        let mut compact = Vec::new();
-        write_json(&findings, &Totals::default(), false, &mut compact).unwrap();
-        assert!(!compact.contains(&b'\n'));
-        let mut pretty = Vec::new();
-        write_json(&findings, &Totals::default(), true, &mut pretty).unwrap();
-        let a: Value = serde_json::from_slice(&compact).unwrap();
-        let b: Value = serde_json::from_slice(&pretty).unwrap();
-        assert_eq!(a, b);
-        assert_eq!(a["finding_count"], 2);
-        assert_eq!(a["counts"]["takeover"], 1);
+    fn json_is_one_line_unless_pretty_and_lists_the_findings_earliest_first() {
+        let mut docs = Vec::new();
+        for (pretty, limit) in [(false, 0), (true, 0), (false, 1 << 20), (true, 1 << 20)] {
+            let mut races = Races::new(DEFAULT_WINDOW_MS, json_render(pretty));
+            // Kept to the file at once (limit 0), or in memory.
+            races.found = Findings::new(Spill::with_limit(limit));
+            let mut late = finding("overlap");
+            late.at = 5;
+            races.keep(late);
+            races.keep(finding("takeover"));
+            let mut late2 = finding("lock-wait");
+            late2.at = 5;
+            races.keep(late2);
+            let found = races.finish().unwrap();
+            assert_eq!(found.spill.on_disk(), limit == 0);
+            let a = write(&found, pretty);
+            assert_eq!(a["finding_count"], 3);
+            assert_eq!(a["counts"]["takeover"], 1);
+            let kinds: Vec<&str> = a["findings"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|f| f["kind"].as_str().unwrap())
+                .collect();
+            assert_eq!(
+                kinds,
+                ["takeover", "overlap", "lock-wait"],
+                "earliest first, stably"
+            );
+            assert_eq!(a["findings"][0]["events"][0]["op"], "b");
+            docs.push(a);
+        }
+        assert!(docs.windows(2).all(|w| w[0] == w[1]));
     }
 }

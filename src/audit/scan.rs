@@ -129,7 +129,7 @@ pub struct Filter {
     pub run_id: Option<String>,
     pub tool: Option<String>,
     pub op: Option<String>,
-    pub target: Option<String>,
+    pub target: Option<Target>,
     /// Events at or after this instant (µs since the epoch).
     pub since: Option<i64>,
     /// Only events whose exit code is not 0.
@@ -168,7 +168,7 @@ impl Filter {
             return false;
         }
         if let Some(t) = &self.target
-            && !same_target(t, &ev.target)
+            && !t.names(&ev.target)
         {
             return false;
         }
@@ -179,23 +179,65 @@ impl Filter {
 /// Whether a target asked for names an event's target: equal, or the same
 /// path once both are made absolute against the current folder.
 pub fn same_target(asked: &str, target: &str) -> bool {
-    if asked == target {
-        return true;
+    Target::new(asked).names(target)
+}
+
+/// A target asked for, made ready to be compared with the target of every
+/// event of a log: its absolute form and the current folder are found once,
+/// not once per event.
+#[derive(Clone, Debug, Default)]
+pub struct Target {
+    asked: String,
+    /// The current folder (for relative targets).
+    cwd: Option<PathBuf>,
+    /// `asked`, absolute, `.` and `..` taken out lexically.
+    abs: Option<PathBuf>,
+}
+
+impl Target {
+    pub fn new(asked: impl Into<String>) -> Target {
+        let asked = asked.into();
+        let cwd = std::env::current_dir().ok();
+        let abs = cwd.as_deref().and_then(|c| absolute_in(c, &asked));
+        Target { asked, cwd, abs }
     }
-    if !(asked.contains('/') || target.contains('/')) {
-        return false;
+
+    /// The target as asked.
+    pub fn as_str(&self) -> &str {
+        &self.asked
     }
-    match (absolute(asked), absolute(target)) {
-        (Some(a), Some(b)) => a == b,
-        _ => false,
+
+    /// Whether an event's `target` is this one (see [`same_target`]).
+    pub fn names(&self, target: &str) -> bool {
+        if self.asked == target {
+            return true;
+        }
+        if !(self.asked.contains('/') || target.contains('/')) {
+            return false;
+        }
+        let Some(abs) = &self.abs else {
+            return false;
+        };
+        // The common case, an absolute path without `..`: `Path` equality
+        // already compares component by component (`//` and `.` left out).
+        if target.starts_with('/') && !target.contains("..") {
+            return Path::new(target) == abs;
+        }
+        self.cwd
+            .as_deref()
+            .and_then(|c| absolute_in(c, target))
+            .is_some_and(|t| t == *abs)
     }
 }
 
-fn absolute(p: &str) -> Option<PathBuf> {
-    let abs = std::path::absolute(p).ok()?;
-    // Lexical clean-up of `.` and `..`, without touching the disk.
+/// `p` made absolute against `cwd`, with `.` and `..` taken out lexically,
+/// without touching the disk; `None` for an empty path.
+fn absolute_in(cwd: &Path, p: &str) -> Option<PathBuf> {
+    if p.is_empty() {
+        return None;
+    }
     let mut out = PathBuf::new();
-    for c in abs.components() {
+    for c in cwd.join(p).components() {
         match c {
             std::path::Component::ParentDir => {
                 out.pop();
@@ -214,11 +256,23 @@ fn absolute(p: &str) -> Option<PathBuf> {
 pub trait Events {
     /// Hands every event to `each`, oldest first; returns what was read.
     fn scan_events(&self, each: &mut dyn FnMut(&Line)) -> Result<Totals>;
+
+    /// Hands events to `each` newest first, until it returns `false` or the
+    /// oldest has been handed; returns what was read (only the lines read
+    /// are counted). `None` when this place is read forward only: the
+    /// caller then uses [`Events::scan_events`].
+    fn scan_events_back(&self, _each: &mut dyn FnMut(&Line) -> bool) -> Option<Result<Totals>> {
+        None
+    }
 }
 
 impl Events for Config {
     fn scan_events(&self, each: &mut dyn FnMut(&Line)) -> Result<Totals> {
         scan(&self.audit_log, each)
+    }
+
+    fn scan_events_back(&self, each: &mut dyn FnMut(&Line) -> bool) -> Option<Result<Totals>> {
+        Some(scan_back(&self.audit_log, each))
     }
 }
 
@@ -255,6 +309,13 @@ impl Events for Metered<'_> {
     fn scan_events(&self, each: &mut dyn FnMut(&Line)) -> Result<Totals> {
         let mut progress = self.progress.borrow_mut();
         scan_files(self.log, Some(&mut **progress), each)
+    }
+
+    fn scan_events_back(&self, each: &mut dyn FnMut(&Line) -> bool) -> Option<Result<Totals>> {
+        let mut progress = self.progress.borrow_mut();
+        let result = scan_back_told(self.log, Some(&mut **progress), each);
+        progress.finish();
+        Some(result)
     }
 }
 
@@ -334,6 +395,69 @@ fn scan_told(
     crate::debug::log(|| {
         format!(
             "audit: scanned {} lines ({} malformed) in {} files in {} ms",
+            totals.lines,
+            totals.malformed,
+            totals.files.len(),
+            super::event::ms_text(Some(super::event::ms(started.elapsed())))
+        )
+    });
+    Ok(totals)
+}
+
+/// Streams the events of `log` to `each` newest first — the live log read
+/// backwards from its end ([`super::backward`]), then `LOG.1`, `LOG.2`, …
+/// only while `each` asks for more (returns `true`). The events are those
+/// [`scan`] gives, in reverse order. Counts only the lines read; the files
+/// listed are those read, oldest first. A missing log is an empty one.
+pub fn scan_back(log: &Path, mut each: impl FnMut(&Line) -> bool) -> Result<Totals> {
+    scan_back_told(log, None, &mut each)
+}
+
+fn scan_back_told(
+    log: &Path,
+    mut progress: Option<&mut dyn Progress>,
+    each: &mut dyn FnMut(&Line) -> bool,
+) -> Result<Totals> {
+    let started = std::time::Instant::now();
+    crate::debug::log(|| format!("audit: reading {} from its end", log.display()));
+    let mut totals = Totals::default();
+    let mut files = rotate::open_log_files(log);
+    files.reverse();
+    let sizes: Vec<u64> = files
+        .iter()
+        .map(|(_, f)| f.metadata().map_or(0, |m| m.len()))
+        .collect();
+    let total: u64 = sizes.iter().sum();
+    let (mut before, mut told) = (0u64, 0u64);
+    let mut more = true;
+    for ((path, file), size) in files.iter().zip(sizes) {
+        if !more {
+            break;
+        }
+        let mut lines = super::backward::RevLines::with_block(file, size, super::backward::BLOCK);
+        let cannot = |e| Error::io(e, "cannot read the audit log", path);
+        while let Some(raw) = lines.next().map_err(cannot)? {
+            if let Some(line) = parse_line(raw, &mut totals)
+                && !each(&line)
+            {
+                more = false;
+                break;
+            }
+            let read = before + lines.bytes_read();
+            if let Some(p) = progress.as_deref_mut()
+                && read - told >= PROGRESS_STEP
+            {
+                told = read;
+                p.advance(read, total);
+            }
+        }
+        before += lines.bytes_read();
+        totals.files.push(path.clone());
+    }
+    totals.files.reverse();
+    crate::debug::log(|| {
+        format!(
+            "audit: read {} lines ({} malformed) back from the end of {} files in {} ms",
             totals.lines,
             totals.malformed,
             totals.files.len(),
@@ -558,5 +682,43 @@ mod tests {
         assert!(same_target("a/../b/s.json", "b/s.json"));
         assert!(same_target("deploy", "deploy"));
         assert!(!same_target("deploy", "deploy2"));
+        let cwd = std::env::current_dir().unwrap();
+        let here = cwd.join("s.json").display().to_string();
+        for (asked, target, same) in [
+            ("s.json", here.as_str(), true),
+            (here.as_str(), "s.json", true),
+            (here.as_str(), "./s.json", true),
+            ("/w/s.json", "/w//s.json", true),
+            ("/w/s.json", "/w/./s.json", true),
+            ("/w/s.json", "/w/x/../s.json", true),
+            ("/w/s.json", "/w/s.json/", true),
+            ("/w/s.json", "/w/t.json", false),
+            ("/w/s.json", "", false),
+            ("", "", true),
+            ("/w/s.json", "w/s.json", cwd == Path::new("/")),
+        ] {
+            assert_eq!(same_target(asked, target), same, "{asked} vs {target}");
+            // The same answer as std's own absolute path, cleaned the same way.
+            let std_abs = |p: &str| {
+                std::path::absolute(p).ok().map(|a| {
+                    let mut out = PathBuf::new();
+                    for c in a.components() {
+                        match c {
+                            std::path::Component::ParentDir => {
+                                out.pop();
+                            }
+                            std::path::Component::CurDir => {}
+                            o => out.push(o),
+                        }
+                    }
+                    out
+                })
+            };
+            let want = asked == target
+                || ((asked.contains('/') || target.contains('/'))
+                    && std_abs(asked).is_some()
+                    && std_abs(asked) == std_abs(target));
+            assert_eq!(same_target(asked, target), want, "{asked} vs {target}");
+        }
     }
 }

@@ -4,7 +4,8 @@
 //! The file backend's implementation is [`crate::audit::event`] (one
 //! `write(2)` per event to the JSON Lines file, rotated by
 //! [`crate::audit::rotate`]) and [`crate::audit::scan`] (the rotated files
-//! oldest first, then the live log, one line at a time).
+//! oldest first, then the live log, one line at a time; or newest first,
+//! from the end of the live log back, for `audit recent`).
 
 use super::FileBackend;
 use crate::audit::event::{self, Event};
@@ -27,6 +28,10 @@ pub trait AuditSink: Events {
 impl Events for FileBackend {
     fn scan_events(&self, each: &mut dyn FnMut(&Line)) -> Result<Totals> {
         scan::scan(&self.cfg.audit_log, each)
+    }
+
+    fn scan_events_back(&self, each: &mut dyn FnMut(&Line) -> bool) -> Option<Result<Totals>> {
+        Some(scan::scan_back(&self.cfg.audit_log, each))
     }
 }
 

@@ -10,6 +10,8 @@ pub struct Table {
     show_header: bool,
     rows: Vec<Vec<String>>,
     right: Vec<bool>,
+    /// Widths of rows measured but not kept ([`Table::measure`]).
+    measured: Vec<usize>,
 }
 
 impl Table {
@@ -22,6 +24,7 @@ impl Table {
             show_header: true,
             rows: Vec::new(),
             right: vec![false; header.len()],
+            measured: vec![0; header.len()],
         }
     }
 
@@ -55,34 +58,70 @@ impl Table {
         self.rows.is_empty()
     }
 
-    /// The table as lines, each ending in a newline; trailing spaces trimmed.
-    pub fn render(&self) -> String {
-        let cols = self.header.len();
-        let mut width = vec![0usize; cols];
+    /// Widens the columns to fit `cells` without keeping the row: a table
+    /// too long to hold is measured row by row, then printed row by row
+    /// with [`Table::header_line`] and [`Table::line`], as [`Table::render`]
+    /// would print it.
+    pub fn measure(&mut self, cells: &[String]) {
+        for (w, cell) in self.measured.iter_mut().zip(cells) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+
+    fn widths(&self) -> Vec<usize> {
+        let mut width = self.measured.clone();
         let header = self.show_header.then_some(&self.header);
         for row in header.into_iter().chain(&self.rows) {
-            for (i, cell) in row.iter().enumerate().take(cols) {
-                width[i] = width[i].max(cell.chars().count());
+            for (w, cell) in width.iter_mut().zip(row) {
+                *w = (*w).max(cell.chars().count());
             }
         }
+        width
+    }
+
+    fn line_in(&self, width: &[usize], row: &[String], out: &mut String) {
+        let mut line = String::new();
+        for (i, cell) in row.iter().enumerate().take(width.len()) {
+            if i > 0 {
+                line.push_str("  ");
+            }
+            let pad = width[i] - cell.chars().count();
+            if self.right[i] {
+                line.extend(std::iter::repeat_n(' ', pad));
+                line.push_str(cell);
+            } else {
+                line.push_str(cell);
+                line.extend(std::iter::repeat_n(' ', pad));
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+
+    /// The header line as [`Table::render`] prints it; empty without one.
+    pub fn header_line(&self) -> String {
+        let mut out = String::new();
+        if self.show_header {
+            self.line_in(&self.widths(), &self.header, &mut out);
+        }
+        out
+    }
+
+    /// One row as [`Table::render`] prints it, in the columns measured so
+    /// far; the row must have been measured.
+    pub fn line(&self, cells: &[String]) -> String {
+        let mut out = String::new();
+        self.line_in(&self.widths(), cells, &mut out);
+        out
+    }
+
+    /// The table as lines, each ending in a newline; trailing spaces trimmed.
+    pub fn render(&self) -> String {
+        let width = self.widths();
+        let header = self.show_header.then_some(&self.header);
         let mut out = String::new();
         for row in header.into_iter().chain(&self.rows) {
-            let mut line = String::new();
-            for (i, cell) in row.iter().enumerate().take(cols) {
-                if i > 0 {
-                    line.push_str("  ");
-                }
-                let pad = width[i] - cell.chars().count();
-                if self.right[i] {
-                    line.extend(std::iter::repeat_n(' ', pad));
-                    line.push_str(cell);
-                } else {
-                    line.push_str(cell);
-                    line.extend(std::iter::repeat_n(' ', pad));
-                }
-            }
-            out.push_str(line.trim_end());
-            out.push('\n');
+            self.line_in(&width, row, &mut out);
         }
         out
     }
@@ -113,5 +152,32 @@ mod tests {
         let mut t = Table::for_output(&["name", "n"], &out);
         t.row(vec!["a".into(), "100".into()]);
         assert_eq!(t.render(), "a  100\n");
+    }
+
+    #[test]
+    fn measured_rows_print_as_the_whole_table_renders() {
+        let rows: Vec<Vec<String>> = [["a", "100"], ["long→name", "2"], ["b", "33333"]]
+            .iter()
+            .map(|r| r.iter().map(|c| c.to_string()).collect())
+            .collect();
+        for no_header in [false, true] {
+            let out = super::super::Output {
+                no_header,
+                ..Default::default()
+            };
+            let mut whole = Table::for_output(&["name", "n"], &out);
+            let mut streamed = Table::for_output(&["name", "n"], &out);
+            whole.right(1);
+            streamed.right(1);
+            for r in &rows {
+                whole.row(r.clone());
+                streamed.measure(r);
+            }
+            let mut text = streamed.header_line();
+            for r in &rows {
+                text.push_str(&streamed.line(r));
+            }
+            assert_eq!(text, whole.render());
+        }
     }
 }

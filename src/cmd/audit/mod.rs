@@ -262,7 +262,7 @@ fn recent_cmd(
         run_id: a.run_id,
         tool: a.tool,
         op: a.op,
-        target: a.target,
+        target: a.target.map(scan::Target::new),
         since: since(&a.since)?,
         failed: a.failed,
     };
@@ -307,21 +307,25 @@ fn races_cmd(
     check_window(a.window)?;
     let filter = Filter {
         run_id: a.run_id,
-        target: a.target,
+        target: a.target.map(scan::Target::new),
         since: since(&a.since)?,
         ..Filter::default()
     };
-    let (findings, totals) = races::collect(events, &filter, a.window)?;
-    if out.json {
-        // Streamed one finding at a time: a long log can hold many. A
-        // closed pipe (`| head`) is not a failure.
-        let mut w = std::io::BufWriter::new(std::io::stdout().lock());
-        let _ = races::write_json(&findings, &totals, !out.compact, &mut w)
-            .and_then(|_| w.write_all(b"\n"))
-            .and_then(|_| w.flush());
+    // Each finding is rendered as it is found and kept out of memory
+    // (`races::Findings`), then written out earliest first.
+    let render: races::Render = if out.json {
+        races::json_render(!out.compact)
     } else {
-        cli::print(&text::races(&findings, &totals));
-    }
+        Box::new(text::race)
+    };
+    let (findings, totals) = races::collect(events, &filter, a.window, render)?;
+    let mut w = std::io::BufWriter::new(std::io::stdout().lock());
+    let written = if out.json {
+        races::write_json(&findings, &totals, !out.compact, &mut w).and_then(|_| w.write_all(b"\n"))
+    } else {
+        text::races(&findings, &totals, &mut w)
+    };
+    report_written(written.and_then(|_| w.flush()), "race")?;
     *detail =
         json!({ "findings": findings.len(), "malformed": totals.malformed, "lines": totals.lines });
     Ok(Code::Success)
@@ -335,11 +339,14 @@ fn history_cmd(
     detail: &mut serde_json::Value,
 ) -> Result<Code> {
     let (h, totals) = history::collect(&ctx.cfg, events, &a.target, a.all)?;
-    if out.json {
-        out.json(&serde_json::to_value(h.report(&totals)).expect("the history report serializes"));
+    let mut w = std::io::BufWriter::new(std::io::stdout().lock());
+    let written = if out.json {
+        h.write_json(&totals, !out.compact, &mut w)
+            .and_then(|_| w.write_all(b"\n"))
     } else {
-        cli::print(&text::history(&h, &totals, &out));
-    }
+        text::history(&h, &totals, &out, &mut w)
+    };
+    report_written(written.and_then(|_| w.flush()), "history")?;
     *detail = json!({ "steps": h.steps.len() });
     Ok(Code::Success)
 }
@@ -445,6 +452,17 @@ fn monitor_cmd(ctx: &Ctx, a: MonitorArgs, detail: &mut serde_json::Value) -> Res
 /// Seconds, or a duration with a unit (`90`, `1.5`, `2m`).
 fn seconds(text: &str, what: &str) -> Result<Duration> {
     config::parse_duration(text, what)
+}
+
+/// The end of a report written to stdout as it streams: a closed pipe
+/// (`| head`) is not a failure, any other error is.
+fn report_written(written: std::io::Result<()>, what: &str) -> Result<()> {
+    match written {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(Error::io(e, format!("cannot write the {what} report"), "-"))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// `1 malformed line skipped`, `3 malformed lines skipped`.

@@ -1,12 +1,15 @@
 //! The review commands' text output: aligned tables and summary lines for
 //! a terminal, rendered from what the domain modules return.
 
+use std::borrow::Cow;
+use std::io::Write;
+
 use serde_json::Value;
 
 use super::malformed_note;
 use crate::audit::event::ms_text as ms;
-use crate::audit::history::{History, What};
-use crate::audit::races::{self, Finding};
+use crate::audit::history::{History, Step, What};
+use crate::audit::races::{Finding, Findings};
 use crate::audit::scan::{self, Totals};
 use crate::audit::stats::{Stats, code_name};
 use crate::cmd::Output;
@@ -146,56 +149,58 @@ pub fn human_span(s: f64) -> String {
     }
 }
 
-/// `audit races`: one line per finding, its events indented below it.
-pub fn races(findings: &[Finding], totals: &Totals) -> String {
-    let mut out = String::new();
+/// `audit races`, one finding: its line, its events indented below it.
+pub fn race(f: &Finding, out: &mut Vec<u8>) {
+    let mut text = format!(
+        "{}  {}  {}: {}\n",
+        scan::format_micros(f.at),
+        f.kind,
+        if f.target.is_empty() {
+            "(no target)"
+        } else {
+            &f.target
+        },
+        f.summary
+    );
+    // The events behind a finding, indented, without a header of their own.
+    let bare = Output {
+        no_header: true,
+        ..Output::default()
+    };
+    for line in recent(&f.events, &Totals::default(), &bare).lines() {
+        text.push_str("    ");
+        text.push_str(line);
+        text.push('\n');
+    }
+    if f.more > 0 {
+        text.push_str(&format!("    … and {} more events\n", f.more));
+    }
+    out.extend_from_slice(text.as_bytes());
+}
+
+/// `audit races`: each finding as [`race`] rendered it, earliest first,
+/// then the counts by kind.
+pub fn races(findings: &Findings, totals: &Totals, out: &mut dyn Write) -> std::io::Result<()> {
     if findings.is_empty() {
-        out.push_str(&format!(
-            "no races found in {} events\n",
+        writeln!(
+            out,
+            "no races found in {} events",
             totals.lines - totals.malformed
-        ));
+        )?;
     }
-    for f in findings {
-        out.push_str(&format!(
-            "{}  {}  {}: {}\n",
-            scan::format_micros(f.at),
-            f.kind,
-            if f.target.is_empty() {
-                "(no target)"
-            } else {
-                &f.target
-            },
-            f.summary
-        ));
-        // The events behind a finding, indented, without a header of their own.
-        let bare = Output {
-            no_header: true,
-            ..Output::default()
-        };
-        for line in recent(&f.events, &Totals::default(), &bare).lines() {
-            out.push_str("    ");
-            out.push_str(line);
-            out.push('\n');
-        }
-        if f.more > 0 {
-            out.push_str(&format!("    … and {} more events\n", f.more));
-        }
-    }
+    findings.each(|f| out.write_all(f))?;
     if !findings.is_empty() {
-        let parts: Vec<String> = races::counts(findings)
+        let parts: Vec<String> = findings
+            .counts()
             .iter()
             .map(|(k, n)| format!("{n} {k}"))
             .collect();
-        out.push_str(&format!(
-            "{} findings: {}\n",
-            findings.len(),
-            parts.join(", ")
-        ));
+        writeln!(out, "{} findings: {}", findings.len(), parts.join(", "))?;
     }
     if totals.malformed > 0 {
-        out.push_str(&format!("({})\n", malformed_note(totals.malformed)));
+        writeln!(out, "({})", malformed_note(totals.malformed))?;
     }
-    out
+    Ok(())
 }
 
 /// Who did it: `owner 42 (pid 43, ana@host)`.
@@ -210,34 +215,101 @@ fn by(ev: &Value) -> String {
     format!("owner {owner} (pid {pid}, {user}@{host})")
 }
 
+/// The fields of an event a history row shows, borrowed from the line: a
+/// long history is rendered twice (to size the columns, then to print), and
+/// a whole `Value` per step costs several times this.
+#[derive(serde::Deserialize)]
+struct RowFields<'a> {
+    #[serde(borrow)]
+    ts: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    tool: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    op: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    run_id: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    user: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    host: Option<Cow<'a, str>>,
+    pid: Option<u64>,
+    ppid: Option<u64>,
+    detail: Option<RowDetail>,
+}
+
+#[derive(serde::Deserialize)]
+struct RowDetail {
+    owner_pid: Option<u64>,
+}
+
+/// One step as a row of the history table. An event whose fields are not
+/// of the usual types is read as a whole value, the same way [`by`] does.
+fn step_row(s: &Step) -> Vec<String> {
+    let Ok(r) = serde_json::from_slice::<RowFields>(&s.raw) else {
+        return step_row_of_value(s);
+    };
+    let text = |v: &Option<Cow<str>>, none: &str| v.as_deref().unwrap_or(none).to_string();
+    let owner = r.detail.and_then(|d| d.owner_pid).or(r.ppid).unwrap_or(0);
+    vec![
+        text(&r.ts, "?"),
+        s.what.clone(),
+        format!(
+            "owner {owner} (pid {}, {}@{})",
+            r.pid.unwrap_or(0),
+            r.user.as_deref().unwrap_or("?"),
+            r.host.as_deref().unwrap_or("?")
+        ),
+        text(&r.tool, "?"),
+        text(&r.op, "?"),
+        text(&r.run_id, "-"),
+        s.detail.clone(),
+    ]
+}
+
+fn step_row_of_value(s: &Step) -> Vec<String> {
+    let e = &s.event();
+    vec![
+        e["ts"].as_str().unwrap_or("?").to_string(),
+        s.what.clone(),
+        by(e),
+        e["tool"].as_str().unwrap_or("?").to_string(),
+        e["op"].as_str().unwrap_or("?").to_string(),
+        e["run_id"].as_str().unwrap_or("-").to_string(),
+        s.detail.clone(),
+    ]
+}
+
 /// `audit history`: the verdict, a table of the steps, what removed it.
-pub fn history(h: &History, totals: &Totals, output: &Output) -> String {
-    let mut out = format!(
-        "history of {} '{}': {}\n",
+/// The steps are read twice from where the history kept them, to size the
+/// columns and then to print the rows, so no step is held in memory.
+pub fn history(
+    h: &History,
+    totals: &Totals,
+    output: &Output,
+    out: &mut dyn Write,
+) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "history of {} '{}': {}",
         h.kind.map_or("target", What::name),
         h.target,
         h.verdict
-    );
+    )?;
     if !h.steps.is_empty() {
-        out.push('\n');
+        out.write_all(b"\n")?;
         let mut t = Table::for_output(
             &["time", "what", "by", "tool", "op", "run", "detail"],
             output,
         );
-        for s in &h.steps {
-            let e = &s.event();
-            t.row(vec![
-                e["ts"].as_str().unwrap_or("?").to_string(),
-                s.what.clone(),
-                by(e),
-                e["tool"].as_str().unwrap_or("?").to_string(),
-                e["op"].as_str().unwrap_or("?").to_string(),
-                e["run_id"].as_str().unwrap_or("-").to_string(),
-                s.detail.clone(),
-            ]);
-        }
-        out.push_str(&t.render());
+        h.steps.each(|s| {
+            t.measure(&step_row(s));
+            Ok(())
+        })?;
+        out.write_all(t.header_line().as_bytes())?;
+        h.steps
+            .each(|s| out.write_all(t.line(&step_row(s)).as_bytes()))?;
     }
+    let mut rest = String::new();
     if let Some(r) = &h.removed_by {
         let e = r.event();
         let detail = if r.detail.is_empty() {
@@ -245,7 +317,7 @@ pub fn history(h: &History, totals: &Totals, output: &Output) -> String {
         } else {
             format!(" ({})", r.detail)
         };
-        out.push_str(&format!(
+        rest.push_str(&format!(
             "\nremoved by: {} {}{detail} at {}, {}\n",
             e["tool"].as_str().unwrap_or("?"),
             e["op"].as_str().unwrap_or("?"),
@@ -254,7 +326,31 @@ pub fn history(h: &History, totals: &Totals, output: &Output) -> String {
         ));
     }
     if totals.malformed > 0 {
-        out.push_str(&format!("({})\n", malformed_note(totals.malformed)));
+        rest.push_str(&format!("({})\n", malformed_note(totals.malformed)));
     }
-    out
+    out.write_all(rest.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn history_rows_read_the_same_from_borrowed_fields_as_from_a_value() {
+        for raw in [
+            r#"{"ts":"t","tool":"a","op":"b","pid":3,"ppid":4,"user":"u","host":"h","run_id":"r","detail":{"owner_pid":9}}"#,
+            r#"{"ts":"t","tool":"a","op":"b","pid":3,"ppid":4,"detail":null,"run_id":null}"#,
+            r#"{"ts":"t","tool":"a","op":"b","detail":{}}"#,
+            r#"{"ts":"t\u0041","tool":"a","op":"b","pid":-1,"user":7,"host":["x"],"detail":"s"}"#,
+            r#"{"ts":"t","tool":"a","op":"b","pid":1.0,"ppid":2,"detail":{"owner_pid":"9"}}"#,
+            r#"{"ts":"t","tool":"a","op":"b","ts":"u"}"#,
+        ] {
+            let s = Step {
+                what: "w".into(),
+                detail: "d".into(),
+                raw: raw.as_bytes().to_vec(),
+            };
+            assert_eq!(step_row(&s), step_row_of_value(&s), "{raw}");
+        }
+    }
 }
