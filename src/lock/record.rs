@@ -247,14 +247,16 @@ pub fn load(path: &Path) -> Result<Option<Record>> {
 }
 
 /// Writes a record atomically (not fsynced: records never outlive a boot).
+/// Called holding the record's [`Mutex`], so its temp file has one fixed
+/// name and no write lists `.locks/` ([`durable::replace_serialized`]).
 pub fn store(path: &Path, record: &Record) -> Result<()> {
     let bytes = serde_json::to_vec_pretty(record).expect("a record always serializes");
-    durable::replace(path, &bytes, Durability::Atomic)
+    durable::replace_serialized(path, &bytes, Durability::Atomic)
 }
 
-/// Removes a record; a missing one is fine.
+/// Removes a record (holding its [`Mutex`]); a missing one is fine.
 pub fn remove(path: &Path) -> Result<()> {
-    durable::remove(path).map_err(|e| Error::io(e, "cannot remove lock record", path))
+    durable::remove_serialized(path)
 }
 
 /// An exclusive flock(2) on `NAME.mutex`: the right to change `NAME.lock`.
