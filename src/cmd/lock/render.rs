@@ -86,20 +86,111 @@ pub fn record_json(rec: &Record) -> Value {
     v
 }
 
-/// The JSON of `list json`: one array, each element a lock record plus
-/// `name` and `status` (`corrupt` elements carry `error` instead).
+/// The whole `list json` array at once, for unit tests (the command
+/// streams it through [`JsonStream`]).
+#[cfg(test)]
 pub fn json_list(entries: &[Entry]) -> Vec<Value> {
-    entries
-        .iter()
-        .map(|e| match &e.record {
-            Ok(rec) => {
-                let mut v = record_json(rec);
-                v["name"] = json!(e.name);
-                v
+    entries.iter().map(entry_json).collect()
+}
+
+/// One element of `list json`'s array: a lock record plus `name` and
+/// `status` (`corrupt` elements carry `error` instead).
+pub fn entry_json(e: &Entry) -> Value {
+    match &e.record {
+        Ok(rec) => {
+            let mut v = record_json(rec);
+            v["name"] = json!(e.name);
+            v
+        }
+        Err(err) => json!({"name": e.name, "status": "corrupt", "error": err.summary()}),
+    }
+}
+
+/// A JSON listing printed one element at a time, so that `list json` holds
+/// one record in memory, not all of them: the same bytes [`Output::list`]
+/// prints for the whole array (pretty, `-c` or `--jsonl`), in chunks of
+/// about 64 KiB. Nothing is printed until the first element or [`finish`].
+///
+/// [`finish`]: JsonStream::finish
+pub struct JsonStream<'a> {
+    out: &'a Output,
+    buf: String,
+    items: usize,
+}
+
+impl<'a> JsonStream<'a> {
+    pub fn new(out: &'a Output) -> JsonStream<'a> {
+        JsonStream {
+            out,
+            buf: String::new(),
+            items: 0,
+        }
+    }
+
+    /// Adds one element.
+    pub fn push(&mut self, item: &Value) {
+        let text = if self.out.compact || self.out.jsonl {
+            serde_json::to_string(item)
+        } else {
+            serde_json::to_string_pretty(item)
+        }
+        .expect("JSON values always serialize");
+        if self.out.jsonl {
+            self.buf.push_str(&text);
+            self.buf.push('\n');
+        } else {
+            self.buf.push_str(match (self.items, self.out.compact) {
+                (0, true) => "[",
+                (0, false) => "[\n",
+                (_, true) => ",",
+                (_, false) => ",\n",
+            });
+            if self.out.compact {
+                self.buf.push_str(&text);
+            } else {
+                // As serde_json indents an array's elements: two spaces a
+                // line (a JSON string never holds a raw newline).
+                for (i, line) in text.split('\n').enumerate() {
+                    if i > 0 {
+                        self.buf.push('\n');
+                    }
+                    self.buf.push_str("  ");
+                    self.buf.push_str(line);
+                }
             }
-            Err(err) => json!({"name": e.name, "status": "corrupt", "error": err.summary()}),
-        })
-        .collect()
+        }
+        self.items += 1;
+        if self.buf.len() >= 1 << 16 {
+            crate::cmd::print(&self.buf);
+            self.buf.clear();
+        }
+    }
+
+    /// What [`finish`](JsonStream::finish) would print, for unit tests.
+    #[cfg(test)]
+    fn buf_for_test(mut self) -> String {
+        self.close();
+        self.buf
+    }
+
+    /// The end of the array (nothing for `--jsonl`).
+    fn close(&mut self) {
+        match (self.out.jsonl, self.items, self.out.compact) {
+            (true, _, _) => {}
+            (false, 0, _) => self.buf.push_str("[]\n"),
+            (false, _, true) => self.buf.push_str("]\n"),
+            (false, _, false) => self.buf.push_str("\n]\n"),
+        }
+    }
+
+    /// Closes the array and prints what is left; returns how many elements.
+    pub fn finish(mut self) -> usize {
+        self.close();
+        if !self.buf.is_empty() {
+            crate::cmd::print(&self.buf);
+        }
+        self.items
+    }
 }
 
 /// `status --json`: the held locks with holders and waiters, the stale and
@@ -226,6 +317,40 @@ mod tests {
         let bare = table(&entries(), &no_header);
         assert_eq!(bare.lines().count(), 4, "{bare}");
         assert!(bare.starts_with("bad"), "{bare}");
+    }
+
+    #[test]
+    fn a_streamed_listing_prints_what_the_whole_array_prints() {
+        let items = json_list(&entries());
+        for (compact, jsonl) in [(false, false), (true, false), (false, true)] {
+            let out = Output {
+                json: true,
+                compact,
+                jsonl,
+                ..Output::default()
+            };
+            for n in [0, 1, items.len()] {
+                let mut s = JsonStream::new(&out);
+                for item in &items[..n] {
+                    s.push(item);
+                }
+                let whole = if jsonl {
+                    items[..n]
+                        .iter()
+                        .map(|v| serde_json::to_string(v).unwrap() + "\n")
+                        .collect::<String>()
+                } else if compact {
+                    serde_json::to_string(&items[..n]).unwrap() + "\n"
+                } else {
+                    serde_json::to_string_pretty(&items[..n]).unwrap() + "\n"
+                };
+                assert_eq!(
+                    s.buf_for_test(),
+                    whole,
+                    "compact {compact} jsonl {jsonl} n {n}"
+                );
+            }
+        }
     }
 
     #[test]
