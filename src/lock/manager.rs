@@ -13,6 +13,10 @@
 //!   exclusive waiter. A waiter whose timeout passes removes its entry; so
 //!   does a waiter of `lock-manager` ended by SIGINT, SIGTERM or SIGHUP,
 //!   before it ends (see [`super::wait::Interrupts`]).
+//! - No operation on one lock reads or lists the other records: a record
+//!   write has one temp name, the hierarchy check reads the requesting
+//!   owner's index ([`super::owners`]), and a record removed takes its
+//!   mutex file with it. `list`, `status` and `clean` read every record.
 //! - A holder is dropped only when it is stale (dead, pid reused, other boot,
 //!   TTL passed), never for being old; a record that does not parse is
 //!   corruption (exit 3) and is left alone.

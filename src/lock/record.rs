@@ -263,7 +263,8 @@ pub fn remove(path: &Path) -> Result<()> {
 /// Released when dropped, or by the kernel if the process dies.
 ///
 /// A mutex file may be unlinked only by a process that holds it
-/// ([`Mutex::remove_file`], used by `clean`); [`Mutex::lock`] checks after
+/// ([`Mutex::remove_file`]: whoever removes the record, and `clean`), so
+/// `.locks/` keeps no mutex file per name ever used; [`Mutex::lock`] checks after
 /// locking that the file it locked is still the one at the path, so a
 /// locker can never hold an unlinked file while another locks its successor.
 #[must_use = "the mutex is released as soon as the guard is dropped"]
