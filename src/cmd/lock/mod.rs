@@ -224,7 +224,7 @@ pub fn list(ctx: &Ctx) -> Result<Code> {
             let mut stream = render::JsonStream::new(&ctx.output);
             let mut corrupt = Vec::new();
             let result = ctx.backend.locks().each(&mut |e| {
-                stream.push(&render::entry_json(&e));
+                stream.push(&render::ListItem::of(&e));
                 if let Err(err) = e.record {
                     corrupt.push(err);
                 }
