@@ -525,6 +525,93 @@ fn parent_of(path: &Path) -> &Path {
     }
 }
 
+/// [`replace`] for a file whose writers all hold a lock of their own while
+/// they change it (a lock record, under its `NAME.mutex`). The temp file has
+/// the fixed name `.NAME.tmp`, so the only leftover a killed writer can have
+/// left is that one file: it is removed before the next write, and no folder
+/// is listed (a listing per write made each write grow with the folder, and
+/// filling it quadratic). The same guarantees as [`replace`] otherwise: a
+/// reader sees the old or the new bytes. A temp file of that name that
+/// another process still holds (the caller's lock was not honoured) sends
+/// the write the way of [`replace`].
+pub fn replace_serialized(path: &Path, bytes: &[u8], durability: Durability) -> Result<()> {
+    refuse_special(path)?;
+    let tmp = serialized_temp(path)?;
+    let create = || {
+        OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(
+                (rustix::fs::OFlags::CLOEXEC | rustix::fs::OFlags::NOFOLLOW).bits() as i32,
+            )
+            .open(&tmp)
+    };
+    // Twice at most: `clean` may remove the temp file between its creation
+    // and our flock (the rename then fails with NotFound).
+    for attempt in 0..2 {
+        let file = match create() {
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                // A killed writer's leftover holds no flock; a live writer's does.
+                if !open_kept(&tmp).is_ok_and(|f| f.try_lock().is_ok()) {
+                    return replace(path, bytes, durability);
+                }
+                let _ = fs::remove_file(&tmp);
+                create()
+            }
+            other => other,
+        }
+        .map_err(|e| Error::io(e, "cannot create a temp file", &tmp))?;
+        // Marks the temp file as in use; released by the kernel if we are killed.
+        let _ = file.try_lock();
+        let result = (|| {
+            (&file)
+                .write_all(bytes)
+                .map_err(|e| Error::io(e, "cannot write", &tmp))?;
+            if durability == Durability::Durable {
+                file.sync_data()
+                    .map_err(|e| Error::io(e, "cannot flush to disk", &tmp))?;
+            }
+            fs::rename(&tmp, path).map_err(|e| Error::io(e, "cannot rename into place", path))
+        })();
+        match result {
+            Ok(()) => break,
+            Err(e) => {
+                let _ = fs::remove_file(&tmp);
+                let lost = e.io_kind() == Some(io::ErrorKind::NotFound) && e.path() == Some(path);
+                if !lost || attempt == 1 {
+                    return Err(e);
+                }
+            }
+        }
+    }
+    if durability == Durability::Durable {
+        sync_dir(parent_of(path))?;
+    }
+    Ok(())
+}
+
+/// [`remove`] for a file written by [`replace_serialized`], by a writer that
+/// holds its lock: the fixed-name temp file of a killed writer goes with it,
+/// and no folder is listed. A missing file is fine.
+pub fn remove_serialized(path: &Path) -> Result<()> {
+    let tmp = serialized_temp(path)?;
+    let result = match fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(Error::io(e, "cannot remove", path)),
+        _ => Ok(()),
+    };
+    let _ = fs::remove_file(&tmp);
+    result
+}
+
+/// `.NAME.tmp` beside `path`: the one temp name of [`replace_serialized`].
+fn serialized_temp(path: &Path) -> Result<PathBuf> {
+    let name = path
+        .file_name()
+        .ok_or_else(|| Error::general("cannot write a path with no file name").with_path(path))?;
+    Ok(parent_of(path).join(format!(".{}.tmp", name.to_string_lossy())))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -24,6 +24,15 @@ use crate::lock::report::Status;
 pub trait LockRegistry {
     /// Every lock record, sorted by name: the one way to list them.
     fn list(&self) -> Result<Vec<Entry>>;
+    /// [`LockRegistry::list`] one record at a time, each handed to `f` and
+    /// dropped, so a listing of many records never holds them all (`list
+    /// json`); how many there were. The whole list by default.
+    fn each(&self, f: &mut dyn FnMut(Entry)) -> Result<usize> {
+        let entries = self.list()?;
+        let n = entries.len();
+        entries.into_iter().for_each(f);
+        Ok(n)
+    }
     /// The record of lock `name`, `None` when there is none (exit 3 when it
     /// does not parse).
     fn read(&self, name: &str) -> Result<Option<Record>>;
@@ -49,6 +58,9 @@ pub trait LockRegistry {
 impl LockRegistry for FileBackend {
     fn list(&self) -> Result<Vec<Entry>> {
         manager::scan(&self.cfg)
+    }
+    fn each(&self, f: &mut dyn FnMut(Entry)) -> Result<usize> {
+        manager::scan_each(&self.cfg, f)
     }
     fn read(&self, name: &str) -> Result<Option<Record>> {
         manager::read(&self.cfg, name)

@@ -13,6 +13,10 @@
 //!   exclusive waiter. A waiter whose timeout passes removes its entry; so
 //!   does a waiter of `lock-manager` ended by SIGINT, SIGTERM or SIGHUP,
 //!   before it ends (see [`super::wait::Interrupts`]).
+//! - No operation on one lock reads or lists the other records: a record
+//!   write has one temp name, the hierarchy check reads the requesting
+//!   owner's index ([`super::owners`]), and a record removed takes its
+//!   mutex file with it. `list`, `status` and `clean` read every record.
 //! - A holder is dropped only when it is stale (dead, pid reused, other boot,
 //!   TTL passed), never for being old; a record that does not parse is
 //!   corruption (exit 3) and is left alone.
@@ -31,6 +35,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use super::name;
+use super::owners;
 use super::process::{self, Identity};
 use super::record::{self, Busy, Holder, LockType, Mutex, Record, Standing, Waiter};
 use super::wait::{Interrupts, Wake, Watcher};
@@ -403,6 +408,7 @@ fn grant(cfg: &Config, req: &Request, current: Option<Record>) -> Result<Acquire
             })
         })
         .collect();
+    let before = rec.holders.clone();
     rec.holders.retain(Holder::is_live);
     if !rec.waiters.is_empty() {
         // Our own waiter entry, if we waited, goes with the grant.
@@ -431,8 +437,13 @@ fn grant(cfg: &Config, req: &Request, current: Option<Record>) -> Result<Acquire
     }
     // A re-entrant request that changes nothing writes nothing.
     if current.as_ref() != Some(&rec) {
+        if !already_held {
+            // The index first: a kill between the writes leaves it a superset.
+            owners::add(cfg, &req.owner, &req.name)?;
+        }
         rec.timestamp = now_rfc3339_micros();
         record::store(&record::record_path(cfg, &req.name), &rec)?;
+        unindex_dropped(cfg, &req.name, &before, &rec);
     }
     Ok(Acquired {
         record: rec,
@@ -493,7 +504,9 @@ fn await_turn(
             Ok(()) if interrupts.as_ref().is_some_and(|i| i.take().is_some()) => {
                 // A signal came with the turn: the request is withdrawn, not granted.
                 let me = me.get_or_insert_with(Identity::current);
-                withdraw(&path, current, me)?;
+                if withdraw(&path, current, me)? {
+                    mutex.remove_file()?;
+                }
                 return Err(interrupted_error(name));
             }
             Ok(()) => {
@@ -515,7 +528,9 @@ fn await_turn(
         });
         let me = me.get_or_insert_with(Identity::current);
         if Instant::now() >= deadline {
-            withdraw(&path, current, me)?;
+            if withdraw(&path, current, me)? {
+                mutex.remove_file()?;
+            }
             return Ok(Turn::TimedOut(blocked));
         }
         log.attend.progress = log.attend.progress.resolved();
@@ -638,18 +653,20 @@ fn waiting_line(name: &str, rec: Option<&Record>, blocked: &Blocked) -> String {
 
 /// Removes `me` from the waiters of `rec` (held mutex), leaving no trace of a
 /// request that gave up: a record left with neither holders nor waiters is
-/// removed.
-fn withdraw(path: &std::path::Path, rec: Option<Record>, me: &Identity) -> Result<()> {
-    let Some(mut rec) = rec else { return Ok(()) };
+/// removed (then `true`: the caller may remove the mutex file too).
+fn withdraw(path: &std::path::Path, rec: Option<Record>, me: &Identity) -> Result<bool> {
+    let Some(mut rec) = rec else { return Ok(false) };
     if !rec.waiters.iter().any(|w| w.id == *me) {
-        return Ok(());
+        return Ok(false);
     }
     rec.waiters.retain(|w| w.id != *me && w.id.is_live());
     if rec.holders.is_empty() && rec.waiters.is_empty() {
-        record::remove(path)
+        record::remove(path)?;
+        Ok(true)
     } else {
         rec.timestamp = now_rfc3339_micros();
-        record::store(path, &rec)
+        record::store(path, &rec)?;
+        Ok(false)
     }
 }
 
@@ -723,8 +740,11 @@ pub fn transfer(cfg: &Config, name: &str, from: &Identity, to: &Identity) -> Res
         )));
     };
     h.id = to.clone();
+    owners::add(cfg, to, name)?;
     rec.timestamp = now_rfc3339_micros();
-    record::store(&path, &rec)
+    record::store(&path, &rec)?;
+    owners::remove(cfg, from, name);
+    Ok(())
 }
 
 /// Drops the dead holders and waiters of `name`, removing a record left empty.
@@ -733,19 +753,43 @@ pub fn prune(cfg: &Config, name: &str) -> Result<()> {
     if read(cfg, name)?.is_none() {
         return Ok(());
     }
-    let _mutex = Mutex::lock(cfg, name)?;
+    let mutex = Mutex::lock(cfg, name)?;
     let Some(mut rec) = record::load(&path)? else {
         return Ok(());
     };
+    let before = rec.holders.clone();
     let waiters = rec.waiters.len();
     if rec.prune() == 0 && rec.waiters.len() == waiters {
         return Ok(());
     }
+    put(cfg, name, mutex, &before, rec)
+}
+
+/// Writes `rec` back holding its `mutex`, or removes it (and the mutex file,
+/// so `.locks/` does not keep one per name ever used) when nobody is left
+/// in it; then drops the index entries of the holders of `before` it no
+/// longer names.
+fn put(cfg: &Config, name: &str, mutex: Mutex, before: &[Holder], mut rec: Record) -> Result<()> {
+    let path = record::record_path(cfg, name);
     if rec.holders.is_empty() && rec.waiters.is_empty() {
-        record::remove(&path)
+        record::remove(&path)?;
+        unindex_dropped(cfg, name, before, &rec);
+        mutex.remove_file()
     } else {
         rec.timestamp = now_rfc3339_micros();
-        record::store(&path, &rec)
+        record::store(&path, &rec)?;
+        unindex_dropped(cfg, name, before, &rec);
+        Ok(())
+    }
+}
+
+/// Removes the owner-index entries of `name` of the holders in `before`
+/// that `after` no longer names (see [`owners`]: after the record write).
+fn unindex_dropped(cfg: &Config, name: &str, before: &[Holder], after: &Record) {
+    for h in before {
+        if !after.holders.iter().any(|a| a.id == h.id) {
+            owners::remove(cfg, &h.id, name);
+        }
     }
 }
 
@@ -778,10 +822,11 @@ fn release_of(cfg: &Config, name: &str, owner: &Identity, force: bool) -> Result
     if read(cfg, name)?.is_none() {
         return Ok(Released::default());
     }
-    let _mutex = Mutex::lock(cfg, name)?;
+    let mutex = Mutex::lock(cfg, name)?;
     let Some(mut rec) = record::load(&path)? else {
         return Ok(Released::default());
     };
+    let before = rec.holders.clone();
     let mut released = Released::default();
     if force {
         released.forced_pids = rec
@@ -809,12 +854,7 @@ fn release_of(cfg: &Config, name: &str, owner: &Identity, force: bool) -> Result
         return Ok(released);
     }
     rec.prune();
-    if rec.holders.is_empty() && rec.waiters.is_empty() {
-        record::remove(&path)?;
-    } else {
-        rec.timestamp = now_rfc3339_micros();
-        record::store(&path, &rec)?;
-    }
+    put(cfg, name, mutex, &before, rec)?;
     Ok(released)
 }
 
@@ -910,14 +950,23 @@ pub fn record_files(cfg: &Config) -> Vec<PathBuf> {
 /// Every lock record in `.locks/`, sorted by name: the file backend's
 /// [`crate::backend::LockRegistry::list`].
 pub fn scan(cfg: &Config) -> Result<Vec<Entry>> {
-    Ok(record_names(cfg)?
-        .into_iter()
-        .filter_map(|name| {
-            // `None`: removed between listing and reading, so simply gone.
-            let record = record::load(&record::record_path(cfg, &name)).transpose()?;
-            Some(Entry { name, record })
-        })
-        .collect())
+    let mut entries = Vec::new();
+    scan_each(cfg, &mut |e| entries.push(e))?;
+    Ok(entries)
+}
+
+/// [`scan`], each record handed to `f` as it is read and not kept: the
+/// file backend's [`crate::backend::LockRegistry::each`]. How many.
+pub fn scan_each(cfg: &Config, f: &mut dyn FnMut(Entry)) -> Result<usize> {
+    let mut n = 0;
+    for name in record_names(cfg)? {
+        // `None`: removed between listing and reading, so simply gone.
+        if let Some(record) = record::load(&record::record_path(cfg, &name)).transpose() {
+            f(Entry { name, record });
+            n += 1;
+        }
+    }
+    Ok(n)
 }
 
 /// What `clean` did.
@@ -951,27 +1000,36 @@ pub enum Swept {
 /// What `clean` does to each record, and `state-manager cleanup --stale`.
 pub fn sweep(cfg: &Config, name: &str, prune: bool, force: bool) -> Result<Swept> {
     let path = record::record_path(cfg, name);
-    let _mutex = Mutex::lock(cfg, name)?;
-    let swept = sweep_locked(&path, prune, force);
+    let mutex = Mutex::lock(cfg, name)?;
+    let swept = sweep_locked(cfg, name, prune, force);
     crate::debug::log(|| format!("sweep {}: {swept:?}", path.display()));
+    match swept {
+        // No record left: neither is a reason to keep its mutex file.
+        Ok(Swept::Removed | Swept::Gone) => mutex.remove_file()?,
+        _ => drop(mutex),
+    }
     swept
 }
 
 /// [`sweep`], holding the mutex.
-fn sweep_locked(path: &Path, prune: bool, force: bool) -> Result<Swept> {
+fn sweep_locked(cfg: &Config, name: &str, prune: bool, force: bool) -> Result<Swept> {
+    let path = &record::record_path(cfg, name);
     match record::load(path) {
         Ok(None) => Ok(Swept::Gone),
         Ok(Some(rec)) if rec.standing().is_removable() => {
             record::remove(path)?;
+            unindex_dropped(cfg, name, &rec.holders, &Record::new(name, rec.kind));
             Ok(Swept::Removed)
         }
         Ok(Some(_)) if !prune => Ok(Swept::Kept(0)),
         Ok(Some(mut rec)) => {
+            let before = rec.holders.clone();
             let waiters = rec.waiters.len();
             let pruned = rec.prune() + (waiters - rec.waiters.len());
             if pruned > 0 {
                 rec.timestamp = now_rfc3339_micros();
                 record::store(path, &rec)?;
+                unindex_dropped(cfg, name, &before, &rec);
             }
             Ok(Swept::Kept(pruned))
         }
@@ -999,6 +1057,7 @@ pub fn clean(cfg: &Config, force: bool) -> Result<Cleaned> {
     for tmp in durable::leftover_temps(&cfg.locks_dir()) {
         let _ = fs::remove_file(tmp);
     }
+    owners::remove_gone(cfg)?;
     remove_idle_mutexes(cfg)?;
     Ok(done)
 }
@@ -1039,9 +1098,15 @@ pub fn check_hierarchy(cfg: &Config, name: &str, owner: &Identity) -> Result<()>
     if wanted >= name::priority("any-other-name") {
         return Ok(());
     }
-    let Ok(names) = record_names_in(&cfg.locks_dir()) else {
+    // Only the locks the owner's index lists (a superset of what it holds),
+    // each confirmed by its record: O(locks held by this owner).
+    let listed = owners::listed(cfg, owner);
+    if !listed
+        .iter()
+        .any(|o| o != name && name::priority(o) > wanted)
+    {
         return Ok(());
-    };
+    }
     if read(cfg, name)
         .ok()
         .flatten()
@@ -1049,30 +1114,16 @@ pub fn check_hierarchy(cfg: &Config, name: &str, owner: &Identity) -> Result<()>
     {
         return Ok(());
     }
-    let pid_text = owner.pid.to_string();
-    let mut held: Vec<(u32, String)> = names
-        .iter()
-        .filter_map(|other| {
-            if other == name || name::priority(other) <= wanted {
-                return None;
-            }
-            // Most records do not mention the owner's pid at all: skip the parse.
-            let bytes = crate::durable::read_limited(
-                &record::record_path(cfg, other),
-                crate::config::MAX_INPUT_BYTES,
-            )
-            .ok()?;
-            if !bytes
-                .windows(pid_text.len())
-                .any(|w| w == pid_text.as_bytes())
-            {
-                return None;
-            }
-            let rec: Record = serde_json::from_slice(&bytes).ok()?;
-            rec.live_holders()
-                .any(|h| h.id == *owner)
-                .then(|| (name::priority(other), other.to_string()))
+    let mut held: Vec<(u32, String)> = listed
+        .into_iter()
+        .filter(|other| other != name && name::priority(other) > wanted)
+        .filter(|other| {
+            record::load(&record::record_path(cfg, other))
+                .ok()
+                .flatten()
+                .is_some_and(|rec| rec.live_holders().any(|h| h.id == *owner))
         })
+        .map(|other| (name::priority(&other), other))
         .collect();
     held.sort();
     let Some((p, other)) = held.pop() else {

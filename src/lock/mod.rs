@@ -8,6 +8,8 @@
 //! - [`process`]: holder identities that survive pid reuse and reboots.
 //! - [`wait`]: blocking in the kernel until a record changes or a holder exits.
 //! - [`name`]: lock names and the deadlock-preventing hierarchy.
+//! - [`owners`]: the per-owner index of held locks, so the hierarchy check
+//!   reads only the requesting owner's records.
 //! - [`manager`]: the decisions: grant, wait, take over, release, check,
 //!   clean, and [`manager::scan`], the one lister of `.locks/`.
 //! - [`commands`]: the acquire request, the owner a call acts for, the
@@ -24,6 +26,7 @@
 pub mod commands;
 pub mod manager;
 pub mod name;
+pub mod owners;
 pub mod process;
 pub mod record;
 pub mod report;

@@ -247,21 +247,24 @@ pub fn load(path: &Path) -> Result<Option<Record>> {
 }
 
 /// Writes a record atomically (not fsynced: records never outlive a boot).
+/// Called holding the record's [`Mutex`], so its temp file has one fixed
+/// name and no write lists `.locks/` ([`durable::replace_serialized`]).
 pub fn store(path: &Path, record: &Record) -> Result<()> {
     let bytes = serde_json::to_vec_pretty(record).expect("a record always serializes");
-    durable::replace(path, &bytes, Durability::Atomic)
+    durable::replace_serialized(path, &bytes, Durability::Atomic)
 }
 
-/// Removes a record; a missing one is fine.
+/// Removes a record (holding its [`Mutex`]); a missing one is fine.
 pub fn remove(path: &Path) -> Result<()> {
-    durable::remove(path).map_err(|e| Error::io(e, "cannot remove lock record", path))
+    durable::remove_serialized(path)
 }
 
 /// An exclusive flock(2) on `NAME.mutex`: the right to change `NAME.lock`.
 /// Released when dropped, or by the kernel if the process dies.
 ///
 /// A mutex file may be unlinked only by a process that holds it
-/// ([`Mutex::remove_file`], used by `clean`); [`Mutex::lock`] checks after
+/// ([`Mutex::remove_file`]: whoever removes the record, and `clean`), so
+/// `.locks/` keeps no mutex file per name ever used; [`Mutex::lock`] checks after
 /// locking that the file it locked is still the one at the path, so a
 /// locker can never hold an unlinked file while another locks its successor.
 #[must_use = "the mutex is released as soon as the guard is dropped"]

@@ -732,10 +732,17 @@ fn clean_removes_stale_records_and_keeps_live_ones() {
     env.run(LM, &["clean"])
         .ok()
         .stdout_has("removed 2 stale lock records");
-    // Only the records (and mutex files) of live locks remain.
+    // Only the records (and mutex files) of live locks remain, beside the
+    // index of who holds what (issue 16).
     assert_eq!(
         env.list(".locks"),
-        ["keep.lock", "keep.mutex", "mixed.lock", "mixed.mutex"]
+        [
+            "keep.lock",
+            "keep.mutex",
+            "mixed.lock",
+            "mixed.mutex",
+            "owners"
+        ]
     );
     assert_eq!(
         record(&env, "mixed")["holders"].as_array().unwrap().len(),

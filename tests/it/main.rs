@@ -15,6 +15,7 @@ mod install;
 mod location;
 mod lock;
 mod lock_habits;
+mod lock_scale;
 mod metrics;
 mod ops;
 mod outputs;

@@ -219,17 +219,34 @@ pub fn check(ctx: &Ctx, name: &str) -> Result<Code> {
 pub fn list(ctx: &Ctx) -> Result<Code> {
     let rec = Recorder::start(&ctx.cfg, ctx.tool, "list", "*");
     process::snapshot(|| {
+        if ctx.output.json {
+            // One record at a time: memory stays flat in the number of records.
+            let mut stream = render::JsonStream::new(&ctx.output);
+            let mut corrupt = Vec::new();
+            let result = ctx.backend.locks().each(&mut |e| {
+                stream.push(&render::ListItem::of(&e));
+                if let Err(err) = e.record {
+                    corrupt.push(err);
+                }
+            });
+            rec.finish(
+                &result,
+                json!({ "count": result.as_ref().map_or(0, |n| *n) }),
+            );
+            result?;
+            stream.finish();
+            for err in corrupt {
+                eprintln!("{}: warning: {err}", ctx.tool);
+            }
+            return Ok(Code::Success);
+        }
         let result = ctx.backend.locks().list();
         rec.finish(
             &result,
             json!({ "count": result.as_ref().map_or(0, Vec::len) }),
         );
         let entries = result?;
-        if ctx.output.json {
-            ctx.output.list(&render::json_list(&entries));
-        } else {
-            cli::print(&render::table(&entries, &ctx.output));
-        }
+        cli::print(&render::table(&entries, &ctx.output));
         warn_corrupt(ctx, &entries);
         Ok(Code::Success)
     })

@@ -2,12 +2,13 @@
 //! summary and their JSON, rendered from the registry's typed values. The
 //! standing of each record is [`Record::standing`]'s, the one rule.
 
+use serde::Serialize;
 use serde_json::{Map, Value, json};
 
 use crate::cmd::table::Table;
 use crate::cmd::{Output, Paint};
 use crate::lock::manager::Entry;
-use crate::lock::record::{Holder, Record, Standing};
+use crate::lock::record::{Holder, LockType, Record, Standing, Waiter};
 use crate::lock::report::Status;
 
 /// The STATUS column of one holder; a holder that cannot be checked from
@@ -65,11 +66,7 @@ pub fn table(entries: &[Entry], out: &Output) -> String {
 /// own `status` and, when stale, `stale_reason`.
 pub fn record_json(rec: &Record) -> Value {
     let mut v = serde_json::to_value(rec).expect("a record always serializes");
-    let status = match rec.standing() {
-        Standing::Held => "valid",
-        Standing::Stale => "stale",
-        Standing::Waited | Standing::Vacant => "unlocked",
-    };
+    let status = record_status(rec);
     if let Some(holders) = v.get_mut("holders").and_then(Value::as_array_mut) {
         for (hv, h) in holders.iter_mut().zip(&rec.holders) {
             let reason = h.staleness();
@@ -86,20 +83,175 @@ pub fn record_json(rec: &Record) -> Value {
     v
 }
 
-/// The JSON of `list json`: one array, each element a lock record plus
-/// `name` and `status` (`corrupt` elements carry `error` instead).
+/// The whole `list json` array at once, for unit tests (the command
+/// streams it through [`JsonStream`]).
+#[cfg(test)]
 pub fn json_list(entries: &[Entry]) -> Vec<Value> {
-    entries
-        .iter()
-        .map(|e| match &e.record {
-            Ok(rec) => {
-                let mut v = record_json(rec);
-                v["name"] = json!(e.name);
-                v
-            }
-            Err(err) => json!({"name": e.name, "status": "corrupt", "error": err.summary()}),
-        })
-        .collect()
+    entries.iter().map(entry_json).collect()
+}
+
+/// One element of `list json`'s array, typed: what [`entry_json`] builds,
+/// serialized straight from the record (no `Value` tree to build and free
+/// per record), key for key in the same order.
+#[derive(Serialize)]
+#[serde(untagged)]
+pub enum ListItem<'a> {
+    Record {
+        name: &'a str,
+        #[serde(rename = "type")]
+        kind: LockType,
+        timestamp: &'a str,
+        holders: Vec<HolderItem<'a>>,
+        #[serde(skip_serializing_if = "<[_]>::is_empty")]
+        waiters: &'a [Waiter],
+        status: &'static str,
+    },
+    Corrupt(Value),
+}
+
+/// A holder in a [`ListItem`]: the holder plus its `status`, and why it is
+/// stale or cannot be verified.
+#[derive(Serialize)]
+pub struct HolderItem<'a> {
+    #[serde(flatten)]
+    holder: &'a Holder,
+    status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stale_reason: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    unverifiable: Option<String>,
+}
+
+impl<'a> ListItem<'a> {
+    pub fn of(e: &'a Entry) -> ListItem<'a> {
+        let rec = match &e.record {
+            Ok(rec) => rec,
+            Err(_) => return ListItem::Corrupt(entry_json(e)),
+        };
+        ListItem::Record {
+            name: &e.name,
+            kind: rec.kind,
+            timestamp: &rec.timestamp,
+            holders: rec
+                .holders
+                .iter()
+                .map(|h| {
+                    let reason = h.staleness();
+                    HolderItem {
+                        holder: h,
+                        status: if reason.is_some() { "stale" } else { "valid" },
+                        stale_reason: reason,
+                        unverifiable: h
+                            .id
+                            .unverifiable()
+                            .map(|why| format!("cannot verify: {why}")),
+                    }
+                })
+                .collect(),
+            waiters: &rec.waiters,
+            status: record_status(rec),
+        }
+    }
+}
+
+/// A record's `status`: `valid`, `stale` or `unlocked`.
+fn record_status(rec: &Record) -> &'static str {
+    match rec.standing() {
+        Standing::Held => "valid",
+        Standing::Stale => "stale",
+        Standing::Waited | Standing::Vacant => "unlocked",
+    }
+}
+
+/// One element of `list json`'s array: a lock record plus `name` and
+/// `status` (`corrupt` elements carry `error` instead).
+pub fn entry_json(e: &Entry) -> Value {
+    match &e.record {
+        Ok(rec) => {
+            let mut v = record_json(rec);
+            v["name"] = json!(e.name);
+            v
+        }
+        Err(err) => json!({"name": e.name, "status": "corrupt", "error": err.summary()}),
+    }
+}
+
+/// A JSON listing printed one element at a time, so that `list json` holds
+/// one record in memory, not all of them: the same bytes [`Output::list`]
+/// prints for the whole array (pretty, `-c` or `--jsonl`), in chunks of
+/// about 64 KiB. Nothing is printed until the first element or [`finish`].
+///
+/// [`finish`]: JsonStream::finish
+pub struct JsonStream<'a> {
+    out: &'a Output,
+    buf: String,
+    items: usize,
+}
+
+impl<'a> JsonStream<'a> {
+    pub fn new(out: &'a Output) -> JsonStream<'a> {
+        JsonStream {
+            out,
+            buf: String::new(),
+            items: 0,
+        }
+    }
+
+    /// Adds one element.
+    pub fn push(&mut self, item: &impl Serialize) {
+        let text = if self.out.compact || self.out.jsonl {
+            serde_json::to_string(item).expect("JSON values always serialize")
+        } else {
+            // Pretty inside an array, as serde_json indents its elements:
+            // `[\n  {…}\n]` without the brackets.
+            let whole =
+                serde_json::to_string_pretty(&[item]).expect("JSON values always serialize");
+            whole[2..whole.len() - 2].to_string()
+        };
+        if self.out.jsonl {
+            self.buf.push_str(&text);
+            self.buf.push('\n');
+        } else {
+            self.buf.push_str(match (self.items, self.out.compact) {
+                (0, true) => "[",
+                (0, false) => "[\n",
+                (_, true) => ",",
+                (_, false) => ",\n",
+            });
+            self.buf.push_str(&text);
+        }
+        self.items += 1;
+        if self.buf.len() >= 1 << 16 {
+            crate::cmd::print(&self.buf);
+            self.buf.clear();
+        }
+    }
+
+    /// What [`finish`](JsonStream::finish) would print, for unit tests.
+    #[cfg(test)]
+    fn buf_for_test(mut self) -> String {
+        self.close();
+        self.buf
+    }
+
+    /// The end of the array (nothing for `--jsonl`).
+    fn close(&mut self) {
+        match (self.out.jsonl, self.items, self.out.compact) {
+            (true, _, _) => {}
+            (false, 0, _) => self.buf.push_str("[]\n"),
+            (false, _, true) => self.buf.push_str("]\n"),
+            (false, _, false) => self.buf.push_str("\n]\n"),
+        }
+    }
+
+    /// Closes the array and prints what is left; returns how many elements.
+    pub fn finish(mut self) -> usize {
+        self.close();
+        if !self.buf.is_empty() {
+            crate::cmd::print(&self.buf);
+        }
+        self.items
+    }
 }
 
 /// `status --json`: the held locks with holders and waiters, the stale and
@@ -226,6 +378,59 @@ mod tests {
         let bare = table(&entries(), &no_header);
         assert_eq!(bare.lines().count(), 4, "{bare}");
         assert!(bare.starts_with("bad"), "{bare}");
+    }
+
+    #[test]
+    fn a_streamed_listing_prints_what_the_whole_array_prints() {
+        let mut all = entries();
+        // Every optional field: a TTL, metadata, an unverifiable holder, a waiter.
+        let mut rich = all[1].record.as_ref().unwrap().clone();
+        rich.name = "rich".into();
+        rich.holders[0].ttl = Some(30.5);
+        rich.holders[0].acquired_boottime = Some(12.25);
+        rich.holders[0].metadata = Some(json!({"job": [1, {"k": "v\nw"}], "e": {}}));
+        rich.holders[1].id.host = "elsewhere".into();
+        rich.waiters.push(Waiter {
+            id: rich.holders[0].id.clone(),
+            kind: LockType::Exclusive,
+            since: "2026-01-01T00:00:00Z".into(),
+        });
+        all.push(Entry {
+            name: "rich".into(),
+            record: Ok(rich),
+        });
+        // The typed elements the command streams against the whole array
+        // of `Value`s that `list json` printed before it streamed.
+        let items = json_list(&all);
+        for (compact, jsonl) in [(false, false), (true, false), (false, true)] {
+            let out = Output {
+                json: true,
+                compact,
+                jsonl,
+                ..Output::default()
+            };
+            for n in [0, 1, items.len()] {
+                let mut s = JsonStream::new(&out);
+                for e in &all[..n] {
+                    s.push(&ListItem::of(e));
+                }
+                let whole = if jsonl {
+                    items[..n]
+                        .iter()
+                        .map(|v| serde_json::to_string(v).unwrap() + "\n")
+                        .collect::<String>()
+                } else if compact {
+                    serde_json::to_string(&items[..n]).unwrap() + "\n"
+                } else {
+                    serde_json::to_string_pretty(&items[..n]).unwrap() + "\n"
+                };
+                assert_eq!(
+                    s.buf_for_test(),
+                    whole,
+                    "compact {compact} jsonl {jsonl} n {n}"
+                );
+            }
+        }
     }
 
     #[test]
