@@ -6,9 +6,9 @@ use std::process::ExitCode;
 
 use crate::cmd::{self as cli, Ctx};
 use crate::config::GlobalArgs;
-use crate::lock::commands::AcquireArgs;
+use crate::lock::commands;
 use crate::lock::record::LockType;
-use crate::lock::run::{self, RunArgs};
+use crate::lock::run;
 use crate::{Code, Kind, Result};
 use clap::{Subcommand, ValueEnum};
 
@@ -54,72 +54,24 @@ enum Command {
     /// 4 bad name, type or metadata, arguments given twice or out of order,
     /// or a hierarchy violation (an owner holding 'user' may not then ask for
     /// 'state': order state, config, signals, backup, temp, user, others).
-    Acquire {
-        /// Lock name: 1-128 of [A-Za-z0-9._-], not starting with '.'
-        name: String,
-        /// Seconds to wait [default: LOCK_TIMEOUT, else 30]
-        timeout: Option<String>,
-        /// shared or exclusive [default: exclusive]
-        #[arg(value_name = "TYPE")]
-        kind: Option<String>,
-        /// JSON stored with the holder, such as '{"step":"build"}'
-        metadata: Option<String>,
-        /// Seconds to wait, as TIMEOUT (flock's -w)
-        #[arg(short = 'w', long = "timeout", value_name = "SECONDS")]
-        wait: Option<String>,
-        /// Try once and fail at once (exit 2) if the lock is busy: TIMEOUT 0
-        #[arg(short, long)]
-        nonblock: bool,
-        /// Take a shared lock, as TYPE shared
-        #[arg(short, long, overrides_with = "exclusive")]
-        shared: bool,
-        /// Take an exclusive lock, as TYPE exclusive (the default)
-        #[arg(short = 'x', short_alias = 'e', long, overrides_with = "shared")]
-        exclusive: bool,
-        /// Let the hold lapse after this long even if the owner lives (30, 10m, 1h)
-        #[arg(long, value_name = "DURATION")]
-        ttl: Option<String>,
-        /// Print what was acquired, after how long, and who held it meanwhile
-        #[arg(short, long)]
-        verbose: bool,
-        /// Print the record as JSON (--json), with the wait and who held it meanwhile
-        #[command(flatten)]
-        json: cli::JsonArgs,
-    },
+    Acquire(AcquireArgs),
     /// Give a lock back
     ///
     /// Exit 0 released (also when nobody held it), 3 the record does not
     /// parse, 6 another owner holds it (the message names it).
-    Release {
-        name: String,
-        /// Release whoever holds it (audited)
-        #[arg(long)]
-        force: bool,
-        #[command(flatten)]
-        json: cli::JsonArgs,
-    },
+    Release(ReleaseArgs),
     /// Print locked:TYPE:PID, unlocked or stale
     ///
     /// Exit 0 locked, 1 unlocked, 2 stale (its holder is gone), 3 the record
     /// does not parse. --json: {"name", "status", "type", "pid", ...}, the
     /// same exit codes.
-    Check {
-        name: String,
-        #[command(flatten)]
-        json: cli::JsonArgs,
-    },
+    Check(CheckArgs),
     /// List lock records: NAME, TYPE, PID, TIMESTAMP, STATUS (--no-header: rows only)
     ///
     /// One row per holder (every shared holder shown), STATUS VALID or STALE
     /// (CORRUPT for a record that does not parse). json (or --json): one array
     /// of records with `name` and `status`; --jsonl: one record per line.
-    List {
-        /// table or json (the same as --json) [default: table]
-        #[arg(value_enum)]
-        format: Option<ListFormat>,
-        #[command(flatten)]
-        json: cli::StreamArgs,
-    },
+    List(ListArgs),
     /// Remove stale lock records and print how many
     ///
     /// --json: {"removed": N, "names": [...], "pruned", "corrupt_kept", "forced"}.
@@ -131,10 +83,7 @@ enum Command {
         json: cli::JsonArgs,
     },
     /// Show locks held and by whom, waiting requests, stale records (default)
-    Status {
-        #[command(flatten)]
-        json: cli::JsonArgs,
-    },
+    Status(StatusArgs),
     /// Run a command holding a lock for its whole life, like flock(1)
     ///
     /// The command itself holds the lock: killing lock-manager neither frees
@@ -153,49 +102,130 @@ enum Command {
     /// the wait for the lock); 2 if the lock was not had in time (or
     /// --conflict-exit-code); 4 bad name or timeout, or -n with -w; 5 the
     /// command is not found.
-    Run {
-        /// Lock name: 1-128 of [A-Za-z0-9._-], not starting with '.'
-        name: String,
-        /// Take a shared lock [default: exclusive]
-        #[arg(short, long, overrides_with = "exclusive")]
-        shared: bool,
-        /// Take an exclusive lock (the default)
-        #[arg(short = 'x', short_alias = 'e', long, overrides_with = "shared")]
-        exclusive: bool,
-        /// Seconds to wait for the lock [default: LOCK_TIMEOUT, else 30]
-        #[arg(short = 'w', long, value_name = "SECONDS")]
-        timeout: Option<String>,
-        /// Fail at once (exit 2, or -E's code) if the lock is busy
-        #[arg(short, long)]
-        nonblock: bool,
-        /// Exit with N instead of 2 when the lock is not had in time
-        #[arg(short = 'E', long, value_name = "N")]
-        conflict_exit_code: Option<u8>,
-        /// Run this shell command by 'sh -c' instead of CMD
-        #[arg(
-            short = 'c',
-            long = "command",
-            value_name = "SHELL_COMMAND",
-            conflicts_with = "command"
-        )]
-        shell: Option<OsString>,
-        /// Accepted for flock(1), and nothing to do: the command holds no lock descriptor
-        #[arg(short = 'o', long)]
-        close: bool,
-        /// Say on stderr how long getting the lock took, and what is executed
-        #[arg(long)]
-        verbose: bool,
-        /// The command and its arguments (after --)
-        #[arg(
-            required_unless_present = "shell",
-            trailing_var_arg = true,
-            allow_hyphen_values = true,
-            value_name = "CMD"
-        )]
-        command: Vec<OsString>,
-    },
+    Run(RunArgs),
     #[command(flatten)]
     Docs(cli::docs::Docs),
+}
+
+// The arguments of `Command::Acquire` (a type of its own so that
+// `one_subcommand` can build its parser alone).
+#[derive(clap::Args)]
+struct AcquireArgs {
+    /// Lock name: 1-128 of [A-Za-z0-9._-], not starting with '.'
+    name: String,
+    /// Seconds to wait [default: LOCK_TIMEOUT, else 30]
+    timeout: Option<String>,
+    /// shared or exclusive [default: exclusive]
+    #[arg(value_name = "TYPE")]
+    kind: Option<String>,
+    /// JSON stored with the holder, such as '{"step":"build"}'
+    metadata: Option<String>,
+    /// Seconds to wait, as TIMEOUT (flock's -w)
+    #[arg(short = 'w', long = "timeout", value_name = "SECONDS")]
+    wait: Option<String>,
+    /// Try once and fail at once (exit 2) if the lock is busy: TIMEOUT 0
+    #[arg(short, long)]
+    nonblock: bool,
+    /// Take a shared lock, as TYPE shared
+    #[arg(short, long, overrides_with = "exclusive")]
+    shared: bool,
+    /// Take an exclusive lock, as TYPE exclusive (the default)
+    #[arg(short = 'x', short_alias = 'e', long, overrides_with = "shared")]
+    exclusive: bool,
+    /// Let the hold lapse after this long even if the owner lives (30, 10m, 1h)
+    #[arg(long, value_name = "DURATION")]
+    ttl: Option<String>,
+    /// Print what was acquired, after how long, and who held it meanwhile
+    #[arg(short, long)]
+    verbose: bool,
+    /// Print the record as JSON (--json), with the wait and who held it meanwhile
+    #[command(flatten)]
+    json: cli::JsonArgs,
+}
+
+// The arguments of `Command::Release` (a type of its own so that
+// `one_subcommand` can build its parser alone).
+#[derive(clap::Args)]
+struct ReleaseArgs {
+    name: String,
+    /// Release whoever holds it (audited)
+    #[arg(long)]
+    force: bool,
+    #[command(flatten)]
+    json: cli::JsonArgs,
+}
+
+// The arguments of `Command::Check` (a type of its own so that
+// `one_subcommand` can build its parser alone).
+#[derive(clap::Args)]
+struct CheckArgs {
+    name: String,
+    #[command(flatten)]
+    json: cli::JsonArgs,
+}
+
+// The arguments of `Command::List` (a type of its own so that
+// `one_subcommand` can build its parser alone).
+#[derive(clap::Args)]
+struct ListArgs {
+    /// table or json (the same as --json) [default: table]
+    #[arg(value_enum)]
+    format: Option<ListFormat>,
+    #[command(flatten)]
+    json: cli::StreamArgs,
+}
+
+// The arguments of `Command::Status` (a type of its own so that
+// `one_subcommand` can build its parser alone).
+#[derive(clap::Args)]
+struct StatusArgs {
+    #[command(flatten)]
+    json: cli::JsonArgs,
+}
+
+// The arguments of `Command::Run` (a type of its own so that
+// `one_subcommand` can build its parser alone).
+#[derive(clap::Args)]
+struct RunArgs {
+    /// Lock name: 1-128 of [A-Za-z0-9._-], not starting with '.'
+    name: String,
+    /// Take a shared lock [default: exclusive]
+    #[arg(short, long, overrides_with = "exclusive")]
+    shared: bool,
+    /// Take an exclusive lock (the default)
+    #[arg(short = 'x', short_alias = 'e', long, overrides_with = "shared")]
+    exclusive: bool,
+    /// Seconds to wait for the lock [default: LOCK_TIMEOUT, else 30]
+    #[arg(short = 'w', long, value_name = "SECONDS")]
+    timeout: Option<String>,
+    /// Fail at once (exit 2, or -E's code) if the lock is busy
+    #[arg(short, long)]
+    nonblock: bool,
+    /// Exit with N instead of 2 when the lock is not had in time
+    #[arg(short = 'E', long, value_name = "N")]
+    conflict_exit_code: Option<u8>,
+    /// Run this shell command by 'sh -c' instead of CMD
+    #[arg(
+        short = 'c',
+        long = "command",
+        value_name = "SHELL_COMMAND",
+        conflicts_with = "command"
+    )]
+    shell: Option<OsString>,
+    /// Accepted for flock(1), and nothing to do: the command holds no lock descriptor
+    #[arg(short = 'o', long)]
+    close: bool,
+    /// Say on stderr how long getting the lock took, and what is executed
+    #[arg(long)]
+    verbose: bool,
+    /// The command and its arguments (after --)
+    #[arg(
+        required_unless_present = "shell",
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "CMD"
+    )]
+    command: Vec<OsString>,
 }
 
 const TOOL: &str = "lock-manager";
@@ -209,12 +239,12 @@ enum ListFormat {
 fn dispatch(global: &GlobalArgs, command: Command) -> ExitCode {
     let mut output = cli::Output::from_args(std::env::args_os());
     match &command {
-        Command::List {
+        Command::List(ListArgs {
             format: Some(ListFormat::Json),
             ..
-        } => output.json = true,
+        }) => output.json = true,
         // `run` prints no JSON: a --json on its command line is the command's.
-        Command::Run { .. } => output = cli::Output::default(),
+        Command::Run(_) => output = cli::Output::default(),
         _ => {}
     }
     let ctx = match Ctx::new(TOOL, global) {
@@ -222,7 +252,7 @@ fn dispatch(global: &GlobalArgs, command: Command) -> ExitCode {
         Err(e) => return cli::finish(TOOL, output, Err(e)),
     };
     let result: Result<Code> = match command {
-        Command::Acquire {
+        Command::Acquire(AcquireArgs {
             name,
             timeout,
             kind,
@@ -234,7 +264,7 @@ fn dispatch(global: &GlobalArgs, command: Command) -> ExitCode {
             ttl,
             verbose,
             json,
-        } => {
+        }) => {
             let owner = ctx.owner;
             let flag_kind = match (shared, exclusive) {
                 (true, _) => Some(LockType::Shared),
@@ -243,7 +273,7 @@ fn dispatch(global: &GlobalArgs, command: Command) -> ExitCode {
             };
             cmd::acquire(
                 &ctx.with_output(&json),
-                &AcquireArgs {
+                &commands::AcquireArgs {
                     name,
                     timeout,
                     kind,
@@ -257,11 +287,11 @@ fn dispatch(global: &GlobalArgs, command: Command) -> ExitCode {
                 verbose,
             )
         }
-        Command::Release { name, force, json } => {
+        Command::Release(ReleaseArgs { name, force, json }) => {
             cmd::release(&ctx.with_output(&json), &name, force)
         }
-        Command::Check { name, json } => cmd::check(&ctx.with_output(&json), &name),
-        Command::List { format, json } => {
+        Command::Check(CheckArgs { name, json }) => cmd::check(&ctx.with_output(&json), &name),
+        Command::List(ListArgs { format, json }) => {
             let mut args = cli::JsonArgs::from(json);
             if matches!(format, Some(ListFormat::Json)) {
                 args.json = true;
@@ -269,9 +299,9 @@ fn dispatch(global: &GlobalArgs, command: Command) -> ExitCode {
             cmd::list(&ctx.with_output(&args))
         }
         Command::Clean { force, json } => cmd::clean(&ctx.with_output(&json), force),
-        Command::Status { json } => cmd::status(&ctx.with_output(&json)),
+        Command::Status(StatusArgs { json }) => cmd::status(&ctx.with_output(&json)),
         Command::Docs(docs) => docs.run::<Cli>(),
-        Command::Run {
+        Command::Run(RunArgs {
             name,
             shared,
             exclusive: _,
@@ -282,13 +312,13 @@ fn dispatch(global: &GlobalArgs, command: Command) -> ExitCode {
             close: _,
             verbose,
             command,
-        } => {
+        }) => {
             // flock's -c: one shell command line, run as flock runs it.
             let command = match shell {
                 Some(line) => vec!["sh".into(), "-c".into(), line],
                 None => command,
             };
-            let args = RunArgs {
+            let args = run::RunArgs {
                 name,
                 shared,
                 timeout,
@@ -320,25 +350,43 @@ fn dispatch(global: &GlobalArgs, command: Command) -> ExitCode {
     }
 }
 
+/// The parser of the subcommand `name` alone, for the commands scripts and
+/// hooks call (see [`cli::parse_with`]); the others are parsed by the whole tree.
+fn one_subcommand(name: &str) -> Option<clap::Command> {
+    use clap::{Args, Command as Sub};
+    Some(match name {
+        "acquire" => AcquireArgs::augment_args(Sub::new("acquire")),
+        "release" => ReleaseArgs::augment_args(Sub::new("release")),
+        "check" => CheckArgs::augment_args(Sub::new("check")),
+        "list" => ListArgs::augment_args(Sub::new("list")),
+        "status" => StatusArgs::augment_args(Sub::new("status")),
+        "run" => RunArgs::augment_args(Sub::new("run")),
+        _ => return None,
+    })
+}
+
 pub fn main() -> ExitCode {
-    match cli::parse::<Cli>(|sub| {
-        (sub == "run").then_some(cli::RunsCommand {
-            positionals: 1,
-            valued: &[
-                "-w",
-                "--timeout",
-                "-E",
-                "--conflict-exit-code",
-                "-c",
-                "--command",
-            ],
-        })
-    }) {
+    match cli::parse_with::<Cli>(
+        |sub| {
+            (sub == "run").then_some(cli::RunsCommand {
+                positionals: 1,
+                valued: &[
+                    "-w",
+                    "--timeout",
+                    "-E",
+                    "--conflict-exit-code",
+                    "-c",
+                    "--command",
+                ],
+            })
+        },
+        one_subcommand,
+    ) {
         Ok(cli) => dispatch(
             &cli.global,
-            cli.command.unwrap_or(Command::Status {
+            cli.command.unwrap_or(Command::Status(StatusArgs {
                 json: cli::JsonArgs::default(),
-            }),
+            })),
         ),
         Err(code) => code.into(),
     }
