@@ -8,7 +8,7 @@ use std::process::Command;
 
 use serde_json::{Value, json};
 
-use crate::harness::{Env, assert_schema, bin_dir, bin_path, er, repo_root};
+use crate::harness::{Env, assert_schema, bin_dir, bin_path, er, read, repo_root, revision};
 
 use crate::harness::both;
 
@@ -31,16 +31,6 @@ both!(
     hooks_work_unchanged,
     cleanup_prunes_backups_and_checkpoints,
 );
-
-fn read(env: &Env, path: &str) -> Value {
-    serde_json::from_str(&env.sm(&["read", path, "-c"])).expect("read prints JSON")
-}
-
-fn revision(env: &Env) -> u64 {
-    read(env, ".metadata.revision")
-        .as_u64()
-        .expect("a revision")
-}
 
 fn init_sets_a_lineage_and_is_idempotent(env: Env) {
     let out = env.run("state-manager", &["init", "--json"]).ok().json();

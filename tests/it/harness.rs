@@ -502,3 +502,15 @@ macro_rules! both {
     };
 }
 pub(crate) use both;
+
+/// `state-manager read PATH -c`, parsed: the value as any backend stores it.
+pub fn read(env: &Env, path: &str) -> Value {
+    serde_json::from_str(&env.sm(&["read", path, "-c"])).expect("read prints JSON")
+}
+
+/// The state's `metadata.revision`, read through the binary (any backend).
+pub fn revision(env: &Env) -> u64 {
+    read(env, ".metadata.revision")
+        .as_u64()
+        .expect("a revision")
+}

@@ -8,11 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::harness::{Env, bin_path};
-
-fn read(env: &Env, path: &str) -> Value {
-    serde_json::from_str(&env.sm(&["read", path, "-c"])).expect("read prints JSON")
-}
+use crate::harness::{Env, bin_path, read};
 
 #[test]
 fn an_unreachable_server_is_exit_8_naming_the_url_without_its_password() {

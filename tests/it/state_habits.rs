@@ -8,7 +8,7 @@ use std::fs;
 
 use serde_json::{Value, json};
 
-use crate::harness::{Env, assert_schema};
+use crate::harness::{Env, assert_schema, read, revision};
 
 const SM: &str = "state-manager";
 
@@ -21,16 +21,6 @@ both!(
     mv_moves_in_one_commit_and_refuses_what_it_must,
     concurrent_dels_and_mvs_lose_no_update,
 );
-
-fn read(env: &Env, path: &str) -> Value {
-    serde_json::from_str(&env.sm(&["read", path, "-c"])).expect("read prints JSON")
-}
-
-fn revision(env: &Env) -> u64 {
-    read(env, ".metadata.revision")
-        .as_u64()
-        .expect("a revision")
-}
 
 /// The audit events of the state, oldest first, on either backend.
 fn events(env: &Env) -> Vec<Value> {
