@@ -7,8 +7,8 @@
 # issue asks for, and whether each output is byte for byte the before one's.
 #
 # usage: bench/audit-scale.sh [SIZES...]          (default: 100000 1000000)
-# env:   BEFORE_REF=<commit>   also build that commit (temp worktree under
-#                              /tmp) and measure it as "before"
+# env:   BEFORE_REF=<commit>   also build that commit (bench/base.sh: once,
+#                              into target/bench-base/) and measure it as "before"
 #        BEFORE_BIN=<path>     or use this state-manager as "before"
 #        RUNS=N                hyperfine runs of the long reviews (3)
 #        FAST_RUNS=N           hyperfine runs of recent and tail (100)
@@ -32,7 +32,7 @@ fi
 
 work="$(mktemp -d)"
 cleanup() {
-  if [[ -n "${base_tree:-}" ]]; then git -C "$repo" worktree remove --force "$base_tree" || true; fi
+  if [[ -n "${base_src:-}" ]]; then git -C "$repo" worktree remove --force "$base_src" || true; fi
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -41,11 +41,10 @@ cargo build --release --quiet --bin state-manager
 after="$repo/target/release/state-manager"
 before="${BEFORE_BIN:-}"
 if [[ -z "$before" && -n "${BEFORE_REF:-}" ]]; then
-  base_tree="$work/before-src"
-  git -C "$repo" worktree add --detach --quiet "$base_tree" "$BEFORE_REF"
-  echo "bench: building $BEFORE_REF (before)…" >&2
-  (cd "$base_tree" && CARGO_TARGET_DIR="$work/before-target" cargo build --release --quiet --bin state-manager)
-  before="$work/before-target/release/state-manager"
+  # shellcheck source=bench/base.sh
+  source "$repo/bench/base.sh"
+  base_build "$(git -C "$repo" rev-parse --verify "${BEFORE_REF}^{commit}")" bench
+  before="$base_bin/state-manager"
 fi
 
 # Reviews append their own event to the log (left out of every review):

@@ -79,19 +79,10 @@ cleanup() {
 trap cleanup EXIT
 
 # --- builds ----------------------------------------------------------------
-base_target="$repo/target/bench-base/$base_sha"
-bb="$base_target/release"
-if [[ -f $base_target/.built && -x $bb/state-manager && -x $bb/lock-manager ]]; then
-  echo "compare: reusing the base build in $base_target" >&2
-else
-  base_src="$work/base-src"
-  echo "compare: building base $base_sha in a temporary worktree ($base_src)" >&2
-  git -C "$repo" worktree add --quiet --detach "$base_src" "$base_sha"
-  (cd "$base_src" && CARGO_TARGET_DIR="$base_target" cargo build --release --bins --quiet)
-  touch "$base_target/.built"
-  git -C "$repo" worktree remove --force "$base_src"
-  base_src=""
-fi
+# shellcheck source=bench/base.sh
+source "$repo/bench/base.sh"
+base_build "$base_sha" compare
+bb=$base_bin
 echo "compare: building after (this checkout, $after_sha)" >&2
 CARGO_TARGET_DIR="$repo/target" cargo build --release --bins --quiet
 ab="$repo/target/release"

@@ -59,19 +59,10 @@ cleanup() {
 }
 trap cleanup EXIT
 
-base_target="$repo/target/bench-base/$base_sha"
-bb="$base_target/release"
-if [[ -f $base_target/.built && -x $bb/state-manager && -x $bb/lock-manager && -x $bb/error-recovery ]]; then
-  echo "startup: reusing the base build in $base_target" >&2
-else
-  base_src="$work/base-src"
-  echo "startup: building base $base_sha in a temporary worktree ($base_src)" >&2
-  git -C "$repo" worktree add --quiet --detach "$base_src" "$base_sha"
-  (cd "$base_src" && CARGO_TARGET_DIR="$base_target" cargo build --release --bins --quiet)
-  touch "$base_target/.built"
-  git -C "$repo" worktree remove --force "$base_src"
-  base_src=""
-fi
+# shellcheck source=bench/base.sh
+source "$repo/bench/base.sh"
+base_build "$base_sha" startup
+bb=$base_bin
 echo "startup: building after (this checkout, $after_sha)" >&2
 cargo build --release --bins --quiet
 ab="$repo/target/release"
