@@ -299,9 +299,17 @@ pub fn boottime() -> f64 {
 }
 
 /// This host's name, read once per process.
+///
+/// `WFSTATE_TEST_HOST_ID`, when set, replaces it: a test-only override
+/// that makes one group of processes on this machine look like another
+/// host to the rest, so that their holds must be judged by leases (Redis
+/// backend), never by pids.
 pub fn host() -> &'static str {
     static HOST: OnceLock<String> = OnceLock::new();
-    HOST.get_or_init(crate::audit::event::hostname)
+    HOST.get_or_init(|| match std::env::var("WFSTATE_TEST_HOST_ID") {
+        Ok(h) if !h.is_empty() && !h.contains(['/', ':']) => h,
+        _ => crate::audit::event::hostname(),
+    })
 }
 
 #[cfg(test)]
