@@ -13,6 +13,7 @@
 //! | --- | --- |
 //! | `SPACE/holds/OWNER/LOCK` | `{"epoch": "…", "token": N}`: the fencing token of OWNER's grant of LOCK, written by `acquire`, removed by `release` — what a later `state-manager` call of the same shell presents |
 //! | `SPACE/keepers/OWNER.lock` | flocked by OWNER's keeper while it runs: one keeper per owner |
+//! | `SPACE/seen` | `LINEAGE REV`: the highest revision of the state this host has seen, so that a server that comes back with fewer writes (a failover that lost some) is noticed ([`Local::note_revision`]) |
 //!
 //! SPACE is 16 hex digits of SHA-256 over the URL and the namespace.
 
@@ -145,6 +146,41 @@ impl Local {
             private_dir(&at)?;
         }
         Ok(())
+    }
+}
+
+impl Local {
+    /// Notes that the server holds revision `rev` of the state of lineage
+    /// `lineage`, and refuses (exit 3) a revision below one this host has
+    /// already seen of the same lineage: the server lost acknowledged
+    /// writes (a failover to a replica that had not received them, a
+    /// restore of an old dump), and writing over it would bury the loss.
+    /// Another lineage (a new `init`, an `import --force`) starts afresh.
+    ///
+    /// The note is a hint kept per boot (atomic rename, no fsync): losing
+    /// it loses only the detection, never a state.
+    pub(crate) fn note_revision(&self, lineage: &str, rev: i64, place: &str) -> Result<()> {
+        if rev < 0 || lineage.is_empty() {
+            return Ok(());
+        }
+        let path = self.dir.join("seen");
+        let seen = fs::read_to_string(&path).unwrap_or_default();
+        let before = seen
+            .split_once(' ')
+            .filter(|(l, _)| *l == lineage)
+            .and_then(|(_, r)| r.trim().parse::<i64>().ok());
+        match before {
+            Some(b) if rev < b => Err(Error::corruption(format!(
+                "the state in {place} went back from revision {b} to {rev}: the server lost writes it had acknowledged"
+            ))
+            .hint(format!("nothing was written; to go on from the server's state, remove {}, then re-apply the lost writes ('state-manager audit recent' lists them) or 'state-manager recover' a backup", path.display()))),
+            Some(b) if rev == b => Ok(()),
+            _ => crate::durable::replace(
+                &path,
+                format!("{lineage} {rev}\n").as_bytes(),
+                crate::durable::Durability::Atomic,
+            ),
+        }
     }
 }
 
