@@ -100,6 +100,9 @@ pub struct RedisBackend {
     conn: Shared,
     /// Locks stay on this host until the lease-based Redis locks land.
     file: FileBackend,
+    /// This host's private folder for this server and namespace, opened
+    /// when first needed.
+    local: std::cell::OnceCell<local::Local>,
 }
 
 /// The Redis backend `url` names, for namespace `WFSTATE_NAMESPACE`. Nothing
@@ -134,6 +137,7 @@ pub fn open(cfg: &Config, url: &str) -> Result<RedisBackend> {
         timeout,
         conn: Rc::new(RefCell::new(Link::default())),
         file: FileBackend::new(cfg),
+        local: Default::default(),
     })
 }
 
@@ -146,6 +150,15 @@ impl RedisBackend {
     /// The URL with its password masked.
     pub fn shown_url(&self) -> &str {
         &self.shown
+    }
+
+    /// This host's private folder for this server and namespace.
+    pub(crate) fn local(&self) -> Result<&local::Local> {
+        if let Some(l) = self.local.get() {
+            return Ok(l);
+        }
+        let l = local::Local::open(&self.url, &self.ns)?;
+        Ok(self.local.get_or_init(|| l))
     }
 
     /// Runs `f` on the connection, connecting first when there is none. A
@@ -264,6 +277,7 @@ impl RedisBackend {
             timeout: self.timeout,
             conn: self.conn.clone(),
             file: FileBackend::new(&self.cfg),
+            local: Default::default(),
         }
     }
 }

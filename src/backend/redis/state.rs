@@ -120,8 +120,13 @@ if old then redis.call('HSET', KEYS[6], ARGV[13], old) end
 redis.call('HSET', KEYS[1], 'rev', '-2')
 ";
 
-/// `doc`, `rev` and `sum` of the state hash.
-type Fields = (Option<Vec<u8>>, Option<String>, Option<String>);
+/// `doc`, `rev`, `sum` and `lineage` of the state hash.
+type Fields = (
+    Option<Vec<u8>>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+);
 /// Members of a sorted set with their scores.
 type Scored = Vec<(String, f64)>;
 
@@ -155,7 +160,7 @@ fn txn_id() -> String {
 impl RedisBackend {
     fn snapshot(&self) -> Result<Snapshot> {
         let key = self.keys.key("state");
-        let ((doc, rev, sum), (secs, micros)): (Fields, (i64, i64)) =
+        let ((doc, rev, sum, lineage), (secs, micros)): (Fields, (i64, i64)) =
             self.with("read the state", |c| {
                 redis::pipe()
                     .cmd("HMGET")
@@ -163,15 +168,30 @@ impl RedisBackend {
                     .arg("doc")
                     .arg("rev")
                     .arg("sum")
+                    .arg("lineage")
                     .cmd("TIME")
                     .query(c)
             })?;
+        self.note_revision(
+            lineage.as_deref(),
+            rev.as_deref().and_then(|r| r.parse().ok()),
+        )?;
         Ok(Snapshot {
             rev: rev.unwrap_or_else(|| "-1".into()),
             doc,
             sum,
             now_us: secs * 1_000_000 + micros,
         })
+    }
+
+    /// Refuses (exit 3) a state whose revision is below one this host has
+    /// seen of the same lineage ([`super::local::Local::note_revision`]).
+    fn note_revision(&self, lineage: Option<&str>, rev: Option<i64>) -> Result<()> {
+        let (Some(lineage), Some(rev)) = (lineage, rev) else {
+            return Ok(());
+        };
+        self.local()?
+            .note_revision(lineage, rev, &self.place("state").display().to_string())
     }
 
     /// Where things of this backend are, as messages and reports name them.
@@ -264,15 +284,17 @@ impl RedisBackend {
                 arg(age_cutoff(snap, retention)),
             ],
         )?;
-        match reply.0.as_str() {
-            "conflict" => Ok(None),
-            // "dup": an earlier send of this same transaction was applied.
-            _ => Ok(Some(Commit {
-                revision,
-                backup: (!reply.1.is_empty() && reply.0 == "ok")
-                    .then(|| self.backup_place(&reply.1)),
-            })),
+        if reply.0 == "conflict" {
+            return Ok(None);
         }
+        // "dup": an earlier send of this same transaction was applied.
+        // What this host has now seen; a note it cannot keep does not undo
+        // the commit.
+        let _ = self.note_revision(document::lineage(new), Some(revision as i64));
+        Ok(Some(Commit {
+            revision,
+            backup: (!reply.1.is_empty() && reply.0 == "ok").then(|| self.backup_place(&reply.1)),
+        }))
     }
 
     /// Runs script `body` (after [`KEEP`]) with the common KEYS, `rev` as
@@ -482,9 +504,19 @@ impl StateStore for RedisBackend {
 
     fn load_bytes(&self) -> Result<Option<Vec<u8>>> {
         let key = self.keys.key("state");
-        let (doc, sum): (Option<Vec<u8>>, Option<String>) = self.with("read the state", |c| {
-            redis::cmd("HMGET").arg(&key).arg("doc").arg("sum").query(c)
+        let (doc, rev, sum, lineage): Fields = self.with("read the state", |c| {
+            redis::cmd("HMGET")
+                .arg(&key)
+                .arg("doc")
+                .arg("rev")
+                .arg("sum")
+                .arg("lineage")
+                .query(c)
         })?;
+        self.note_revision(
+            lineage.as_deref(),
+            rev.as_deref().and_then(|r| r.parse().ok()),
+        )?;
         if let Some(bytes) = &doc {
             self.check_sum(bytes, sum.as_deref())?;
         }
