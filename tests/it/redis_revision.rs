@@ -105,3 +105,22 @@ fn the_revision_a_host_only_wrote_is_remembered_too() {
         .code(3)
         .stderr_has("went back");
 }
+
+#[test]
+fn recovering_over_a_corrupt_state_keeps_the_revision_growing() {
+    let env = Env::redis();
+    env.sm(&["init"]);
+    for i in 0..4 {
+        env.sm(&["set", ".n", &i.to_string()]);
+    }
+    let seen = revision(&env);
+    // Another tool breaks the document: it fails its checksum.
+    let raw = env.server().cli(&["HGET", STATE, "doc"]);
+    env.server()
+        .cli(&["HSET", STATE, "doc", &raw.replace("\"n\"", "\"m\"")]);
+    env.run("state-manager", &["recover"]).ok();
+    // The backup recovered holds an older revision; the state's goes on
+    // from the one replaced, so no host mistakes it for lost writes.
+    assert!(revision(&env) > seen, "{} > {seen}", revision(&env));
+    env.sm(&["set", ".n", "9"]);
+}

@@ -149,38 +149,79 @@ impl Local {
     }
 }
 
+/// The highest revision this host had seen of a lineage, read before the
+/// server is asked ([`Local::seen`]).
+#[derive(Debug, Default)]
+pub(crate) struct Seen(Option<(String, i64)>);
+
 impl Local {
-    /// Notes that the server holds revision `rev` of the state of lineage
-    /// `lineage`, and refuses (exit 3) a revision below one this host has
-    /// already seen of the same lineage: the server lost acknowledged
-    /// writes (a failover to a replica that had not received them, a
-    /// restore of an old dump), and writing over it would bury the loss.
-    /// Another lineage (a new `init`, an `import --force`) starts afresh.
-    ///
-    /// The note is a hint kept per boot (atomic rename, no fsync): losing
-    /// it loses only the detection, never a state.
-    pub(crate) fn note_revision(&self, lineage: &str, rev: i64, place: &str) -> Result<()> {
-        if rev < 0 || lineage.is_empty() {
-            return Ok(());
-        }
-        let path = self.dir.join("seen");
-        let seen = fs::read_to_string(&path).unwrap_or_default();
-        let before = seen
-            .split_once(' ')
-            .filter(|(l, _)| *l == lineage)
-            .and_then(|(_, r)| r.trim().parse::<i64>().ok());
-        match before {
-            Some(b) if rev < b => Err(Error::corruption(format!(
+    fn seen_path(&self) -> PathBuf {
+        self.dir.join("seen")
+    }
+
+    /// The revision noted so far. Read it *before* asking the server: every
+    /// noted revision was on the server before it was noted, so a server
+    /// that lost nothing answers at least that much afterwards, however
+    /// many writers race.
+    pub(crate) fn seen(&self) -> Seen {
+        let text = fs::read_to_string(self.seen_path()).unwrap_or_default();
+        Seen(
+            text.split_once(' ')
+                .and_then(|(l, r)| r.trim().parse::<i64>().ok().map(|r| (l.to_string(), r))),
+        )
+    }
+
+    /// Refuses (exit 3) revision `rev` of `lineage`, as the server answered
+    /// after `before` was read, when it is below `before`: the server lost
+    /// writes it had acknowledged (a failover to a replica that had not
+    /// received them, a restored dump), and writing over it would bury the
+    /// loss. Otherwise notes it ([`Local::remember`]). Another lineage (a
+    /// new `init`, an `import --force`) starts afresh.
+    pub(crate) fn check_revision(
+        &self,
+        before: &Seen,
+        lineage: &str,
+        rev: i64,
+        place: &str,
+    ) -> Result<()> {
+        if let Some((l, b)) = &before.0
+            && l == lineage
+            && rev < *b
+        {
+            return Err(Error::corruption(format!(
                 "the state in {place} went back from revision {b} to {rev}: the server lost writes it had acknowledged"
             ))
-            .hint(format!("nothing was written; to go on from the server's state, remove {}, then re-apply the lost writes ('state-manager audit recent' lists them) or 'state-manager recover' a backup", path.display()))),
-            Some(b) if rev == b => Ok(()),
-            _ => crate::durable::replace(
-                &path,
-                format!("{lineage} {rev}\n").as_bytes(),
-                crate::durable::Durability::Atomic,
-            ),
+            .hint(format!("nothing was written; to go on from the server's state, remove {}, then re-apply the lost writes ('state-manager audit recent' lists them) or 'state-manager recover' a backup", self.seen_path().display())));
         }
+        if before
+            .0
+            .as_ref()
+            .is_none_or(|(l, b)| l != lineage || rev > *b)
+        {
+            self.remember(lineage, rev);
+        }
+        Ok(())
+    }
+
+    /// Notes revision `rev` of `lineage` as seen, unless a higher one of
+    /// the same lineage is noted already. A hint kept per boot (atomic
+    /// rename, no fsync): losing it, or a racing writer noting a lower
+    /// revision over it, loses only some detection, never a state.
+    pub(crate) fn remember(&self, lineage: &str, rev: i64) {
+        if rev < 0 || lineage.is_empty() {
+            return;
+        }
+        if let Seen(Some((l, b))) = self.seen()
+            && l == lineage
+            && b >= rev
+        {
+            return;
+        }
+        let _ = crate::durable::replace(
+            &self.seen_path(),
+            format!("{lineage} {rev}\n").as_bytes(),
+            crate::durable::Durability::Atomic,
+        );
     }
 }
 

@@ -24,6 +24,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
 use super::RedisBackend;
+use super::local::Seen;
 use crate::backend::Backend;
 use crate::backend::state::{Initialized, Recovered, Transform};
 use crate::backend::{Access, StateStore};
@@ -160,6 +161,7 @@ fn txn_id() -> String {
 impl RedisBackend {
     fn snapshot(&self) -> Result<Snapshot> {
         let key = self.keys.key("state");
+        let seen = self.seen()?;
         let ((doc, rev, sum, lineage), (secs, micros)): (Fields, (i64, i64)) =
             self.with("read the state", |c| {
                 redis::pipe()
@@ -172,10 +174,7 @@ impl RedisBackend {
                     .cmd("TIME")
                     .query(c)
             })?;
-        self.note_revision(
-            lineage.as_deref(),
-            rev.as_deref().and_then(|r| r.parse().ok()),
-        )?;
+        self.check_revision(&seen, lineage.as_deref(), rev.as_deref())?;
         Ok(Snapshot {
             rev: rev.unwrap_or_else(|| "-1".into()),
             doc,
@@ -184,14 +183,30 @@ impl RedisBackend {
         })
     }
 
-    /// Refuses (exit 3) a state whose revision is below one this host has
-    /// seen of the same lineage ([`super::local::Local::note_revision`]).
-    fn note_revision(&self, lineage: Option<&str>, rev: Option<i64>) -> Result<()> {
-        let (Some(lineage), Some(rev)) = (lineage, rev) else {
+    /// What this host had seen of the state, read before the server is
+    /// asked ([`super::local::Local::seen`]).
+    fn seen(&self) -> Result<Seen> {
+        Ok(self.local()?.seen())
+    }
+
+    /// Refuses (exit 3) a state whose revision is below what this host had
+    /// seen of the same lineage before asking
+    /// ([`super::local::Local::check_revision`]).
+    fn check_revision(
+        &self,
+        before: &Seen,
+        lineage: Option<&str>,
+        rev: Option<&str>,
+    ) -> Result<()> {
+        let (Some(lineage), Some(rev)) = (lineage, rev.and_then(|r| r.parse::<i64>().ok())) else {
             return Ok(());
         };
-        self.local()?
-            .note_revision(lineage, rev, &self.place("state").display().to_string())
+        self.local()?.check_revision(
+            before,
+            lineage,
+            rev,
+            &self.place("state").display().to_string(),
+        )
     }
 
     /// Where things of this backend are, as messages and reports name them.
@@ -229,6 +244,15 @@ impl RedisBackend {
             .now()
             .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
         document::stamp_at(new, old, now)?;
+        // The server's revision only grows, even over a document that did
+        // not parse (recover, repair): a host that saw the replaced one
+        // would take a lower one for lost writes.
+        if let Ok(floor) = snap.rev.parse::<u64>()
+            && document::revision(new) <= floor
+            && let Some(m) = new.get_mut("metadata").and_then(Value::as_object_mut)
+        {
+            m.insert("revision".into(), json!(floor + 1));
+        }
         document::seal(new);
         store::check_schema(new)?;
         let mut bytes = serde_json::to_vec_pretty(new).expect("a JSON value always serializes");
@@ -288,9 +312,10 @@ impl RedisBackend {
             return Ok(None);
         }
         // "dup": an earlier send of this same transaction was applied.
-        // What this host has now seen; a note it cannot keep does not undo
-        // the commit.
-        let _ = self.note_revision(document::lineage(new), Some(revision as i64));
+        // What this host has now seen.
+        if let (Some(lineage), Ok(local)) = (document::lineage(new), self.local()) {
+            local.remember(lineage, revision as i64);
+        }
         Ok(Some(Commit {
             revision,
             backup: (!reply.1.is_empty() && reply.0 == "ok").then(|| self.backup_place(&reply.1)),
@@ -504,6 +529,7 @@ impl StateStore for RedisBackend {
 
     fn load_bytes(&self) -> Result<Option<Vec<u8>>> {
         let key = self.keys.key("state");
+        let seen = self.seen()?;
         let (doc, rev, sum, lineage): Fields = self.with("read the state", |c| {
             redis::cmd("HMGET")
                 .arg(&key)
@@ -513,10 +539,7 @@ impl StateStore for RedisBackend {
                 .arg("lineage")
                 .query(c)
         })?;
-        self.note_revision(
-            lineage.as_deref(),
-            rev.as_deref().and_then(|r| r.parse().ok()),
-        )?;
+        self.check_revision(&seen, lineage.as_deref(), rev.as_deref())?;
         if let Some(bytes) = &doc {
             self.check_sum(bytes, sum.as_deref())?;
         }
