@@ -157,7 +157,7 @@ pub fn collect(
     };
     let (mut first, mut last_removal, mut created) = (None, None, false);
     let mut failed = None;
-    let totals = events.scan_events(&mut |line| {
+    let totals = events.scan_events_naming(target, &mut |line| {
         if failed.is_some() || !filter.matches(line) {
             return;
         }

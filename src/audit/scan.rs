@@ -257,6 +257,13 @@ pub trait Events {
     /// Hands every event to `each`, oldest first; returns what was read.
     fn scan_events(&self, each: &mut dyn FnMut(&Line)) -> Result<Totals>;
 
+    /// [`Events::scan_events`], but `each` may be spared the events whose
+    /// line does not hold `needle`: those are only checked to be events and
+    /// counted ([`Prefilter`]). Every event by default.
+    fn scan_events_naming(&self, _needle: &str, each: &mut dyn FnMut(&Line)) -> Result<Totals> {
+        self.scan_events(each)
+    }
+
     /// Hands events to `each` newest first, until it returns `false` or the
     /// oldest has been handed; returns what was read (only the lines read
     /// are counted). `None` when this place is read forward only: the
@@ -269,6 +276,10 @@ pub trait Events {
 impl Events for Config {
     fn scan_events(&self, each: &mut dyn FnMut(&Line)) -> Result<Totals> {
         scan(&self.audit_log, each)
+    }
+
+    fn scan_events_naming(&self, needle: &str, each: &mut dyn FnMut(&Line)) -> Result<Totals> {
+        scan_told(&self.audit_log, None, Prefilter::new(needle).as_ref(), each)
     }
 
     fn scan_events_back(&self, each: &mut dyn FnMut(&Line) -> bool) -> Option<Result<Totals>> {
@@ -308,7 +319,17 @@ impl<'a> Metered<'a> {
 impl Events for Metered<'_> {
     fn scan_events(&self, each: &mut dyn FnMut(&Line)) -> Result<Totals> {
         let mut progress = self.progress.borrow_mut();
-        scan_files(self.log, Some(&mut **progress), each)
+        scan_files(self.log, Some(&mut **progress), None, each)
+    }
+
+    fn scan_events_naming(&self, needle: &str, each: &mut dyn FnMut(&Line)) -> Result<Totals> {
+        let mut progress = self.progress.borrow_mut();
+        scan_files(
+            self.log,
+            Some(&mut **progress),
+            Prefilter::new(needle).as_ref(),
+            each,
+        )
     }
 
     fn scan_events_back(&self, each: &mut dyn FnMut(&Line) -> bool) -> Option<Result<Totals>> {
@@ -331,28 +352,55 @@ pub fn log_bytes(log: &Path) -> u64 {
 /// Streams every event of `log` (rotated files first) to `each`, in log order.
 /// Returns what was read. A missing log is an empty one.
 pub fn scan(log: &Path, mut each: impl FnMut(&Line)) -> Result<Totals> {
-    scan_files(log, None, &mut each)
+    scan_files(log, None, None, &mut each)
 }
 
-/// [`scan`], telling `progress` (if any) how far it has read.
+/// [`scan`], telling `progress` (if any) how far it has read, and handing
+/// over only the lines `prefilter` lets through.
 fn scan_files(
     log: &Path,
     mut progress: Option<&mut dyn Progress>,
+    prefilter: Option<&Prefilter>,
     each: &mut dyn FnMut(&Line),
 ) -> Result<Totals> {
     match progress.as_mut() {
         Some(p) => {
-            let result = scan_told(log, Some(&mut **p), each);
+            let result = scan_told(log, Some(&mut **p), prefilter, each);
             p.finish();
             result
         }
-        None => scan_told(log, None, each),
+        None => scan_told(log, None, prefilter, each),
+    }
+}
+
+/// The lines worth parsing whole when only the events naming one target
+/// matter (`audit history`): those that hold its last path component, or
+/// an escape that could spell it. Any other line is only checked to be an
+/// event ([`check_line`]), so malformed lines are still counted.
+pub struct Prefilter {
+    finder: memchr::memmem::Finder<'static>,
+}
+
+impl Prefilter {
+    /// The prefilter of `target`, `None` when it has no last component
+    /// to look for (empty, `..`).
+    pub fn new(target: &str) -> Option<Prefilter> {
+        let last = Path::new(target).file_name()?.to_str()?;
+        (!last.is_empty()).then(|| Prefilter {
+            finder: memchr::memmem::Finder::new(last.as_bytes()).into_owned(),
+        })
+    }
+
+    /// Whether `line` may name the target.
+    fn passes(&self, line: &[u8]) -> bool {
+        self.finder.find(line).is_some() || memchr::memchr(b'\\', line).is_some()
     }
 }
 
 fn scan_told(
     log: &Path,
     mut progress: Option<&mut dyn Progress>,
+    prefilter: Option<&Prefilter>,
     each: &mut dyn FnMut(&Line),
 ) -> Result<Totals> {
     let started = std::time::Instant::now();
@@ -379,8 +427,12 @@ fn scan_told(
             if n == 0 {
                 break;
             }
-            if let Some(line) = parse_line(&buf, &mut totals) {
-                each(&line);
+            if prefilter.is_none_or(|p| p.passes(&buf)) {
+                if let Some(line) = parse_line(&buf, &mut totals) {
+                    each(&line);
+                }
+            } else {
+                check_line(&buf, &mut totals);
             }
             read += n as u64;
             if let Some(p) = progress.as_deref_mut()
@@ -486,6 +538,33 @@ pub fn parse_line<'a>(buf: &'a [u8], totals: &mut Totals) -> Option<Line<'a>> {
         totals.malformed += 1;
     }
     parsed
+}
+
+/// Counts one line as [`parse_line`] would, checking only what makes it an
+/// event — a JSON object with a `ts` that parses, a `tool` and an `op` —
+/// without reading its other fields: for lines no command will look at.
+pub fn check_line(buf: &[u8], totals: &mut Totals) {
+    #[derive(Deserialize)]
+    struct Skeleton<'a> {
+        #[serde(borrow)]
+        ts: Cow<'a, str>,
+        #[allow(dead_code)]
+        tool: serde::de::IgnoredAny,
+        #[allow(dead_code)]
+        op: serde::de::IgnoredAny,
+    }
+    let raw = buf.strip_suffix(b"\n").unwrap_or(buf);
+    if raw.iter().all(u8::is_ascii_whitespace) {
+        return;
+    }
+    totals.lines += 1;
+    let ok = std::str::from_utf8(raw)
+        .ok()
+        .and_then(|text| serde_json::from_str::<Skeleton>(text).ok())
+        .is_some_and(|ev| parse_ts(&ev.ts).is_some());
+    if !ok {
+        totals.malformed += 1;
+    }
 }
 
 /// Parses an RFC 3339 time (`2024-05-01T10:00:00.123456Z`, any fraction,

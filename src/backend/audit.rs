@@ -9,7 +9,7 @@
 
 use super::FileBackend;
 use crate::audit::event::{self, Event};
-use crate::audit::scan::{self, Events, Line, Totals};
+use crate::audit::scan::{Events, Line, Totals};
 use crate::error::Result;
 
 /// Where audit events go, and where the review commands read them back
@@ -25,13 +25,18 @@ pub trait AuditSink: Events {
     }
 }
 
+/// The audit file, read as a [`crate::config::Config`] reads it.
 impl Events for FileBackend {
     fn scan_events(&self, each: &mut dyn FnMut(&Line)) -> Result<Totals> {
-        scan::scan(&self.cfg.audit_log, each)
+        self.cfg.scan_events(each)
+    }
+
+    fn scan_events_naming(&self, needle: &str, each: &mut dyn FnMut(&Line)) -> Result<Totals> {
+        self.cfg.scan_events_naming(needle, each)
     }
 
     fn scan_events_back(&self, each: &mut dyn FnMut(&Line) -> bool) -> Option<Result<Totals>> {
-        Some(scan::scan_back(&self.cfg.audit_log, each))
+        self.cfg.scan_events_back(each)
     }
 }
 

@@ -408,3 +408,45 @@ fn many_races_are_listed_earliest_first_however_late_they_are_found() {
         &text[text.len() - 200..]
     );
 }
+
+// See: issue 16 (history parses whole only the lines that may name its
+// target; every other line is still checked, so the malformed count and
+// the steps are those of a full parse).
+#[test]
+fn history_counts_every_malformed_line_and_finds_every_step_over_the_family() {
+    let env = Env::new();
+    let mut steps_seen = 0;
+    for seed in 1..=25u64 {
+        let mut rng = Rng(seed.wrapping_mul(0x2545_F491_4F6C_DD1D));
+        let mut events = write_family(&env, &mut rng);
+        // The target spelled with an escape: still its event.
+        let mut escaped = event(json!({"op": "set", "target": "deploy", "pid": 99_999}));
+        escaped["ts"] = json!(ts_ago(Duration::from_secs(30)));
+        let text = escaped
+            .to_string()
+            .replace("\"deploy\"", "\"d\\u0065ploy\"");
+        // (After a newline: the family's last line may lack its own.)
+        append(&env.audit_log(), &[format!("\n{text}")]);
+        events.push(escaped);
+        let malformed = env
+            .run("state-manager", &["audit", "stats", "--json"])
+            .ok()
+            .json()["malformed"]
+            .as_u64()
+            .expect("stats counts malformed lines");
+        for target in TARGETS {
+            let h = env
+                .run("state-manager", &["audit", "history", target, "--json"])
+                .ok()
+                .json();
+            assert_eq!(h["malformed"], malformed, "seed {seed}, {target}: {h}");
+            let want = events
+                .iter()
+                .filter(|e| e["target"] == *target && e["op"] != "audit-recent")
+                .count();
+            assert_eq!(h["step_count"], want, "seed {seed}, {target}: {h}");
+            steps_seen += want;
+        }
+    }
+    assert!(steps_seen > 100, "the family has steps: {steps_seen}");
+}
