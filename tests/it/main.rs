@@ -21,6 +21,7 @@ mod ops;
 mod outputs;
 mod props;
 mod recovery;
+mod redis_diag;
 mod redis_faults;
 mod reliability;
 mod retry_habits;
