@@ -1,6 +1,7 @@
 //! The one integration-test binary: drives the real binaries in temp dirs.
 
 mod audit;
+mod audit_missing;
 mod audit_scale;
 mod backends;
 mod conventions;

@@ -400,6 +400,66 @@ impl RedisBackend {
     }
 }
 
+/// What `audit missing` reports of one key: its type, size and TTL.
+#[derive(Clone, Debug)]
+pub struct KeyFacts {
+    /// `string`, `hash`, `stream`, … (`TYPE`).
+    pub kind: String,
+    /// Bytes it takes on the server (`MEMORY USAGE`); None when refused.
+    pub size: Option<u64>,
+    /// Its TTL in milliseconds; None when it has none (as every wfstate key).
+    pub ttl_ms: Option<i64>,
+}
+
+impl RedisBackend {
+    /// The full name of key `name` of this namespace (`wfstate:{NS}:name`).
+    pub fn key_name(&self, name: &str) -> String {
+        self.keys.key(name)
+    }
+
+    /// Type, size and TTL of `key`; None when there is no such key.
+    pub fn key_facts(&self, key: &str) -> Result<Option<KeyFacts>> {
+        let kind: String = self.with("read a key's type", |c| {
+            redis::cmd("TYPE").arg(key).query(c)
+        })?;
+        if kind == "none" {
+            return Ok(None);
+        }
+        let size = self
+            .with("read a key's memory usage", |c| {
+                redis::cmd("MEMORY")
+                    .arg("USAGE")
+                    .arg(key)
+                    .query::<Option<u64>>(c)
+            })
+            .ok()
+            .flatten();
+        let ttl: i64 = self.with("read a TTL", |c| redis::cmd("PTTL").arg(key).query(c))?;
+        Ok(Some(KeyFacts {
+            kind,
+            size,
+            ttl_ms: (ttl >= 0).then_some(ttl),
+        }))
+    }
+
+    /// Keys whose names start with `prefix` (SCAN, never KEYS), sorted, at
+    /// most `limit`.
+    pub fn keys_with_prefix(&self, prefix: &str, limit: usize) -> Result<Vec<String>> {
+        let mut glob = String::with_capacity(prefix.len() + 1);
+        for ch in prefix.chars() {
+            if matches!(ch, '*' | '?' | '[' | ']' | '\\') {
+                glob.push('\\');
+            }
+            glob.push(ch);
+        }
+        glob.push('*');
+        let mut keys = self.scan(&glob)?;
+        keys.sort();
+        keys.truncate(limit);
+        Ok(keys)
+    }
+}
+
 fn memory_of(i: &Info) -> Memory {
     let used = i.num::<u64>("used_memory").unwrap_or(0);
     let max = i.num::<u64>("maxmemory").unwrap_or(0);
