@@ -1029,3 +1029,33 @@ fn related(
     let _ = keys;
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_path_relates_to_its_parents_and_children_only() {
+        let t = path::parse(".signals.build").unwrap();
+        assert_eq!(relate(&t, ".signals.build"), Rel::Same);
+        assert_eq!(relate(&t, ".signals"), Rel::Parent);
+        assert_eq!(relate(&t, ".signals.build.at"), Rel::Child);
+        assert_eq!(relate(&t, ".signals.builder"), Rel::None);
+        assert_eq!(relate(&t, ".phase"), Rel::None);
+        assert_eq!(relate(&t, "not a path["), Rel::None);
+    }
+
+    #[test]
+    fn the_kind_is_guessed_from_the_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = Config::new(dir.path().join("s.json"));
+        let kind = |t: &str| guess(&cfg, t, None).0;
+        assert_eq!(kind("wfstate:{ci}:state"), Kind::Key);
+        assert_eq!(kind(".signals.build"), Kind::Path);
+        assert_eq!(kind("checkpoint-20250101-000000-deploy"), Kind::Checkpoint);
+        assert_eq!(kind("state-20250101-000000-0001-manual.json"), Kind::Backup);
+        assert_eq!(kind("/etc/hostname"), Kind::File);
+        assert_eq!(kind("deploy"), Kind::Lock);
+        assert_eq!(guess(&cfg, "deploy", Some(Kind::File)).0, Kind::File);
+    }
+}
