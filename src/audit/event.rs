@@ -63,6 +63,7 @@ pub const READ_ONLY_OPS: &[&str] = &[
     "audit-stats",
     "audit-races",
     "audit-history",
+    "audit-missing",
     "audit-export",
     "audit-monitor",
     // Names older logs may hold.

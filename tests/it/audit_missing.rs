@@ -211,6 +211,9 @@ fn a_target_never_seen_is_a_report_not_a_crash(env: Env) {
     env.run(SM, &["audit", "missing", "ghost"])
         .code(1)
         .stdout_has("never seen");
+    // A question creates nothing: no audit log, no state.
+    assert!(!env.audit_log().exists(), "audit missing created the log");
+    assert!(!env.state_file().exists());
     // --kind overrides the guess; a bad --window is a usage error.
     let (_, r) = missing(&env, &["ghost", "--kind", "file"]);
     assert_eq!(r["kind"], json!("file"));

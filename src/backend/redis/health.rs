@@ -224,52 +224,6 @@ impl RedisBackend {
     pub fn server_figures(&self, pings: usize) -> Result<ServerFigures> {
         let latency = Latency::of(self.ping_times(pings)?);
         let i = self.info_all()?;
-        let role = i.str("role").unwrap_or_else(|| "?".into());
-        let repl_offset = i.num::<i64>("master_repl_offset");
-        let replication = if role == "master" {
-            let replicas = (0..i.num::<usize>("connected_slaves").unwrap_or(0))
-                .filter_map(|n| i.str(&format!("slave{n}")))
-                .map(|line| {
-                    let f = fields(&line);
-                    let offset = f.get("offset").and_then(|o| o.parse().ok()).unwrap_or(0);
-                    Replica {
-                        address: format!(
-                            "{}:{}",
-                            f.get("ip").unwrap_or(&"?"),
-                            f.get("port").unwrap_or(&"?")
-                        ),
-                        state: f.get("state").unwrap_or(&"?").to_string(),
-                        offset,
-                        offset_behind: repl_offset.unwrap_or(offset) - offset,
-                        lag_ms: f
-                            .get("lag")
-                            .and_then(|l| l.parse::<u64>().ok())
-                            .unwrap_or(0)
-                            * 1000,
-                    }
-                })
-                .collect();
-            Replication {
-                role,
-                repl_offset,
-                connected_slaves: i.num("connected_slaves"),
-                replicas,
-                master_link_status: None,
-                lag_ms: None,
-            }
-        } else {
-            Replication {
-                role,
-                repl_offset: i.num::<i64>("slave_repl_offset").or(repl_offset),
-                connected_slaves: None,
-                replicas: Vec::new(),
-                master_link_status: i.str("master_link_status"),
-                lag_ms: i
-                    .num::<i64>("master_last_io_seconds_ago")
-                    .filter(|s| *s >= 0)
-                    .map(|s| s as u64 * 1000),
-            }
-        };
         Ok(ServerFigures {
             url: self.shown_url().to_string(),
             version: i.str("redis_version"),
@@ -286,7 +240,7 @@ impl RedisBackend {
                 rdb_changes_since_last_save: i.num("rdb_changes_since_last_save"),
             },
             connected_clients: i.num("connected_clients"),
-            replication,
+            replication: replication_of(&i),
         })
     }
 
@@ -460,6 +414,56 @@ impl RedisBackend {
     }
 }
 
+/// Where the server stands in replication, from INFO's replication section.
+fn replication_of(i: &Info) -> Replication {
+    let role = i.str("role").unwrap_or_else(|| "?".into());
+    let repl_offset = i.num::<i64>("master_repl_offset");
+    if role == "master" {
+        let replicas = (0..i.num::<usize>("connected_slaves").unwrap_or(0))
+            .filter_map(|n| i.str(&format!("slave{n}")))
+            .map(|line| {
+                let f = fields(&line);
+                let offset = f.get("offset").and_then(|o| o.parse().ok()).unwrap_or(0);
+                Replica {
+                    address: format!(
+                        "{}:{}",
+                        f.get("ip").unwrap_or(&"?"),
+                        f.get("port").unwrap_or(&"?")
+                    ),
+                    state: f.get("state").unwrap_or(&"?").to_string(),
+                    offset,
+                    offset_behind: repl_offset.unwrap_or(offset) - offset,
+                    lag_ms: f
+                        .get("lag")
+                        .and_then(|l| l.parse::<u64>().ok())
+                        .unwrap_or(0)
+                        * 1000,
+                }
+            })
+            .collect();
+        Replication {
+            role,
+            repl_offset,
+            connected_slaves: i.num("connected_slaves"),
+            replicas,
+            master_link_status: None,
+            lag_ms: None,
+        }
+    } else {
+        Replication {
+            role,
+            repl_offset: i.num::<i64>("slave_repl_offset").or(repl_offset),
+            connected_slaves: None,
+            replicas: Vec::new(),
+            master_link_status: i.str("master_link_status"),
+            lag_ms: i
+                .num::<i64>("master_last_io_seconds_ago")
+                .filter(|s| *s >= 0)
+                .map(|s| s as u64 * 1000),
+        }
+    }
+}
+
 fn memory_of(i: &Info) -> Memory {
     let used = i.num::<u64>("used_memory").unwrap_or(0);
     let max = i.num::<u64>("maxmemory").unwrap_or(0);
@@ -578,6 +582,59 @@ mod tests {
             check_evictions(&evictions_of(&info("50", "60"))).status,
             health::Status::Healthy
         );
+    }
+
+    fn info(pairs: &[(&str, &str)]) -> Info {
+        Info(
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn replication_is_read_for_a_primary_and_for_a_replica() {
+        let primary = replication_of(&info(&[
+            ("role", "master"),
+            ("connected_slaves", "1"),
+            (
+                "slave0",
+                "ip=10.0.0.2,port=6380,state=online,offset=90,lag=2",
+            ),
+            ("master_repl_offset", "100"),
+        ]));
+        assert_eq!(primary.connected_slaves, Some(1));
+        let r = &primary.replicas[0];
+        assert_eq!(
+            (
+                r.address.as_str(),
+                r.state.as_str(),
+                r.offset,
+                r.offset_behind,
+                r.lag_ms
+            ),
+            ("10.0.0.2:6380", "online", 90, 10, 2000)
+        );
+        assert_eq!(primary.master_link_status, None);
+        let replica = replication_of(&info(&[
+            ("role", "slave"),
+            ("master_link_status", "up"),
+            ("master_last_io_seconds_ago", "3"),
+            ("slave_repl_offset", "77"),
+        ]));
+        assert_eq!(replica.master_link_status.as_deref(), Some("up"));
+        assert_eq!(
+            (replica.lag_ms, replica.repl_offset),
+            (Some(3000), Some(77))
+        );
+        assert!(replica.replicas.is_empty() && replica.connected_slaves.is_none());
+        let down = replication_of(&info(&[
+            ("role", "slave"),
+            ("master_link_status", "down"),
+            ("master_last_io_seconds_ago", "-1"),
+        ]));
+        assert_eq!(down.lag_ms, None);
     }
 
     #[test]
