@@ -107,8 +107,9 @@ pub struct Persistence {
 pub struct Replica {
     /// `IP:PORT`.
     pub address: String,
-    /// `online`, `wait_bgsave`, …
-    pub state: String,
+    /// `online`, `wait_bgsave`, … (INFO's `state`; `state` is an object in
+    /// other reports, so the field has another name here).
+    pub status: String,
     /// The replication offset it has acknowledged.
     pub offset: i64,
     /// The primary's offset minus the replica's.
@@ -430,7 +431,7 @@ fn replication_of(i: &Info) -> Replication {
                         f.get("ip").unwrap_or(&"?"),
                         f.get("port").unwrap_or(&"?")
                     ),
-                    state: f.get("state").unwrap_or(&"?").to_string(),
+                    status: f.get("state").unwrap_or(&"?").to_string(),
                     offset,
                     offset_behind: repl_offset.unwrap_or(offset) - offset,
                     lag_ms: f
@@ -609,7 +610,7 @@ mod tests {
         assert_eq!(
             (
                 r.address.as_str(),
-                r.state.as_str(),
+                r.status.as_str(),
                 r.offset,
                 r.offset_behind,
                 r.lag_ms

@@ -549,7 +549,7 @@ fn server_text(s: &serde_json::Map<String, serde_json::Value>) -> String {
             out.push_str(&format!(
                 "  {}  {}  offset {} ({} behind)  lag {} ms\n",
                 text(&r["address"]),
-                text(&r["state"]),
+                text(&r["status"]),
                 text(&r["offset"]),
                 text(&r["offset_behind"]),
                 text(&r["lag_ms"]),
