@@ -24,6 +24,7 @@ both!(
     a_lock_acquired_then_released_names_the_release,
     a_target_never_seen_is_a_report_not_a_crash,
     other_hosts_that_touched_it_within_the_window_are_listed,
+    backups_checkpoints_and_keys_are_looked_up_where_the_backend_keeps_them,
 );
 
 /// `audit missing ARGS --json`: its exit code and report (schema-checked).
@@ -292,6 +293,62 @@ fn other_hosts_that_touched_it_within_the_window_are_listed(env: Env) {
     assert_eq!(
         r["removed_by"]["event"]["host"],
         json!("ci-runner-9"),
+        "{r:#}"
+    );
+}
+
+fn backups_checkpoints_and_keys_are_looked_up_where_the_backend_keeps_them(env: Env) {
+    env.init();
+    env.sm(&["backup", "manual"]);
+    let backups = env.run(SM, &["list-backups", "--json"]).ok().json();
+    let name = backups[0]["name"].as_str().unwrap().to_string();
+    let (code, r) = missing(&env, &[&name]);
+    assert_eq!(code, 0, "{r:#}");
+    assert_eq!(r["kind"], json!("backup"), "{r:#}");
+    assert!(r["size"].as_u64().unwrap() > 0, "{r:#}");
+    assert!(!r["related"].as_array().unwrap().is_empty(), "{r:#}");
+
+    let cp = env
+        .run("error-recovery", &["checkpoint", "deploy", "--json"])
+        .ok()
+        .json();
+    let id = cp["id"].as_str().unwrap().to_string();
+    let (code, r) = missing(&env, &[&id]);
+    assert_eq!(code, 0, "{r:#}");
+    assert_eq!(r["kind"], json!("checkpoint"), "{r:#}");
+    assert_eq!(ops(&r), ["checkpoint"], "{r:#}");
+    assert_eq!(r["operations"][0]["what"], json!("created"), "{r:#}");
+    env.run("error-recovery", &["cleanup", "0", "--keep", "0"])
+        .ok();
+    let (code, r) = missing(&env, &[&id]);
+    assert_eq!(code, 1, "{r:#}");
+    assert_eq!(r["exists"], json!(false), "{r:#}");
+
+    let Some(server) = &env.redis else {
+        // A key on files: not there, and said why.
+        let (code, r) = missing(&env, &["wfstate:{default}:state"]);
+        assert_eq!(code, 1, "{r:#}");
+        assert!(r["now"].as_str().unwrap().contains("not Redis"), "{r:#}");
+        return;
+    };
+    let (code, r) = missing(&env, &["wfstate:{default}:state"]);
+    assert_eq!(code, 0, "{r:#}");
+    assert_eq!(r["type"], json!("hash"), "{r:#}");
+    assert_eq!(r["ttl_ms"], Value::Null, "{r:#}");
+    // A TTL on a wfstate key is said, in the figures and the verdict.
+    server.cli(&["EXPIRE", "wfstate:{default}:backups", "1000"]);
+    let (_, r) = missing(&env, &["wfstate:{default}:backups"]);
+    let ttl = r["ttl_ms"].as_i64().unwrap();
+    assert!(ttl > 0 && ttl <= 1_000_000, "{r:#}");
+    assert!(r["verdict"].as_str().unwrap().contains("TTL"), "{r:#}");
+    let (_, r) = missing(&env, &[&name]);
+    assert!(r["ttl_ms"].as_i64().is_some(), "the backup's key: {r:#}");
+    assert!(
+        r["related"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|k| k["name"] == json!("wfstate:{default}:backups") && k["ttl_ms"].is_i64()),
         "{r:#}"
     );
 }
