@@ -63,6 +63,7 @@ pub const READ_ONLY_OPS: &[&str] = &[
     "audit-stats",
     "audit-races",
     "audit-history",
+    "audit-missing",
     "audit-export",
     "audit-monitor",
     // Names older logs may hold.
@@ -122,6 +123,9 @@ struct Pending {
     run_id: Option<String>,
     /// Its success was logged by the commit that made it.
     logged: bool,
+    /// Fields the command knew before the commit (the path it edits),
+    /// added to the detail of the event the commit writes.
+    noted: serde_json::Map<String, Value>,
 }
 
 thread_local! {
@@ -143,15 +147,33 @@ pub fn take_unreached() -> Option<Error> {
     UNREACHED.with(|u| u.borrow_mut().take())
 }
 
+/// Adds `key: value` to the detail of the event a backend's commit script
+/// writes for the operation being recorded (the innermost [`Recorder`]),
+/// as the recorder's own detail would hold it: what `audit missing` traces a
+/// state path by. Nothing happens when no commit script logs events (files:
+/// the recorder writes the event, with the command's detail).
+pub fn note_for_commit(key: &str, value: Value) {
+    PENDING.with(|p| {
+        if let Some(pending) = p.borrow_mut().last_mut() {
+            pending.noted.insert(key.to_string(), value);
+        }
+    })
+}
+
 /// The success event of the operation being recorded (the innermost
 /// [`Recorder`]), for a backend that writes it in the same script as the
 /// change it describes; that recorder then logs only a failure. `None`
 /// when nothing is being recorded.
-pub fn commit_event(detail: Value) -> Option<Vec<u8>> {
+pub fn commit_event(mut detail: Value) -> Option<Vec<u8>> {
     PENDING.with(|p| {
         let mut p = p.borrow_mut();
         let pending = p.last_mut()?;
         pending.logged = true;
+        if let Some(d) = detail.as_object_mut() {
+            for (k, v) in &pending.noted {
+                d.entry(k.clone()).or_insert_with(|| v.clone());
+            }
+        }
         let event = event_of(
             pending.tool,
             pending.op.clone(),
@@ -204,6 +226,7 @@ impl<'a> Recorder<'a> {
                     started: rec.started,
                     run_id: cfg.run_id.clone(),
                     logged: false,
+                    noted: serde_json::Map::new(),
                 })
             });
         }

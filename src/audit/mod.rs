@@ -15,6 +15,7 @@ pub mod backward;
 pub mod event;
 pub mod export;
 pub mod history;
+pub mod missing;
 pub mod monitor;
 pub mod races;
 pub mod recent;

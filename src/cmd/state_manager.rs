@@ -178,6 +178,9 @@ enum Command {
     Health {
         #[command(flatten)]
         json: cli::JsonArgs,
+        /// Redis: how many PINGs the latency figures (p50/p95) are taken from
+        #[arg(long, value_name = "N", default_value_t = 20, value_parser = clap::value_parser!(u16).range(1..=10000))]
+        pings: u16,
     },
     /// What the audit log and the disk say: operations by kind, error rate, p50/p95/max
     /// duration per operation, lock waits, stale takeovers, sizes and disk free
@@ -189,6 +192,9 @@ enum Command {
         /// Also failures by exit code per operation and the log files read
         #[arg(short, long)]
         verbose: bool,
+        /// Redis: how many PINGs the latency figures (p50/p95) are taken from
+        #[arg(long, value_name = "N", default_value_t = 20, value_parser = clap::value_parser!(u16).range(1..=10000))]
+        pings: u16,
     },
     /// Print the figures for Prometheus: operations, durations, lock waits, state, backups, locks
     ///
@@ -518,10 +524,12 @@ fn run(cli: Cli) -> Result<Code> {
             maintain::import(&ctx.with_output(&json), &file, force)
         }
         Command::Cleanup(args) => maintain::cleanup(&ctx.with_output(&args.json), &args.what),
-        Command::Health { json } => check::health(&ctx.with_output(&json)),
-        Command::Diagnostics { json, verbose } => {
-            maintain::diagnostics(&ctx.with_output(&json), verbose)
-        }
+        Command::Health { json, pings } => check::health(&ctx.with_output(&json), pings.into()),
+        Command::Diagnostics {
+            json,
+            verbose,
+            pings,
+        } => maintain::diagnostics(&ctx.with_output(&json), verbose, pings.into()),
         Command::Metrics {
             output,
             labels,

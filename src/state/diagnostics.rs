@@ -7,6 +7,11 @@
 //! once through [`crate::audit::stats`], in memory that does not grow with it.
 //! The command itself (`crate::cmd::state::maintain::diagnostics`) gathers
 //! and prints; this module holds the shape of one operation's line.
+//!
+//! On Redis it adds the server's own figures (`server`: PING latency
+//! p50/p95, memory against `maxmemory`, evictions, persistence, clients,
+//! replication), read by `crate::backend::redis::health`; on files
+//! `server` is null.
 
 use serde_json::{Value, json};
 
@@ -54,12 +59,31 @@ pub struct Diagnostics {
     pub audit_log_bytes: u64,
     /// Free and total bytes, free inodes of the state root's filesystem.
     pub filesystem: Option<Value>,
+    /// The Redis server's figures (null on files).
+    pub server: Option<Value>,
 }
 
 /// Reads the audit log (once) of `backend` and sizes its state, backups
-/// and checkpoints (and, on files, the audit files and the filesystem).
-pub fn gather_from(backend: &dyn crate::backend::Backend, cfg: &Config) -> Result<Diagnostics> {
+/// and checkpoints (and, on files, the audit files and the filesystem; on
+/// Redis, the server's figures, its latency from `pings` PINGs).
+pub fn gather_from(
+    backend: &dyn crate::backend::Backend,
+    cfg: &Config,
+    pings: usize,
+) -> Result<Diagnostics> {
     let file = backend.kind() == "file";
+    #[cfg(feature = "redis")]
+    let server = match backend.redis() {
+        Some(r) => {
+            Some(serde_json::to_value(r.server_figures(pings)?).expect("server figures serialize"))
+        }
+        None => None,
+    };
+    #[cfg(not(feature = "redis"))]
+    let server = {
+        let _ = pings;
+        None
+    };
     let mut st = Stats::new(By::Op);
     let mut event_bytes = 0u64;
     let filter = Filter::default();
@@ -120,6 +144,7 @@ pub fn gather_from(backend: &dyn crate::backend::Backend, cfg: &Config) -> Resul
                     "free_inodes": v.f_favail,
                 })
             }),
+        server,
         stats: st,
         totals,
     })
@@ -163,6 +188,7 @@ impl Diagnostics {
                 "audit_log_bytes": self.audit_log_bytes,
                 "filesystem": self.filesystem,
             },
+            "server": self.server,
         })
     }
 }

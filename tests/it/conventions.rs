@@ -461,6 +461,7 @@ fn one_field_has_one_type_in_every_report() {
         ("state-manager", &["audit", "stats"]),
         ("state-manager", &["audit", "races"]),
         ("state-manager", &["audit", "history", "state"]),
+        ("state-manager", &["audit", "missing", "state"]),
         ("lock-manager", &["list"]),
         ("lock-manager", &["status"]),
         ("lock-manager", &["check", "held"]),

@@ -1,6 +1,7 @@
 //! The one integration-test binary: drives the real binaries in temp dirs.
 
 mod audit;
+mod audit_missing;
 mod audit_scale;
 mod backends;
 mod conventions;
@@ -21,6 +22,7 @@ mod ops;
 mod outputs;
 mod props;
 mod recovery;
+mod redis_diag;
 mod redis_faults;
 mod redis_revision;
 mod reliability;

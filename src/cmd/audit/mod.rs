@@ -24,7 +24,7 @@ use serde_json::json;
 
 use crate::audit::scan::{self, Events, Filter, Metered, Totals};
 use crate::audit::stats::By;
-use crate::audit::{export, history, races, recent, stats};
+use crate::audit::{export, history, missing, races, recent, stats};
 use crate::cmd::{self as cli, Ctx, JsonArgs, Output, StreamArgs};
 use crate::config;
 use crate::error::{Error, Result};
@@ -49,6 +49,18 @@ pub enum AuditCommand {
     Races(RacesArgs),
     /// The life of one state file, lock, checkpoint or backup, and who did what to it
     History(HistoryArgs),
+    /// Why a state path, lock, checkpoint, backup, Redis key or file is missing
+    ///
+    /// Whether TARGET exists now (type, size; a TTL on Redis, which none
+    /// should have), its related files or keys, the operations on it from the
+    /// audit log (newest first, at most -n), the event that removed it, and
+    /// the other hosts that touched it within --window. TARGET's kind is
+    /// guessed (--kind says it): wfstate:… a Redis key; .a.b a state path;
+    /// checkpoint-… a checkpoint; state-….json a backup; a path with / or an
+    /// existing file a file; any other name a lock. Exit 0 when it exists,
+    /// 1 when it does not (an answer, like check), 4 a bad state path or
+    /// --window.
+    Missing(MissingArgs),
     /// One JSON document: environment, events, stats and races
     Export(ExportArgs),
     /// Follow the log live: a summary line per interval, alerts, a session summary at the end
@@ -128,6 +140,23 @@ pub struct HistoryArgs {
 }
 
 #[derive(Debug, clap::Args)]
+pub struct MissingArgs {
+    /// A state path (.signals.build), lock name, checkpoint id, backup name, Redis key or file
+    pub target: String,
+    /// What TARGET is, when the guess is wrong
+    #[arg(long, value_enum, value_name = "KIND")]
+    pub kind: Option<missing::Kind>,
+    /// How far back other hosts' events count (7d, 12h, 30m, 45s)
+    #[arg(long, value_name = "DUR", default_value = "1h")]
+    pub window: String,
+    /// How many operations to show, newest first
+    #[arg(short = 'n', long = "count", default_value_t = 20, value_name = "N")]
+    pub count: usize,
+    #[command(flatten)]
+    pub json: JsonArgs,
+}
+
+#[derive(Debug, clap::Args)]
 pub struct ExportArgs {
     /// Write the document here (atomically) instead of stdout
     #[arg(short, long, value_name = "FILE")]
@@ -202,6 +231,9 @@ pub fn run(ctx: &Ctx, cmd: AuditCommand) -> Result<Code> {
         }),
         AuditCommand::History(a) => ctx.audited("audit-history", a.target.clone(), |detail| {
             history_cmd(ctx, output(ctx, a.json), events, a, detail)
+        }),
+        AuditCommand::Missing(a) => ctx.audited("audit-missing", a.target.clone(), |detail| {
+            missing_cmd(ctx, output(ctx, a.json), events, a, detail)
         }),
         AuditCommand::Export(a) => {
             let target = a
@@ -349,6 +381,42 @@ fn history_cmd(
     report_written(written.and_then(|_| w.flush()), "history")?;
     *detail = json!({ "steps": h.steps.len() });
     Ok(Code::Success)
+}
+
+/// `audit missing`: exit 0 when the target exists, 1 when it does not —
+/// an answer, recorded as a success.
+fn missing_cmd(
+    ctx: &Ctx,
+    out: Output,
+    events: &dyn Events,
+    a: MissingArgs,
+    detail: &mut serde_json::Value,
+) -> Result<Code> {
+    let window = seconds(&a.window, "--window")?;
+    let state_target = ctx.state_target();
+    let opts = missing::Options {
+        target: &a.target,
+        kind: a.kind,
+        window_us: i64::try_from(window.as_micros()).unwrap_or(i64::MAX / 2),
+        count: a.count,
+        state_target: &state_target,
+    };
+    let r = missing::investigate(&ctx.cfg, ctx.backend.as_ref(), events, &opts)?;
+    if out.json {
+        out.json(&serde_json::to_value(&r).expect("the missing report serializes"));
+    } else {
+        cli::print(&text::missing(&r, &a.window, &out));
+    }
+    let code = if r.exists {
+        Code::Success
+    } else {
+        Code::GeneralError
+    };
+    *detail = json!({
+        "kind": r.kind, "exists": r.exists, "answer_exit": code.as_i32(),
+        "shown": r.operations.len(), "malformed": r.malformed,
+    });
+    Ok(code)
 }
 
 fn export_cmd(

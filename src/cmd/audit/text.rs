@@ -331,6 +331,91 @@ pub fn history(
     out.write_all(rest.as_bytes())
 }
 
+/// `audit missing` as text: what it is and whether it is there, the
+/// verdict, then related files or keys, the operations (newest first) and
+/// the other hosts of the window, each a table.
+pub fn missing(r: &crate::audit::missing::Report, window: &str, output: &Output) -> String {
+    let mut out = format!(
+        "target:   {} ({}: {})\nnow:      {}\nverdict:  {}\n",
+        r.target, r.kind, r.guessed, r.now, r.verdict
+    );
+    if let Some(t) = r.ttl_ms {
+        out.push_str(&format!("ttl:      {t} ms — wfstate never sets one\n"));
+    }
+    out.push_str("\nrelated:");
+    if r.related.is_empty() {
+        out.push_str(" none\n");
+    } else {
+        out.push('\n');
+        let mut t = Table::for_output(&["place", "name", "type", "size", "ttl_ms"], output);
+        t.right(3);
+        t.right(4);
+        for x in &r.related {
+            t.row(vec![
+                x.place.to_string(),
+                x.name.clone(),
+                x.kind.clone(),
+                x.size.map_or("-".into(), |s| s.to_string()),
+                x.ttl_ms.map_or("-".into(), |s| s.to_string()),
+            ]);
+        }
+        out.push_str(&t.render());
+    }
+    let row = |e: &serde_json::Value, what: &str| {
+        vec![
+            e["ts"].as_str().unwrap_or("?").to_string(),
+            e["host"].as_str().unwrap_or("?").to_string(),
+            e["pid"].to_string(),
+            e["tool"].as_str().unwrap_or("?").to_string(),
+            e["op"].as_str().unwrap_or("?").to_string(),
+            what.to_string(),
+            e["exit_code"].to_string(),
+        ]
+    };
+    let titles = ["time", "host", "pid", "tool", "op", "what", "exit"];
+    out.push_str("\noperations (newest first):");
+    if r.operations.is_empty() {
+        out.push_str(" none in the audit log\n");
+    } else {
+        out.push('\n');
+        let mut t = Table::for_output(&titles, output);
+        for o in &r.operations {
+            t.row(row(&o.event, &o.what));
+        }
+        out.push_str(&t.render());
+    }
+    if let Some(rm) = &r.removed_by {
+        out.push_str("\nremoved by:\n");
+        let mut t = Table::for_output(&titles, output);
+        t.row(row(&rm.event, &rm.what));
+        out.push_str(&t.render());
+    }
+    out.push_str(&format!(
+        "\nother hosts (last {window}, this host {}):",
+        r.this_host
+    ));
+    if r.other_hosts.is_empty() {
+        out.push_str(" none\n");
+    } else {
+        out.push('\n');
+        let mut t = Table::for_output(&["host", "events", "last", "ops"], output);
+        t.right(1);
+        for h in &r.other_hosts {
+            t.row(vec![
+                h.host.clone(),
+                h.event_count.to_string(),
+                h.last.clone(),
+                h.ops.join(","),
+            ]);
+        }
+        out.push_str(&t.render());
+    }
+    if r.malformed > 0 {
+        out.push_str(&format!("({})\n", super::malformed_note(r.malformed)));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

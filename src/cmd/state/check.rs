@@ -306,15 +306,23 @@ fn health_paint(status: &str) -> Paint {
     }
 }
 
-/// `health [--json]`: see [`crate::state::health`].
-pub fn health(ctx: &Ctx) -> Result<Code> {
+/// `health [--json] [--pings N]`: see [`crate::state::health`] (and, on
+/// Redis, `crate::backend::redis::health`; `pings` PINGs make its latency figures).
+pub fn health(ctx: &Ctx, pings: usize) -> Result<Code> {
     #[cfg(feature = "redis")]
     let report = match ctx.backend.redis() {
-        Some(r) => health::summarize(r.health_checks(), "redis", Some(r.namespace().to_owned())),
+        Some(r) => health::summarize(
+            r.health_checks(pings),
+            "redis",
+            Some(r.namespace().to_owned()),
+        ),
         None => health::report(&ctx.cfg),
     };
     #[cfg(not(feature = "redis"))]
-    let report = health::report(&ctx.cfg);
+    let report = {
+        let _ = pings;
+        health::report(&ctx.cfg)
+    };
     if ctx.output.json {
         ctx.print_json(&report);
     } else {
@@ -329,6 +337,11 @@ pub fn health(ctx: &Ctx) -> Result<Code> {
                 paint(c.status, format!("{:<10}", c.status)),
                 c.detail
             ));
+            // What to do, under a warning (an unhealthy check's hint ends
+            // the error line on stderr).
+            if let (Some(hint), "degraded" | "unknown") = (&c.hint, c.status) {
+                out.push_str(&format!("{:<28}→ {hint}\n", ""));
+            }
         }
         cli::print(&out);
     }

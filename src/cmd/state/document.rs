@@ -208,7 +208,10 @@ pub fn set(ctx: &Ctx, path_expr: &str, value: &str, as_string: bool) -> Result<C
     store::leak_documents_at_exit();
     let segs = non_root_path(path_expr);
     let value = value_arg(value, as_string);
-    let commit = ctx.update("set", |doc| {
+    let shown = segs
+        .as_ref()
+        .map_or(path_expr.to_string(), |s| path::display(s));
+    let commit = ctx.update_at("set", Some(&shown), |doc| {
         let segs = segs.clone()?;
         path::set(doc, &segs, value_at(&segs, value.clone()?)?)
     })?;
@@ -221,7 +224,10 @@ pub fn append(ctx: &Ctx, path_expr: &str, value: &str, as_string: bool) -> Resul
     store::leak_documents_at_exit();
     let segs = non_root_path(path_expr);
     let value = value_arg(value, as_string);
-    let commit = ctx.update("append", |doc| {
+    let shown = segs
+        .as_ref()
+        .map_or(path_expr.to_string(), |s| path::display(s));
+    let commit = ctx.update_at("append", Some(&shown), |doc| {
         let (segs, value) = (segs.clone()?, value.clone()?);
         // An element sits one level below the array at `segs`.
         document::check_depth(&value, segs.len() + 1, "the appended value")?;
@@ -252,7 +258,7 @@ pub fn del(ctx: &Ctx, path_expr: &str, missing_ok: bool) -> Result<Code> {
     let done = ctx.audited_state("del", |detail| {
         let segs = segs?;
         let shown = path::display(&segs);
-        detail["path"] = json!(shown);
+        super::note_path(detail, "path", &shown);
         let state = ctx.backend.state();
         let owner = ctx.owner_identity()?;
         let (mut current, mut lock_wait) = (0, None);
@@ -322,8 +328,8 @@ pub fn mv(ctx: &Ctx, from: &str, to: &str, force: bool) -> Result<Code> {
     let mut replaced = false;
     let commit = ctx.audited_state("mv", |detail| {
         let (from, to) = paths.clone()?;
-        detail["from"] = json!(path::display(&from));
-        detail["to"] = json!(path::display(&to));
+        super::note_path(detail, "from", &path::display(&from));
+        super::note_path(detail, "to", &path::display(&to));
         let owner = ctx.owner_identity()?;
         let commit = ctx.backend.state().update(
             ctx.access(owner.as_ref()),
@@ -390,7 +396,11 @@ pub fn signal(ctx: &Ctx, name: &str) -> Result<Code> {
     store::leak_documents_at_exit();
     let valid = lock::name::validate_as("signal name", name);
     let now = document::now_epoch();
-    let commit = ctx.update("signal", |doc| {
+    let at = path::display(&[
+        path::Seg::Key("signals".into()),
+        path::Seg::Key(name.into()),
+    ]);
+    let commit = ctx.update_at("signal", Some(&at), |doc| {
         valid.clone()?;
         path::set(
             doc,

@@ -366,9 +366,9 @@ pub fn benchmark(ctx: &Ctx, operations: usize) -> Result<Code> {
     Ok(Code::Success)
 }
 
-/// `diagnostics [--json] [--verbose]`
-pub fn diagnostics(ctx: &Ctx, verbose: bool) -> Result<Code> {
-    let d = diagnostics::gather_from(ctx.backend.as_ref(), &ctx.cfg)?;
+/// `diagnostics [--json] [--verbose] [--pings N]`
+pub fn diagnostics(ctx: &Ctx, verbose: bool, pings: usize) -> Result<Code> {
+    let d = diagnostics::gather_from(ctx.backend.as_ref(), &ctx.cfg, pings)?;
     let report = d.to_json(verbose);
     if ctx.output.json {
         ctx.output.json(&report);
@@ -462,6 +462,10 @@ pub fn diagnostics(ctx: &Ctx, verbose: bool) -> Result<Code> {
             human_bytes(d["total_bytes"].as_u64().unwrap_or(0))
         ));
     }
+    if let Some(s) = report["server"].as_object() {
+        out.push('\n');
+        out.push_str(&server_text(s));
+    }
     if verbose {
         for f in &totals.files {
             out.push_str(&format!("read:             {}\n", f.display()));
@@ -469,4 +473,94 @@ pub fn diagnostics(ctx: &Ctx, verbose: bool) -> Result<Code> {
     }
     cli::print(&out);
     Ok(Code::Success)
+}
+
+/// The Redis server's figures of `diagnostics`, one `name: value` line each.
+fn server_text(s: &serde_json::Map<String, serde_json::Value>) -> String {
+    use serde_json::Value;
+    let text = |v: &Value| match v {
+        Value::Null => "?".to_string(),
+        Value::String(s) if s.is_empty() => "\"\"".to_string(),
+        Value::String(s) => s.clone(),
+        Value::Bool(b) => if *b { "yes" } else { "no" }.to_string(),
+        other => other.to_string(),
+    };
+    let bytes = |v: &Value| v.as_u64().map_or("?".to_string(), human_bytes);
+    let (lat, mem, ev, per, rep) = (
+        &s["latency"],
+        &s["memory"],
+        &s["evictions"],
+        &s["persistence"],
+        &s["replication"],
+    );
+    let mut out = format!(
+        "server:           {} (Redis {}, up {} s)\n",
+        text(&s["url"]),
+        text(&s["version"]),
+        s["uptime_ms"]
+            .as_u64()
+            .map_or("?".into(), |m| (m / 1000).to_string()),
+    );
+    out.push_str(&format!(
+        "latency ms:       p50 {}  p95 {}  max {}  ({} PINGs)\n",
+        text(&lat["p50_ms"]),
+        text(&lat["p95_ms"]),
+        text(&lat["max_ms"]),
+        text(&lat["count"]),
+    ));
+    out.push_str(&format!(
+        "memory:           {} used of maxmemory {}{}\n",
+        bytes(&mem["used_bytes"]),
+        match mem["maxmemory_bytes"].as_u64() {
+            Some(0) => "none".to_string(),
+            _ => bytes(&mem["maxmemory_bytes"]),
+        },
+        mem["used_percent"]
+            .as_f64()
+            .map_or(String::new(), |p| format!(" ({p:.1}%)")),
+    ));
+    out.push_str(&format!(
+        "maxmemory-policy: {}\nevicted keys:     {} ({}/min on average since the server started)\n",
+        text(&mem["maxmemory_policy"]),
+        text(&ev["evicted_keys"]),
+        text(&ev["per_minute"]),
+    ));
+    out.push_str(&format!(
+        "appendonly:       {}  appendfsync {}  last AOF write {}\nrdb:              save {}  last bgsave {}  changes since {}\n",
+        text(&per["appendonly"]),
+        text(&per["appendfsync"]),
+        text(&per["aof_last_write_status"]),
+        text(&per["rdb_save"]),
+        text(&per["rdb_last_bgsave_status"]),
+        text(&per["rdb_changes_since_last_save"]),
+    ));
+    out.push_str(&format!(
+        "clients:          {}\nrole:             {}  offset {}\n",
+        text(&s["connected_clients"]),
+        text(&rep["role"]),
+        text(&rep["repl_offset"]),
+    ));
+    if rep["role"] == "master" {
+        out.push_str(&format!(
+            "replicas:         {}\n",
+            text(&rep["connected_slaves"])
+        ));
+        for r in rep["replicas"].as_array().into_iter().flatten() {
+            out.push_str(&format!(
+                "  {}  {}  offset {} ({} behind)  lag {} ms\n",
+                text(&r["address"]),
+                text(&r["status"]),
+                text(&r["offset"]),
+                text(&r["offset_behind"]),
+                text(&r["lag_ms"]),
+            ));
+        }
+    } else {
+        out.push_str(&format!(
+            "master link:      {}  lag {} ms\n",
+            text(&rep["master_link_status"]),
+            text(&rep["lag_ms"]),
+        ));
+    }
+    out
 }

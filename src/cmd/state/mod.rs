@@ -47,9 +47,23 @@ impl Ctx {
     pub(crate) fn update(
         &self,
         op: &str,
+        change: impl FnMut(&mut Value) -> Result<()>,
+    ) -> Result<Commit> {
+        self.update_at(op, None, change)
+    }
+
+    /// [`Ctx::update`] of the value at `path` (jq's form): its event's
+    /// detail names the path, on every backend (see [`note_path`]).
+    pub(crate) fn update_at(
+        &self,
+        op: &str,
+        path: Option<&str>,
         mut change: impl FnMut(&mut Value) -> Result<()>,
     ) -> Result<Commit> {
         self.audited_state(op, |detail| {
+            if let Some(p) = path {
+                note_path(detail, "path", p);
+            }
             let owner = self.owner_identity()?;
             let commit = self.backend.state().update(
                 self.access(owner.as_ref()),
@@ -61,6 +75,14 @@ impl Ctx {
             Ok(commit)
         })
     }
+}
+
+/// Records `key: path` in an operation's audit detail — the event the
+/// recorder writes on files, and the one a backend's commit script writes
+/// (Redis) — so `audit missing .PATH` can find what changed or removed it.
+pub(crate) fn note_path(detail: &mut Value, key: &str, path: &str) {
+    detail[key] = json!(path);
+    crate::audit::event::note_for_commit(key, json!(path));
 }
 
 /// Says on stderr where a corrupt state that a recovery replaced was kept,
