@@ -492,6 +492,7 @@ impl RedisBackend {
     }
 
     fn record_of(snap: &Snapshot, now: i64) -> Record {
+        let lease_ms = local::lease().unwrap_or(local::DEFAULT_LEASE).as_millis() as i64;
         let holders = snap
             .holders
             .iter()
@@ -500,11 +501,12 @@ impl RedisBackend {
         let waiters = snap
             .waiters
             .iter()
-            .filter_map(|(id, _)| {
+            .filter_map(|(id, lapses)| {
                 Some(Waiter {
                     id: parse_holder_id(id)?,
                     kind: LockType::Exclusive,
-                    since: String::new(),
+                    // Its last renewal: an entry lasts one lease.
+                    since: ms_rfc3339(lapses - lease_ms),
                 })
             })
             .collect();
