@@ -97,7 +97,6 @@ pub(crate) struct Token {
 /// One holder as the server has it.
 struct Held {
     id: String,
-    #[allow(dead_code)]
     lease_end: i64,
     meta: Value,
 }
@@ -325,7 +324,6 @@ impl RedisBackend {
     }
 
     /// The token file `acquire` left for `owner`'s hold of `name`, if any.
-    #[allow(dead_code)]
     pub(crate) fn token_file(&self, owner: &Identity, name: &str) -> Result<Option<Token>> {
         let path = self.local()?.hold_path(owner, name);
         match std::fs::read(&path) {
@@ -476,7 +474,8 @@ impl RedisBackend {
         let Some(n) = replicas()? else {
             return Ok(());
         };
-        let ms = self.timeout.as_millis().max(1) as u64;
+        // Half the read timeout: the reply arrives before the socket gives up.
+        let ms = (self.timeout.as_millis() / 2).max(1) as u64;
         let got: i64 = self.with(doing, |c| redis::cmd("WAIT").arg(n).arg(ms).query(c))?;
         if got < i64::from(n) {
             return Err(Error::new(
@@ -829,14 +828,7 @@ impl LockRegistry for RedisBackend {
             }
             if wakes.is_none() {
                 // Subscribed before the next try: no release is missed.
-                let w = Wakes::subscribe(&self.url, self.timeout, &channel).map_err(|e| {
-                    Error::new(
-                        Kind::Network,
-                        format!("redis {}: cannot subscribe to {channel}: {e}", self.shown),
-                    )
-                    .hint("check that the server is up and accepts SUBSCRIBE")
-                })?;
-                wakes = Some(w);
+                wakes = Some(self.subscribe(&channel)?);
                 continue;
             }
             log.attend.progress = log.attend.progress.resolved();
@@ -1012,6 +1004,67 @@ impl LockRegistry for RedisBackend {
 }
 
 impl RedisBackend {
+    /// Waits until no live holder of lock `state` but `me` (a holder id)
+    /// is in the way: a write without a token of its own. A holder of this
+    /// host whose process is gone is taken over; exit 2 at `deadline`.
+    pub(crate) fn await_state(&self, me: &str, deadline: Instant) -> Result<()> {
+        let channel = self.keys.key("wake:state");
+        let mut wakes: Option<Wakes> = None;
+        loop {
+            let (now, snaps) = self.snapshots(&["state"])?;
+            let others: Vec<(String, i64)> = snaps
+                .first()
+                .map(|s| {
+                    s.holders
+                        .iter()
+                        .filter(|h| h.id != me)
+                        .map(|h| (h.id.clone(), h.lease_end))
+                        .collect()
+                })
+                .unwrap_or_default();
+            if others.is_empty() {
+                return Ok(());
+            }
+            let dead = RedisBackend::dead_here(others.iter().map(|(id, _)| id.clone()));
+            if !dead.is_empty() {
+                let ids: Vec<String> = dead.into_iter().map(|(id, _)| id).collect();
+                self.drop_dead("state", &Identity::current(), &ids)?;
+                continue;
+            }
+            if Instant::now() >= deadline {
+                return Err(Error::new(
+                    Kind::LockTimeout,
+                    format!(
+                        "timed out after {}s waiting for lock 'state'",
+                        crate::lock::manager::trim_secs(self.cfg.lock_timeout)
+                    ),
+                )
+                .because(format!("held by {}", describe_holder(&others[0].0)))
+                .hint(format!("wait longer (LOCK_TIMEOUT), or have its owner release it; 'lock-manager release state --force --holder {}' removes a hold whose owner is gone", others[0].0)));
+            }
+            let Some(w) = wakes.as_mut() else {
+                wakes = Some(self.subscribe(&channel)?);
+                continue;
+            };
+            let earliest = others.iter().map(|(_, e)| *e).min().unwrap_or(i64::MAX);
+            let to_end = Duration::from_millis(u64::try_from(earliest - now).unwrap_or(0) + 1);
+            if w.wait(None, deadline.min(Instant::now() + to_end)).is_err() {
+                wakes = None;
+            }
+        }
+    }
+
+    /// A subscription to `channel`.
+    fn subscribe(&self, channel: &str) -> Result<Wakes> {
+        Wakes::subscribe(&self.url, self.timeout, channel).map_err(|e| {
+            Error::new(
+                Kind::Network,
+                format!("redis {}: cannot subscribe to {channel}: {e}", self.shown),
+            )
+            .hint("check that the server is up and accepts SUBSCRIBE")
+        })
+    }
+
     /// Leaves the waiters of `req.name` (a request that gave up).
     fn withdraw(&self, req: &Request, waiter: &str, registered: bool) {
         if registered {
@@ -1049,8 +1102,15 @@ impl RedisBackend {
             token,
         };
         self.write_token(&req.owner, &req.name, &tok)?;
-        // ISSUE 14 / keeper: once the keeper branch lands, make sure the
-        // owner's keeper runs: `super::keeper::ensure(self, &req.owner)?;`
+        // The owner keeps no process of ours: its keeper renews the lease
+        // and gives the hold back when it exits. Without one the hold would
+        // lapse in a lease, so it is not kept.
+        if let Err(e) = super::keeper::ensure(self, &req.owner) {
+            if !already {
+                let _ = self.release_holder(&req.name, &req.owner, false, None);
+            }
+            return Err(e);
+        }
         if log.announced {
             crate::lock::commands::say(&format!(
                 "got lock '{}' after {:.1} s",
