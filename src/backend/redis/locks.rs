@@ -122,6 +122,8 @@ enum Try {
         kind: Option<LockType>,
         /// (id, lease end ms)
         holders: Vec<(String, i64)>,
+        /// Exclusive waiters (ids).
+        waiters: Vec<String>,
         now: i64,
     },
     Hierarchy {
@@ -398,9 +400,10 @@ impl RedisBackend {
                     lapsed,
                 })
             }
-            (Some("blocked"), [_, kind, holders, _waiters, now]) => Ok(Try::Blocked {
+            (Some("blocked"), [_, kind, holders, waiters, now]) => Ok(Try::Blocked {
                 kind: LockType::parse(&text(kind)).ok(),
                 holders: scored(holders),
+                waiters: strings(waiters),
                 now: int(now),
             }),
             (Some("hierarchy"), [_, held, rank]) => Ok(Try::Hierarchy {
@@ -758,7 +761,7 @@ impl LockRegistry for RedisBackend {
             // it has had to wait (then at every try, which renews the entry).
             let as_waiter = if registered { waiter.as_str() } else { "" };
             let outcome = self.try_acquire(req, lease, as_waiter)?;
-            let (kind, holders, now) = match outcome {
+            let (kind, holders, waiters, now) = match outcome {
                 Try::Granted {
                     token,
                     epoch,
@@ -792,7 +795,12 @@ impl LockRegistry for RedisBackend {
                         req.name
                     )));
                 }
-                Try::Blocked { kind, holders, now } => (kind, holders, now),
+                Try::Blocked {
+                    kind,
+                    holders,
+                    waiters,
+                    now,
+                } => (kind, holders, waiters, now),
             };
             let ids: Vec<Identity> = holders
                 .iter()
@@ -820,7 +828,12 @@ impl LockRegistry for RedisBackend {
             if Instant::now() >= deadline {
                 self.withdraw(req, &waiter, registered);
                 log.waited = log.started.elapsed();
-                return Err(timeout_error(req, kind, &holders));
+                // A shared request that queues behind a writer says so.
+                let writers: Vec<String> = waiters
+                    .into_iter()
+                    .filter(|w| req.kind == LockType::Shared && *w != waiter)
+                    .collect();
+                return Err(timeout_error(req, kind, &holders, &writers));
             }
             if req.kind == LockType::Exclusive && !registered {
                 registered = true;
@@ -1133,10 +1146,15 @@ impl RedisBackend {
 
 /// The error of a request not granted within its timeout, naming the
 /// holders and the id `release --force --holder` takes.
-fn timeout_error(req: &Request, kind: Option<LockType>, holders: &[(String, i64)]) -> Error {
+fn timeout_error(
+    req: &Request,
+    kind: Option<LockType>,
+    holders: &[(String, i64)],
+    writers: &[String],
+) -> Error {
     let kind = kind.map_or("", LockType::as_str);
-    let held = match holders {
-        [] => "queued behind an exclusive waiter".to_string(),
+    let mut held = match holders {
+        [] => String::new(),
         [(h, _)] => format!("held {kind} by {}", describe_holder(h)),
         [(h, _), more @ ..] => format!(
             "held {kind} by {} and {} more",
@@ -1144,6 +1162,13 @@ fn timeout_error(req: &Request, kind: Option<LockType>, holders: &[(String, i64)
             more.len()
         ),
     };
+    if let Some(w) = writers.first() {
+        let pid = parse_holder_id(w).map_or(0, |i| i.pid);
+        if !held.is_empty() {
+            held.push_str(", and ");
+        }
+        held.push_str(&format!("queued behind an exclusive waiter (pid {pid})"));
+    }
     let first = holders.first().map_or("ID", |(h, _)| h.as_str());
     Error::new(
         Kind::LockTimeout,
