@@ -138,6 +138,7 @@ fn shared_holders_share_and_exclude_an_exclusive_request() {
     let v = grant(&env, "b", "data", &o2, &["--shared"]);
     assert_eq!(v["type"], "shared");
     assert_eq!(v["holders"].as_array().unwrap().len(), 2);
+    assert_eq!(holder_ids(&env, "data").len(), 2, "both on the server");
     on(
         &env,
         "b",
@@ -501,4 +502,22 @@ fn no_key_of_the_namespace_has_a_ttl() {
     for k in keys.lines() {
         assert_eq!(env.server().cli(&["PTTL", k]), "-1", "{k} has a TTL");
     }
+}
+
+#[test]
+fn a_shell_that_execs_its_last_command_still_releases_its_own_hold() {
+    // `bash -c 'A; B'` runs B in place of the shell: B has the shell's pid
+    // and its parent is not the shell; the hold is found on the server.
+    let env = Env::redis();
+    let lm = crate::harness::bin_path("lock-manager");
+    let script = format!("{lm} acquire x 0 && {lm} release x", lm = lm.display());
+    let mut c = Command::new("bash");
+    env.clean_env(&mut c);
+    c.env("WFSTATE_TEST_HOST_ID", "a").args(["-c", &script]);
+    Run::of(c.output().unwrap()).ok();
+    assert!(
+        holder_ids(&env, "x").is_empty(),
+        "{:?}",
+        holder_ids(&env, "x")
+    );
 }
