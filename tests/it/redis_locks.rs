@@ -521,3 +521,37 @@ fn a_shell_that_execs_its_last_command_still_releases_its_own_hold() {
         holder_ids(&env, "x")
     );
 }
+
+#[test]
+fn a_waiter_ended_by_a_signal_leaves_the_waiters_and_ends_by_that_signal() {
+    let env = Env::redis();
+    let owner = Owner::new();
+    grant(&env, "a", "job", &owner, &[]);
+    for (sig, name) in [(libc::SIGINT, "SIGINT"), (libc::SIGTERM, "SIGTERM")] {
+        let mut waiting = cmd_on(&env, "b", "lock-manager")
+            .args(["acquire", "job", "20"])
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let waiters = key("lock:job:w");
+        let channel = key("wake:job");
+        until("the waiter is registered and subscribed", || {
+            env.server().cli(&["ZCARD", &waiters]) == "1"
+                && env
+                    .server()
+                    .cli(&["PUBSUB", "NUMSUB", &channel])
+                    .ends_with("\n1")
+        });
+        unsafe { libc::kill(waiting.id() as i32, sig) };
+        let out = waiting.wait_with_output().unwrap();
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(out.status.signal(), Some(sig), "{out:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains(&format!("interrupted by {name}")),
+            "{stderr}"
+        );
+        assert_eq!(env.server().cli(&["ZCARD", &waiters]), "0");
+        assert_eq!(holder_ids(&env, "job").len(), 1);
+    }
+}
