@@ -528,7 +528,7 @@ fn a_waiter_ended_by_a_signal_leaves_the_waiters_and_ends_by_that_signal() {
     let owner = Owner::new();
     grant(&env, "a", "job", &owner, &[]);
     for (sig, name) in [(libc::SIGINT, "SIGINT"), (libc::SIGTERM, "SIGTERM")] {
-        let mut waiting = cmd_on(&env, "b", "lock-manager")
+        let waiting = cmd_on(&env, "b", "lock-manager")
             .args(["acquire", "job", "20"])
             .stderr(Stdio::piped())
             .spawn()
