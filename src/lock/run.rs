@@ -605,10 +605,10 @@ mod leased {
         Error::new(
             Kind::PermissionDenied,
             format!(
-                "lock '{name}' was taken over: its lease lapsed before a renewal reached the server; the command was stopped"
+                "lock '{name}' is no longer the command's: it was taken over (its lease lapsed, or a 'release --force'), so the command was stopped"
             ),
         )
-        .hint("check the server's load and the network; a longer WFSTATE_LEASE tolerates longer pauses")
+        .hint("see 'lock-manager status' and the audit log for who has it; a longer WFSTATE_LEASE tolerates longer pauses")
     }
 
     /// Exit 8: no renewal was confirmed before the lease could have lapsed.
