@@ -65,6 +65,7 @@ const ACQUIRE: &str = include_str!("lua/acquire.lua");
 const RELEASE: &str = include_str!("lua/release.lua");
 const READ: &str = include_str!("lua/read.lua");
 const DROP: &str = include_str!("lua/drop.lua");
+const WAITER: &str = include_str!("lua/waiter.lua");
 // The keeper's seam (src/backend/redis/keeper.rs, issue 14) until it lands.
 #[allow(dead_code)]
 const RENEW_OWNER: &str = include_str!("lua/renew_owner.lua");
@@ -654,10 +655,19 @@ impl Wakes {
         }
         out.extend(resp(&[b"SUBSCRIBE", channel.as_bytes()]));
         sock.io().write_all(&out)?;
-        // Until the confirmation `*3 subscribe CHANNEL :1` has arrived.
+        // Until the confirmation `*3 subscribe CHANNEL :1` has arrived
+        // (a message may follow it at once: the try after this looks anyway).
+        let confirmed = format!(
+            "*3\r\n$9\r\nsubscribe\r\n${}\r\n{channel}\r\n:1\r\n",
+            channel.len()
+        )
+        .into_bytes();
         let mut got = Vec::new();
         let mut buf = [0u8; 512];
-        while !got.ends_with(b":1\r\n") {
+        while !got
+            .windows(confirmed.len())
+            .any(|w| w == confirmed.as_slice())
+        {
             let n = sock.io().read(&mut buf)?;
             if n == 0 {
                 return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into());
@@ -823,6 +833,22 @@ impl LockRegistry for RedisBackend {
                         reason: why,
                     });
                 }
+                continue;
+            }
+            // A waiter of this host whose process has exited (SIGKILLed
+            // while it waited) leaves its entry at once, not after a lease.
+            let dead_waiters: Vec<String> = RedisBackend::dead_here(waiters.iter().cloned())
+                .into_iter()
+                .map(|(id, _)| id)
+                .collect();
+            if !dead_waiters.is_empty() {
+                let key = self.keys.key(&format!("lock:{}:w", req.name));
+                self.with("drop a dead waiter", |c| {
+                    redis::cmd("ZREM")
+                        .arg(&key)
+                        .arg(&dead_waiters)
+                        .query::<i64>(c)
+                })?;
                 continue;
             }
             if Instant::now() >= deadline {
@@ -1030,6 +1056,27 @@ impl RedisBackend {
     /// is in the way: a write without a token of its own. A holder of this
     /// host whose process is gone is taken over; exit 2 at `deadline`.
     pub(crate) fn await_state(&self, me: &str, deadline: Instant) -> Result<()> {
+        let lease = local::lease()?;
+        let waiter = holder_id(&Identity::current());
+        let mut listed = false;
+        let result = self.await_state_listed(me, deadline, lease, &waiter, &mut listed);
+        if listed {
+            let _ = self.lock_script("leave the waiters", WAITER, lease, &["state", &waiter, ""]);
+        }
+        result
+    }
+
+    /// [`RedisBackend::await_state`], listed as an exclusive waiter of
+    /// `state` (`listed`) from its first wait on, so that new shared
+    /// requests queue behind the write, as on files.
+    fn await_state_listed(
+        &self,
+        me: &str,
+        deadline: Instant,
+        lease: Duration,
+        waiter: &str,
+        listed: &mut bool,
+    ) -> Result<()> {
         let channel = self.keys.key("wake:state");
         let mut wakes: Option<Wakes> = None;
         loop {
@@ -1064,13 +1111,24 @@ impl RedisBackend {
                 .because(format!("held by {}", describe_holder(&others[0].0)))
                 .hint(format!("wait longer (LOCK_TIMEOUT), or have its owner release it; 'lock-manager release state --force --holder {}' removes a hold whose owner is gone", others[0].0)));
             }
+            // Listed (again: the entry lasts one lease) before the wait.
+            self.lock_script(
+                "wait for lock 'state'",
+                WAITER,
+                lease,
+                &["state", waiter, "1"],
+            )?;
+            *listed = true;
             let Some(w) = wakes.as_mut() else {
                 wakes = Some(self.subscribe(&channel)?);
                 continue;
             };
             let earliest = others.iter().map(|(_, e)| *e).min().unwrap_or(i64::MAX);
             let to_end = Duration::from_millis(u64::try_from(earliest - now).unwrap_or(0) + 1);
-            if w.wait(None, deadline.min(Instant::now() + to_end)).is_err() {
+            let until = deadline
+                .min(Instant::now() + to_end)
+                .min(Instant::now() + lease / 2);
+            if w.wait(None, until).is_err() {
                 wakes = None;
             }
         }
