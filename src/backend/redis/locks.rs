@@ -118,6 +118,8 @@ enum Try {
         already: bool,
         upgraded: bool,
         lapsed: Vec<(String, String)>,
+        /// The record after the grant, and the server's time.
+        record: Record,
     },
     Blocked {
         kind: Option<LockType>,
@@ -175,6 +177,29 @@ fn bad_reply(doing: &str) -> Error {
         "redis: {doing}: the script's reply is not understood"
     ))
     .hint("the server runs another wfstate version's scripts? report this")
+}
+
+/// One lock of a script's reply: `{name, type, {id, end, meta...},
+/// {waiter, end...}}`.
+fn snapshot_of(v: &Reply) -> Option<Snapshot> {
+    let [name, kind, holders, waiters] = items(v) else {
+        return None;
+    };
+    let holders = items(holders)
+        .chunks(3)
+        .filter(|c| c.len() == 3)
+        .map(|c| Held {
+            id: text(&c[0]),
+            lease_end: int(&c[1]),
+            meta: serde_json::from_str(&text(&c[2])).unwrap_or(Value::Null),
+        })
+        .collect();
+    Some(Snapshot {
+        name: text(name),
+        kind: LockType::parse(&text(kind)).ok(),
+        holders,
+        waiters: scored(waiters),
+    })
 }
 
 /// The ranks of the hierarchy as the acquire script takes them.
@@ -387,7 +412,8 @@ impl RedisBackend {
         )?;
         let r = items(&reply);
         match (r.first().map(text).as_deref(), r) {
-            (Some("granted"), [_, token, epoch, already, upgraded, _kind, _now, lapsed]) => {
+            (Some("granted"), [_, token, epoch, already, upgraded, _kind, now, lapsed, lock]) => {
+                let snap = snapshot_of(lock).ok_or_else(|| bad_reply(doing))?;
                 let lapsed = strings(lapsed)
                     .chunks(2)
                     .filter(|c| c.len() == 2)
@@ -399,6 +425,7 @@ impl RedisBackend {
                     already: int(already) == 1,
                     upgraded: int(upgraded) == 1,
                     lapsed,
+                    record: RedisBackend::record_of(&snap, int(now)),
                 })
             }
             (Some("blocked"), [_, kind, holders, waiters, now]) => Ok(Try::Blocked {
@@ -424,24 +451,7 @@ impl RedisBackend {
         };
         let mut out = Vec::new();
         for l in items(locks) {
-            let [name, kind, holders, waiters] = items(l) else {
-                return Err(bad_reply(doing));
-            };
-            let holders = items(holders)
-                .chunks(3)
-                .filter(|c| c.len() == 3)
-                .map(|c| Held {
-                    id: text(&c[0]),
-                    lease_end: int(&c[1]),
-                    meta: serde_json::from_str(&text(&c[2])).unwrap_or(Value::Null),
-                })
-                .collect();
-            out.push(Snapshot {
-                name: text(name),
-                kind: LockType::parse(&text(kind)).ok(),
-                holders,
-                waiters: scored(waiters),
-            });
+            out.push(snapshot_of(l).ok_or_else(|| bad_reply(doing))?);
         }
         out.sort_by(|a, b| a.name.cmp(&b.name));
         Ok((int(now), out))
@@ -778,6 +788,7 @@ impl LockRegistry for RedisBackend {
                     already,
                     upgraded,
                     lapsed,
+                    record,
                 } => {
                     log.waited = log.started.elapsed();
                     for (id, reason) in lapsed {
@@ -790,7 +801,14 @@ impl LockRegistry for RedisBackend {
                             },
                         });
                     }
-                    return self.granted(req, log, token, epoch, already, upgraded, takeovers);
+                    let grant = Grant {
+                        token,
+                        epoch,
+                        already,
+                        upgraded,
+                        record,
+                    };
+                    return self.granted(req, log, grant, takeovers);
                 }
                 Try::Hierarchy { held, rank } => {
                     self.withdraw(req, &waiter, registered);
@@ -1156,17 +1174,20 @@ impl RedisBackend {
     }
 
     /// After a grant: the token file, the keeper, the replicas.
-    #[allow(clippy::too_many_arguments)]
     fn granted(
         &self,
         req: &Request,
         log: &mut WaitLog,
-        token: u64,
-        epoch: String,
-        already: bool,
-        upgraded: bool,
+        grant: Grant,
         takeovers: Vec<Takeover>,
     ) -> Result<Acquired> {
+        let Grant {
+            token,
+            epoch,
+            already,
+            upgraded,
+            record,
+        } = grant;
         if let Err(e) = self.confirm_replicas("confirm the grant") {
             // Not on enough replicas: a failover could lose it, so it is
             // given back rather than trusted.
@@ -1198,9 +1219,6 @@ impl RedisBackend {
                 log.waited.as_secs_f64()
             ));
         }
-        let record = self
-            .read(&req.name)?
-            .unwrap_or_else(|| Record::new(&req.name, req.kind));
         Ok(Acquired {
             record,
             takeovers,
@@ -1209,6 +1227,15 @@ impl RedisBackend {
             fencing: Some((token, epoch)),
         })
     }
+}
+
+/// What the acquire script granted.
+struct Grant {
+    token: u64,
+    epoch: String,
+    already: bool,
+    upgraded: bool,
+    record: Record,
 }
 
 /// The error of a request not granted within its timeout, naming the
