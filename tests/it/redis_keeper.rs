@@ -301,7 +301,7 @@ fn a_killed_owner_is_released_by_its_keeper_at_once_and_another_host_gets_the_lo
 /// keeper out of the game; host b then gets `state` once the lease lapsed,
 /// and the old owner's write is refused by its fencing token (exit 6),
 /// the state unchanged.
-fn old_owner_is_fenced_after(stall: impl FnOnce(u32)) -> (Env, Shell, u32) {
+fn old_owner_is_fenced_after(stall: impl FnOnce(u32)) -> (Env, Shell, Shell, u32) {
     let env = Env::redis();
     env.init();
     env.sm(&["set", ".phase", "\"before\""]);
@@ -317,12 +317,12 @@ fn old_owner_is_fenced_after(stall: impl FnOnce(u32)) -> (Env, Shell, u32) {
     assert_eq!(rc, 6, "the old owner's write is refused: {text}");
     assert!(text.contains("taken over"), "{text}");
     assert_eq!(read(&env, ".phase"), json!("b-wrote"));
-    (env, a, keeper)
+    (env, a, b, keeper)
 }
 
 #[test]
 fn a_killed_keeper_lets_the_lease_lapse_and_the_old_owner_write_is_refused() {
-    let (env, _a, keeper) = old_owner_is_fenced_after(|keeper| {
+    let (env, _a, _b, keeper) = old_owner_is_fenced_after(|keeper| {
         signal(keeper, libc::SIGKILL);
         await_that("the keeper is dead", || gone(keeper));
     });
@@ -335,7 +335,7 @@ fn a_killed_keeper_lets_the_lease_lapse_and_the_old_owner_write_is_refused() {
 
 #[test]
 fn a_keeper_paused_past_the_lease_does_not_revive_the_old_hold_when_it_resumes() {
-    let (env, mut a, keeper) = old_owner_is_fenced_after(|keeper| {
+    let (env, mut a, _b, keeper) = old_owner_is_fenced_after(|keeper| {
         signal(keeper, libc::SIGSTOP);
     });
     // Kleppmann's paused client: it wakes up and renews late.
@@ -351,6 +351,7 @@ fn a_keeper_paused_past_the_lease_does_not_revive_the_old_hold_when_it_resumes()
     );
     let (rc, text) = a.run("state-manager set .phase '\"stale-again\"'");
     assert_eq!(rc, 6, "{text}");
+    assert!(text.contains("taken over by pid"), "{text}");
     assert_eq!(read(&env, ".phase"), json!("b-wrote"));
 }
 
