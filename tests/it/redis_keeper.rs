@@ -479,3 +479,64 @@ fn run_whose_lock_is_taken_over_stops_its_command_and_exits_6() {
     assert_eq!(code, 6, "{stderr}");
     assert!(stderr.contains("taken over"), "{stderr}");
 }
+
+#[test]
+fn run_whose_lock_is_taken_while_its_command_runs_has_the_command_s_writes_refused_and_never_exits_0()
+ {
+    let env = Env::redis();
+    env.init();
+    env.sm(&["set", ".phase", "\"before\""]);
+    let sm = crate::harness::bin_path("state-manager");
+    let script = format!(
+        "echo ready; read go; '{}' set .phase '\"child\"'; echo \"rc=$?\"",
+        sm.display()
+    );
+    let mut run = env
+        .cmd("lock-manager")
+        .env("WFSTATE_LEASE", "30s")
+        .env("LOCK_TIMEOUT", "2")
+        .args(["run", "state", "--", "sh", "-c", &script])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(env.path("run.err")).unwrap())
+        .spawn()
+        .unwrap();
+    let mut stdin = run.stdin.take().unwrap();
+    let mut out = BufReader::new(run.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "ready");
+    // Taken from the command while it runs: an operator's force, then
+    // another host's grant, long before run's next renewal.
+    env.run("lock-manager", &["release", "state", "--force"])
+        .ok();
+    let mut b = Shell::new(&env, Some("b"), "30s");
+    b.ok("lock-manager acquire state 5");
+    writeln!(stdin, "go").unwrap();
+    line.clear();
+    out.read_line(&mut line).unwrap();
+    // The command's write presents the token it was handed: refused.
+    assert_eq!(
+        line.trim(),
+        "rc=6",
+        "{}",
+        std::fs::read_to_string(env.path("run.err")).unwrap()
+    );
+    assert_eq!(read(&env, ".phase"), json!("before"));
+    drop(stdin);
+    let deadline = Instant::now() + PATIENCE;
+    let status = loop {
+        if let Some(s) = run.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "run did not end");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let stderr = std::fs::read_to_string(env.path("run.err")).unwrap();
+    assert_eq!(
+        status.code(),
+        Some(6),
+        "never 0 after losing the lock: {stderr}"
+    );
+    assert!(stderr.contains("taken over"), "{stderr}");
+}
