@@ -333,9 +333,23 @@ fn a_killed_keeper_lets_the_lease_lapse_and_the_old_owner_write_is_refused() {
     assert!(events.contains("lease-expired"), "{events}");
 }
 
+/// Sends SIGCONT to the process it names when dropped, so that a failed
+/// test leaves no stopped keeper behind.
+struct ContinueOnDrop(std::cell::Cell<Option<u32>>);
+
+impl Drop for ContinueOnDrop {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0.get() {
+            signal(pid, libc::SIGCONT);
+        }
+    }
+}
+
 #[test]
 fn a_keeper_paused_past_the_lease_does_not_revive_the_old_hold_when_it_resumes() {
+    let stopped = ContinueOnDrop(std::cell::Cell::new(None));
     let (env, mut a, _b, keeper) = old_owner_is_fenced_after(|keeper| {
+        stopped.0.set(Some(keeper));
         signal(keeper, libc::SIGSTOP);
     });
     // Kleppmann's paused client: it wakes up and renews late.
