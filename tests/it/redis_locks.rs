@@ -375,6 +375,7 @@ fn a_lapsed_hold_is_taken_over_audited_and_its_owners_writes_are_refused() {
         .filter(|e| e["op"] == "lease-expired")
         .collect();
     assert_eq!(lapsed.len(), 1, "{lapsed:?}");
+    crate::harness::assert_audit_event(&lapsed[0]);
     assert_eq!(lapsed[0]["target"], "state");
     assert!(
         lapsed[0]["detail"]["holder"]
@@ -679,4 +680,57 @@ fn a_sigkilled_waiter_of_this_host_does_not_hold_back_readers() {
     let reader = Owner::new();
     grant(&env, "a", "w", &reader, &["0", "shared"]);
     assert_eq!(env.server().cli(&["ZCARD", &key("lock:w:w")]), "0");
+}
+
+#[test]
+fn readers_queued_behind_a_writer_go_once_it_gives_up_or_its_entry_lapses() {
+    let env = Env::redis();
+    let holder = Owner::new();
+    grant(&env, "a", "q", &holder, &["--shared"]);
+    let waiters = key("lock:q:w");
+    let reader = |n: usize| {
+        let r = Owner::new();
+        let mut c = cmd_on(&env, "a", "lock-manager");
+        c.args(["acquire", "q", "60", "shared", "--owner", &r.pid()])
+            .stderr(Stdio::null());
+        let child = c.spawn().unwrap();
+        until("the reader waits on the wake channel", || {
+            env.server()
+                .cli(&["PUBSUB", "NUMSUB", &key("wake:q")])
+                .ends_with(&format!("\n{n}"))
+        });
+        (r, child)
+    };
+    // A writer on host b that gives up: its withdrawal wakes the reader
+    // (which would otherwise sleep until a lease or its 60 s end: past the
+    // 20 s this test allows).
+    let mut writer = cmd_on(&env, "b", "lock-manager")
+        .args(["acquire", "q", "30", "exclusive"])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    until("the writer is listed", || {
+        env.server().cli(&["ZCARD", &waiters]) == "1"
+    });
+    let (_r1, mut first) = reader(2);
+    // Ended by SIGTERM: it withdraws before it ends.
+    unsafe { libc::kill(writer.id() as i32, libc::SIGTERM) };
+    writer.wait().unwrap();
+    assert_eq!(wait_exit(&mut first), 0);
+    // A writer on host b that is SIGKILLed: its entry lapses after its own
+    // (short) lease, unannounced; the reader wakes then.
+    let mut writer = cmd_on(&env, "b", "lock-manager")
+        .env("WFSTATE_LEASE", "1s")
+        .args(["acquire", "q", "30", "exclusive"])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    until("the writer is listed", || {
+        env.server().cli(&["ZCARD", &waiters]) == "1"
+    });
+    let (_r2, mut second) = reader(2);
+    writer.kill().unwrap();
+    writer.wait().unwrap();
+    assert_eq!(wait_exit(&mut second), 0);
+    assert_eq!(holder_ids(&env, "q").len(), 3);
 }

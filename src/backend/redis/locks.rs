@@ -125,8 +125,8 @@ enum Try {
         kind: Option<LockType>,
         /// (id, lease end ms)
         holders: Vec<(String, i64)>,
-        /// Exclusive waiters (ids).
-        waiters: Vec<String>,
+        /// Exclusive waiters: (id, when the entry lapses, ms).
+        waiters: Vec<(String, i64)>,
         now: i64,
     },
     Hierarchy {
@@ -431,7 +431,7 @@ impl RedisBackend {
             (Some("blocked"), [_, kind, holders, waiters, now]) => Ok(Try::Blocked {
                 kind: LockType::parse(&text(kind)).ok(),
                 holders: scored(holders),
-                waiters: strings(waiters),
+                waiters: scored(waiters),
                 now: int(now),
             }),
             (Some("hierarchy"), [_, held, rank]) => Ok(Try::Hierarchy {
@@ -855,10 +855,11 @@ impl LockRegistry for RedisBackend {
             }
             // A waiter of this host whose process has exited (SIGKILLed
             // while it waited) leaves its entry at once, not after a lease.
-            let dead_waiters: Vec<String> = RedisBackend::dead_here(waiters.iter().cloned())
-                .into_iter()
-                .map(|(id, _)| id)
-                .collect();
+            let dead_waiters: Vec<String> =
+                RedisBackend::dead_here(waiters.iter().map(|(id, _)| id.clone()))
+                    .into_iter()
+                    .map(|(id, _)| id)
+                    .collect();
             if !dead_waiters.is_empty() {
                 let key = self.keys.key(&format!("lock:{}:w", req.name));
                 self.with("drop a dead waiter", |c| {
@@ -875,6 +876,7 @@ impl LockRegistry for RedisBackend {
                 // A shared request that queues behind a writer says so.
                 let writers: Vec<String> = waiters
                     .into_iter()
+                    .map(|(id, _)| id)
                     .filter(|w| req.kind == LockType::Shared && *w != waiter)
                     .collect();
                 return Err(timeout_error(req, kind, &holders, &writers));
@@ -917,9 +919,16 @@ impl LockRegistry for RedisBackend {
                     .unwrap_or_default();
                 crate::lock::commands::say(&format!("waiting for lock '{}'{who}…", req.name));
             }
-            // Until a wake, the earliest lease end, the deadline, and the
-            // renewal of our waiter entry (half a lease).
-            let earliest = holders.iter().map(|(_, e)| *e).min().unwrap_or(i64::MAX);
+            // Until a wake, the earliest end of a lease (or of a writer's
+            // entry a shared request queues behind: a killed writer's entry
+            // lapses unannounced), the deadline, and the renewal of our
+            // waiter entry (half a lease).
+            let earliest = holders
+                .iter()
+                .chain(waiters.iter().filter(|_| req.kind == LockType::Shared))
+                .map(|(_, e)| *e)
+                .min()
+                .unwrap_or(i64::MAX);
             let to_end = Duration::from_millis(u64::try_from(earliest - now).unwrap_or(0) + 1);
             let mut until = deadline.min(Instant::now() + to_end);
             if registered {
@@ -1167,12 +1176,23 @@ impl RedisBackend {
         })
     }
 
-    /// Leaves the waiters of `req.name` (a request that gave up).
+    /// Leaves the waiters of `req.name` (a request that gave up), waking
+    /// the shared requests that queued behind it.
     fn withdraw(&self, req: &Request, waiter: &str, registered: bool) {
         if registered {
             let key = self.keys.key(&format!("lock:{}:w", req.name));
+            let channel = self.keys.key(&format!("wake:{}", req.name));
             let _ = self.with("leave the waiters", |c| {
-                redis::cmd("ZREM").arg(&key).arg(waiter).query::<i64>(c)
+                redis::pipe()
+                    .cmd("ZREM")
+                    .arg(&key)
+                    .arg(waiter)
+                    .ignore()
+                    .cmd("PUBLISH")
+                    .arg(&channel)
+                    .arg("withdrawn")
+                    .ignore()
+                    .query::<()>(c)
             });
         }
     }
