@@ -396,6 +396,23 @@ fn a_lapsed_hold_is_taken_over_audited_and_its_owners_writes_are_refused() {
     .stderr_has(&format!("taken over by pid {} on host b", newer.pid()))
     .stderr_has(&new_id);
     assert_eq!(crate::harness::read(&env, ".phase"), "mine");
+    // Its release says who holds it now and drops its token: its next
+    // write waits for that holder like any other (exit 2 here), no longer
+    // presenting a hold it lost.
+    on(
+        &env,
+        "a",
+        "lock-manager",
+        &["release", "state", "--owner", &pid],
+    )
+    .code(6)
+    .stderr_has("on host b");
+    let mut c = cmd_on(&env, "a", "state-manager");
+    c.env("LOCK_TIMEOUT", "0.3")
+        .args(["set", ".phase", "\"later\"", "--owner", &pid]);
+    Run::of(c.output().unwrap())
+        .code(2)
+        .stderr_has("waiting for lock 'state'");
     // The new holder writes.
     on(
         &env,

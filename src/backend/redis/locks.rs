@@ -998,6 +998,9 @@ impl LockRegistry for RedisBackend {
                 })
             }
             (Some("other"), [_, kind, first]) => {
+                // Whatever this owner held is gone: its token goes too, so
+                // its later writes do not present a hold it lost.
+                self.remove_token(owner, name);
                 let first = text(first);
                 Err(Error::new(
                     Kind::PermissionDenied,
