@@ -39,7 +39,7 @@
 //! server refuses it).
 
 use std::io::{Read, Write};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::time::{Duration, Instant};
 
 use redis::Value as Reply;
@@ -696,7 +696,8 @@ impl Wakes {
     }
 
     /// Blocks until a message, a signal of `interrupts`, or `until`.
-    /// `Ok(true)`: a message (or the connection closed: look again).
+    /// `Ok(true)`: a message; an error: the subscription is gone (the
+    /// caller subscribes again before it waits again).
     fn wait(&mut self, interrupts: Option<&Interrupts>, until: Instant) -> std::io::Result<bool> {
         use rustix::event::{PollFd, PollFlags, Timespec, poll};
         loop {
@@ -724,7 +725,8 @@ impl Wakes {
                 let mut buf = [0u8; 4096];
                 loop {
                     match self.sock.io().read(&mut buf) {
-                        Ok(0) => return Ok(true),
+                        // Closed by the server: subscribe again (and look).
+                        Ok(0) => return Err(std::io::ErrorKind::UnexpectedEof.into()),
                         Ok(_) => {}
                         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                         Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
@@ -736,7 +738,6 @@ impl Wakes {
             if signal {
                 return Ok(false);
             }
-            let _ = sock_fd.as_raw_fd();
         }
     }
 }
