@@ -751,3 +751,32 @@ fn readers_queued_behind_a_writer_go_once_it_gives_up_or_its_entry_lapses() {
     assert_eq!(wait_exit(&mut second), 0);
     assert_eq!(holder_ids(&env, "q").len(), 3);
 }
+
+#[test]
+fn a_waiter_whose_subscription_the_server_closes_subscribes_again() {
+    let env = Env::redis();
+    let holder = Owner::new();
+    grant(&env, "a", "s", &holder, &[]);
+    let mut waiting = cmd_on(&env, "b", "lock-manager")
+        .args(["acquire", "s", "30"])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let channel = key("wake:s");
+    let subscribed = || {
+        env.server()
+            .cli(&["PUBSUB", "NUMSUB", &channel])
+            .ends_with("\n1")
+    };
+    until("the waiter subscribes", subscribed);
+    env.server().cli(&["CLIENT", "KILL", "TYPE", "pubsub"]);
+    until("the waiter subscribes again", subscribed);
+    on(
+        &env,
+        "a",
+        "lock-manager",
+        &["release", "s", "--owner", &holder.pid()],
+    )
+    .ok();
+    assert_eq!(wait_exit(&mut waiting), 0);
+}
