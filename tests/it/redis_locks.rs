@@ -780,3 +780,34 @@ fn a_waiter_whose_subscription_the_server_closes_subscribes_again() {
     .ok();
     assert_eq!(wait_exit(&mut waiting), 0);
 }
+
+#[test]
+fn metadata_and_ttl_are_kept_with_the_hold_and_listed_on_every_host() {
+    let env = Env::redis();
+    let owner = Owner::new();
+    let meta = r#"{"job":"deploy","ids":[1,2],"empty":[],"big":12345678901234}"#;
+    grant(
+        &env,
+        "a",
+        "m",
+        &owner,
+        &["10", "exclusive", meta, "--ttl", "5m"],
+    );
+    let list = on(&env, "b", "lock-manager", &["list", "--json"])
+        .ok()
+        .json();
+    assert_schema("lock-manager-list.schema.json", &list);
+    let h = &list[0]["holders"][0];
+    assert_eq!(h["metadata"], serde_json::from_str::<Value>(meta).unwrap());
+    assert_eq!(h["ttl"], 300.0);
+    assert_eq!(h["host"], "a");
+    assert!(h["acquired"].as_str().unwrap().ends_with('Z'), "{h}");
+    // As the server keeps it: the metadata as given, the cap, the token.
+    let id = holder_ids(&env, "m").pop().expect("held on the server");
+    let stored: Value =
+        serde_json::from_str(&env.server().cli(&["HGET", &key("lock:m:m"), &id])).unwrap();
+    assert_eq!(stored["metadata"], h["metadata"]);
+    assert_eq!(stored["token"], 1);
+    let span = stored["ttl_end_ms"].as_i64().unwrap() - stored["acquired_ms"].as_i64().unwrap();
+    assert_eq!(span, 300_000);
+}
