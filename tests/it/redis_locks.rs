@@ -54,6 +54,20 @@ fn holder_ids(env: &Env, name: &str) -> Vec<String> {
         .collect()
 }
 
+/// The pid of the keeper of holder `id` (`lock-manager keeper ID`), if one runs.
+fn keeper_of(id: &str) -> Option<i32> {
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let pid: i32 = e.file_name().to_str()?.parse().ok()?;
+        let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
+        let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+        let is_keeper =
+            args.iter().any(|a| *a == b"keeper") && args.iter().any(|a| *a == id.as_bytes());
+        let state = std::fs::read_to_string(e.path().join("stat")).ok()?;
+        let zombie = state.rsplit(')').next()?.trim_start().starts_with('Z');
+        (is_keeper && !zombie).then_some(pid)
+    })
+}
+
 /// Waits (at most 20 s) until `cond` holds: for an event the test cannot
 /// block on, such as a server-side registration by another process.
 #[track_caller]
@@ -810,4 +824,30 @@ fn metadata_and_ttl_are_kept_with_the_hold_and_listed_on_every_host() {
     assert_eq!(stored["token"], 1);
     let span = stored["ttl_end_ms"].as_i64().unwrap() - stored["acquired_ms"].as_i64().unwrap();
     assert_eq!(span, 300_000);
+}
+
+#[test]
+fn a_dead_holder_of_this_host_is_taken_over_at_once_and_not_noted_as_lost() {
+    let env = Env::redis();
+    let owner = Owner::new();
+    let pid = owner.0.id();
+    grant(&env, "a", "d", &owner, &[]);
+    let id = holder_ids(&env, "d").pop().unwrap();
+    // Its keeper would release it the instant it exits: stop the keeper
+    // first, so that the acquirer meets the dead holder itself.
+    until("the owner's keeper runs", || keeper_of(&id).is_some());
+    let keeper = keeper_of(&id).unwrap();
+    unsafe { libc::kill(keeper, libc::SIGKILL) };
+    until("the keeper is gone", || keeper_of(&id).is_none());
+    drop(owner);
+    // Its lease (30 s) still runs: only its exit frees the lock.
+    let v = grant(&env, "a", "d", &Owner::new(), &["5"]);
+    assert_eq!(v["takeovers"][0]["stale_pid"], pid);
+    assert_eq!(v["takeovers"][0]["reason"], "dead");
+    // An exited process makes no later call: nothing to refuse it by (and
+    // a `run` whose command just exited must not read it as taken over).
+    assert_eq!(
+        env.server().cli(&["HEXISTS", &key("lock:d:lost"), &id]),
+        "0"
+    );
 }
