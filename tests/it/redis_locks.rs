@@ -60,8 +60,7 @@ fn keeper_of(id: &str) -> Option<i32> {
         let pid: i32 = e.file_name().to_str()?.parse().ok()?;
         let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
         let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
-        let is_keeper =
-            args.iter().any(|a| *a == b"keeper") && args.iter().any(|a| *a == id.as_bytes());
+        let is_keeper = args.contains(&b"keeper".as_slice()) && args.contains(&id.as_bytes());
         let state = std::fs::read_to_string(e.path().join("stat")).ok()?;
         let zombie = state.rsplit(')').next()?.trim_start().starts_with('Z');
         (is_keeper && !zombie).then_some(pid)
