@@ -554,3 +554,52 @@ fn run_whose_lock_is_taken_while_its_command_runs_has_the_command_s_writes_refus
     );
     assert!(stderr.contains("taken over"), "{stderr}");
 }
+
+#[test]
+fn a_sigkilled_run_leaves_the_lease_with_its_command_which_its_keeper_renews_until_it_exits() {
+    let env = Env::redis();
+    let mut run = env
+        .cmd("lock-manager")
+        .env("WFSTATE_LEASE", "900ms")
+        .args(["run", "k", "--", "sh", "-c", "echo $$; exec sleep 300"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(run.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let child: u32 = line.trim().parse().unwrap();
+    // Whatever happens below, the command does not outlive the test.
+    struct Kill(u32);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            signal(self.0, libc::SIGKILL);
+        }
+    }
+    let _kill = Kill(child);
+    run.kill().unwrap();
+    run.wait().unwrap();
+    let end = leases(&env, "k")
+        .first()
+        .map(|l| l.1)
+        .expect("held after the wrapper died");
+    // Long past the lease in force when the wrapper died, the command
+    // still holds it: its keeper renews it.
+    await_that("the server's clock passes that lease end", || {
+        server_ms(&env) > end + 300
+    });
+    let now = leases(&env, "k");
+    assert_eq!(now.len(), 1, "{now:?}");
+    assert!(names_pid(&now[0].0, child), "{now:?}");
+    assert!(now[0].1 > end, "renewed: {now:?}");
+    let keeper = keeper_of(child);
+    // The command exits: its keeper gives the lock back and exits.
+    signal(child, libc::SIGTERM);
+    await_that("the lock is free once the command exited", || {
+        leases(&env, "k").is_empty()
+    });
+    await_that("the keeper exits", || gone(keeper));
+}
