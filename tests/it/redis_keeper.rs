@@ -198,7 +198,7 @@ fn names_pid(id: &str, pid: u32) -> bool {
 #[test]
 fn acquire_from_a_shell_starts_one_keeper_that_renews_the_lease_past_its_first_end() {
     let env = Env::redis();
-    let mut sh = Shell::new(&env, None, "900ms");
+    let mut sh = Shell::new(&env, None, "2s");
     sh.ok("lock-manager acquire build");
     let keeper = keeper_of(sh.pid);
     let first = leases(&env, "build");
@@ -560,7 +560,7 @@ fn a_sigkilled_run_leaves_the_lease_with_its_command_which_its_keeper_renews_unt
     let env = Env::redis();
     let mut run = env
         .cmd("lock-manager")
-        .env("WFSTATE_LEASE", "900ms")
+        .env("WFSTATE_LEASE", "2s")
         .args(["run", "k", "--", "sh", "-c", "echo $$; exec sleep 300"])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
