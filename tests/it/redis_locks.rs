@@ -119,6 +119,27 @@ fn a_holder_on_one_host_blocks_the_other_and_is_named_with_its_holder_id() {
         check.stdout.trim(),
         format!("locked:exclusive:{}", owner.pid())
     );
+    // Its lease vouches for it: not "cannot verify", not "never taken over".
+    assert_eq!(check.stderr, "", "no note on a leased holder");
+    let list = on(&env, "b", "lock-manager", &["list"]).ok();
+    assert!(
+        list.stdout.contains("VALID") && !list.stdout.contains("cannot verify"),
+        "{}",
+        list.stdout
+    );
+    let status = on(&env, "b", "lock-manager", &["status"]).ok();
+    assert!(
+        !status.stdout.contains("release --force"),
+        "{}",
+        status.stdout
+    );
+    let json = on(&env, "b", "lock-manager", &["list", "--json"])
+        .ok()
+        .json();
+    assert!(
+        json[0]["holders"][0].get("unverifiable").is_none(),
+        "{json}"
+    );
     // Its own host releases it; host b gets it at once.
     on(
         &env,

@@ -947,6 +947,10 @@ impl LockRegistry for RedisBackend {
         self.release_holder(name, owner, force, None)
     }
 
+    fn leased(&self) -> bool {
+        true
+    }
+
     fn release_holder(
         &self,
         name: &str,
