@@ -603,3 +603,34 @@ fn a_sigkilled_run_leaves_the_lease_with_its_command_which_its_keeper_renews_unt
     });
     await_that("the keeper exits", || gone(keeper));
 }
+
+#[test]
+fn a_keeper_that_cannot_reach_the_server_gives_up_once_the_lease_could_have_lapsed() {
+    let env = Env::redis();
+    env.init();
+    env.sm(&["set", ".phase", "\"before\""]);
+    let mut a = Shell::new(&env, None, "1s");
+    a.ok("lock-manager acquire state");
+    let keeper = keeper_of(a.pid);
+    env.server().pause();
+    struct Resume<'a>(&'a Env);
+    impl Drop for Resume<'_> {
+        fn drop(&mut self) {
+            self.0.server().resume();
+        }
+    }
+    let resume = Resume(&env);
+    // It retries, then leaves the lease to lapse on the server by itself.
+    await_that("the keeper gives up while the server is paused", || {
+        gone(keeper)
+    });
+    drop(resume);
+    // No double grant after the pause: the old hold lapsed, another host
+    // gets the lock at once, and the old owner's write is refused.
+    let mut b = Shell::new(&env, Some("b"), "30s");
+    let (rc, text) = b.run("lock-manager acquire state 0");
+    assert_eq!(rc, 0, "{text}");
+    let (rc, text) = a.run("state-manager set .phase '\"stale\"'");
+    assert_eq!(rc, 6, "{text}");
+    assert_eq!(read(&env, ".phase"), json!("before"));
+}
