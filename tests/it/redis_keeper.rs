@@ -237,6 +237,9 @@ fn acquire_in_a_command_substitution_returns_at_once_and_the_keeper_holds_no_des
  {
     let env = Env::redis();
     let mut sh = Shell::new(&env, None, "30s");
+    // A script that ignores the signals that end processes (as nohup
+    // does): its keeper still ends by SIGTERM, as a daemon should.
+    sh.ok("trap '' TERM INT HUP");
     // Fd 3 and stdout are the substitution's pipe: the shell waits for its
     // end, which a keeper holding either would never let come.
     let text = sh.ok(
@@ -272,6 +275,8 @@ fn acquire_in_a_command_substitution_returns_at_once_and_the_keeper_holds_no_des
             entry.file_name()
         );
     }
+    signal(keeper, libc::SIGTERM);
+    await_that("SIGTERM ends the keeper", || gone(keeper));
 }
 
 #[test]
