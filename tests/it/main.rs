@@ -24,6 +24,8 @@ mod props;
 mod recovery;
 mod redis_diag;
 mod redis_faults;
+mod redis_keeper;
+mod redis_locks;
 mod redis_revision;
 mod reliability;
 mod retry_habits;

@@ -18,9 +18,9 @@
 //! Every change is one Lua script that checks the revision it was computed
 //! from, writes the document, keeps the version it replaces as a backup,
 //! prunes backups and appends the audit event — one order for every host,
-//! times from the server's `TIME`. Locks stay host-local (the file
-//! backend's `.locks/`) until the lease-based Redis locks land; see
-//! docs/redis.md.
+//! times from the server's `TIME`. Locks are on the server too, as leases
+//! with fencing tokens (locks.rs, renewed by the owner's keeper, keeper.rs); see
+//! docs/redis.md, "Locks".
 //!
 //! Failures map onto the exit-code table: unreachable, timeout, `READONLY`,
 //! `LOADING` exit 8; `OOM` 10; `NOAUTH`/`WRONGPASS` 6; a key of the wrong
@@ -31,7 +31,9 @@ pub mod audit;
 mod bench;
 mod checkpoints;
 mod health;
+pub(crate) mod keeper;
 pub(crate) mod local;
+mod locks;
 mod state;
 
 use std::cell::RefCell;
@@ -40,7 +42,7 @@ use std::time::Duration;
 
 use redis::{Connection, RedisError};
 
-use super::{AuditSink, Backend, CheckpointStore, FileBackend, LockRegistry, StateStore};
+use super::{AuditSink, Backend, CheckpointStore, LockRegistry, StateStore};
 use crate::config::Config;
 use crate::error::{Error, Kind, Result};
 
@@ -98,8 +100,6 @@ pub struct RedisBackend {
     keys: Keys,
     timeout: Duration,
     conn: Shared,
-    /// Locks stay on this host until the lease-based Redis locks land.
-    file: FileBackend,
     /// This host's private folder for this server and namespace, opened
     /// when first needed.
     local: std::cell::OnceCell<local::Local>,
@@ -136,7 +136,6 @@ pub fn open(cfg: &Config, url: &str) -> Result<RedisBackend> {
         ns,
         timeout,
         conn: Rc::new(RefCell::new(Link::default())),
-        file: FileBackend::new(cfg),
         local: Default::default(),
     })
 }
@@ -276,7 +275,6 @@ impl RedisBackend {
             keys: Keys::new(ns),
             timeout: self.timeout,
             conn: self.conn.clone(),
-            file: FileBackend::new(&self.cfg),
             local: Default::default(),
         }
     }
@@ -431,7 +429,7 @@ impl Backend for RedisBackend {
         self
     }
     fn locks(&self) -> &dyn LockRegistry {
-        &self.file
+        self
     }
     fn checkpoints(&self) -> &dyn CheckpointStore {
         self

@@ -29,7 +29,7 @@ pub fn acquire(ctx: &Ctx, a: &AcquireArgs, verbose: bool) -> Result<Code> {
         &a.name,
         attend,
         || {
-            let req = commands::request(&ctx.cfg, a)?;
+            let req = commands::request(&ctx.cfg, locks, a)?;
             if let Some(note) = commands::owner_note(a, &req.owner) {
                 commands::say(&format!("warning: {note}"));
             }
@@ -70,6 +70,10 @@ fn acquired_json(got: &Acquired, req: &Request, log: &WaitLog) -> Value {
     v["holders_while_waiting"] = json!(log.holders);
     v["already_held"] = json!(got.already_held);
     v["upgraded"] = json!(got.upgraded);
+    if let Some((token, epoch)) = &got.fencing {
+        v["fencing_token"] = json!(token);
+        v["fencing_epoch"] = json!(epoch);
+    }
     v["takeovers"] = got
         .takeovers
         .iter()
@@ -118,22 +122,26 @@ fn verbose_text(got: &Acquired, req: &Request, log: &WaitLog) -> String {
     out
 }
 
-/// `release NAME [--force]`: 0 released (or not held), 6 held by another
-/// owner. Prints nothing unless `--json`.
-pub fn release(ctx: &Ctx, name: &str, force: bool) -> Result<Code> {
+/// `release NAME [--force [--holder ID]]`: 0 released (or not held), 6
+/// held by another owner. Prints nothing unless `--json`.
+pub fn release(ctx: &Ctx, name: &str, force: bool, holder: Option<&str>) -> Result<Code> {
     let rec = Recorder::start(&ctx.cfg, ctx.tool, "release", name);
-    let (owner, result) =
-        match name::validate(name).and_then(|()| commands::owner_for(&ctx.cfg, name, ctx.owner)) {
-            Ok(o) => {
-                let result = ctx.backend.locks().release(name, &o, force);
-                (Some(o), result)
-            }
-            Err(e) => (None, Err(e)),
-        };
+    let (owner, result) = match name::validate(name)
+        .and_then(|()| commands::owner_for(ctx.backend.locks(), name, ctx.owner))
+    {
+        Ok(o) => {
+            let result = ctx.backend.locks().release_holder(name, &o, force, holder);
+            (Some(o), result)
+        }
+        Err(e) => (None, Err(e)),
+    };
     let mut detail = json!({
         "owner_pid": owner.as_ref().map(|o| o.pid),
         "forced": force,
     });
+    if let Some(h) = holder {
+        detail["holder"] = json!(h);
+    }
     if let Ok(r) = &result {
         detail["held"] = json!(r.held);
         if force {
@@ -183,6 +191,7 @@ pub fn check(ctx: &Ctx, name: &str) -> Result<Code> {
         json!({ "state": line, "answer_exit": code.as_i32() }),
     );
     let note = match answer {
+        Check::Locked { .. } if leased(ctx) => None,
         Check::Locked { .. } => ctx
             .backend
             .locks()
@@ -224,7 +233,7 @@ pub fn list(ctx: &Ctx) -> Result<Code> {
             let mut stream = render::JsonStream::new(&ctx.output);
             let mut corrupt = Vec::new();
             let result = ctx.backend.locks().each(&mut |e| {
-                stream.push(&render::ListItem::of(&e));
+                stream.push(&render::ListItem::of(&e, leased(ctx)));
                 if let Err(err) = e.record {
                     corrupt.push(err);
                 }
@@ -246,10 +255,16 @@ pub fn list(ctx: &Ctx) -> Result<Code> {
             json!({ "count": result.as_ref().map_or(0, Vec::len) }),
         );
         let entries = result?;
-        cli::print(&render::table(&entries, &ctx.output));
+        cli::print(&render::table(&entries, &ctx.output, leased(ctx)));
         warn_corrupt(ctx, &entries);
         Ok(Code::Success)
     })
+}
+
+/// Whether the registry's holds are leases (Redis): a holder of another
+/// host is then alive while its lease runs, and is not "unverifiable".
+fn leased(ctx: &Ctx) -> bool {
+    ctx.backend.locks().leased()
 }
 
 /// One warning line per record that does not parse.
@@ -316,10 +331,27 @@ pub fn status(ctx: &Ctx) -> Result<Code> {
         );
         let status = result?;
         if ctx.output.json {
-            ctx.output.json(&render::status_json(&status));
+            ctx.output.json(&render::status_json(&status, leased(ctx)));
         } else {
-            cli::print(&render::status_text(&status, &ctx.output));
+            cli::print(&render::status_text(&status, &ctx.output, leased(ctx)));
         }
         Ok(Code::Success)
     })
+}
+
+/// The hidden `keeper HOLDER`: keeps the leases of one owner on Redis
+/// (src/backend/redis/keeper.rs). Started detached by `acquire`, with
+/// nothing to print to; exit 1 on another backend.
+pub fn keeper(ctx: &Ctx, holder: &str) -> Result<Code> {
+    #[cfg(feature = "redis")]
+    if let Some(redis) = ctx.backend.redis() {
+        crate::backend::redis::keeper::keep(redis, holder)?;
+        return Ok(Code::Success);
+    }
+    let _ = holder;
+    Err(crate::error::Error::general(format!(
+        "the lease keeper runs on a Redis backend, not on {}",
+        ctx.backend.kind()
+    ))
+    .hint("it is started by 'lock-manager acquire' on Redis; it is not for direct use"))
 }
