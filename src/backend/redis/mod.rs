@@ -31,6 +31,7 @@ pub mod audit;
 mod bench;
 mod checkpoints;
 mod health;
+pub(crate) mod keeper;
 pub(crate) mod local;
 mod state;
 
