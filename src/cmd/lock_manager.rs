@@ -58,7 +58,9 @@ enum Command {
     /// Give a lock back
     ///
     /// Exit 0 released (also when nobody held it), 3 the record does not
-    /// parse, 6 another owner holds it (the message names it).
+    /// parse, 4 --holder without --force (or on the file backend), 6 another
+    /// owner holds it (the message names it, and on Redis the holder id that
+    /// --force --holder takes).
     Release(ReleaseArgs),
     /// Print locked:TYPE:PID, unlocked or stale
     ///
@@ -151,6 +153,10 @@ struct ReleaseArgs {
     /// Release whoever holds it (audited)
     #[arg(long)]
     force: bool,
+    /// With --force, remove only this holder (Redis: the holder id a
+    /// conflict names, HOST:PID:START:BOOT:PIDNS)
+    #[arg(long, value_name = "ID", requires = "force")]
+    holder: Option<String>,
     #[command(flatten)]
     json: cli::JsonArgs,
 }
@@ -287,9 +293,12 @@ fn dispatch(global: &GlobalArgs, command: Command) -> ExitCode {
                 verbose,
             )
         }
-        Command::Release(ReleaseArgs { name, force, json }) => {
-            cmd::release(&ctx.with_output(&json), &name, force)
-        }
+        Command::Release(ReleaseArgs {
+            name,
+            force,
+            holder,
+            json,
+        }) => cmd::release(&ctx.with_output(&json), &name, force, holder.as_deref()),
         Command::Check(CheckArgs { name, json }) => cmd::check(&ctx.with_output(&json), &name),
         Command::List(ListArgs { format, json }) => {
             let mut args = cli::JsonArgs::from(json);

@@ -23,6 +23,7 @@ mod props;
 mod recovery;
 mod redis_faults;
 mod redis_lock_faults;
+mod redis_locks;
 mod reliability;
 mod retry_habits;
 mod server;
