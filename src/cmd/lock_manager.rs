@@ -105,6 +105,12 @@ enum Command {
     /// --conflict-exit-code); 4 bad name or timeout, or -n with -w; 5 the
     /// command is not found.
     Run(RunArgs),
+    /// The lease keeper of one lock owner on Redis (started by acquire; not for direct use)
+    #[command(hide = true)]
+    Keeper {
+        /// The owner's holder id, HOST:PID:START:BOOT:PIDNS
+        holder: String,
+    },
     #[command(flatten)]
     Docs(cli::docs::Docs),
 }
@@ -310,6 +316,7 @@ fn dispatch(global: &GlobalArgs, command: Command) -> ExitCode {
         Command::Clean { force, json } => cmd::clean(&ctx.with_output(&json), force),
         Command::Status(StatusArgs { json }) => cmd::status(&ctx.with_output(&json)),
         Command::Docs(docs) => docs.run::<Cli>(),
+        Command::Keeper { holder } => cmd::keeper(&ctx, &holder),
         Command::Run(RunArgs {
             name,
             shared,
@@ -336,7 +343,7 @@ fn dispatch(global: &GlobalArgs, command: Command) -> ExitCode {
                 command,
             };
             // `run` exits with the child's code, which is outside the toolkit's table.
-            return match run::run(&ctx.cfg, &args) {
+            return match run::run(&ctx.cfg, ctx.backend.as_ref(), &args) {
                 Ok(code) => ExitCode::from(code),
                 Err(e) if crate::lock::wait::interrupted().is_some() => {
                     let sig = crate::lock::wait::interrupted().unwrap_or(libc::SIGINT);

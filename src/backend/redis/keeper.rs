@@ -34,19 +34,26 @@
 //! It never prints: debug lines (`DEBUG=1`) go to stderr, which is
 //! /dev/null unless `WFSTATE_KEEPER_LOG` names a file to append them to.
 
-// TEMPORARY while issue 14 lands: remove once the Redis acquire calls `ensure`.
-#![allow(dead_code)]
-
+use std::cell::RefCell;
 use std::fs::{File, OpenOptions, TryLockError};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
 
-use super::RedisBackend;
-use super::local::{Local, holder_id};
+use rustix::event::{PollFd, PollFlags, Timespec};
+use rustix::io::Errno;
+use rustix::process::{Pid, PidfdFlags};
+
+use super::local::{self, Local, holder_id, parse_holder_id};
+use super::locks::Renewal;
+use super::{Link, RedisBackend};
 use crate::error::{Error, Kind, Result};
 use crate::lock::Identity;
+use crate::lock::process::start_time_of;
 
 /// The hidden subcommand of `lock-manager` that runs a keeper.
 pub const SUBCOMMAND: &str = "keeper";
@@ -55,6 +62,11 @@ pub const SUBCOMMAND: &str = "keeper";
 /// does (a non-blocking flock test), else starts one and returns at once.
 /// An owner this host cannot watch (another pid namespace) gets none.
 pub(crate) fn ensure(backend: &RedisBackend, owner: &Identity) -> Result<()> {
+    if owner.pid == std::process::id() && owner.is_local() {
+        // `lock-manager run`'s own hold, handed to its child and renewed
+        // by `run` itself.
+        return Ok(());
+    }
     if !owner.is_local() {
         crate::debug::log(|| {
             format!(
@@ -183,5 +195,318 @@ fn keeper_stderr() -> Stdio {
             .map(Stdio::from)
             .unwrap_or_else(|_| Stdio::null()),
         None => Stdio::null(),
+    }
+}
+
+/// Runs the keeper of `holder` (a holder id, `HOST:PID:START:BOOT:PIDNS`)
+/// until its owner holds nothing, exits (its holds are then released), or
+/// the server stayed out of reach until the leases could have lapsed (an
+/// error then). Returns at once when another keeper runs for that owner.
+pub fn keep(backend: &RedisBackend, holder: &str) -> Result<()> {
+    let owner = parse_holder_id(holder).ok_or_else(|| {
+        Error::validation(format!("'{}' is not a holder id", holder.escape_debug()))
+            .hint("the keeper is started by 'lock-manager acquire'; it is not for direct use")
+    })?;
+    let lease = local::lease()?;
+    let local = Local::open(&backend.url, &backend.ns)?;
+    let path = local.keeper_lock_path(&owner);
+    local.make_parents(&path)?;
+    let Some(mut flock) = take(&path)? else {
+        crate::debug::log(|| format!("keeper: another keeper runs for {holder}"));
+        return Ok(());
+    };
+    let Some(pidfd) = watch(&owner)? else {
+        crate::debug::log(|| format!("keeper: owner {holder} has already exited"));
+        return owner_exited(backend, &owner, lease, &path, flock);
+    };
+    crate::debug::log(|| format!("keeper: keeping the leases of {holder} ({lease:?})"));
+    let link = own_link(backend, lease);
+    let mut leases = Leases::new(&link, owner.clone(), lease, Instant::now());
+    loop {
+        if exited(pidfd.as_fd(), leases.next())? {
+            crate::debug::log(|| format!("keeper: owner {holder} exited"));
+            return owner_exited(&link, &owner, lease, &path, flock);
+        }
+        match leases.renew() {
+            Renewed::Held(r) if !r.held.is_empty() => {}
+            Renewed::Held(_) => {
+                // Nothing held: give the flock up first, then look once
+                // more. An `acquire` whose flock test saw us running was
+                // granted before that test, so the second look sees its
+                // hold; one that tests after finds no keeper and starts one.
+                let _ = std::fs::remove_file(&path);
+                drop(flock);
+                let again = leases.renew();
+                if let Renewed::Held(r) = &again
+                    && r.held.is_empty()
+                {
+                    crate::debug::log(|| format!("keeper: {holder} holds nothing: done"));
+                    return Ok(());
+                }
+                match take(&path)? {
+                    Some(f) => flock = f,
+                    None => return Ok(()), // another keeper took over
+                }
+            }
+            Renewed::Unconfirmed(e) => {
+                if Instant::now() >= leases.lapse() {
+                    crate::debug::log(|| {
+                        format!(
+                            "keeper: no renewal confirmed within the lease; the holds lapse: {e}"
+                        )
+                    });
+                    let _ = std::fs::remove_file(&path);
+                    return Err(e);
+                }
+            }
+        }
+    }
+}
+
+/// Releases every hold of an owner that exited (forgetting its token
+/// files), retrying until the leases could have lapsed anyway; then removes
+/// its keeper file.
+fn owner_exited(
+    backend: &RedisBackend,
+    owner: &Identity,
+    lease: Duration,
+    path: &Path,
+    flock: File,
+) -> Result<()> {
+    let lapse = Instant::now() + lease;
+    let result = loop {
+        match backend.release_owner(owner, "owner-exited") {
+            Ok(n) => {
+                crate::debug::log(|| format!("keeper: released {n} hold(s)"));
+                break Ok(());
+            }
+            Err(e) if Instant::now() + retry_step(lease) >= lapse => break Err(e),
+            Err(e) => {
+                crate::debug::log(|| format!("keeper: release not confirmed, retrying: {e}"));
+                forget_link(backend);
+                std::thread::sleep(retry_step(lease));
+            }
+        }
+    };
+    let _ = std::fs::remove_file(path);
+    drop(flock);
+    result
+}
+
+/// Moves `from`'s token file for `name` to `to` (after
+/// [`RedisBackend::transfer_hold`], which keeps the token): `to`'s own
+/// `state-manager` calls then present it. No file: nothing to move.
+pub(crate) fn hand_token(
+    backend: &RedisBackend,
+    name: &str,
+    from: &Identity,
+    to: &Identity,
+) -> Result<()> {
+    let local = Local::open(&backend.url, &backend.ns)?;
+    let (old, new) = (local.hold_path(from, name), local.hold_path(to, name));
+    local.make_parents(&new)?;
+    match std::fs::rename(&old, &new) {
+        Ok(()) => {
+            let _ = std::fs::remove_dir(local.holds_dir(from));
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io(e, "move", &old)),
+    }
+}
+
+/// Removes `owner`'s (empty) folder of token files.
+pub(crate) fn forget_tokens_dir(backend: &RedisBackend, owner: &Identity) {
+    if let Ok(local) = Local::open(&backend.url, &backend.ns) {
+        let _ = std::fs::remove_dir(local.holds_dir(owner));
+    }
+}
+
+/// How a renewal went.
+pub(crate) enum Renewed {
+    /// The server answered: what is still held, what was found lapsed.
+    Held(Renewal),
+    /// No answer (or an error): the holds still run until [`Leases::lapse`].
+    Unconfirmed(Error),
+}
+
+/// The leases of one owner, as far as this process can vouch for them.
+pub(crate) struct Leases<'a> {
+    backend: &'a RedisBackend,
+    owner: Identity,
+    lease: Duration,
+    /// When the last confirmed renewal (or the grant) was sent: the server
+    /// set each lease end to its time then plus `lease`, so the holds run
+    /// at least until this instant plus `lease`.
+    confirmed: Instant,
+    /// Whether the last renewal failed (retries come sooner).
+    failing: bool,
+}
+
+impl<'a> Leases<'a> {
+    /// `owner`'s leases, last known renewed (or granted) by a call sent at
+    /// `confirmed`.
+    pub(crate) fn new(
+        backend: &'a RedisBackend,
+        owner: Identity,
+        lease: Duration,
+        confirmed: Instant,
+    ) -> Leases<'a> {
+        Leases {
+            backend,
+            owner,
+            lease,
+            confirmed,
+            failing: false,
+        }
+    }
+
+    /// Renews every lease of the owner in one script.
+    pub(crate) fn renew(&mut self) -> Renewed {
+        let sent = Instant::now();
+        match self.backend.renew_owner(&self.owner, self.lease) {
+            Ok(r) => {
+                self.confirmed = sent;
+                self.failing = false;
+                if !r.lost.is_empty() {
+                    crate::debug::log(|| format!("leases: lapsed before renewal: {:?}", r.lost));
+                }
+                Renewed::Held(r)
+            }
+            Err(e) => {
+                crate::debug::log(|| format!("leases: renewal not confirmed: {e}"));
+                self.failing = true;
+                forget_link(self.backend);
+                Renewed::Unconfirmed(e)
+            }
+        }
+    }
+
+    /// The same leases, handed to `owner` (`run`'s child: a transfer
+    /// keeps each lease end).
+    pub(crate) fn hand_to(&self, owner: Identity) -> Leases<'a> {
+        Leases {
+            owner,
+            failing: false,
+            ..*self
+        }
+    }
+
+    /// The lease each renewal asks for.
+    pub(crate) fn lease(&self) -> Duration {
+        self.lease
+    }
+
+    /// Whether the last renewal was not confirmed.
+    pub(crate) fn failing(&self) -> bool {
+        self.failing
+    }
+
+    /// The instant the holds could have lapsed unless a renewal sent
+    /// before it is confirmed.
+    pub(crate) fn lapse(&self) -> Instant {
+        self.confirmed + self.lease
+    }
+
+    /// When to renew next: a third of the lease after the last confirmed
+    /// renewal; after a failure, sooner, and never after the lapse.
+    pub(crate) fn next(&self) -> Instant {
+        if self.failing {
+            (Instant::now() + retry_step(self.lease)).min(self.lapse())
+        } else {
+            self.confirmed + self.lease / 3
+        }
+    }
+}
+
+/// The pause between two tries after a failure: a tenth of the lease.
+fn retry_step(lease: Duration) -> Duration {
+    lease / 10
+}
+
+/// A backend of its own for renewals: its own connection, and a timeout no
+/// longer than a quarter of the lease, so that one unanswered call cannot
+/// outlast the lease it is meant to extend.
+pub(crate) fn own_link(backend: &RedisBackend, lease: Duration) -> RedisBackend {
+    let mut b = backend.for_namespace(&backend.ns);
+    b.conn = Rc::new(RefCell::new(Link::default()));
+    b.timeout = backend
+        .timeout
+        .min(lease / 4)
+        .max(Duration::from_millis(10));
+    b
+}
+
+/// Drops the connection and the memory of a failure, so that the next
+/// call connects afresh (a failed call may have left a reply unread, and
+/// an unreachable server is remembered to fail later calls at once).
+pub(crate) fn forget_link(backend: &RedisBackend) {
+    *backend.conn.borrow_mut() = Link::default();
+}
+
+/// Takes the keeper flock of `path`: `None` when another keeper has it. The
+/// file taken is the one the path names (not one a finishing keeper just
+/// unlinked).
+fn take(path: &Path) -> Result<Option<File>> {
+    loop {
+        let file = open_lock_file(path)?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => return Ok(None),
+            Err(TryLockError::Error(e)) => return Err(Error::io(e, "lock", path)),
+        }
+        let ours = file.metadata().map_err(|e| Error::io(e, "read", path))?;
+        match std::fs::symlink_metadata(path) {
+            Ok(now) if now.ino() == ours.ino() && now.dev() == ours.dev() => return Ok(Some(file)),
+            _ => continue,
+        }
+    }
+}
+
+/// A pidfd of `owner`, or `None` when it no longer runs. The start time is
+/// checked after the pidfd is open: a pid freed and reused in between
+/// names another process, which is never watched.
+fn watch(owner: &Identity) -> Result<Option<OwnedFd>> {
+    if !owner.is_local() {
+        return Err(Error::new(
+            Kind::General,
+            format!("cannot watch lock owner {} from here", holder_id(owner)),
+        )
+        .hint("a keeper runs on its owner's host, in its pid namespace"));
+    }
+    let Some(pid) = i32::try_from(owner.pid).ok().and_then(Pid::from_raw) else {
+        return Ok(None);
+    };
+    let fd = match rustix::process::pidfd_open(pid, PidfdFlags::empty()) {
+        Ok(fd) => fd,
+        Err(Errno::SRCH) => return Ok(None),
+        Err(e) => {
+            return Err(
+                Error::new(Kind::of_io(&e.into()), "cannot watch the lock owner")
+                    .because(format!("pidfd_open({}): {e}", owner.pid)),
+            );
+        }
+    };
+    if start_time_of(owner.pid) != Some(owner.start_time) {
+        return Ok(None);
+    }
+    Ok(Some(fd))
+}
+
+/// Waits on `pidfd` until `until`: whether the process exited.
+fn exited(pidfd: std::os::fd::BorrowedFd<'_>, until: Instant) -> Result<bool> {
+    loop {
+        let left = until.saturating_duration_since(Instant::now());
+        let timeout = Timespec {
+            tv_sec: left.as_secs() as _,
+            tv_nsec: left.subsec_nanos() as _,
+        };
+        let mut fds = [PollFd::new(&pidfd, PollFlags::IN)];
+        match rustix::event::poll(&mut fds, Some(&timeout)) {
+            Ok(0) => return Ok(false),
+            Ok(_) => return Ok(true),
+            Err(Errno::INTR) => continue,
+            Err(e) => return Err(Error::new(Kind::of_io(&e.into()), "cannot wait").because(e)),
+        }
     }
 }

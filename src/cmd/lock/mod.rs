@@ -330,3 +330,20 @@ pub fn status(ctx: &Ctx) -> Result<Code> {
         Ok(Code::Success)
     })
 }
+
+/// The hidden `keeper HOLDER`: keeps the leases of one owner on Redis
+/// (src/backend/redis/keeper.rs). Started detached by `acquire`, with
+/// nothing to print to; exit 1 on another backend.
+pub fn keeper(ctx: &Ctx, holder: &str) -> Result<Code> {
+    #[cfg(feature = "redis")]
+    if let Some(redis) = ctx.backend.redis() {
+        crate::backend::redis::keeper::keep(redis, holder)?;
+        return Ok(Code::Success);
+    }
+    let _ = holder;
+    Err(crate::error::Error::general(format!(
+        "the lease keeper runs on a Redis backend, not on {}",
+        ctx.backend.kind()
+    ))
+    .hint("it is started by 'lock-manager acquire' on Redis; it is not for direct use"))
+}
