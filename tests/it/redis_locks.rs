@@ -138,6 +138,7 @@ fn shared_holders_share_and_exclude_an_exclusive_request() {
     let v = grant(&env, "b", "data", &o2, &["--shared"]);
     assert_eq!(v["type"], "shared");
     assert_eq!(v["holders"].as_array().unwrap().len(), 2);
+    assert_eq!(holder_ids(&env, "data").len(), 2, "both on the server");
     on(
         &env,
         "b",
@@ -501,4 +502,78 @@ fn no_key_of_the_namespace_has_a_ttl() {
     for k in keys.lines() {
         assert_eq!(env.server().cli(&["PTTL", k]), "-1", "{k} has a TTL");
     }
+}
+
+#[test]
+fn a_shell_that_execs_its_last_command_still_releases_its_own_hold() {
+    // `bash -c 'A; B'` runs B in place of the shell: B has the shell's pid
+    // and its parent is not the shell; the hold is found on the server.
+    let env = Env::redis();
+    let lm = crate::harness::bin_path("lock-manager");
+    let script = format!("{lm} acquire x 0 && {lm} release x", lm = lm.display());
+    let mut c = Command::new("bash");
+    env.clean_env(&mut c);
+    c.env("WFSTATE_TEST_HOST_ID", "a").args(["-c", &script]);
+    Run::of(c.output().unwrap()).ok();
+    assert!(
+        holder_ids(&env, "x").is_empty(),
+        "{:?}",
+        holder_ids(&env, "x")
+    );
+}
+
+#[test]
+fn a_waiter_ended_by_a_signal_leaves_the_waiters_and_ends_by_that_signal() {
+    let env = Env::redis();
+    let owner = Owner::new();
+    grant(&env, "a", "job", &owner, &[]);
+    for (sig, name) in [(libc::SIGINT, "SIGINT"), (libc::SIGTERM, "SIGTERM")] {
+        let waiting = cmd_on(&env, "b", "lock-manager")
+            .args(["acquire", "job", "20"])
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let waiters = key("lock:job:w");
+        let channel = key("wake:job");
+        until("the waiter is registered and subscribed", || {
+            env.server().cli(&["ZCARD", &waiters]) == "1"
+                && env
+                    .server()
+                    .cli(&["PUBSUB", "NUMSUB", &channel])
+                    .ends_with("\n1")
+        });
+        unsafe { libc::kill(waiting.id() as i32, sig) };
+        let out = waiting.wait_with_output().unwrap();
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(out.status.signal(), Some(sig), "{out:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains(&format!("interrupted by {name}")),
+            "{stderr}"
+        );
+        assert_eq!(env.server().cli(&["ZCARD", &waiters]), "0");
+        assert_eq!(holder_ids(&env, "job").len(), 1);
+    }
+}
+
+#[test]
+fn holder_ids_are_for_the_redis_backend_and_need_force() {
+    let env = Env::new();
+    let owner = Owner::new();
+    crate::harness::hold(&env, "x", &owner, &[]);
+    env.run(
+        "lock-manager",
+        &["release", "x", "--force", "--holder", "h:1:2:b:0"],
+    )
+    .code(4)
+    .one_line_error("lock-manager")
+    .stderr_has("Redis");
+    env.run("lock-manager", &["release", "x", "--holder", "h:1:2:b:0"])
+        .code(1)
+        .stderr_has("--force");
+    let check = env.run("lock-manager", &["check", "x"]).ok();
+    assert_eq!(
+        check.stdout.trim(),
+        format!("locked:exclusive:{}", owner.pid())
+    );
 }

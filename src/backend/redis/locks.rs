@@ -835,6 +835,19 @@ impl LockRegistry for RedisBackend {
                     .collect();
                 return Err(timeout_error(req, kind, &holders, &writers));
             }
+            // From the first wait on, SIGINT, SIGTERM and SIGHUP only wake
+            // the waiter, which leaves the waiters before it ends by them.
+            if log.attend.signals && !asked_signals {
+                asked_signals = true;
+                interrupts = Interrupts::block().ok();
+            }
+            if let Some(i) = &interrupts
+                && i.take().is_some()
+            {
+                self.withdraw(req, &waiter, registered);
+                log.waited = log.started.elapsed();
+                return Err(crate::lock::manager::interrupted_error(&req.name));
+            }
             if req.kind == LockType::Exclusive && !registered {
                 registered = true;
                 continue;
@@ -845,10 +858,6 @@ impl LockRegistry for RedisBackend {
                 continue;
             }
             log.attend.progress = log.attend.progress.resolved();
-            if log.attend.signals && !asked_signals {
-                asked_signals = true;
-                interrupts = Interrupts::block().ok();
-            }
             let slow_at = log.started + SLOW_WAIT;
             let say_now = !log.announced
                 && match log.attend.progress {
