@@ -209,6 +209,74 @@ fn worker(env: &Env, checker: &Checker, host: &str, id: usize, body: &str) -> Ch
     c.spawn().expect("bash")
 }
 
+/// Bash workers, each the leader of its own process group; every group
+/// still running is SIGKILLed when this is dropped (a failed assertion
+/// leaves no worker behind).
+struct Workers(Vec<Child>);
+
+impl Workers {
+    /// `n` workers of `body`, on hosts a and b in turn.
+    fn start(env: &Env, checker: &Checker, n: usize, body: &str) -> Workers {
+        Workers(
+            (0..n)
+                .map(|w| worker(env, checker, ["a", "b"][w % 2], w, body))
+                .collect(),
+        )
+    }
+
+    /// Whether worker `w` has ended.
+    fn exited(&mut self, w: usize) -> bool {
+        self.0[w].try_wait().expect("wait").is_some()
+    }
+
+    /// SIGKILLs worker `w` and every process of its group.
+    fn kill(&self, w: usize) {
+        // SAFETY: kill(2) of a process group led by our own child.
+        unsafe { libc::kill(-(self.0[w].id() as i32), libc::SIGKILL) };
+    }
+
+    /// Waits for worker `w` until `deadline`, failing fast (with the
+    /// overlap) as soon as the checker saw two holders at once.
+    fn wait(&mut self, w: usize, checker: &Checker, deadline: Instant) -> ExitStatus {
+        loop {
+            checker.assert_exclusive();
+            let step = Instant::now() + Duration::from_millis(200);
+            if let Some(status) = wait_at_most_keep(&mut self.0[w], step.min(deadline)) {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "worker {w} still ran at the deadline"
+            );
+        }
+    }
+}
+
+impl Drop for Workers {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            if child.try_wait().ok().flatten().is_none() {
+                // SAFETY: as in `kill`.
+                unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
+                let _ = child.wait();
+            }
+        }
+    }
+}
+
+/// Waits for `child` until `until`; `None` if it still runs (left running).
+fn wait_at_most_keep(child: &mut Child, until: Instant) -> Option<ExitStatus> {
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            return Some(status);
+        }
+        if Instant::now() >= until {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// `n` workers on hosts a and b in turn, each taking `lock` `rounds`
 /// times through acquire / critical / release; asserts they all finish
 /// (bounded) with every round done and no overlap.
@@ -222,12 +290,10 @@ fn contend(env: &Env, lock: &str, n: usize, rounds: usize) {
   "$LM" release {lock} >/dev/null 2>>"$ERR" || {{ echo "release $i exit $?" >>"$ERR"; exit 1; }}
 done"#
     );
-    let mut workers: Vec<Child> = (0..n)
-        .map(|w| worker(env, &checker, ["a", "b"][w % 2], w, &body))
-        .collect();
-    for (w, child) in workers.iter_mut().enumerate() {
-        let status = wait_at_most(child, Duration::from_secs(120))
-            .unwrap_or_else(|| panic!("worker {w} still ran after 120 s"));
+    let mut workers = Workers::start(env, &checker, n, &body);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    for w in 0..n {
+        let status = workers.wait(w, &checker, deadline);
         let err = fs::read_to_string(checker.path(&format!("err.{w}"))).unwrap_or_default();
         assert!(status.success(), "worker {w}: {status:?}: {err}");
         let rec = fs::read_to_string(checker.path(&format!("rec.{w}"))).unwrap_or_default();
@@ -467,7 +533,9 @@ fn sixteen_workers_on_two_hosts_with_random_kills_count_exactly() {
     let body = format!(
         r#"export WFSTATE_LEASE=2s
 for i in $(seq 1 {ROUNDS}); do
+  tries=0
   while :; do
+    (( ++tries <= 10 )) || {{ echo "increment $i refused 10 times" >>"$ERR"; exit 1; }}
     "$LM" acquire state 300 >/dev/null 2>>"$ERR" || {{ echo "acquire $i exit $?" >>"$ERR"; exit 1; }}
     critical "$W.$i"
     n=$("$SM" read .counter 2>>"$ERR") || {{ echo "read $i exit $?" >>"$ERR"; exit 1; }}
@@ -501,34 +569,35 @@ done"#
             victims.push((w, 2 + rng.below(ROUNDS as u64 - 7) as usize));
         }
     }
-    let mut workers: Vec<Child> = (0..WORKERS)
-        .map(|w| worker(&env, &checker, ["a", "b"][w % 2], w, &body))
-        .collect();
+    let mut workers = Workers::start(&env, &checker, WORKERS, &body);
     let record =
         |w: usize| fs::read_to_string(checker.path(&format!("rec.{w}"))).unwrap_or_default();
     let done = |rec: &str| rec.lines().filter(|l| l.starts_with("done ")).count();
     let deadline = Instant::now() + Duration::from_secs(400);
-    let mut killed = vec![false; WORKERS];
+    let mut killed = [false; WORKERS];
     while victims.iter().any(|(w, _)| !killed[*w]) {
         for &(w, at) in &victims {
             if !killed[w] && done(&record(w)) >= at {
-                // SAFETY: kill(2) of the worker's own process group (it is its leader).
-                unsafe { libc::kill(-(workers[w].id() as i32), libc::SIGKILL) };
+                workers.kill(w);
                 killed[w] = true;
             }
+            if !killed[w] && workers.exited(w) {
+                let err = fs::read_to_string(checker.path(&format!("err.{w}"))).unwrap_or_default();
+                checker.assert_exclusive();
+                panic!("worker {w} ended before its kill: {err}");
+            }
         }
+        checker.assert_exclusive();
         assert!(
             Instant::now() < deadline,
             "the kills did not all happen: {victims:?}"
         );
         std::thread::sleep(Duration::from_millis(5));
     }
-    for (w, child) in workers.iter_mut().enumerate() {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let status = wait_at_most(child, left)
-            .unwrap_or_else(|| panic!("worker {w} still ran after the deadline"));
+    for (w, was_killed) in killed.iter().enumerate() {
+        let status = workers.wait(w, &checker, deadline);
         let err = fs::read_to_string(checker.path(&format!("err.{w}"))).unwrap_or_default();
-        if !killed[w] {
+        if !was_killed {
             assert!(status.success(), "worker {w}: {status:?}: {err}");
         }
         if !err.is_empty() {
@@ -549,7 +618,7 @@ done"#
             let last_begin = rec
                 .lines()
                 .filter_map(|l| l.strip_prefix("begin "))
-                .last()
+                .next_back()
                 .map(|i| i.parse::<usize>().unwrap());
             let in_flight = last_begin.is_some_and(|b| b == ok + 1);
             assert!(
