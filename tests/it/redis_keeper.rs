@@ -301,7 +301,7 @@ fn a_killed_owner_is_released_by_its_keeper_at_once_and_another_host_gets_the_lo
 /// keeper out of the game; host b then gets `state` once the lease lapsed,
 /// and the old owner's write is refused by its fencing token (exit 6),
 /// the state unchanged.
-fn old_owner_is_fenced_after(stall: impl FnOnce(u32)) -> (Env, Shell, u32) {
+fn old_owner_is_fenced_after(stall: impl FnOnce(u32)) -> (Env, Shell, Shell, u32) {
     let env = Env::redis();
     env.init();
     env.sm(&["set", ".phase", "\"before\""]);
@@ -317,12 +317,12 @@ fn old_owner_is_fenced_after(stall: impl FnOnce(u32)) -> (Env, Shell, u32) {
     assert_eq!(rc, 6, "the old owner's write is refused: {text}");
     assert!(text.contains("taken over"), "{text}");
     assert_eq!(read(&env, ".phase"), json!("b-wrote"));
-    (env, a, keeper)
+    (env, a, b, keeper)
 }
 
 #[test]
 fn a_killed_keeper_lets_the_lease_lapse_and_the_old_owner_write_is_refused() {
-    let (env, _a, keeper) = old_owner_is_fenced_after(|keeper| {
+    let (env, _a, _b, keeper) = old_owner_is_fenced_after(|keeper| {
         signal(keeper, libc::SIGKILL);
         await_that("the keeper is dead", || gone(keeper));
     });
@@ -333,9 +333,23 @@ fn a_killed_keeper_lets_the_lease_lapse_and_the_old_owner_write_is_refused() {
     assert!(events.contains("lease-expired"), "{events}");
 }
 
+/// Sends SIGCONT to the process it names when dropped, so that a failed
+/// test leaves no stopped keeper behind.
+struct ContinueOnDrop(std::cell::Cell<Option<u32>>);
+
+impl Drop for ContinueOnDrop {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0.get() {
+            signal(pid, libc::SIGCONT);
+        }
+    }
+}
+
 #[test]
 fn a_keeper_paused_past_the_lease_does_not_revive_the_old_hold_when_it_resumes() {
-    let (env, mut a, keeper) = old_owner_is_fenced_after(|keeper| {
+    let stopped = ContinueOnDrop(std::cell::Cell::new(None));
+    let (env, mut a, _b, keeper) = old_owner_is_fenced_after(|keeper| {
+        stopped.0.set(Some(keeper));
         signal(keeper, libc::SIGSTOP);
     });
     // Kleppmann's paused client: it wakes up and renews late.
@@ -351,6 +365,7 @@ fn a_keeper_paused_past_the_lease_does_not_revive_the_old_hold_when_it_resumes()
     );
     let (rc, text) = a.run("state-manager set .phase '\"stale-again\"'");
     assert_eq!(rc, 6, "{text}");
+    assert!(text.contains("taken over by pid"), "{text}");
     assert_eq!(read(&env, ".phase"), json!("b-wrote"));
 }
 
@@ -392,7 +407,7 @@ fn run_exports_the_fencing_token_and_its_command_writes_with_it() {
 /// `run NAME -- CMD` whose renewals stop reaching the server: `fault`
 /// (given the server) breaks it once the command started; `run` must end
 /// the command's whole process group and exit 6 or 8, never 0.
-fn run_stops_its_command_when(fault: impl FnOnce(&mut Env)) -> (Env, String) {
+fn run_stops_its_command_when(fault: impl FnOnce(&mut Env)) -> (Env, i32, String) {
     let mut env = Env::redis();
     let mut cmd = env.cmd("lock-manager");
     cmd.env("WFSTATE_LEASE", "1s")
@@ -406,7 +421,9 @@ fn run_stops_its_command_when(fault: impl FnOnce(&mut Env)) -> (Env, String) {
         ])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+        // A file, not a pipe: a survivor of the command holding it must
+        // not make the test wait for it.
+        .stderr(std::fs::File::create(env.path("run.err")).unwrap());
     let mut run = cmd.spawn().unwrap();
     let mut out = BufReader::new(run.stdout.take().unwrap());
     let mut line = String::new();
@@ -428,25 +445,25 @@ fn run_stops_its_command_when(fault: impl FnOnce(&mut Env)) -> (Env, String) {
         }
         std::thread::sleep(Duration::from_millis(20));
     };
-    let mut stderr = String::new();
-    std::io::Read::read_to_string(&mut run.stderr.take().unwrap(), &mut stderr).unwrap();
+    // The command and what it started in the background are gone.
+    for &pid in &pids {
+        assert!(gone(pid), "pid {pid} outlived the lost lock");
+    }
+    let stderr = std::fs::read_to_string(env.path("run.err")).unwrap();
     let code = status.code();
     assert!(
         matches!(code, Some(6) | Some(8)),
         "exit 6 or 8, never 0: {status:?} {stderr}"
     );
     assert!(stderr.contains("was stopped"), "{stderr}");
-    // The command and what it started in the background are gone.
-    for pid in pids {
-        assert!(gone(pid), "pid {pid} outlived the lost lock");
-    }
-    (env, stderr)
+    (env, code.unwrap(), stderr)
 }
 
 #[test]
 fn run_whose_server_pauses_past_the_lease_stops_its_command_and_no_one_holds_twice() {
-    let (env, stderr) = run_stops_its_command_when(|env| env.server().pause());
+    let (env, code, stderr) = run_stops_its_command_when(|env| env.server().pause());
     env.server().resume();
+    assert_eq!(code, 8, "{stderr}");
     assert!(stderr.contains("no renewal confirmed"), "{stderr}");
     // After the pause, the old hold is not renewed back to life: another
     // host gets the lock at once.
@@ -460,17 +477,80 @@ fn run_whose_server_pauses_past_the_lease_stops_its_command_and_no_one_holds_twi
 
 #[test]
 fn run_whose_server_is_killed_stops_its_command_and_exits_8() {
-    let (_env, stderr) = run_stops_its_command_when(|env| env.server_mut().kill());
+    let (_env, code, stderr) = run_stops_its_command_when(|env| env.server_mut().kill());
+    assert_eq!(code, 8, "{stderr}");
     assert!(stderr.contains("no renewal confirmed"), "{stderr}");
 }
 
 #[test]
 fn run_whose_lock_is_taken_over_stops_its_command_and_exits_6() {
-    let (_env, stderr) = run_stops_its_command_when(|env| {
+    let (_env, code, stderr) = run_stops_its_command_when(|env| {
         // An operator forces the lock away; the next renewal learns it.
         let mut c = env.cmd("lock-manager");
         let out = c.args(["release", "build", "--force"]).output().unwrap();
         assert!(out.status.success(), "{out:?}");
     });
+    assert_eq!(code, 6, "{stderr}");
+    assert!(stderr.contains("taken over"), "{stderr}");
+}
+
+#[test]
+fn run_whose_lock_is_taken_while_its_command_runs_has_the_command_s_writes_refused_and_never_exits_0()
+ {
+    let env = Env::redis();
+    env.init();
+    env.sm(&["set", ".phase", "\"before\""]);
+    let sm = crate::harness::bin_path("state-manager");
+    let script = format!(
+        "echo ready; read go; '{}' set .phase '\"child\"'; echo \"rc=$?\"",
+        sm.display()
+    );
+    let mut run = env
+        .cmd("lock-manager")
+        .env("WFSTATE_LEASE", "30s")
+        .env("LOCK_TIMEOUT", "2")
+        .args(["run", "state", "--", "sh", "-c", &script])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(env.path("run.err")).unwrap())
+        .spawn()
+        .unwrap();
+    let mut stdin = run.stdin.take().unwrap();
+    let mut out = BufReader::new(run.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "ready");
+    // Taken from the command while it runs: an operator's force, then
+    // another host's grant, long before run's next renewal.
+    env.run("lock-manager", &["release", "state", "--force"])
+        .ok();
+    let mut b = Shell::new(&env, Some("b"), "30s");
+    b.ok("lock-manager acquire state 5");
+    writeln!(stdin, "go").unwrap();
+    line.clear();
+    out.read_line(&mut line).unwrap();
+    // The command's write presents the token it was handed: refused.
+    assert_eq!(
+        line.trim(),
+        "rc=6",
+        "{}",
+        std::fs::read_to_string(env.path("run.err")).unwrap()
+    );
+    assert_eq!(read(&env, ".phase"), json!("before"));
+    drop(stdin);
+    let deadline = Instant::now() + PATIENCE;
+    let status = loop {
+        if let Some(s) = run.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "run did not end");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let stderr = std::fs::read_to_string(env.path("run.err")).unwrap();
+    assert_eq!(
+        status.code(),
+        Some(6),
+        "never 0 after losing the lock: {stderr}"
+    );
     assert!(stderr.contains("taken over"), "{stderr}");
 }

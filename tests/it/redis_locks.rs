@@ -119,6 +119,27 @@ fn a_holder_on_one_host_blocks_the_other_and_is_named_with_its_holder_id() {
         check.stdout.trim(),
         format!("locked:exclusive:{}", owner.pid())
     );
+    // Its lease vouches for it: not "cannot verify", not "never taken over".
+    assert_eq!(check.stderr, "", "no note on a leased holder");
+    let list = on(&env, "b", "lock-manager", &["list"]).ok();
+    assert!(
+        list.stdout.contains("VALID") && !list.stdout.contains("cannot verify"),
+        "{}",
+        list.stdout
+    );
+    let status = on(&env, "b", "lock-manager", &["status"]).ok();
+    assert!(
+        !status.stdout.contains("release --force"),
+        "{}",
+        status.stdout
+    );
+    let json = on(&env, "b", "lock-manager", &["list", "--json"])
+        .ok()
+        .json();
+    assert!(
+        json[0]["holders"][0].get("unverifiable").is_none(),
+        "{json}"
+    );
     // Its own host releases it; host b gets it at once.
     on(
         &env,
@@ -354,6 +375,7 @@ fn a_lapsed_hold_is_taken_over_audited_and_its_owners_writes_are_refused() {
         .filter(|e| e["op"] == "lease-expired")
         .collect();
     assert_eq!(lapsed.len(), 1, "{lapsed:?}");
+    crate::harness::assert_audit_event(&lapsed[0]);
     assert_eq!(lapsed[0]["target"], "state");
     assert!(
         lapsed[0]["detail"]["holder"]
@@ -374,6 +396,23 @@ fn a_lapsed_hold_is_taken_over_audited_and_its_owners_writes_are_refused() {
     .stderr_has(&format!("taken over by pid {} on host b", newer.pid()))
     .stderr_has(&new_id);
     assert_eq!(crate::harness::read(&env, ".phase"), "mine");
+    // Its release says who holds it now and drops its token: its next
+    // write waits for that holder like any other (exit 2 here), no longer
+    // presenting a hold it lost.
+    on(
+        &env,
+        "a",
+        "lock-manager",
+        &["release", "state", "--owner", &pid],
+    )
+    .code(6)
+    .stderr_has("on host b");
+    let mut c = cmd_on(&env, "a", "state-manager");
+    c.env("LOCK_TIMEOUT", "0.3")
+        .args(["set", ".phase", "\"later\"", "--owner", &pid]);
+    Run::of(c.output().unwrap())
+        .code(2)
+        .stderr_has("waiting for lock 'state'");
     // The new holder writes.
     on(
         &env,
@@ -446,6 +485,19 @@ fn a_write_without_a_hold_waits_for_the_live_holder_of_state() {
     });
     assert!(waiting.try_wait().unwrap().is_none(), "wrote while held");
     assert_ne!(crate::harness::read(&env, ".phase"), "after");
+    // The waiting write is an exclusive waiter: new readers queue behind it.
+    until("the write is listed as a waiter", || {
+        env.server().cli(&["ZCARD", &key("lock:state:w")]) == "1"
+    });
+    let reader = Owner::new();
+    on(
+        &env,
+        "b",
+        "lock-manager",
+        &["acquire", "state", "0", "shared", "--owner", &reader.pid()],
+    )
+    .code(2)
+    .stderr_has("queued behind an exclusive waiter");
     on(
         &env,
         "b",
@@ -576,4 +628,186 @@ fn holder_ids_are_for_the_redis_backend_and_need_force() {
         check.stdout.trim(),
         format!("locked:exclusive:{}", owner.pid())
     );
+}
+
+#[test]
+fn many_shells_on_two_hosts_lose_no_increment() {
+    // Waiters subscribe while releases are published all the time: a wake
+    // that arrives with the subscription's confirmation must not be lost
+    // (nor mistaken for a failure).
+    let env = Env::redis();
+    std::fs::write(env.path("counter"), "0\n").unwrap();
+    let script = r#"
+        for _ in $(seq 25); do
+          "$LM" acquire c 60 --owner $$ || exit 1
+          n=$(<counter)
+          echo $((n + 1)) > counter
+          "$LM" release c --owner $$ || exit 1
+        done"#;
+    let workers: Vec<Child> = (0..8)
+        .map(|i| {
+            let mut c = Command::new("bash");
+            env.clean_env(&mut c);
+            c.env("WFSTATE_TEST_HOST_ID", if i % 2 == 0 { "a" } else { "b" })
+                .env("LM", crate::harness::bin_path("lock-manager"))
+                .args(["-c", script])
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for w in workers {
+        let out = w.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "a worker failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert_eq!(
+        std::fs::read_to_string(env.path("counter")).unwrap(),
+        "200\n"
+    );
+    assert!(holder_ids(&env, "c").is_empty());
+}
+
+#[test]
+fn a_sigkilled_waiter_of_this_host_does_not_hold_back_readers() {
+    let env = Env::redis();
+    let holder = Owner::new();
+    grant(&env, "a", "w", &holder, &[]);
+    let mut waiting = cmd_on(&env, "a", "lock-manager")
+        .args(["acquire", "w", "30"])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    until("the writer is listed as a waiter", || {
+        env.server().cli(&["ZCARD", &key("lock:w:w")]) == "1"
+    });
+    waiting.kill().unwrap();
+    waiting.wait().unwrap();
+    on(
+        &env,
+        "a",
+        "lock-manager",
+        &["release", "w", "--owner", &holder.pid()],
+    )
+    .ok();
+    // Its entry would last a lease; a reader of its host sees it is dead.
+    let reader = Owner::new();
+    grant(&env, "a", "w", &reader, &["0", "shared"]);
+    assert_eq!(env.server().cli(&["ZCARD", &key("lock:w:w")]), "0");
+}
+
+#[test]
+fn readers_queued_behind_a_writer_go_once_it_gives_up_or_its_entry_lapses() {
+    let env = Env::redis();
+    let holder = Owner::new();
+    grant(&env, "a", "q", &holder, &["--shared"]);
+    let waiters = key("lock:q:w");
+    let reader = |n: usize| {
+        let r = Owner::new();
+        let mut c = cmd_on(&env, "a", "lock-manager");
+        c.args(["acquire", "q", "60", "shared", "--owner", &r.pid()])
+            .stderr(Stdio::null());
+        let child = c.spawn().unwrap();
+        until("the reader waits on the wake channel", || {
+            env.server()
+                .cli(&["PUBSUB", "NUMSUB", &key("wake:q")])
+                .ends_with(&format!("\n{n}"))
+        });
+        (r, child)
+    };
+    // A writer on host b that gives up: its withdrawal wakes the reader
+    // (which would otherwise sleep until a lease or its 60 s end: past the
+    // 20 s this test allows).
+    let mut writer = cmd_on(&env, "b", "lock-manager")
+        .args(["acquire", "q", "30", "exclusive"])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    until("the writer is listed", || {
+        env.server().cli(&["ZCARD", &waiters]) == "1"
+    });
+    let (_r1, mut first) = reader(2);
+    // Ended by SIGTERM: it withdraws before it ends.
+    unsafe { libc::kill(writer.id() as i32, libc::SIGTERM) };
+    writer.wait().unwrap();
+    assert_eq!(wait_exit(&mut first), 0);
+    // A writer on host b that is SIGKILLed: its entry lapses after its own
+    // (short) lease, unannounced; the reader wakes then.
+    let mut writer = cmd_on(&env, "b", "lock-manager")
+        .env("WFSTATE_LEASE", "1s")
+        .args(["acquire", "q", "30", "exclusive"])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    until("the writer is listed", || {
+        env.server().cli(&["ZCARD", &waiters]) == "1"
+    });
+    let (_r2, mut second) = reader(2);
+    writer.kill().unwrap();
+    writer.wait().unwrap();
+    assert_eq!(wait_exit(&mut second), 0);
+    assert_eq!(holder_ids(&env, "q").len(), 3);
+}
+
+#[test]
+fn a_waiter_whose_subscription_the_server_closes_subscribes_again() {
+    let env = Env::redis();
+    let holder = Owner::new();
+    grant(&env, "a", "s", &holder, &[]);
+    let mut waiting = cmd_on(&env, "b", "lock-manager")
+        .args(["acquire", "s", "30"])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let channel = key("wake:s");
+    let subscribed = || {
+        env.server()
+            .cli(&["PUBSUB", "NUMSUB", &channel])
+            .ends_with("\n1")
+    };
+    until("the waiter subscribes", subscribed);
+    env.server().cli(&["CLIENT", "KILL", "TYPE", "pubsub"]);
+    until("the waiter subscribes again", subscribed);
+    on(
+        &env,
+        "a",
+        "lock-manager",
+        &["release", "s", "--owner", &holder.pid()],
+    )
+    .ok();
+    assert_eq!(wait_exit(&mut waiting), 0);
+}
+
+#[test]
+fn metadata_and_ttl_are_kept_with_the_hold_and_listed_on_every_host() {
+    let env = Env::redis();
+    let owner = Owner::new();
+    let meta = r#"{"job":"deploy","ids":[1,2],"empty":[],"big":12345678901234}"#;
+    grant(
+        &env,
+        "a",
+        "m",
+        &owner,
+        &["10", "exclusive", meta, "--ttl", "5m"],
+    );
+    let list = on(&env, "b", "lock-manager", &["list", "--json"])
+        .ok()
+        .json();
+    assert_schema("lock-manager-list.schema.json", &list);
+    let h = &list[0]["holders"][0];
+    assert_eq!(h["metadata"], serde_json::from_str::<Value>(meta).unwrap());
+    assert_eq!(h["ttl"], 300.0);
+    assert_eq!(h["host"], "a");
+    assert!(h["acquired"].as_str().unwrap().ends_with('Z'), "{h}");
+    // As the server keeps it: the metadata as given, the cap, the token.
+    let id = holder_ids(&env, "m").pop().expect("held on the server");
+    let stored: Value =
+        serde_json::from_str(&env.server().cli(&["HGET", &key("lock:m:m"), &id])).unwrap();
+    assert_eq!(stored["metadata"], h["metadata"]);
+    assert_eq!(stored["token"], 1);
+    let span = stored["ttl_end_ms"].as_i64().unwrap() - stored["acquired_ms"].as_i64().unwrap();
+    assert_eq!(span, 300_000);
 }
