@@ -148,11 +148,21 @@ fn spawn(backend: &RedisBackend, owner: &Identity) -> Result<()> {
             cmd.env(var, abs);
         }
     }
-    // SAFETY: runs in the forked child before exec; setsid and close_range
-    // are async-signal-safe system calls on no shared state.
+    // SAFETY: runs in the forked child before exec; setsid, sigprocmask,
+    // signal and close_range are async-signal-safe system calls on no
+    // shared state.
     unsafe {
         cmd.pre_exec(|| {
             rustix::process::setsid()?;
+            // The caller may block or ignore the signals that end a
+            // process (a wait's interrupts, `run`'s forwarding, nohup):
+            // the keeper ends by SIGTERM as any daemon does.
+            let mut none: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut none);
+            libc::pthread_sigmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
+            for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
+                libc::signal(sig, libc::SIG_DFL);
+            }
             // Every descriptor the caller's shell left open (a pipe a
             // `$(...)` or a test reads to its end) closes at exec; older
             // kernels without CLOSE_RANGE_CLOEXEC: only ours, all
@@ -522,5 +532,51 @@ fn exited(pidfd: std::os::fd::BorrowedFd<'_>, until: Instant) -> Result<bool> {
             Err(Errno::INTR) => continue,
             Err(e) => return Err(Error::new(Kind::of_io(&e.into()), "cannot wait").because(e)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_keeper_flock_per_file_and_a_removed_file_frees_the_name_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("owner.lock");
+        assert!(!runs(&path).unwrap(), "nobody holds a new file");
+        let first = take(&path).unwrap().expect("free");
+        assert!(runs(&path).unwrap());
+        assert!(take(&path).unwrap().is_none(), "a second keeper exits");
+        // A finishing keeper removes its file before it lets go: the next
+        // one takes a new file, not the old one.
+        std::fs::remove_file(&path).unwrap();
+        let second = take(&path).unwrap().expect("a new file");
+        let ino = |f: &File| f.metadata().unwrap().ino();
+        assert_ne!(ino(&first), ino(&second));
+        drop(first);
+        assert!(runs(&path).unwrap(), "the new file stays held");
+        drop(second);
+        assert!(!runs(&path).unwrap());
+    }
+
+    #[test]
+    fn renewals_come_every_third_of_the_lease_and_retries_never_after_the_lapse() {
+        let backend = crate::backend::redis::open(
+            &crate::config::Config::new("/nonexistent/state.json"),
+            "redis+unix:///nonexistent.sock",
+        )
+        .unwrap();
+        let lease = Duration::from_millis(900);
+        let at = Instant::now();
+        let mut leases = Leases::new(&backend, Identity::current(), lease, at);
+        assert_eq!(leases.next(), at + lease / 3);
+        assert_eq!(leases.lapse(), at + lease);
+        // Unreachable: not confirmed; the lapse stays where the last
+        // confirmed renewal put it, and retries come sooner.
+        assert!(matches!(leases.renew(), Renewed::Unconfirmed(_)));
+        assert!(leases.failing());
+        assert_eq!(leases.lapse(), at + lease);
+        assert!(leases.next() <= Instant::now() + lease / 10);
+        assert!(leases.next() <= leases.lapse());
     }
 }
