@@ -340,7 +340,11 @@ fn a_server_paused_past_the_lease_is_exit_8_then_never_a_double_grant() {
         vec!["acquire", "state", "5", "--owner", &b.pid()],
         vec!["acquire", "other", "5", "--owner", &b.pid()],
         vec!["release", "state", "--owner", &a.pid()],
+        vec!["run", "other", "--timeout", "5", "--", "true"],
+        vec!["check", "state"],
         vec!["list"],
+        vec!["status"],
+        vec!["clean"],
     ] {
         let what = format!("lock-manager {}", args.join(" "));
         run_bounded(
