@@ -713,7 +713,9 @@ fn a_blocked_waiter_gets_the_lock_once_it_is_released() {
             lm(&env, hh, &["release", &name, "--owner", &o.pid()]).ok();
         }
         for (k, c) in children.iter_mut().enumerate() {
-            let status = wait_at_most(c, Duration::from_secs(60))
+            // Well before the waiter's own deadline (60 s): a waiter that
+            // only looks again when it gives up does not pass.
+            let status = wait_at_most(c, Duration::from_secs(30))
                 .unwrap_or_else(|| panic!("case {i}: waiter {k} never got the lock"));
             assert!(status.success(), "case {i}: waiter {k}: {status:?}");
         }
