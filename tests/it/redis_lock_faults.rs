@@ -25,7 +25,7 @@ use crate::harness::{Env, Owner, Run, bin_path, read};
 const LEASE: &str = "1s";
 const LEASE_MS: u64 = 1000;
 
-/// `lock-manager ARGS` as a process of host `host`, with `env` added.
+/// `lock-manager ARGS` as a process of host `host`, with `vars` added to its environment.
 fn lm_cmd(env: &Env, host: &str, vars: &[(&str, &str)], args: &[&str]) -> Command {
     let mut c = env.cmd("lock-manager");
     c.env("WFSTATE_TEST_HOST_ID", host)
