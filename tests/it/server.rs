@@ -132,3 +132,35 @@ impl Drop for Server {
         self.kill();
     }
 }
+
+/// Fault helpers for tests/it/redis_lock_faults.rs.
+impl Server {
+    /// SIGKILL, then a start on the same folder with no persistence at all
+    /// (no append-only file, no RDB snapshot, the old files removed): a
+    /// server that lost every key, as after a crash without `appendonly`.
+    pub fn restart_without_persistence(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_file(&self.sock);
+        for entry in std::fs::read_dir(self.dir.path())
+            .expect("server dir")
+            .flatten()
+        {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with("appendonly") || name.ends_with(".rdb") || name.ends_with(".aof") {
+                let p = entry.path();
+                let _ = std::fs::remove_dir_all(&p).or_else(|_| std::fs::remove_file(&p));
+            }
+        }
+        let child = Command::new("redis-server")
+            .args(["--port", "0", "--unixsocket"])
+            .arg(&self.sock)
+            .args(["--save", "", "--appendonly", "no", "--dir"])
+            .arg(self.dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server");
+        self.child = Some(child);
+        self.wait_ready();
+    }
+}
