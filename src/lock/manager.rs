@@ -241,6 +241,25 @@ pub enum Check {
 
 impl Check {
     /// The documented exit code: 0 locked, 1 unlocked, 2 stale.
+    /// The answer for a lock whose record is `rec` (`None`: no record),
+    /// by [`Record::standing`]: every backend answers `check` with it.
+    pub fn of(rec: Option<&Record>) -> Check {
+        let Some(rec) = rec else {
+            return Check::Unlocked;
+        };
+        match rec.standing() {
+            Standing::Held => match rec.live_holders().next() {
+                Some(h) => Check::Locked {
+                    kind: rec.kind,
+                    pid: h.id.pid,
+                },
+                None => Check::Unlocked,
+            },
+            Standing::Stale => Check::Stale,
+            Standing::Waited | Standing::Vacant => Check::Unlocked,
+        }
+    }
+
     pub fn code(&self) -> Code {
         match self {
             Check::Locked { .. } => Code::Success,
@@ -866,20 +885,7 @@ fn release_of(cfg: &Config, name: &str, owner: &Identity, force: bool) -> Result
 /// [`Record::standing`] (exit 3 if the record does not parse).
 pub fn check(cfg: &Config, name: &str) -> Result<Check> {
     name::validate(name)?;
-    let Some(rec) = read(cfg, name)? else {
-        return Ok(Check::Unlocked);
-    };
-    Ok(match rec.standing() {
-        Standing::Held => match rec.live_holders().next() {
-            Some(h) => Check::Locked {
-                kind: rec.kind,
-                pid: h.id.pid,
-            },
-            None => Check::Unlocked,
-        },
-        Standing::Stale => Check::Stale,
-        Standing::Waited | Standing::Vacant => Check::Unlocked,
-    })
+    Ok(Check::of(read(cfg, name)?.as_ref()))
 }
 
 /// Why `check` cannot vouch for the holder of `rec`, if it cannot: a holder

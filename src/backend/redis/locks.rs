@@ -56,7 +56,7 @@ use crate::lock::manager::{
     Acquired, Check, Cleaned, Entry, Progress, Released, Request, SLOW_WAIT, Takeover, WaitLog,
 };
 use crate::lock::name;
-use crate::lock::record::{Holder, LockType, Record, Standing, Waiter};
+use crate::lock::record::{Holder, LockType, Record, Waiter};
 use crate::lock::report::Status;
 use crate::lock::wait::Interrupts;
 
@@ -1026,20 +1026,7 @@ impl LockRegistry for RedisBackend {
 
     fn check(&self, name: &str) -> Result<Check> {
         name::validate(name)?;
-        let Some(rec) = self.read(name)? else {
-            return Ok(Check::Unlocked);
-        };
-        Ok(match rec.standing() {
-            Standing::Held => match rec.live_holders().next() {
-                Some(h) => Check::Locked {
-                    kind: rec.kind,
-                    pid: h.id.pid,
-                },
-                None => Check::Unlocked,
-            },
-            Standing::Stale => Check::Stale,
-            Standing::Waited | Standing::Vacant => Check::Unlocked,
-        })
+        Ok(Check::of(self.read(name)?.as_ref()))
     }
 
     fn clean(&self, _force: bool) -> Result<Cleaned> {
