@@ -42,21 +42,14 @@ lm="$bin/lock-manager"
 sm="$bin/state-manager"
 
 work=$(mktemp -d)
-server=""
+# shellcheck source=bench/redis-server.sh
+source "$repo/bench/redis-server.sh"
 cleanup() {
-  if [[ -n $server ]]; then kill "$server" 2>/dev/null || true; wait "$server" 2>/dev/null || true; fi
+  stop_redis_server
   rm -rf "$work"
 }
 trap cleanup EXIT
-sock="$work/redis.sock"
-redis-server --port 0 --unixsocket "$sock" --save '' \
-  --appendonly yes --appendfsync always --dir "$work" >/dev/null &
-server=$!
-for _ in $(seq 1 200); do
-  [[ $(redis-cli -s "$sock" ping 2>/dev/null) == PONG ]] && break
-  sleep 0.02
-done
-[[ $(redis-cli -s "$sock" ping 2>/dev/null) == PONG ]] || { echo "redis-locks.sh: redis-server did not start" >&2; exit 1; }
+start_redis_server "$work"
 
 url="redis+unix://$sock"
 ns=bench

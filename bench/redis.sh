@@ -20,22 +20,16 @@ cargo build --release --bins --quiet --manifest-path "$repo/Cargo.toml"
 sm="$repo/target/release/state-manager"
 
 work=$(mktemp -d)
-server=""
+# shellcheck source=bench/redis-server.sh
+source "$repo/bench/redis-server.sh"
 cleanup() {
-  if [[ -n $server ]]; then kill "$server" 2>/dev/null || true; wait "$server" 2>/dev/null || true; fi
+  stop_redis_server
   rm -rf "$work"
 }
 trap cleanup EXIT
-sock="$work/redis.sock"
 # A free TCP port on loopback, picked by the kernel.
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-redis-server --port "$port" --bind 127.0.0.1 --unixsocket "$sock" --save '' \
-  --appendonly yes --appendfsync always --dir "$work" >/dev/null &
-server=$!
-for _ in $(seq 1 200); do
-  [[ $(redis-cli -s "$sock" ping 2>/dev/null) == PONG ]] && break
-  sleep 0.02
-done
+start_redis_server "$work" --port "$port" --bind 127.0.0.1
 cd "$work"
 export WFSTATE_NAMESPACE=bench AUDIT_LOG=/dev/null
 unix="redis+unix://$sock"
