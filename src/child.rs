@@ -184,6 +184,12 @@ impl Running {
             cmd.process_group(0);
         }
         let child = cmd.spawn().map_err(|e| spawn_error(e, cmd.get_program()))?;
+        Running::adopt(child, group)
+    }
+
+    /// Watches `child`, spawned by the caller (in a process group of its
+    /// own when `group`: `Command::process_group(0)`).
+    pub fn adopt(child: Child, group: bool) -> Result<Running> {
         let pid = Pid::from_raw(child.id() as i32).expect("a child has a positive pid");
         let pidfd = rustix::process::pidfd_open(pid, PidfdFlags::empty()).map_err(|e| {
             Error::new(Kind::of_io(&e.into()), "cannot watch the command").because(e)

@@ -42,6 +42,25 @@ pub trait LockRegistry {
     /// Gives `name` back for `owner`; with `force`, whoever holds it (exit 6
     /// when another live owner holds it and `force` is not given).
     fn release(&self, name: &str, owner: &Identity, force: bool) -> Result<Released>;
+    /// [`LockRegistry::release`], forced, of the one holder `holder` (a
+    /// holder id as the Redis backend names it): Terraform's force-unlock.
+    /// Without `holder`, the same as `release`. The file backend has no
+    /// holder ids: exit 4 when one is given.
+    fn release_holder(
+        &self,
+        name: &str,
+        owner: &Identity,
+        force: bool,
+        holder: Option<&str>,
+    ) -> Result<Released> {
+        match holder {
+            None => self.release(name, owner, force),
+            Some(_) => Err(crate::error::Error::validation(
+                "--holder names a holder of the Redis backend's locks",
+            )
+            .hint("on files, 'lock-manager release NAME --force' removes every holder")),
+        }
+    }
     /// Locked, unlocked or stale.
     fn check(&self, name: &str) -> Result<Check>;
     /// Removes the records nobody live is in (with `force`, also those that

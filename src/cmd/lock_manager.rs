@@ -58,7 +58,9 @@ enum Command {
     /// Give a lock back
     ///
     /// Exit 0 released (also when nobody held it), 3 the record does not
-    /// parse, 6 another owner holds it (the message names it).
+    /// parse, 4 --holder without --force (or on the file backend), 6 another
+    /// owner holds it (the message names it, and on Redis the holder id that
+    /// --force --holder takes).
     Release(ReleaseArgs),
     /// Print locked:TYPE:PID, unlocked or stale
     ///
@@ -103,6 +105,12 @@ enum Command {
     /// --conflict-exit-code); 4 bad name or timeout, or -n with -w; 5 the
     /// command is not found.
     Run(RunArgs),
+    /// The lease keeper of one lock owner on Redis (started by acquire; not for direct use)
+    #[command(hide = true)]
+    Keeper {
+        /// The owner's holder id, HOST:PID:START:BOOT:PIDNS
+        holder: String,
+    },
     #[command(flatten)]
     Docs(cli::docs::Docs),
 }
@@ -151,6 +159,10 @@ struct ReleaseArgs {
     /// Release whoever holds it (audited)
     #[arg(long)]
     force: bool,
+    /// With --force, remove only this holder (Redis: the holder id a
+    /// conflict names, HOST:PID:START:BOOT:PIDNS)
+    #[arg(long, value_name = "ID", requires = "force")]
+    holder: Option<String>,
     #[command(flatten)]
     json: cli::JsonArgs,
 }
@@ -287,9 +299,12 @@ fn dispatch(global: &GlobalArgs, command: Command) -> ExitCode {
                 verbose,
             )
         }
-        Command::Release(ReleaseArgs { name, force, json }) => {
-            cmd::release(&ctx.with_output(&json), &name, force)
-        }
+        Command::Release(ReleaseArgs {
+            name,
+            force,
+            holder,
+            json,
+        }) => cmd::release(&ctx.with_output(&json), &name, force, holder.as_deref()),
         Command::Check(CheckArgs { name, json }) => cmd::check(&ctx.with_output(&json), &name),
         Command::List(ListArgs { format, json }) => {
             let mut args = cli::JsonArgs::from(json);
@@ -301,6 +316,7 @@ fn dispatch(global: &GlobalArgs, command: Command) -> ExitCode {
         Command::Clean { force, json } => cmd::clean(&ctx.with_output(&json), force),
         Command::Status(StatusArgs { json }) => cmd::status(&ctx.with_output(&json)),
         Command::Docs(docs) => docs.run::<Cli>(),
+        Command::Keeper { holder } => cmd::keeper(&ctx, &holder),
         Command::Run(RunArgs {
             name,
             shared,
@@ -327,7 +343,7 @@ fn dispatch(global: &GlobalArgs, command: Command) -> ExitCode {
                 command,
             };
             // `run` exits with the child's code, which is outside the toolkit's table.
-            return match run::run(&ctx.cfg, &args) {
+            return match run::run(&ctx.cfg, ctx.backend.as_ref(), &args) {
                 Ok(code) => ExitCode::from(code),
                 Err(e) if crate::lock::wait::interrupted().is_some() => {
                     let sig = crate::lock::wait::interrupted().unwrap_or(libc::SIGINT);

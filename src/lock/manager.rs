@@ -95,7 +95,7 @@ impl Progress {
     }
 
     /// This, with `IfTerminal` decided.
-    fn resolved(self) -> Progress {
+    pub(crate) fn resolved(self) -> Progress {
         use std::io::IsTerminal;
         match self {
             Progress::IfTerminal if io::stderr().is_terminal() => Progress::Terminal,
@@ -172,6 +172,9 @@ pub struct Acquired {
     pub already_held: bool,
     /// A shared hold of the owner's became exclusive.
     pub upgraded: bool,
+    /// The fencing token of the hold and the server's epoch (Redis; `None`
+    /// on files, which have no tokens).
+    pub fencing: Option<(u64, String)>,
 }
 
 /// Why a request cannot be granted yet.
@@ -343,7 +346,7 @@ fn timeout_error(name: &str, timeout: Duration, blocked: &Blocked) -> Error {
 }
 
 /// Seconds as short text: `1`, `0.5`, `2.25`.
-fn trim_secs(d: Duration) -> String {
+pub(crate) fn trim_secs(d: Duration) -> String {
     let s = format!("{:.3}", d.as_secs_f64());
     s.trim_end_matches('0').trim_end_matches('.').to_string()
 }
@@ -450,6 +453,7 @@ fn grant(cfg: &Config, req: &Request, current: Option<Record>) -> Result<Acquire
         takeovers,
         already_held,
         upgraded,
+        fencing: None,
     })
 }
 
@@ -617,7 +621,7 @@ fn await_turn(
 
 /// The error of a wait ended by a signal of [`Interrupts`]; the command
 /// layer ends the process by that signal ([`super::wait::interrupted`]).
-fn interrupted_error(name: &str) -> Error {
+pub(crate) fn interrupted_error(name: &str) -> Error {
     let sig = super::wait::interrupted().unwrap_or(libc::SIGINT);
     Error::general(format!(
         "interrupted by {} while waiting for lock '{name}'",

@@ -39,17 +39,26 @@ pub fn validate_as(what: &str, name: &str) -> Result<()> {
     Ok(())
 }
 
+/// The names the hierarchy ranks, with their priority; any other name is
+/// [`OTHER`].
+pub const RANKED: [(&str, u32); 6] = [
+    ("state", 1),
+    ("config", 2),
+    ("signals", 3),
+    ("backup", 4),
+    ("temp", 5),
+    ("user", 10),
+];
+
+/// The priority of a name [`RANKED`] does not list.
+pub const OTHER: u32 = 999;
+
 /// The priority of a lock in the hierarchy: lower numbers are taken first.
 pub fn priority(name: &str) -> u32 {
-    match name {
-        "state" => 1,
-        "config" => 2,
-        "signals" => 3,
-        "backup" => 4,
-        "temp" => 5,
-        "user" => 10,
-        _ => 999,
-    }
+    RANKED
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map_or(OTHER, |&(_, p)| p)
 }
 
 #[cfg(test)]

@@ -31,6 +31,7 @@ use std::io;
 use std::os::fd::AsFd;
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, ExitStatus};
+use std::time::Duration;
 
 use serde_json::json;
 
@@ -39,6 +40,7 @@ use super::manager::{self, Attend, Progress};
 use super::process::Identity;
 use super::record::LockType;
 use crate::audit::Recorder;
+use crate::backend::Backend;
 use crate::child::{self, BlockedSignals};
 use crate::config::{self, Config};
 use crate::error::{Error, Kind, Result};
@@ -61,11 +63,20 @@ pub struct RunArgs {
 /// Runs the command holding the lock; returns the child's exit code
 /// (128+N if a signal N ended it). Errors: 2 the lock was not had in time,
 /// 4 bad name or timeout, 5 the command is not found, 6 it is not executable.
-pub fn run(cfg: &Config, a: &RunArgs) -> Result<u8> {
+pub fn run(cfg: &Config, backend: &dyn Backend, a: &RunArgs) -> Result<u8> {
     let rec = Recorder::start(cfg, TOOL, "run", &a.name);
     let mut wait_ms = 0.0;
     let mut child_pid = None;
-    let result = run_inner(cfg, a, &mut wait_ms, &mut child_pid);
+    #[cfg(feature = "redis")]
+    let result = match backend.redis() {
+        Some(redis) => leased::run_inner(cfg, redis, a, &mut wait_ms, &mut child_pid),
+        None => run_inner(cfg, a, &mut wait_ms, &mut child_pid),
+    };
+    #[cfg(not(feature = "redis"))]
+    let result = {
+        let _ = backend;
+        run_inner(cfg, a, &mut wait_ms, &mut child_pid)
+    };
     let detail = json!({
         "wait_ms": wait_ms,
         "child_exit": result.as_ref().ok(),
@@ -91,12 +102,9 @@ pub fn run(cfg: &Config, a: &RunArgs) -> Result<u8> {
 /// The errno a child reports when it could not take the hold over.
 const HANDOVER_FAILED: i32 = libc::ENOLCK;
 
-fn run_inner(
-    cfg: &Config,
-    a: &RunArgs,
-    wait_ms: &mut f64,
-    child_pid: &mut Option<u32>,
-) -> Result<u8> {
+/// The wait and the lock type `a` asks for, and its command split into
+/// program and arguments (exit 4 for bad options or no command).
+fn request(cfg: &Config, a: &RunArgs) -> Result<(Duration, LockType)> {
     let timeout = match (a.timeout.as_deref(), a.nonblock) {
         (Some(_), true) => {
             return Err(
@@ -105,18 +113,44 @@ fn run_inner(
             );
         }
         (Some(t), false) => config::parse_duration(t, "timeout")?,
-        (None, true) => std::time::Duration::ZERO,
+        (None, true) => Duration::ZERO,
         (None, false) => cfg.lock_timeout,
     };
-    let Some((program, args)) = a.command.split_first() else {
+    if a.command.is_empty() {
         return Err(Error::validation("no command to run")
             .hint("usage: lock-manager run NAME -- CMD [ARGS...]"));
-    };
+    }
     let kind = if a.shared {
         LockType::Shared
     } else {
         LockType::Exclusive
     };
+    Ok((timeout, kind))
+}
+
+/// flock(1)'s two `--verbose` lines, in its words.
+fn say_verbose(a: &RunArgs, waited: Duration) {
+    say(&format!(
+        "getting lock '{}' took {:.6} seconds",
+        a.name,
+        waited.as_secs_f64()
+    ));
+    let line: Vec<String> = a
+        .command
+        .iter()
+        .map(|w| w.to_string_lossy().into_owned())
+        .collect();
+    say(&format!("executing {}", line.join(" ")));
+}
+
+fn run_inner(
+    cfg: &Config,
+    a: &RunArgs,
+    wait_ms: &mut f64,
+    child_pid: &mut Option<u32>,
+) -> Result<u8> {
+    let (timeout, kind) = request(cfg, a)?;
+    let (program, args) = a.command.split_first().expect("checked by request");
     let attend = Attend {
         signals: true,
         progress: Progress::choose(a.verbose),
@@ -125,18 +159,7 @@ fn run_inner(
     *wait_ms = log.wait_ms();
     let got = acquired?;
     if a.verbose {
-        // flock(1)'s own two lines, in its words.
-        say(&format!(
-            "getting lock '{}' took {:.6} seconds",
-            a.name,
-            log.waited.as_secs_f64()
-        ));
-        let line: Vec<String> = a
-            .command
-            .iter()
-            .map(|w| w.to_string_lossy().into_owned())
-            .collect();
-        say(&format!("executing {}", line.join(" ")));
+        say_verbose(a, log.waited);
     }
     let me = Identity::current();
     // This very process held it already (a shell exec'd us in place): that
@@ -225,13 +248,20 @@ impl Signals {
     /// Reads every pending signal; forwards those to forward to `child`
     /// (`None`: discards them).
     fn forward_pending(&self, child: Option<u32>) {
+        self.forward_pending_to(child, false);
+    }
+
+    /// [`Signals::forward_pending`]; `own_group`: the child leads a process
+    /// group of its own, which a terminal's signals do not reach.
+    fn forward_pending_to(&self, child: Option<u32>, own_group: bool) {
         while let Some(info) = self.0.read() {
             let sig = info.ssi_signo as libc::c_int;
             // A terminal's signal (SI_KERNEL) already went to the whole
-            // foreground process group, the child included.
+            // foreground process group, the child included (unless it has
+            // a group of its own).
             if let Some(pid) = child
                 && FORWARDED.contains(&sig)
-                && info.ssi_code != libc::SI_KERNEL
+                && (own_group || info.ssi_code != libc::SI_KERNEL)
             {
                 // SAFETY: kill(2) on our own unreaped child.
                 unsafe { libc::kill(pid as libc::pid_t, sig) };
@@ -290,5 +320,336 @@ fn release_own(cfg: &Config, name: &str, holder: &Identity) {
         Err(e) if e.kind() == Kind::PermissionDenied => {}
         Err(e) => eprintln!("{TOOL}: warning: {e}"),
         Ok(_) => {}
+    }
+}
+
+/// `run` on Redis, where every hold is a lease: the wrapper acquires, hands
+/// the hold to the child before it execs (as on files), exports its fencing
+/// token, and then renews the child's lease itself every third of the lease
+/// (no keeper: `acquire` starts those). When a renewal is not confirmed
+/// before the lease could have lapsed, the command no longer holds the lock
+/// for sure: its process group is ended (SIGTERM, then SIGKILL after
+/// [`child::GRACE`]) and `run` exits 6 when the server said the lock was
+/// taken over, 8 when it could not be reached — never 0 after losing the
+/// lock.
+///
+/// The child leads a process group of its own, so that all it started can
+/// be ended with it — except when `run` is in a terminal's foreground
+/// group: then the child stays in it (so it can read the terminal) and is
+/// ended alone.
+#[cfg(feature = "redis")]
+mod leased {
+    use std::time::Instant;
+
+    use super::*;
+    use crate::backend::redis::RedisBackend;
+    use crate::backend::redis::keeper::{Leases, Renewed, forget_link, own_link};
+    use crate::backend::redis::local;
+    use crate::child::Running;
+    use crate::lock::commands::audited_acquire;
+    use crate::lock::manager::Request;
+    use crate::lock::name;
+
+    /// The errno a child reports when the server could not be reached for
+    /// the handover.
+    const HANDOVER_UNREACHABLE: i32 = libc::ENETUNREACH;
+
+    pub(super) fn run_inner(
+        cfg: &Config,
+        redis: &RedisBackend,
+        a: &RunArgs,
+        wait_ms: &mut f64,
+        child_pid: &mut Option<u32>,
+    ) -> Result<u8> {
+        let (timeout, kind) = request(cfg, a)?;
+        let lease = local::lease()?;
+        let (program, args) = a.command.split_first().expect("checked by request");
+        let attend = Attend {
+            signals: true,
+            progress: Progress::choose(a.verbose),
+        };
+        let me = Identity::current();
+        let locks = redis.locks();
+        let (acquired, log, _) = audited_acquire(
+            cfg,
+            &a.name,
+            attend,
+            || {
+                name::validate(&a.name)?;
+                Ok(Request {
+                    name: a.name.clone(),
+                    kind,
+                    owner: me.clone(),
+                    ttl: None,
+                    metadata: None,
+                    timeout,
+                })
+            },
+            |req, log| locks.acquire(req, log),
+        );
+        *wait_ms = log.wait_ms();
+        let got = acquired?;
+        if a.verbose {
+            say_verbose(a, log.waited);
+        }
+        // This very process held it already (a shell exec'd us in place):
+        // that hold is the shell's, and its keeper renews it.
+        let hand_over = !got.already_held;
+        let link = own_link(redis, lease);
+        // When the grant's lease ends is not known here: a renewal sent now
+        // is a time to count the lease from.
+        let mut mine = Leases::new(&link, me.clone(), lease, Instant::now());
+        let token = match checked_token(&mut mine, &link, &a.name, &me, hand_over) {
+            Ok(t) => t,
+            Err(e) => {
+                if hand_over {
+                    release_leased(cfg, redis, &a.name, &me);
+                }
+                return Err(e);
+            }
+        };
+        let signals = match Signals::block() {
+            Ok(s) => s,
+            Err(e) => {
+                if hand_over {
+                    release_leased(cfg, redis, &a.name, &me);
+                }
+                return Err(Error::io(e, "cannot watch signals", "signalfd"));
+            }
+        };
+        let group = !in_terminal_foreground();
+        let mut cmd = Command::new(program);
+        cmd.args(args);
+        if group {
+            cmd.process_group(0);
+        }
+        let name = CString::new(a.name.as_bytes()).expect("a valid lock name has no NUL");
+        let (epoch, token) = (
+            CString::new(token.0).unwrap_or_default(),
+            CString::new(token.1.to_string()).expect("digits"),
+        );
+        let (lock, from) = (a.name.clone(), me.clone());
+        let old_mask = signals.0.old_mask();
+        // The closure must be 'static and Send; it runs in the forked child,
+        // a copy of this process's memory in which `link` lives on until
+        // exec (spawn returns only after it).
+        let link_at = &link as *const RedisBackend as usize;
+        // SAFETY: runs in the forked child of this single-threaded process,
+        // where the allocator and every lock are free; `link_at` points into
+        // the child's own copy of this stack frame, alive until the exec.
+        // The parent does not use `link`'s connection until spawn returns,
+        // and drops it when the spawn failed (a reply may be left unread).
+        unsafe {
+            cmd.pre_exec(move || {
+                libc::pthread_sigmask(libc::SIG_SETMASK, &old_mask, std::ptr::null_mut());
+                let child = Identity::current();
+                let owner = if hand_over {
+                    let link = &*(link_at as *const RedisBackend);
+                    link.transfer_hold(&lock, &from, &child).map_err(|e| {
+                        io::Error::from_raw_os_error(if e.kind() == Kind::Network {
+                            HANDOVER_UNREACHABLE
+                        } else {
+                            HANDOVER_FAILED
+                        })
+                    })?;
+                    child.pid
+                } else {
+                    from.pid
+                };
+                let pid = CString::new(owner.to_string()).expect("digits");
+                libc::setenv(c"WFSTATE_LOCK_NAME".as_ptr(), name.as_ptr(), 1);
+                libc::setenv(c"LOCK_OWNER_PID".as_ptr(), pid.as_ptr(), 1);
+                libc::setenv(c"WFSTATE_FENCING_TOKEN".as_ptr(), token.as_ptr(), 1);
+                libc::setenv(c"WFSTATE_FENCING_EPOCH".as_ptr(), epoch.as_ptr(), 1);
+                Ok(())
+            });
+        }
+        let child = match cmd.spawn() {
+            Ok(c) => c,
+            Err(e) => {
+                drop(signals);
+                forget_link(&link);
+                if hand_over {
+                    // The child may have taken the hold over and then
+                    // failed to exec: a dead holder of ours, released.
+                    release_dead(cfg, redis, &a.name);
+                    release_leased(cfg, redis, &a.name, &me);
+                }
+                return Err(if e.raw_os_error() == Some(HANDOVER_UNREACHABLE) {
+                    Error::new(
+                        Kind::Network,
+                        format!(
+                            "cannot hand lock '{}' to the command: the server did not answer",
+                            a.name
+                        ),
+                    )
+                    .hint("check the server; the lock lapses after WFSTATE_LEASE")
+                } else {
+                    spawn_error(e, program, &a.name)
+                });
+            }
+        };
+        *child_pid = Some(child.id());
+        crate::debug::log(|| format!("run {}: command started, pid {}", a.name, child.id()));
+        // Unreaped, the child's start time stays readable even once it exits.
+        let holder = if hand_over {
+            Identity::of_child(child.id()).ok()
+        } else {
+            None
+        };
+        if group {
+            // Orphans of the child's group become ours to reap, so that the
+            // end of the group can be awaited (`Running::terminate`).
+            let _ = rustix::process::set_child_subreaper(Some(rustix::process::getpid()));
+        }
+        let mut running = Running::adopt(child, group)?;
+        let status = match &holder {
+            Some(h) => {
+                let leases = mine.hand_to(h.clone());
+                renewing(&signals, &mut running, leases, &a.name, group)
+            }
+            None => waiting(&signals, &mut running, group),
+        };
+        drop(signals);
+        let status = status?;
+        if let Some(holder) = &holder {
+            release_leased(cfg, redis, &a.name, holder);
+        }
+        let code = child::exit_code(status);
+        crate::debug::log(|| format!("run {}: the command exited {code}", a.name));
+        Ok(code as u8)
+    }
+
+    /// Confirms the hold just granted by renewing it (so that its lease can
+    /// be counted from a known instant), and reads its token.
+    fn checked_token(
+        mine: &mut Leases<'_>,
+        link: &RedisBackend,
+        name: &str,
+        me: &Identity,
+        hand_over: bool,
+    ) -> Result<(String, u64)> {
+        if hand_over {
+            match mine.renew() {
+                Renewed::Held(r) if r.held.iter().any(|n| n == name) => {}
+                Renewed::Held(_) => return Err(taken_over(name)),
+                Renewed::Unconfirmed(e) => return Err(e),
+            }
+        }
+        match link.token_of(name, me)? {
+            Some(t) => Ok(t),
+            None => Err(taken_over(name)),
+        }
+    }
+
+    /// Waits for the child, forwarding signals and renewing its lease; ends
+    /// it when the lease could have lapsed unrenewed.
+    fn renewing(
+        signals: &Signals,
+        running: &mut Running,
+        mut leases: Leases<'_>,
+        name: &str,
+        group: bool,
+    ) -> Result<ExitStatus> {
+        loop {
+            signals.forward_pending_to(Some(running.id()), group);
+            if let Some(status) = running.try_wait()? {
+                if leases.failing() && Instant::now() >= leases.lapse() {
+                    // It ran to its end, but maybe not under the lock.
+                    return Err(unreachable(name, &leases, None));
+                }
+                return Ok(status);
+            }
+            let at = leases.next();
+            if child::poll_until(&[signals.0.as_fd(), running.pidfd()], Some(at))? {
+                continue; // a signal, or the child's exit
+            }
+            match leases.renew() {
+                Renewed::Held(r) if r.held.iter().any(|n| n == name) => {}
+                Renewed::Held(_) => {
+                    crate::debug::log(|| format!("run {name}: taken over: ending the command"));
+                    let _ = running.terminate();
+                    return Err(taken_over(name));
+                }
+                Renewed::Unconfirmed(e) => {
+                    if Instant::now() >= leases.lapse() {
+                        crate::debug::log(|| format!("run {name}: lease lapsed: ending the command"));
+                        let _ = running.terminate();
+                        return Err(unreachable(name, &leases, Some(e)));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Waits for the child, forwarding signals (the hold is not ours to renew).
+    fn waiting(signals: &Signals, running: &mut Running, group: bool) -> Result<ExitStatus> {
+        loop {
+            signals.forward_pending_to(Some(running.id()), group);
+            if let Some(status) = running.try_wait()? {
+                return Ok(status);
+            }
+            child::poll_until(&[signals.0.as_fd(), running.pidfd()], None)?;
+        }
+    }
+
+    /// Exit 6: the lock was taken over while the command ran.
+    fn taken_over(name: &str) -> Error {
+        Error::new(
+            Kind::PermissionDenied,
+            format!(
+                "lock '{name}' was taken over: its lease lapsed before a renewal reached the server; the command was stopped"
+            ),
+        )
+        .hint("check the server's load and the network; a longer WFSTATE_LEASE tolerates longer pauses")
+    }
+
+    /// Exit 8: no renewal was confirmed before the lease could have lapsed.
+    fn unreachable(name: &str, leases: &Leases<'_>, e: Option<Error>) -> Error {
+        let why = e.map(|e| format!(": {e}")).unwrap_or_default();
+        Error::new(
+            Kind::Network,
+            format!(
+                "lock '{name}': no renewal confirmed within the lease ({} ms), so the command no longer held it for sure and was stopped{why}",
+                leases.lease().as_millis()
+            ),
+        )
+        .hint("check that the server is up and reachable, then run the command again")
+    }
+
+    /// Whether this process is in the foreground process group of the
+    /// terminal on stdin, stdout or stderr.
+    fn in_terminal_foreground() -> bool {
+        // SAFETY: isatty, tcgetpgrp and getpgrp only read kernel state.
+        (0..3).any(|fd| unsafe { libc::isatty(fd) == 1 && libc::tcgetpgrp(fd) == libc::getpgrp() })
+    }
+
+    /// Releases `holder`'s hold of `name`, audited, if it still has one;
+    /// any failure is a warning (the lease lapses anyway).
+    fn release_leased(cfg: &Config, redis: &RedisBackend, name: &str, holder: &Identity) {
+        if !matches!(redis.token_of(name, holder), Ok(Some(_))) {
+            return;
+        }
+        let rec = Recorder::start(cfg, TOOL, "release", name);
+        let result = redis.locks().release(name, holder, false);
+        rec.finish(&result, json!({ "owner_pid": holder.pid, "forced": false }));
+        match result {
+            Err(e) if e.kind() == Kind::PermissionDenied => {}
+            Err(e) => eprintln!("{TOOL}: warning: {e}"),
+            Ok(_) => {}
+        }
+    }
+
+    /// Releases the holds of `name` whose holder is a dead process of this
+    /// host (a child that took the hold over and could not exec).
+    fn release_dead(cfg: &Config, redis: &RedisBackend, name: &str) {
+        let Ok(Some(record)) = redis.locks().read(name) else {
+            return;
+        };
+        for h in &record.holders {
+            if h.id.is_local() && h.id.death().is_some() {
+                release_leased(cfg, redis, name, &h.id);
+            }
+        }
     }
 }

@@ -313,6 +313,14 @@ pub fn interrupted() -> Option<i32> {
 /// by then takes its default action (ends the process).
 pub struct Interrupts(BlockedSignals);
 
+/// The signalfd, for a waiter that polls it beside descriptors of its own
+/// (the Redis wake channel).
+impl AsFd for Interrupts {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.0.as_fd()
+    }
+}
+
 impl Interrupts {
     /// Blocks [`INTERRUPTS`] and opens the signalfd. A blocked signal is
     /// queued even when ignored: the ignored ones are left alone (`nohup`'s

@@ -31,7 +31,9 @@ pub mod audit;
 mod bench;
 mod checkpoints;
 mod health;
+pub(crate) mod keeper;
 pub(crate) mod local;
+mod locks;
 mod state;
 
 use std::cell::RefCell;
@@ -40,7 +42,7 @@ use std::time::Duration;
 
 use redis::{Connection, RedisError};
 
-use super::{AuditSink, Backend, CheckpointStore, FileBackend, LockRegistry, StateStore};
+use super::{AuditSink, Backend, CheckpointStore, LockRegistry, StateStore};
 use crate::config::Config;
 use crate::error::{Error, Kind, Result};
 
@@ -98,8 +100,6 @@ pub struct RedisBackend {
     keys: Keys,
     timeout: Duration,
     conn: Shared,
-    /// Locks stay on this host until the lease-based Redis locks land.
-    file: FileBackend,
 }
 
 /// The Redis backend `url` names, for namespace `WFSTATE_NAMESPACE`. Nothing
@@ -133,7 +133,6 @@ pub fn open(cfg: &Config, url: &str) -> Result<RedisBackend> {
         ns,
         timeout,
         conn: Rc::new(RefCell::new(Link::default())),
-        file: FileBackend::new(cfg),
     })
 }
 
@@ -263,7 +262,6 @@ impl RedisBackend {
             keys: Keys::new(ns),
             timeout: self.timeout,
             conn: self.conn.clone(),
-            file: FileBackend::new(&self.cfg),
         }
     }
 }
@@ -417,7 +415,7 @@ impl Backend for RedisBackend {
         self
     }
     fn locks(&self) -> &dyn LockRegistry {
-        &self.file
+        self
     }
     fn checkpoints(&self) -> &dyn CheckpointStore {
         self

@@ -70,6 +70,10 @@ fn acquired_json(got: &Acquired, req: &Request, log: &WaitLog) -> Value {
     v["holders_while_waiting"] = json!(log.holders);
     v["already_held"] = json!(got.already_held);
     v["upgraded"] = json!(got.upgraded);
+    if let Some((token, epoch)) = &got.fencing {
+        v["fencing_token"] = json!(token);
+        v["fencing_epoch"] = json!(epoch);
+    }
     v["takeovers"] = got
         .takeovers
         .iter()
@@ -118,14 +122,14 @@ fn verbose_text(got: &Acquired, req: &Request, log: &WaitLog) -> String {
     out
 }
 
-/// `release NAME [--force]`: 0 released (or not held), 6 held by another
-/// owner. Prints nothing unless `--json`.
-pub fn release(ctx: &Ctx, name: &str, force: bool) -> Result<Code> {
+/// `release NAME [--force [--holder ID]]`: 0 released (or not held), 6
+/// held by another owner. Prints nothing unless `--json`.
+pub fn release(ctx: &Ctx, name: &str, force: bool, holder: Option<&str>) -> Result<Code> {
     let rec = Recorder::start(&ctx.cfg, ctx.tool, "release", name);
     let (owner, result) =
         match name::validate(name).and_then(|()| commands::owner_for(&ctx.cfg, name, ctx.owner)) {
             Ok(o) => {
-                let result = ctx.backend.locks().release(name, &o, force);
+                let result = ctx.backend.locks().release_holder(name, &o, force, holder);
                 (Some(o), result)
             }
             Err(e) => (None, Err(e)),
@@ -134,6 +138,9 @@ pub fn release(ctx: &Ctx, name: &str, force: bool) -> Result<Code> {
         "owner_pid": owner.as_ref().map(|o| o.pid),
         "forced": force,
     });
+    if let Some(h) = holder {
+        detail["holder"] = json!(h);
+    }
     if let Ok(r) = &result {
         detail["held"] = json!(r.held);
         if force {
@@ -322,4 +329,21 @@ pub fn status(ctx: &Ctx) -> Result<Code> {
         }
         Ok(Code::Success)
     })
+}
+
+/// The hidden `keeper HOLDER`: keeps the leases of one owner on Redis
+/// (src/backend/redis/keeper.rs). Started detached by `acquire`, with
+/// nothing to print to; exit 1 on another backend.
+pub fn keeper(ctx: &Ctx, holder: &str) -> Result<Code> {
+    #[cfg(feature = "redis")]
+    if let Some(redis) = ctx.backend.redis() {
+        crate::backend::redis::keeper::keep(redis, holder)?;
+        return Ok(Code::Success);
+    }
+    let _ = holder;
+    Err(crate::error::Error::general(format!(
+        "the lease keeper runs on a Redis backend, not on {}",
+        ctx.backend.kind()
+    ))
+    .hint("it is started by 'lock-manager acquire' on Redis; it is not for direct use"))
 }
