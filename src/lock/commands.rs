@@ -151,7 +151,12 @@ pub fn say(line: &str) {
 }
 
 /// Builds the request from typed arguments; every refusal is exit 4.
-pub fn request(cfg: &Config, a: &AcquireArgs) -> Result<Request> {
+/// `locks` is the registry the owner is looked up in ([`owner_for`]).
+pub fn request(
+    cfg: &Config,
+    locks: &dyn crate::backend::LockRegistry,
+    a: &AcquireArgs,
+) -> Result<Request> {
     name::validate(&a.name)?;
     let timeout = chosen_timeout(a)?.unwrap_or(cfg.lock_timeout);
     let kind = chosen_kind(a)?;
@@ -164,7 +169,7 @@ pub fn request(cfg: &Config, a: &AcquireArgs) -> Result<Request> {
     Ok(Request {
         name: a.name.clone(),
         kind,
-        owner: owner_for(cfg, &a.name, a.owner)?,
+        owner: owner_for(locks, &a.name, a.owner)?,
         ttl,
         metadata,
         timeout,
@@ -176,11 +181,16 @@ pub fn request(cfg: &Config, a: &AcquireArgs) -> Result<Request> {
 /// already holds `name`. That happens when a shell runs `lock-manager` as the
 /// last command of `bash -c '...'`: bash then execs it in place, so it has
 /// the shell's pid and start time, and its parent is not the shell.
-pub fn owner_for(cfg: &Config, name: &str, flag: Option<u32>) -> Result<Identity> {
+/// The record is read from `locks`, the backend's registry.
+pub fn owner_for(
+    locks: &dyn crate::backend::LockRegistry,
+    name: &str,
+    flag: Option<u32>,
+) -> Result<Identity> {
     let implicit =
         flag.is_none() && std::env::var_os("LOCK_OWNER_PID").is_none_or(|v| v.is_empty());
     if implicit
-        && let Ok(Some(rec)) = manager::read(cfg, name)
+        && let Ok(Some(rec)) = locks.read(name)
         && !rec.holders.is_empty()
     {
         let me = Identity::current();

@@ -97,7 +97,6 @@ pub(crate) struct Token {
 /// One holder as the server has it.
 struct Held {
     id: String,
-    #[allow(dead_code)]
     lease_end: i64,
     meta: Value,
 }
@@ -123,6 +122,8 @@ enum Try {
         kind: Option<LockType>,
         /// (id, lease end ms)
         holders: Vec<(String, i64)>,
+        /// Exclusive waiters (ids).
+        waiters: Vec<String>,
         now: i64,
     },
     Hierarchy {
@@ -325,7 +326,6 @@ impl RedisBackend {
     }
 
     /// The token file `acquire` left for `owner`'s hold of `name`, if any.
-    #[allow(dead_code)]
     pub(crate) fn token_file(&self, owner: &Identity, name: &str) -> Result<Option<Token>> {
         let path = self.local()?.hold_path(owner, name);
         match std::fs::read(&path) {
@@ -400,9 +400,10 @@ impl RedisBackend {
                     lapsed,
                 })
             }
-            (Some("blocked"), [_, kind, holders, _waiters, now]) => Ok(Try::Blocked {
+            (Some("blocked"), [_, kind, holders, waiters, now]) => Ok(Try::Blocked {
                 kind: LockType::parse(&text(kind)).ok(),
                 holders: scored(holders),
+                waiters: strings(waiters),
                 now: int(now),
             }),
             (Some("hierarchy"), [_, held, rank]) => Ok(Try::Hierarchy {
@@ -476,7 +477,8 @@ impl RedisBackend {
         let Some(n) = replicas()? else {
             return Ok(());
         };
-        let ms = self.timeout.as_millis().max(1) as u64;
+        // Half the read timeout: the reply arrives before the socket gives up.
+        let ms = (self.timeout.as_millis() / 2).max(1) as u64;
         let got: i64 = self.with(doing, |c| redis::cmd("WAIT").arg(n).arg(ms).query(c))?;
         if got < i64::from(n) {
             return Err(Error::new(
@@ -759,7 +761,7 @@ impl LockRegistry for RedisBackend {
             // it has had to wait (then at every try, which renews the entry).
             let as_waiter = if registered { waiter.as_str() } else { "" };
             let outcome = self.try_acquire(req, lease, as_waiter)?;
-            let (kind, holders, now) = match outcome {
+            let (kind, holders, waiters, now) = match outcome {
                 Try::Granted {
                     token,
                     epoch,
@@ -793,7 +795,12 @@ impl LockRegistry for RedisBackend {
                         req.name
                     )));
                 }
-                Try::Blocked { kind, holders, now } => (kind, holders, now),
+                Try::Blocked {
+                    kind,
+                    holders,
+                    waiters,
+                    now,
+                } => (kind, holders, waiters, now),
             };
             let ids: Vec<Identity> = holders
                 .iter()
@@ -821,7 +828,25 @@ impl LockRegistry for RedisBackend {
             if Instant::now() >= deadline {
                 self.withdraw(req, &waiter, registered);
                 log.waited = log.started.elapsed();
-                return Err(timeout_error(req, kind, &holders));
+                // A shared request that queues behind a writer says so.
+                let writers: Vec<String> = waiters
+                    .into_iter()
+                    .filter(|w| req.kind == LockType::Shared && *w != waiter)
+                    .collect();
+                return Err(timeout_error(req, kind, &holders, &writers));
+            }
+            // From the first wait on, SIGINT, SIGTERM and SIGHUP only wake
+            // the waiter, which leaves the waiters before it ends by them.
+            if log.attend.signals && !asked_signals {
+                asked_signals = true;
+                interrupts = Interrupts::block().ok();
+            }
+            if let Some(i) = &interrupts
+                && i.take().is_some()
+            {
+                self.withdraw(req, &waiter, registered);
+                log.waited = log.started.elapsed();
+                return Err(crate::lock::manager::interrupted_error(&req.name));
             }
             if req.kind == LockType::Exclusive && !registered {
                 registered = true;
@@ -829,21 +854,10 @@ impl LockRegistry for RedisBackend {
             }
             if wakes.is_none() {
                 // Subscribed before the next try: no release is missed.
-                let w = Wakes::subscribe(&self.url, self.timeout, &channel).map_err(|e| {
-                    Error::new(
-                        Kind::Network,
-                        format!("redis {}: cannot subscribe to {channel}: {e}", self.shown),
-                    )
-                    .hint("check that the server is up and accepts SUBSCRIBE")
-                })?;
-                wakes = Some(w);
+                wakes = Some(self.subscribe(&channel)?);
                 continue;
             }
             log.attend.progress = log.attend.progress.resolved();
-            if log.attend.signals && !asked_signals {
-                asked_signals = true;
-                interrupts = Interrupts::block().ok();
-            }
             let slow_at = log.started + SLOW_WAIT;
             let say_now = !log.announced
                 && match log.attend.progress {
@@ -1012,6 +1026,67 @@ impl LockRegistry for RedisBackend {
 }
 
 impl RedisBackend {
+    /// Waits until no live holder of lock `state` but `me` (a holder id)
+    /// is in the way: a write without a token of its own. A holder of this
+    /// host whose process is gone is taken over; exit 2 at `deadline`.
+    pub(crate) fn await_state(&self, me: &str, deadline: Instant) -> Result<()> {
+        let channel = self.keys.key("wake:state");
+        let mut wakes: Option<Wakes> = None;
+        loop {
+            let (now, snaps) = self.snapshots(&["state"])?;
+            let others: Vec<(String, i64)> = snaps
+                .first()
+                .map(|s| {
+                    s.holders
+                        .iter()
+                        .filter(|h| h.id != me)
+                        .map(|h| (h.id.clone(), h.lease_end))
+                        .collect()
+                })
+                .unwrap_or_default();
+            if others.is_empty() {
+                return Ok(());
+            }
+            let dead = RedisBackend::dead_here(others.iter().map(|(id, _)| id.clone()));
+            if !dead.is_empty() {
+                let ids: Vec<String> = dead.into_iter().map(|(id, _)| id).collect();
+                self.drop_dead("state", &Identity::current(), &ids)?;
+                continue;
+            }
+            if Instant::now() >= deadline {
+                return Err(Error::new(
+                    Kind::LockTimeout,
+                    format!(
+                        "timed out after {}s waiting for lock 'state'",
+                        crate::lock::manager::trim_secs(self.cfg.lock_timeout)
+                    ),
+                )
+                .because(format!("held by {}", describe_holder(&others[0].0)))
+                .hint(format!("wait longer (LOCK_TIMEOUT), or have its owner release it; 'lock-manager release state --force --holder {}' removes a hold whose owner is gone", others[0].0)));
+            }
+            let Some(w) = wakes.as_mut() else {
+                wakes = Some(self.subscribe(&channel)?);
+                continue;
+            };
+            let earliest = others.iter().map(|(_, e)| *e).min().unwrap_or(i64::MAX);
+            let to_end = Duration::from_millis(u64::try_from(earliest - now).unwrap_or(0) + 1);
+            if w.wait(None, deadline.min(Instant::now() + to_end)).is_err() {
+                wakes = None;
+            }
+        }
+    }
+
+    /// A subscription to `channel`.
+    fn subscribe(&self, channel: &str) -> Result<Wakes> {
+        Wakes::subscribe(&self.url, self.timeout, channel).map_err(|e| {
+            Error::new(
+                Kind::Network,
+                format!("redis {}: cannot subscribe to {channel}: {e}", self.shown),
+            )
+            .hint("check that the server is up and accepts SUBSCRIBE")
+        })
+    }
+
     /// Leaves the waiters of `req.name` (a request that gave up).
     fn withdraw(&self, req: &Request, waiter: &str, registered: bool) {
         if registered {
@@ -1049,8 +1124,15 @@ impl RedisBackend {
             token,
         };
         self.write_token(&req.owner, &req.name, &tok)?;
-        // ISSUE 14 / keeper: once the keeper branch lands, make sure the
-        // owner's keeper runs: `super::keeper::ensure(self, &req.owner)?;`
+        // The owner keeps no process of ours: its keeper renews the lease
+        // and gives the hold back when it exits. Without one the hold would
+        // lapse in a lease, so it is not kept.
+        if let Err(e) = super::keeper::ensure(self, &req.owner) {
+            if !already {
+                let _ = self.release_holder(&req.name, &req.owner, false, None);
+            }
+            return Err(e);
+        }
         if log.announced {
             crate::lock::commands::say(&format!(
                 "got lock '{}' after {:.1} s",
@@ -1073,10 +1155,15 @@ impl RedisBackend {
 
 /// The error of a request not granted within its timeout, naming the
 /// holders and the id `release --force --holder` takes.
-fn timeout_error(req: &Request, kind: Option<LockType>, holders: &[(String, i64)]) -> Error {
+fn timeout_error(
+    req: &Request,
+    kind: Option<LockType>,
+    holders: &[(String, i64)],
+    writers: &[String],
+) -> Error {
     let kind = kind.map_or("", LockType::as_str);
-    let held = match holders {
-        [] => "queued behind an exclusive waiter".to_string(),
+    let mut held = match holders {
+        [] => String::new(),
         [(h, _)] => format!("held {kind} by {}", describe_holder(h)),
         [(h, _), more @ ..] => format!(
             "held {kind} by {} and {} more",
@@ -1084,6 +1171,13 @@ fn timeout_error(req: &Request, kind: Option<LockType>, holders: &[(String, i64)
             more.len()
         ),
     };
+    if let Some(w) = writers.first() {
+        let pid = parse_holder_id(w).map_or(0, |i| i.pid);
+        if !held.is_empty() {
+            held.push_str(", and ");
+        }
+        held.push_str(&format!("queued behind an exclusive waiter (pid {pid})"));
+    }
     let first = holders.first().map_or("ID", |(h, _)| h.as_str());
     Error::new(
         Kind::LockTimeout,

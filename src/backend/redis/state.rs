@@ -12,10 +12,17 @@
 //! timeout after sending) is found applied when sent again, never applied
 //! twice.
 //!
-//! When the host also uses local locks (`.locks/` exists beside the state
-//! file), the transaction holds the local `state` mutex as on files, so a
-//! shell holding `lock-manager acquire state` on this host keeps other
-//! writers of this host out, as it always did.
+//! Lock `state` is on the server too (src/backend/redis/locks.rs). A writer
+//! whose shell holds it (`lock-manager acquire state` left a token on this
+//! host) presents its fencing token: the commit script refuses it (exit 6)
+//! when the server's epoch changed, when the hold is no longer live (its
+//! lease lapsed: the message names who took over), or when the token is
+//! not the live hold's or is older than the last one used; a write it
+//! accepts stores the token as `fence`. A writer without a token waits
+//! while another live owner holds `state` (the commit script says so; the
+//! wait is on `wake:state`, exit 2 at LOCK_TIMEOUT), then computes its
+//! change again. With `WFSTATE_REDIS_REPLICAS=N`, a commit is confirmed by
+//! `WAIT N`; an unconfirmed one exits 8 (it may be lost on failover).
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -73,22 +80,53 @@ local now = t[1] .. string.rep('0', 6 - #t[2]) .. t[2]
 /// (`-1`: no state). ARGV: 4 lineage, 5 transaction id, 6 backups to keep
 /// (`0`: keep no backup of the replaced version), 7-8 the backup name,
 /// 9 the audit event (empty: none), 10 the stream's MAXLEN, 11 the
-/// document's SHA-256, 12 the age cutoff (µs). KEYS 5: the audit stream.
-/// Returns {'ok', backup} | {'dup', rev} | {'conflict', rev}.
-const COMMIT: &str = r"
+/// document's SHA-256, 12 the age cutoff (µs), 13 the writer's holder id,
+/// 14-15 the epoch and fencing token of its hold of lock `state` ('': it
+/// presents none), 16 the namespace's key prefix. KEYS 5: the audit stream.
+/// Returns {'ok', backup} | {'dup', rev} | {'conflict', rev} | {'held',
+/// holder, lease end} (another live holder has lock `state`; the writer
+/// presents no token) | {'fence-epoch', epoch} | {'fence-lost', new holder}
+/// | {'fence-old', last token used}.
+const COMMIT: &str = r#"
 local cur = redis.call('HMGET', KEYS[1], 'rev', 'last_txn')
 if cur[2] and cur[2] == ARGV[5] then return {'dup', cur[1]} end
+local now_ms = math.floor(tonumber(now) / 1000)
+local holders = ARGV[16] .. 'lock:state:h'
+if ARGV[14] ~= '' then
+  local ep = redis.call('GET', ARGV[16] .. 'epoch')
+  if ep ~= ARGV[14] then return {'fence-epoch', ep or ''} end
+  local e = redis.call('ZSCORE', holders, ARGV[13])
+  if not e or tonumber(e) <= now_ms then
+    local lost = redis.call('HGET', ARGV[16] .. 'lock:state:lost', ARGV[13])
+    local by = lost and string.match(lost, '^%d+ (.*)$') or ''
+    if by == '' then
+      by = redis.call('ZRANGEBYSCORE', holders, '(' .. now_ms, '+inf', 'LIMIT', 0, 1)[1] or ''
+    end
+    return {'fence-lost', by}
+  end
+  local m = redis.call('HGET', ARGV[16] .. 'lock:state:m', ARGV[13]) or ''
+  local live = tonumber(string.match(m, '"token":(%d+)') or '0')
+  local last = tonumber(redis.call('HGET', KEYS[1], 'fence') or '0')
+  if tonumber(ARGV[15]) < last or tonumber(ARGV[15]) ~= live then
+    return {'fence-old', tostring(math.max(last, live))}
+  end
+else
+  for _, h in ipairs(redis.call('ZRANGEBYSCORE', holders, '(' .. now_ms, '+inf')) do
+    if h ~= ARGV[13] then return {'held', h, redis.call('ZSCORE', holders, h)} end
+  end
+end
 local rev = cur[1] or '-1'
 if rev ~= ARGV[1] then return {'conflict', rev} end
 local name = ''
 if rev ~= '-1' and ARGV[6] ~= '0' then name = keep_current(now) end
 redis.call('HSET', KEYS[1], 'doc', ARGV[2], 'rev', ARGV[3], 'lineage', ARGV[4],
   'last_txn', ARGV[5], 'sum', ARGV[11], 'modified', now)
+if ARGV[14] ~= '' then redis.call('HSET', KEYS[1], 'fence', ARGV[15]) end
 if ARGV[9] ~= '' then
   redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[10], '*', 'us', now, 'event', ARGV[9])
 end
 return {'ok', name}
-";
+"#;
 
 /// `backup`: keeps the current document (ARGV 6-8, 12 as for COMMIT).
 const BACKUP: &str = r"
@@ -224,7 +262,8 @@ impl RedisBackend {
 
     /// Runs the commit script over `snap`, backing up the replaced version
     /// unless `snap` is marked as over a document kept in `corrupt` (its
-    /// revision `-2`). `Ok(None)`: the revision moved on (a conflict).
+    /// revision `-2`), checking `fence` (the writer's hold of lock `state`).
+    #[allow(clippy::too_many_arguments)]
     fn commit(
         &self,
         snap: &Snapshot,
@@ -233,7 +272,8 @@ impl RedisBackend {
         reason: &str,
         retention: Retention,
         txn: &str,
-    ) -> Result<Option<Commit>> {
+        fence: &Fence,
+    ) -> Result<Committed> {
         let revision = document::revision(new);
         let event = crate::audit::event::commit_event(json!({
             "revision": revision,
@@ -246,7 +286,11 @@ impl RedisBackend {
         } else {
             retention.keep.max(1)
         };
-        let reply: (String, String) = self.eval(
+        let (epoch, token) = match &fence.token {
+            Some(t) => (t.epoch.clone(), t.token.to_string()),
+            None => (String::new(), String::new()),
+        };
+        let reply: Vec<String> = self.eval(
             "commit the state",
             COMMIT,
             &snap.rev,
@@ -262,16 +306,41 @@ impl RedisBackend {
                 arg(super::audit::MAX_EVENTS),
                 arg(document::sha256_hex(bytes)),
                 arg(age_cutoff(snap, retention)),
+                arg(&fence.holder),
+                arg(epoch),
+                arg(token),
+                arg(self.keys.key("")),
             ],
         )?;
-        match reply.0.as_str() {
-            "conflict" => Ok(None),
-            // "dup": an earlier send of this same transaction was applied.
-            _ => Ok(Some(Commit {
-                revision,
-                backup: (!reply.1.is_empty() && reply.0 == "ok")
-                    .then(|| self.backup_place(&reply.1)),
+        let field = |i: usize| reply.get(i).cloned().unwrap_or_default();
+        match field(0).as_str() {
+            "conflict" => Ok(Committed::Conflict),
+            "held" => Ok(Committed::Held { holder: field(1) }),
+            "fence-epoch" => Err(fence.refused(
+                "the server lost its data since this hold was granted (its epoch changed)",
+            )),
+            "fence-lost" => Err(fence.refused(&match field(1).as_str() {
+                "" => "its lease lapsed and nobody holds it now".to_string(),
+                by => format!(
+                    "lock 'state' was taken over by {} after this hold's lease lapsed",
+                    super::locks::describe_holder(by)
+                ),
             })),
+            "fence-old" => Err(fence.refused(&format!(
+                "its fencing token is older than the last one used ({})",
+                field(1)
+            ))),
+            // "dup": an earlier send of this same transaction was applied.
+            _ => {
+                self.confirm_replicas("confirm the write").map_err(|e| {
+                    e.hint("the write is on the primary but not on enough replicas: it may be lost on failover; read the state back after checking the replicas")
+                })?;
+                Ok(Committed::Done(Commit {
+                    revision,
+                    backup: (!field(1).is_empty() && field(0) == "ok")
+                        .then(|| self.backup_place(&field(1))),
+                }))
+            }
         }
     }
 
@@ -321,6 +390,7 @@ impl RedisBackend {
 
     /// Commits `next` over `snap` as one transaction, the corrupt document
     /// kept aside first when `old` did not parse. Exit 2 on a conflict.
+    #[allow(clippy::too_many_arguments)]
     fn replace(
         &self,
         mut snap: Snapshot,
@@ -329,6 +399,7 @@ impl RedisBackend {
         reason: &str,
         retention: Retention,
         corrupt: bool,
+        fence: &Fence,
     ) -> Result<(Commit, Option<String>)> {
         let bytes = self.prepare(&mut next, old, &snap)?;
         let aside = if corrupt {
@@ -336,10 +407,18 @@ impl RedisBackend {
         } else {
             None
         };
-        let commit = self
-            .commit(&snap, &next, &bytes, reason, retention, &txn_id())?
-            .ok_or_else(|| conflict(1))?;
-        Ok((commit, aside))
+        match self.commit(&snap, &next, &bytes, reason, retention, &txn_id(), fence)? {
+            Committed::Done(commit) => Ok((commit, aside)),
+            Committed::Conflict => Err(conflict(1)),
+            Committed::Held { holder, .. } => Err(Error::new(
+                Kind::LockTimeout,
+                format!(
+                    "lock 'state' was taken by {} during this change",
+                    super::locks::describe_holder(&holder)
+                ),
+            )
+            .hint("try again once it is released")),
+        }
     }
 
     /// The backups, newest first, with their contents' sizes.
@@ -399,14 +478,26 @@ impl RedisBackend {
             .hint("run 'state-manager init' first, or check WFSTATE_BACKEND and WFSTATE_NAMESPACE")
     }
 
-    /// Holds the local `state` mutex when this host uses local locks.
-    fn local_mutex(&self, access: Access<'_>) -> Result<(Option<crate::lock::Mutex>, Duration)> {
-        if !self.cfg.locks_dir().is_dir() {
-            return Ok((None, Duration::ZERO));
+    /// What a write of `access.owner` presents: its holder id and, when
+    /// `acquire state` left it a token on this host, that token. With
+    /// `wait_first` and no token, first waits until no other live holder
+    /// has lock `state` (exit 2 at `deadline`); a transaction does not (its
+    /// commit says when one does: [`Committed::Held`]).
+    fn fence(&self, access: Access<'_>, deadline: Option<Instant>) -> Result<Fence> {
+        let fence = match access.owner {
+            None => Fence::default(),
+            Some(owner) => Fence {
+                holder: super::local::holder_id(owner),
+                pid: owner.pid,
+                token: self.token_file(owner, "state")?,
+            },
+        };
+        if let Some(deadline) = deadline
+            && fence.token.is_none()
+        {
+            self.await_state(&fence.holder, deadline)?;
         }
-        let started = Instant::now();
-        let m = crate::lock::transaction(&self.cfg, "state", access.owner, self.cfg.lock_timeout)?;
-        Ok((Some(m), started.elapsed()))
+        Ok(fence)
     }
 }
 
@@ -422,6 +513,41 @@ fn age_cutoff(snap: &Snapshot, retention: Retention) -> i64 {
         .saturating_sub(i64::try_from(retention.max_age.as_micros()).unwrap_or(i64::MAX))
 }
 
+/// What one commit did.
+enum Committed {
+    Done(Commit),
+    /// The revision moved on: compute the change again.
+    Conflict,
+    /// Another live holder has lock `state` (and the writer has no token).
+    Held {
+        holder: String,
+    },
+}
+
+/// What a write presents about its writer's hold of lock `state`.
+#[derive(Default)]
+struct Fence {
+    /// The writer's holder id ('' when the operation has no owner).
+    holder: String,
+    pid: u32,
+    /// The token `acquire state` left on this host, if any.
+    token: Option<super::locks::Token>,
+}
+
+impl Fence {
+    /// The refusal of a write whose hold of `state` is no longer good.
+    fn refused(&self, why: &str) -> Error {
+        Error::new(
+            Kind::PermissionDenied,
+            format!(
+                "refusing the write of pid {}, which acquired lock 'state': {why}",
+                self.pid
+            ),
+        )
+        .hint("nothing was written; release 'state' (lock-manager release state), acquire it again, and redo the change from a fresh read")
+    }
+}
+
 fn conflict(attempts: u32) -> Error {
     Error::new(
         Kind::LockTimeout,
@@ -432,7 +558,7 @@ fn conflict(attempts: u32) -> Error {
 
 impl StateStore for RedisBackend {
     fn init(&self, access: Access<'_>) -> Result<Initialized> {
-        let (_mutex, _) = self.local_mutex(access)?;
+        let fence = self.fence(access, Some(Instant::now() + self.cfg.lock_timeout))?;
         let snap = self.snapshot()?;
         let mut done = Initialized {
             path: self.location(),
@@ -450,6 +576,7 @@ impl StateStore for RedisBackend {
                     "init",
                     access.retention,
                     false,
+                    &fence,
                 )?;
                 done.revision = commit.revision;
             }
@@ -471,7 +598,7 @@ impl StateStore for RedisBackend {
                     None => (document::fresh(), "init"),
                 };
                 let (commit, aside) =
-                    self.replace(snap, None, next, reason, access.retention, true)?;
+                    self.replace(snap, None, next, reason, access.retention, true, &fence)?;
                 done.corrupt_kept_at = aside;
                 done.revision = commit.revision;
             }
@@ -510,26 +637,38 @@ impl StateStore for RedisBackend {
         change: Transform<'_>,
         waited: &mut dyn FnMut(Duration),
     ) -> Result<Option<Commit>> {
-        let (_mutex, wait) = self.local_mutex(access)?;
-        waited(wait);
+        let deadline = Instant::now() + self.cfg.lock_timeout;
+        let fence = self.fence(access, None)?;
         let txn = txn_id();
-        for attempt in 1..=ATTEMPTS {
+        let mut attempt = 0;
+        while attempt < ATTEMPTS {
+            attempt += 1;
             let snap = self.snapshot()?;
             let old = self.document(&snap)?;
             let Some(mut next) = change(old.as_ref())? else {
                 return Ok(None);
             };
             let bytes = self.prepare(&mut next, old.as_ref(), &snap)?;
-            if let Some(commit) =
-                self.commit(&snap, &next, &bytes, reason, access.retention, &txn)?
-            {
-                crate::debug::log(|| {
-                    format!(
-                        "redis: committed revision {} (attempt {attempt})",
-                        commit.revision
-                    )
-                });
-                return Ok(Some(commit));
+            match self.commit(&snap, &next, &bytes, reason, access.retention, &txn, &fence)? {
+                Committed::Done(commit) => {
+                    crate::debug::log(|| {
+                        format!(
+                            "redis: committed revision {} (attempt {attempt})",
+                            commit.revision
+                        )
+                    });
+                    return Ok(Some(commit));
+                }
+                Committed::Held { .. } => {
+                    // Another owner holds lock `state`: wait for it, then
+                    // compute the change again on what it left.
+                    attempt -= 1;
+                    let at = Instant::now();
+                    self.await_state(&fence.holder, deadline)?;
+                    waited(at.elapsed());
+                    continue;
+                }
+                Committed::Conflict => {}
             }
             // Someone committed in between: back off a little, then again.
             std::thread::sleep(Duration::from_micros(200 * u64::from(attempt.min(25))));
@@ -593,7 +732,7 @@ impl StateStore for RedisBackend {
     }
 
     fn recover(&self, access: Access<'_>, pattern: Option<&str>, force: bool) -> Result<Recovered> {
-        let (_mutex, _) = self.local_mutex(access)?;
+        let fence = self.fence(access, Some(Instant::now() + self.cfg.lock_timeout))?;
         let found = commands::newest_valid(self.backups()?, pattern, |b| self.backup_bytes(b))?;
         let Some((b, doc)) = found else {
             let what = match pattern {
@@ -620,6 +759,7 @@ impl StateStore for RedisBackend {
             "pre-recover",
             access.retention,
             corrupt,
+            &fence,
         )?;
         Ok(Recovered {
             path: self.location(),

@@ -29,7 +29,7 @@ pub fn acquire(ctx: &Ctx, a: &AcquireArgs, verbose: bool) -> Result<Code> {
         &a.name,
         attend,
         || {
-            let req = commands::request(&ctx.cfg, a)?;
+            let req = commands::request(&ctx.cfg, locks, a)?;
             if let Some(note) = commands::owner_note(a, &req.owner) {
                 commands::say(&format!("warning: {note}"));
             }
@@ -126,14 +126,15 @@ fn verbose_text(got: &Acquired, req: &Request, log: &WaitLog) -> String {
 /// held by another owner. Prints nothing unless `--json`.
 pub fn release(ctx: &Ctx, name: &str, force: bool, holder: Option<&str>) -> Result<Code> {
     let rec = Recorder::start(&ctx.cfg, ctx.tool, "release", name);
-    let (owner, result) =
-        match name::validate(name).and_then(|()| commands::owner_for(&ctx.cfg, name, ctx.owner)) {
-            Ok(o) => {
-                let result = ctx.backend.locks().release_holder(name, &o, force, holder);
-                (Some(o), result)
-            }
-            Err(e) => (None, Err(e)),
-        };
+    let (owner, result) = match name::validate(name)
+        .and_then(|()| commands::owner_for(ctx.backend.locks(), name, ctx.owner))
+    {
+        Ok(o) => {
+            let result = ctx.backend.locks().release_holder(name, &o, force, holder);
+            (Some(o), result)
+        }
+        Err(e) => (None, Err(e)),
+    };
     let mut detail = json!({
         "owner_pid": owner.as_ref().map(|o| o.pid),
         "forced": force,
