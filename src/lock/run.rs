@@ -343,7 +343,9 @@ mod leased {
 
     use super::*;
     use crate::backend::redis::RedisBackend;
-    use crate::backend::redis::keeper::{Leases, Renewed, forget_link, own_link};
+    use crate::backend::redis::keeper::{
+        Leases, Renewed, forget_link, forget_tokens_dir, hand_token, own_link,
+    };
     use crate::backend::redis::local;
     use crate::child::Running;
     use crate::lock::commands::audited_acquire;
@@ -445,13 +447,15 @@ mod leased {
                 let child = Identity::current();
                 let owner = if hand_over {
                     let link = &*(link_at as *const RedisBackend);
-                    link.transfer_hold(&lock, &from, &child).map_err(|e| {
-                        io::Error::from_raw_os_error(if e.kind() == Kind::Network {
-                            HANDOVER_UNREACHABLE
-                        } else {
-                            HANDOVER_FAILED
-                        })
-                    })?;
+                    link.transfer_hold(&lock, &from, &child)
+                        .and_then(|()| hand_token(link, &lock, &from, &child))
+                        .map_err(|e| {
+                            io::Error::from_raw_os_error(if e.kind() == Kind::Network {
+                                HANDOVER_UNREACHABLE
+                            } else {
+                                HANDOVER_FAILED
+                            })
+                        })?;
                     child.pid
                 } else {
                     from.pid
@@ -514,6 +518,7 @@ mod leased {
         let status = status?;
         if let Some(holder) = &holder {
             release_leased(cfg, redis, &a.name, holder);
+            forget_tokens_dir(redis, holder);
         }
         let code = child::exit_code(status);
         crate::debug::log(|| format!("run {}: the command exited {code}", a.name));
@@ -573,7 +578,9 @@ mod leased {
                 }
                 Renewed::Unconfirmed(e) => {
                     if Instant::now() >= leases.lapse() {
-                        crate::debug::log(|| format!("run {name}: lease lapsed: ending the command"));
+                        crate::debug::log(|| {
+                            format!("run {name}: lease lapsed: ending the command")
+                        });
                         let _ = running.terminate();
                         return Err(unreachable(name, &leases, Some(e)));
                     }
@@ -598,15 +605,15 @@ mod leased {
         Error::new(
             Kind::PermissionDenied,
             format!(
-                "lock '{name}' was taken over: its lease lapsed before a renewal reached the server; the command was stopped"
+                "lock '{name}' is no longer the command's: it was taken over (its lease lapsed, or a 'release --force'), so the command was stopped"
             ),
         )
-        .hint("check the server's load and the network; a longer WFSTATE_LEASE tolerates longer pauses")
+        .hint("see 'lock-manager status' and the audit log for who has it; a longer WFSTATE_LEASE tolerates longer pauses")
     }
 
     /// Exit 8: no renewal was confirmed before the lease could have lapsed.
     fn unreachable(name: &str, leases: &Leases<'_>, e: Option<Error>) -> Error {
-        let why = e.map(|e| format!(": {e}")).unwrap_or_default();
+        let why = e.map(|e| format!(": {}", e.summary())).unwrap_or_default();
         Error::new(
             Kind::Network,
             format!(

@@ -22,6 +22,7 @@ mod outputs;
 mod props;
 mod recovery;
 mod redis_faults;
+mod redis_keeper;
 mod redis_locks;
 mod reliability;
 mod retry_habits;

@@ -34,7 +34,6 @@
 //! It never prints: debug lines (`DEBUG=1`) go to stderr, which is
 //! /dev/null unless `WFSTATE_KEEPER_LOG` names a file to append them to.
 
-
 use std::cell::RefCell;
 use std::fs::{File, OpenOptions, TryLockError};
 use std::os::fd::{AsFd, OwnedFd};
@@ -63,6 +62,11 @@ pub const SUBCOMMAND: &str = "keeper";
 /// does (a non-blocking flock test), else starts one and returns at once.
 /// An owner this host cannot watch (another pid namespace) gets none.
 pub(crate) fn ensure(backend: &RedisBackend, owner: &Identity) -> Result<()> {
+    if owner.pid == std::process::id() && owner.is_local() {
+        // `lock-manager run`'s own hold, handed to its child and renewed
+        // by `run` itself.
+        return Ok(());
+    }
     if !owner.is_local() {
         crate::debug::log(|| {
             format!(
@@ -213,7 +217,7 @@ pub fn keep(backend: &RedisBackend, holder: &str) -> Result<()> {
     };
     let Some(pidfd) = watch(&owner)? else {
         crate::debug::log(|| format!("keeper: owner {holder} has already exited"));
-        return owner_exited(backend, &local, &owner, lease, &path, flock);
+        return owner_exited(backend, &owner, lease, &path, flock);
     };
     crate::debug::log(|| format!("keeper: keeping the leases of {holder} ({lease:?})"));
     let link = own_link(backend, lease);
@@ -221,7 +225,7 @@ pub fn keep(backend: &RedisBackend, holder: &str) -> Result<()> {
     loop {
         if exited(pidfd.as_fd(), leases.next())? {
             crate::debug::log(|| format!("keeper: owner {holder} exited"));
-            return owner_exited(&link, &local, &owner, lease, &path, flock);
+            return owner_exited(&link, &owner, lease, &path, flock);
         }
         match leases.renew() {
             Renewed::Held(r) if !r.held.is_empty() => {}
@@ -247,7 +251,9 @@ pub fn keep(backend: &RedisBackend, holder: &str) -> Result<()> {
             Renewed::Unconfirmed(e) => {
                 if Instant::now() >= leases.lapse() {
                     crate::debug::log(|| {
-                        format!("keeper: no renewal confirmed within the lease; the holds lapse: {e}")
+                        format!(
+                            "keeper: no renewal confirmed within the lease; the holds lapse: {e}"
+                        )
                     });
                     let _ = std::fs::remove_file(&path);
                     return Err(e);
@@ -257,11 +263,11 @@ pub fn keep(backend: &RedisBackend, holder: &str) -> Result<()> {
     }
 }
 
-/// Releases every hold of an owner that exited, retrying until the leases
-/// could have lapsed anyway; then forgets its tokens and its keeper file.
+/// Releases every hold of an owner that exited (forgetting its token
+/// files), retrying until the leases could have lapsed anyway; then removes
+/// its keeper file.
 fn owner_exited(
     backend: &RedisBackend,
-    local: &Local,
     owner: &Identity,
     lease: Duration,
     path: &Path,
@@ -282,10 +288,38 @@ fn owner_exited(
             }
         }
     };
-    let _ = std::fs::remove_dir_all(local.holds_dir(owner));
     let _ = std::fs::remove_file(path);
     drop(flock);
     result
+}
+
+/// Moves `from`'s token file for `name` to `to` (after
+/// [`RedisBackend::transfer_hold`], which keeps the token): `to`'s own
+/// `state-manager` calls then present it. No file: nothing to move.
+pub(crate) fn hand_token(
+    backend: &RedisBackend,
+    name: &str,
+    from: &Identity,
+    to: &Identity,
+) -> Result<()> {
+    let local = Local::open(&backend.url, &backend.ns)?;
+    let (old, new) = (local.hold_path(from, name), local.hold_path(to, name));
+    local.make_parents(&new)?;
+    match std::fs::rename(&old, &new) {
+        Ok(()) => {
+            let _ = std::fs::remove_dir(local.holds_dir(from));
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io(e, "move", &old)),
+    }
+}
+
+/// Removes `owner`'s (empty) folder of token files.
+pub(crate) fn forget_tokens_dir(backend: &RedisBackend, owner: &Identity) {
+    if let Ok(local) = Local::open(&backend.url, &backend.ns) {
+        let _ = std::fs::remove_dir(local.holds_dir(owner));
+    }
 }
 
 /// How a renewal went.
@@ -396,7 +430,10 @@ fn retry_step(lease: Duration) -> Duration {
 pub(crate) fn own_link(backend: &RedisBackend, lease: Duration) -> RedisBackend {
     let mut b = backend.for_namespace(&backend.ns);
     b.conn = Rc::new(RefCell::new(Link::default()));
-    b.timeout = backend.timeout.min(lease / 4).max(Duration::from_millis(10));
+    b.timeout = backend
+        .timeout
+        .min(lease / 4)
+        .max(Duration::from_millis(10));
     b
 }
 
@@ -444,8 +481,10 @@ fn watch(owner: &Identity) -> Result<Option<OwnedFd>> {
         Ok(fd) => fd,
         Err(Errno::SRCH) => return Ok(None),
         Err(e) => {
-            return Err(Error::new(Kind::of_io(&e.into()), "cannot watch the lock owner")
-                .because(format!("pidfd_open({}): {e}", owner.pid)));
+            return Err(
+                Error::new(Kind::of_io(&e.into()), "cannot watch the lock owner")
+                    .because(format!("pidfd_open({}): {e}", owner.pid)),
+            );
         }
     };
     if start_time_of(owner.pid) != Some(owner.start_time) {
