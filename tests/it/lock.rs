@@ -349,7 +349,10 @@ fn new_shared_requests_queue_behind_a_waiting_exclusive_request(env: Env) {
         &["acquire", "doc", "0.3", "shared", "--owner", &late.pid()],
     )
     .code(2)
-    .stderr_has("queued behind exclusive waiter");
+    // Files: "queued behind exclusive waiter pid N"; Redis: "queued
+    // behind an exclusive waiter (pid N)".
+    .stderr_has("queued behind")
+    .stderr_has("exclusive waiter");
     // A shared holder asking again is re-entrant, not queued.
     env.run(
         LM,
