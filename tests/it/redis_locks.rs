@@ -555,3 +555,25 @@ fn a_waiter_ended_by_a_signal_leaves_the_waiters_and_ends_by_that_signal() {
         assert_eq!(holder_ids(&env, "job").len(), 1);
     }
 }
+
+#[test]
+fn holder_ids_are_for_the_redis_backend_and_need_force() {
+    let env = Env::new();
+    let owner = Owner::new();
+    crate::harness::hold(&env, "x", &owner, &[]);
+    env.run(
+        "lock-manager",
+        &["release", "x", "--force", "--holder", "h:1:2:b:0"],
+    )
+    .code(4)
+    .one_line_error("lock-manager")
+    .stderr_has("Redis");
+    env.run("lock-manager", &["release", "x", "--holder", "h:1:2:b:0"])
+        .code(1)
+        .stderr_has("--force");
+    let check = env.run("lock-manager", &["check", "x"]).ok();
+    assert_eq!(
+        check.stdout.trim(),
+        format!("locked:exclusive:{}", owner.pid())
+    );
+}

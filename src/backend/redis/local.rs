@@ -16,9 +16,6 @@
 //!
 //! SPACE is 16 hex digits of SHA-256 over the URL and the namespace.
 
-// TEMPORARY while issue 14 lands: remove once locks.rs and keeper.rs use it.
-#![allow(dead_code)]
-
 use std::fs;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
