@@ -392,7 +392,7 @@ fn run_exports_the_fencing_token_and_its_command_writes_with_it() {
 /// `run NAME -- CMD` whose renewals stop reaching the server: `fault`
 /// (given the server) breaks it once the command started; `run` must end
 /// the command's whole process group and exit 6 or 8, never 0.
-fn run_stops_its_command_when(fault: impl FnOnce(&mut Env)) -> (Env, String) {
+fn run_stops_its_command_when(fault: impl FnOnce(&mut Env)) -> (Env, i32, String) {
     let mut env = Env::redis();
     let mut cmd = env.cmd("lock-manager");
     cmd.env("WFSTATE_LEASE", "1s")
@@ -406,7 +406,9 @@ fn run_stops_its_command_when(fault: impl FnOnce(&mut Env)) -> (Env, String) {
         ])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+        // A file, not a pipe: a survivor of the command holding it must
+        // not make the test wait for it.
+        .stderr(std::fs::File::create(env.path("run.err")).unwrap());
     let mut run = cmd.spawn().unwrap();
     let mut out = BufReader::new(run.stdout.take().unwrap());
     let mut line = String::new();
@@ -428,25 +430,25 @@ fn run_stops_its_command_when(fault: impl FnOnce(&mut Env)) -> (Env, String) {
         }
         std::thread::sleep(Duration::from_millis(20));
     };
-    let mut stderr = String::new();
-    std::io::Read::read_to_string(&mut run.stderr.take().unwrap(), &mut stderr).unwrap();
+    // The command and what it started in the background are gone.
+    for &pid in &pids {
+        assert!(gone(pid), "pid {pid} outlived the lost lock");
+    }
+    let stderr = std::fs::read_to_string(env.path("run.err")).unwrap();
     let code = status.code();
     assert!(
         matches!(code, Some(6) | Some(8)),
         "exit 6 or 8, never 0: {status:?} {stderr}"
     );
     assert!(stderr.contains("was stopped"), "{stderr}");
-    // The command and what it started in the background are gone.
-    for pid in pids {
-        assert!(gone(pid), "pid {pid} outlived the lost lock");
-    }
-    (env, stderr)
+    (env, code.unwrap(), stderr)
 }
 
 #[test]
 fn run_whose_server_pauses_past_the_lease_stops_its_command_and_no_one_holds_twice() {
-    let (env, stderr) = run_stops_its_command_when(|env| env.server().pause());
+    let (env, code, stderr) = run_stops_its_command_when(|env| env.server().pause());
     env.server().resume();
+    assert_eq!(code, 8, "{stderr}");
     assert!(stderr.contains("no renewal confirmed"), "{stderr}");
     // After the pause, the old hold is not renewed back to life: another
     // host gets the lock at once.
@@ -460,17 +462,19 @@ fn run_whose_server_pauses_past_the_lease_stops_its_command_and_no_one_holds_twi
 
 #[test]
 fn run_whose_server_is_killed_stops_its_command_and_exits_8() {
-    let (_env, stderr) = run_stops_its_command_when(|env| env.server_mut().kill());
+    let (_env, code, stderr) = run_stops_its_command_when(|env| env.server_mut().kill());
+    assert_eq!(code, 8, "{stderr}");
     assert!(stderr.contains("no renewal confirmed"), "{stderr}");
 }
 
 #[test]
 fn run_whose_lock_is_taken_over_stops_its_command_and_exits_6() {
-    let (_env, stderr) = run_stops_its_command_when(|env| {
+    let (_env, code, stderr) = run_stops_its_command_when(|env| {
         // An operator forces the lock away; the next renewal learns it.
         let mut c = env.cmd("lock-manager");
         let out = c.args(["release", "build", "--force"]).output().unwrap();
         assert!(out.status.success(), "{out:?}");
     });
+    assert_eq!(code, 6, "{stderr}");
     assert!(stderr.contains("taken over"), "{stderr}");
 }
