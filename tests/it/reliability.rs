@@ -300,6 +300,8 @@ fn a_read_only_folder_is_exit_6_and_the_state_is_intact() {
     assert_eq!(r.ok().stdout, "pre-init\n");
 }
 
+// File-only: the state's files need more than 4 descriptors; on Redis one
+// socket is all a `set` needs, and it succeeds under `ulimit -n 4`.
 #[test]
 fn too_many_open_files_is_exit_10_and_the_state_is_intact() {
     let env = Env::new();
