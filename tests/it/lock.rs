@@ -607,6 +607,7 @@ fn sixteen_processes_times_fifty_increments_lose_none(env: Env) {
     }
 }
 
+// File-only: writes records into `.locks/` (a pid with another start time).
 #[test]
 fn a_reused_pid_is_judged_stale_and_taken_over() {
     let env = Env::new();
@@ -757,6 +758,7 @@ fn bad_names_and_metadata_exit_4_and_create_nothing(env: Env) {
     );
 }
 
+// File-only: a half-written record file in `.locks/`.
 #[test]
 fn a_corrupt_record_is_reported_never_stolen() {
     let env = Env::new();
@@ -961,6 +963,7 @@ fn a_state_write_waits_behind_a_lock_manager_holder_and_queues_shared_requests(e
     assert_eq!(record(&env, "state"), Value::Null);
 }
 
+// File-only: the `.locks/` folder itself.
 #[test]
 fn a_locks_folder_symlinked_out_of_the_root_is_refused_with_6() {
     let env = Env::new();

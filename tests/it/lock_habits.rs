@@ -29,12 +29,14 @@ both!(
     a_wait_says_nothing_when_stderr_is_not_a_terminal,
     acquire_takes_flag_twins_of_timeout_and_type,
     read_only_lock_commands_create_no_locks_folder,
+    list_has_single_word_titles_and_honours_no_header,
 );
 
 const LM: &str = "lock-manager";
 
 // --- flock(1) spellings on `run` ------------------------------------------
 
+// One backend: parsing `-c`, which no backend is asked about.
 #[test]
 fn run_takes_flocks_c_shell_command() {
     let env = Env::new();
@@ -117,6 +119,7 @@ fn critical(secs: &str) -> String {
 }
 
 // See: issue 15 — under make -j2 two recipes were inside one exclusive lock.
+// One backend: the owner warning is decided before any backend is asked.
 #[test]
 fn acquire_under_make_warns_that_make_is_the_owner() {
     let env = Env::new();
@@ -144,6 +147,7 @@ fn acquire_under_make_warns_that_make_is_the_owner() {
     assert!(warnings[0].contains("--owner"), "{stderr}");
 }
 
+// One backend: the owner warning is decided before any backend is asked.
 #[test]
 fn acquire_under_xargs_or_timeout_warns_too() {
     let env = Env::new();
@@ -196,6 +200,7 @@ fn run_under_make_j4_keeps_recipes_apart(env: Env) {
     );
 }
 
+// One backend: the owner warning is decided before any backend is asked.
 #[test]
 fn an_owner_given_or_a_shell_owner_gets_no_warning() {
     let env = Env::new();
@@ -525,6 +530,7 @@ fn acquire_takes_flag_twins_of_timeout_and_type(env: Env) {
     }
 }
 
+// One backend: refused while parsing, before any backend is asked.
 #[test]
 fn acquire_refuses_a_timeout_or_type_given_twice() {
     let env = Env::new();
@@ -565,6 +571,7 @@ fn acquire_refuses_a_timeout_or_type_given_twice() {
         .ok();
 }
 
+// One backend: refused while parsing, before any backend is asked.
 #[test]
 fn acquire_says_when_name_and_timeout_are_swapped() {
     let env = Env::new();
@@ -589,9 +596,7 @@ fn acquire_says_when_name_and_timeout_are_swapped() {
 
 // --- tables -----------------------------------------------------------------
 
-#[test]
-fn list_has_single_word_titles_and_honours_no_header() {
-    let env = Env::new();
+fn list_has_single_word_titles_and_honours_no_header(env: Env) {
     let a = Owner::new();
     hold(&env, "alpha", &a, &["0", "shared"]);
     let table = env.run(LM, &["list"]).ok().stdout;

@@ -262,6 +262,7 @@ fn as_nobody(env: &Env, args: &[&str]) -> Option<Run> {
     Some(Run::of(c.output().unwrap()))
 }
 
+// File-only: the permissions of the state file.
 #[test]
 fn permission_denied_is_exit_6_and_the_state_is_intact() {
     let env = Env::new();
@@ -280,6 +281,7 @@ fn permission_denied_is_exit_6_and_the_state_is_intact() {
     assert_eq!(env.bytes(".workflow-state.json"), before);
 }
 
+// File-only: a folder the state cannot be written in.
 #[test]
 fn a_read_only_folder_is_exit_6_and_the_state_is_intact() {
     let env = Env::new();
@@ -400,6 +402,7 @@ fn assert_checkpoints_whole(env: &Env) {
     }
 }
 
+// File-only: inspects `.checkpoints/` on disk.
 #[test]
 fn sigkilled_checkpoint_never_leaves_a_half_made_checkpoint() {
     let env = Env::new();
@@ -427,6 +430,7 @@ fn sigkilled_checkpoint_never_leaves_a_half_made_checkpoint() {
     }
 }
 
+// File-only: inspects `.signals/` and the restore journal on disk.
 #[test]
 fn sigkilled_restore_is_finished_by_the_next_run() {
     let env = Env::new();

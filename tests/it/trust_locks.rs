@@ -253,6 +253,7 @@ fn namespaced_holder(env: &Env, name: &str) -> Option<Child> {
 }
 
 // See: issue #11 — a live holder in another pid namespace was "pid reused" and taken over.
+// File-only: liveness judged by pid; on Redis a hold lives by its lease.
 #[test]
 fn a_holder_in_another_pid_namespace_is_never_taken_over() {
     let env = Env::new();
@@ -324,6 +325,7 @@ fn a_holder_in_another_pid_namespace_is_never_taken_over() {
 }
 
 // See: issue #11 — a blocking flock on the mutex ignored every timeout.
+// File-only: the registry's mutex files in `.locks/`.
 #[test]
 fn every_wait_behind_a_busy_mutex_honours_its_timeout() {
     let env = Env::new();
@@ -456,6 +458,7 @@ fn boottime() -> f64 {
 }
 
 // See: issue #11 — a forward NTP step expired live holds early.
+// File-only: TTL records written into `.locks/`; Redis uses server time.
 #[test]
 fn ttls_follow_the_boot_clock_not_the_wall_clock() {
     let env = Env::new();
@@ -509,6 +512,7 @@ fn as_limit_user(mut cmd: Command) -> Command {
 }
 
 // See: issue #11 — waiters beyond fs.inotify.max_user_instances failed at once with exit 10.
+// File-only: waits by inotify; Redis waiters subscribe.
 #[test]
 fn waiters_beyond_the_inotify_instance_limit_still_wait_and_get_the_lock() {
     if !rustix::process::geteuid().is_root() {
