@@ -61,6 +61,12 @@ pub trait LockRegistry {
             .hint("on files, 'lock-manager release NAME --force' removes every holder")),
         }
     }
+    /// Whether holds are leases (Redis): a holder on another host is then
+    /// alive while its lease runs and is taken over after, rather than
+    /// "unverifiable" and kept until `release --force` (files).
+    fn leased(&self) -> bool {
+        false
+    }
     /// Locked, unlocked or stale.
     fn check(&self, name: &str) -> Result<Check>;
     /// Removes the records nobody live is in (with `force`, also those that

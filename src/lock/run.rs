@@ -563,6 +563,10 @@ mod leased {
                     // It ran to its end, but maybe not under the lock.
                     return Err(unreachable(name, &leases, None));
                 }
+                // The hold may have been taken since the last renewal.
+                if leases.taken(name) == Some(true) {
+                    return Err(taken_over(name));
+                }
                 return Ok(status);
             }
             let at = leases.next();

@@ -301,7 +301,7 @@ fn a_killed_owner_is_released_by_its_keeper_at_once_and_another_host_gets_the_lo
 /// keeper out of the game; host b then gets `state` once the lease lapsed,
 /// and the old owner's write is refused by its fencing token (exit 6),
 /// the state unchanged.
-fn old_owner_is_fenced_after(stall: impl FnOnce(u32)) -> (Env, Shell, u32) {
+fn old_owner_is_fenced_after(stall: impl FnOnce(u32)) -> (Env, Shell, Shell, u32) {
     let env = Env::redis();
     env.init();
     env.sm(&["set", ".phase", "\"before\""]);
@@ -317,12 +317,12 @@ fn old_owner_is_fenced_after(stall: impl FnOnce(u32)) -> (Env, Shell, u32) {
     assert_eq!(rc, 6, "the old owner's write is refused: {text}");
     assert!(text.contains("taken over"), "{text}");
     assert_eq!(read(&env, ".phase"), json!("b-wrote"));
-    (env, a, keeper)
+    (env, a, b, keeper)
 }
 
 #[test]
 fn a_killed_keeper_lets_the_lease_lapse_and_the_old_owner_write_is_refused() {
-    let (env, _a, keeper) = old_owner_is_fenced_after(|keeper| {
+    let (env, _a, _b, keeper) = old_owner_is_fenced_after(|keeper| {
         signal(keeper, libc::SIGKILL);
         await_that("the keeper is dead", || gone(keeper));
     });
@@ -333,9 +333,23 @@ fn a_killed_keeper_lets_the_lease_lapse_and_the_old_owner_write_is_refused() {
     assert!(events.contains("lease-expired"), "{events}");
 }
 
+/// Sends SIGCONT to the process it names when dropped, so that a failed
+/// test leaves no stopped keeper behind.
+struct ContinueOnDrop(std::cell::Cell<Option<u32>>);
+
+impl Drop for ContinueOnDrop {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0.get() {
+            signal(pid, libc::SIGCONT);
+        }
+    }
+}
+
 #[test]
 fn a_keeper_paused_past_the_lease_does_not_revive_the_old_hold_when_it_resumes() {
-    let (env, mut a, keeper) = old_owner_is_fenced_after(|keeper| {
+    let stopped = ContinueOnDrop(std::cell::Cell::new(None));
+    let (env, mut a, _b, keeper) = old_owner_is_fenced_after(|keeper| {
+        stopped.0.set(Some(keeper));
         signal(keeper, libc::SIGSTOP);
     });
     // Kleppmann's paused client: it wakes up and renews late.
@@ -351,6 +365,7 @@ fn a_keeper_paused_past_the_lease_does_not_revive_the_old_hold_when_it_resumes()
     );
     let (rc, text) = a.run("state-manager set .phase '\"stale-again\"'");
     assert_eq!(rc, 6, "{text}");
+    assert!(text.contains("taken over by pid"), "{text}");
     assert_eq!(read(&env, ".phase"), json!("b-wrote"));
 }
 
@@ -476,5 +491,66 @@ fn run_whose_lock_is_taken_over_stops_its_command_and_exits_6() {
         assert!(out.status.success(), "{out:?}");
     });
     assert_eq!(code, 6, "{stderr}");
+    assert!(stderr.contains("taken over"), "{stderr}");
+}
+
+#[test]
+fn run_whose_lock_is_taken_while_its_command_runs_has_the_command_s_writes_refused_and_never_exits_0()
+ {
+    let env = Env::redis();
+    env.init();
+    env.sm(&["set", ".phase", "\"before\""]);
+    let sm = crate::harness::bin_path("state-manager");
+    let script = format!(
+        "echo ready; read go; '{}' set .phase '\"child\"'; echo \"rc=$?\"",
+        sm.display()
+    );
+    let mut run = env
+        .cmd("lock-manager")
+        .env("WFSTATE_LEASE", "30s")
+        .env("LOCK_TIMEOUT", "2")
+        .args(["run", "state", "--", "sh", "-c", &script])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(env.path("run.err")).unwrap())
+        .spawn()
+        .unwrap();
+    let mut stdin = run.stdin.take().unwrap();
+    let mut out = BufReader::new(run.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "ready");
+    // Taken from the command while it runs: an operator's force, then
+    // another host's grant, long before run's next renewal.
+    env.run("lock-manager", &["release", "state", "--force"])
+        .ok();
+    let mut b = Shell::new(&env, Some("b"), "30s");
+    b.ok("lock-manager acquire state 5");
+    writeln!(stdin, "go").unwrap();
+    line.clear();
+    out.read_line(&mut line).unwrap();
+    // The command's write presents the token it was handed: refused.
+    assert_eq!(
+        line.trim(),
+        "rc=6",
+        "{}",
+        std::fs::read_to_string(env.path("run.err")).unwrap()
+    );
+    assert_eq!(read(&env, ".phase"), json!("before"));
+    drop(stdin);
+    let deadline = Instant::now() + PATIENCE;
+    let status = loop {
+        if let Some(s) = run.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "run did not end");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let stderr = std::fs::read_to_string(env.path("run.err")).unwrap();
+    assert_eq!(
+        status.code(),
+        Some(6),
+        "never 0 after losing the lock: {stderr}"
+    );
     assert!(stderr.contains("taken over"), "{stderr}");
 }

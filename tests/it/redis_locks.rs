@@ -119,6 +119,27 @@ fn a_holder_on_one_host_blocks_the_other_and_is_named_with_its_holder_id() {
         check.stdout.trim(),
         format!("locked:exclusive:{}", owner.pid())
     );
+    // Its lease vouches for it: not "cannot verify", not "never taken over".
+    assert_eq!(check.stderr, "", "no note on a leased holder");
+    let list = on(&env, "b", "lock-manager", &["list"]).ok();
+    assert!(
+        list.stdout.contains("VALID") && !list.stdout.contains("cannot verify"),
+        "{}",
+        list.stdout
+    );
+    let status = on(&env, "b", "lock-manager", &["status"]).ok();
+    assert!(
+        !status.stdout.contains("release --force"),
+        "{}",
+        status.stdout
+    );
+    let json = on(&env, "b", "lock-manager", &["list", "--json"])
+        .ok()
+        .json();
+    assert!(
+        json[0]["holders"][0].get("unverifiable").is_none(),
+        "{json}"
+    );
     // Its own host releases it; host b gets it at once.
     on(
         &env,
@@ -446,6 +467,19 @@ fn a_write_without_a_hold_waits_for_the_live_holder_of_state() {
     });
     assert!(waiting.try_wait().unwrap().is_none(), "wrote while held");
     assert_ne!(crate::harness::read(&env, ".phase"), "after");
+    // The waiting write is an exclusive waiter: new readers queue behind it.
+    until("the write is listed as a waiter", || {
+        env.server().cli(&["ZCARD", &key("lock:state:w")]) == "1"
+    });
+    let reader = Owner::new();
+    on(
+        &env,
+        "b",
+        "lock-manager",
+        &["acquire", "state", "0", "shared", "--owner", &reader.pid()],
+    )
+    .code(2)
+    .stderr_has("queued behind an exclusive waiter");
     on(
         &env,
         "b",
@@ -576,4 +610,73 @@ fn holder_ids_are_for_the_redis_backend_and_need_force() {
         check.stdout.trim(),
         format!("locked:exclusive:{}", owner.pid())
     );
+}
+
+#[test]
+fn many_shells_on_two_hosts_lose_no_increment() {
+    // Waiters subscribe while releases are published all the time: a wake
+    // that arrives with the subscription's confirmation must not be lost
+    // (nor mistaken for a failure).
+    let env = Env::redis();
+    std::fs::write(env.path("counter"), "0\n").unwrap();
+    let script = r#"
+        for _ in $(seq 25); do
+          "$LM" acquire c 60 --owner $$ || exit 1
+          n=$(<counter)
+          echo $((n + 1)) > counter
+          "$LM" release c --owner $$ || exit 1
+        done"#;
+    let workers: Vec<Child> = (0..8)
+        .map(|i| {
+            let mut c = Command::new("bash");
+            env.clean_env(&mut c);
+            c.env("WFSTATE_TEST_HOST_ID", if i % 2 == 0 { "a" } else { "b" })
+                .env("LM", crate::harness::bin_path("lock-manager"))
+                .args(["-c", script])
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for w in workers {
+        let out = w.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "a worker failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert_eq!(
+        std::fs::read_to_string(env.path("counter")).unwrap(),
+        "200\n"
+    );
+    assert!(holder_ids(&env, "c").is_empty());
+}
+
+#[test]
+fn a_sigkilled_waiter_of_this_host_does_not_hold_back_readers() {
+    let env = Env::redis();
+    let holder = Owner::new();
+    grant(&env, "a", "w", &holder, &[]);
+    let mut waiting = cmd_on(&env, "a", "lock-manager")
+        .args(["acquire", "w", "30"])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    until("the writer is listed as a waiter", || {
+        env.server().cli(&["ZCARD", &key("lock:w:w")]) == "1"
+    });
+    waiting.kill().unwrap();
+    waiting.wait().unwrap();
+    on(
+        &env,
+        "a",
+        "lock-manager",
+        &["release", "w", "--owner", &holder.pid()],
+    )
+    .ok();
+    // Its entry would last a lease; a reader of its host sees it is dead.
+    let reader = Owner::new();
+    grant(&env, "a", "w", &reader, &["0", "shared"]);
+    assert_eq!(env.server().cli(&["ZCARD", &key("lock:w:w")]), "0");
 }

@@ -392,6 +392,20 @@ impl<'a> Leases<'a> {
         }
     }
 
+    /// Whether the owner's hold of `name` was taken from it (its lease
+    /// lapsed and was pruned, or a `release --force` removed it): the
+    /// server notes those in `lock:N:lost` until that holder acquires
+    /// again. `None` when the server cannot say.
+    pub(crate) fn taken(&self, name: &str) -> Option<bool> {
+        let key = self.backend.keys.key(&format!("lock:{name}:lost"));
+        let id = holder_id(&self.owner);
+        self.backend
+            .with("read the lost holds", |c| {
+                redis::cmd("HEXISTS").arg(&key).arg(&id).query::<bool>(c)
+            })
+            .ok()
+    }
+
     /// The lease each renewal asks for.
     pub(crate) fn lease(&self) -> Duration {
         self.lease

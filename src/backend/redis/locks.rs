@@ -65,6 +65,7 @@ const ACQUIRE: &str = include_str!("lua/acquire.lua");
 const RELEASE: &str = include_str!("lua/release.lua");
 const READ: &str = include_str!("lua/read.lua");
 const DROP: &str = include_str!("lua/drop.lua");
+const WAITER: &str = include_str!("lua/waiter.lua");
 // The keeper's seam (src/backend/redis/keeper.rs, issue 14) until it lands.
 #[allow(dead_code)]
 const RENEW_OWNER: &str = include_str!("lua/renew_owner.lua");
@@ -117,6 +118,8 @@ enum Try {
         already: bool,
         upgraded: bool,
         lapsed: Vec<(String, String)>,
+        /// The record after the grant, and the server's time.
+        record: Record,
     },
     Blocked {
         kind: Option<LockType>,
@@ -174,6 +177,29 @@ fn bad_reply(doing: &str) -> Error {
         "redis: {doing}: the script's reply is not understood"
     ))
     .hint("the server runs another wfstate version's scripts? report this")
+}
+
+/// One lock of a script's reply: `{name, type, {id, end, meta...},
+/// {waiter, end...}}`.
+fn snapshot_of(v: &Reply) -> Option<Snapshot> {
+    let [name, kind, holders, waiters] = items(v) else {
+        return None;
+    };
+    let holders = items(holders)
+        .chunks(3)
+        .filter(|c| c.len() == 3)
+        .map(|c| Held {
+            id: text(&c[0]),
+            lease_end: int(&c[1]),
+            meta: serde_json::from_str(&text(&c[2])).unwrap_or(Value::Null),
+        })
+        .collect();
+    Some(Snapshot {
+        name: text(name),
+        kind: LockType::parse(&text(kind)).ok(),
+        holders,
+        waiters: scored(waiters),
+    })
 }
 
 /// The ranks of the hierarchy as the acquire script takes them.
@@ -386,7 +412,8 @@ impl RedisBackend {
         )?;
         let r = items(&reply);
         match (r.first().map(text).as_deref(), r) {
-            (Some("granted"), [_, token, epoch, already, upgraded, _kind, _now, lapsed]) => {
+            (Some("granted"), [_, token, epoch, already, upgraded, _kind, now, lapsed, lock]) => {
+                let snap = snapshot_of(lock).ok_or_else(|| bad_reply(doing))?;
                 let lapsed = strings(lapsed)
                     .chunks(2)
                     .filter(|c| c.len() == 2)
@@ -398,6 +425,7 @@ impl RedisBackend {
                     already: int(already) == 1,
                     upgraded: int(upgraded) == 1,
                     lapsed,
+                    record: RedisBackend::record_of(&snap, int(now)),
                 })
             }
             (Some("blocked"), [_, kind, holders, waiters, now]) => Ok(Try::Blocked {
@@ -423,24 +451,7 @@ impl RedisBackend {
         };
         let mut out = Vec::new();
         for l in items(locks) {
-            let [name, kind, holders, waiters] = items(l) else {
-                return Err(bad_reply(doing));
-            };
-            let holders = items(holders)
-                .chunks(3)
-                .filter(|c| c.len() == 3)
-                .map(|c| Held {
-                    id: text(&c[0]),
-                    lease_end: int(&c[1]),
-                    meta: serde_json::from_str(&text(&c[2])).unwrap_or(Value::Null),
-                })
-                .collect();
-            out.push(Snapshot {
-                name: text(name),
-                kind: LockType::parse(&text(kind)).ok(),
-                holders,
-                waiters: scored(waiters),
-            });
+            out.push(snapshot_of(l).ok_or_else(|| bad_reply(doing))?);
         }
         out.sort_by(|a, b| a.name.cmp(&b.name));
         Ok((int(now), out))
@@ -654,10 +665,19 @@ impl Wakes {
         }
         out.extend(resp(&[b"SUBSCRIBE", channel.as_bytes()]));
         sock.io().write_all(&out)?;
-        // Until the confirmation `*3 subscribe CHANNEL :1` has arrived.
+        // Until the confirmation `*3 subscribe CHANNEL :1` has arrived
+        // (a message may follow it at once: the try after this looks anyway).
+        let confirmed = format!(
+            "*3\r\n$9\r\nsubscribe\r\n${}\r\n{channel}\r\n:1\r\n",
+            channel.len()
+        )
+        .into_bytes();
         let mut got = Vec::new();
         let mut buf = [0u8; 512];
-        while !got.ends_with(b":1\r\n") {
+        while !got
+            .windows(confirmed.len())
+            .any(|w| w == confirmed.as_slice())
+        {
             let n = sock.io().read(&mut buf)?;
             if n == 0 {
                 return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into());
@@ -768,6 +788,7 @@ impl LockRegistry for RedisBackend {
                     already,
                     upgraded,
                     lapsed,
+                    record,
                 } => {
                     log.waited = log.started.elapsed();
                     for (id, reason) in lapsed {
@@ -780,7 +801,14 @@ impl LockRegistry for RedisBackend {
                             },
                         });
                     }
-                    return self.granted(req, log, token, epoch, already, upgraded, takeovers);
+                    let grant = Grant {
+                        token,
+                        epoch,
+                        already,
+                        upgraded,
+                        record,
+                    };
+                    return self.granted(req, log, grant, takeovers);
                 }
                 Try::Hierarchy { held, rank } => {
                     self.withdraw(req, &waiter, registered);
@@ -823,6 +851,22 @@ impl LockRegistry for RedisBackend {
                         reason: why,
                     });
                 }
+                continue;
+            }
+            // A waiter of this host whose process has exited (SIGKILLed
+            // while it waited) leaves its entry at once, not after a lease.
+            let dead_waiters: Vec<String> = RedisBackend::dead_here(waiters.iter().cloned())
+                .into_iter()
+                .map(|(id, _)| id)
+                .collect();
+            if !dead_waiters.is_empty() {
+                let key = self.keys.key(&format!("lock:{}:w", req.name));
+                self.with("drop a dead waiter", |c| {
+                    redis::cmd("ZREM")
+                        .arg(&key)
+                        .arg(&dead_waiters)
+                        .query::<i64>(c)
+                })?;
                 continue;
             }
             if Instant::now() >= deadline {
@@ -901,6 +945,10 @@ impl LockRegistry for RedisBackend {
 
     fn release(&self, name: &str, owner: &Identity, force: bool) -> Result<Released> {
         self.release_holder(name, owner, force, None)
+    }
+
+    fn leased(&self) -> bool {
+        true
     }
 
     fn release_holder(
@@ -1030,6 +1078,27 @@ impl RedisBackend {
     /// is in the way: a write without a token of its own. A holder of this
     /// host whose process is gone is taken over; exit 2 at `deadline`.
     pub(crate) fn await_state(&self, me: &str, deadline: Instant) -> Result<()> {
+        let lease = local::lease()?;
+        let waiter = holder_id(&Identity::current());
+        let mut listed = false;
+        let result = self.await_state_listed(me, deadline, lease, &waiter, &mut listed);
+        if listed {
+            let _ = self.lock_script("leave the waiters", WAITER, lease, &["state", &waiter, ""]);
+        }
+        result
+    }
+
+    /// [`RedisBackend::await_state`], listed as an exclusive waiter of
+    /// `state` (`listed`) from its first wait on, so that new shared
+    /// requests queue behind the write, as on files.
+    fn await_state_listed(
+        &self,
+        me: &str,
+        deadline: Instant,
+        lease: Duration,
+        waiter: &str,
+        listed: &mut bool,
+    ) -> Result<()> {
         let channel = self.keys.key("wake:state");
         let mut wakes: Option<Wakes> = None;
         loop {
@@ -1064,13 +1133,24 @@ impl RedisBackend {
                 .because(format!("held by {}", describe_holder(&others[0].0)))
                 .hint(format!("wait longer (LOCK_TIMEOUT), or have its owner release it; 'lock-manager release state --force --holder {}' removes a hold whose owner is gone", others[0].0)));
             }
+            // Listed (again: the entry lasts one lease) before the wait.
+            self.lock_script(
+                "wait for lock 'state'",
+                WAITER,
+                lease,
+                &["state", waiter, "1"],
+            )?;
+            *listed = true;
             let Some(w) = wakes.as_mut() else {
                 wakes = Some(self.subscribe(&channel)?);
                 continue;
             };
             let earliest = others.iter().map(|(_, e)| *e).min().unwrap_or(i64::MAX);
             let to_end = Duration::from_millis(u64::try_from(earliest - now).unwrap_or(0) + 1);
-            if w.wait(None, deadline.min(Instant::now() + to_end)).is_err() {
+            let until = deadline
+                .min(Instant::now() + to_end)
+                .min(Instant::now() + lease / 2);
+            if w.wait(None, until).is_err() {
                 wakes = None;
             }
         }
@@ -1098,17 +1178,20 @@ impl RedisBackend {
     }
 
     /// After a grant: the token file, the keeper, the replicas.
-    #[allow(clippy::too_many_arguments)]
     fn granted(
         &self,
         req: &Request,
         log: &mut WaitLog,
-        token: u64,
-        epoch: String,
-        already: bool,
-        upgraded: bool,
+        grant: Grant,
         takeovers: Vec<Takeover>,
     ) -> Result<Acquired> {
+        let Grant {
+            token,
+            epoch,
+            already,
+            upgraded,
+            record,
+        } = grant;
         if let Err(e) = self.confirm_replicas("confirm the grant") {
             // Not on enough replicas: a failover could lose it, so it is
             // given back rather than trusted.
@@ -1140,9 +1223,6 @@ impl RedisBackend {
                 log.waited.as_secs_f64()
             ));
         }
-        let record = self
-            .read(&req.name)?
-            .unwrap_or_else(|| Record::new(&req.name, req.kind));
         Ok(Acquired {
             record,
             takeovers,
@@ -1151,6 +1231,15 @@ impl RedisBackend {
             fencing: Some((token, epoch)),
         })
     }
+}
+
+/// What the acquire script granted.
+struct Grant {
+    token: u64,
+    epoch: String,
+    already: bool,
+    upgraded: bool,
+    record: Record,
 }
 
 /// The error of a request not granted within its timeout, naming the

@@ -191,6 +191,7 @@ pub fn check(ctx: &Ctx, name: &str) -> Result<Code> {
         json!({ "state": line, "answer_exit": code.as_i32() }),
     );
     let note = match answer {
+        Check::Locked { .. } if leased(ctx) => None,
         Check::Locked { .. } => ctx
             .backend
             .locks()
@@ -232,7 +233,7 @@ pub fn list(ctx: &Ctx) -> Result<Code> {
             let mut stream = render::JsonStream::new(&ctx.output);
             let mut corrupt = Vec::new();
             let result = ctx.backend.locks().each(&mut |e| {
-                stream.push(&render::ListItem::of(&e));
+                stream.push(&render::ListItem::of(&e, leased(ctx)));
                 if let Err(err) = e.record {
                     corrupt.push(err);
                 }
@@ -254,10 +255,16 @@ pub fn list(ctx: &Ctx) -> Result<Code> {
             json!({ "count": result.as_ref().map_or(0, Vec::len) }),
         );
         let entries = result?;
-        cli::print(&render::table(&entries, &ctx.output));
+        cli::print(&render::table(&entries, &ctx.output, leased(ctx)));
         warn_corrupt(ctx, &entries);
         Ok(Code::Success)
     })
+}
+
+/// Whether the registry's holds are leases (Redis): a holder of another
+/// host is then alive while its lease runs, and is not "unverifiable".
+fn leased(ctx: &Ctx) -> bool {
+    ctx.backend.locks().leased()
 }
 
 /// One warning line per record that does not parse.
@@ -324,9 +331,9 @@ pub fn status(ctx: &Ctx) -> Result<Code> {
         );
         let status = result?;
         if ctx.output.json {
-            ctx.output.json(&render::status_json(&status));
+            ctx.output.json(&render::status_json(&status, leased(ctx)));
         } else {
-            cli::print(&render::status_text(&status, &ctx.output));
+            cli::print(&render::status_text(&status, &ctx.output, leased(ctx)));
         }
         Ok(Code::Success)
     })

@@ -11,10 +11,17 @@ use crate::lock::manager::Entry;
 use crate::lock::record::{Holder, LockType, Record, Standing, Waiter};
 use crate::lock::report::Status;
 
+/// Why holder `h` cannot be checked from here, if it cannot: never on a
+/// registry whose holds are leases (`leased`, Redis), where a holder of
+/// another host is alive while its lease runs and is taken over after.
+fn unverified(h: &Holder, leased: bool) -> Option<&'static str> {
+    if leased { None } else { h.id.unverifiable() }
+}
+
 /// The STATUS column of one holder; a holder that cannot be checked from
 /// here says why (it is never taken over).
-fn holder_status(h: &Holder) -> String {
-    match (h.is_live(), h.id.unverifiable()) {
+fn holder_status(h: &Holder, leased: bool) -> String {
+    match (h.is_live(), unverified(h, leased)) {
         (false, _) => "STALE".into(),
         (true, Some(why)) => format!("VALID (cannot verify: {why})"),
         (true, None) => "VALID".into(),
@@ -25,7 +32,7 @@ fn holder_status(h: &Holder) -> String {
 /// holder (every shared holder shown); an unparseable record is one CORRUPT
 /// row. Single-word titles, so `awk` and `cut` see one field per column;
 /// `--no-header` leaves the title line out.
-pub fn table(entries: &[Entry], out: &Output) -> String {
+pub fn table(entries: &[Entry], out: &Output, leased: bool) -> String {
     let mut t = Table::for_output(&["name", "type", "pid", "timestamp", "status"], out);
     // The last column: colour cannot break the alignment.
     let status = |cell: String| {
@@ -45,7 +52,7 @@ pub fn table(entries: &[Entry], out: &Output) -> String {
                         rec.kind.as_str().into(),
                         h.id.pid.to_string(),
                         h.acquired.clone(),
-                        status(holder_status(h)),
+                        status(holder_status(h, leased)),
                     ]);
                 }
             }
@@ -64,7 +71,7 @@ pub fn table(entries: &[Entry], out: &Output) -> String {
 /// A record as JSON with `status` added: `valid` (a live holder), `stale`
 /// (holders, none live) or `unlocked` (only waiters); each holder gets its
 /// own `status` and, when stale, `stale_reason`.
-pub fn record_json(rec: &Record) -> Value {
+pub fn record_json(rec: &Record, leased: bool) -> Value {
     let mut v = serde_json::to_value(rec).expect("a record always serializes");
     let status = record_status(rec);
     if let Some(holders) = v.get_mut("holders").and_then(Value::as_array_mut) {
@@ -74,7 +81,7 @@ pub fn record_json(rec: &Record) -> Value {
             if let Some(r) = reason {
                 hv["stale_reason"] = json!(r);
             }
-            if let Some(why) = h.id.unverifiable() {
+            if let Some(why) = unverified(h, leased) {
                 hv["unverifiable"] = json!(format!("cannot verify: {why}"));
             }
         }
@@ -87,7 +94,7 @@ pub fn record_json(rec: &Record) -> Value {
 /// streams it through [`JsonStream`]).
 #[cfg(test)]
 pub fn json_list(entries: &[Entry]) -> Vec<Value> {
-    entries.iter().map(entry_json).collect()
+    entries.iter().map(|e| entry_json(e, false)).collect()
 }
 
 /// One element of `list json`'s array, typed: what [`entry_json`] builds,
@@ -123,10 +130,10 @@ pub struct HolderItem<'a> {
 }
 
 impl<'a> ListItem<'a> {
-    pub fn of(e: &'a Entry) -> ListItem<'a> {
+    pub fn of(e: &'a Entry, leased: bool) -> ListItem<'a> {
         let rec = match &e.record {
             Ok(rec) => rec,
-            Err(_) => return ListItem::Corrupt(entry_json(e)),
+            Err(_) => return ListItem::Corrupt(entry_json(e, leased)),
         };
         ListItem::Record {
             name: &e.name,
@@ -141,9 +148,7 @@ impl<'a> ListItem<'a> {
                         holder: h,
                         status: if reason.is_some() { "stale" } else { "valid" },
                         stale_reason: reason,
-                        unverifiable: h
-                            .id
-                            .unverifiable()
+                        unverifiable: unverified(h, leased)
                             .map(|why| format!("cannot verify: {why}")),
                     }
                 })
@@ -165,10 +170,10 @@ fn record_status(rec: &Record) -> &'static str {
 
 /// One element of `list json`'s array: a lock record plus `name` and
 /// `status` (`corrupt` elements carry `error` instead).
-pub fn entry_json(e: &Entry) -> Value {
+pub fn entry_json(e: &Entry, leased: bool) -> Value {
     match &e.record {
         Ok(rec) => {
-            let mut v = record_json(rec);
+            let mut v = record_json(rec, leased);
             v["name"] = json!(e.name);
             v
         }
@@ -256,7 +261,7 @@ impl<'a> JsonStream<'a> {
 
 /// `status --json`: the held locks with holders and waiters, the stale and
 /// the corrupt ones, and the counts.
-pub fn status_json(status: &Status) -> Value {
+pub fn status_json(status: &Status, leased: bool) -> Value {
     let c = status.counts;
     let entries = &status.entries;
     let mut held = Vec::new();
@@ -270,7 +275,7 @@ pub fn status_json(status: &Status) -> Value {
                     Standing::Stale => &mut stale,
                     Standing::Vacant => continue,
                 };
-                let mut v = record_json(rec);
+                let mut v = record_json(rec, leased);
                 v["name"] = json!(e.name);
                 list.push(v);
             }
@@ -290,7 +295,7 @@ pub fn status_json(status: &Status) -> Value {
 
 /// `status`: a summary line, then each held lock with its holders and waiters,
 /// then the stale and corrupt records with what to do about them.
-pub fn status_text(status: &Status, paint: &Output) -> String {
+pub fn status_text(status: &Status, paint: &Output, leased: bool) -> String {
     let c = status.counts;
     let entries = &status.entries;
     let mut out = format!(
@@ -305,7 +310,7 @@ pub fn status_text(status: &Status, paint: &Output) -> String {
                 let holders: Vec<String> = rec
                     .live_holders()
                     .map(|h| {
-                        let why = h.id.unverifiable().map_or(String::new(), |w| {
+                        let why = unverified(h, leased).map_or(String::new(), |w| {
                             format!(" (cannot verify: {w}; only 'release --force' removes it)")
                         });
                         format!("pid {} since {}{why}", h.id.pid, h.acquired)
@@ -362,7 +367,7 @@ mod tests {
 
     #[test]
     fn table_has_a_row_per_holder_and_aligned_columns() {
-        let t = table(&entries(), &Output::default());
+        let t = table(&entries(), &Output::default(), false);
         let lines: Vec<&str> = t.lines().collect();
         assert_eq!(lines.len(), 5, "{t}");
         assert!(lines[0].starts_with("NAME  TYPE"), "{t}");
@@ -375,7 +380,7 @@ mod tests {
             no_header: true,
             ..Output::default()
         };
-        let bare = table(&entries(), &no_header);
+        let bare = table(&entries(), &no_header, false);
         assert_eq!(bare.lines().count(), 4, "{bare}");
         assert!(bare.starts_with("bad"), "{bare}");
     }
@@ -412,7 +417,7 @@ mod tests {
             for n in [0, 1, items.len()] {
                 let mut s = JsonStream::new(&out);
                 for e in &all[..n] {
-                    s.push(&ListItem::of(e));
+                    s.push(&ListItem::of(e, false));
                 }
                 let whole = if jsonl {
                     items[..n]
@@ -441,7 +446,7 @@ mod tests {
         assert_eq!(j[1]["status"], "valid");
         assert_eq!(j[2]["status"], "stale");
         assert_eq!(j[2]["holders"][0]["stale_reason"], "pid-reused");
-        let s = status_json(&Status::of(e));
+        let s = status_json(&Status::of(e), false);
         assert_eq!(s["held"], 1);
         assert_eq!(s["locks"][0]["name"], "docs");
     }

@@ -5,7 +5,7 @@
 -- any other name, 13 a fresh epoch.
 -- Returns {'hierarchy', held, rank} | {'blocked', type, {id, end...},
 -- {waiter...}, now} | {'granted', token, epoch, already, upgraded, type,
--- now, {lapsed id, reason...}}.
+-- now, {lapsed id, reason...}, {the lock as read.lua gives it}}.
 local name, me, typ = ARGV[5], ARGV[6], ARGV[7]
 local ttl = tonumber(ARGV[8])
 local hk, wk = lk(name, ':h'), lk(name, ':w')
@@ -83,5 +83,14 @@ if ARGV[10] ~= '' then redis.call('ZREM', wk, ARGV[10]) end
 lapsed(name, gone, me)
 local flat = {}
 for _, g in ipairs(gone) do flat[#flat + 1] = g[1]; flat[#flat + 1] = g[2] end
+-- The lock as it now is, as read.lua gives it: no second round trip.
+local hs = redis.call('ZRANGE', hk, 0, -1, 'WITHSCORES')
+local holders = {}
+for i = 1, #hs, 2 do
+  holders[#holders + 1] = hs[i]
+  holders[#holders + 1] = hs[i + 1]
+  holders[#holders + 1] = redis.call('HGET', lk(name, ':m'), hs[i]) or 'null'
+end
 return {'granted', token, epoch(ARGV[13]), already, upgraded,
-  redis.call('HGET', lk(name), 'type'), now, flat}
+  redis.call('HGET', lk(name), 'type'), now, flat,
+  {name, redis.call('HGET', lk(name), 'type'), holders, redis.call('ZRANGE', wk, 0, -1, 'WITHSCORES')}}

@@ -1,0 +1,9 @@
+-- Lists (ARGV[7] = '1', for one lease from now) or removes ARGV[6] as an
+-- exclusive waiter of lock ARGV[5]: a state write waiting for `state`.
+if ARGV[7] == '1' then
+  redis.call('ZADD', lk(ARGV[5], ':w'), now + LEASE, ARGV[6])
+  redis.call('SADD', k('locks'), ARGV[5])
+else
+  redis.call('ZREM', lk(ARGV[5], ':w'), ARGV[6])
+end
+return 1
