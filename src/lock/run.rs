@@ -325,8 +325,9 @@ fn release_own(cfg: &Config, name: &str, holder: &Identity) {
 
 /// `run` on Redis, where every hold is a lease: the wrapper acquires, hands
 /// the hold to the child before it execs (as on files), exports its fencing
-/// token, and then renews the child's lease itself every third of the lease
-/// (no keeper: `acquire` starts those). When a renewal is not confirmed
+/// token, and then renews the child's lease itself every third of the lease.
+/// The child also gets a keeper, so that a wrapper killed (even by SIGKILL)
+/// leaves the hold with the command, as on files. When a renewal is not confirmed
 /// before the lease could have lapsed, the command no longer holds the lock
 /// for sure: its process group is ended (SIGTERM, then SIGKILL after
 /// [`child::GRACE`]) and `run` exits 6 when the server said the lock was
@@ -344,7 +345,7 @@ mod leased {
     use super::*;
     use crate::backend::redis::RedisBackend;
     use crate::backend::redis::keeper::{
-        Leases, Renewed, forget_link, forget_tokens_dir, hand_token, own_link,
+        Leases, Renewed, ensure, forget_link, forget_tokens_dir, hand_token, own_link,
     };
     use crate::backend::redis::local;
     use crate::child::Running;
@@ -507,6 +508,14 @@ mod leased {
             let _ = rustix::process::set_child_subreaper(Some(rustix::process::getpid()));
         }
         let mut running = Running::adopt(child, group)?;
+        if let Some(h) = &holder {
+            // The hold follows the command, not this wrapper: should the
+            // wrapper be killed, the command's keeper goes on renewing it
+            // (and releases it when the command exits).
+            if let Err(e) = ensure(redis, h) {
+                eprintln!("{TOOL}: warning: {e}");
+            }
+        }
         let status = match &holder {
             Some(h) => {
                 let leases = mine.hand_to(h.clone());

@@ -198,7 +198,7 @@ fn names_pid(id: &str, pid: u32) -> bool {
 #[test]
 fn acquire_from_a_shell_starts_one_keeper_that_renews_the_lease_past_its_first_end() {
     let env = Env::redis();
-    let mut sh = Shell::new(&env, None, "900ms");
+    let mut sh = Shell::new(&env, None, "2s");
     sh.ok("lock-manager acquire build");
     let keeper = keeper_of(sh.pid);
     let first = leases(&env, "build");
@@ -553,4 +553,84 @@ fn run_whose_lock_is_taken_while_its_command_runs_has_the_command_s_writes_refus
         "never 0 after losing the lock: {stderr}"
     );
     assert!(stderr.contains("taken over"), "{stderr}");
+}
+
+#[test]
+fn a_sigkilled_run_leaves_the_lease_with_its_command_which_its_keeper_renews_until_it_exits() {
+    let env = Env::redis();
+    let mut run = env
+        .cmd("lock-manager")
+        .env("WFSTATE_LEASE", "2s")
+        .args(["run", "k", "--", "sh", "-c", "echo $$; exec sleep 300"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(run.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let child: u32 = line.trim().parse().unwrap();
+    // Whatever happens below, the command does not outlive the test.
+    struct Kill(u32);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            signal(self.0, libc::SIGKILL);
+        }
+    }
+    let _kill = Kill(child);
+    run.kill().unwrap();
+    run.wait().unwrap();
+    let end = leases(&env, "k")
+        .first()
+        .map(|l| l.1)
+        .expect("held after the wrapper died");
+    // Long past the lease in force when the wrapper died, the command
+    // still holds it: its keeper renews it.
+    await_that("the server's clock passes that lease end", || {
+        server_ms(&env) > end + 300
+    });
+    let now = leases(&env, "k");
+    assert_eq!(now.len(), 1, "{now:?}");
+    assert!(names_pid(&now[0].0, child), "{now:?}");
+    assert!(now[0].1 > end, "renewed: {now:?}");
+    let keeper = keeper_of(child);
+    // The command exits: its keeper gives the lock back and exits.
+    signal(child, libc::SIGTERM);
+    await_that("the lock is free once the command exited", || {
+        leases(&env, "k").is_empty()
+    });
+    await_that("the keeper exits", || gone(keeper));
+}
+
+#[test]
+fn a_keeper_that_cannot_reach_the_server_gives_up_once_the_lease_could_have_lapsed() {
+    let env = Env::redis();
+    env.init();
+    env.sm(&["set", ".phase", "\"before\""]);
+    let mut a = Shell::new(&env, None, "1s");
+    a.ok("lock-manager acquire state");
+    let keeper = keeper_of(a.pid);
+    env.server().pause();
+    struct Resume<'a>(&'a Env);
+    impl Drop for Resume<'_> {
+        fn drop(&mut self) {
+            self.0.server().resume();
+        }
+    }
+    let resume = Resume(&env);
+    // It retries, then leaves the lease to lapse on the server by itself.
+    await_that("the keeper gives up while the server is paused", || {
+        gone(keeper)
+    });
+    drop(resume);
+    // No double grant after the pause: the old hold lapsed, another host
+    // gets the lock at once, and the old owner's write is refused.
+    let mut b = Shell::new(&env, Some("b"), "30s");
+    let (rc, text) = b.run("lock-manager acquire state 0");
+    assert_eq!(rc, 0, "{text}");
+    let (rc, text) = a.run("state-manager set .phase '\"stale\"'");
+    assert_eq!(rc, 6, "{text}");
+    assert_eq!(read(&env, ".phase"), json!("before"));
 }

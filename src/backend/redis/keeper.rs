@@ -524,3 +524,49 @@ fn exited(pidfd: std::os::fd::BorrowedFd<'_>, until: Instant) -> Result<bool> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_keeper_flock_per_file_and_a_removed_file_frees_the_name_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("owner.lock");
+        assert!(!runs(&path).unwrap(), "nobody holds a new file");
+        let first = take(&path).unwrap().expect("free");
+        assert!(runs(&path).unwrap());
+        assert!(take(&path).unwrap().is_none(), "a second keeper exits");
+        // A finishing keeper removes its file before it lets go: the next
+        // one takes a new file, not the old one.
+        std::fs::remove_file(&path).unwrap();
+        let second = take(&path).unwrap().expect("a new file");
+        let ino = |f: &File| f.metadata().unwrap().ino();
+        assert_ne!(ino(&first), ino(&second));
+        drop(first);
+        assert!(runs(&path).unwrap(), "the new file stays held");
+        drop(second);
+        assert!(!runs(&path).unwrap());
+    }
+
+    #[test]
+    fn renewals_come_every_third_of_the_lease_and_retries_never_after_the_lapse() {
+        let backend = crate::backend::redis::open(
+            &crate::config::Config::new("/nonexistent/state.json"),
+            "redis+unix:///nonexistent.sock",
+        )
+        .unwrap();
+        let lease = Duration::from_millis(900);
+        let at = Instant::now();
+        let mut leases = Leases::new(&backend, Identity::current(), lease, at);
+        assert_eq!(leases.next(), at + lease / 3);
+        assert_eq!(leases.lapse(), at + lease);
+        // Unreachable: not confirmed; the lapse stays where the last
+        // confirmed renewal put it, and retries come sooner.
+        assert!(matches!(leases.renew(), Renewed::Unconfirmed(_)));
+        assert!(leases.failing());
+        assert_eq!(leases.lapse(), at + lease);
+        assert!(leases.next() <= Instant::now() + lease / 10);
+        assert!(leases.next() <= leases.lapse());
+    }
+}
