@@ -54,6 +54,19 @@ fn holder_ids(env: &Env, name: &str) -> Vec<String> {
         .collect()
 }
 
+/// The pid of the keeper of holder `id` (`lock-manager keeper ID`), if one runs.
+fn keeper_of(id: &str) -> Option<i32> {
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let pid: i32 = e.file_name().to_str()?.parse().ok()?;
+        let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
+        let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+        let is_keeper = args.contains(&b"keeper".as_slice()) && args.contains(&id.as_bytes());
+        let state = std::fs::read_to_string(e.path().join("stat")).ok()?;
+        let zombie = state.rsplit(')').next()?.trim_start().starts_with('Z');
+        (is_keeper && !zombie).then_some(pid)
+    })
+}
+
 /// Waits (at most 20 s) until `cond` holds: for an event the test cannot
 /// block on, such as a server-side registration by another process.
 #[track_caller]
@@ -375,6 +388,7 @@ fn a_lapsed_hold_is_taken_over_audited_and_its_owners_writes_are_refused() {
         .filter(|e| e["op"] == "lease-expired")
         .collect();
     assert_eq!(lapsed.len(), 1, "{lapsed:?}");
+    crate::harness::assert_audit_event(&lapsed[0]);
     assert_eq!(lapsed[0]["target"], "state");
     assert!(
         lapsed[0]["detail"]["holder"]
@@ -395,6 +409,23 @@ fn a_lapsed_hold_is_taken_over_audited_and_its_owners_writes_are_refused() {
     .stderr_has(&format!("taken over by pid {} on host b", newer.pid()))
     .stderr_has(&new_id);
     assert_eq!(crate::harness::read(&env, ".phase"), "mine");
+    // Its release says who holds it now and drops its token: its next
+    // write waits for that holder like any other (exit 2 here), no longer
+    // presenting a hold it lost.
+    on(
+        &env,
+        "a",
+        "lock-manager",
+        &["release", "state", "--owner", &pid],
+    )
+    .code(6)
+    .stderr_has("on host b");
+    let mut c = cmd_on(&env, "a", "state-manager");
+    c.env("LOCK_TIMEOUT", "0.3")
+        .args(["set", ".phase", "\"later\"", "--owner", &pid]);
+    Run::of(c.output().unwrap())
+        .code(2)
+        .stderr_has("waiting for lock 'state'");
     // The new holder writes.
     on(
         &env,
@@ -679,4 +710,143 @@ fn a_sigkilled_waiter_of_this_host_does_not_hold_back_readers() {
     let reader = Owner::new();
     grant(&env, "a", "w", &reader, &["0", "shared"]);
     assert_eq!(env.server().cli(&["ZCARD", &key("lock:w:w")]), "0");
+}
+
+#[test]
+fn readers_queued_behind_a_writer_go_once_it_gives_up_or_its_entry_lapses() {
+    let env = Env::redis();
+    let holder = Owner::new();
+    grant(&env, "a", "q", &holder, &["--shared"]);
+    let waiters = key("lock:q:w");
+    let reader = |n: usize| {
+        let r = Owner::new();
+        let mut c = cmd_on(&env, "a", "lock-manager");
+        c.args(["acquire", "q", "60", "shared", "--owner", &r.pid()])
+            .stderr(Stdio::null());
+        let child = c.spawn().unwrap();
+        until("the reader waits on the wake channel", || {
+            env.server()
+                .cli(&["PUBSUB", "NUMSUB", &key("wake:q")])
+                .ends_with(&format!("\n{n}"))
+        });
+        (r, child)
+    };
+    // A writer on host b that gives up: its withdrawal wakes the reader
+    // (which would otherwise sleep until a lease or its 60 s end: past the
+    // 20 s this test allows).
+    let mut writer = cmd_on(&env, "b", "lock-manager")
+        .args(["acquire", "q", "30", "exclusive"])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    until("the writer is listed", || {
+        env.server().cli(&["ZCARD", &waiters]) == "1"
+    });
+    let (_r1, mut first) = reader(2);
+    // Ended by SIGTERM: it withdraws before it ends.
+    unsafe { libc::kill(writer.id() as i32, libc::SIGTERM) };
+    writer.wait().unwrap();
+    assert_eq!(wait_exit(&mut first), 0);
+    // A writer on host b that is SIGKILLed: its entry lapses after its own
+    // (short) lease, unannounced; the reader wakes then.
+    let mut writer = cmd_on(&env, "b", "lock-manager")
+        .env("WFSTATE_LEASE", "1s")
+        .args(["acquire", "q", "30", "exclusive"])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    until("the writer is listed", || {
+        env.server().cli(&["ZCARD", &waiters]) == "1"
+    });
+    let (_r2, mut second) = reader(2);
+    writer.kill().unwrap();
+    writer.wait().unwrap();
+    assert_eq!(wait_exit(&mut second), 0);
+    assert_eq!(holder_ids(&env, "q").len(), 3);
+}
+
+#[test]
+fn a_waiter_whose_subscription_the_server_closes_subscribes_again() {
+    let env = Env::redis();
+    let holder = Owner::new();
+    grant(&env, "a", "s", &holder, &[]);
+    let mut waiting = cmd_on(&env, "b", "lock-manager")
+        .args(["acquire", "s", "30"])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let channel = key("wake:s");
+    let subscribed = || {
+        env.server()
+            .cli(&["PUBSUB", "NUMSUB", &channel])
+            .ends_with("\n1")
+    };
+    until("the waiter subscribes", subscribed);
+    env.server().cli(&["CLIENT", "KILL", "TYPE", "pubsub"]);
+    until("the waiter subscribes again", subscribed);
+    on(
+        &env,
+        "a",
+        "lock-manager",
+        &["release", "s", "--owner", &holder.pid()],
+    )
+    .ok();
+    assert_eq!(wait_exit(&mut waiting), 0);
+}
+
+#[test]
+fn metadata_and_ttl_are_kept_with_the_hold_and_listed_on_every_host() {
+    let env = Env::redis();
+    let owner = Owner::new();
+    let meta = r#"{"job":"deploy","ids":[1,2],"empty":[],"big":12345678901234}"#;
+    grant(
+        &env,
+        "a",
+        "m",
+        &owner,
+        &["10", "exclusive", meta, "--ttl", "5m"],
+    );
+    let list = on(&env, "b", "lock-manager", &["list", "--json"])
+        .ok()
+        .json();
+    assert_schema("lock-manager-list.schema.json", &list);
+    let h = &list[0]["holders"][0];
+    assert_eq!(h["metadata"], serde_json::from_str::<Value>(meta).unwrap());
+    assert_eq!(h["ttl"], 300.0);
+    assert_eq!(h["host"], "a");
+    assert!(h["acquired"].as_str().unwrap().ends_with('Z'), "{h}");
+    // As the server keeps it: the metadata as given, the cap, the token.
+    let id = holder_ids(&env, "m").pop().expect("held on the server");
+    let stored: Value =
+        serde_json::from_str(&env.server().cli(&["HGET", &key("lock:m:m"), &id])).unwrap();
+    assert_eq!(stored["metadata"], h["metadata"]);
+    assert_eq!(stored["token"], 1);
+    let span = stored["ttl_end_ms"].as_i64().unwrap() - stored["acquired_ms"].as_i64().unwrap();
+    assert_eq!(span, 300_000);
+}
+
+#[test]
+fn a_dead_holder_of_this_host_is_taken_over_at_once_and_not_noted_as_lost() {
+    let env = Env::redis();
+    let owner = Owner::new();
+    let pid = owner.0.id();
+    grant(&env, "a", "d", &owner, &[]);
+    let id = holder_ids(&env, "d").pop().unwrap();
+    // Its keeper would release it the instant it exits: stop the keeper
+    // first, so that the acquirer meets the dead holder itself.
+    until("the owner's keeper runs", || keeper_of(&id).is_some());
+    let keeper = keeper_of(&id).unwrap();
+    unsafe { libc::kill(keeper, libc::SIGKILL) };
+    until("the keeper is gone", || keeper_of(&id).is_none());
+    drop(owner);
+    // Its lease (30 s) still runs: only its exit frees the lock.
+    let v = grant(&env, "a", "d", &Owner::new(), &["5"]);
+    assert_eq!(v["takeovers"][0]["stale_pid"], pid);
+    assert_eq!(v["takeovers"][0]["reason"], "dead");
+    // An exited process makes no later call: nothing to refuse it by (and
+    // a `run` whose command just exited must not read it as taken over).
+    assert_eq!(
+        env.server().cli(&["HEXISTS", &key("lock:d:lost"), &id]),
+        "0"
+    );
 }

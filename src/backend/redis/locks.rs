@@ -39,7 +39,7 @@
 //! server refuses it).
 
 use std::io::{Read, Write};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::time::{Duration, Instant};
 
 use redis::Value as Reply;
@@ -125,8 +125,8 @@ enum Try {
         kind: Option<LockType>,
         /// (id, lease end ms)
         holders: Vec<(String, i64)>,
-        /// Exclusive waiters (ids).
-        waiters: Vec<String>,
+        /// Exclusive waiters: (id, when the entry lapses, ms).
+        waiters: Vec<(String, i64)>,
         now: i64,
     },
     Hierarchy {
@@ -431,7 +431,7 @@ impl RedisBackend {
             (Some("blocked"), [_, kind, holders, waiters, now]) => Ok(Try::Blocked {
                 kind: LockType::parse(&text(kind)).ok(),
                 holders: scored(holders),
-                waiters: strings(waiters),
+                waiters: scored(waiters),
                 now: int(now),
             }),
             (Some("hierarchy"), [_, held, rank]) => Ok(Try::Hierarchy {
@@ -696,7 +696,8 @@ impl Wakes {
     }
 
     /// Blocks until a message, a signal of `interrupts`, or `until`.
-    /// `Ok(true)`: a message (or the connection closed: look again).
+    /// `Ok(true)`: a message; an error: the subscription is gone (the
+    /// caller subscribes again before it waits again).
     fn wait(&mut self, interrupts: Option<&Interrupts>, until: Instant) -> std::io::Result<bool> {
         use rustix::event::{PollFd, PollFlags, Timespec, poll};
         loop {
@@ -724,7 +725,8 @@ impl Wakes {
                 let mut buf = [0u8; 4096];
                 loop {
                     match self.sock.io().read(&mut buf) {
-                        Ok(0) => return Ok(true),
+                        // Closed by the server: subscribe again (and look).
+                        Ok(0) => return Err(std::io::ErrorKind::UnexpectedEof.into()),
                         Ok(_) => {}
                         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                         Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
@@ -736,7 +738,6 @@ impl Wakes {
             if signal {
                 return Ok(false);
             }
-            let _ = sock_fd.as_raw_fd();
         }
     }
 }
@@ -855,10 +856,11 @@ impl LockRegistry for RedisBackend {
             }
             // A waiter of this host whose process has exited (SIGKILLed
             // while it waited) leaves its entry at once, not after a lease.
-            let dead_waiters: Vec<String> = RedisBackend::dead_here(waiters.iter().cloned())
-                .into_iter()
-                .map(|(id, _)| id)
-                .collect();
+            let dead_waiters: Vec<String> =
+                RedisBackend::dead_here(waiters.iter().map(|(id, _)| id.clone()))
+                    .into_iter()
+                    .map(|(id, _)| id)
+                    .collect();
             if !dead_waiters.is_empty() {
                 let key = self.keys.key(&format!("lock:{}:w", req.name));
                 self.with("drop a dead waiter", |c| {
@@ -875,6 +877,7 @@ impl LockRegistry for RedisBackend {
                 // A shared request that queues behind a writer says so.
                 let writers: Vec<String> = waiters
                     .into_iter()
+                    .map(|(id, _)| id)
                     .filter(|w| req.kind == LockType::Shared && *w != waiter)
                     .collect();
                 return Err(timeout_error(req, kind, &holders, &writers));
@@ -917,9 +920,16 @@ impl LockRegistry for RedisBackend {
                     .unwrap_or_default();
                 crate::lock::commands::say(&format!("waiting for lock '{}'{who}…", req.name));
             }
-            // Until a wake, the earliest lease end, the deadline, and the
-            // renewal of our waiter entry (half a lease).
-            let earliest = holders.iter().map(|(_, e)| *e).min().unwrap_or(i64::MAX);
+            // Until a wake, the earliest end of a lease (or of a writer's
+            // entry a shared request queues behind: a killed writer's entry
+            // lapses unannounced), the deadline, and the renewal of our
+            // waiter entry (half a lease).
+            let earliest = holders
+                .iter()
+                .chain(waiters.iter().filter(|_| req.kind == LockType::Shared))
+                .map(|(_, e)| *e)
+                .min()
+                .unwrap_or(i64::MAX);
             let to_end = Duration::from_millis(u64::try_from(earliest - now).unwrap_or(0) + 1);
             let mut until = deadline.min(Instant::now() + to_end);
             if registered {
@@ -989,6 +999,9 @@ impl LockRegistry for RedisBackend {
                 })
             }
             (Some("other"), [_, kind, first]) => {
+                // Whatever this owner held is gone: its token goes too, so
+                // its later writes do not present a hold it lost.
+                self.remove_token(owner, name);
                 let first = text(first);
                 Err(Error::new(
                     Kind::PermissionDenied,
@@ -1167,12 +1180,23 @@ impl RedisBackend {
         })
     }
 
-    /// Leaves the waiters of `req.name` (a request that gave up).
+    /// Leaves the waiters of `req.name` (a request that gave up), waking
+    /// the shared requests that queued behind it.
     fn withdraw(&self, req: &Request, waiter: &str, registered: bool) {
         if registered {
             let key = self.keys.key(&format!("lock:{}:w", req.name));
+            let channel = self.keys.key(&format!("wake:{}", req.name));
             let _ = self.with("leave the waiters", |c| {
-                redis::cmd("ZREM").arg(&key).arg(waiter).query::<i64>(c)
+                redis::pipe()
+                    .cmd("ZREM")
+                    .arg(&key)
+                    .arg(waiter)
+                    .ignore()
+                    .cmd("PUBLISH")
+                    .arg(&channel)
+                    .arg("withdrawn")
+                    .ignore()
+                    .query::<()>(c)
             });
         }
     }

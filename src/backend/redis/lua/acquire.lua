@@ -4,7 +4,7 @@
 -- ('' none), 11 the hierarchy's ranks (JSON name -> rank), 12 the rank of
 -- any other name, 13 a fresh epoch.
 -- Returns {'hierarchy', held, rank} | {'blocked', type, {id, end...},
--- {waiter...}, now} | {'granted', token, epoch, already, upgraded, type,
+-- {waiter, end...}, now} | {'granted', token, epoch, already, upgraded, type,
 -- now, {lapsed id, reason...}, {the lock as read.lua gives it}}.
 local name, me, typ = ARGV[5], ARGV[6], ARGV[7]
 local ttl = tonumber(ARGV[8])
@@ -50,7 +50,7 @@ if blocked then
     redis.call('SADD', k('locks'), name)
   end
   return {'blocked', cur or '', redis.call('ZRANGE', hk, 0, -1, 'WITHSCORES'),
-    redis.call('ZRANGE', wk, 0, -1), now}
+    redis.call('ZRANGE', wk, 0, -1, 'WITHSCORES'), now}
 end
 local token, already, upgraded = 0, 0, 0
 if mine then

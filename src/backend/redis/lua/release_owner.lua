@@ -7,7 +7,8 @@ for _, name in ipairs(redis.call('SMEMBERS', k('owner:' .. me))) do
   if redis.call('ZSCORE', lk(name, ':h'), me) then
     drop(name, me)
     n = n + 1
-    audit('release', name, {lock = name, holder = me, why = ARGV[6]})
+    audit('release', name, {owner_pid = tonumber(string.match(me, '^[^:]*:(%d+):')),
+      forced = false, held = true, holder = me, why = ARGV[6]})
     redis.call('PUBLISH', k('wake:' .. name), 'release')
   end
 end

@@ -3,7 +3,8 @@
 if ARGV[7] == '1' then
   redis.call('ZADD', lk(ARGV[5], ':w'), now + LEASE, ARGV[6])
   redis.call('SADD', k('locks'), ARGV[5])
-else
-  redis.call('ZREM', lk(ARGV[5], ':w'), ARGV[6])
+elseif redis.call('ZREM', lk(ARGV[5], ':w'), ARGV[6]) == 1 then
+  -- Shared requests queued behind it may go now.
+  redis.call('PUBLISH', k('wake:' .. ARGV[5]), 'withdrawn')
 end
 return 1
