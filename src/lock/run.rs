@@ -502,12 +502,6 @@ mod leased {
         } else {
             None
         };
-        if group {
-            // Orphans of the child's group become ours to reap, so that the
-            // end of the group can be awaited (`Running::terminate`).
-            let _ = rustix::process::set_child_subreaper(Some(rustix::process::getpid()));
-        }
-        let mut running = Running::adopt(child, group)?;
         if let Some(h) = &holder {
             // The hold follows the command, not this wrapper: should the
             // wrapper be killed, the command's keeper goes on renewing it
@@ -516,6 +510,12 @@ mod leased {
                 eprintln!("{TOOL}: warning: {e}");
             }
         }
+        if group {
+            // Orphans of the child's group become ours to reap, so that the
+            // end of the group can be awaited (`Running::terminate`).
+            let _ = rustix::process::set_child_subreaper(Some(rustix::process::getpid()));
+        }
+        let mut running = Running::adopt(child, group)?;
         let status = match &holder {
             Some(h) => {
                 let leases = mine.hand_to(h.clone());

@@ -237,6 +237,9 @@ fn acquire_in_a_command_substitution_returns_at_once_and_the_keeper_holds_no_des
  {
     let env = Env::redis();
     let mut sh = Shell::new(&env, None, "30s");
+    // A script that ignores the signals that end processes (as nohup
+    // does): its keeper still ends by SIGTERM, as a daemon should.
+    sh.ok("trap '' TERM INT HUP");
     // Fd 3 and stdout are the substitution's pipe: the shell waits for its
     // end, which a keeper holding either would never let come.
     let text = sh.ok(
@@ -272,6 +275,8 @@ fn acquire_in_a_command_substitution_returns_at_once_and_the_keeper_holds_no_des
             entry.file_name()
         );
     }
+    signal(keeper, libc::SIGTERM);
+    await_that("SIGTERM ends the keeper", || gone(keeper));
 }
 
 #[test]
@@ -580,6 +585,9 @@ fn a_sigkilled_run_leaves_the_lease_with_its_command_which_its_keeper_renews_unt
         }
     }
     let _kill = Kill(child);
+    // `run` starts the command's keeper just after the command: kill it
+    // once that keeper runs (see docs/redis.md for the window before).
+    let keeper = keeper_of(child);
     run.kill().unwrap();
     run.wait().unwrap();
     let end = leases(&env, "k")
@@ -595,7 +603,7 @@ fn a_sigkilled_run_leaves_the_lease_with_its_command_which_its_keeper_renews_unt
     assert_eq!(now.len(), 1, "{now:?}");
     assert!(names_pid(&now[0].0, child), "{now:?}");
     assert!(now[0].1 > end, "renewed: {now:?}");
-    let keeper = keeper_of(child);
+    assert_eq!(keepers_of(child), vec![keeper]);
     // The command exits: its keeper gives the lock back and exits.
     signal(child, libc::SIGTERM);
     await_that("the lock is free once the command exited", || {

@@ -148,11 +148,21 @@ fn spawn(backend: &RedisBackend, owner: &Identity) -> Result<()> {
             cmd.env(var, abs);
         }
     }
-    // SAFETY: runs in the forked child before exec; setsid and close_range
-    // are async-signal-safe system calls on no shared state.
+    // SAFETY: runs in the forked child before exec; setsid, sigprocmask,
+    // signal and close_range are async-signal-safe system calls on no
+    // shared state.
     unsafe {
         cmd.pre_exec(|| {
             rustix::process::setsid()?;
+            // The caller may block or ignore the signals that end a
+            // process (a wait's interrupts, `run`'s forwarding, nohup):
+            // the keeper ends by SIGTERM as any daemon does.
+            let mut none: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut none);
+            libc::pthread_sigmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
+            for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
+                libc::signal(sig, libc::SIG_DFL);
+            }
             // Every descriptor the caller's shell left open (a pipe a
             // `$(...)` or a test reads to its end) closes at exec; older
             // kernels without CLOSE_RANGE_CLOEXEC: only ours, all
