@@ -12,17 +12,7 @@ local hk, wk = lk(name, ':h'), lk(name, ':w')
 local gone = prune(name)
 local mine = redis.call('ZSCORE', hk, me)
 if not mine then
-  local ranks, other = cjson.decode(ARGV[11]), tonumber(ARGV[12])
-  local function rank(n) return ranks[n] or other end
-  local wanted, worst, worst_name = rank(name), nil, nil
-  for _, l in ipairs(redis.call('SMEMBERS', k('owner:' .. me))) do
-    if l ~= name and rank(l) > wanted then
-      local e = redis.call('ZSCORE', lk(l, ':h'), me)
-      if e and tonumber(e) > now and (not worst or rank(l) > worst) then
-        worst, worst_name = rank(l), l
-      end
-    end
-  end
+  local worst_name, worst = held_after(name, me, ARGV[11], ARGV[12])
   if worst then
     lapsed(name, gone, '')
     return {'hierarchy', worst_name, worst}

@@ -105,3 +105,21 @@ local function epoch(fresh)
   redis.call('SET', k('epoch'), fresh, 'NX')
   return fresh
 end
+
+-- The lock ranked last of those `me` holds live that rank after `name`
+-- (ranks: JSON name -> rank, `other` the rank of any other name):
+-- its name and rank, or nil when `me` may ask for `name`.
+local function held_after(name, me, ranks_json, other_rank)
+  local ranks, other = cjson.decode(ranks_json), tonumber(other_rank)
+  local function rank(n) return ranks[n] or other end
+  local wanted, worst, worst_name = rank(name), nil, nil
+  for _, l in ipairs(redis.call('SMEMBERS', k('owner:' .. me))) do
+    if l ~= name and rank(l) > wanted then
+      local e = redis.call('ZSCORE', lk(l, ':h'), me)
+      if e and tonumber(e) > now and (not worst or rank(l) > worst) then
+        worst, worst_name = rank(l), l
+      end
+    end
+  end
+  return worst_name, worst
+end
