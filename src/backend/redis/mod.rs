@@ -18,9 +18,9 @@
 //! Every change is one Lua script that checks the revision it was computed
 //! from, writes the document, keeps the version it replaces as a backup,
 //! prunes backups and appends the audit event — one order for every host,
-//! times from the server's `TIME`. Locks stay host-local (the file
-//! backend's `.locks/`) until the lease-based Redis locks land; see
-//! docs/redis.md.
+//! times from the server's `TIME`. Locks are on the server too, as leases
+//! with fencing tokens (locks.rs, renewed by the owner's keeper, keeper.rs); see
+//! docs/redis.md, "Locks".
 //!
 //! Failures map onto the exit-code table: unreachable, timeout, `READONLY`,
 //! `LOADING` exit 8; `OOM` 10; `NOAUTH`/`WRONGPASS` 6; a key of the wrong
