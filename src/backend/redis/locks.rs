@@ -6,7 +6,7 @@
 //!
 //! | key | type | holds |
 //! | --- | --- | --- |
-//! | `lock:N` | hash | `type` while held; `fence`, the grant counter, never deleted |
+//! | `lock:N` | hash | `type` while held; `fence`, the grant counter, never deleted; `changed`, when a holder or waiter last came or went (ms: the record's `timestamp`) |
 //! | `lock:N:h` | sorted set | holder id → lease end (server ms) |
 //! | `lock:N:m` | hash | holder id → `{"acquired", "acquired_ms", "ttl_end_ms", "token", "metadata"}` |
 //! | `lock:N:w` | sorted set | exclusive waiter id → when its entry lapses (writer preference) |
@@ -110,6 +110,9 @@ struct Snapshot {
     kind: Option<LockType>,
     holders: Vec<Held>,
     waiters: Vec<(String, i64)>,
+    /// When a holder or waiter last came or went (server ms); `None` for a
+    /// lock last changed by an earlier version.
+    changed: Option<i64>,
 }
 
 /// The outcome of one acquire-try.
@@ -180,9 +183,9 @@ fn bad_reply(doing: &str) -> Error {
 }
 
 /// One lock of a script's reply: `{name, type, {id, end, meta...},
-/// {waiter, end...}}`.
+/// {waiter, end...}, changed}`.
 fn snapshot_of(v: &Reply) -> Option<Snapshot> {
-    let [name, kind, holders, waiters] = items(v) else {
+    let [name, kind, holders, waiters, changed] = items(v) else {
         return None;
     };
     let holders = items(holders)
@@ -199,6 +202,7 @@ fn snapshot_of(v: &Reply) -> Option<Snapshot> {
         kind: LockType::parse(&text(kind)).ok(),
         holders,
         waiters: scored(waiters),
+        changed: text(changed).parse().ok(),
     })
 }
 
@@ -515,10 +519,18 @@ impl RedisBackend {
                 })
             })
             .collect();
+        // When it last changed, as a file record's `timestamp` is; a lock
+        // stamped by no script of this version: its latest grant.
+        let changed = snap.changed.or_else(|| {
+            snap.holders
+                .iter()
+                .filter_map(|h| h.meta.get("acquired_ms").and_then(Value::as_i64))
+                .max()
+        });
         Record {
             name: snap.name.clone(),
             kind: snap.kind.unwrap_or(LockType::Exclusive),
-            timestamp: ms_rfc3339(now),
+            timestamp: ms_rfc3339(changed.unwrap_or(now)),
             holders,
             waiters,
         }
@@ -847,13 +859,9 @@ impl LockRegistry for RedisBackend {
                     .map(|(id, _)| id)
                     .collect();
             if !dead_waiters.is_empty() {
-                let key = self.keys.key(&format!("lock:{}:w", req.name));
-                self.with("drop a dead waiter", |c| {
-                    redis::cmd("ZREM")
-                        .arg(&key)
-                        .arg(&dead_waiters)
-                        .query::<i64>(c)
-                })?;
+                for w in &dead_waiters {
+                    self.lock_script("drop a dead waiter", WAITER, lease, &[&req.name, w, ""])?;
+                }
                 continue;
             }
             // A shared request that queues behind a writer says so.
@@ -1251,20 +1259,8 @@ impl RedisBackend {
     /// the shared requests that queued behind it.
     fn withdraw(&self, req: &Request, waiter: &str, registered: bool) {
         if registered {
-            let key = self.keys.key(&format!("lock:{}:w", req.name));
-            let channel = self.keys.key(&format!("wake:{}", req.name));
-            let _ = self.with("leave the waiters", |c| {
-                redis::pipe()
-                    .cmd("ZREM")
-                    .arg(&key)
-                    .arg(waiter)
-                    .ignore()
-                    .cmd("PUBLISH")
-                    .arg(&channel)
-                    .arg("withdrawn")
-                    .ignore()
-                    .query::<()>(c)
-            });
+            let lease = local::DEFAULT_LEASE;
+            let _ = self.lock_script("leave the waiters", WAITER, lease, &[&req.name, waiter, ""]);
         }
     }
 

@@ -36,7 +36,7 @@ end
 if blocked then
   lapsed(name, gone, '')
   if typ == 'exclusive' and ARGV[10] ~= '' then
-    redis.call('ZADD', wk, now + LEASE, ARGV[10])
+    if redis.call('ZADD', wk, now + LEASE, ARGV[10]) == 1 then touch(name) end
     redis.call('SADD', k('locks'), name)
   end
   return {'blocked', cur or '', redis.call('ZRANGE', hk, 0, -1, 'WITHSCORES'),
@@ -49,6 +49,7 @@ if mine then
   token = meta_num(m, 'token') or 0
   if typ == 'exclusive' and cur == 'shared' then
     upgraded = 1
+    touch(name)
     token = redis.call('HINCRBY', lk(name), 'fence', 1)
     m = string.gsub(m, '"token":%d+', '"token":' .. token, 1)
     redis.call('HSET', lk(name, ':m'), me, m)
@@ -59,6 +60,7 @@ if mine then
   if e > tonumber(mine) then redis.call('ZADD', hk, e, me) end
 else
   if n == 0 then redis.call('HSET', lk(name), 'type', typ) end
+  touch(name)
   token = redis.call('HINCRBY', lk(name), 'fence', 1)
   local ttl_end = ttl and (now + ttl) or nil
   local e = now + LEASE
@@ -69,7 +71,7 @@ else
   redis.call('SADD', k('locks'), name)
   redis.call('HDEL', lk(name, ':lost'), me)
 end
-if ARGV[10] ~= '' then redis.call('ZREM', wk, ARGV[10]) end
+if ARGV[10] ~= '' and redis.call('ZREM', wk, ARGV[10]) == 1 then touch(name) end
 lapsed(name, gone, me)
 local flat = {}
 for _, g in ipairs(gone) do flat[#flat + 1] = g[1]; flat[#flat + 1] = g[2] end
@@ -83,4 +85,5 @@ for i = 1, #hs, 2 do
 end
 return {'granted', token, epoch(ARGV[13]), already, upgraded,
   redis.call('HGET', lk(name), 'type'), now, flat,
-  {name, redis.call('HGET', lk(name), 'type'), holders, redis.call('ZRANGE', wk, 0, -1, 'WITHSCORES')}}
+  {name, redis.call('HGET', lk(name), 'type'), holders, redis.call('ZRANGE', wk, 0, -1, 'WITHSCORES'),
+   redis.call('HGET', lk(name), 'changed') or ''}}

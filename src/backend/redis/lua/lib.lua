@@ -64,9 +64,16 @@ local function note_lost(name, holder, by)
   end
 end
 
+-- Stamps lock `name` as changed now (a holder or waiter came or went):
+-- the record's `timestamp`. A lease renewal is no change.
+local function touch(name)
+  redis.call('HSET', lk(name), 'changed', now)
+end
+
 -- Takes `holder` out of `name` (no audit): the hold, its metadata, its
 -- owner-index entry; the type goes with the last holder.
 local function drop(name, holder)
+  touch(name)
   redis.call('ZREM', lk(name, ':h'), holder)
   redis.call('HDEL', lk(name, ':m'), holder)
   redis.call('SREM', k('owner:' .. holder), name)
@@ -83,7 +90,7 @@ local function prune(name)
     drop(name, h)
     gone[#gone + 1] = {h, reason}
   end
-  redis.call('ZREMRANGEBYSCORE', lk(name, ':w'), '-inf', now)
+  if redis.call('ZREMRANGEBYSCORE', lk(name, ':w'), '-inf', now) > 0 then touch(name) end
   return gone
 end
 
