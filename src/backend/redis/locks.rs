@@ -136,6 +136,10 @@ enum Try {
     },
     /// The owner holds `held`, ranked after the lock it asks for.
     Hierarchy { held: String },
+    /// The try reached the server after the moment it was to be decided
+    /// by (a paused or slow server): refused, so that a client that has
+    /// given up is never granted a hold nobody keeps.
+    Late { now: i64 },
 }
 
 fn text(v: &Reply) -> String {
@@ -381,8 +385,15 @@ impl RedisBackend {
 
     /// One acquire-try for `req`, registering `waiter` as an exclusive
     /// waiter when blocked.
-    fn try_acquire(&self, req: &Request, lease: Duration, waiter: &str) -> Result<Try> {
+    fn try_acquire(
+        &self,
+        req: &Request,
+        lease: Duration,
+        waiter: &str,
+        not_after: Option<i64>,
+    ) -> Result<Try> {
         let doing = "acquire a lock";
+        let not_after = not_after.map(|ms| ms.to_string()).unwrap_or_default();
         let (ranks, other) = ranks();
         let ttl = req
             .ttl
@@ -407,6 +418,7 @@ impl RedisBackend {
                 &ranks,
                 &other.to_string(),
                 &fresh_epoch(),
+                &not_after,
             ],
         )?;
         let r = items(&reply);
@@ -434,6 +446,7 @@ impl RedisBackend {
                 now: int(now),
             }),
             (Some("hierarchy"), [_, held, _rank]) => Ok(Try::Hierarchy { held: text(held) }),
+            (Some("late"), [_, now]) => Ok(Try::Late { now: int(now) }),
             _ => Err(bad_reply(doing)),
         }
     }
@@ -781,13 +794,23 @@ impl LockRegistry for RedisBackend {
         let mut takeovers = Vec::new();
         let mut registered = false;
         let mut round = 0u32;
+        // The server's time at the last reply, and when it was read here.
+        let mut server_at: Option<(i64, Instant)> = None;
         let channel = self.keys.key(&format!("wake:{}", req.name));
         crate::debug::log(|| format!("lock key {}", self.keys.key(&format!("lock:{}", req.name))));
         loop {
             // A shared request never registers; an exclusive one only once
             // it has had to wait (then at every try, which renews the entry).
             let as_waiter = if registered { waiter.as_str() } else { "" };
-            let outcome = self.try_acquire(req, lease, as_waiter)?;
+            // The latest server time this try may be granted at: the
+            // server's time at the last reply, moved on by what passed
+            // here since, plus half the reply's timeout (after that this
+            // client may have given up on the reply, exit 8). The first
+            // try knows no server time: no bound.
+            let not_after = server_at.map(|(ms, at): (i64, Instant)| {
+                ms + (at.elapsed() + self.timeout / 2).as_millis() as i64
+            });
+            let outcome = self.try_acquire(req, lease, as_waiter, not_after)?;
             let (kind, holders, waiters, now) = match outcome {
                 Try::Granted {
                     token,
@@ -821,6 +844,16 @@ impl LockRegistry for RedisBackend {
                     self.withdraw(req, &waiter, registered);
                     return Err(name::hierarchy_error(req.owner.pid, &held, &req.name));
                 }
+                Try::Late { now } => {
+                    // Still here to read it: try again, bounded anew.
+                    server_at = Some((now, Instant::now()));
+                    if Instant::now() >= deadline {
+                        self.withdraw(req, &waiter, registered);
+                        log.waited = log.started.elapsed();
+                        return Err(timeout_error(req, None, &[], &[]));
+                    }
+                    continue;
+                }
                 Try::Blocked {
                     kind,
                     holders,
@@ -828,6 +861,7 @@ impl LockRegistry for RedisBackend {
                     now,
                 } => (kind, holders, waiters, now),
             };
+            server_at = Some((now, Instant::now()));
             let ids: Vec<Identity> = holders
                 .iter()
                 .filter_map(|(id, _)| parse_holder_id(id))

@@ -2,14 +2,24 @@
 -- ARGV: 5 name, 6 holder id, 7 type, 8 --ttl in ms ('' none), 9 metadata
 -- JSON ('' none), 10 the waiter id to register if exclusive and blocked
 -- ('' none), 11 the hierarchy's ranks (JSON name -> rank), 12 the rank of
--- any other name, 13 a fresh epoch.
--- Returns {'hierarchy', held, rank} | {'blocked', type, {id, end...},
+-- any other name, 13 a fresh epoch, 14 the latest server time (ms) this
+-- try may be decided at ('' none): later, the client may have given up.
+-- {'late', now} then: nothing granted, its waiter entry removed.
+-- Returns {'late', now} | {'hierarchy', held, rank} | {'blocked', type, {id, end...},
 -- {waiter, end...}, now} | {'granted', token, epoch, already, upgraded, type,
 -- now, {lapsed id, reason...}, {the lock as read.lua gives it}}.
 local name, me, typ = ARGV[5], ARGV[6], ARGV[7]
 local ttl = tonumber(ARGV[8])
 local hk, wk = lk(name, ':h'), lk(name, ':w')
 local gone = prune(name)
+if ARGV[14] ~= '' and now > tonumber(ARGV[14]) then
+  lapsed(name, gone, '')
+  if ARGV[10] ~= '' and redis.call('ZREM', wk, ARGV[10]) == 1 then
+    touch(name)
+    redis.call('PUBLISH', k('wake:' .. name), 'withdrawn')
+  end
+  return {'late', now}
+end
 local mine = redis.call('ZSCORE', hk, me)
 if not mine then
   local worst_name, worst = held_after(name, me, ARGV[11], ARGV[12])
