@@ -160,6 +160,107 @@ impl WaitLog {
     pub fn wait_ms(&self) -> f64 {
         crate::audit::event::ms(self.waited)
     }
+
+    /// Under `--verbose`, at the first wait of a waiter that attends to
+    /// signals: when SIGINT arrives ignored (a shell's background job), says
+    /// that Ctrl-C cannot end the wait for lock `name`, which ends at
+    /// `deadline` or on SIGTERM. Every backend's wait calls this.
+    pub(crate) fn note_ignored_sigint(&mut self, name: &str, deadline: Instant) {
+        self.attend.progress = self.attend.progress.resolved();
+        if self.attend.progress == Progress::Verbose && super::wait::sigint_ignored() {
+            super::commands::say(&format!(
+                "note: SIGINT arrives ignored here (a background job?): Ctrl-C cannot end this wait for lock '{name}'; it ends at its timeout ({}s), or on SIGTERM",
+                trim_secs(deadline.saturating_duration_since(self.started))
+            ));
+        }
+    }
+
+    /// Whether the "waiting for lock" line is due now: at once under
+    /// `--verbose`, after [`SLOW_WAIT`] on a terminal, never otherwise, and
+    /// only once. Decides [`Progress::IfTerminal`] (a request that waits).
+    pub(crate) fn line_due(&mut self) -> bool {
+        self.attend.progress = self.attend.progress.resolved();
+        match self.attend.progress {
+            _ if self.announced => false,
+            Progress::Quiet | Progress::IfTerminal => false,
+            Progress::Terminal => Instant::now() >= self.started + SLOW_WAIT,
+            Progress::Verbose => true,
+        }
+    }
+
+    /// Says the "waiting for lock" `line` (then "got lock" is due).
+    pub(crate) fn announce(&mut self, line: &str) {
+        self.announced = true;
+        super::commands::say(line);
+    }
+
+    /// `until`, or earlier on a terminal whose wait is not said yet: the
+    /// moment the wait gets long enough to say it.
+    pub(crate) fn wake_by(&self, until: Instant) -> Instant {
+        if self.attend.progress == Progress::Terminal && !self.announced {
+            until.min(self.started + SLOW_WAIT)
+        } else {
+            until
+        }
+    }
+
+    /// After a grant: "got lock 'NAME' after S s", when the wait was said.
+    pub(crate) fn say_got(&self, name: &str) {
+        if self.announced {
+            super::commands::say(&format!(
+                "got lock '{name}' after {:.1} s",
+                self.waited.as_secs_f64()
+            ));
+        }
+    }
+}
+
+/// The `--debug` line of one round of a wait for lock `name`: what is in
+/// the way (`blocked`), and how long the request has waited.
+pub(crate) fn debug_round(name: &str, round: u32, blocked: &str, log: &WaitLog) {
+    crate::debug::log(|| {
+        format!(
+            "lock '{name}' wait round {round}: {blocked} ({:.3} ms waited)",
+            crate::audit::event::ms(log.started.elapsed())
+        )
+    });
+}
+
+/// The `--debug` line of a granted acquire.
+pub(crate) fn debug_granted(req: &Request, log: &WaitLog) {
+    crate::debug::log(|| {
+        format!(
+            "acquire '{}' {} for pid {}: granted after {:.3} ms waiting, {:.3} ms in all",
+            req.name,
+            req.kind.as_str(),
+            req.owner.pid,
+            log.wait_ms(),
+            crate::audit::event::ms(log.started.elapsed())
+        )
+    });
+}
+
+/// The `--debug` line of an acquire that timed out, `blocked` by what.
+pub(crate) fn debug_timed_out(req: &Request, log: &WaitLog, blocked: &str) {
+    crate::debug::log(|| {
+        format!(
+            "acquire '{}' timed out after {:.3} ms: {blocked}",
+            req.name,
+            log.wait_ms(),
+        )
+    });
+}
+
+/// The `--debug` line of a release.
+pub(crate) fn debug_release(name: &str, owner: &Identity, held: bool, started: Instant) {
+    crate::debug::log(|| {
+        format!(
+            "release '{name}' for pid {}: {} in {:.3} ms",
+            owner.pid,
+            if held { "released" } else { "was not held" },
+            crate::audit::event::ms(started.elapsed())
+        )
+    });
 }
 
 /// A granted acquire.
@@ -318,36 +419,14 @@ pub fn acquire(cfg: &Config, req: &Request, log: &mut WaitLog) -> Result<Acquire
     let (mutex, current) = match result? {
         Turn::Granted(mutex, current) => (mutex, current),
         Turn::TimedOut(blocked) => {
-            crate::debug::log(|| {
-                format!(
-                    "acquire '{}' timed out after {:.3} ms: {}",
-                    req.name,
-                    log.wait_ms(),
-                    blocked.describe(&req.name)
-                )
-            });
+            debug_timed_out(req, log, &blocked.describe(&req.name));
             return Err(timeout_error(&req.name, req.timeout, &blocked));
         }
     };
     let granted = grant(cfg, req, current)?;
     drop(mutex);
-    if log.announced {
-        super::commands::say(&format!(
-            "got lock '{}' after {:.1} s",
-            req.name,
-            log.waited.as_secs_f64()
-        ));
-    }
-    crate::debug::log(|| {
-        format!(
-            "acquire '{}' {} for pid {}: granted after {:.3} ms waiting, {:.3} ms in all",
-            req.name,
-            req.kind.as_str(),
-            req.owner.pid,
-            log.wait_ms(),
-            crate::audit::event::ms(log.started.elapsed())
-        )
-    });
+    log.say_got(&req.name);
+    debug_granted(req, log);
     Ok(granted)
 }
 
@@ -542,13 +621,9 @@ fn await_turn(
             Err(b) => b,
         };
         log.saw(&blocked.holders);
-        crate::debug::log(|| {
-            format!(
-                "lock '{name}' wait round {round}: {} ({:.3} ms waited)",
-                blocked.describe(name),
-                crate::audit::event::ms(log.started.elapsed())
-            )
-        });
+        if crate::debug::enabled() {
+            debug_round(name, round, &blocked.describe(name), log);
+        }
         let me = me.get_or_insert_with(Identity::current);
         if Instant::now() >= deadline {
             if withdraw(&path, current, me)? {
@@ -556,29 +631,17 @@ fn await_turn(
             }
             return Ok(Turn::TimedOut(blocked));
         }
-        log.attend.progress = log.attend.progress.resolved();
         if log.attend.signals && !asked_signals {
             asked_signals = true;
             // Without a signalfd (no descriptor left), the signals keep
             // their default action: the wait still works, only less tidily.
             interrupts = Interrupts::block().ok();
-            if log.attend.progress == Progress::Verbose && super::wait::sigint_ignored() {
-                super::commands::say(&format!(
-                    "note: SIGINT arrives ignored here (a background job?): Ctrl-C cannot end this wait for lock '{name}'; it ends at its timeout ({}s), or on SIGTERM",
-                    trim_secs(deadline.saturating_duration_since(log.started))
-                ));
-            }
+            log.note_ignored_sigint(name, deadline);
         }
         // Said before `current` goes into the waiter registration below.
-        let slow_at = log.started + SLOW_WAIT;
-        let announce = match log.attend.progress {
-            _ if log.announced => None,
-            Progress::Quiet | Progress::IfTerminal => None,
-            Progress::Terminal if Instant::now() < slow_at => None,
-            Progress::Terminal | Progress::Verbose => {
-                Some(waiting_line(name, current.as_ref(), &blocked))
-            }
-        };
+        let announce = log
+            .line_due()
+            .then(|| waiting_line(name, current.as_ref(), &blocked));
         if register == Some(LockType::Exclusive)
             && let Some(mut rec) = current
             && !rec.waiters.iter().any(|w| w.id == *me)
@@ -595,8 +658,7 @@ fn await_turn(
         drop(mutex);
         // Once the request is in the record: the line means "queued".
         if let Some(line) = announce {
-            log.announced = true;
-            super::commands::say(&line);
+            log.announce(&line);
         }
         let w = match watcher.take() {
             Some(w) if !w.is_lost() => w,
@@ -608,10 +670,7 @@ fn await_turn(
         };
         // Until the deadline, or until a blocking holder's TTL passes (or,
         // on a terminal, until the wait is long enough to say so).
-        let mut until = blocked.expires.map_or(deadline, |e| e.min(deadline));
-        if log.attend.progress == Progress::Terminal && !log.announced {
-            until = until.min(slow_at);
-        }
+        let until = log.wake_by(blocked.expires.map_or(deadline, |e| e.min(deadline)));
         match w.wait_for_or(&blocked.watch_list(), interrupts.as_ref(), Some(until)) {
             // Either way the next turn looks again; past the deadline it
             // decides once more and then gives up.
@@ -653,21 +712,38 @@ pub(crate) fn interrupted_error(name: &str) -> Error {
 /// its command name and since when (UTC), or the writer it queues behind.
 fn waiting_line(name: &str, rec: Option<&Record>, blocked: &Blocked) -> String {
     let held = |id: &Identity| {
-        let comm = process::comm(id.pid).unwrap_or_else(|| "?".into());
-        let since = rec
-            .and_then(|r| r.holder(id))
-            .and_then(|h| h.acquired.get(11..19))
-            .map(|t| format!(", since {t} UTC"))
-            .unwrap_or_default();
-        format!("pid {} ({comm}{since})", id.pid)
+        let acquired = rec.and_then(|r| r.holder(id)).map(|h| h.acquired.as_str());
+        held_by(id, acquired)
     };
+    let holders: Vec<String> = blocked.holders.iter().map(held).collect();
+    let behind = blocked.queued_behind.first().map(held);
+    waiting_line_of(name, &holders, behind)
+}
+
+/// One process a waiter waits for, for people: `pid P (COMMAND, since
+/// HH:MM:SS UTC)` — its command name when it runs on this host, and since
+/// when it holds the lock when `acquired` (RFC 3339, UTC) says.
+pub(crate) fn held_by(id: &Identity, acquired: Option<&str>) -> String {
+    let comm = id
+        .is_local()
+        .then(|| process::comm(id.pid))
+        .flatten()
+        .unwrap_or_else(|| "?".into());
+    let since = acquired
+        .and_then(|a| a.get(11..19))
+        .map(|t| format!(", since {t} UTC"))
+        .unwrap_or_default();
+    format!("pid {} ({comm}{since})", id.pid)
+}
+
+/// The "waiting for lock" line: the first of `holders` (each as
+/// [`held_by`] gives it), or the exclusive waiter a request queues `behind`.
+pub(crate) fn waiting_line_of(name: &str, holders: &[String], behind: Option<String>) -> String {
     let mut line = format!("waiting for lock '{name}'");
-    match (blocked.holders.as_slice(), blocked.queued_behind.first()) {
-        ([], Some(w)) => line.push_str(&format!(" behind exclusive waiter {}", held(w))),
-        ([h], _) => line.push_str(&format!(" held by {}", held(h))),
-        ([h, more @ ..], _) => {
-            line.push_str(&format!(" held by {} and {} more", held(h), more.len()))
-        }
+    match (holders, behind) {
+        ([], Some(w)) => line.push_str(&format!(" behind exclusive waiter {w}")),
+        ([h], _) => line.push_str(&format!(" held by {h}")),
+        ([h, more @ ..], _) => line.push_str(&format!(" held by {h} and {} more", more.len())),
         ([], None) => {}
     }
     line.push('…');
@@ -731,12 +807,7 @@ pub fn transaction(
     log.waited = log.started.elapsed();
     match turn? {
         Turn::Granted(mutex, current) => {
-            if log.announced {
-                super::commands::say(&format!(
-                    "got lock '{name}' after {:.1} s",
-                    log.waited.as_secs_f64()
-                ));
-            }
+            log.say_got(name);
             // Our waiter entry, if the wait made one, goes now: we hold the
             // mutex, so nobody can act on it in between.
             if current.as_ref().is_some_and(|r| !r.waiters.is_empty()) {
@@ -823,18 +894,7 @@ fn unindex_dropped(cfg: &Config, name: &str, before: &[Holder], after: &Record) 
 pub fn release(cfg: &Config, name: &str, owner: &Identity, force: bool) -> Result<Released> {
     let started = Instant::now();
     let released = release_of(cfg, name, owner, force)?;
-    crate::debug::log(|| {
-        format!(
-            "release '{name}' for pid {}: {} in {:.3} ms",
-            owner.pid,
-            if released.held {
-                "released"
-            } else {
-                "was not held"
-            },
-            crate::audit::event::ms(started.elapsed())
-        )
-    });
+    debug_release(name, owner, released.held, started);
     Ok(released)
 }
 
@@ -1136,16 +1196,10 @@ pub fn check_hierarchy(cfg: &Config, name: &str, owner: &Identity) -> Result<()>
         .map(|other| (name::priority(&other), other))
         .collect();
     held.sort();
-    let Some((p, other)) = held.pop() else {
+    let Some((_, other)) = held.pop() else {
         return Ok(());
     };
-    Err(Error::validation(format!(
-        "lock hierarchy: pid {} holds '{other}' (priority {p}) and may not then request '{name}' (priority {wanted})",
-        owner.pid
-    ))
-    .hint(format!(
-        "take '{name}' before '{other}' (order: state, config, signals, backup, temp, user, others), or release '{other}' first"
-    )))
+    Err(name::hierarchy_error(owner.pid, &other, name))
 }
 
 #[cfg(test)]

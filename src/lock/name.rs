@@ -53,6 +53,20 @@ pub const RANKED: [(&str, u32); 6] = [
 /// The priority of a name [`RANKED`] does not list.
 pub const OTHER: u32 = 999;
 
+/// The refusal (exit 4) of a request for `wanted` by owner `pid`, which
+/// holds `held`, a lock ranked after it: every backend and every
+/// transaction says it in these words.
+pub fn hierarchy_error(pid: u32, held: &str, wanted: &str) -> Error {
+    Error::validation(format!(
+        "lock hierarchy: pid {pid} holds '{held}' (priority {}) and may not then request '{wanted}' (priority {})",
+        priority(held),
+        priority(wanted)
+    ))
+    .hint(format!(
+        "take '{wanted}' before '{held}' (order: state, config, signals, backup, temp, user, others), or release '{held}' first"
+    ))
+}
+
 /// The priority of a lock in the hierarchy: lower numbers are taken first.
 pub fn priority(name: &str) -> u32 {
     RANKED

@@ -3,6 +3,11 @@
 //! a warning for an owner that is not a shell (with a real `make -j`),
 //! SIGINT/SIGTERM during a wait, feedback on a terminal, the `list` table
 //! for `awk`, and read-only commands that create nothing.
+//!
+//! What holds, waits or creates locks runs on both backends (issue 14): the
+//! `fn NAME(env: Env)` below, run by [`both!`] as `lock_habits::file::NAME`
+//! and `lock_habits::redis::NAME`. The `#[test]`s are about parsing the
+//! command line and the owner warning, which no backend is asked about.
 
 use std::fs;
 use std::io::{BufRead, BufReader, Read};
@@ -11,12 +16,27 @@ use std::process::{Child, Command, ExitStatus, Output, Stdio};
 
 use serde_json::Value;
 
-use crate::harness::{Env, Owner, bin_dir, hold};
+use crate::harness::{Env, Owner, bin_dir, both, hold};
+
+both!(
+    run_nonblock_fails_at_once_with_2_or_the_conflict_code,
+    run_takes_x_e_s_o_and_verbose,
+    run_under_make_j4_keeps_recipes_apart,
+    a_signal_during_a_wait_ends_it_with_128_plus_n_and_withdraws_the_request,
+    an_ignored_sigint_is_said_under_verbose_and_the_wait_goes_on,
+    a_long_wait_on_a_terminal_says_who_holds_the_lock_and_when_it_was_had,
+    a_state_manager_write_waiting_on_a_terminal_says_so_too,
+    a_wait_says_nothing_when_stderr_is_not_a_terminal,
+    acquire_takes_flag_twins_of_timeout_and_type,
+    read_only_lock_commands_create_no_locks_folder,
+    list_has_single_word_titles_and_honours_no_header,
+);
 
 const LM: &str = "lock-manager";
 
 // --- flock(1) spellings on `run` ------------------------------------------
 
+// One backend: parsing `-c`, which no backend is asked about.
 #[test]
 fn run_takes_flocks_c_shell_command() {
     let env = Env::new();
@@ -35,9 +55,7 @@ fn run_takes_flocks_c_shell_command() {
     env.run(LM, &["run", "x", "-c", "true", "extra"]).code(1);
 }
 
-#[test]
-fn run_nonblock_fails_at_once_with_2_or_the_conflict_code() {
-    let env = Env::new();
+fn run_nonblock_fails_at_once_with_2_or_the_conflict_code(env: Env) {
     let holder = Owner::new();
     hold(&env, "x", &holder, &["0"]);
     for args in [&["-n"][..], &["--nonblock"][..]] {
@@ -60,9 +78,7 @@ fn run_nonblock_fails_at_once_with_2_or_the_conflict_code() {
     env.run(LM, &["run", "x", "-n", "--", "true"]).ok();
 }
 
-#[test]
-fn run_takes_x_e_s_o_and_verbose() {
-    let env = Env::new();
+fn run_takes_x_e_s_o_and_verbose(env: Env) {
     for flag in ["-x", "-e", "--exclusive", "-o", "--close"] {
         env.run(LM, &["run", "x", flag, "--", "true"]).ok();
     }
@@ -103,6 +119,7 @@ fn critical(secs: &str) -> String {
 }
 
 // See: issue 15 — under make -j2 two recipes were inside one exclusive lock.
+// One backend: the owner warning is decided before any backend is asked.
 #[test]
 fn acquire_under_make_warns_that_make_is_the_owner() {
     let env = Env::new();
@@ -130,6 +147,7 @@ fn acquire_under_make_warns_that_make_is_the_owner() {
     assert!(warnings[0].contains("--owner"), "{stderr}");
 }
 
+// One backend: the owner warning is decided before any backend is asked.
 #[test]
 fn acquire_under_xargs_or_timeout_warns_too() {
     let env = Env::new();
@@ -152,9 +170,7 @@ fn acquire_under_xargs_or_timeout_warns_too() {
     }
 }
 
-#[test]
-fn run_under_make_j4_keeps_recipes_apart() {
-    let env = Env::new();
+fn run_under_make_j4_keeps_recipes_apart(env: Env) {
     let targets = ["t1", "t2", "t3", "t4", "t5", "t6"];
     let mut makefile = format!("all: {}\n", targets.join(" "));
     makefile.push_str(&format!(
@@ -184,6 +200,7 @@ fn run_under_make_j4_keeps_recipes_apart() {
     );
 }
 
+// One backend: the owner warning is decided before any backend is asked.
 #[test]
 fn an_owner_given_or_a_shell_owner_gets_no_warning() {
     let env = Env::new();
@@ -255,15 +272,19 @@ fn read_until(child: &mut Child, text: &str) -> String {
     panic!("stderr ended without {text:?}: {seen}");
 }
 
-/// The record of lock `name` as stored.
+/// The record of lock `name` as `list json` shows it (on any backend).
 fn record(env: &Env, name: &str) -> Value {
-    serde_json::from_slice(&fs::read(env.path(&format!(".locks/{name}.lock"))).unwrap()).unwrap()
+    let list = env.run(LM, &["list", "json"]).ok().json();
+    list.as_array()
+        .expect("list json prints an array")
+        .iter()
+        .find(|r| r["name"] == name)
+        .cloned()
+        .unwrap_or_else(|| panic!("no lock {name} in {list}"))
 }
 
 // See: issue 15 — a killed waiter's entry stayed until a later writer swept it.
-#[test]
-fn a_signal_during_a_wait_ends_it_with_128_plus_n_and_withdraws_the_request() {
-    let env = Env::new();
+fn a_signal_during_a_wait_ends_it_with_128_plus_n_and_withdraws_the_request(env: Env) {
     let holder = Owner::new();
     hold(&env, "res", &holder, &["0"]);
     let me = Owner::new();
@@ -321,9 +342,17 @@ fn a_signal_during_a_wait_ends_it_with_128_plus_n_and_withdraws_the_request() {
         assert_eq!(status["waiting"], 0, "{status}");
     }
     // The audit log tells an interruption from a failure.
-    let interrupted: Vec<Value> = env
-        .audit_events()
-        .into_iter()
+    let events = env
+        .run(
+            "state-manager",
+            &["audit", "recent", "-n", "1000", "--json", "-c"],
+        )
+        .ok()
+        .json();
+    let events = events.as_array().expect("an array");
+    events.iter().for_each(crate::harness::assert_audit_event);
+    let interrupted: Vec<&Value> = events
+        .iter()
         .filter(|e| e["outcome"] == "interrupted")
         .collect();
     assert!(
@@ -339,9 +368,7 @@ fn a_signal_during_a_wait_ends_it_with_128_plus_n_and_withdraws_the_request() {
     crate::harness::assert_audit_valid(&env);
 }
 
-#[test]
-fn an_ignored_sigint_is_said_under_verbose_and_the_wait_goes_on() {
-    let env = Env::new();
+fn an_ignored_sigint_is_said_under_verbose_and_the_wait_goes_on(env: Env) {
     let holder = Owner::new();
     hold(&env, "res", &holder, &["0"]);
     let me = Owner::new();
@@ -404,9 +431,7 @@ fn wait_on_a_tty(env: &Env, cmdline: &str, holder: Owner) -> (String, bool) {
     (seen, script.wait().unwrap().success())
 }
 
-#[test]
-fn a_long_wait_on_a_terminal_says_who_holds_the_lock_and_when_it_was_had() {
-    let env = Env::new();
+fn a_long_wait_on_a_terminal_says_who_holds_the_lock_and_when_it_was_had(env: Env) {
     let holder = Owner::new();
     let holder_pid = holder.pid();
     hold(&env, "state", &holder, &["0"]);
@@ -432,9 +457,7 @@ fn a_long_wait_on_a_terminal_says_who_holds_the_lock_and_when_it_was_had() {
         .stdout_has(&format!("locked:exclusive:{}", me.pid()));
 }
 
-#[test]
-fn a_state_manager_write_waiting_on_a_terminal_says_so_too() {
-    let env = Env::new();
+fn a_state_manager_write_waiting_on_a_terminal_says_so_too(env: Env) {
     env.init();
     let holder = Owner::new();
     let holder_pid = holder.pid();
@@ -454,9 +477,7 @@ fn a_state_manager_write_waiting_on_a_terminal_says_so_too() {
     assert_eq!(env.state()["phase"], "built");
 }
 
-#[test]
-fn a_wait_says_nothing_when_stderr_is_not_a_terminal() {
-    let env = Env::new();
+fn a_wait_says_nothing_when_stderr_is_not_a_terminal(env: Env) {
     let holder = Owner::new();
     hold(&env, "state", &holder, &["0"]);
     let me = Owner::new();
@@ -484,9 +505,7 @@ fn a_wait_says_nothing_when_stderr_is_not_a_terminal() {
 
 // --- acquire: flag twins and misplaced arguments ---------------------------
 
-#[test]
-fn acquire_takes_flag_twins_of_timeout_and_type() {
-    let env = Env::new();
+fn acquire_takes_flag_twins_of_timeout_and_type(env: Env) {
     let a = Owner::new();
     let b = Owner::new();
     env.run(LM, &["acquire", "s", "--shared", "--owner", &a.pid()])
@@ -511,6 +530,7 @@ fn acquire_takes_flag_twins_of_timeout_and_type() {
     }
 }
 
+// One backend: refused while parsing, before any backend is asked.
 #[test]
 fn acquire_refuses_a_timeout_or_type_given_twice() {
     let env = Env::new();
@@ -542,11 +562,16 @@ fn acquire_refuses_a_timeout_or_type_given_twice() {
     }
     // Nothing was taken, nothing created.
     assert!(!env.path(".locks").exists());
+    assert_eq!(
+        env.run(LM, &["list", "json"]).ok().json(),
+        serde_json::json!([])
+    );
     // The same type in both spellings is no conflict.
     env.run(LM, &["acquire", "x", "1", "shared", "--shared"])
         .ok();
 }
 
+// One backend: refused while parsing, before any backend is asked.
 #[test]
 fn acquire_says_when_name_and_timeout_are_swapped() {
     let env = Env::new();
@@ -571,9 +596,7 @@ fn acquire_says_when_name_and_timeout_are_swapped() {
 
 // --- tables -----------------------------------------------------------------
 
-#[test]
-fn list_has_single_word_titles_and_honours_no_header() {
-    let env = Env::new();
+fn list_has_single_word_titles_and_honours_no_header(env: Env) {
     let a = Owner::new();
     hold(&env, "alpha", &a, &["0", "shared"]);
     let table = env.run(LM, &["list"]).ok().stdout;
@@ -598,9 +621,7 @@ fn list_has_single_word_titles_and_honours_no_header() {
 
 // --- read-only commands create nothing --------------------------------------
 
-#[test]
-fn read_only_lock_commands_create_no_locks_folder() {
-    let env = Env::new();
+fn read_only_lock_commands_create_no_locks_folder(env: Env) {
     env.run(LM, &["list"]).ok();
     env.run(LM, &["list", "--json"]).ok();
     env.run(LM, &["check", "x"]).code(1).stdout_has("unlocked");

@@ -25,6 +25,7 @@ mod recovery;
 mod redis_diag;
 mod redis_faults;
 mod redis_keeper;
+mod redis_late_tries;
 mod redis_lock_faults;
 mod redis_locks;
 mod redis_revision;

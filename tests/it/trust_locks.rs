@@ -5,6 +5,12 @@
 //! busy mutex honours its timeout; `state-manager`'s transactions obey the
 //! hierarchy; TTLs do not follow wall-clock steps; waiters outnumbering the
 //! inotify instance limit still wait and get the lock.
+//!
+//! What `run` and the transactions promise holds on both backends (issue
+//! 14): the `fn NAME(env: Env)` below, run by [`both!`] as
+//! `trust_locks::file::NAME` and `trust_locks::redis::NAME`. The `#[test]`s
+//! are file-only: pid namespaces judged by pid, the registry's mutex, TTLs
+//! in records on disk, inotify limits.
 
 use std::fs;
 use std::io::{BufRead, BufReader};
@@ -14,9 +20,16 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::harness::{Env, Owner, Run, bin_dir, bin_path, repo_root};
+use crate::harness::{Env, Owner, Run, bin_dir, bin_path, both, repo_root};
 
 const LM: &str = "lock-manager";
+
+both!(
+    run_keeps_the_lock_with_the_child_when_the_wrapper_is_sigkilled,
+    run_forwards_int_term_and_hup_to_the_child_and_passes_its_code_through,
+    the_childs_own_calls_act_as_the_holder,
+    a_transaction_by_an_owner_holding_a_later_lock_is_refused_at_once,
+);
 const SM: &str = "state-manager";
 const ER: &str = "error-recovery";
 
@@ -85,9 +98,7 @@ fn events(env: &Env, op: &str) -> Vec<serde_json::Value> {
 }
 
 // See: issue #11 — a SIGKILLed `run` left its still-running command without the lock.
-#[test]
-fn run_keeps_the_lock_with_the_child_when_the_wrapper_is_sigkilled() {
-    let env = Env::new();
+fn run_keeps_the_lock_with_the_child_when_the_wrapper_is_sigkilled(env: Env) {
     let mut run = spawn_run(
         &env,
         "k",
@@ -130,10 +141,8 @@ fn run_keeps_the_lock_with_the_child_when_the_wrapper_is_sigkilled() {
 }
 
 // See: issue #11 — SIGINT/SIGTERM/SIGHUP to `run` killed the wrapper only.
-#[test]
-fn run_forwards_int_term_and_hup_to_the_child_and_passes_its_code_through() {
+fn run_forwards_int_term_and_hup_to_the_child_and_passes_its_code_through(env: Env) {
     for sig in ["TERM", "INT", "HUP"] {
-        let env = Env::new();
         let script = r#"trap 'echo "got $1" > f; exit 3' INT TERM HUP; echo ready; sleep 30 >/dev/null & wait"#;
         let script = script.replace("$1", sig);
         let mut run = spawn_run(&env, "s", &script);
@@ -161,9 +170,7 @@ fn run_forwards_int_term_and_hup_to_the_child_and_passes_its_code_through() {
 }
 
 // See: issue #11 — `run state -- ./script` deadlocked on the script's own calls.
-#[test]
-fn the_childs_own_calls_act_as_the_holder() {
-    let env = Env::new();
+fn the_childs_own_calls_act_as_the_holder(env: Env) {
     env.init();
     let lib = repo_root().join("lib");
     // Direct calls, a subshell, a pipeline, error-recovery and the shims.
@@ -246,6 +253,7 @@ fn namespaced_holder(env: &Env, name: &str) -> Option<Child> {
 }
 
 // See: issue #11 — a live holder in another pid namespace was "pid reused" and taken over.
+// File-only: liveness judged by pid; on Redis a hold lives by its lease.
 #[test]
 fn a_holder_in_another_pid_namespace_is_never_taken_over() {
     let env = Env::new();
@@ -317,6 +325,7 @@ fn a_holder_in_another_pid_namespace_is_never_taken_over() {
 }
 
 // See: issue #11 — a blocking flock on the mutex ignored every timeout.
+// File-only: the registry's mutex files in `.locks/`.
 #[test]
 fn every_wait_behind_a_busy_mutex_honours_its_timeout() {
     let env = Env::new();
@@ -385,16 +394,14 @@ fn every_wait_behind_a_busy_mutex_honours_its_timeout() {
 }
 
 // See: issue #11 — owner A holding `docs` ran `set` while B holding `state` asked for `docs`.
-#[test]
-fn a_transaction_by_an_owner_holding_a_later_lock_is_refused_at_once() {
-    let env = Env::new();
+fn a_transaction_by_an_owner_holding_a_later_lock_is_refused_at_once(env: Env) {
     env.init();
     let (a, b) = (Owner::new(), Owner::new());
     env.run(LM, &["acquire", "docs", "0", "--owner", &a.pid()])
         .ok();
     env.run(LM, &["acquire", "state", "0", "--owner", &b.pid()])
         .ok();
-    let before = fs::read(env.state_file()).unwrap();
+    let before = env.sm(&["read", "-c"]);
     let a_pid = a.pid();
     // Every way of naming the owner, every binary that writes the state.
     let cases: Vec<(&str, Vec<&str>, bool)> = vec![
@@ -420,11 +427,7 @@ fn a_transaction_by_an_owner_holding_a_later_lock_is_refused_at_once() {
             .stderr_has("'docs'")
             .stderr_has("'state'");
     }
-    assert_eq!(
-        fs::read(env.state_file()).unwrap(),
-        before,
-        "the state changed"
-    );
+    assert_eq!(env.sm(&["read", "-c"]), before, "the state changed");
     // B's request for docs just waits for A (no deadlock: A gave up).
     env.run(LM, &["acquire", "docs", "0.2", "--owner", &b.pid()])
         .code(2);
@@ -455,6 +458,7 @@ fn boottime() -> f64 {
 }
 
 // See: issue #11 — a forward NTP step expired live holds early.
+// File-only: TTL records written into `.locks/`; Redis uses server time.
 #[test]
 fn ttls_follow_the_boot_clock_not_the_wall_clock() {
     let env = Env::new();
@@ -508,6 +512,7 @@ fn as_limit_user(mut cmd: Command) -> Command {
 }
 
 // See: issue #11 — waiters beyond fs.inotify.max_user_instances failed at once with exit 10.
+// File-only: waits by inotify; Redis waiters subscribe.
 #[test]
 fn waiters_beyond_the_inotify_instance_limit_still_wait_and_get_the_lock() {
     if !rustix::process::geteuid().is_root() {

@@ -116,8 +116,16 @@ impl RedisBackend {
 }
 
 impl CheckpointStore for RedisBackend {
-    fn create(&self, req: &Request<'_>, _access: Access<'_>) -> Result<Created> {
+    fn create(&self, req: &Request<'_>, access: Access<'_>) -> Result<Created> {
         let user_meta = req.check()?;
+        // Part of the `state` transaction, as on files: not while another
+        // owner holds lock `state` (the checkpoint would catch its change
+        // half made), and refused at once (exit 4) for an owner holding a
+        // lock ranked after `state`.
+        self.fence(
+            access,
+            Some(std::time::Instant::now() + self.cfg.lock_timeout),
+        )?;
         let bytes = crate::backend::StateStore::load_bytes(self)?
             .ok_or_else(|| crate::backend::StateStore::missing(self))?;
         let doc = crate::backend::StateStore::parse(self, &bytes).map_err(|e| {

@@ -6,7 +6,7 @@
 //!
 //! | key | type | holds |
 //! | --- | --- | --- |
-//! | `lock:N` | hash | `type` while held; `fence`, the grant counter, never deleted |
+//! | `lock:N` | hash | `type` while held; `fence`, the grant counter, never deleted; `changed`, when a holder or waiter last came or went (ms: the record's `timestamp`) |
 //! | `lock:N:h` | sorted set | holder id → lease end (server ms) |
 //! | `lock:N:m` | hash | holder id → `{"acquired", "acquired_ms", "ttl_end_ms", "token", "metadata"}` |
 //! | `lock:N:w` | sorted set | exclusive waiter id → when its entry lapses (writer preference) |
@@ -53,7 +53,8 @@ use crate::durable::{self, Durability};
 use crate::error::{Error, Kind, Result};
 use crate::lock::Identity;
 use crate::lock::manager::{
-    Acquired, Check, Cleaned, Entry, Progress, Released, Request, SLOW_WAIT, Takeover, WaitLog,
+    Acquired, Attend, Check, Cleaned, Entry, Progress, Released, Request, Takeover, WaitLog,
+    held_by, waiting_line_of,
 };
 use crate::lock::name;
 use crate::lock::record::{Holder, LockType, Record, Waiter};
@@ -66,6 +67,7 @@ const RELEASE: &str = include_str!("lua/release.lua");
 const READ: &str = include_str!("lua/read.lua");
 const DROP: &str = include_str!("lua/drop.lua");
 const WAITER: &str = include_str!("lua/waiter.lua");
+const HIERARCHY: &str = include_str!("lua/hierarchy.lua");
 // The keeper's seam (src/backend/redis/keeper.rs, issue 14) until it lands.
 #[allow(dead_code)]
 const RENEW_OWNER: &str = include_str!("lua/renew_owner.lua");
@@ -108,6 +110,9 @@ struct Snapshot {
     kind: Option<LockType>,
     holders: Vec<Held>,
     waiters: Vec<(String, i64)>,
+    /// When a holder or waiter last came or went (server ms); `None` for a
+    /// lock last changed by an earlier version.
+    changed: Option<i64>,
 }
 
 /// The outcome of one acquire-try.
@@ -129,10 +134,12 @@ enum Try {
         waiters: Vec<(String, i64)>,
         now: i64,
     },
-    Hierarchy {
-        held: String,
-        rank: u32,
-    },
+    /// The owner holds `held`, ranked after the lock it asks for.
+    Hierarchy { held: String },
+    /// The try reached the server after the moment it was to be decided
+    /// by (a paused or slow server): refused, so that a client that has
+    /// given up is never granted a hold nobody keeps.
+    Late { now: i64 },
 }
 
 fn text(v: &Reply) -> String {
@@ -180,9 +187,9 @@ fn bad_reply(doing: &str) -> Error {
 }
 
 /// One lock of a script's reply: `{name, type, {id, end, meta...},
-/// {waiter, end...}}`.
+/// {waiter, end...}, changed}`.
 fn snapshot_of(v: &Reply) -> Option<Snapshot> {
-    let [name, kind, holders, waiters] = items(v) else {
+    let [name, kind, holders, waiters, changed] = items(v) else {
         return None;
     };
     let holders = items(holders)
@@ -199,6 +206,7 @@ fn snapshot_of(v: &Reply) -> Option<Snapshot> {
         kind: LockType::parse(&text(kind)).ok(),
         holders,
         waiters: scored(waiters),
+        changed: text(changed).parse().ok(),
     })
 }
 
@@ -377,8 +385,15 @@ impl RedisBackend {
 
     /// One acquire-try for `req`, registering `waiter` as an exclusive
     /// waiter when blocked.
-    fn try_acquire(&self, req: &Request, lease: Duration, waiter: &str) -> Result<Try> {
+    fn try_acquire(
+        &self,
+        req: &Request,
+        lease: Duration,
+        waiter: &str,
+        not_after: Option<i64>,
+    ) -> Result<Try> {
         let doing = "acquire a lock";
+        let not_after = not_after.map(|ms| ms.to_string()).unwrap_or_default();
         let (ranks, other) = ranks();
         let ttl = req
             .ttl
@@ -403,6 +418,7 @@ impl RedisBackend {
                 &ranks,
                 &other.to_string(),
                 &fresh_epoch(),
+                &not_after,
             ],
         )?;
         let r = items(&reply);
@@ -429,10 +445,8 @@ impl RedisBackend {
                 waiters: scored(waiters),
                 now: int(now),
             }),
-            (Some("hierarchy"), [_, held, rank]) => Ok(Try::Hierarchy {
-                held: text(held),
-                rank: u32::try_from(int(rank)).unwrap_or(0),
-            }),
+            (Some("hierarchy"), [_, held, _rank]) => Ok(Try::Hierarchy { held: text(held) }),
+            (Some("late"), [_, now]) => Ok(Try::Late { now: int(now) }),
             _ => Err(bad_reply(doing)),
         }
     }
@@ -518,10 +532,18 @@ impl RedisBackend {
                 })
             })
             .collect();
+        // When it last changed, as a file record's `timestamp` is; a lock
+        // stamped by no script of this version: its latest grant.
+        let changed = snap.changed.or_else(|| {
+            snap.holders
+                .iter()
+                .filter_map(|h| h.meta.get("acquired_ms").and_then(Value::as_i64))
+                .max()
+        });
         Record {
             name: snap.name.clone(),
             kind: snap.kind.unwrap_or(LockType::Exclusive),
-            timestamp: ms_rfc3339(now),
+            timestamp: ms_rfc3339(changed.unwrap_or(now)),
             holders,
             waiters,
         }
@@ -771,12 +793,24 @@ impl LockRegistry for RedisBackend {
         let mut asked_signals = false;
         let mut takeovers = Vec::new();
         let mut registered = false;
+        let mut round = 0u32;
+        // The server's time at the last reply, and when it was read here.
+        let mut server_at: Option<(i64, Instant)> = None;
         let channel = self.keys.key(&format!("wake:{}", req.name));
+        crate::debug::log(|| format!("lock key {}", self.keys.key(&format!("lock:{}", req.name))));
         loop {
             // A shared request never registers; an exclusive one only once
             // it has had to wait (then at every try, which renews the entry).
             let as_waiter = if registered { waiter.as_str() } else { "" };
-            let outcome = self.try_acquire(req, lease, as_waiter)?;
+            // The latest server time this try may be granted at: the
+            // server's time at the last reply, moved on by what passed
+            // here since, plus half the reply's timeout (after that this
+            // client may have given up on the reply, exit 8). The first
+            // try knows no server time: no bound.
+            let not_after = server_at.map(|(ms, at): (i64, Instant)| {
+                ms + (at.elapsed() + self.timeout / 2).as_millis() as i64
+            });
+            let outcome = self.try_acquire(req, lease, as_waiter, not_after)?;
             let (kind, holders, waiters, now) = match outcome {
                 Try::Granted {
                     token,
@@ -806,18 +840,19 @@ impl LockRegistry for RedisBackend {
                     };
                     return self.granted(req, log, grant, takeovers);
                 }
-                Try::Hierarchy { held, rank } => {
+                Try::Hierarchy { held } => {
                     self.withdraw(req, &waiter, registered);
-                    return Err(Error::validation(format!(
-                        "lock hierarchy: pid {} holds '{held}' (priority {rank}) and may not then request '{}' (priority {})",
-                        req.owner.pid,
-                        req.name,
-                        name::priority(&req.name)
-                    ))
-                    .hint(format!(
-                        "acquire '{}' before '{held}', or release '{held}' first",
-                        req.name
-                    )));
+                    return Err(name::hierarchy_error(req.owner.pid, &held, &req.name));
+                }
+                Try::Late { now } => {
+                    // Still here to read it: try again, bounded anew.
+                    server_at = Some((now, Instant::now()));
+                    if Instant::now() >= deadline {
+                        self.withdraw(req, &waiter, registered);
+                        log.waited = log.started.elapsed();
+                        return Err(timeout_error(req, None, &[], &[]));
+                    }
+                    continue;
                 }
                 Try::Blocked {
                     kind,
@@ -826,6 +861,7 @@ impl LockRegistry for RedisBackend {
                     now,
                 } => (kind, holders, waiters, now),
             };
+            server_at = Some((now, Instant::now()));
             let ids: Vec<Identity> = holders
                 .iter()
                 .filter_map(|(id, _)| parse_holder_id(id))
@@ -857,24 +893,29 @@ impl LockRegistry for RedisBackend {
                     .map(|(id, _)| id)
                     .collect();
             if !dead_waiters.is_empty() {
-                let key = self.keys.key(&format!("lock:{}:w", req.name));
-                self.with("drop a dead waiter", |c| {
-                    redis::cmd("ZREM")
-                        .arg(&key)
-                        .arg(&dead_waiters)
-                        .query::<i64>(c)
-                })?;
+                for w in &dead_waiters {
+                    self.lock_script("drop a dead waiter", WAITER, lease, &[&req.name, w, ""])?;
+                }
                 continue;
+            }
+            // A shared request that queues behind a writer says so.
+            let writers: Vec<String> = waiters
+                .iter()
+                .map(|(id, _)| id.clone())
+                .filter(|w| req.kind == LockType::Shared && *w != waiter)
+                .collect();
+            round += 1;
+            if crate::debug::enabled() {
+                let blocked = blocked_text(kind, &holders, &writers);
+                crate::lock::manager::debug_round(&req.name, round, &blocked, log);
             }
             if Instant::now() >= deadline {
                 self.withdraw(req, &waiter, registered);
                 log.waited = log.started.elapsed();
-                // A shared request that queues behind a writer says so.
-                let writers: Vec<String> = waiters
-                    .into_iter()
-                    .map(|(id, _)| id)
-                    .filter(|w| req.kind == LockType::Shared && *w != waiter)
-                    .collect();
+                if crate::debug::enabled() {
+                    let blocked = blocked_text(kind, &holders, &writers);
+                    crate::lock::manager::debug_timed_out(req, log, &blocked);
+                }
                 return Err(timeout_error(req, kind, &holders, &writers));
             }
             // From the first wait on, SIGINT, SIGTERM and SIGHUP only wake
@@ -882,6 +923,7 @@ impl LockRegistry for RedisBackend {
             if log.attend.signals && !asked_signals {
                 asked_signals = true;
                 interrupts = Interrupts::block().ok();
+                log.note_ignored_sigint(&req.name, deadline);
             }
             if let Some(i) = &interrupts
                 && i.take().is_some()
@@ -899,21 +941,9 @@ impl LockRegistry for RedisBackend {
                 wakes = Some(self.subscribe(&channel)?);
                 continue;
             }
-            log.attend.progress = log.attend.progress.resolved();
-            let slow_at = log.started + SLOW_WAIT;
-            let say_now = !log.announced
-                && match log.attend.progress {
-                    Progress::Verbose => true,
-                    Progress::Terminal => Instant::now() >= slow_at,
-                    _ => false,
-                };
-            if say_now {
-                log.announced = true;
-                let who = holders
-                    .first()
-                    .map(|(id, _)| format!(" held by {}", describe_holder(id)))
-                    .unwrap_or_default();
-                crate::lock::commands::say(&format!("waiting for lock '{}'{who}…", req.name));
+            if log.line_due() {
+                let line = self.waiting_line(&req.name, &holders, writers.first());
+                log.announce(&line);
             }
             // Until a wake, the earliest end of a lease (or of a writer's
             // entry a shared request queues behind: a killed writer's entry
@@ -930,9 +960,7 @@ impl LockRegistry for RedisBackend {
             if registered {
                 until = until.min(Instant::now() + lease / 2);
             }
-            if log.attend.progress == Progress::Terminal && !log.announced {
-                until = until.min(slow_at);
-            }
+            let until = log.wake_by(until);
             let w = wakes.as_mut().expect("subscribed above");
             match w.wait(interrupts.as_ref(), until) {
                 Ok(_) => {}
@@ -964,6 +992,8 @@ impl LockRegistry for RedisBackend {
         holder: Option<&str>,
     ) -> Result<Released> {
         name::validate(name)?;
+        let started = Instant::now();
+        crate::debug::log(|| format!("lock key {}", self.keys.key(&format!("lock:{name}"))));
         let doing = "release a lock";
         let me = holder_id(owner);
         let reply = self.lock_script(
@@ -984,6 +1014,7 @@ impl LockRegistry for RedisBackend {
                 if removed.contains(&me) {
                     self.remove_token(owner, name);
                 }
+                crate::lock::manager::debug_release(name, owner, !removed.is_empty(), started);
                 Ok(Released {
                     held: !removed.is_empty(),
                     forced_pids: removed
@@ -1018,6 +1049,7 @@ impl LockRegistry for RedisBackend {
             .hint(format!("see who does with 'lock-manager list' (holder ids in --json); 'lock-manager release {name} --force' removes every holder"))),
             (Some("none"), _) => {
                 self.remove_token(owner, name);
+                crate::lock::manager::debug_release(name, owner, false, started);
                 Ok(Released::default())
             }
             _ => Err(bad_reply(doing)),
@@ -1069,18 +1101,87 @@ impl LockRegistry for RedisBackend {
 }
 
 impl RedisBackend {
+    /// Refuses (exit 4) a request of owner `pid` (holder id `me`) for lock
+    /// `name` when it holds a lock ranked after `name` and not `name`
+    /// itself: the rule of `acquire`, for the `state` transactions of
+    /// `state-manager` and `error-recovery`. One round trip.
+    pub(crate) fn check_hierarchy(&self, name: &str, me: &str, pid: u32) -> Result<()> {
+        let (ranks, other) = ranks();
+        let reply = self.lock_script(
+            "check the lock hierarchy",
+            HIERARCHY,
+            local::DEFAULT_LEASE,
+            &[name, me, &ranks, &other.to_string()],
+        )?;
+        match items(&reply) {
+            [held, _rank] => Err(name::hierarchy_error(pid, &text(held), name)),
+            _ => Ok(()),
+        }
+    }
+
     /// Waits until no live holder of lock `state` but `me` (a holder id)
     /// is in the way: a write without a token of its own. A holder of this
-    /// host whose process is gone is taken over; exit 2 at `deadline`.
+    /// host whose process is gone is taken over; exit 2 at `deadline`. On
+    /// a terminal, a wait longer than a second says who holds the lock,
+    /// then when it got it, as `acquire` and the file transaction do.
     pub(crate) fn await_state(&self, me: &str, deadline: Instant) -> Result<()> {
         let lease = local::lease()?;
         let waiter = holder_id(&Identity::current());
+        let mut log = WaitLog::attended(Attend {
+            signals: false,
+            progress: Progress::IfTerminal,
+        });
         let mut listed = false;
-        let result = self.await_state_listed(me, deadline, lease, &waiter, &mut listed);
+        let result = self.await_state_listed(me, deadline, lease, &waiter, &mut listed, &mut log);
         if listed {
             let _ = self.lock_script("leave the waiters", WAITER, lease, &["state", &waiter, ""]);
         }
+        if result.is_ok() {
+            log.waited = log.started.elapsed();
+            log.say_got("state");
+        }
         result
+    }
+
+    /// The "waiting for lock" line of a wait for `name` blocked by
+    /// `holders` (or queued `behind` an exclusive waiter): each with its
+    /// command and since when it holds the lock (one read of the lock, once
+    /// per wait), and for a process of another host, that host and its
+    /// holder id.
+    fn waiting_line(
+        &self,
+        name: &str,
+        holders: &[(String, i64)],
+        behind: Option<&String>,
+    ) -> String {
+        let acquired: Vec<(String, String)> = self
+            .snapshots(&[name])
+            .ok()
+            .and_then(|(_, snaps)| snaps.into_iter().next())
+            .map(|snap| {
+                snap.holders
+                    .into_iter()
+                    .filter_map(|h| Some((h.id, h.meta.get("acquired")?.as_str()?.to_owned())))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let one = |id: &String| {
+            let since = acquired
+                .iter()
+                .find(|(h, _)| h == id)
+                .map(|(_, a)| a.as_str());
+            match parse_holder_id(id) {
+                Some(who) if who.is_local() => held_by(&who, since),
+                Some(who) => format!(
+                    "{} on host {} (holder id {id})",
+                    held_by(&who, since),
+                    who.host
+                ),
+                None => format!("holder id {id}"),
+            }
+        };
+        let shown: Vec<String> = holders.iter().map(|(id, _)| one(id)).collect();
+        waiting_line_of(name, &shown, behind.map(one))
     }
 
     /// [`RedisBackend::await_state`], listed as an exclusive waiter of
@@ -1093,9 +1194,11 @@ impl RedisBackend {
         lease: Duration,
         waiter: &str,
         listed: &mut bool,
+        log: &mut WaitLog,
     ) -> Result<()> {
         let channel = self.keys.key("wake:state");
         let mut wakes: Option<Wakes> = None;
+        let mut round = 0u32;
         loop {
             let (now, snaps) = self.snapshots(&["state"])?;
             let others: Vec<(String, i64)> = snaps
@@ -1116,6 +1219,11 @@ impl RedisBackend {
                 let ids: Vec<String> = dead.into_iter().map(|(id, _)| id).collect();
                 self.drop_dead("state", &Identity::current(), &ids)?;
                 continue;
+            }
+            round += 1;
+            if crate::debug::enabled() {
+                let blocked = blocked_text(Some(LockType::Exclusive), &others, &[]);
+                crate::lock::manager::debug_round("state", round, &blocked, log);
             }
             if Instant::now() >= deadline {
                 return Err(Error::new(
@@ -1140,11 +1248,17 @@ impl RedisBackend {
                 wakes = Some(self.subscribe(&channel)?);
                 continue;
             };
+            if log.line_due() {
+                let line = self.waiting_line("state", &others, None);
+                log.announce(&line);
+            }
             let earliest = others.iter().map(|(_, e)| *e).min().unwrap_or(i64::MAX);
             let to_end = Duration::from_millis(u64::try_from(earliest - now).unwrap_or(0) + 1);
-            let until = deadline
-                .min(Instant::now() + to_end)
-                .min(Instant::now() + lease / 2);
+            let until = log.wake_by(
+                deadline
+                    .min(Instant::now() + to_end)
+                    .min(Instant::now() + lease / 2),
+            );
             if w.wait(None, until).is_err() {
                 wakes = None;
             }
@@ -1166,20 +1280,8 @@ impl RedisBackend {
     /// the shared requests that queued behind it.
     fn withdraw(&self, req: &Request, waiter: &str, registered: bool) {
         if registered {
-            let key = self.keys.key(&format!("lock:{}:w", req.name));
-            let channel = self.keys.key(&format!("wake:{}", req.name));
-            let _ = self.with("leave the waiters", |c| {
-                redis::pipe()
-                    .cmd("ZREM")
-                    .arg(&key)
-                    .arg(waiter)
-                    .ignore()
-                    .cmd("PUBLISH")
-                    .arg(&channel)
-                    .arg("withdrawn")
-                    .ignore()
-                    .query::<()>(c)
-            });
+            let lease = local::DEFAULT_LEASE;
+            let _ = self.lock_script("leave the waiters", WAITER, lease, &[&req.name, waiter, ""]);
         }
     }
 
@@ -1222,13 +1324,8 @@ impl RedisBackend {
             }
             return Err(e);
         }
-        if log.announced {
-            crate::lock::commands::say(&format!(
-                "got lock '{}' after {:.1} s",
-                req.name,
-                log.waited.as_secs_f64()
-            ));
-        }
+        log.say_got(&req.name);
+        crate::lock::manager::debug_granted(req, log);
         Ok(Acquired {
             record,
             takeovers,
@@ -1248,14 +1345,9 @@ struct Grant {
     record: Record,
 }
 
-/// The error of a request not granted within its timeout, naming the
-/// holders and the id `release --force --holder` takes.
-fn timeout_error(
-    req: &Request,
-    kind: Option<LockType>,
-    holders: &[(String, i64)],
-    writers: &[String],
-) -> Error {
+/// What keeps a request waiting, for people: the holders of `kind`, and
+/// the exclusive waiters (`writers`) a shared request queues behind.
+fn blocked_text(kind: Option<LockType>, holders: &[(String, i64)], writers: &[String]) -> String {
     let kind = kind.map_or("", LockType::as_str);
     let mut held = match holders {
         [] => String::new(),
@@ -1273,6 +1365,18 @@ fn timeout_error(
         }
         held.push_str(&format!("queued behind an exclusive waiter (pid {pid})"));
     }
+    held
+}
+
+/// The error of a request not granted within its timeout, naming the
+/// holders and the id `release --force --holder` takes.
+fn timeout_error(
+    req: &Request,
+    kind: Option<LockType>,
+    holders: &[(String, i64)],
+    writers: &[String],
+) -> Error {
+    let held = blocked_text(kind, holders, writers);
     let first = holders.first().map_or("ID", |(h, _)| h.as_str());
     Error::new(
         Kind::LockTimeout,

@@ -87,7 +87,8 @@ local now = t[1] .. string.rep('0', 6 - #t[2]) .. t[2]
 /// Returns {'ok', backup} | {'dup', rev} | {'conflict', rev} | {'held',
 /// holder, lease end} (another live holder has lock `state`; the writer
 /// presents no token) | {'fence-epoch', epoch} | {'fence-lost', new holder}
-/// | {'fence-old', last token used}.
+/// | {'fence-old', last token used} | {'hierarchy', lock...} (the writer,
+/// not a holder of `state`, holds these locks, which rank after it).
 const COMMIT: &str = r#"
 local cur = redis.call('HMGET', KEYS[1], 'rev', 'last_txn')
 if cur[2] and cur[2] == ARGV[5] then return {'dup', cur[1]} end
@@ -112,6 +113,18 @@ if ARGV[14] ~= '' then
     return {'fence-old', tostring(math.max(last, live))}
   end
 else
+  -- The hierarchy: a writer that holds a lock ranked after `state` (any
+  -- other lock) but not `state` itself could deadlock with a holder of
+  -- `state` that waits for it.
+  local mine = ARGV[13] ~= '' and redis.call('ZSCORE', holders, ARGV[13])
+  if ARGV[13] ~= '' and not (mine and tonumber(mine) > now_ms) then
+    local later = {'hierarchy'}
+    for _, l in ipairs(redis.call('SMEMBERS', ARGV[16] .. 'owner:' .. ARGV[13])) do
+      local e = l ~= 'state' and redis.call('ZSCORE', ARGV[16] .. 'lock:' .. l .. ':h', ARGV[13])
+      if e and tonumber(e) > now_ms then later[#later + 1] = l end
+    end
+    if #later > 1 then return later end
+  end
   for _, h in ipairs(redis.call('ZRANGEBYSCORE', holders, '(' .. now_ms, '+inf')) do
     if h ~= ARGV[13] then return {'held', h, redis.call('ZSCORE', holders, h)} end
   end
@@ -166,6 +179,8 @@ type Fields = (
     Option<String>,
     Option<String>,
 );
+/// The locks a writer's owner index lists, and its lease of `state`, if any.
+type Owned = Option<(Vec<String>, Option<f64>)>;
 /// Members of a sorted set with their scores.
 type Scored = Vec<(String, f64)>;
 
@@ -198,20 +213,48 @@ fn txn_id() -> String {
 
 impl RedisBackend {
     fn snapshot(&self) -> Result<Snapshot> {
+        self.snapshot_for(None)
+    }
+
+    /// [`Self::snapshot`], and in the same round trip, for a transaction
+    /// of `fence`'s writer: refuses it (exit 4) before its change is
+    /// computed when the writer holds a lock ranked after `state` and not
+    /// `state` — as the file transaction does before it reads. Only an
+    /// owner that holds some other lock costs a second round trip; the
+    /// commit script checks again, atomically.
+    fn snapshot_for(&self, fence: Option<&Fence>) -> Result<Snapshot> {
         let key = self.keys.key("state");
         let seen = self.seen()?;
-        let ((doc, rev, sum, lineage), (secs, micros)): (Fields, (i64, i64)) =
+        let holder = fence.map_or("", |f| f.holder.as_str());
+        let (((doc, rev, sum, lineage), (secs, micros)), owned): ((Fields, (i64, i64)), Owned) =
             self.with("read the state", |c| {
-                redis::pipe()
-                    .cmd("HMGET")
+                let mut p = redis::pipe();
+                p.cmd("HMGET")
                     .arg(&key)
                     .arg("doc")
                     .arg("rev")
                     .arg("sum")
                     .arg("lineage")
-                    .cmd("TIME")
-                    .query(c)
+                    .cmd("TIME");
+                if holder.is_empty() {
+                    return p.query(c).map(|r| (r, None));
+                }
+                p.cmd("SMEMBERS")
+                    .arg(self.keys.key(&format!("owner:{holder}")))
+                    .cmd("ZSCORE")
+                    .arg(self.keys.key("lock:state:h"))
+                    .arg(holder);
+                let (fields, time, names, mine): (Fields, (i64, i64), Vec<String>, Option<f64>) =
+                    p.query(c)?;
+                Ok(((fields, time), Some((names, mine))))
             })?;
+        if let (Some(f), Some((names, mine))) = (fence, owned) {
+            let now_ms = (secs * 1000 + micros / 1000) as f64;
+            let holds_state = mine.is_some_and(|end| end > now_ms);
+            if !holds_state && names.iter().any(|n| n != "state") {
+                self.check_hierarchy("state", &f.holder, f.pid)?;
+            }
+        }
         self.check_revision(&seen, lineage.as_deref(), rev.as_deref())?;
         Ok(Snapshot {
             rev: rev.unwrap_or_else(|| "-1".into()),
@@ -360,6 +403,7 @@ impl RedisBackend {
         match field(0).as_str() {
             "conflict" => Ok(Committed::Conflict),
             "held" => Ok(Committed::Held { holder: field(1) }),
+            "hierarchy" => Err(later_lock_error(fence.pid, &reply[1..])),
             "fence-epoch" => Err(fence.refused(
                 "the server lost its data since this hold was granted (its epoch changed)",
             )),
@@ -531,7 +575,7 @@ impl RedisBackend {
     /// `wait_first` and no token, first waits until no other live holder
     /// has lock `state` (exit 2 at `deadline`); a transaction does not (its
     /// commit says when one does: [`Committed::Held`]).
-    fn fence(&self, access: Access<'_>, deadline: Option<Instant>) -> Result<Fence> {
+    pub(super) fn fence(&self, access: Access<'_>, deadline: Option<Instant>) -> Result<Fence> {
         let fence = match access.owner {
             None => Fence::default(),
             Some(owner) => Fence {
@@ -543,6 +587,11 @@ impl RedisBackend {
         if let Some(deadline) = deadline
             && fence.token.is_none()
         {
+            // As on files: refused at once (exit 4) when the owner holds a
+            // lock ranked after `state`, whoever holds `state` now.
+            if !fence.holder.is_empty() {
+                self.check_hierarchy("state", &fence.holder, fence.pid)?;
+            }
             self.await_state(&fence.holder, deadline)?;
         }
         Ok(fence)
@@ -574,7 +623,7 @@ enum Committed {
 
 /// What a write presents about its writer's hold of lock `state`.
 #[derive(Default)]
-struct Fence {
+pub(super) struct Fence {
     /// The writer's holder id ('' when the operation has no owner).
     holder: String,
     pid: u32,
@@ -594,6 +643,17 @@ impl Fence {
         )
         .hint("nothing was written; release 'state' (lock-manager release state), acquire it again, and redo the change from a fresh read")
     }
+}
+
+/// The refusal (exit 4) of a `state` transaction by owner `pid`, which
+/// holds the locks `held`, all ranked after `state`: the same words as a
+/// refused `acquire` names the one ranked last.
+pub(super) fn later_lock_error(pid: u32, held: &[String]) -> Error {
+    let last = held
+        .iter()
+        .max_by_key(|l| (crate::lock::name::priority(l), l.as_str()))
+        .map_or("?", String::as_str);
+    crate::lock::name::hierarchy_error(pid, last, "state")
 }
 
 fn conflict(attempts: u32) -> Error {
@@ -699,7 +759,7 @@ impl StateStore for RedisBackend {
         let mut attempt = 0;
         while attempt < ATTEMPTS {
             attempt += 1;
-            let snap = self.snapshot()?;
+            let snap = self.snapshot_for((attempt == 1).then_some(&fence))?;
             let old = self.document(&snap)?;
             let Some(mut next) = change(old.as_ref())? else {
                 return Ok(None);

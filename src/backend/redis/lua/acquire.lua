@@ -2,27 +2,27 @@
 -- ARGV: 5 name, 6 holder id, 7 type, 8 --ttl in ms ('' none), 9 metadata
 -- JSON ('' none), 10 the waiter id to register if exclusive and blocked
 -- ('' none), 11 the hierarchy's ranks (JSON name -> rank), 12 the rank of
--- any other name, 13 a fresh epoch.
--- Returns {'hierarchy', held, rank} | {'blocked', type, {id, end...},
+-- any other name, 13 a fresh epoch, 14 the latest server time (ms) this
+-- try may be decided at ('' none): later, the client may have given up.
+-- {'late', now} then: nothing granted, its waiter entry removed.
+-- Returns {'late', now} | {'hierarchy', held, rank} | {'blocked', type, {id, end...},
 -- {waiter, end...}, now} | {'granted', token, epoch, already, upgraded, type,
 -- now, {lapsed id, reason...}, {the lock as read.lua gives it}}.
 local name, me, typ = ARGV[5], ARGV[6], ARGV[7]
 local ttl = tonumber(ARGV[8])
 local hk, wk = lk(name, ':h'), lk(name, ':w')
 local gone = prune(name)
+if ARGV[14] ~= '' and now > tonumber(ARGV[14]) then
+  lapsed(name, gone, '')
+  if ARGV[10] ~= '' and redis.call('ZREM', wk, ARGV[10]) == 1 then
+    touch(name)
+    redis.call('PUBLISH', k('wake:' .. name), 'withdrawn')
+  end
+  return {'late', now}
+end
 local mine = redis.call('ZSCORE', hk, me)
 if not mine then
-  local ranks, other = cjson.decode(ARGV[11]), tonumber(ARGV[12])
-  local function rank(n) return ranks[n] or other end
-  local wanted, worst, worst_name = rank(name), nil, nil
-  for _, l in ipairs(redis.call('SMEMBERS', k('owner:' .. me))) do
-    if l ~= name and rank(l) > wanted then
-      local e = redis.call('ZSCORE', lk(l, ':h'), me)
-      if e and tonumber(e) > now and (not worst or rank(l) > worst) then
-        worst, worst_name = rank(l), l
-      end
-    end
-  end
+  local worst_name, worst = held_after(name, me, ARGV[11], ARGV[12])
   if worst then
     lapsed(name, gone, '')
     return {'hierarchy', worst_name, worst}
@@ -46,7 +46,7 @@ end
 if blocked then
   lapsed(name, gone, '')
   if typ == 'exclusive' and ARGV[10] ~= '' then
-    redis.call('ZADD', wk, now + LEASE, ARGV[10])
+    if redis.call('ZADD', wk, now + LEASE, ARGV[10]) == 1 then touch(name) end
     redis.call('SADD', k('locks'), name)
   end
   return {'blocked', cur or '', redis.call('ZRANGE', hk, 0, -1, 'WITHSCORES'),
@@ -59,6 +59,7 @@ if mine then
   token = meta_num(m, 'token') or 0
   if typ == 'exclusive' and cur == 'shared' then
     upgraded = 1
+    touch(name)
     token = redis.call('HINCRBY', lk(name), 'fence', 1)
     m = string.gsub(m, '"token":%d+', '"token":' .. token, 1)
     redis.call('HSET', lk(name, ':m'), me, m)
@@ -69,6 +70,7 @@ if mine then
   if e > tonumber(mine) then redis.call('ZADD', hk, e, me) end
 else
   if n == 0 then redis.call('HSET', lk(name), 'type', typ) end
+  touch(name)
   token = redis.call('HINCRBY', lk(name), 'fence', 1)
   local ttl_end = ttl and (now + ttl) or nil
   local e = now + LEASE
@@ -79,7 +81,7 @@ else
   redis.call('SADD', k('locks'), name)
   redis.call('HDEL', lk(name, ':lost'), me)
 end
-if ARGV[10] ~= '' then redis.call('ZREM', wk, ARGV[10]) end
+if ARGV[10] ~= '' and redis.call('ZREM', wk, ARGV[10]) == 1 then touch(name) end
 lapsed(name, gone, me)
 local flat = {}
 for _, g in ipairs(gone) do flat[#flat + 1] = g[1]; flat[#flat + 1] = g[2] end
@@ -93,4 +95,5 @@ for i = 1, #hs, 2 do
 end
 return {'granted', token, epoch(ARGV[13]), already, upgraded,
   redis.call('HGET', lk(name), 'type'), now, flat,
-  {name, redis.call('HGET', lk(name), 'type'), holders, redis.call('ZRANGE', wk, 0, -1, 'WITHSCORES')}}
+  {name, redis.call('HGET', lk(name), 'type'), holders, redis.call('ZRANGE', wk, 0, -1, 'WITHSCORES'),
+   redis.call('HGET', lk(name), 'changed') or ''}}

@@ -64,9 +64,16 @@ local function note_lost(name, holder, by)
   end
 end
 
+-- Stamps lock `name` as changed now (a holder or waiter came or went):
+-- the record's `timestamp`. A lease renewal is no change.
+local function touch(name)
+  redis.call('HSET', lk(name), 'changed', now)
+end
+
 -- Takes `holder` out of `name` (no audit): the hold, its metadata, its
 -- owner-index entry; the type goes with the last holder.
 local function drop(name, holder)
+  touch(name)
   redis.call('ZREM', lk(name, ':h'), holder)
   redis.call('HDEL', lk(name, ':m'), holder)
   redis.call('SREM', k('owner:' .. holder), name)
@@ -83,7 +90,7 @@ local function prune(name)
     drop(name, h)
     gone[#gone + 1] = {h, reason}
   end
-  redis.call('ZREMRANGEBYSCORE', lk(name, ':w'), '-inf', now)
+  if redis.call('ZREMRANGEBYSCORE', lk(name, ':w'), '-inf', now) > 0 then touch(name) end
   return gone
 end
 
@@ -104,4 +111,22 @@ local function epoch(fresh)
   if e then return e end
   redis.call('SET', k('epoch'), fresh, 'NX')
   return fresh
+end
+
+-- The lock ranked last of those `me` holds live that rank after `name`
+-- (ranks: JSON name -> rank, `other` the rank of any other name):
+-- its name and rank, or nil when `me` may ask for `name`.
+local function held_after(name, me, ranks_json, other_rank)
+  local ranks, other = cjson.decode(ranks_json), tonumber(other_rank)
+  local function rank(n) return ranks[n] or other end
+  local wanted, worst, worst_name = rank(name), nil, nil
+  for _, l in ipairs(redis.call('SMEMBERS', k('owner:' .. me))) do
+    if l ~= name and rank(l) > wanted then
+      local e = redis.call('ZSCORE', lk(l, ':h'), me)
+      if e and tonumber(e) > now and (not worst or rank(l) > worst) then
+        worst, worst_name = rank(l), l
+      end
+    end
+  end
+  return worst_name, worst
 end

@@ -1,6 +1,7 @@
 -- Reads locks ARGV[5..] (none: every name in `locks`), dropping lapsed
 -- holders first. Returns {now, {name, type, {id, end, meta...},
--- {waiter, end...}}...}; a name with neither holders nor waiters is left out.
+-- {waiter, end...}, changed ms}...}; a name with neither holders nor
+-- waiters is left out.
 local names = {}
 for i = 5, #ARGV do names[#names + 1] = ARGV[i] end
 if #names == 0 then names = redis.call('SMEMBERS', k('locks')) end
@@ -16,7 +17,8 @@ for _, name in ipairs(names) do
       holders[#holders + 1] = hs[i + 1]
       holders[#holders + 1] = redis.call('HGET', lk(name, ':m'), hs[i]) or 'null'
     end
-    out[#out + 1] = {name, redis.call('HGET', lk(name), 'type') or '', holders, ws}
+    out[#out + 1] = {name, redis.call('HGET', lk(name), 'type') or '', holders, ws,
+      redis.call('HGET', lk(name), 'changed') or ''}
   end
 end
 return {now, out}

@@ -12,4 +12,5 @@ redis.call('SREM', k('owner:' .. from), name)
 redis.call('ZADD', hk, e, to)
 redis.call('HSET', lk(name, ':m'), to, m)
 redis.call('SADD', k('owner:' .. to), name)
+touch(name)
 return 1
