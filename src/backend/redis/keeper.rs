@@ -38,9 +38,7 @@ use std::cell::RefCell;
 use std::fs::{File, OpenOptions, TryLockError};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -124,45 +122,93 @@ fn keeper_program() -> PathBuf {
 }
 
 /// Starts a detached keeper for `owner`; returns once it runs (exec'd).
+///
+/// A bare fork and execve rather than `std::process::Command`: that one
+/// call site would bring posix_spawn and its 30 dynamic symbols into every
+/// binary (the lock registry is behind the backend seam), which the loader
+/// binds at every start-up, `--version` included.
 fn spawn(backend: &RedisBackend, owner: &Identity) -> Result<()> {
+    use std::ffi::{CString, OsStr};
+    use std::os::unix::ffi::OsStrExt;
+
     let program = keeper_program();
-    let mut cmd = Command::new(&program);
-    cmd.arg0("lock-manager")
-        .arg(SUBCOMMAND)
-        .arg(holder_id(owner))
-        .current_dir("/")
-        .env("WFSTATE_BACKEND", &backend.url)
-        .env("WFSTATE_NAMESPACE", &backend.ns)
-        .env_remove("LOCK_OWNER_PID")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(keeper_stderr());
+    let cannot = |e: std::io::Error| {
+        Error::new(Kind::of_io(&e), "cannot start the lease keeper")
+            .because(format!("{}: {e}", program.display()))
+            .hint("check that lock-manager is installed beside this binary; without a keeper the lock lapses after WFSTATE_LEASE")
+    };
+    let c = |b: &[u8]| CString::new(b).map_err(|_| cannot(std::io::ErrorKind::InvalidInput.into()));
+    // Everything the child needs is made before the fork: after it, only
+    // async-signal-safe system calls.
+    let prog = c(program.as_os_str().as_bytes())?;
+    let argv = [
+        c(b"lock-manager")?,
+        c(SUBCOMMAND.as_bytes())?,
+        c(holder_id(owner).as_bytes())?,
+    ];
     // Its audit events that cannot reach the server fall back to the
     // caller's audit file: name it (and the state beside it) absolutely,
     // since the keeper runs in `/`.
-    for (var, path) in [
+    let mut set: Vec<(&str, &OsStr)> = vec![
+        ("WFSTATE_BACKEND", OsStr::new(&backend.url)),
+        ("WFSTATE_NAMESPACE", OsStr::new(&backend.ns)),
+    ];
+    let absolute: Vec<(&str, PathBuf)> = [
         ("STATE_FILE", &backend.cfg.state_file),
         ("AUDIT_LOG", &backend.cfg.audit_log),
-    ] {
-        if let Ok(abs) = std::path::absolute(path) {
-            cmd.env(var, abs);
+    ]
+    .into_iter()
+    .filter_map(|(var, path)| std::path::absolute(path).ok().map(|a| (var, a)))
+    .collect();
+    set.extend(absolute.iter().map(|(var, a)| (*var, a.as_os_str())));
+    let mut envp = Vec::new();
+    for (k, v) in std::env::vars_os() {
+        let dropped = k == "LOCK_OWNER_PID" || set.iter().any(|(s, _)| k == *s);
+        if !dropped {
+            envp.push(c(&[k.as_bytes(), b"=", v.as_bytes()].concat())?);
         }
     }
-    // SAFETY: runs in the forked child before exec; setsid, sigprocmask,
-    // signal and close_range are async-signal-safe system calls on no
-    // shared state.
-    unsafe {
-        cmd.pre_exec(|| {
-            rustix::process::setsid()?;
+    for (k, v) in &set {
+        envp.push(c(&[k.as_bytes(), b"=", v.as_bytes()].concat())?);
+    }
+    let argv_p: Vec<*const libc::c_char> = argv
+        .iter()
+        .map(|a| a.as_ptr())
+        .chain([std::ptr::null()])
+        .collect();
+    let envp_p: Vec<*const libc::c_char> = envp
+        .iter()
+        .map(|a| a.as_ptr())
+        .chain([std::ptr::null()])
+        .collect();
+    let null = File::open("/dev/null").map_err(cannot)?;
+    let stderr = keeper_stderr().unwrap_or_else(|| null.try_clone().expect("dup /dev/null"));
+    // Tells the parent why an exec failed; closed by a successful one.
+    let (mut report_rd, report_wr) = std::io::pipe().map_err(cannot)?;
+    use std::os::fd::AsRawFd;
+    let (null_fd, err_fd, wr_fd) = (null.as_raw_fd(), stderr.as_raw_fd(), report_wr.as_raw_fd());
+    // SAFETY: the child only makes async-signal-safe calls on memory made
+    // before the fork, then execs or exits.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(cannot(std::io::Error::last_os_error()));
+    }
+    if pid == 0 {
+        unsafe {
+            libc::setsid();
             // The caller may block or ignore the signals that end a
             // process (a wait's interrupts, `run`'s forwarding, nohup):
             // the keeper ends by SIGTERM as any daemon does.
             let mut none: libc::sigset_t = std::mem::zeroed();
             libc::sigemptyset(&mut none);
             libc::pthread_sigmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
-            for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
+            for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP, libc::SIGPIPE] {
                 libc::signal(sig, libc::SIG_DFL);
             }
+            libc::dup2(null_fd, 0);
+            libc::dup2(null_fd, 1);
+            libc::dup2(err_fd, 2);
+            libc::chdir(c"/".as_ptr());
             // Every descriptor the caller's shell left open (a pipe a
             // `$(...)` or a test reads to its end) closes at exec; older
             // kernels without CLOSE_RANGE_CLOEXEC: only ours, all
@@ -173,39 +219,36 @@ fn spawn(backend: &RedisBackend, owner: &Identity) -> Result<()> {
                 u32::MAX,
                 libc::CLOSE_RANGE_CLOEXEC,
             );
-            Ok(())
-        });
+            libc::execve(prog.as_ptr(), argv_p.as_ptr(), envp_p.as_ptr());
+            let errno = *libc::__errno_location();
+            libc::write(wr_fd, (&errno as *const i32).cast(), 4);
+            libc::_exit(127);
+        }
     }
-    let child = cmd.spawn().map_err(|e| {
-        Error::new(Kind::of_io(&e), "cannot start the lease keeper")
-            .because(format!("{}: {e}", program.display()))
-            .hint("check that lock-manager is installed beside this binary; without a keeper the lock lapses after WFSTATE_LEASE")
-    })?;
-    crate::debug::log(|| {
-        format!(
-            "keeper: started pid {} for {}",
-            child.id(),
-            holder_id(owner)
-        )
-    });
+    drop(report_wr);
+    let mut got = [0u8; 4];
+    if std::io::Read::read_exact(&mut report_rd, &mut got).is_ok() {
+        // Reap it: it has exited.
+        unsafe { libc::waitpid(pid, std::ptr::null_mut(), 0) };
+        return Err(cannot(std::io::Error::from_raw_os_error(
+            i32::from_ne_bytes(got),
+        )));
+    }
+    crate::debug::log(|| format!("keeper: started pid {pid} for {}", holder_id(owner)));
     // Not waited for: it outlives this command (its parent becomes init).
-    drop(child);
     Ok(())
 }
 
 /// Where a keeper's stderr goes: `WFSTATE_KEEPER_LOG` (appended) when set
-/// and openable, else /dev/null.
-fn keeper_stderr() -> Stdio {
-    match std::env::var_os("WFSTATE_KEEPER_LOG").filter(|p| !p.is_empty()) {
-        Some(p) => OpenOptions::new()
-            .create(true)
-            .append(true)
-            .mode(0o600)
-            .open(p)
-            .map(Stdio::from)
-            .unwrap_or_else(|_| Stdio::null()),
-        None => Stdio::null(),
-    }
+/// and openable, else `None` (/dev/null).
+fn keeper_stderr() -> Option<File> {
+    let p = std::env::var_os("WFSTATE_KEEPER_LOG").filter(|p| !p.is_empty())?;
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(p)
+        .ok()
 }
 
 /// Runs the keeper of `holder` (a holder id, `HOST:PID:START:BOOT:PIDNS`)
