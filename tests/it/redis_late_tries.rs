@@ -6,10 +6,10 @@
 //! the lock would be held, for one lease, by a client that has exited
 //! and started no keeper.
 
-use std::process::{Child, ExitStatus, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use crate::harness::{Env, Owner, Run};
+use crate::harness::{Env, Owner, Run, await_cond, wait_at_most};
 
 /// A lease short enough that a lapse happens within a test.
 const LEASE: &str = "1s";
@@ -28,36 +28,6 @@ fn lm_cmd(env: &Env, host: &str, timeout: &str, args: &[&str]) -> std::process::
 
 fn lm(env: &Env, host: &str, args: &[&str]) -> Run {
     Run::of(lm_cmd(env, host, "2s", args).output().expect("spawn"))
-}
-
-/// Waits for `child` to end, at most `limit`; `None` (and the child
-/// killed) if it did not.
-fn wait_at_most(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            return Some(status);
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
-/// Polls `cond` until it holds, at most `limit`.
-#[track_caller]
-fn await_cond(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !cond() {
-        assert!(
-            Instant::now() < deadline,
-            "{what} did not happen within {limit:?}"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
 }
 
 /// A waiter's try sent while the server is stopped times out (exit 8);

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::harness::{Env, Owner, Run, bin_path, read};
+use crate::harness::{Env, Owner, Run, await_cond, bin_path, read, wait_at_most};
 
 /// A lease short enough that a lapse happens within a test.
 const LEASE: &str = "1s";
@@ -53,23 +53,6 @@ fn sm_as(env: &Env, host: &str, owner: &Owner, args: &[&str]) -> Run {
     Run::of(c.output().expect("spawn"))
 }
 
-/// Waits for `child` to end, at most `limit`; `None` (and the child
-/// killed) if it did not: a hang.
-fn wait_at_most(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            return Some(status);
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
 /// Runs `cmd` to its end, failing the test if it takes longer than `limit`.
 #[track_caller]
 fn run_bounded(mut cmd: Command, limit: Duration, what: &str) -> Run {
@@ -91,19 +74,6 @@ fn run_bounded(mut cmd: Command, limit: Duration, what: &str) -> Run {
         std::thread::sleep(Duration::from_millis(10));
     }
     Run::of(waiter.join().expect("join").expect("output"))
-}
-
-/// Polls `cond` until it holds, at most `limit`.
-#[track_caller]
-fn await_cond(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !cond() {
-        assert!(
-            Instant::now() < deadline,
-            "{what} did not happen within {limit:?}"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
 }
 
 /// The server key of `rest` in the default namespace.
