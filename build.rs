@@ -3,7 +3,11 @@
 //! 1. Links the three binaries as position-dependent executables (`-no-pie`):
 //!    the dynamic loader then has no relative relocations to apply at start-up
 //!    (about 10,000 of them, a fifth of a short call's instructions), since
-//!    every binary carries the whole library behind the backend seam.
+//!    every binary carries the whole library behind the backend seam. And it
+//!    links libgcc's unwinder into them (`libgcc_eh.a`, what `-static-libgcc`
+//!    uses) instead of loading libgcc_s.so.1: std's backtrace code needs its
+//!    `_Unwind_*` functions, and opening and relocating one more shared
+//!    library cost a short call ~0.1 ms, an eighth of /bin/true.
 //! 2. Generates the workflow-state validator (`src/state/schema.rs` includes
 //!    it) from schemas/workflow-state.schema.json with each `pattern` turned
 //!    into a custom `format` checked by hand-written Rust: a `pattern` makes
@@ -26,7 +30,9 @@ const PATTERNS: &[(&str, &str)] = &[
 
 fn main() {
     println!("cargo:rustc-link-arg-bins=-no-pie");
+    link_unwinder_statically();
     println!("cargo:rerun-if-changed=build.rs");
+    println!("cargo:rerun-if-env-changed=CC");
     let schema_path = "schemas/workflow-state.schema.json";
     println!("cargo:rerun-if-changed={schema_path}");
     let schema = std::fs::read_to_string(schema_path).expect("read the workflow-state schema");
@@ -47,6 +53,34 @@ fn main() {
     );
     let out = Path::new(&std::env::var("OUT_DIR").unwrap()).join("state_validator.rs");
     std::fs::write(out, code).expect("write the generated validator");
+}
+
+/// Links libgcc_eh.a whole into the binaries, so their `_Unwind_*` symbols are
+/// defined there and the linker (with rustc's `--as-needed`) drops
+/// libgcc_s.so.1. Only where the C compiler that links knows that archive
+/// (glibc Linux with gcc); anywhere else the binaries load libgcc_s as before.
+fn link_unwinder_statically() {
+    let gnu_linux = std::env::var("CARGO_CFG_TARGET_OS").as_deref() == Ok("linux")
+        && std::env::var("CARGO_CFG_TARGET_ENV").as_deref() == Ok("gnu");
+    if !gnu_linux {
+        return;
+    }
+    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
+    let Ok(out) = std::process::Command::new(cc)
+        .arg("-print-file-name=libgcc_eh.a")
+        .output()
+    else {
+        return;
+    };
+    let archive = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    // An archive the compiler does not know is printed back as its bare name.
+    if !out.status.success() || !Path::new(&archive).is_absolute() || !Path::new(&archive).is_file()
+    {
+        return;
+    }
+    for arg in ["-Wl,--whole-archive", &archive, "-Wl,--no-whole-archive"] {
+        println!("cargo:rustc-link-arg-bins={arg}");
+    }
 }
 
 /// `schema` with every `"pattern": P` of [`PATTERNS`] written `"format": P`.

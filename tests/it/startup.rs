@@ -168,3 +168,51 @@ fn what_the_light_parse_accepts_the_whole_tree_reads_the_same_way() {
         .code(1)
         .stderr_has("tip: a similar subcommand exists: 'read'");
 }
+
+/// The shared libraries a binary loads, as the dynamic loader lists them
+/// for `ldd` (LD_TRACE_LOADED_OBJECTS): each line's first word.
+fn loaded_libraries(name: &str) -> Vec<String> {
+    let out = Command::new(bin_path(name))
+        .env("LD_TRACE_LOADED_OBJECTS", "1")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{name}: {out:?}");
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+        .collect()
+}
+
+/// Each binary loads libc and nothing else at start-up: libgcc's unwinder
+/// is linked in (build.rs) and no function comes from libm (audit stats'
+/// logarithm is computed in Rust), since loading each of those libraries
+/// cost every call ~20k instructions, an eighth of /bin/true. Where the C
+/// compiler has no libgcc_eh.a, build.rs keeps libgcc_s and so does this.
+#[test]
+fn binaries_load_only_libc() {
+    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
+    let archive = Command::new(cc)
+        .arg("-print-file-name=libgcc_eh.a")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    let unwinder_linked_in = std::path::Path::new(&archive).is_absolute();
+    for name in ["state-manager", "lock-manager", "error-recovery"] {
+        let libs = loaded_libraries(name);
+        assert!(
+            libs.iter().any(|l| l.starts_with("libc.so")),
+            "{name}: {libs:?}"
+        );
+        assert!(
+            !libs.iter().any(|l| l.starts_with("libm.so")),
+            "{name}: {libs:?}"
+        );
+        if unwinder_linked_in {
+            assert!(
+                !libs.iter().any(|l| l.starts_with("libgcc_s")),
+                "{name}: {libs:?}"
+            );
+        }
+    }
+}
