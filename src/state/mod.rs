@@ -9,6 +9,7 @@ pub mod document;
 pub mod exchange;
 pub mod health;
 pub mod integrity;
+pub mod members;
 pub mod merge;
 pub mod metrics;
 pub mod path;
