@@ -79,6 +79,22 @@ pub fn replace_syncing(path: &Path, bytes: &[u8], first: &[&Path]) -> Result<()>
     }
 }
 
+/// [`replace_syncing`] with the new bytes written in pieces by `fill` (one
+/// fdatasync after the last). `fill` runs again, from the start, on the one
+/// retry of a temp file removed by a cleaner.
+pub fn replace_syncing_with(
+    path: &Path,
+    first: &[&Path],
+    mut fill: impl FnMut(&mut dyn Write) -> Result<()>,
+) -> Result<()> {
+    match replace_as(path, Durability::Durable, false, first, &mut fill) {
+        Err(e) if e.io_kind() == Some(io::ErrorKind::NotFound) && e.path() == Some(path) => {
+            replace_as(path, Durability::Durable, false, first, &mut fill)
+        }
+        other => other,
+    }
+}
+
 /// [`replace`] with the new bytes streamed by `fill` into the temp file
 /// (large output need not be held in memory). No retry: `fill` runs once.
 pub fn replace_with<T>(

@@ -16,6 +16,7 @@ pub mod path;
 pub mod repair;
 pub mod schema;
 pub mod selfbench;
+pub mod splice;
 pub mod store;
 
 pub use store::{Commit, Store, Txn};
