@@ -11,8 +11,8 @@
 //! nesting within [`document::MAX_DEPTH`]. Such text is, member for member,
 //! the pretty form of its parsed value, so a member copied verbatim is the
 //! member a whole-tree write would print, and the same text without its
-//! layout whitespace is the compact form the checksum covers (kept by
-//! [`split`] for each member, from the same pass). Anything else — a hand
+//! layout whitespace is the compact form the checksum covers ([`split`]
+//! hands it to a [`Sink`] a line at a time, from the same pass). Anything else — a hand
 //! edit, tabs, `\/`, `\u00e9`, `1E5`, `-0`, a repeated key — gives `None`:
 //! the caller then takes the whole-tree path, which reads any JSON.
 //!
@@ -39,30 +39,31 @@ pub struct Member {
     pub key: String,
     /// The value's pretty text in the stored bytes (as printed one level down).
     pub value: Range<usize>,
-    /// The value's compact text in [`Members::compact`].
-    pub compact: Range<usize>,
     pub kind: Kind,
     /// An array whose every element is a string (true of `[]`).
     pub all_strings: bool,
 }
 
-/// A document split by [`split`].
-#[derive(Debug)]
-pub struct Members {
-    /// The top-level members in stored order.
-    pub members: Vec<Member>,
-    /// The compact text of every member's value, one after another.
-    pub compact: Vec<u8>,
+/// What [`split`] tells as it scans, member by member, in stored order.
+pub trait Sink {
+    /// Member `key` starts; whether its compact text is wanted.
+    fn start(&mut self, key: &str) -> bool;
+    /// The next run of the current member's compact text (when wanted).
+    fn compact(&mut self, run: &[u8]);
+    /// The member ends; `None` stops the split.
+    fn end(&mut self, member: &Member) -> Option<()>;
 }
 
 /// Splits `text` (the stored bytes of a document) into its top-level
-/// members when it is exactly the toolkit's pretty form (see the module
-/// docs); `None` otherwise.
-pub fn split(text: &[u8]) -> Option<Members> {
+/// members, in stored order, when it is exactly the toolkit's pretty form
+/// (see the module docs); `None` otherwise, or when `sink` stops it.
+pub fn split<S: Sink>(text: &[u8], sink: &mut S) -> Option<Vec<Member>> {
     let mut s = Scanner {
         b: text,
         i: 0,
-        out: Vec::with_capacity(text.len()),
+        run: 0,
+        sink,
+        wanted: false,
         keys: Vec::new(),
         all_strings: false,
     };
@@ -71,7 +72,6 @@ pub fn split(text: &[u8]) -> Option<Members> {
         return None; // an empty document: not a state
     }
     let mut members = Vec::new();
-    let key_mark = s.keys.len();
     loop {
         s.indent(1)?;
         let key_start = s.i;
@@ -81,16 +81,20 @@ pub fn split(text: &[u8]) -> Option<Members> {
         let key: String = serde_json::from_slice(&text[key_start..key_end]).ok()?;
         s.byte(b':')?;
         s.byte(b' ')?;
-        let (value_start, compact_start) = (s.i, s.out.len());
+        s.wanted = s.sink.start(&key);
+        let value_start = s.i;
+        s.run = s.i;
         s.all_strings = false;
         let kind = s.value(1)?;
-        members.push(Member {
+        s.flush();
+        let member = Member {
             key,
             value: value_start..s.i,
-            compact: compact_start..s.out.len(),
             kind,
             all_strings: kind == Kind::Array && s.all_strings,
-        });
+        };
+        s.sink.end(&member)?;
+        members.push(member);
         if s.b.get(s.i) == Some(&b',') {
             s.i += 1;
             continue;
@@ -99,43 +103,77 @@ pub fn split(text: &[u8]) -> Option<Members> {
         s.byte(b'}')?;
         break;
     }
-    s.unique_keys(key_mark)?;
+    s.unique_keys(0)?;
     s.byte(b'\n')?;
-    (s.i == text.len()).then_some(Members {
-        members,
-        compact: s.out,
-    })
+    (s.i == text.len()).then_some(members)
 }
 
 /// Indents as deep as [`document::MAX_DEPTH`] allows, and one more level.
 const SPACES: [u8; 2 * (document::MAX_DEPTH + 1)] = [b' '; 2 * (document::MAX_DEPTH + 1)];
 
-struct Scanner<'b> {
+/// The bytes that end a run of plain string content: `"`, `\\` and the
+/// control characters (which JSON does not allow raw).
+static STOPS: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut c = 0;
+    while c < 0x20 {
+        t[c] = true;
+        c += 1;
+    }
+    t[b'"' as usize] = true;
+    t[b'\\' as usize] = true;
+    t
+};
+
+struct Scanner<'b, 's, S> {
     b: &'b [u8],
     i: usize,
-    /// The compact text of what has been scanned inside members.
-    out: Vec<u8>,
+    /// Where the text not yet handed to the sink starts: the compact text
+    /// is the stored text less its layout, handed over a run (a line) at a time.
+    run: usize,
+    sink: &'s mut S,
+    /// Whether the sink wants the current member's compact text.
+    wanted: bool,
     /// The raw keys of the objects open now, innermost last.
     keys: Vec<Range<usize>>,
     /// Set by an array: whether each of its elements was a string.
     all_strings: bool,
 }
 
-impl Scanner<'_> {
+impl<S: Sink> Scanner<'_, '_, S> {
     fn byte(&mut self, c: u8) -> Option<()> {
         (self.b.get(self.i) == Some(&c)).then(|| self.i += 1)
     }
 
+    /// Hands the run scanned since the last layout to the sink.
+    #[inline]
+    fn flush(&mut self) {
+        if self.wanted {
+            self.sink.compact(&self.b[self.run..self.i]);
+        }
+    }
+
     /// A line break and the indent of `level`.
+    #[inline]
     fn indent(&mut self, level: usize) -> Option<()> {
         self.byte(b'\n')?;
         let end = self.i + 2 * level;
-        (self.b.get(self.i..end)? == &SPACES[..2 * level]).then(|| self.i = end)
+        let spaces = self.b.get(self.i..end)?;
+        let ok = if level <= 4 {
+            spaces.iter().all(|&c| c == b' ')
+        } else {
+            spaces == &SPACES[..2 * level]
+        };
+        ok.then(|| self.i = end)
     }
 
     /// One value printed at indent `level` (its members one level deeper).
     fn value(&mut self, level: usize) -> Option<Kind> {
         match *self.b.get(self.i)? {
+            b'"' => {
+                self.string()?;
+                Some(Kind::String)
+            }
             b'{' => {
                 self.container(level, b'}', true)?;
                 Some(Kind::Object)
@@ -143,12 +181,6 @@ impl Scanner<'_> {
             b'[' => {
                 self.container(level, b']', false)?;
                 Some(Kind::Array)
-            }
-            b'"' => {
-                let start = self.i;
-                self.string()?;
-                self.out.extend_from_slice(&self.b[start..self.i]);
-                Some(Kind::String)
             }
             b't' => self.literal(b"true"),
             b'f' => self.literal(b"false"),
@@ -163,7 +195,6 @@ impl Scanner<'_> {
     fn literal(&mut self, word: &[u8]) -> Option<Kind> {
         let end = self.i + word.len();
         (self.b.get(self.i..end)? == word).then_some(())?;
-        self.out.extend_from_slice(word);
         self.i = end;
         Some(Kind::Literal)
     }
@@ -174,36 +205,36 @@ impl Scanner<'_> {
         if level + 1 > document::MAX_DEPTH {
             return None;
         }
-        self.out.push(self.b[self.i]);
         self.i += 1;
         if self.b.get(self.i) == Some(&close) {
             self.i += 1;
-            self.out.push(close);
             self.all_strings = true;
             return Some(());
         }
         let key_mark = self.keys.len();
         let mut strings = true;
         loop {
+            self.flush();
             self.indent(level + 1)?;
+            self.run = self.i;
             if object {
                 let start = self.i;
                 self.string()?;
-                self.out.extend_from_slice(&self.b[start..self.i]);
                 self.keys.push(start..self.i);
                 self.byte(b':')?;
+                self.flush();
                 self.byte(b' ')?;
-                self.out.push(b':');
+                self.run = self.i;
             }
             strings &= self.value(level + 1)? == Kind::String;
             if self.b.get(self.i) == Some(&b',') {
                 self.i += 1;
-                self.out.push(b',');
                 continue;
             }
+            self.flush();
             self.indent(level)?;
+            self.run = self.i;
             self.byte(close)?;
-            self.out.push(close);
             break;
         }
         if object {
@@ -230,38 +261,22 @@ impl Scanner<'_> {
     }
 
     /// A string as serde_json escapes it, from its opening quote on.
+    #[inline]
     fn string(&mut self) -> Option<()> {
         self.byte(b'"')?;
+        let b = self.b;
+        let mut j = self.i;
         loop {
-            let rest = &self.b[self.i..];
-            let at = memchr::memchr2(b'"', b'\\', rest)?;
-            if rest[..at].iter().any(|&c| c < 0x20) {
-                return None;
+            while j < b.len() && !STOPS[b[j] as usize] {
+                j += 1;
             }
-            self.i += at + 1;
-            if rest[at] == b'"' {
-                return Some(());
-            }
-            match *rest.get(at + 1)? {
-                b'"' | b'\\' | b'b' | b'f' | b'n' | b'r' | b't' => self.i += 1,
-                b'u' => {
-                    let hex = rest.get(at + 2..at + 6)?;
-                    let digit = |c: u8| match c {
-                        b'0'..=b'9' => Some(c - b'0'),
-                        b'a'..=b'f' => Some(c - b'a' + 10),
-                        _ => None,
-                    };
-                    if &hex[..2] != b"00" {
-                        return None;
-                    }
-                    let c = digit(hex[2])? << 4 | digit(hex[3])?;
-                    // serde_json writes these five short and nothing at or above 0x20 as \u.
-                    if c >= 0x20 || matches!(c, 0x08 | 0x09 | 0x0a | 0x0c | 0x0d) {
-                        return None;
-                    }
-                    self.i += 5;
+            match *b.get(j)? {
+                b'"' => {
+                    self.i = j + 1;
+                    return Some(());
                 }
-                _ => return None,
+                b'\\' => j = escape(b, j)?,
+                _ => return None, // a raw control character
             }
         }
     }
@@ -288,9 +303,34 @@ impl Scanner<'_> {
                 return None;
             }
         }
-        self.out.extend_from_slice(text);
         self.i += len;
         Some(())
+    }
+}
+
+/// The escape at `b[at]` (a backslash) when it is one serde_json writes;
+/// returns the index after it.
+fn escape(b: &[u8], at: usize) -> Option<usize> {
+    match *b.get(at + 1)? {
+        b'"' | b'\\' | b'b' | b'f' | b'n' | b'r' | b't' => Some(at + 2),
+        b'u' => {
+            let hex = b.get(at + 2..at + 6)?;
+            let digit = |c: u8| match c {
+                b'0'..=b'9' => Some(c - b'0'),
+                b'a'..=b'f' => Some(c - b'a' + 10),
+                _ => None,
+            };
+            if &hex[..2] != b"00" {
+                return None;
+            }
+            let c = (digit(hex[2])? << 4) | digit(hex[3])?;
+            // serde_json writes these five short and nothing at or above 0x20 as \u.
+            if c >= 0x20 || matches!(c, 0x08 | 0x09 | 0x0a | 0x0c | 0x0d) {
+                return None;
+            }
+            Some(at + 6)
+        }
+        _ => None,
     }
 }
 
@@ -305,25 +345,45 @@ mod tests {
         b
     }
 
+    /// Every member's compact text.
+    #[derive(Default)]
+    struct Collect(Vec<(String, Vec<u8>)>);
+
+    impl Sink for Collect {
+        fn start(&mut self, key: &str) -> bool {
+            self.0.push((key.to_string(), Vec::new()));
+            true
+        }
+        fn compact(&mut self, run: &[u8]) {
+            self.0.last_mut().unwrap().1.extend_from_slice(run);
+        }
+        fn end(&mut self, member: &Member) -> Option<()> {
+            assert_eq!(self.0.last().unwrap().0, member.key);
+            Some(())
+        }
+    }
+
+    fn split_all(text: &[u8]) -> Option<(Vec<Member>, Collect)> {
+        let mut c = Collect::default();
+        split(text, &mut c).map(|m| (m, c))
+    }
+
     /// `split` of the pretty form of `doc` gives each member's pretty and compact text.
     fn splits_exactly(doc: &Value) {
         let text = pretty(doc);
-        let m =
-            split(&text).unwrap_or_else(|| panic!("refused {}", String::from_utf8_lossy(&text)));
+        let (members, compact) = split_all(&text)
+            .unwrap_or_else(|| panic!("refused {}", String::from_utf8_lossy(&text)));
         let obj = doc.as_object().unwrap();
-        assert_eq!(m.members.len(), obj.len());
-        for (member, (k, v)) in m.members.iter().zip(obj) {
+        assert_eq!(members.len(), obj.len());
+        assert_eq!(compact.0.len(), obj.len());
+        for ((member, (k, v)), (_, c)) in members.iter().zip(obj).zip(&compact.0) {
             assert_eq!(&member.key, k);
             let mut want = serde_json::to_vec_pretty(&json!({ k: v })).unwrap();
             // The value as printed one level down: the text between `": ` and the closing line.
             let head = serde_json::to_vec(k).unwrap().len() + 6;
             want = want[head..want.len() - 2].to_vec();
             assert_eq!(text[member.value.clone()], want[..], "{k}");
-            assert_eq!(
-                m.compact[member.compact.clone()],
-                serde_json::to_vec(v).unwrap()[..],
-                "{k}"
-            );
+            assert_eq!(c[..], serde_json::to_vec(v).unwrap()[..], "{k}");
             assert_eq!(
                 member.all_strings,
                 v.as_array().is_some_and(|a| a.iter().all(Value::is_string))
@@ -345,7 +405,7 @@ mod tests {
     fn refuses_any_other_form() {
         let doc = json!({"a": [1, "x", {"b": null}], "c": {"d": 2.5}});
         let good = String::from_utf8(pretty(&doc)).unwrap();
-        assert!(split(good.as_bytes()).is_some());
+        assert!(split_all(good.as_bytes()).is_some());
         // (edit, whether the result is still the toolkit's form)
         let edits = [
             (("\n  \"a\"", "\n   \"a\""), false), // indent
@@ -365,7 +425,7 @@ mod tests {
         for ((from, to), kept) in edits {
             let text = good.replacen(from, to, 1);
             assert_ne!(text, good, "{from}");
-            assert_eq!(split(text.as_bytes()).is_some(), kept, "{text}");
+            assert_eq!(split_all(text.as_bytes()).is_some(), kept, "{text}");
         }
         for text in [
             good.trim_end().to_string(),
@@ -375,19 +435,19 @@ mod tests {
             "[]\n".into(),
             good.replace("\n}\n", "}\n"),
         ] {
-            assert!(split(text.as_bytes()).is_none(), "{text}");
+            assert!(split_all(text.as_bytes()).is_none(), "{text}");
         }
         // Too deep for the toolkit: refused here, the whole-tree path says why.
         let mut deep = json!(1);
         for _ in 0..document::MAX_DEPTH {
             deep = json!([deep]);
         }
-        assert!(split(&pretty(&json!({ "d": deep }))).is_none());
+        assert!(split_all(&pretty(&json!({ "d": deep }))).is_none());
         let mut ok = json!(1);
         for _ in 0..document::MAX_DEPTH - 1 {
             ok = json!([ok]);
         }
-        assert!(split(&pretty(&json!({ "d": ok }))).is_some());
+        assert!(split_all(&pretty(&json!({ "d": ok }))).is_some());
     }
 
     /// A JSON value of every kind, nested a few levels.
@@ -443,7 +503,7 @@ mod tests {
             if std::str::from_utf8(&text).is_err() {
                 return Ok(());
             }
-            if split(&text).is_some() {
+            if split_all(&text).is_some() {
                 let parsed: Value = serde_json::from_slice(&text).unwrap();
                 proptest::prop_assert_eq!(pretty(&parsed), text.clone());
                 splits_exactly(&parsed);

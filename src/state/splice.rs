@@ -1,20 +1,21 @@
 //! `set PATH VALUE` on a large state without building the whole document
 //! (issue 16): the members the path does not touch are copied as stored.
 //!
-//! [`prepare`] splits the stored text into top-level members
-//! ([`members::split`], which accepts only the toolkit's own pretty form)
-//! and builds a *skeleton*: the document with each member the schema lets
-//! it judge from the scan (any member the schema has no rule for, an
+//! [`prepare`] scans the stored text once ([`members::split`], which
+//! accepts only the toolkit's own pretty form) and, in that pass, feeds
+//! the checksum's SHA-256 the new document's compact text: each member the
+//! set leaves alone from its stored text less the layout, the member the
+//! path goes into and the stamped `metadata` from their new values (the
+//! change made on that member alone, as `StateStore::set` allows). Then it
+//! builds a *skeleton* — the new document with each untouched member the
+//! schema lets the scan judge (any member the schema has no rule for, an
 //! array of strings where the schema asks for one; [`schema::member_rules`])
-//! replaced by a placeholder the same rule accepts, and the others — the
-//! member `PATH` goes into, `metadata`, the small typed ones — parsed. The
-//! change, the stamp and the schema check run on the skeleton exactly as
-//! the whole-tree path runs them on the document; the checksum is the
-//! SHA-256 of the compact text, fed from the skeleton's members and the
-//! copied members' compact text (kept by the scan); the new text is the
-//! skeleton's members printed as `to_vec_pretty` prints them, with the
-//! copied members' stored text in their place. The result is byte for
-//! byte what the whole-tree path writes.
+//! replaced by a placeholder the same rule accepts, the small typed ones
+//! parsed — and runs on it the stamp and the schema check the whole-tree
+//! path runs on the document. The new text is the skeleton's members as
+//! `to_vec_pretty` prints them, each untouched member's stored text in its
+//! place (the scan showed it is that member's pretty form). The result is
+//! byte for byte what the whole-tree path writes.
 //!
 //! Errors are left to the whole-tree path: on any failure (a change that
 //! is refused, a stamp or schema error, a member that does not parse)
@@ -27,7 +28,7 @@ use std::ops::Range;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
-use super::members::{self, Members};
+use super::members;
 use super::schema::{self, MemberRule};
 use super::{document, store};
 use crate::error::Result;
@@ -106,69 +107,112 @@ pub fn prepare(
     if std::str::from_utf8(stored).is_err() {
         return Err("the state is not UTF-8".into());
     }
-    let split = members::split(stored)
-        .ok_or("the state is not exactly as the toolkit writes it (layout, escapes, numbers or repeated keys)")?;
     let rules = schema::member_rules().ok_or("the schema judges members together")?;
-    let (mut doc, copied) = skeleton(stored, &split, key, rules)?;
-    let basis = document::stamp_basis(&doc);
-    change(&mut doc).map_err(|e| format!("the change is refused ({e})"))?;
-    document::stamp(&mut doc, Some(&basis)).map_err(|e| format!("the stamp fails ({e})"))?;
-    store::check_schema(&doc).map_err(|e| format!("the schema refuses it ({e})"))?;
-    let Value::Object(top) = &mut doc else {
-        return Err("the new document is not an object".into());
+    let now = document::now_rfc3339();
+    let mut sealing = Sealing {
+        stored,
+        key,
+        change,
+        now: &now,
+        hash: Sha256::new(),
+        buf: Vec::with_capacity(HASH_BUF + 4096),
+        first: true,
+        changed: None,
+        meta: None,
+        refused: None,
     };
-    // Copied members keep their places: a set replaces a value in place or
-    // adds its key at the end, the stamp adds `metadata` at the end.
-    let copied_at = |i: usize, k: &str| {
-        copied
-            .get(i)
-            .copied()
-            .flatten()
-            .filter(|_| split.members[i].key == k)
+    let Some(split) = members::split(stored, &mut sealing) else {
+        return Err(sealing.refused.unwrap_or_else(|| {
+            "the state is not exactly as the toolkit writes it (layout, escapes, numbers or repeated keys)".into()
+        }));
     };
-    let meta = top
-        .get_mut("metadata")
-        .and_then(Value::as_object_mut)
-        .ok_or("the new document has no metadata")?;
-    meta.shift_remove("checksum");
-    let mut hash = Hashing(Sha256::new());
-    hash.0.update(b"{");
-    for (i, (k, v)) in top.iter().enumerate() {
-        if i > 0 {
-            hash.0.update(b",");
+    let meta = sealing.meta.take().ok_or("the state has no metadata")?;
+    let changed = match sealing.changed.take() {
+        Some(v) => v,
+        // A new member: the set adds it after the others, as to a whole document.
+        None => {
+            let v = sealing.change_member(None)?;
+            sealing.member_text(key, &v);
+            v
         }
-        serde_json::to_writer(&mut hash, k).map_err(|e| e.to_string())?;
-        hash.0.update(b":");
-        match copied_at(i, k) {
-            Some(m) => hash
-                .0
-                .update(&split.compact[split.members[m].compact.clone()]),
-            None => serde_json::to_writer(&mut hash, v).map_err(|e| e.to_string())?,
-        }
-    }
-    hash.0.update(b"}");
-    let sum = format!("{}{}", document::PREFIX, document::hex(&hash.0.finalize()));
-    let meta = top
-        .get_mut("metadata")
-        .and_then(Value::as_object_mut)
-        .ok_or("the new document has no metadata")?;
-    meta.insert("checksum".into(), Value::String(sum));
+    };
+    sealing.buf.push(b'}');
+    sealing.hash.update(&sealing.buf);
+    let sum = format!(
+        "{}{}",
+        document::PREFIX,
+        document::hex(&sealing.hash.finalize())
+    );
 
-    // The text `to_vec_pretty` writes, with the copied members as stored.
+    // The skeleton: what the whole-tree path would check, with the copied
+    // members that the schema's rules let the scan judge as placeholders.
+    let mut top = Map::with_capacity(split.len() + 1);
+    let mut old_meta = None;
+    for m in &split {
+        let value = if m.key == key {
+            changed.clone()
+        } else if m.key == "metadata" {
+            let v: Value = parse(stored, m)?;
+            old_meta = Some(v.clone());
+            v
+        } else {
+            let rule = rules
+                .iter()
+                .find(|(k, _)| *k == m.key)
+                .map_or(MemberRule::Anything, |(_, r)| *r);
+            let judged = match rule {
+                MemberRule::Anything => true,
+                MemberRule::ArrayOfStrings => m.all_strings,
+                MemberRule::Parse => false,
+            };
+            match schema::placeholder(rule).filter(|_| judged) {
+                Some(p) => p,
+                None => parse(stored, m)?,
+            }
+        };
+        top.insert(m.key.clone(), value);
+    }
+    if !top.contains_key(key) {
+        top.insert(key.to_string(), changed);
+    }
+    let mut doc = Value::Object(top);
+    let basis = serde_json::json!({ "metadata": old_meta });
+    document::stamp_at(&mut doc, Some(&basis), now.clone())
+        .map_err(|e| format!("the stamp fails ({e})"))?;
+    store::check_schema(&doc).map_err(|e| format!("the schema refuses it ({e})"))?;
+    // The metadata hashed in the scan is the one the stamp made here.
+    let Some(Value::Object(stamped)) = doc.get_mut("metadata") else {
+        return Err("the new document has no metadata".into());
+    };
+    stamped.shift_remove("checksum");
+    if Value::Object(stamped.clone()) != meta {
+        return Err("the metadata stamped differs from the one hashed".into());
+    }
+    stamped.insert("checksum".into(), Value::String(sum));
+
+    // The text `to_vec_pretty` writes, with the members not changed as stored.
+    let Value::Object(top) = &doc else {
+        unreachable!("built as an object");
+    };
     let mut own = Vec::with_capacity(4096);
     let mut pieces = Vec::new();
     let mut from = 0;
     own.extend_from_slice(b"{\n");
     let n = top.len();
+    let mut copied = 0;
     for (i, (k, v)) in top.iter().enumerate() {
         own.extend_from_slice(b"  ");
         serde_json::to_writer(&mut own, k).map_err(|e| e.to_string())?;
         own.extend_from_slice(b": ");
-        match copied_at(i, k) {
+        match split
+            .get(i)
+            .filter(|m| m.key == *k && m.key != key && m.key != "metadata")
+        {
             Some(m) => {
                 pieces.push(Piece::Own(from..own.len()));
-                pieces.push(Piece::Stored(split.members[m].value.clone()));
+                pieces.push(Piece::Stored(m.value.clone()));
                 from = own.len();
+                copied += 1;
             }
             None => pretty_one_down(v, &mut own),
         }
@@ -180,47 +224,131 @@ pub fn prepare(
         pieces,
         own,
         revision: document::revision(&doc),
-        copied: copied.iter().flatten().count(),
+        copied,
         members: n,
     })
 }
 
-/// The document with the members the schema's rules let the scan judge
-/// replaced by placeholders, and which member of `split` each one of its
-/// first members copies.
-fn skeleton(
-    stored: &[u8],
-    split: &Members,
-    key: &str,
-    rules: &[(String, MemberRule)],
-) -> std::result::Result<(Value, Vec<Option<usize>>), String> {
-    let mut top = Map::with_capacity(split.members.len() + 1);
-    let mut copied = Vec::with_capacity(split.members.len());
-    for (i, m) in split.members.iter().enumerate() {
-        let rule = rules
-            .iter()
-            .find(|(k, _)| *k == m.key)
-            .map_or(MemberRule::Anything, |(_, r)| *r);
-        let judged = match rule {
-            MemberRule::Anything => true,
-            MemberRule::ArrayOfStrings => m.all_strings,
-            MemberRule::Parse => false,
-        };
-        let placeholder = schema::placeholder(rule).filter(|_| judged);
-        let value = match placeholder {
-            Some(p) if m.key != key && m.key != "metadata" => {
-                copied.push(Some(i));
-                p
-            }
-            _ => {
-                copied.push(None);
-                serde_json::from_slice(&stored[m.value.clone()])
-                    .map_err(|e| format!("member {:?} does not parse ({e})", m.key))?
-            }
-        };
-        top.insert(m.key.clone(), value);
+/// The value of member `m` of `stored`.
+fn parse(stored: &[u8], m: &members::Member) -> std::result::Result<Value, String> {
+    serde_json::from_slice(&stored[m.value.clone()])
+        .map_err(|e| format!("member {:?} does not parse ({e})", m.key))
+}
+
+/// How much compact text is gathered before it is hashed.
+const HASH_BUF: usize = 1 << 16;
+
+/// The [`members::Sink`] of [`prepare`]: hashes the new document's compact
+/// text (without `metadata.checksum`) as the scan goes, each member the
+/// set leaves as it is from its stored text, the changed member and the
+/// stamped metadata from their new values.
+struct Sealing<'a> {
+    stored: &'a [u8],
+    key: &'a str,
+    change: &'a mut dyn FnMut(&mut Value) -> Result<()>,
+    now: &'a str,
+    hash: Sha256,
+    buf: Vec<u8>,
+    first: bool,
+    /// The new value of member `key`, once made.
+    changed: Option<Value>,
+    /// The stamped metadata, without a checksum, once made.
+    meta: Option<Value>,
+    /// Why the split was stopped.
+    refused: Option<String>,
+}
+
+impl Sealing<'_> {
+    fn spill(&mut self) {
+        if self.buf.len() >= HASH_BUF {
+            self.hash.update(&self.buf);
+            self.buf.clear();
+        }
     }
-    Ok((Value::Object(top), copied))
+
+    /// `,"key":` (`{"key":` first).
+    fn member_key(&mut self, key: &str) {
+        self.buf.push(if self.first { b'{' } else { b',' });
+        self.first = false;
+        serde_json::to_writer(&mut self.buf, key).expect("a string serializes");
+        self.buf.push(b':');
+    }
+
+    /// A whole member, from its value.
+    fn member_text(&mut self, key: &str, v: &Value) {
+        self.member_key(key);
+        serde_json::to_writer(&mut self.buf, v).expect("a JSON value serializes");
+        self.spill();
+    }
+
+    /// Member `key` after the change: `old` its value (`None`: there is none).
+    fn change_member(&mut self, old: Option<Value>) -> std::result::Result<Value, String> {
+        // The change goes into this member alone (StateStore::set's contract):
+        // made on a document of this member, it makes what it makes in the whole.
+        let mut mini = Map::new();
+        if let Some(v) = old {
+            mini.insert(self.key.to_string(), v);
+        }
+        let mut mini = Value::Object(mini);
+        (self.change)(&mut mini).map_err(|e| format!("the change is refused ({e})"))?;
+        match mini {
+            Value::Object(mut m) if m.len() == 1 => m
+                .shift_remove(self.key)
+                .ok_or_else(|| "the change made another member".into()),
+            _ => Err("the change made another member".into()),
+        }
+    }
+
+    fn end_member(&mut self, m: &members::Member) -> std::result::Result<(), String> {
+        if m.key == self.key {
+            let v = self.change_member(Some(parse(self.stored, m)?))?;
+            self.member_text(&m.key, &v);
+            self.changed = Some(v);
+        } else if m.key == "metadata" {
+            let old = parse(self.stored, m)?;
+            let basis = serde_json::json!({ "metadata": old });
+            let mut mini = basis.clone();
+            document::stamp_at(&mut mini, Some(&basis), self.now.to_string())
+                .map_err(|e| format!("the stamp fails ({e})"))?;
+            let mut meta = mini["metadata"].take();
+            if let Some(o) = meta.as_object_mut() {
+                o.shift_remove("checksum");
+            }
+            self.member_text("metadata", &meta);
+            self.meta = Some(meta);
+        } else {
+            self.spill();
+        }
+        Ok(())
+    }
+}
+
+impl members::Sink for Sealing<'_> {
+    fn start(&mut self, key: &str) -> bool {
+        if key == self.key || key == "metadata" {
+            return false; // hashed from its new value at its end
+        }
+        self.member_key(key);
+        true
+    }
+
+    #[inline]
+    fn compact(&mut self, run: &[u8]) {
+        self.buf.extend_from_slice(run);
+        if self.buf.len() >= HASH_BUF {
+            self.spill();
+        }
+    }
+
+    fn end(&mut self, m: &members::Member) -> Option<()> {
+        match self.end_member(m) {
+            Ok(()) => Some(()),
+            Err(why) => {
+                self.refused = Some(why);
+                None
+            }
+        }
+    }
 }
 
 /// `v` as `to_vec_pretty` prints it one level down in an object: each line
@@ -232,18 +360,5 @@ fn pretty_one_down(v: &Value, out: &mut Vec<u8>) {
         if b == b'\n' {
             out.extend_from_slice(b"  ");
         }
-    }
-}
-
-/// A writer into a SHA-256.
-struct Hashing(Sha256);
-
-impl Write for Hashing {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.update(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
     }
 }
