@@ -267,9 +267,7 @@ impl<S: Sink> Scanner<'_, '_, S> {
         let b = self.b;
         let mut j = self.i;
         loop {
-            while j < b.len() && !STOPS[b[j] as usize] {
-                j += 1;
-            }
+            j = plain_run(b, j);
             match *b.get(j)? {
                 b'"' => {
                     self.i = j + 1;
@@ -306,6 +304,30 @@ impl<S: Sink> Scanner<'_, '_, S> {
         self.i += len;
         Some(())
     }
+}
+
+/// The end of the run of plain string bytes (not `"`, `\\` nor a control
+/// character) that starts at `b[j]`: eight bytes a step, then one.
+#[inline]
+fn plain_run(b: &[u8], mut j: usize) -> usize {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    // The high bit of each byte that is zero (exact for the lowest one).
+    let zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGH;
+    while let Some(chunk) = b.get(j..j + 8) {
+        let w = u64::from_le_bytes(chunk.try_into().expect("8 bytes"));
+        let stops = zero(w ^ (ONES * u64::from(b'"')))
+            | zero(w ^ (ONES * u64::from(b'\\')))
+            | (w.wrapping_sub(ONES * 0x20) & !w & HIGH);
+        if stops != 0 {
+            return j + (stops.trailing_zeros() / 8) as usize;
+        }
+        j += 8;
+    }
+    while j < b.len() && !STOPS[b[j] as usize] {
+        j += 1;
+    }
+    j
 }
 
 /// The escape at `b[at]` (a backslash) when it is one serde_json writes;
@@ -388,6 +410,25 @@ mod tests {
                 member.all_strings,
                 v.as_array().is_some_and(|a| a.iter().all(Value::is_string))
             );
+        }
+    }
+
+    #[test]
+    fn plain_runs_end_at_the_first_quote_backslash_or_control_character() {
+        let stops: Vec<u8> = (0u8..0x20).chain([b'"', b'\\']).collect();
+        for len in 0..20 {
+            for at in 0..=len {
+                for &stop in &stops {
+                    // Plain bytes (ASCII and UTF-8) with `stop` at `at`, more stops after it.
+                    let mut b: Vec<u8> = "aé~ #\x7f€😀".bytes().cycle().take(len).collect();
+                    if at < len {
+                        b[at] = stop;
+                        b.extend_from_slice(&[b'"', 0, b'\\']);
+                    }
+                    let want = b.iter().position(|&c| STOPS[c as usize]).unwrap_or(b.len());
+                    assert_eq!(plain_run(&b, 0), want, "{b:?}");
+                }
+            }
         }
     }
 

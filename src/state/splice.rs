@@ -94,12 +94,13 @@ impl Spliced {
 }
 
 /// The next version of the stored document `stored` after `change` (a
-/// `set` into top-level member `key`), stamped and sealed, or why this
-/// path declines (see the module docs).
+/// `set` into top-level member `key`), stamped at `now` and sealed, or why
+/// this path declines (see the module docs).
 pub fn prepare(
     stored: &[u8],
     key: &str,
     change: &mut dyn FnMut(&mut Value) -> Result<()>,
+    now: &str,
 ) -> std::result::Result<Spliced, String> {
     if stored.len() < MIN_BYTES {
         return Err("the state is smaller than 64 KiB".into());
@@ -108,12 +109,11 @@ pub fn prepare(
         return Err("the state is not UTF-8".into());
     }
     let rules = schema::member_rules().ok_or("the schema judges members together")?;
-    let now = document::now_rfc3339();
     let mut sealing = Sealing {
         stored,
         key,
         change,
-        now: &now,
+        now,
         hash: Sha256::new(),
         buf: Vec::with_capacity(HASH_BUF + 4096),
         first: true,
@@ -177,7 +177,7 @@ pub fn prepare(
     }
     let mut doc = Value::Object(top);
     let basis = serde_json::json!({ "metadata": old_meta });
-    document::stamp_at(&mut doc, Some(&basis), now.clone())
+    document::stamp_at(&mut doc, Some(&basis), now.to_string())
         .map_err(|e| format!("the stamp fails ({e})"))?;
     store::check_schema(&doc).map_err(|e| format!("the schema refuses it ({e})"))?;
     // The metadata hashed in the scan is the one the stamp made here.
@@ -360,5 +360,125 @@ fn pretty_one_down(v: &Value, out: &mut Vec<u8>) {
         if b == b'\n' {
             out.extend_from_slice(b"  ");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::path;
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    /// What the whole-tree path writes: parse, change, stamp, seal.
+    fn whole(
+        stored: &[u8],
+        change: &mut dyn FnMut(&mut Value) -> Result<()>,
+        now: &str,
+    ) -> Option<Vec<u8>> {
+        let mut doc: Value = serde_json::from_slice(stored).ok()?;
+        let basis = document::stamp_basis(&doc);
+        change(&mut doc).ok()?;
+        document::stamp_at(&mut doc, Some(&basis), now.to_string()).ok()?;
+        let bytes = document::seal_pretty(&mut doc);
+        store::check_schema(&doc).ok()?;
+        Some(bytes)
+    }
+
+    fn spliced(
+        stored: &[u8],
+        key: &str,
+        change: &mut dyn FnMut(&mut Value) -> Result<()>,
+        now: &str,
+    ) -> Option<Vec<u8>> {
+        let s = prepare(stored, key, change, now).ok()?;
+        let mut out = Vec::new();
+        s.write(stored, &mut out).unwrap();
+        assert_eq!(out.len(), s.len());
+        Some(out)
+    }
+
+    fn value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(|n| json!(n)),
+            (-1e6f64..1e6).prop_map(|f| json!(f)),
+            "[ -~\u{0}-\u{1f}é😀]{0,6}".prop_map(Value::String),
+        ];
+        leaf.prop_recursive(3, 20, 4, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                proptest::collection::vec(("[a-c\"]{0,2}", inner), 0..4)
+                    .prop_map(|kv| Value::Object(kv.into_iter().collect())),
+            ]
+        })
+    }
+
+    /// A state of more than 64 KiB with `extra` members mixed in.
+    fn state(extra: Vec<(String, Value)>, tasks: Vec<String>) -> Vec<u8> {
+        let mut doc = document::fresh();
+        let pad: Vec<String> = (0..6000).map(|i| format!("pad-{i:05}")).collect();
+        doc["pad"] = json!(pad);
+        doc["completedTasks"] = json!(tasks);
+        for (k, v) in extra {
+            doc[k] = v;
+        }
+        let mut b = serde_json::to_vec_pretty(&doc).unwrap();
+        b.push(b'\n');
+        b
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+
+        /// Whatever a set does to a large state, the member path writes
+        /// what the whole-tree path writes, or declines where that one fails.
+        #[test]
+        fn writes_what_the_whole_tree_path_writes(
+            extra in proptest::collection::vec(
+                (prop_oneof![Just("x".to_string()), Just("phase".to_string()),
+                    Just("signals".to_string()), Just("lastActivation".to_string()),
+                    Just("completedTasks".to_string()), "[a-z]{1,2}"], value()),
+                0..4),
+            tasks in proptest::collection::vec("[a-z\"]{0,4}", 0..4),
+            key in prop_oneof![Just("phase"), Just("x"), Just("new"), Just("completedTasks"),
+                Just("signals"), Just("pad")],
+            rest in prop_oneof![Just(""), Just(".a"), Just("[0]"), Just("[-1]"), Just(".S")],
+            v in value(),
+        ) {
+            let stored = state(extra, tasks);
+            let segs = path::parse(&format!(".{key}{rest}")).unwrap();
+            let mut change = |doc: &mut Value| path::set(doc, &segs, v.clone());
+            let now = "2026-12-05T00:00:00Z";
+            let want = whole(&stored, &mut change, now);
+            let got = spliced(&stored, key, &mut change, now);
+            prop_assert_eq!(got.is_some(), want.is_some());
+            if let (Some(got), Some(want)) = (got, want) {
+                prop_assert!(got == want, "{}\n---\n{}", String::from_utf8_lossy(&got), String::from_utf8_lossy(&want));
+            }
+        }
+    }
+
+    #[test]
+    fn declines_small_odd_or_invalid_states() {
+        let now = "2026-12-05T00:00:00Z";
+        let mut set_phase = |doc: &mut Value| {
+            doc["phase"] = json!("p");
+            Ok(())
+        };
+        let good = state(vec![], vec!["a".into()]);
+        assert!(spliced(&good, "phase", &mut set_phase, now).is_some());
+        let small = state(vec![], vec![]);
+        let small = &small[..1000];
+        assert!(prepare(small, "phase", &mut set_phase, now).is_err());
+        let tabs = String::from_utf8(good.clone())
+            .unwrap()
+            .replace("\n  \"", "\n\t\"");
+        assert!(prepare(tabs.as_bytes(), "phase", &mut set_phase, now).is_err());
+        // A task that is not a string: completedTasks is parsed, the schema refuses it.
+        let bad = state(vec![("completedTasks".into(), json!(["a", 1]))], vec![]);
+        let why = prepare(&bad, "phase", &mut set_phase, now).err().unwrap();
+        assert!(why.contains("schema"), "{why}");
     }
 }

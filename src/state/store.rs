@@ -267,8 +267,12 @@ impl Txn<'_, '_> {
         change: &mut dyn FnMut(&mut Value) -> Result<()>,
         reason: &str,
     ) -> Result<Option<Commit>> {
+        if bytes.len() < splice::MIN_BYTES {
+            crate::debug::log(|| "set: whole-tree path: the state is smaller than 64 KiB".into());
+            return Ok(None);
+        }
         let started = Instant::now();
-        let spliced = match splice::prepare(bytes, key, change) {
+        let spliced = match splice::prepare(bytes, key, change, &document::now_rfc3339()) {
             Ok(s) => s,
             Err(why) => {
                 crate::debug::log(|| format!("set: whole-tree path: {why}"));
