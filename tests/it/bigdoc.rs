@@ -162,6 +162,9 @@ fn refusals_are_the_whole_tree_paths_and_change_nothing() {
         assert_eq!(outcome(&fast, &f), outcome(&slow, &s), "{args:?}");
         assert!(fast.bytes(".workflow-state.json") == before, "{args:?}");
         assert!(fast.list(".state-backups").is_empty());
+        // A valid value on the same state takes the member path.
+        let run = debug_set(&fast, &[".phase", "--string", "fine"]).ok();
+        assert!(run.stderr.contains(MEMBER_PATH), "{}", run.stderr);
     }
 }
 
@@ -241,6 +244,9 @@ fn hand_edited_large_files_take_the_whole_tree_path_and_still_work() {
 fn a_sigkilled_large_set_never_leaves_a_broken_state() {
     let doc = made_state(20_000);
     let (env, _) = twins(&doc);
+    // The sets killed here take the member path.
+    let run = debug_set(&env, &[".phase", "--string", "first"]).ok();
+    assert!(run.stderr.contains(MEMBER_PATH), "{}", run.stderr);
     let mut rng = Rng::new();
     let window = run_time_us(&env, "state-manager", &["set", ".phase", "--string", "w"]);
     for i in 0..20 {
