@@ -188,6 +188,8 @@ fn invalid_large_documents_are_refused_alike() {
         let s = debug_set(&slow, &[".phase", "--string", "x"]);
         assert_eq!(outcome(&fast, &f), outcome(&slow, &s));
         assert_eq!(f.code == 0, ok, "{}", f.stderr);
+        // A large signals member is parsed and checked, not copied blind.
+        assert_eq!(f.stderr.contains(MEMBER_PATH), ok, "{}", f.stderr);
         if !ok {
             assert_eq!(f.code, 4);
             assert!(fast.bytes(".workflow-state.json") == before);
