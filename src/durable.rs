@@ -71,12 +71,10 @@ fn replace_once(path: &Path, bytes: &[u8], durability: Durability, first: &[&Pat
 /// new file's fdatasync commits the journal transaction holding that change
 /// too, so each of these fsyncs finds nothing left to write.
 pub fn replace_syncing(path: &Path, bytes: &[u8], first: &[&Path]) -> Result<()> {
-    match replace_once(path, bytes, Durability::Durable, first) {
-        Err(e) if e.io_kind() == Some(io::ErrorKind::NotFound) && e.path() == Some(path) => {
-            replace_once(path, bytes, Durability::Durable, first)
-        }
-        other => other,
-    }
+    replace_syncing_with(path, first, |w| {
+        w.write_all(bytes)
+            .map_err(|e| Error::io(e, "cannot write", path))
+    })
 }
 
 /// [`replace_syncing`] with the new bytes written in pieces by `fill` (one

@@ -7,7 +7,7 @@
 //! [`super::integrity`]; computed in the pass that serializes the
 //! document, [`document::seal_pretty`]), keeps the previous version as a
 //! backup (a hard link), replaces the file through
-//! [`durable::replace_syncing`] and prunes old backups. Readers take no
+//! [`durable::replace_syncing_with`] and prunes old backups. Readers take no
 //! lock: the file is only ever replaced whole.
 //!
 //! The syncs of a commit, in order: the new file's data (fdatasync), the
@@ -15,6 +15,10 @@
 //! folder. A crash before the rename's fsync leaves the old version with
 //! its backup durable or not yet linked; after it, the new version and the
 //! backup of the old one.
+//!
+//! [`Txn::commit_spliced`] commits a `set` on a large state without
+//! building the whole document (see [`super::splice`]): the same checks,
+//! stamp, checksum, backup and syncs, and the same bytes.
 //!
 //! Read-modify-write happens inside one [`Txn`], which holds the `state`
 //! lock's mutex (see [`crate::lock::transaction`]) from before the read until
