@@ -71,9 +71,23 @@ fn replace_once(path: &Path, bytes: &[u8], durability: Durability, first: &[&Pat
 /// new file's fdatasync commits the journal transaction holding that change
 /// too, so each of these fsyncs finds nothing left to write.
 pub fn replace_syncing(path: &Path, bytes: &[u8], first: &[&Path]) -> Result<()> {
-    match replace_once(path, bytes, Durability::Durable, first) {
+    replace_syncing_with(path, first, |w| {
+        w.write_all(bytes)
+            .map_err(|e| Error::io(e, "cannot write", path))
+    })
+}
+
+/// [`replace_syncing`] with the new bytes written in pieces by `fill` (one
+/// fdatasync after the last). `fill` runs again, from the start, on the one
+/// retry of a temp file removed by a cleaner.
+pub fn replace_syncing_with(
+    path: &Path,
+    first: &[&Path],
+    mut fill: impl FnMut(&mut dyn Write) -> Result<()>,
+) -> Result<()> {
+    match replace_as(path, Durability::Durable, false, first, &mut fill) {
         Err(e) if e.io_kind() == Some(io::ErrorKind::NotFound) && e.path() == Some(path) => {
-            replace_once(path, bytes, Durability::Durable, first)
+            replace_as(path, Durability::Durable, false, first, &mut fill)
         }
         other => other,
     }

@@ -86,6 +86,21 @@ pub trait StateStore {
         )?;
         Ok(commit.expect("an update always commits"))
     }
+    /// `set`: [`StateStore::update`] by a `change` that touches the
+    /// top-level member `key` alone (and the metadata, as every commit
+    /// does). A backend that can write a large document without building
+    /// it whole overrides this; the result is the same.
+    fn set(
+        &self,
+        access: Access<'_>,
+        reason: &str,
+        key: &str,
+        change: Change<'_>,
+        waited: &mut dyn FnMut(Duration),
+    ) -> Result<Commit> {
+        let _ = key;
+        self.update(access, reason, change, waited)
+    }
     /// The backups, newest first.
     fn list_backups(&self) -> Result<Vec<Backup>>;
     /// The document backup `b` holds, as stored.
@@ -223,6 +238,30 @@ impl StateStore for FileBackend {
         waited(txn.waited);
         // Edited in place, not in a copy: the stamp needs only the old metadata.
         let mut doc = txn.load()?;
+        let basis = document::stamp_basis(&doc);
+        change(&mut doc)?;
+        txn.commit(Some(&basis), doc, reason)
+    }
+
+    fn set(
+        &self,
+        access: Access<'_>,
+        reason: &str,
+        key: &str,
+        change: Change<'_>,
+        waited: &mut dyn FnMut(Duration),
+    ) -> Result<Commit> {
+        let st = self.open_state(access.retention)?;
+        let txn = st.begin(access.owner)?;
+        waited(txn.waited);
+        let bytes = st.load_bytes()?.ok_or_else(|| st.missing())?;
+        // A large state in the toolkit's own form: only the member the
+        // change touches is built (crate::state::splice).
+        if let Some(commit) = txn.commit_spliced(&bytes, key, change, reason)? {
+            return Ok(commit);
+        }
+        let mut doc = store::parse_state(&bytes, st.path())?;
+        drop(bytes);
         let basis = document::stamp_basis(&doc);
         change(&mut doc)?;
         txn.commit(Some(&basis), doc, reason)

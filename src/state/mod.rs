@@ -9,12 +9,14 @@ pub mod document;
 pub mod exchange;
 pub mod health;
 pub mod integrity;
+pub mod members;
 pub mod merge;
 pub mod metrics;
 pub mod path;
 pub mod repair;
 pub mod schema;
 pub mod selfbench;
+pub mod splice;
 pub mod store;
 
 pub use store::{Commit, Store, Txn};

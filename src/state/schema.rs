@@ -79,6 +79,75 @@ pub fn violations(doc: &Value) -> Vec<Violation> {
         .collect()
 }
 
+/// What the schema asks of one top-level member, as far as a `set` that
+/// copies the member unparsed can tell from its scan (see
+/// [`super::members`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MemberRule {
+    /// No `properties` entry: the schema accepts any value there.
+    Anything,
+    /// Exactly `{"type": "array", "items": {"type": "string"}}`.
+    ArrayOfStrings,
+    /// Anything else: the member must be parsed and validated.
+    Parse,
+}
+
+/// The rule of each top-level property, read from the schema file; `None`
+/// when the top-level schema has a keyword other than those that look at
+/// each property on its own or at the keys alone (`type`, `required`,
+/// `properties` and annotations): then no member may be left unparsed.
+/// Because `properties` checks each member against its own sub-schema, a
+/// document is valid exactly when its skeleton (each member the scan
+/// showed valid replaced by [`placeholder`]) is and the members it
+/// replaced are.
+pub fn member_rules() -> Option<&'static [(String, MemberRule)]> {
+    static RULES: std::sync::OnceLock<Option<Vec<(String, MemberRule)>>> =
+        std::sync::OnceLock::new();
+    RULES
+        .get_or_init(|| {
+            let schema: Value = serde_json::from_str(WORKFLOW_STATE).ok()?;
+            let top = schema.as_object()?;
+            const SEPARABLE: &[&str] = &[
+                "$schema",
+                "$id",
+                "title",
+                "description",
+                "type",
+                "required",
+                "properties",
+            ];
+            if top.keys().any(|k| !SEPARABLE.contains(&k.as_str())) {
+                return None;
+            }
+            let strings = serde_json::json!({"type": "array", "items": {"type": "string"}});
+            let props = top.get("properties")?.as_object()?;
+            Some(
+                props
+                    .iter()
+                    .map(|(k, sub)| {
+                        let rule = if *sub == strings {
+                            MemberRule::ArrayOfStrings
+                        } else {
+                            MemberRule::Parse
+                        };
+                        (k.clone(), rule)
+                    })
+                    .collect(),
+            )
+        })
+        .as_deref()
+}
+
+/// What stands in a skeleton for a member the scan showed valid under
+/// `rule`: a value that rule accepts too (`None` for [`MemberRule::Parse`]).
+pub fn placeholder(rule: MemberRule) -> Option<Value> {
+    match rule {
+        MemberRule::Anything => Some(Value::Null),
+        MemberRule::ArrayOfStrings => Some(Value::Array(Vec::new())),
+        MemberRule::Parse => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -262,5 +331,21 @@ mod tests {
         assert!(violations(&doc).is_empty());
         doc["metadata"]["created"] = json!("yesterday");
         assert_eq!(violations(&doc)[0].pointer, "/metadata/created");
+    }
+
+    #[test]
+    fn member_rules_follow_the_schema_file() {
+        let rules = member_rules().expect("the top level is separable");
+        let rule = |k: &str| rules.iter().find(|(n, _)| n == k).map(|(_, r)| *r);
+        assert_eq!(rule("completedTasks"), Some(MemberRule::ArrayOfStrings));
+        assert_eq!(rule("signals"), Some(MemberRule::Parse));
+        assert_eq!(rule("phase"), Some(MemberRule::Parse));
+        assert_eq!(rule("context"), None);
+        // A placeholder is valid where the member it stands for was.
+        let mut doc = crate::state::document::fresh();
+        doc["completedTasks"] = placeholder(MemberRule::ArrayOfStrings).unwrap();
+        doc["context"] = placeholder(MemberRule::Anything).unwrap();
+        assert!(violations(&doc).is_empty());
+        assert_eq!(placeholder(MemberRule::Parse), None);
     }
 }

@@ -7,7 +7,7 @@
 //! [`super::integrity`]; computed in the pass that serializes the
 //! document, [`document::seal_pretty`]), keeps the previous version as a
 //! backup (a hard link), replaces the file through
-//! [`durable::replace_syncing`] and prunes old backups. Readers take no
+//! [`durable::replace_syncing_with`] and prunes old backups. Readers take no
 //! lock: the file is only ever replaced whole.
 //!
 //! The syncs of a commit, in order: the new file's data (fdatasync), the
@@ -16,10 +16,15 @@
 //! its backup durable or not yet linked; after it, the new version and the
 //! backup of the old one.
 //!
+//! [`Txn::commit_spliced`] commits a `set` on a large state without
+//! building the whole document (see [`super::splice`]): the same checks,
+//! stamp, checksum, backup and syncs, and the same bytes.
+//!
 //! Read-modify-write happens inside one [`Txn`], which holds the `state`
 //! lock's mutex (see [`crate::lock::transaction`]) from before the read until
 //! after the write, so N concurrent shells lose no update.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -29,6 +34,7 @@ use serde_json::Value;
 use super::backup::{self, Retention};
 use super::document;
 use super::schema;
+use super::splice;
 use crate::config::{Config, MAX_INPUT_BYTES};
 use crate::durable;
 use crate::error::{Error, Result};
@@ -195,10 +201,31 @@ impl Txn<'_, '_> {
         check_schema(&new)?;
         let revision = document::revision(&new);
         release(new);
-        if bytes.len() as u64 > MAX_INPUT_BYTES {
-            return Err(
-                durable::too_large(bytes.len() as u64, MAX_INPUT_BYTES).with_path(&self.store.path)
-            );
+        let bytes = &bytes[..];
+        self.write_version(
+            revision,
+            bytes.len(),
+            &mut |w| w.write_all(bytes),
+            reason,
+            keep_old,
+            started,
+        )
+    }
+
+    /// Replaces the state file by the `len` bytes `fill` writes (revision
+    /// `revision`), keeping the old version as a backup named for `reason`
+    /// when `keep_old`: the part of a commit after the new text is known.
+    fn write_version(
+        &self,
+        revision: u64,
+        len: usize,
+        fill: &mut dyn FnMut(&mut dyn Write) -> std::io::Result<()>,
+        reason: &str,
+        keep_old: bool,
+        started: Instant,
+    ) -> Result<Commit> {
+        if len as u64 > MAX_INPUT_BYTES {
+            return Err(durable::too_large(len as u64, MAX_INPUT_BYTES).with_path(&self.store.path));
         }
         let cfg = self.store.cfg;
         let backup = if keep_old {
@@ -215,19 +242,63 @@ impl Txn<'_, '_> {
         // ext4 the new file's fdatasync has already committed the journal
         // transaction holding the link, so that fsync finds nothing to write.
         let backup_dir = backup.as_deref().and_then(Path::parent);
-        durable::replace_syncing(&self.store.path, &bytes, backup_dir.as_slice())?;
+        let path = &self.store.path;
+        durable::replace_syncing_with(path, backup_dir.as_slice(), |w| {
+            fill(w).map_err(|e| Error::io(e, "cannot write", path))
+        })?;
         if let Err(e) = backup::prune(cfg, self.store.retention) {
             eprintln!("state-manager: warning: cannot prune backups: {e}");
         }
         crate::debug::log(|| {
             format!(
-                "committed revision {revision} ({} bytes) to {} in {:.3}ms",
-                bytes.len(),
+                "committed revision {revision} ({len} bytes) to {} in {:.3}ms",
                 self.store.path.display(),
                 started.elapsed().as_secs_f64() * 1e3
             )
         });
         Ok(Commit { revision, backup })
+    }
+
+    /// A `set` of top-level member `key` of the stored document `bytes`
+    /// (read under this transaction's lock) by `change`, without building
+    /// the whole document (see [`splice`]). `Ok(None)` when it declines:
+    /// then the caller takes the whole-tree path, which gives the same
+    /// result, or the same error, on any document.
+    pub fn commit_spliced(
+        &self,
+        bytes: &[u8],
+        key: &str,
+        change: &mut dyn FnMut(&mut Value) -> Result<()>,
+        reason: &str,
+    ) -> Result<Option<Commit>> {
+        if bytes.len() < splice::MIN_BYTES {
+            crate::debug::log(|| "set: whole-tree path: the state is smaller than 64 KiB".into());
+            return Ok(None);
+        }
+        let started = Instant::now();
+        let spliced = match splice::prepare(bytes, key, change, &document::now_rfc3339()) {
+            Ok(s) => s,
+            Err(why) => {
+                crate::debug::log(|| format!("set: whole-tree path: {why}"));
+                return Ok(None);
+            }
+        };
+        crate::debug::log(|| {
+            format!(
+                "set: member path: {} of {} members copied as stored",
+                spliced.copied(),
+                spliced.members()
+            )
+        });
+        let commit = self.write_version(
+            spliced.revision,
+            spliced.len(),
+            &mut |w| spliced.write(bytes, w),
+            reason,
+            true,
+            started,
+        )?;
+        Ok(Some(commit))
     }
 }
 

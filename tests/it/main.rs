@@ -4,6 +4,7 @@ mod audit;
 mod audit_missing;
 mod audit_scale;
 mod backends;
+mod bigdoc;
 mod conventions;
 mod harness;
 mod haudit;

@@ -211,7 +211,13 @@ pub fn set(ctx: &Ctx, path_expr: &str, value: &str, as_string: bool) -> Result<C
     let shown = segs
         .as_ref()
         .map_or(path_expr.to_string(), |s| path::display(s));
-    let commit = ctx.update_at("set", Some(&shown), |doc| {
+    // The top-level member the path goes into: a large state is then
+    // written without building its other members.
+    let member = match segs.as_ref().map(|s| s.first()) {
+        Ok(Some(path::Seg::Key(k))) => Some(k.as_str()),
+        _ => None,
+    };
+    let commit = ctx.update_member("set", Some(&shown), member, |doc| {
         let segs = segs.clone()?;
         path::set(doc, &segs, value_at(&segs, value.clone()?)?)
     })?;

@@ -58,6 +58,18 @@ impl Ctx {
         &self,
         op: &str,
         path: Option<&str>,
+        change: impl FnMut(&mut Value) -> Result<()>,
+    ) -> Result<Commit> {
+        self.update_member(op, path, None, change)
+    }
+
+    /// [`Ctx::update_at`] of a change confined to the top-level member
+    /// `member` when it is given (see [`crate::backend::StateStore::set`]).
+    pub(crate) fn update_member(
+        &self,
+        op: &str,
+        path: Option<&str>,
+        member: Option<&str>,
         mut change: impl FnMut(&mut Value) -> Result<()>,
     ) -> Result<Commit> {
         self.audited_state(op, |detail| {
@@ -65,12 +77,13 @@ impl Ctx {
                 note_path(detail, "path", p);
             }
             let owner = self.owner_identity()?;
-            let commit = self.backend.state().update(
-                self.access(owner.as_ref()),
-                op,
-                &mut change,
-                &mut |waited| detail["lock_wait_ms"] = json!(ms(waited)),
-            )?;
+            let state = self.backend.state();
+            let access = self.access(owner.as_ref());
+            let mut waited = |waited| detail["lock_wait_ms"] = json!(ms(waited));
+            let commit = match member {
+                Some(key) => state.set(access, op, key, &mut change, &mut waited)?,
+                None => state.update(access, op, &mut change, &mut waited)?,
+            };
             detail["revision"] = json!(commit.revision);
             Ok(commit)
         })
