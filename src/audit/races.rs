@@ -173,10 +173,9 @@ impl Findings {
 
     /// Hands each finding as rendered to `each`, earliest first.
     pub fn each(&self, mut each: impl FnMut(&[u8]) -> io::Result<()>) -> io::Result<()> {
-        let mut buf = Vec::new();
+        let mut window = self.spill.window();
         for &(_, at, len) in &self.index {
-            self.spill.read(at, at + u64::from(len), &mut buf)?;
-            each(&buf)?;
+            each(window.get(at, at + u64::from(len))?)?;
         }
         Ok(())
     }

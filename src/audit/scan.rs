@@ -18,7 +18,7 @@
 
 use std::borrow::Cow;
 use std::cell::RefCell;
-use std::io::{BufRead, BufReader};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -110,6 +110,10 @@ pub struct Line<'a> {
     pub at: i64,
     /// The line as written (no newline), for commands that show whole events.
     pub raw: &'a [u8],
+    /// Its `detail` object as written, when the line is in the toolkit's
+    /// own shape ([`super::plain`]): its other members can then be read
+    /// without parsing the line again.
+    pub detail: Option<&'a str>,
 }
 
 /// What a scan went through.
@@ -406,7 +410,7 @@ fn scan_told(
     let started = std::time::Instant::now();
     crate::debug::log(|| format!("audit: scanning {}", log.display()));
     let mut totals = Totals::default();
-    let mut buf = Vec::with_capacity(4096);
+    let mut buf = Vec::new();
     let files = rotate::open_log_files(log);
     let total: u64 = match progress {
         Some(_) => files
@@ -418,23 +422,19 @@ fn scan_told(
     };
     let (mut read, mut told) = (0u64, 0u64);
     for (path, file) in files {
-        let mut reader = BufReader::with_capacity(1 << 20, file);
-        loop {
-            buf.clear();
-            let n = reader
-                .read_until(b'\n', &mut buf)
-                .map_err(|e| Error::io(e, "cannot read the audit log", &path))?;
-            if n == 0 {
-                break;
-            }
-            if prefilter.is_none_or(|p| p.passes(&buf)) {
-                if let Some(line) = parse_line(&buf, &mut totals) {
+        let mut lines = Blocks::new(file, &mut buf);
+        while let Some(line) = lines
+            .next()
+            .map_err(|e| Error::io(e, "cannot read the audit log", &path))?
+        {
+            if prefilter.is_none_or(|p| p.passes(line)) {
+                if let Some(line) = parse_line(line, &mut totals) {
                     each(&line);
                 }
             } else {
-                check_line(&buf, &mut totals);
+                check_line(line, &mut totals);
             }
-            read += n as u64;
+            read += line.len() as u64;
             if let Some(p) = progress.as_deref_mut()
                 && read - told >= PROGRESS_STEP
             {
@@ -454,6 +454,64 @@ fn scan_told(
         )
     });
     Ok(totals)
+}
+
+/// Bytes read from a log file at a time by [`Blocks`].
+const BLOCK: usize = 1 << 20;
+
+/// The lines of a file, each with its newline (the last one may have
+/// none), read a block of [`BLOCK`] bytes at a time into one buffer and
+/// handed out as slices of it: no copy per line. A line longer than the
+/// buffer grows it.
+struct Blocks<'b> {
+    file: std::fs::File,
+    buf: &'b mut Vec<u8>,
+    /// The bytes not handed out yet: `buf[start..end]`.
+    start: usize,
+    end: usize,
+    eof: bool,
+}
+
+impl<'b> Blocks<'b> {
+    fn new(file: std::fs::File, buf: &'b mut Vec<u8>) -> Blocks<'b> {
+        if buf.len() < BLOCK {
+            buf.resize(BLOCK, 0);
+        }
+        Blocks {
+            file,
+            buf,
+            start: 0,
+            end: 0,
+            eof: false,
+        }
+    }
+
+    /// The next line, `None` at the end of the file.
+    fn next(&mut self) -> std::io::Result<Option<&[u8]>> {
+        loop {
+            let from = self.start;
+            if let Some(p) = memchr::memchr(b'\n', &self.buf[from..self.end]) {
+                self.start = from + p + 1;
+                return Ok(Some(&self.buf[from..self.start]));
+            }
+            if self.eof {
+                self.start = self.end;
+                return Ok((from < self.end).then(|| &self.buf[from..self.end]));
+            }
+            self.buf.copy_within(from..self.end, 0);
+            self.end -= from;
+            self.start = 0;
+            if self.end == self.buf.len() {
+                self.buf.resize(2 * self.buf.len(), 0);
+            }
+            match self.file.read(&mut self.buf[self.end..]) {
+                Ok(0) => self.eof = true,
+                Ok(n) => self.end += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
 }
 
 /// Streams the events of `log` to `each` newest first — the live log read
@@ -532,12 +590,46 @@ pub fn parse_line<'a>(buf: &'a [u8], totals: &mut Totals) -> Option<Line<'a>> {
     // cost per byte.
     let parsed = std::str::from_utf8(raw)
         .ok()
-        .and_then(|text| serde_json::from_str::<Light>(text).ok())
-        .and_then(|ev| parse_ts(&ev.ts).map(|at| Line { ev, at, raw }));
+        .and_then(|text| match plain(text) {
+            Some(p) => Some((p.ev, Some(p.detail))),
+            None => serde_json::from_str::<Light>(text)
+                .ok()
+                .map(|ev| (ev, None)),
+        })
+        .and_then(|(ev, detail)| {
+            parse_ts(&ev.ts).map(|at| Line {
+                ev,
+                at,
+                raw,
+                detail,
+            })
+        });
     if parsed.is_none() {
         totals.malformed += 1;
     }
     parsed
+}
+
+/// The line read by the fast reader ([`super::plain::read`]); in unit
+/// tests, never when [`force_serde`] asks for the `serde_json` path alone.
+fn plain(text: &str) -> Option<super::plain::Plain<'_>> {
+    #[cfg(test)]
+    if FORCE_SERDE.with(std::cell::Cell::get) {
+        return None;
+    }
+    super::plain::read(text)
+}
+
+#[cfg(test)]
+thread_local! {
+    static FORCE_SERDE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Unit tests: reads every line of this thread with `serde_json` alone
+/// (`true`), or with the fast reader first (`false`, the default).
+#[cfg(test)]
+pub fn force_serde(on: bool) {
+    FORCE_SERDE.with(|f| f.set(on));
 }
 
 /// Counts one line as [`parse_line`] would, checking only what makes it an
@@ -558,10 +650,15 @@ pub fn check_line(buf: &[u8], totals: &mut Totals) {
         return;
     }
     totals.lines += 1;
+    // A line the fast reader takes is an event for serde_json too.
     let ok = std::str::from_utf8(raw)
         .ok()
-        .and_then(|text| serde_json::from_str::<Skeleton>(text).ok())
-        .is_some_and(|ev| parse_ts(&ev.ts).is_some());
+        .is_some_and(|text| match plain(text) {
+            Some(p) => parse_ts(&p.ev.ts).is_some(),
+            None => serde_json::from_str::<Skeleton>(text)
+                .ok()
+                .is_some_and(|ev| parse_ts(&ev.ts).is_some()),
+        });
     if !ok {
         totals.malformed += 1;
     }

@@ -245,6 +245,34 @@ struct RowDetail {
 /// One step as a row of the history table. An event whose fields are not
 /// of the usual types is read as a whole value, the same way [`by`] does.
 fn step_row(s: &Step) -> Vec<String> {
+    // A line in the toolkit's own shape is read by the fast reader, whose
+    // fields are those `RowFields` would hold.
+    if let Some(p) = std::str::from_utf8(&s.raw)
+        .ok()
+        .and_then(crate::audit::plain::read)
+    {
+        let ev = &p.ev;
+        return vec![
+            ev.ts.to_string(),
+            s.what.clone(),
+            format!(
+                "owner {} (pid {}, {}@{})",
+                ev.owner(),
+                ev.pid,
+                p.user,
+                ev.host
+            ),
+            ev.tool.to_string(),
+            ev.op.to_string(),
+            ev.run_id.as_deref().unwrap_or("-").to_string(),
+            s.detail.clone(),
+        ];
+    }
+    step_row_of_fields(s)
+}
+
+/// [`step_row`] of a line in any other shape.
+fn step_row_of_fields(s: &Step) -> Vec<String> {
     let Ok(r) = serde_json::from_slice::<RowFields>(&s.raw) else {
         return step_row_of_value(s);
     };
