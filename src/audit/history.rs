@@ -511,6 +511,41 @@ pub struct StepReport {
 }
 
 impl Step {
+    /// The step as serde_json writes its [`StepReport`], the event copied
+    /// from its line ([`plain::write_value`]) rather than parsed into a
+    /// value and written out again; `None` when the line is not one that
+    /// copies exactly.
+    fn json(&self, pretty: bool) -> Option<String> {
+        let event = std::str::from_utf8(&self.raw).ok()?;
+        let text =
+            |b: &mut Vec<u8>, s: &str| serde_json::to_writer(b, s).expect("strings serialize");
+        let mut b = Vec::with_capacity(self.raw.len() * 2);
+        let (open, sep): (&[u8], &[u8]) = if pretty {
+            (b"\n  ", b": ")
+        } else {
+            (b"", b":")
+        };
+        for (name, value) in [("what", &self.what), ("detail", &self.detail)] {
+            b.push(if name == "what" { b'{' } else { b',' });
+            b.extend_from_slice(open);
+            text(&mut b, name);
+            b.extend_from_slice(sep);
+            text(&mut b, value);
+        }
+        b.push(b',');
+        b.extend_from_slice(open);
+        text(&mut b, "event");
+        b.extend_from_slice(sep);
+        if !plain::write_value(event, pretty.then_some(1), &mut b) {
+            return None;
+        }
+        if pretty {
+            b.push(b'\n');
+        }
+        b.push(b'}');
+        String::from_utf8(b).ok()
+    }
+
     fn report(&self) -> StepReport {
         StepReport {
             what: self.what.clone(),
@@ -568,7 +603,7 @@ impl History {
             if !std::mem::take(&mut first) {
                 out.write_all(b",")?;
             }
-            let step = enc(&s.report(), pretty);
+            let step = s.json(pretty).unwrap_or_else(|| enc(&s.report(), pretty));
             if pretty {
                 for line in step.lines() {
                     out.write_all(b"\n    ")?;

@@ -25,6 +25,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::event::{is_read_only, ms_text};
+use super::plain;
 use super::recent;
 use super::scan::{self, Events, Filter, Line, Totals};
 use super::spill::Spill;
@@ -378,13 +379,91 @@ struct Tail<'a> {
 /// Renders a finding as `audit races --json` lists it: pretty, or on one line.
 pub fn json_render<'r>(pretty: bool) -> Render<'r> {
     Box::new(move |f, b| {
-        if pretty {
-            serde_json::to_writer_pretty(b, &f.report())
-        } else {
-            serde_json::to_writer(b, &f.report())
+        if !write_finding(f, pretty, b) {
+            write_report(f, pretty, b);
         }
-        .expect("race reports serialize")
     })
+}
+
+/// A finding as serde_json writes its [`FindingReport`], through a `Value`
+/// of each event.
+fn write_report(f: &Finding, pretty: bool, b: &mut Vec<u8>) {
+    if pretty {
+        serde_json::to_writer_pretty(b, &f.report())
+    } else {
+        serde_json::to_writer(b, &f.report())
+    }
+    .expect("race reports serialize")
+}
+
+/// [`write_report`]'s bytes, the events copied from their lines
+/// ([`plain::write_value`]) instead of parsed into values and written out
+/// again; `false` (nothing written) when an event is not one it copies.
+fn write_finding(f: &Finding, pretty: bool, b: &mut Vec<u8>) -> bool {
+    let start = b.len();
+    let (sep, open, close): (&[u8], &[u8], &[u8]) = if pretty {
+        (b": ", b"\n  ", b"\n")
+    } else {
+        (b":", b"", b"")
+    };
+    let text = |b: &mut Vec<u8>, s: &str| serde_json::to_writer(b, s).expect("strings serialize");
+    let field = |b: &mut Vec<u8>, first: bool, name: &str| {
+        if !first {
+            b.push(b',');
+        }
+        b.extend_from_slice(open);
+        text(b, name);
+        b.extend_from_slice(sep);
+    };
+    b.push(b'{');
+    field(b, true, "kind");
+    text(b, f.kind);
+    field(b, false, "target");
+    text(b, &f.target);
+    field(b, false, "at");
+    text(b, &scan::format_micros(f.at));
+    field(b, false, "summary");
+    text(b, &f.summary);
+    field(b, false, "owners");
+    let items: &[u8] = if pretty { b"\n    " } else { b"" };
+    let end: &[u8] = if pretty { b"\n  ]" } else { b"]" };
+    b.push(b'[');
+    for (i, o) in f.owners.iter().enumerate() {
+        if i > 0 {
+            b.push(b',');
+        }
+        b.extend_from_slice(items);
+        b.extend_from_slice(o.to_string().as_bytes());
+    }
+    if !f.owners.is_empty() {
+        b.extend_from_slice(end);
+    } else {
+        b.push(b']');
+    }
+    field(b, false, "events");
+    b.push(b'[');
+    for (i, e) in f.events.iter().enumerate() {
+        if i > 0 {
+            b.push(b',');
+        }
+        b.extend_from_slice(items);
+        let copied =
+            std::str::from_utf8(e).is_ok_and(|e| plain::write_value(e, pretty.then_some(2), b));
+        if !copied {
+            b.truncate(start);
+            return false;
+        }
+    }
+    if !f.events.is_empty() {
+        b.extend_from_slice(end);
+    } else {
+        b.push(b']');
+    }
+    field(b, false, "more_events");
+    b.extend_from_slice(f.more.to_string().as_bytes());
+    b.extend_from_slice(close);
+    b.push(b'}');
+    true
 }
 
 /// Writes the JSON form, `{"findings": [...], "finding_count": N, "counts":

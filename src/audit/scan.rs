@@ -590,7 +590,7 @@ pub fn parse_line<'a>(buf: &'a [u8], totals: &mut Totals) -> Option<Line<'a>> {
     // cost per byte.
     let parsed = std::str::from_utf8(raw)
         .ok()
-        .and_then(|text| match plain(text) {
+        .and_then(|text| match super::plain::read(text) {
             Some(p) => Some((p.ev, Some(p.detail))),
             None => serde_json::from_str::<Light>(text)
                 .ok()
@@ -608,28 +608,6 @@ pub fn parse_line<'a>(buf: &'a [u8], totals: &mut Totals) -> Option<Line<'a>> {
         totals.malformed += 1;
     }
     parsed
-}
-
-/// The line read by the fast reader ([`super::plain::read`]); in unit
-/// tests, never when [`force_serde`] asks for the `serde_json` path alone.
-fn plain(text: &str) -> Option<super::plain::Plain<'_>> {
-    #[cfg(test)]
-    if FORCE_SERDE.with(std::cell::Cell::get) {
-        return None;
-    }
-    super::plain::read(text)
-}
-
-#[cfg(test)]
-thread_local! {
-    static FORCE_SERDE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-}
-
-/// Unit tests: reads every line of this thread with `serde_json` alone
-/// (`true`), or with the fast reader first (`false`, the default).
-#[cfg(test)]
-pub fn force_serde(on: bool) {
-    FORCE_SERDE.with(|f| f.set(on));
 }
 
 /// Counts one line as [`parse_line`] would, checking only what makes it an
@@ -653,7 +631,7 @@ pub fn check_line(buf: &[u8], totals: &mut Totals) {
     // A line the fast reader takes is an event for serde_json too.
     let ok = std::str::from_utf8(raw)
         .ok()
-        .is_some_and(|text| match plain(text) {
+        .is_some_and(|text| match super::plain::read(text) {
             Some(p) => parse_ts(&p.ev.ts).is_some(),
             None => serde_json::from_str::<Skeleton>(text)
                 .ok()

@@ -447,6 +447,176 @@ pub fn missing(r: &crate::audit::missing::Report, window: &str, output: &Output)
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::audit::{history, plain, races};
+    use serde_json::json;
+
+    /// A small deterministic generator (xorshift), so a failure names its seed.
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+        fn below(&mut self, n: u64) -> u64 {
+            self.next() % n
+        }
+        fn pick<T: Clone>(&mut self, of: &[T]) -> T {
+            of[self.below(of.len() as u64) as usize].clone()
+        }
+    }
+
+    const TARGETS: &[&str] = &["deploy", "/w/s.json", "caf\u{e9} ✓", "a\"b\\c", "ck-1", ""];
+
+    /// One line of an awkward log: an event in the toolkit's shape, or one
+    /// in another field order, with escapes, unicode, huge or exponent
+    /// numbers; or a blank, CRLF or malformed line.
+    fn awkward_line(rng: &mut Rng, i: u64) -> String {
+        let ms = i * 2 + rng.below(3);
+        let ts = format!(
+            "2024-05-01T10:{:02}:{:02}.{:03}{:03}Z",
+            ms / 60_000,
+            ms / 1000 % 60,
+            ms % 1000,
+            rng.below(1000)
+        );
+        let (tool, op) = rng.pick(&[
+            ("lock-manager", "acquire"),
+            ("lock-manager", "release"),
+            ("lock-manager", "takeover"),
+            ("lock-manager", "run"),
+            ("state-manager", "set"),
+            ("state-manager", "write"),
+            ("state-manager", "read"),
+            ("state-manager", "init"),
+            ("state-manager", "backup"),
+            ("lock-manager", "clean"),
+            ("error-recovery", "checkpoint"),
+            ("error-recovery", "restore"),
+        ]);
+        let owner = 100 + rng.below(3);
+        let detail = match rng.below(9) {
+            0 => {
+                json!({"lock_type": rng.pick(&["shared", "exclusive"]), "wait_ms": rng.pick(&[0.5, 612.25, 1e-7, 2.0]), "owner_pid": owner, "holders_while_waiting": rng.pick(&[json!([]), json!([7, 8])])})
+            }
+            1 => json!({"owner_pid": owner, "forced": rng.below(2) == 0}),
+            2 => {
+                json!({"stale_pid": 9, "reason": rng.pick(&["dead", "caf\u{e9} \"gone\""]), "owner_pid": owner})
+            }
+            3 => {
+                json!({"conflict": "revision", "expected": -3, "actual": 7, "error": "revision\tmismatch ✓"})
+            }
+            4 => {
+                json!({"revision": rng.pick(&[json!(12), json!(18446744073709551615u64), json!(1.5)]), "lock_wait_ms": 700.125})
+            }
+            5 => json!({"removed": ["deploy", "a\"b\\c", 7], "forced": true}),
+            6 => {
+                json!({"child_exit": rng.pick(&[json!(1), json!(-2), json!("x")]), "nested": {"a": [1, {"b": null}]}})
+            }
+            7 => json!({"error": "lock timed out", "owner_pid": owner}),
+            _ => json!({}),
+        };
+        let mut ev = json!({
+            "ts": ts, "tool": tool, "op": op, "target": rng.pick(TARGETS),
+            "pid": 4000 + rng.below(50), "ppid": owner, "host": rng.pick(&["h1", "hé"]),
+            "user": "ci", "duration_ms": rng.pick(&[json!(1.5), json!(0.412), json!(1.731), json!(0.0), json!(1e-7), json!(4)]),
+            "exit_code": rng.pick(&[0, 0, 0, 2, 4]), "outcome": "ok", "detail": detail,
+        });
+        if rng.below(2) == 0 {
+            ev["run_id"] = json!(rng.pick(&["r1", "r\u{e9}"]));
+        }
+        let mut text = ev.to_string();
+        match rng.below(24) {
+            // The same event in another field order: serde_json reads it.
+            0 | 1 => {
+                let mut m: Vec<_> = ev.as_object().unwrap().clone().into_iter().collect();
+                m.reverse();
+                text = Value::Object(m.into_iter().collect()).to_string();
+            }
+            2 => text.push('\r'),
+            3 => text = String::new(),
+            4 => text = "not json".to_string(),
+            5 => text.truncate(text.floor_char_boundary(text.len() / 2)),
+            6 => text = text.replacen("\"deploy\"", "\"dep\\u006coy\"", 1),
+            7 => text = text.replacen(":", ": ", 2),
+            _ => {}
+        }
+        text
+    }
+
+    /// Every way `history` and `races` print, over `cfg`'s log.
+    fn reviews(cfg: &crate::config::Config) -> Vec<Vec<u8>> {
+        let mut outs = Vec::new();
+        for target in TARGETS {
+            for all in [false, true] {
+                let (h, totals) = history::collect(cfg, cfg, target, all).unwrap();
+                let mut o = Vec::new();
+                history(&h, &totals, &Output::default(), &mut o).unwrap();
+                for pretty in [false, true] {
+                    h.write_json(&totals, pretty, &mut o).unwrap();
+                }
+                outs.push(o);
+            }
+        }
+        for json in [None, Some(false), Some(true)] {
+            let render: races::Render = match json {
+                Some(pretty) => races::json_render(pretty),
+                None => Box::new(race),
+            };
+            let filter = crate::audit::scan::Filter::default();
+            let (found, totals) = races::collect(cfg, &filter, 500.0, render).unwrap();
+            let mut o = Vec::new();
+            match json {
+                Some(pretty) => races::write_json(&found, &totals, pretty, &mut o).unwrap(),
+                None => races(&found, &totals, &mut o).unwrap(),
+            }
+            outs.push(o);
+        }
+        outs
+    }
+
+    /// Issue 16: the fast reader changes no byte of what `history` and
+    /// `races` print, text or JSON, against `serde_json` alone, over awkward
+    /// logs (rotated files, malformed, blank and CRLF lines, other field
+    /// orders, escapes, unicode, huge and exponent numbers).
+    #[test]
+    fn history_and_races_print_the_same_with_the_fast_reader_as_with_serde_json() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = crate::config::Config::new(dir.path().join("s.json"));
+        let mut printed = 0;
+        for seed in 1..13u64 {
+            let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+            let mut i = 0;
+            for n in (0..3).rev() {
+                let path = match n {
+                    0 => cfg.audit_log.clone(),
+                    n => crate::audit::rotate::rotated(&cfg.audit_log, n),
+                };
+                let mut text = String::new();
+                for _ in 0..150 {
+                    text.push_str(&awkward_line(&mut rng, i));
+                    text.push('\n');
+                    i += 1;
+                }
+                std::fs::write(path, text).unwrap();
+            }
+            let fast = reviews(&cfg);
+            plain::force_serde(true);
+            let slow = reviews(&cfg);
+            plain::force_serde(false);
+            for (k, (f, s)) in fast.iter().zip(&slow).enumerate() {
+                assert!(
+                    f == s,
+                    "seed {seed}, review {k}:\n{}\n---- serde_json alone ----\n{}",
+                    String::from_utf8_lossy(f),
+                    String::from_utf8_lossy(s)
+                );
+            }
+            printed += fast.iter().map(Vec::len).sum::<usize>();
+        }
+        assert!(printed > 1 << 20, "the reviews print: {printed} bytes");
+    }
 
     #[test]
     fn history_rows_read_the_same_from_borrowed_fields_as_from_a_value() {
