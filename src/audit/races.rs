@@ -51,7 +51,9 @@ pub struct Finding {
     pub more: u64,
 }
 
-/// An open episode of overlapping operations on one target.
+/// An open episode of overlapping operations on one target. Its buffers
+/// are used again for the next episode of its target ([`Episode::reset`]):
+/// most episodes end without a finding.
 struct Episode {
     start: i64,
     end: i64,
@@ -59,7 +61,10 @@ struct Episode {
     ops: Vec<String>,
     writes: bool,
     count: u64,
-    events: Vec<Vec<u8>>,
+    /// The first [`MAX_EVENTS`] lines, one after another; `ends[i]` is where
+    /// the i-th ends.
+    raw: Vec<u8>,
+    ends: Vec<usize>,
 }
 
 impl Episode {
@@ -71,10 +76,24 @@ impl Episode {
             ops: Vec::new(),
             writes: false,
             count: 0,
-            events: Vec::new(),
+            raw: Vec::new(),
+            ends: Vec::new(),
         };
         e.add(line, start);
         e
+    }
+
+    /// Starts the next episode with `line`, in this one's buffers.
+    fn reset(&mut self, line: &Line, start: i64) {
+        self.start = start;
+        self.end = line.at;
+        self.owners.clear();
+        self.ops.clear();
+        self.writes = false;
+        self.count = 0;
+        self.raw.clear();
+        self.ends.clear();
+        self.add(line, start);
     }
 
     fn add(&mut self, line: &Line, start: i64) {
@@ -90,17 +109,29 @@ impl Episode {
         }
         self.writes |= !is_read_only(&ev.op);
         self.count += 1;
-        if self.events.len() < MAX_EVENTS {
-            self.events.push(line.raw.to_vec());
+        if self.ends.len() < MAX_EVENTS {
+            self.raw.extend_from_slice(line.raw);
+            self.ends.push(self.raw.len());
         }
     }
 
-    fn into_finding(self, target: String) -> Option<Finding> {
+    /// The finding this episode makes on `target`, if it makes one.
+    fn finding(&self, target: &str) -> Option<Finding> {
         if self.owners.len() < 2 || !self.writes {
             return None;
         }
-        let mut owners = self.owners;
+        let mut owners = self.owners.clone();
         owners.sort_unstable();
+        let mut from = 0;
+        let events = self
+            .ends
+            .iter()
+            .map(|&end| {
+                let e = self.raw[from..end].to_vec();
+                from = end;
+                e
+            })
+            .collect();
         Some(Finding {
             kind: "overlap",
             summary: format!(
@@ -110,11 +141,11 @@ impl Episode {
                 join(&owners),
                 (self.end - self.start) as f64 / 1e6
             ),
-            target,
+            target: target.to_string(),
             at: self.start,
             owners,
-            more: self.count - self.events.len() as u64,
-            events: self.events,
+            more: self.count - self.ends.len() as u64,
+            events,
         })
     }
 }
@@ -219,14 +250,18 @@ impl<'r> Races<'r> {
                 ep.add(line, start);
                 None
             }
-            Some(ep) => Some(std::mem::replace(ep, Episode::new(line, start))),
+            Some(ep) => {
+                let done = ep.finding(&ev.target);
+                ep.reset(line, start);
+                done
+            }
             None => {
                 self.open
                     .insert(ev.target.to_string(), Episode::new(line, start));
                 None
             }
         };
-        if let Some(f) = done.and_then(|d| d.into_finding(ev.target.to_string())) {
+        if let Some(f) = done {
             self.keep(f);
         }
     }
@@ -308,7 +343,7 @@ impl<'r> Races<'r> {
     /// Closes the open episodes and returns every finding, earliest first.
     pub fn finish(mut self) -> Result<Findings> {
         for (target, ep) in std::mem::take(&mut self.open) {
-            if let Some(f) = ep.into_finding(target) {
+            if let Some(f) = ep.finding(&target) {
                 self.keep(f);
             }
         }

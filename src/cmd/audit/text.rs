@@ -162,12 +162,38 @@ pub fn race(f: &Finding, out: &mut Vec<u8>) {
         },
         f.summary
     );
-    // The events behind a finding, indented, without a header of their own.
-    let bare = Output {
-        no_header: true,
-        ..Output::default()
+    // The events behind it, indented, without a header of their own: the
+    // rows `recent` prints (its table's layout, written here straight from
+    // the parsed lines: a long log has many findings).
+    let mut skip = Totals::default();
+    let lines: Vec<_> = f
+        .events
+        .iter()
+        .filter_map(|raw| scan::parse_line(raw, &mut skip))
+        .collect();
+    let rows: Vec<[Cow<str>; 9]> = lines
+        .iter()
+        .map(|l| {
+            let ev = &l.ev;
+            [
+                Cow::Borrowed(&*ev.ts),
+                Cow::Borrowed(&*ev.tool),
+                Cow::Borrowed(&*ev.op),
+                Cow::Borrowed(&*ev.target),
+                Cow::Owned(ev.pid.to_string()),
+                Cow::Owned(ev.owner().to_string()),
+                Cow::Owned(ms(Some(ev.duration_ms))),
+                Cow::Owned(ev.exit_code.to_string()),
+                Cow::Borrowed(ev.run_id.as_deref().unwrap_or("-")),
+            ]
+        })
+        .collect();
+    let table = if rows.is_empty() {
+        "no matching events\n".to_string()
+    } else {
+        event_rows(&rows)
     };
-    for line in recent(&f.events, &Totals::default(), &bare).lines() {
+    for line in table.lines() {
         text.push_str("    ");
         text.push_str(line);
         text.push('\n');
@@ -176,6 +202,41 @@ pub fn race(f: &Finding, out: &mut Vec<u8>) {
         text.push_str(&format!("    … and {} more events\n", f.more));
     }
     out.extend_from_slice(text.as_bytes());
+}
+
+/// The rows of [`recent`]'s table without its header, as
+/// `crate::cmd::table::Table` lays them out: columns as wide as their
+/// widest cell (in characters), two spaces apart, pid, owner, ms and exit
+/// to the right, each line's trailing blanks cut.
+fn event_rows(rows: &[[Cow<str>; 9]]) -> String {
+    const RIGHT: [bool; 9] = [false, false, false, false, true, true, true, true, false];
+    let mut width = [0usize; 9];
+    for row in rows {
+        for (w, cell) in width.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for row in rows {
+        let start = out.len();
+        for (i, cell) in row.iter().enumerate() {
+            if i > 0 {
+                out.push_str("  ");
+            }
+            let pad = width[i] - cell.chars().count();
+            if RIGHT[i] {
+                out.extend(std::iter::repeat_n(' ', pad));
+                out.push_str(cell);
+            } else {
+                out.push_str(cell);
+                out.extend(std::iter::repeat_n(' ', pad));
+            }
+        }
+        let kept = out[start..].trim_end().len();
+        out.truncate(start + kept);
+        out.push('\n');
+    }
+    out
 }
 
 /// `audit races`: each finding as [`race`] rendered it, earliest first,
@@ -543,6 +604,92 @@ mod tests {
             _ => {}
         }
         text
+    }
+
+    /// `race` as it was written before: the events through [`recent`]'s table.
+    fn race_by_table(f: &Finding, out: &mut Vec<u8>) {
+        let mut text = format!(
+            "{}  {}  {}: {}\n",
+            scan::format_micros(f.at),
+            f.kind,
+            if f.target.is_empty() {
+                "(no target)"
+            } else {
+                &f.target
+            },
+            f.summary
+        );
+        let bare = Output {
+            no_header: true,
+            ..Output::default()
+        };
+        for line in recent(&f.events, &Totals::default(), &bare).lines() {
+            text.push_str("    ");
+            text.push_str(line);
+            text.push('\n');
+        }
+        if f.more > 0 {
+            text.push_str(&format!("    … and {} more events\n", f.more));
+        }
+        out.extend_from_slice(text.as_bytes());
+    }
+
+    #[test]
+    fn a_race_lists_its_events_as_the_table_of_recent_does() {
+        let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+        let mut lines: Vec<Vec<u8>> = (0..3000)
+            .map(|i| awkward_line(&mut rng, i).into_bytes())
+            .collect();
+        // Cells that a table must measure in characters, and that break
+        // or end a line.
+        for (target, ms, run) in [
+            ("wide ✓✓✓ é", 12345.5, "r\t"),
+            ("new\nline", 12.5, "r\u{a0}"),
+            ("cr\r", 0.5, ""),
+            ("tail  ", 1503.0, "  "),
+            ("\u{a0}nb", 99.9, "x"),
+        ] {
+            lines.push(
+                json!({"ts": "2024-05-01T10:00:00Z", "tool": "t", "op": "o", "target": target,
+                       "pid": 123456, "duration_ms": ms, "exit_code": -1, "run_id": run})
+                .to_string()
+                .into_bytes(),
+            );
+        }
+        let mut at = 0;
+        let mut n = 0;
+        while at < lines.len() {
+            let take = (rng.below(6) as usize).min(lines.len() - at);
+            let f = Finding {
+                kind: "overlap",
+                target: ["deploy", ""][n % 2].to_string(),
+                at: 1_714_557_600_000_000,
+                summary: "s".into(),
+                owners: vec![1, 2],
+                events: lines[at..at + take].to_vec(),
+                more: rng.below(3),
+            };
+            let (mut a, mut b) = (Vec::new(), Vec::new());
+            race(&f, &mut a);
+            race_by_table(&f, &mut b);
+            assert_eq!(String::from_utf8(a).unwrap(), String::from_utf8(b).unwrap());
+            at += take.max(1);
+            n += 1;
+        }
+        // The odd targets together, in one finding.
+        let f = Finding {
+            kind: "overlap",
+            target: "x".into(),
+            at: 0,
+            summary: "s".into(),
+            owners: vec![1],
+            events: lines[lines.len() - 5..].to_vec(),
+            more: 0,
+        };
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        race(&f, &mut a);
+        race_by_table(&f, &mut b);
+        assert_eq!(String::from_utf8(a).unwrap(), String::from_utf8(b).unwrap());
     }
 
     /// Every way `history` and `races` print, over `cfg`'s log.
