@@ -720,11 +720,68 @@ pub fn now_micros() -> i64 {
     chrono::Utc::now().timestamp_micros()
 }
 
-/// Microseconds since the epoch as RFC 3339 UTC with microseconds.
+/// Microseconds since the epoch as RFC 3339 UTC with microseconds
+/// (`2024-05-01T10:00:00.123456Z`), as chrono writes it. Years 0 to 9999
+/// are written here (`races` writes one per finding); any other instant is
+/// left to chrono.
 pub fn format_micros(at: i64) -> String {
+    // 0000-01-01T00:00:00Z and 10000-01-01T00:00:00Z, in µs.
+    const FROM: i64 = -62_167_219_200_000_000;
+    const TO: i64 = 253_402_300_800_000_000;
+    if !(FROM..TO).contains(&at) {
+        return format_micros_chrono(at);
+    }
+    let (days, us) = (at.div_euclid(86_400_000_000), at.rem_euclid(86_400_000_000));
+    let (y, m, d) = civil_from_days(days);
+    let secs = us / 1_000_000;
+    let mut out = [0u8; 27];
+    let mut put = |at: usize, n: i64, width: usize| {
+        let mut n = n;
+        for i in (at..at + width).rev() {
+            out[i] = b'0' + (n % 10) as u8;
+            n /= 10;
+        }
+    };
+    put(0, y, 4);
+    put(5, m, 2);
+    put(8, d, 2);
+    put(11, secs / 3600, 2);
+    put(14, secs / 60 % 60, 2);
+    put(17, secs % 60, 2);
+    put(20, us % 1_000_000, 6);
+    for (i, c) in [
+        (4, b'-'),
+        (7, b'-'),
+        (10, b'T'),
+        (13, b':'),
+        (16, b':'),
+        (19, b'.'),
+        (26, b'Z'),
+    ] {
+        out[i] = c;
+    }
+    String::from_utf8(out.to_vec()).expect("ASCII")
+}
+
+fn format_micros_chrono(at: i64) -> String {
     chrono::DateTime::from_timestamp_micros(at)
         .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
         .unwrap_or_else(|| at.to_string())
+}
+
+/// The proleptic Gregorian date of a day counted from 1970-01-01 (Howard
+/// Hinnant's algorithm, the inverse of [`days_from_civil`]).
+fn civil_from_days(z: i64) -> (i64, i64, i64) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
 }
 
 /// The instant `--since DUR` names: now minus the duration.
@@ -761,6 +818,37 @@ mod tests {
         ] {
             assert_eq!(parse_ts(bad), None, "{bad}");
         }
+    }
+
+    proptest::proptest! {
+        /// Instants written by hand read as chrono writes them: any µs from
+        /// year 0 to 9999 (and past both ends, where chrono writes them).
+        #[test]
+        fn instants_are_written_as_chrono_writes_them(
+            at in proptest::prop_oneof![
+                -62_167_219_200_000_000i64..253_402_300_800_000_000,
+                proptest::num::i64::ANY,
+                -62_167_219_200_000_010i64..-62_167_219_199_999_990,
+                253_402_300_799_999_990i64..253_402_300_800_000_010,
+                -10i64..10,
+            ]
+        ) {
+            proptest::prop_assert_eq!(format_micros(at), format_micros_chrono(at));
+        }
+    }
+
+    #[test]
+    fn instants_at_the_edges_of_days_and_years_are_written_as_chrono_writes_them() {
+        for day in [-719_528i64, -1, 0, 1, 11_016, 19_844, 2_932_896] {
+            for us in [0, 1, 999_999, 86_399_999_999] {
+                let at = day * 86_400_000_000 + us;
+                assert_eq!(format_micros(at), format_micros_chrono(at), "{at}");
+            }
+        }
+        assert_eq!(
+            format_micros(1_714_557_600_123_456),
+            "2024-05-01T10:00:00.123456Z"
+        );
     }
 
     #[test]
