@@ -13,6 +13,7 @@
 //! or the target's share of it. The report is then written out step by step
 //! ([`History::write_json`], or the text table in `cmd::audit::text`).
 
+use std::borrow::Cow;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
@@ -20,6 +21,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::event::{is_read_only, ms_text};
+use super::plain;
 use super::scan::{Events, Filter, Target, Totals};
 use super::spill::Spill;
 use crate::config::Config;
@@ -166,16 +168,28 @@ pub fn collect(
         if !own && !DELETES.contains(&&*ev.op) {
             return;
         }
-        let Ok(event) = serde_json::from_slice::<Value>(line.raw) else {
-            return;
+        // The toolkit's own lines are read from the detail as written
+        // (`plain`); any other line as a whole value, as before.
+        let event;
+        let facts = match line.detail {
+            Some(d) => Facts {
+                op: &ev.op,
+                code: i64::from(ev.exit_code),
+                detail: Fields::Plain(d),
+            },
+            None => {
+                let Ok(v) = serde_json::from_slice::<Value>(line.raw) else {
+                    return;
+                };
+                event = v;
+                Facts::of(&event)
+            }
         };
-        let listed = event["detail"]["removed"]
-            .as_array()
-            .is_some_and(|r| r.iter().any(|n| n.as_str().is_some_and(|n| asked.names(n))));
+        let listed = facts.detail.removed_names(|n| asked.names(n));
         if !own && !listed {
             return;
         }
-        if let Some((what, detail)) = classify(&event, listed && !own, all) {
+        if let Some((what, detail)) = classify(&facts, listed && !own, all) {
             let step = Step {
                 what,
                 detail,
@@ -236,17 +250,92 @@ pub fn collect(
     ))
 }
 
+/// What [`classify`] reads of an event: its op, its exit code and its
+/// detail, each as `Value`'s accessors give it.
+struct Facts<'a> {
+    op: &'a str,
+    /// `exit_code`, 0 when it is not an integer.
+    code: i64,
+    detail: Fields<'a>,
+}
+
+impl<'a> Facts<'a> {
+    fn of(event: &'a Value) -> Facts<'a> {
+        Facts {
+            op: event["op"].as_str().unwrap_or(""),
+            code: event["exit_code"].as_i64().unwrap_or(0),
+            detail: Fields::Value(&event["detail"]),
+        }
+    }
+}
+
+/// An event's detail: a parsed value, or the object as written in a line
+/// the fast reader took ([`plain`]), whose members read the same.
+enum Fields<'a> {
+    Value(&'a Value),
+    Plain(&'a str),
+}
+
+impl Fields<'_> {
+    fn str(&self, k: &str) -> Option<Cow<'_, str>> {
+        match self {
+            Fields::Value(d) => d[k].as_str().map(Cow::Borrowed),
+            Fields::Plain(d) => plain::member(d, k).and_then(plain::as_str),
+        }
+    }
+
+    fn bool(&self, k: &str) -> Option<bool> {
+        match self {
+            Fields::Value(d) => d[k].as_bool(),
+            Fields::Plain(d) => plain::member(d, k).and_then(plain::as_bool),
+        }
+    }
+
+    fn i64(&self, k: &str) -> Option<i64> {
+        match self {
+            Fields::Value(d) => d[k].as_i64(),
+            Fields::Plain(d) => plain::member(d, k).and_then(plain::as_i64),
+        }
+    }
+
+    fn u64(&self, k: &str) -> Option<u64> {
+        match self {
+            Fields::Value(d) => d[k].as_u64(),
+            Fields::Plain(d) => plain::member(d, k).and_then(plain::as_u64),
+        }
+    }
+
+    fn f64(&self, k: &str) -> Option<f64> {
+        match self {
+            Fields::Value(d) => d[k].as_f64(),
+            Fields::Plain(d) => plain::member(d, k).and_then(plain::as_f64),
+        }
+    }
+
+    /// Whether `removed` is an array listing a name that `names`.
+    fn removed_names(&self, names: impl Fn(&str) -> bool) -> bool {
+        let any = |v: &Value| {
+            v.as_array()
+                .is_some_and(|r| r.iter().any(|n| n.as_str().is_some_and(&names)))
+        };
+        match self {
+            Fields::Value(d) => any(&d["removed"]),
+            Fields::Plain(d) => plain::member(d, "removed")
+                .filter(|r| r.starts_with('['))
+                .and_then(|r| serde_json::from_str::<Value>(r).ok())
+                .is_some_and(|v| any(&v)),
+        }
+    }
+}
+
 /// Names what an event did to the target; `None` for reads unless `all`.
-fn classify(event: &Value, listed_in_removed: bool, all: bool) -> Option<(String, String)> {
-    let op = event["op"].as_str().unwrap_or("").to_string();
-    let d = &event["detail"];
-    let code = event["exit_code"].as_i64().unwrap_or(0);
-    let num = |k: &str| d[k].as_f64();
+fn classify(facts: &Facts, listed_in_removed: bool, all: bool) -> Option<(String, String)> {
+    let op = facts.op.to_string();
+    let d = &facts.detail;
+    let code = facts.code;
+    let num = |k: &str| d.f64(k);
     let (what, detail) = if code != 0 {
-        let err = d["error"]
-            .as_str()
-            .map(|e| format!(": {e}"))
-            .unwrap_or_default();
+        let err = d.str("error").map(|e| format!(": {e}")).unwrap_or_default();
         (
             "failed".to_string(),
             format!(
@@ -255,7 +344,7 @@ fn classify(event: &Value, listed_in_removed: bool, all: bool) -> Option<(String
             ),
         )
     } else if listed_in_removed || DELETES.contains(&op.as_str()) {
-        let forced = if d["forced"].as_bool() == Some(true) {
+        let forced = if d.bool("forced") == Some(true) {
             " (forced)"
         } else {
             ""
@@ -269,7 +358,7 @@ fn classify(event: &Value, listed_in_removed: bool, all: bool) -> Option<(String
                 "locked".to_string(),
                 format!(
                     "{}{}",
-                    d["lock_type"].as_str().unwrap_or("exclusive"),
+                    d.str("lock_type").as_deref().unwrap_or("exclusive"),
                     num("wait_ms")
                         .map(|w| format!(", waited {} ms", ms_text(Some(w))))
                         .unwrap_or_default()
@@ -279,8 +368,7 @@ fn classify(event: &Value, listed_in_removed: bool, all: bool) -> Option<(String
                 "locked".to_string(),
                 format!(
                     "for a command{}",
-                    d["child_exit"]
-                        .as_i64()
+                    d.i64("child_exit")
                         .map(|c| format!(", child exit {c}"))
                         .unwrap_or_default()
                 ),
@@ -289,15 +377,14 @@ fn classify(event: &Value, listed_in_removed: bool, all: bool) -> Option<(String
                 "taken over".to_string(),
                 format!(
                     "from stale pid {} ({})",
-                    d["stale_pid"]
-                        .as_u64()
+                    d.u64("stale_pid")
                         .map_or("?".to_string(), |p| p.to_string()),
-                    d["reason"].as_str().unwrap_or("stale")
+                    d.str("reason").as_deref().unwrap_or("stale")
                 ),
             ),
             "release" => (
                 "released".to_string(),
-                if d["forced"].as_bool() == Some(true) {
+                if d.bool("forced") == Some(true) {
                     "forced".to_string()
                 } else {
                     String::new()
@@ -308,8 +395,7 @@ fn classify(event: &Value, listed_in_removed: bool, all: bool) -> Option<(String
                 "changed".to_string(),
                 format!(
                     "by {o}{}",
-                    d["revision"]
-                        .as_u64()
+                    d.u64("revision")
                         .map(|r| format!(", revision {r}"))
                         .unwrap_or_default()
                 ),
@@ -425,6 +511,41 @@ pub struct StepReport {
 }
 
 impl Step {
+    /// The step as serde_json writes its [`StepReport`], the event copied
+    /// from its line ([`plain::write_value`]) rather than parsed into a
+    /// value and written out again; `None` when the line is not one that
+    /// copies exactly.
+    fn json(&self, pretty: bool) -> Option<String> {
+        let event = std::str::from_utf8(&self.raw).ok()?;
+        let text =
+            |b: &mut Vec<u8>, s: &str| serde_json::to_writer(b, s).expect("strings serialize");
+        let mut b = Vec::with_capacity(self.raw.len() * 2);
+        let (open, sep): (&[u8], &[u8]) = if pretty {
+            (b"\n  ", b": ")
+        } else {
+            (b"", b":")
+        };
+        for (name, value) in [("what", &self.what), ("detail", &self.detail)] {
+            b.push(if name == "what" { b'{' } else { b',' });
+            b.extend_from_slice(open);
+            text(&mut b, name);
+            b.extend_from_slice(sep);
+            text(&mut b, value);
+        }
+        b.push(b',');
+        b.extend_from_slice(open);
+        text(&mut b, "event");
+        b.extend_from_slice(sep);
+        if !plain::write_value(event, pretty.then_some(1), &mut b) {
+            return None;
+        }
+        if pretty {
+            b.push(b'\n');
+        }
+        b.push(b'}');
+        String::from_utf8(b).ok()
+    }
+
     fn report(&self) -> StepReport {
         StepReport {
             what: self.what.clone(),
@@ -482,7 +603,7 @@ impl History {
             if !std::mem::take(&mut first) {
                 out.write_all(b",")?;
             }
-            let step = enc(&s.report(), pretty);
+            let step = s.json(pretty).unwrap_or_else(|| enc(&s.report(), pretty));
             if pretty {
                 for line in step.lines() {
                     out.write_all(b"\n    ")?;

@@ -3,7 +3,9 @@
 //! (`state-manager audit …`) compute from it.
 //!
 //! [`event`] writes events and [`rotate`] keeps the log's size bounded;
-//! [`scan`] streams them back (forward, or newest first with [`backward`]) for the reviews ([`recent`], [`stats`],
+//! [`scan`] streams them back (forward, or newest first with [`backward`];
+//! the toolkit's own lines read by [`plain`], any other by `serde_json`)
+//! for the reviews ([`recent`], [`stats`],
 //! [`races`], [`history`], [`export`], [`monitor`]), which return typed
 //! values and print nothing: the arguments, the text and JSON rendering and
 //! the entry point are in `crate::cmd::audit`. Writing never fails the
@@ -17,6 +19,7 @@ pub mod export;
 pub mod history;
 pub mod missing;
 pub mod monitor;
+pub mod plain;
 pub mod races;
 pub mod recent;
 pub mod rotate;

@@ -25,6 +25,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::event::{is_read_only, ms_text};
+use super::plain;
 use super::recent;
 use super::scan::{self, Events, Filter, Line, Totals};
 use super::spill::Spill;
@@ -50,7 +51,9 @@ pub struct Finding {
     pub more: u64,
 }
 
-/// An open episode of overlapping operations on one target.
+/// An open episode of overlapping operations on one target. Its buffers
+/// are used again for the next episode of its target ([`Episode::reset`]):
+/// most episodes end without a finding.
 struct Episode {
     start: i64,
     end: i64,
@@ -58,7 +61,10 @@ struct Episode {
     ops: Vec<String>,
     writes: bool,
     count: u64,
-    events: Vec<Vec<u8>>,
+    /// The first [`MAX_EVENTS`] lines, one after another; `ends[i]` is where
+    /// the i-th ends.
+    raw: Vec<u8>,
+    ends: Vec<usize>,
 }
 
 impl Episode {
@@ -70,10 +76,24 @@ impl Episode {
             ops: Vec::new(),
             writes: false,
             count: 0,
-            events: Vec::new(),
+            raw: Vec::new(),
+            ends: Vec::new(),
         };
         e.add(line, start);
         e
+    }
+
+    /// Starts the next episode with `line`, in this one's buffers.
+    fn reset(&mut self, line: &Line, start: i64) {
+        self.start = start;
+        self.end = line.at;
+        self.owners.clear();
+        self.ops.clear();
+        self.writes = false;
+        self.count = 0;
+        self.raw.clear();
+        self.ends.clear();
+        self.add(line, start);
     }
 
     fn add(&mut self, line: &Line, start: i64) {
@@ -89,17 +109,29 @@ impl Episode {
         }
         self.writes |= !is_read_only(&ev.op);
         self.count += 1;
-        if self.events.len() < MAX_EVENTS {
-            self.events.push(line.raw.to_vec());
+        if self.ends.len() < MAX_EVENTS {
+            self.raw.extend_from_slice(line.raw);
+            self.ends.push(self.raw.len());
         }
     }
 
-    fn into_finding(self, target: String) -> Option<Finding> {
+    /// The finding this episode makes on `target`, if it makes one.
+    fn finding(&self, target: &str) -> Option<Finding> {
         if self.owners.len() < 2 || !self.writes {
             return None;
         }
-        let mut owners = self.owners;
+        let mut owners = self.owners.clone();
         owners.sort_unstable();
+        let mut from = 0;
+        let events = self
+            .ends
+            .iter()
+            .map(|&end| {
+                let e = self.raw[from..end].to_vec();
+                from = end;
+                e
+            })
+            .collect();
         Some(Finding {
             kind: "overlap",
             summary: format!(
@@ -109,11 +141,11 @@ impl Episode {
                 join(&owners),
                 (self.end - self.start) as f64 / 1e6
             ),
-            target,
+            target: target.to_string(),
             at: self.start,
             owners,
-            more: self.count - self.events.len() as u64,
-            events: self.events,
+            more: self.count - self.ends.len() as u64,
+            events,
         })
     }
 }
@@ -173,10 +205,9 @@ impl Findings {
 
     /// Hands each finding as rendered to `each`, earliest first.
     pub fn each(&self, mut each: impl FnMut(&[u8]) -> io::Result<()>) -> io::Result<()> {
-        let mut buf = Vec::new();
+        let mut window = self.spill.window();
         for &(_, at, len) in &self.index {
-            self.spill.read(at, at + u64::from(len), &mut buf)?;
-            each(&buf)?;
+            each(window.get(at, at + u64::from(len))?)?;
         }
         Ok(())
     }
@@ -219,14 +250,18 @@ impl<'r> Races<'r> {
                 ep.add(line, start);
                 None
             }
-            Some(ep) => Some(std::mem::replace(ep, Episode::new(line, start))),
+            Some(ep) => {
+                let done = ep.finding(&ev.target);
+                ep.reset(line, start);
+                done
+            }
             None => {
                 self.open
                     .insert(ev.target.to_string(), Episode::new(line, start));
                 None
             }
         };
-        if let Some(f) = done.and_then(|d| d.into_finding(ev.target.to_string())) {
+        if let Some(f) = done {
             self.keep(f);
         }
     }
@@ -308,7 +343,7 @@ impl<'r> Races<'r> {
     /// Closes the open episodes and returns every finding, earliest first.
     pub fn finish(mut self) -> Result<Findings> {
         for (target, ep) in std::mem::take(&mut self.open) {
-            if let Some(f) = ep.into_finding(target) {
+            if let Some(f) = ep.finding(&target) {
                 self.keep(f);
             }
         }
@@ -379,13 +414,91 @@ struct Tail<'a> {
 /// Renders a finding as `audit races --json` lists it: pretty, or on one line.
 pub fn json_render<'r>(pretty: bool) -> Render<'r> {
     Box::new(move |f, b| {
-        if pretty {
-            serde_json::to_writer_pretty(b, &f.report())
-        } else {
-            serde_json::to_writer(b, &f.report())
+        if !write_finding(f, pretty, b) {
+            write_report(f, pretty, b);
         }
-        .expect("race reports serialize")
     })
+}
+
+/// A finding as serde_json writes its [`FindingReport`], through a `Value`
+/// of each event.
+fn write_report(f: &Finding, pretty: bool, b: &mut Vec<u8>) {
+    if pretty {
+        serde_json::to_writer_pretty(b, &f.report())
+    } else {
+        serde_json::to_writer(b, &f.report())
+    }
+    .expect("race reports serialize")
+}
+
+/// [`write_report`]'s bytes, the events copied from their lines
+/// ([`plain::write_value`]) instead of parsed into values and written out
+/// again; `false` (nothing written) when an event is not one it copies.
+fn write_finding(f: &Finding, pretty: bool, b: &mut Vec<u8>) -> bool {
+    let start = b.len();
+    let (sep, open, close): (&[u8], &[u8], &[u8]) = if pretty {
+        (b": ", b"\n  ", b"\n")
+    } else {
+        (b":", b"", b"")
+    };
+    let text = |b: &mut Vec<u8>, s: &str| serde_json::to_writer(b, s).expect("strings serialize");
+    let field = |b: &mut Vec<u8>, first: bool, name: &str| {
+        if !first {
+            b.push(b',');
+        }
+        b.extend_from_slice(open);
+        text(b, name);
+        b.extend_from_slice(sep);
+    };
+    b.push(b'{');
+    field(b, true, "kind");
+    text(b, f.kind);
+    field(b, false, "target");
+    text(b, &f.target);
+    field(b, false, "at");
+    text(b, &scan::format_micros(f.at));
+    field(b, false, "summary");
+    text(b, &f.summary);
+    field(b, false, "owners");
+    let items: &[u8] = if pretty { b"\n    " } else { b"" };
+    let end: &[u8] = if pretty { b"\n  ]" } else { b"]" };
+    b.push(b'[');
+    for (i, o) in f.owners.iter().enumerate() {
+        if i > 0 {
+            b.push(b',');
+        }
+        b.extend_from_slice(items);
+        b.extend_from_slice(o.to_string().as_bytes());
+    }
+    if !f.owners.is_empty() {
+        b.extend_from_slice(end);
+    } else {
+        b.push(b']');
+    }
+    field(b, false, "events");
+    b.push(b'[');
+    for (i, e) in f.events.iter().enumerate() {
+        if i > 0 {
+            b.push(b',');
+        }
+        b.extend_from_slice(items);
+        let copied =
+            std::str::from_utf8(e).is_ok_and(|e| plain::write_value(e, pretty.then_some(2), b));
+        if !copied {
+            b.truncate(start);
+            return false;
+        }
+    }
+    if !f.events.is_empty() {
+        b.extend_from_slice(end);
+    } else {
+        b.push(b']');
+    }
+    field(b, false, "more_events");
+    b.extend_from_slice(f.more.to_string().as_bytes());
+    b.extend_from_slice(close);
+    b.push(b'}');
+    true
 }
 
 /// Writes the JSON form, `{"findings": [...], "finding_count": N, "counts":

@@ -18,7 +18,7 @@
 
 use std::borrow::Cow;
 use std::cell::RefCell;
-use std::io::{BufRead, BufReader};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -110,6 +110,10 @@ pub struct Line<'a> {
     pub at: i64,
     /// The line as written (no newline), for commands that show whole events.
     pub raw: &'a [u8],
+    /// Its `detail` object as written, when the line is in the toolkit's
+    /// own shape ([`super::plain`]): its other members can then be read
+    /// without parsing the line again.
+    pub detail: Option<&'a str>,
 }
 
 /// What a scan went through.
@@ -406,7 +410,7 @@ fn scan_told(
     let started = std::time::Instant::now();
     crate::debug::log(|| format!("audit: scanning {}", log.display()));
     let mut totals = Totals::default();
-    let mut buf = Vec::with_capacity(4096);
+    let mut buf = Vec::new();
     let files = rotate::open_log_files(log);
     let total: u64 = match progress {
         Some(_) => files
@@ -418,23 +422,19 @@ fn scan_told(
     };
     let (mut read, mut told) = (0u64, 0u64);
     for (path, file) in files {
-        let mut reader = BufReader::with_capacity(1 << 20, file);
-        loop {
-            buf.clear();
-            let n = reader
-                .read_until(b'\n', &mut buf)
-                .map_err(|e| Error::io(e, "cannot read the audit log", &path))?;
-            if n == 0 {
-                break;
-            }
-            if prefilter.is_none_or(|p| p.passes(&buf)) {
-                if let Some(line) = parse_line(&buf, &mut totals) {
+        let mut lines = Blocks::new(file, &mut buf);
+        while let Some(line) = lines
+            .next()
+            .map_err(|e| Error::io(e, "cannot read the audit log", &path))?
+        {
+            if prefilter.is_none_or(|p| p.passes(line)) {
+                if let Some(line) = parse_line(line, &mut totals) {
                     each(&line);
                 }
             } else {
-                check_line(&buf, &mut totals);
+                check_line(line, &mut totals);
             }
-            read += n as u64;
+            read += line.len() as u64;
             if let Some(p) = progress.as_deref_mut()
                 && read - told >= PROGRESS_STEP
             {
@@ -454,6 +454,64 @@ fn scan_told(
         )
     });
     Ok(totals)
+}
+
+/// Bytes read from a log file at a time by [`Blocks`].
+const BLOCK: usize = 1 << 20;
+
+/// The lines of a file, each with its newline (the last one may have
+/// none), read a block of [`BLOCK`] bytes at a time into one buffer and
+/// handed out as slices of it: no copy per line. A line longer than the
+/// buffer grows it.
+struct Blocks<'b> {
+    file: std::fs::File,
+    buf: &'b mut Vec<u8>,
+    /// The bytes not handed out yet: `buf[start..end]`.
+    start: usize,
+    end: usize,
+    eof: bool,
+}
+
+impl<'b> Blocks<'b> {
+    fn new(file: std::fs::File, buf: &'b mut Vec<u8>) -> Blocks<'b> {
+        if buf.len() < BLOCK {
+            buf.resize(BLOCK, 0);
+        }
+        Blocks {
+            file,
+            buf,
+            start: 0,
+            end: 0,
+            eof: false,
+        }
+    }
+
+    /// The next line, `None` at the end of the file.
+    fn next(&mut self) -> std::io::Result<Option<&[u8]>> {
+        loop {
+            let from = self.start;
+            if let Some(p) = memchr::memchr(b'\n', &self.buf[from..self.end]) {
+                self.start = from + p + 1;
+                return Ok(Some(&self.buf[from..self.start]));
+            }
+            if self.eof {
+                self.start = self.end;
+                return Ok((from < self.end).then(|| &self.buf[from..self.end]));
+            }
+            self.buf.copy_within(from..self.end, 0);
+            self.end -= from;
+            self.start = 0;
+            if self.end == self.buf.len() {
+                self.buf.resize(2 * self.buf.len(), 0);
+            }
+            match self.file.read(&mut self.buf[self.end..]) {
+                Ok(0) => self.eof = true,
+                Ok(n) => self.end += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
 }
 
 /// Streams the events of `log` to `each` newest first — the live log read
@@ -532,8 +590,20 @@ pub fn parse_line<'a>(buf: &'a [u8], totals: &mut Totals) -> Option<Line<'a>> {
     // cost per byte.
     let parsed = std::str::from_utf8(raw)
         .ok()
-        .and_then(|text| serde_json::from_str::<Light>(text).ok())
-        .and_then(|ev| parse_ts(&ev.ts).map(|at| Line { ev, at, raw }));
+        .and_then(|text| match super::plain::read(text) {
+            Some(p) => Some((p.ev, Some(p.detail))),
+            None => serde_json::from_str::<Light>(text)
+                .ok()
+                .map(|ev| (ev, None)),
+        })
+        .and_then(|(ev, detail)| {
+            parse_ts(&ev.ts).map(|at| Line {
+                ev,
+                at,
+                raw,
+                detail,
+            })
+        });
     if parsed.is_none() {
         totals.malformed += 1;
     }
@@ -558,10 +628,15 @@ pub fn check_line(buf: &[u8], totals: &mut Totals) {
         return;
     }
     totals.lines += 1;
+    // A line the fast reader takes is an event for serde_json too.
     let ok = std::str::from_utf8(raw)
         .ok()
-        .and_then(|text| serde_json::from_str::<Skeleton>(text).ok())
-        .is_some_and(|ev| parse_ts(&ev.ts).is_some());
+        .is_some_and(|text| match super::plain::read(text) {
+            Some(p) => parse_ts(&p.ev.ts).is_some(),
+            None => serde_json::from_str::<Skeleton>(text)
+                .ok()
+                .is_some_and(|ev| parse_ts(&ev.ts).is_some()),
+        });
     if !ok {
         totals.malformed += 1;
     }
@@ -645,11 +720,68 @@ pub fn now_micros() -> i64 {
     chrono::Utc::now().timestamp_micros()
 }
 
-/// Microseconds since the epoch as RFC 3339 UTC with microseconds.
+/// Microseconds since the epoch as RFC 3339 UTC with microseconds
+/// (`2024-05-01T10:00:00.123456Z`), as chrono writes it. Years 0 to 9999
+/// are written here (`races` writes one per finding); any other instant is
+/// left to chrono.
 pub fn format_micros(at: i64) -> String {
+    // 0000-01-01T00:00:00Z and 10000-01-01T00:00:00Z, in µs.
+    const FROM: i64 = -62_167_219_200_000_000;
+    const TO: i64 = 253_402_300_800_000_000;
+    if !(FROM..TO).contains(&at) {
+        return format_micros_chrono(at);
+    }
+    let (days, us) = (at.div_euclid(86_400_000_000), at.rem_euclid(86_400_000_000));
+    let (y, m, d) = civil_from_days(days);
+    let secs = us / 1_000_000;
+    let mut out = [0u8; 27];
+    let mut put = |at: usize, n: i64, width: usize| {
+        let mut n = n;
+        for i in (at..at + width).rev() {
+            out[i] = b'0' + (n % 10) as u8;
+            n /= 10;
+        }
+    };
+    put(0, y, 4);
+    put(5, m, 2);
+    put(8, d, 2);
+    put(11, secs / 3600, 2);
+    put(14, secs / 60 % 60, 2);
+    put(17, secs % 60, 2);
+    put(20, us % 1_000_000, 6);
+    for (i, c) in [
+        (4, b'-'),
+        (7, b'-'),
+        (10, b'T'),
+        (13, b':'),
+        (16, b':'),
+        (19, b'.'),
+        (26, b'Z'),
+    ] {
+        out[i] = c;
+    }
+    String::from_utf8(out.to_vec()).expect("ASCII")
+}
+
+fn format_micros_chrono(at: i64) -> String {
     chrono::DateTime::from_timestamp_micros(at)
         .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
         .unwrap_or_else(|| at.to_string())
+}
+
+/// The proleptic Gregorian date of a day counted from 1970-01-01 (Howard
+/// Hinnant's algorithm, the inverse of [`days_from_civil`]).
+fn civil_from_days(z: i64) -> (i64, i64, i64) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
 }
 
 /// The instant `--since DUR` names: now minus the duration.
@@ -686,6 +818,37 @@ mod tests {
         ] {
             assert_eq!(parse_ts(bad), None, "{bad}");
         }
+    }
+
+    proptest::proptest! {
+        /// Instants written by hand read as chrono writes them: any µs from
+        /// year 0 to 9999 (and past both ends, where chrono writes them).
+        #[test]
+        fn instants_are_written_as_chrono_writes_them(
+            at in proptest::prop_oneof![
+                -62_167_219_200_000_000i64..253_402_300_800_000_000,
+                proptest::num::i64::ANY,
+                -62_167_219_200_000_010i64..-62_167_219_199_999_990,
+                253_402_300_799_999_990i64..253_402_300_800_000_010,
+                -10i64..10,
+            ]
+        ) {
+            proptest::prop_assert_eq!(format_micros(at), format_micros_chrono(at));
+        }
+    }
+
+    #[test]
+    fn instants_at_the_edges_of_days_and_years_are_written_as_chrono_writes_them() {
+        for day in [-719_528i64, -1, 0, 1, 11_016, 19_844, 2_932_896] {
+            for us in [0, 1, 999_999, 86_399_999_999] {
+                let at = day * 86_400_000_000 + us;
+                assert_eq!(format_micros(at), format_micros_chrono(at), "{at}");
+            }
+        }
+        assert_eq!(
+            format_micros(1_714_557_600_123_456),
+            "2024-05-01T10:00:00.123456Z"
+        );
     }
 
     #[test]

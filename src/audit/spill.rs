@@ -100,7 +100,7 @@ impl Spill {
         let mut buf = Vec::new();
         if let Some(file) = &self.file {
             let mut r = io::BufReader::with_capacity(
-                1 << 16,
+                WINDOW,
                 At {
                     file,
                     pos: 0,
@@ -127,6 +127,16 @@ impl Spill {
         Ok(())
     }
 
+    /// A reader of records by offset that reads the file a window of
+    /// [`WINDOW`] bytes at a time, not one record at a time.
+    pub fn window(&self) -> Window<'_> {
+        Window {
+            spill: self,
+            start: 0,
+            buf: Vec::new(),
+        }
+    }
+
     /// Bytes `[from, to)`: one whole record, as pushed.
     pub fn read(&self, from: u64, to: u64, buf: &mut Vec<u8>) -> io::Result<()> {
         buf.clear();
@@ -141,6 +151,49 @@ impl Spill {
             .as_ref()
             .expect("bytes before in_file are in the file");
         file.read_exact_at(buf, from)
+    }
+}
+
+/// Bytes read from the spill's file at a time by a [`Window`] (and by
+/// [`Spill::each_record`]).
+pub const WINDOW: usize = 1 << 20;
+
+/// Records read by offset ([`Spill::window`]) through a window of the file:
+/// records read in about the order they were pushed cost one `pread` per
+/// [`WINDOW`] bytes.
+pub struct Window<'s> {
+    spill: &'s Spill,
+    /// The offset of `buf`'s first byte.
+    start: u64,
+    buf: Vec<u8>,
+}
+
+impl Window<'_> {
+    /// Bytes `[from, to)`: one whole record, as pushed.
+    pub fn get(&mut self, from: u64, to: u64) -> io::Result<&[u8]> {
+        let s = self.spill;
+        if from >= s.in_file {
+            let (a, b) = ((from - s.in_file) as usize, (to - s.in_file) as usize);
+            return Ok(&s.mem[a..b]);
+        }
+        let end = self.start + self.buf.len() as u64;
+        if from < self.start || to > end {
+            // Records come back nearly in order: keep a little of what
+            // lies before this one in the window too.
+            let start = from.saturating_sub(WINDOW as u64 / 8);
+            let len = ((to - start) as usize)
+                .max(WINDOW)
+                .min((s.in_file - start) as usize);
+            self.buf.resize(len, 0);
+            let file = s
+                .file
+                .as_ref()
+                .expect("bytes before in_file are in the file");
+            file.read_exact_at(&mut self.buf, start)?;
+            self.start = start;
+        }
+        let a = (from - self.start) as usize;
+        Ok(&self.buf[a..a + (to - from) as usize])
     }
 }
 
@@ -230,10 +283,17 @@ mod tests {
             let want: Vec<String> = at.iter().map(|(_, r)| r.clone()).collect();
             assert_eq!(back, want, "records, limit {limit}");
             let mut buf = Vec::new();
+            let mut w = s.window();
             for (i, (off, rec)) in at.iter().enumerate() {
                 let end = at.get(i + 1).map_or(s.len(), |n| n.0);
                 s.read(*off, end, &mut buf).unwrap();
                 assert_eq!(buf, rec.as_bytes(), "limit {limit}, record {i}");
+                assert_eq!(w.get(*off, end).unwrap(), rec.as_bytes());
+            }
+            // Out of order, through the window.
+            for (i, (off, rec)) in at.iter().enumerate().rev() {
+                let end = at.get(i + 1).map_or(s.len(), |n| n.0);
+                assert_eq!(w.get(*off, end).unwrap(), rec.as_bytes());
             }
         }
     }

@@ -450,3 +450,117 @@ fn history_counts_every_malformed_line_and_finds_every_step_over_the_family() {
     }
     assert!(steps_seen > 100, "the family has steps: {steps_seen}");
 }
+
+/// One event of an awkward log (escaped and unicode targets, huge and
+/// exponent numbers, nested details), `i` its place, ~2 ms apart with
+/// overlapping durations so that `races` finds things.
+fn awkward_event(rng: &mut Rng, i: u64) -> Value {
+    let ms = i * 2 + rng.below(3);
+    let (tool, op) = [
+        ("lock-manager", "acquire"),
+        ("lock-manager", "release"),
+        ("lock-manager", "takeover"),
+        ("state-manager", "set"),
+        ("state-manager", "write"),
+        ("state-manager", "read"),
+        ("state-manager", "init"),
+        ("lock-manager", "clean"),
+        ("error-recovery", "checkpoint"),
+    ][rng.below(9) as usize];
+    let owner = 100 + rng.below(3);
+    let detail = match rng.below(7) {
+        0 => json!({"lock_type": "shared", "wait_ms": ([0.5, 612.25, 1e-7][rng.below(3) as usize]),
+                    "owner_pid": owner, "holders_while_waiting": [7, 8]}),
+        1 => json!({"owner_pid": owner, "forced": rng.below(2) == 0}),
+        2 => json!({"stale_pid": 9, "reason": "caf\u{e9} \"gone\"", "owner_pid": owner}),
+        3 => json!({"conflict": "revision", "expected": -3, "actual": 7, "error": "tab\there ✓"}),
+        4 => json!({"revision": 18446744073709551615u64, "lock_wait_ms": 700.125}),
+        5 => json!({"removed": ["deploy", "a\"b"], "nested": {"a": [1, {"b": null}]}}),
+        _ => json!({}),
+    };
+    let mut ev = event(json!({
+        "ts": format!("2024-05-01T10:00:{:02}.{:03}{:03}Z", ms / 1000 % 60, ms % 1000, rng.below(1000)),
+        "tool": tool, "op": op,
+        "target": TARGETS_AWKWARD[rng.below(TARGETS_AWKWARD.len() as u64) as usize],
+        "pid": 4000 + rng.below(50), "ppid": owner,
+        "duration_ms": ([1.5, 0.412, 3.731, 1e-7, 4.0][rng.below(5) as usize]),
+        "exit_code": ([0, 0, 0, 2, 4][rng.below(5) as usize]), "detail": detail,
+    }));
+    if rng.below(2) == 0 {
+        ev["run_id"] = json!("r\u{e9}");
+    }
+    ev
+}
+
+const TARGETS_AWKWARD: &[&str] = &[
+    "deploy",
+    "/srv/p/.workflow-state.json",
+    "caf\u{e9} ✓",
+    "a\"b",
+];
+
+/// The same event with its fields in reverse order.
+fn reversed(ev: &Value) -> String {
+    let mut fields: Vec<(String, Value)> = ev.as_object().unwrap().clone().into_iter().collect();
+    fields.reverse();
+    Value::Object(fields.into_iter().collect()).to_string()
+}
+
+// See: issue 16. The toolkit's own lines are read by a fast reader, any
+// other shape by serde_json: the reviews must not tell them apart.
+#[test]
+fn history_and_races_read_the_toolkits_lines_as_any_field_order() {
+    let (ours, other) = (Env::new(), Env::new());
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    let mut i = 0;
+    for n in [2, 1, 0] {
+        let name = match n {
+            0 => ".workflow-audit.jsonl".to_string(),
+            n => format!(".workflow-audit.jsonl.{n}"),
+        };
+        let (mut a, mut b) = (String::new(), String::new());
+        for _ in 0..400 {
+            let ev = awkward_event(&mut rng, i);
+            i += 1;
+            let (x, y) = match rng.below(30) {
+                0 => ("not json".to_string(), "not json".to_string()),
+                1 => (String::new(), String::new()),
+                2 => (format!("{ev}\r"), format!("{}\r", reversed(&ev))),
+                _ => (ev.to_string(), reversed(&ev)),
+            };
+            a.push_str(&x);
+            a.push('\n');
+            b.push_str(&y);
+            b.push('\n');
+        }
+        fs::write(ours.path(&name), a).unwrap();
+        fs::write(other.path(&name), b).unwrap();
+    }
+    for args in [
+        &["audit", "history", "deploy"][..],
+        &["audit", "history", "deploy", "--all"],
+        &["audit", "history", "/srv/p/.workflow-state.json"],
+        &["audit", "history", "a\"b"],
+        &["audit", "races"],
+        &["audit", "races", "--window", "100"],
+    ] {
+        let a = ours.run("state-manager", args).ok();
+        let b = other.run("state-manager", args).ok();
+        assert_eq!(a.stdout, b.stdout, "{args:?}");
+        assert!(a.stdout.lines().count() > 20, "{args:?}: {}", a.stdout);
+        // JSON: the same values (the events' fields in their own order).
+        let mut json = args.to_vec();
+        json.push("--json");
+        let (mut a, mut b) = (
+            ours.run("state-manager", &json).ok().json(),
+            other.run("state-manager", &json).ok().json(),
+        );
+        // The files read are named by their own folder.
+        for v in [&mut a, &mut b] {
+            if let Some(m) = v.as_object_mut() {
+                m.remove("files");
+            }
+        }
+        assert!(a == b, "{json:?}:\n{a}\n---- other field order ----\n{b}");
+    }
+}

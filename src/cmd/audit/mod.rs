@@ -351,7 +351,7 @@ fn races_cmd(
         Box::new(text::race)
     };
     let (findings, totals) = races::collect(events, &filter, a.window, render)?;
-    let mut w = std::io::BufWriter::new(std::io::stdout().lock());
+    let mut w = std::io::BufWriter::with_capacity(REPORT_BUFFER, std::io::stdout().lock());
     let written = if out.json {
         races::write_json(&findings, &totals, !out.compact, &mut w).and_then(|_| w.write_all(b"\n"))
     } else {
@@ -371,7 +371,7 @@ fn history_cmd(
     detail: &mut serde_json::Value,
 ) -> Result<Code> {
     let (h, totals) = history::collect(&ctx.cfg, events, &a.target, a.all)?;
-    let mut w = std::io::BufWriter::new(std::io::stdout().lock());
+    let mut w = std::io::BufWriter::with_capacity(REPORT_BUFFER, std::io::stdout().lock());
     let written = if out.json {
         h.write_json(&totals, !out.compact, &mut w)
             .and_then(|_| w.write_all(b"\n"))
@@ -521,6 +521,10 @@ fn monitor_cmd(ctx: &Ctx, a: MonitorArgs, detail: &mut serde_json::Value) -> Res
 fn seconds(text: &str, what: &str) -> Result<Duration> {
     config::parse_duration(text, what)
 }
+
+/// Bytes of a long report (`races`, `history`) gathered before each write
+/// to stdout: one write(2) per MiB, not one per finding or step.
+const REPORT_BUFFER: usize = 1 << 20;
 
 /// The end of a report written to stdout as it streams: a closed pipe
 /// (`| head`) is not a failure, any other error is.

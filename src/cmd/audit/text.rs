@@ -162,12 +162,38 @@ pub fn race(f: &Finding, out: &mut Vec<u8>) {
         },
         f.summary
     );
-    // The events behind a finding, indented, without a header of their own.
-    let bare = Output {
-        no_header: true,
-        ..Output::default()
+    // The events behind it, indented, without a header of their own: the
+    // rows `recent` prints (its table's layout, written here straight from
+    // the parsed lines: a long log has many findings).
+    let mut skip = Totals::default();
+    let lines: Vec<_> = f
+        .events
+        .iter()
+        .filter_map(|raw| scan::parse_line(raw, &mut skip))
+        .collect();
+    let rows: Vec<[Cow<str>; 9]> = lines
+        .iter()
+        .map(|l| {
+            let ev = &l.ev;
+            [
+                Cow::Borrowed(&*ev.ts),
+                Cow::Borrowed(&*ev.tool),
+                Cow::Borrowed(&*ev.op),
+                Cow::Borrowed(&*ev.target),
+                Cow::Owned(ev.pid.to_string()),
+                Cow::Owned(ev.owner().to_string()),
+                Cow::Owned(ms(Some(ev.duration_ms))),
+                Cow::Owned(ev.exit_code.to_string()),
+                Cow::Borrowed(ev.run_id.as_deref().unwrap_or("-")),
+            ]
+        })
+        .collect();
+    let table = if rows.is_empty() {
+        "no matching events\n".to_string()
+    } else {
+        event_rows(&rows)
     };
-    for line in recent(&f.events, &Totals::default(), &bare).lines() {
+    for line in table.lines() {
         text.push_str("    ");
         text.push_str(line);
         text.push('\n');
@@ -176,6 +202,41 @@ pub fn race(f: &Finding, out: &mut Vec<u8>) {
         text.push_str(&format!("    … and {} more events\n", f.more));
     }
     out.extend_from_slice(text.as_bytes());
+}
+
+/// The rows of [`recent`]'s table without its header, as
+/// `crate::cmd::table::Table` lays them out: columns as wide as their
+/// widest cell (in characters), two spaces apart, pid, owner, ms and exit
+/// to the right, each line's trailing blanks cut.
+fn event_rows(rows: &[[Cow<str>; 9]]) -> String {
+    const RIGHT: [bool; 9] = [false, false, false, false, true, true, true, true, false];
+    let mut width = [0usize; 9];
+    for row in rows {
+        for (w, cell) in width.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for row in rows {
+        let start = out.len();
+        for (i, cell) in row.iter().enumerate() {
+            if i > 0 {
+                out.push_str("  ");
+            }
+            let pad = width[i] - cell.chars().count();
+            if RIGHT[i] {
+                out.extend(std::iter::repeat_n(' ', pad));
+                out.push_str(cell);
+            } else {
+                out.push_str(cell);
+                out.extend(std::iter::repeat_n(' ', pad));
+            }
+        }
+        let kept = out[start..].trim_end().len();
+        out.truncate(start + kept);
+        out.push('\n');
+    }
+    out
 }
 
 /// `audit races`: each finding as [`race`] rendered it, earliest first,
@@ -245,6 +306,34 @@ struct RowDetail {
 /// One step as a row of the history table. An event whose fields are not
 /// of the usual types is read as a whole value, the same way [`by`] does.
 fn step_row(s: &Step) -> Vec<String> {
+    // A line in the toolkit's own shape is read by the fast reader, whose
+    // fields are those `RowFields` would hold.
+    if let Some(p) = std::str::from_utf8(&s.raw)
+        .ok()
+        .and_then(crate::audit::plain::read)
+    {
+        let ev = &p.ev;
+        return vec![
+            ev.ts.to_string(),
+            s.what.clone(),
+            format!(
+                "owner {} (pid {}, {}@{})",
+                ev.owner(),
+                ev.pid,
+                p.user,
+                ev.host
+            ),
+            ev.tool.to_string(),
+            ev.op.to_string(),
+            ev.run_id.as_deref().unwrap_or("-").to_string(),
+            s.detail.clone(),
+        ];
+    }
+    step_row_of_fields(s)
+}
+
+/// [`step_row`] of a line in any other shape.
+fn step_row_of_fields(s: &Step) -> Vec<String> {
     let Ok(r) = serde_json::from_slice::<RowFields>(&s.raw) else {
         return step_row_of_value(s);
     };
@@ -419,6 +508,262 @@ pub fn missing(r: &crate::audit::missing::Report, window: &str, output: &Output)
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::audit::{history, plain, races};
+    use serde_json::json;
+
+    /// A small deterministic generator (xorshift), so a failure names its seed.
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+        fn below(&mut self, n: u64) -> u64 {
+            self.next() % n
+        }
+        fn pick<T: Clone>(&mut self, of: &[T]) -> T {
+            of[self.below(of.len() as u64) as usize].clone()
+        }
+    }
+
+    const TARGETS: &[&str] = &["deploy", "/w/s.json", "caf\u{e9} ✓", "a\"b\\c", "ck-1", ""];
+
+    /// One line of an awkward log: an event in the toolkit's shape, or one
+    /// in another field order, with escapes, unicode, huge or exponent
+    /// numbers; or a blank, CRLF or malformed line.
+    fn awkward_line(rng: &mut Rng, i: u64) -> String {
+        let ms = i * 2 + rng.below(3);
+        let ts = format!(
+            "2024-05-01T10:{:02}:{:02}.{:03}{:03}Z",
+            ms / 60_000,
+            ms / 1000 % 60,
+            ms % 1000,
+            rng.below(1000)
+        );
+        let (tool, op) = rng.pick(&[
+            ("lock-manager", "acquire"),
+            ("lock-manager", "release"),
+            ("lock-manager", "takeover"),
+            ("lock-manager", "run"),
+            ("state-manager", "set"),
+            ("state-manager", "write"),
+            ("state-manager", "read"),
+            ("state-manager", "init"),
+            ("state-manager", "backup"),
+            ("lock-manager", "clean"),
+            ("error-recovery", "checkpoint"),
+            ("error-recovery", "restore"),
+        ]);
+        let owner = 100 + rng.below(3);
+        let detail = match rng.below(9) {
+            0 => {
+                json!({"lock_type": rng.pick(&["shared", "exclusive"]), "wait_ms": rng.pick(&[0.5, 612.25, 1e-7, 2.0]), "owner_pid": owner, "holders_while_waiting": rng.pick(&[json!([]), json!([7, 8])])})
+            }
+            1 => json!({"owner_pid": owner, "forced": rng.below(2) == 0}),
+            2 => {
+                json!({"stale_pid": 9, "reason": rng.pick(&["dead", "caf\u{e9} \"gone\""]), "owner_pid": owner})
+            }
+            3 => {
+                json!({"conflict": "revision", "expected": -3, "actual": 7, "error": "revision\tmismatch ✓"})
+            }
+            4 => {
+                json!({"revision": rng.pick(&[json!(12), json!(18446744073709551615u64), json!(1.5)]), "lock_wait_ms": 700.125})
+            }
+            5 => json!({"removed": ["deploy", "a\"b\\c", 7], "forced": true}),
+            6 => {
+                json!({"child_exit": rng.pick(&[json!(1), json!(-2), json!("x")]), "nested": {"a": [1, {"b": null}]}})
+            }
+            7 => json!({"error": "lock timed out", "owner_pid": owner}),
+            _ => json!({}),
+        };
+        let mut ev = json!({
+            "ts": ts, "tool": tool, "op": op, "target": rng.pick(TARGETS),
+            "pid": 4000 + rng.below(50), "ppid": owner, "host": rng.pick(&["h1", "hé"]),
+            "user": "ci", "duration_ms": rng.pick(&[json!(1.5), json!(0.412), json!(1.731), json!(0.0), json!(1e-7), json!(4)]),
+            "exit_code": rng.pick(&[0, 0, 0, 2, 4]), "outcome": "ok", "detail": detail,
+        });
+        if rng.below(2) == 0 {
+            ev["run_id"] = json!(rng.pick(&["r1", "r\u{e9}"]));
+        }
+        let mut text = ev.to_string();
+        match rng.below(24) {
+            // The same event in another field order: serde_json reads it.
+            0 | 1 => {
+                let mut m: Vec<_> = ev.as_object().unwrap().clone().into_iter().collect();
+                m.reverse();
+                text = Value::Object(m.into_iter().collect()).to_string();
+            }
+            2 => text.push('\r'),
+            3 => text = String::new(),
+            4 => text = "not json".to_string(),
+            5 => text.truncate(text.floor_char_boundary(text.len() / 2)),
+            6 => text = text.replacen("\"deploy\"", "\"dep\\u006coy\"", 1),
+            7 => text = text.replacen(":", ": ", 2),
+            _ => {}
+        }
+        text
+    }
+
+    /// `race` as it was written before: the events through [`recent`]'s table.
+    fn race_by_table(f: &Finding, out: &mut Vec<u8>) {
+        let mut text = format!(
+            "{}  {}  {}: {}\n",
+            scan::format_micros(f.at),
+            f.kind,
+            if f.target.is_empty() {
+                "(no target)"
+            } else {
+                &f.target
+            },
+            f.summary
+        );
+        let bare = Output {
+            no_header: true,
+            ..Output::default()
+        };
+        for line in recent(&f.events, &Totals::default(), &bare).lines() {
+            text.push_str("    ");
+            text.push_str(line);
+            text.push('\n');
+        }
+        if f.more > 0 {
+            text.push_str(&format!("    … and {} more events\n", f.more));
+        }
+        out.extend_from_slice(text.as_bytes());
+    }
+
+    #[test]
+    fn a_race_lists_its_events_as_the_table_of_recent_does() {
+        let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+        let mut lines: Vec<Vec<u8>> = (0..3000)
+            .map(|i| awkward_line(&mut rng, i).into_bytes())
+            .collect();
+        // Cells that a table must measure in characters, and that break
+        // or end a line.
+        for (target, ms, run) in [
+            ("wide ✓✓✓ é", 12345.5, "r\t"),
+            ("new\nline", 12.5, "r\u{a0}"),
+            ("cr\r", 0.5, ""),
+            ("tail  ", 1503.0, "  "),
+            ("\u{a0}nb", 99.9, "x"),
+        ] {
+            lines.push(
+                json!({"ts": "2024-05-01T10:00:00Z", "tool": "t", "op": "o", "target": target,
+                       "pid": 123456, "duration_ms": ms, "exit_code": -1, "run_id": run})
+                .to_string()
+                .into_bytes(),
+            );
+        }
+        let mut at = 0;
+        let mut n = 0;
+        while at < lines.len() {
+            let take = (rng.below(6) as usize).min(lines.len() - at);
+            let f = Finding {
+                kind: "overlap",
+                target: ["deploy", ""][n % 2].to_string(),
+                at: 1_714_557_600_000_000,
+                summary: "s".into(),
+                owners: vec![1, 2],
+                events: lines[at..at + take].to_vec(),
+                more: rng.below(3),
+            };
+            let (mut a, mut b) = (Vec::new(), Vec::new());
+            race(&f, &mut a);
+            race_by_table(&f, &mut b);
+            assert_eq!(String::from_utf8(a).unwrap(), String::from_utf8(b).unwrap());
+            at += take.max(1);
+            n += 1;
+        }
+        // The odd targets together, in one finding.
+        let f = Finding {
+            kind: "overlap",
+            target: "x".into(),
+            at: 0,
+            summary: "s".into(),
+            owners: vec![1],
+            events: lines[lines.len() - 5..].to_vec(),
+            more: 0,
+        };
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        race(&f, &mut a);
+        race_by_table(&f, &mut b);
+        assert_eq!(String::from_utf8(a).unwrap(), String::from_utf8(b).unwrap());
+    }
+
+    /// Every way `history` and `races` print, over `cfg`'s log.
+    fn reviews(cfg: &crate::config::Config) -> Vec<Vec<u8>> {
+        let mut outs = Vec::new();
+        for target in TARGETS {
+            for all in [false, true] {
+                let (h, totals) = history::collect(cfg, cfg, target, all).unwrap();
+                let mut o = Vec::new();
+                history(&h, &totals, &Output::default(), &mut o).unwrap();
+                for pretty in [false, true] {
+                    h.write_json(&totals, pretty, &mut o).unwrap();
+                }
+                outs.push(o);
+            }
+        }
+        for json in [None, Some(false), Some(true)] {
+            let render: races::Render = match json {
+                Some(pretty) => races::json_render(pretty),
+                None => Box::new(race),
+            };
+            let filter = crate::audit::scan::Filter::default();
+            let (found, totals) = races::collect(cfg, &filter, 500.0, render).unwrap();
+            let mut o = Vec::new();
+            match json {
+                Some(pretty) => races::write_json(&found, &totals, pretty, &mut o).unwrap(),
+                None => races(&found, &totals, &mut o).unwrap(),
+            }
+            outs.push(o);
+        }
+        outs
+    }
+
+    /// Issue 16: the fast reader changes no byte of what `history` and
+    /// `races` print, text or JSON, against `serde_json` alone, over awkward
+    /// logs (rotated files, malformed, blank and CRLF lines, other field
+    /// orders, escapes, unicode, huge and exponent numbers).
+    #[test]
+    fn history_and_races_print_the_same_with_the_fast_reader_as_with_serde_json() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = crate::config::Config::new(dir.path().join("s.json"));
+        let mut printed = 0;
+        for seed in 1..13u64 {
+            let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+            let mut i = 0;
+            for n in (0..3).rev() {
+                let path = match n {
+                    0 => cfg.audit_log.clone(),
+                    n => crate::audit::rotate::rotated(&cfg.audit_log, n),
+                };
+                let mut text = String::new();
+                for _ in 0..150 {
+                    text.push_str(&awkward_line(&mut rng, i));
+                    text.push('\n');
+                    i += 1;
+                }
+                std::fs::write(path, text).unwrap();
+            }
+            let fast = reviews(&cfg);
+            plain::force_serde(true);
+            let slow = reviews(&cfg);
+            plain::force_serde(false);
+            for (k, (f, s)) in fast.iter().zip(&slow).enumerate() {
+                assert!(
+                    f == s,
+                    "seed {seed}, review {k}:\n{}\n---- serde_json alone ----\n{}",
+                    String::from_utf8_lossy(f),
+                    String::from_utf8_lossy(s)
+                );
+            }
+            printed += fast.iter().map(Vec::len).sum::<usize>();
+        }
+        assert!(printed > 1 << 20, "the reviews print: {printed} bytes");
+    }
 
     #[test]
     fn history_rows_read_the_same_from_borrowed_fields_as_from_a_value() {
