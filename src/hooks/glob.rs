@@ -56,12 +56,42 @@ fn components_match(pat: &[&str], text: &[&str]) -> bool {
     }
 }
 
-/// Whether `pattern` matches all of `text` (no case folding).
+/// Whether `pattern` matches all of `text` (no case folding). Every tool
+/// name and file pattern of a hook call comes here, so ASCII (nearly all of
+/// them) is matched on the bytes, without allocating.
 pub fn whole(pattern: &str, text: &str) -> bool {
+    if pattern.is_ascii() && text.is_ascii() {
+        return anchored(pattern.as_bytes(), text.as_bytes(), b'*', b'?');
+    }
     let p: Vec<char> = pattern.chars().collect();
     let t: Vec<char> = text.chars().collect();
-    let n = t.len();
-    reach(&p, &t, |i| i == 0, |j| j == n)
+    anchored(&p, &t, '*', '?')
+}
+
+/// Whether `p` matches all of `t`, where `star` matches any run and `one`
+/// any single element: the two-pointer wildcard match, which on a mismatch
+/// resumes after the last star one element further along `t`. At most
+/// `p.len() × t.len()` steps, with no backtracking blow-up.
+fn anchored<T: Copy + Eq>(p: &[T], t: &[T], star: T, one: T) -> bool {
+    let (mut i, mut j) = (0, 0);
+    // The last star seen, and where in `t` the run it matches ends now.
+    let mut resume: Option<(usize, usize)> = None;
+    while j < t.len() {
+        if i < p.len() && p[i] == star {
+            resume = Some((i, j));
+            i += 1;
+        } else if i < p.len() && (p[i] == one || p[i] == t[j]) {
+            i += 1;
+            j += 1;
+        } else if let Some((si, sj)) = resume {
+            resume = Some((si, sj + 1));
+            i = si + 1;
+            j = sj + 1;
+        } else {
+            return false;
+        }
+    }
+    p[i..].iter().all(|&c| c == star)
 }
 
 /// Whether `pattern` covers a run of whole words of `text`: it starts at the
@@ -196,6 +226,45 @@ mod tests {
         assert!(text_matches("t?d", "use tdd"));
         assert!(words_match("status", "what's the /status?", is_prose_sep));
         assert!(!words_match("status", "statuses", is_prose_sep));
+    }
+
+    /// The anchored match as the simulation in `reach` does it.
+    fn whole_by_reach(pattern: &str, text: &str) -> bool {
+        let p: Vec<char> = pattern.chars().collect();
+        let t: Vec<char> = text.chars().collect();
+        let n = t.len();
+        reach(&p, &t, |i| i == 0, |j| j == n)
+    }
+
+    #[test]
+    fn whole_agrees_with_the_simulation_on_every_small_case() {
+        // Every pattern up to 5 and text up to 5 elements over a small
+        // alphabet, ASCII and not: both ways must agree.
+        fn all(alphabet: &[char], max: usize) -> Vec<String> {
+            let mut out = vec![String::new()];
+            let mut last = vec![String::new()];
+            for _ in 0..max {
+                last = last
+                    .iter()
+                    .flat_map(|s| alphabet.iter().map(move |c| format!("{s}{c}")))
+                    .collect();
+                out.extend(last.iter().cloned());
+            }
+            out
+        }
+        for letters in [&['a', 'b'][..], &['a', 'é'][..]] {
+            let texts = all(letters, 5);
+            let mut alphabet = letters.to_vec();
+            alphabet.extend(['*', '?']);
+            for p in all(&alphabet, 5) {
+                for t in &texts {
+                    assert_eq!(whole(&p, t), whole_by_reach(&p, t), "{p:?} on {t:?}");
+                }
+            }
+        }
+        assert!(whole("*", ""));
+        assert!(whole("a*", "a*"));
+        assert!(!whole("a?", "a"));
     }
 
     #[test]

@@ -89,6 +89,23 @@ pub struct Rule {
 impl Rules {
     /// Parses and checks a rules file's text; `source` names it in errors.
     pub fn parse(text: &str, source: &str) -> Result<Rules> {
+        // The common case, an object that is a valid rules file, is parsed
+        // straight into the rules (a tree first cost a hook call 0.13M
+        // instructions more). Anything else takes the checked way, which
+        // alone decides what is refused and what each error says: serde
+        // would take an array for a struct, and refuses a repeated key that
+        // the tree takes the last of.
+        if text.trim_start().starts_with('{')
+            && let Ok(rules) = serde_json::from_str::<Rules>(text)
+            && rules.rules.iter().all(|r| r.check().is_ok())
+        {
+            return Ok(rules);
+        }
+        Rules::parse_checked(text, source)
+    }
+
+    /// [`Rules::parse`] by way of a tree: what it accepts and says.
+    fn parse_checked(text: &str, source: &str) -> Result<Rules> {
         let bad = |why: String| {
             Error::validation("the tracker rules do not parse")
                 .with_path(source)
@@ -382,6 +399,42 @@ mod tests {
 
     fn event(json: &str) -> Payload {
         Payload::parse(json.as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn rules_parsed_directly_are_what_the_checked_way_gives() {
+        // What each way makes of a text: the rules, or the error's words.
+        let both = |text: &str| {
+            let show = |r: Result<Rules>| match r {
+                Ok(rules) => format!("{:?}", rules.rules),
+                Err(e) => format!("error: {e}"),
+            };
+            (
+                show(Rules::parse(text, "f")),
+                show(Rules::parse_checked(text, "f")),
+            )
+        };
+        let rule = r#"{"name":"r","tools":["Edit"],"signals":["s"]}"#;
+        for text in [
+            BUILT_IN_RULES.to_string(),
+            format!(r#"{{"rules":[{rule}]}}"#),
+            // A repeated key: the checked way takes the last one.
+            format!(r#"{{"rules":[], "rules":[{rule}]}}"#),
+            format!(r#"{{"rules":[{rule}], "rules":[]}}"#),
+            // An array serde would take for the struct.
+            format!("[null, null, [{rule}]]"),
+            format!(r#"{{"rules":[{rule}]}} trailing"#),
+            r#"{"rules":[{"name":"r","signals":["bad name"]}]}"#.to_string(),
+            r#"{"rules":[{"name":"r","signals":[]}]}"#.to_string(),
+            r#"{"rules":[], "extra": 1}"#.to_string(),
+            "{".to_string(),
+            String::new(),
+        ] {
+            let (direct, checked) = both(&text);
+            assert_eq!(direct, checked, "on {text}");
+        }
+        let (direct, _) = both(&format!(r#"{{"rules":[], "rules":[{rule}]}}"#));
+        assert!(direct.contains("name: \"r\""), "{direct}");
     }
 
     fn signals_for(json: &str) -> Vec<String> {
