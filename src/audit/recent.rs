@@ -79,22 +79,7 @@ mod tests {
     use crate::config::Config;
     use std::path::Path;
 
-    /// A small deterministic generator (xorshift), so a failure names its seed.
-    struct Rng(u64);
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0
-        }
-        fn below(&mut self, n: u64) -> u64 {
-            self.next() % n
-        }
-        fn pick<'a>(&mut self, of: &[&'a str]) -> &'a str {
-            of[self.below(of.len() as u64) as usize]
-        }
-    }
+    use crate::audit::TestRng as Rng;
 
     const TOOLS: &[&str] = &["state-manager", "lock-manager", "error-recovery"];
     const OPS: &[&str] = &["set", "acquire", "write", "checkpoint", "audit-recent"];

@@ -149,9 +149,9 @@ pub fn human_span(s: f64) -> String {
     }
 }
 
-/// `audit races`, one finding: its line, its events indented below it.
-pub fn race(f: &Finding, out: &mut Vec<u8>) {
-    let mut text = format!(
+/// The line of one finding of `audit races`.
+fn race_line(f: &Finding) -> String {
+    format!(
         "{}  {}  {}: {}\n",
         scan::format_micros(f.at),
         f.kind,
@@ -161,7 +161,12 @@ pub fn race(f: &Finding, out: &mut Vec<u8>) {
             &f.target
         },
         f.summary
-    );
+    )
+}
+
+/// `audit races`, one finding: its line, its events indented below it.
+pub fn race(f: &Finding, out: &mut Vec<u8>) {
+    let mut text = race_line(f);
     // The events behind it, indented, without a header of their own: the
     // rows `recent` prints (its table's layout, written here straight from
     // the parsed lines: a long log has many findings).
@@ -511,22 +516,7 @@ mod tests {
     use crate::audit::{history, plain, races};
     use serde_json::json;
 
-    /// A small deterministic generator (xorshift), so a failure names its seed.
-    struct Rng(u64);
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0
-        }
-        fn below(&mut self, n: u64) -> u64 {
-            self.next() % n
-        }
-        fn pick<T: Clone>(&mut self, of: &[T]) -> T {
-            of[self.below(of.len() as u64) as usize].clone()
-        }
-    }
+    use crate::audit::TestRng as Rng;
 
     const TARGETS: &[&str] = &["deploy", "/w/s.json", "caf\u{e9} ✓", "a\"b\\c", "ck-1", ""];
 
@@ -608,17 +598,7 @@ mod tests {
 
     /// `race` as it was written before: the events through [`recent`]'s table.
     fn race_by_table(f: &Finding, out: &mut Vec<u8>) {
-        let mut text = format!(
-            "{}  {}  {}: {}\n",
-            scan::format_micros(f.at),
-            f.kind,
-            if f.target.is_empty() {
-                "(no target)"
-            } else {
-                &f.target
-            },
-            f.summary
-        );
+        let mut text = race_line(f);
         let bare = Output {
             no_header: true,
             ..Output::default()
