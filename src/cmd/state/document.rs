@@ -71,7 +71,12 @@ pub fn read(ctx: &Ctx, path_expr: Option<&str>, raw: bool, exit_status: bool) ->
             // A document is an object, so it is never falsy for `-e`.
             serde_json::from_slice::<serde::de::IgnoredAny>(&bytes)
                 .map_err(|_| state.parse(&bytes).unwrap_err())?;
-            let text = String::from_utf8_lossy(&bytes);
+            // std's UTF-8 check reads ASCII a word at a time; the lossy
+            // conversion alone goes byte by byte (a third of a large read).
+            let text = match std::str::from_utf8(&bytes) {
+                Ok(text) => std::borrow::Cow::Borrowed(text),
+                Err(_) => String::from_utf8_lossy(&bytes),
+            };
             cli::println(text.trim_end());
             if exit_status {
                 detail["answer_exit"] = json!(0);
