@@ -166,7 +166,7 @@ fn race_line(f: &Finding) -> String {
 
 /// `audit races`, one finding: its line, its events indented below it.
 pub fn race(f: &Finding, out: &mut Vec<u8>) {
-    let mut text = race_line(f);
+    let text = race_line(f);
     // The events behind it, indented, without a header of their own: the
     // rows `recent` prints (its table's layout, written here straight from
     // the parsed lines: a long log has many findings).
@@ -198,13 +198,18 @@ pub fn race(f: &Finding, out: &mut Vec<u8>) {
     } else {
         event_rows(&rows)
     };
+    race_end(text, &table, f.more, out);
+}
+
+/// A finding's events below its line, indented, and how many more there were.
+fn race_end(mut text: String, table: &str, more: u64, out: &mut Vec<u8>) {
     for line in table.lines() {
         text.push_str("    ");
         text.push_str(line);
         text.push('\n');
     }
-    if f.more > 0 {
-        text.push_str(&format!("    … and {} more events\n", f.more));
+    if more > 0 {
+        text.push_str(&format!("    … and {more} more events\n"));
     }
     out.extend_from_slice(text.as_bytes());
 }
@@ -598,20 +603,12 @@ mod tests {
 
     /// `race` as it was written before: the events through [`recent`]'s table.
     fn race_by_table(f: &Finding, out: &mut Vec<u8>) {
-        let mut text = race_line(f);
         let bare = Output {
             no_header: true,
             ..Output::default()
         };
-        for line in recent(&f.events, &Totals::default(), &bare).lines() {
-            text.push_str("    ");
-            text.push_str(line);
-            text.push('\n');
-        }
-        if f.more > 0 {
-            text.push_str(&format!("    … and {} more events\n", f.more));
-        }
-        out.extend_from_slice(text.as_bytes());
+        let table = recent(&f.events, &Totals::default(), &bare);
+        race_end(race_line(f), &table, f.more, out);
     }
 
     #[test]
